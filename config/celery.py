@@ -1,0 +1,13 @@
+"""The Celery app. The beat schedule of DESIGN §6 lives here, as code, once the loops exist."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("ailuro")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

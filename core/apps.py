@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    name = "core"
+    verbose_name = "ailuro core"
+
+    def ready(self) -> None:
+        from core import checks  # noqa: F401  (registers the system checks)

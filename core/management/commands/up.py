@@ -1,0 +1,155 @@
+"""The embedded run: one command, no services (DESIGN §1).
+
+Migrates the SQLite database, loads the demo sites and queues, submits a demo workflow, starts the
+web server and whatever loops and pilots the project has, prints the monitor URL and stops
+everything it started on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command, get_commands
+from django.core.management.base import BaseCommand, CommandParser
+
+from dispatcher.demo.workflow import demo_workflow_submit
+
+
+class Command(BaseCommand):
+    help = "Run ailuro embedded: database, demo setup, web server, loops and local pilots."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-demo", action="store_true", help="Do not submit the demo workflow.")
+        parser.add_argument(
+            "--exit-after", type=float, default=0, help="Stop after N seconds (scripted checks)."
+        )
+
+    def handle(
+        self, *args: Any, host: str, port: int, no_demo: bool, exit_after: float, **options: Any
+    ) -> None:
+        started = time.monotonic()
+        call_command("migrate", verbosity=0, interactive=False)
+        call_command("collectstatic", verbosity=0, interactive=False)
+        call_command(
+            "load_queues", str(Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"), verbosity=0
+        )
+        password = self._admin_password()
+        if not no_demo:
+            workflow = demo_workflow_submit()
+            self.stdout.write(f"demo workflow {workflow.pk} submitted ({workflow.jobs.count()} jobs)")
+        base = f"http://{host}:{port}"
+        children = self._start_children(host, port)
+        try:
+            self._wait_ready(base + "/", children[0])
+            self.stdout.write(
+                self.style.SUCCESS(f"ailuro is up in {time.monotonic() - started:.1f} s\n")
+                + f"  monitor:  {base}/\n"
+                + f"  admin:    {base}/admin/  (user admin, password {password})\n"
+                + f"  API docs: {base}/api/docs/\n"
+                + "Ctrl-C stops everything."
+            )
+            self._supervise(children, exit_after)
+        finally:
+            self._stop(children)
+
+    def _admin_password(self) -> str:
+        path = Path(settings.DATA_DIR) / "admin_password"
+        password = path.read_text().strip() if path.exists() else secrets.token_urlsafe(12)
+        if not path.exists():
+            path.write_text(password)
+            path.chmod(0o600)
+        user_model = get_user_model()
+        admin = user_model.objects.filter(username="admin").first()
+        if admin is None:
+            user_model.objects.create_superuser("admin", "", password)
+        return password
+
+    def _start_children(self, host: str, port: int) -> list[subprocess.Popen[bytes]]:
+        python = sys.executable
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        commands = [
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--log-level",
+                "warning",
+                "--chdir",
+                str(settings.BASE_DIR),
+            ],
+        ]
+        available = get_commands()
+        if "run_loops" in available:
+            commands.append([python, manage, "run_loops"])
+        if "run_local_pilots" in available:
+            commands.append([python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"])
+        # Each child leads its own process group so Ctrl-C handling stays ours and stop() can end
+        # the child's own children too.
+        return [
+            subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)  # noqa: S603  (fixed argv of our own programs)
+            for cmd in commands
+        ]
+
+    def _wait_ready(self, url: str, web: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if web.poll() is not None:
+                raise SystemExit(f"the web server exited with status {web.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310  (our own loopback URL)
+                    if reply.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"the web server did not answer at {url} within 30 s")
+
+    def _supervise(self, children: list[subprocess.Popen[bytes]], exit_after: float) -> None:
+        stop = False
+
+        def _on_signal(signum: int, frame: Any) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+        deadline = time.monotonic() + exit_after if exit_after else None
+        while not stop:
+            for child in children:
+                if child.poll() is not None:
+                    self.stderr.write(f"{child.args!r} exited with {child.returncode}; stopping")
+                    return
+            if deadline and time.monotonic() >= deadline:
+                return
+            time.sleep(0.5)
+
+    def _stop(self, children: list[subprocess.Popen[bytes]]) -> None:
+        import os
+
+        for child in children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        self.stdout.write("stopped")

@@ -1,0 +1,572 @@
+"""The job database (DESIGN §3).
+
+PanDA's column names are kept where pilots, operators' habits or monitor URLs depend on them
+(`pandaid`, `jeditaskid`, `computingsite`, `jobstatus`, `prodsourcelabel`, `attemptnr`, the error
+families); everything new is plain snake_case. Writes go through `dispatcher.services`.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from dispatcher.states import JobStatus, TaskStatus, WorkflowStatus
+
+
+class Site(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    region = models.CharField(
+        max_length=64, blank=True, help_text="Cloud / region, for the dashboard matrix."
+    )
+    tier = models.PositiveSmallIntegerField(default=2)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["region", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ResourceType(models.Model):
+    """PanDA's resource types (SCORE, MCORE, SCORE_HIMEM …): ranges of cores and RAM per core."""
+
+    name = models.CharField(max_length=32, unique=True)
+    min_cores = models.PositiveIntegerField(default=1)
+    max_cores = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no upper bound.")
+    min_ram_per_core_mb = models.PositiveIntegerField(default=0)
+    max_ram_per_core_mb = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: no upper bound."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_cores__isnull=True) | Q(max_cores__gte=F("min_cores")),
+                name="resourcetype_cores_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_ram_per_core_mb__isnull=True)
+                | Q(max_ram_per_core_mb__gte=F("min_ram_per_core_mb")),
+                name="resourcetype_ram_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def fits(self, *, cores: int, memory_mb: int) -> bool:
+        per_core = memory_mb / max(cores, 1)
+        return (
+            cores >= self.min_cores
+            and (self.max_cores is None or cores <= self.max_cores)
+            and per_core >= self.min_ram_per_core_mb
+            and (self.max_ram_per_core_mb is None or per_core <= self.max_ram_per_core_mb)
+        )
+
+
+class QueueStatus(models.TextChoices):
+    ONLINE = "online", "online"
+    OFFLINE = "offline", "offline"
+    BROKEROFF = "brokeroff", "brokeroff (no new jobs brokered, pilots still served)"
+    TEST = "test", "test (only test jobs)"
+
+
+class PilotFlavour(models.TextChoices):
+    AILURO = "ailuro", "ailuro pilot"
+    PANDA = "panda", "PanDA pilot3"
+
+
+class Queue(models.Model):
+    """A PanDA queue: where pilots ask for work, with the limits brokerage and dispatch match on."""
+
+    name = models.CharField(max_length=64, unique=True)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="queues")
+    status = models.CharField(max_length=16, choices=QueueStatus.choices, default=QueueStatus.ONLINE)
+    min_rss_mb = models.PositiveIntegerField(default=0)
+    max_rss_mb = models.PositiveIntegerField(
+        default=4000, help_text="Largest job memory (MB) this queue runs."
+    )
+    max_walltime_s = models.PositiveIntegerField(default=86400)
+    max_cores = models.PositiveIntegerField(default=1)
+    max_disk_mb = models.PositiveIntegerField(default=20000)
+    resource_types = models.ManyToManyField(ResourceType, blank=True, related_name="queues")
+    plugin = models.CharField(
+        max_length=32, default="local", help_text="Harvester plugin: local, slurm, kubernetes."
+    )
+    plugin_params = models.JSONField(
+        default=dict, blank=True, help_text="Plugin settings, e.g. Slurm partition and account."
+    )
+    pilot_flavour = models.CharField(max_length=16, choices=PilotFlavour.choices, default=PilotFlavour.AILURO)
+    max_workers = models.PositiveIntegerField(default=10, help_text="Most pilots alive at once.")
+    max_queued_workers = models.PositiveIntegerField(
+        default=5, help_text="Most pilots waiting in the batch system."
+    )
+    heartbeat_timeout_s = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds without heartbeat before a job is lost (default: AILURO_HEARTBEAT_TIMEOUT).",
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=QueueStatus.values), name="queue_status_valid"),
+            models.CheckConstraint(condition=Q(max_rss_mb__gte=F("min_rss_mb")), name="queue_rss_range"),
+            models.CheckConstraint(condition=Q(max_cores__gte=1), name="queue_max_cores_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Workflow(models.Model):
+    """One submitted DAG. Its tasks are its labels; its jobs are its nodes."""
+
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="workflows")
+    status = models.CharField(max_length=16, choices=WorkflowStatus.choices, default=WorkflowStatus.SUBMITTED)
+    priority = models.IntegerField(default=500)
+    spec = models.JSONField(
+        default=dict, blank=True, help_text="The spec as submitted, for audit and resubmission."
+    )
+    attempt = models.PositiveIntegerField(default=1, help_text="Attempt number within a campaign group.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=WorkflowStatus.values), name="workflow_status_valid"
+            ),
+        ]
+        indexes = [
+            # /workflows/ filtered by state, newest first.
+            models.Index(fields=["status", "-id"], name="workflow_status_idx"),
+            # /user/<name>/ and the owner filter of the API.
+            models.Index(fields=["owner", "-id"], name="workflow_owner_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pk}:{self.name}"
+
+
+class Task(models.Model):
+    """One pipeline label of a workflow (chunked above a size limit), as a JEDI task."""
+
+    jeditaskid = models.BigAutoField(primary_key=True)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="tasks")
+    label = models.CharField(max_length=100)
+    chunk = models.PositiveIntegerField(
+        default=0, help_text="Chunk index when a label is split into several tasks."
+    )
+    name = models.CharField(max_length=250)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.READY)
+    username = models.CharField(max_length=150, db_index=False)
+    priority = models.IntegerField(default=500)
+    max_attempts = models.PositiveIntegerField(default=3)
+    memory_mb = models.PositiveIntegerField(default=2000, help_text="Default request of the label's jobs.")
+    max_memory_mb = models.PositiveIntegerField(default=64000, help_text="Cap for out-of-memory retries.")
+    cores = models.PositiveIntegerField(default=1)
+    walltime_s = models.PositiveIntegerField(default=3600)
+    disk_mb = models.PositiveIntegerField(default=1000)
+    retry_policy = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-jeditaskid"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=TaskStatus.values), name="task_status_valid"),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="task_max_attempts_positive"),
+            models.CheckConstraint(condition=Q(max_memory_mb__gte=F("memory_mb")), name="task_memory_cap"),
+            models.UniqueConstraint(fields=["workflow", "label", "chunk"], name="task_unique_label_chunk"),
+        ]
+        indexes = [
+            # /tasks/ filtered by state, newest first.
+            models.Index(fields=["status", "-jeditaskid"], name="task_status_idx"),
+            # /user/<name>/ task list.
+            models.Index(fields=["username", "-jeditaskid"], name="task_username_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.jeditaskid}:{self.name}"
+
+
+class Job(models.Model):
+    """One node of a DAG; keeps its pandaid for life. The current attempt lives on the row."""
+
+    pandaid = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="jobs", db_column="jeditaskid")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=250)
+    label = models.CharField(max_length=100)
+    data_id = models.JSONField(
+        default=dict, blank=True, help_text="Data-id keys of the node, e.g. {visit: 1, detector: 3}."
+    )
+    jobstatus = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.DEFINED)
+    prodsourcelabel = models.CharField(max_length=20, default="managed")
+    produsername = models.CharField(max_length=150)
+    attemptnr = models.PositiveIntegerField(default=1)
+    currentpriority = models.IntegerField(default=500)
+    pending_parents = models.PositiveIntegerField(
+        default=0, help_text="Parents not yet finished; 0 releases the job."
+    )
+
+    # Where it runs.
+    queue = models.ForeignKey(
+        Queue,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="jobs",
+        to_field="name",
+        db_column="computingsite",
+    )
+    resource_type = models.CharField(max_length=32, blank=True)
+    pilot_id = models.CharField(max_length=200, blank=True)
+    worker_id = models.BigIntegerField(
+        null=True, blank=True, help_text="Harvester worker that ran the pilot."
+    )
+    batch_id = models.CharField(max_length=80, blank=True)
+    node = models.CharField(max_length=128, blank=True, db_column="modificationhost")
+    lease = models.CharField(
+        max_length=32, blank=True, help_text="Token of the current dispatch; updates must echo it."
+    )
+
+    # What it runs.
+    transformation = models.CharField(max_length=250, default="runpayload.sh")
+    command = models.TextField(help_text="Shell command of the payload (sent to pilots as jobPars).")
+    environment = models.JSONField(default=dict, blank=True)
+    container_image = models.CharField(max_length=250, blank=True)
+
+    # Requested resources (the current attempt's; an out-of-memory retry raises memory).
+    request_memory_mb = models.PositiveIntegerField(default=2000)
+    request_cores = models.PositiveIntegerField(default=1)
+    request_walltime_s = models.PositiveIntegerField(default=3600)
+    request_disk_mb = models.PositiveIntegerField(default=1000)
+
+    # Measured by the pilot.
+    cpu_time_s = models.FloatField(null=True, blank=True)
+    max_rss_kb = models.BigIntegerField(null=True, blank=True)
+    max_pss_kb = models.BigIntegerField(null=True, blank=True)
+    actual_cores = models.FloatField(null=True, blank=True)
+
+    # Error families, with PanDA's column names (DESIGN §8).
+    piloterrorcode = models.IntegerField(default=0)
+    piloterrordiag = models.CharField(max_length=500, blank=True)
+    exeerrorcode = models.IntegerField(default=0)
+    exeerrordiag = models.CharField(max_length=500, blank=True)
+    transexitcode = models.IntegerField(default=0)
+    ddmerrorcode = models.IntegerField(default=0)
+    ddmerrordiag = models.CharField(max_length=500, blank=True)
+    jobdispatchererrorcode = models.IntegerField(default=0)
+    jobdispatchererrordiag = models.CharField(max_length=500, blank=True)
+    superrorcode = models.IntegerField(default=0)
+    superrordiag = models.CharField(max_length=500, blank=True)
+    taskbuffererrorcode = models.IntegerField(default=0)
+    taskbuffererrordiag = models.CharField(max_length=500, blank=True)
+    brokerageerrorcode = models.IntegerField(default=0)
+    brokerageerrordiag = models.CharField(max_length=500, blank=True)
+
+    # Times (UTC).
+    creationtime = models.DateTimeField(auto_now_add=True)
+    statechangetime = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    starttime = models.DateTimeField(null=True, blank=True)
+    endtime = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, db_column="modificationtime")
+    retry_after = models.DateTimeField(
+        null=True, blank=True, help_text="Backoff: not brokered before this time."
+    )
+
+    class Meta:
+        ordering = ["-pandaid"]
+        constraints = [
+            models.CheckConstraint(condition=Q(jobstatus__in=JobStatus.values), name="job_status_valid"),
+            models.CheckConstraint(condition=Q(attemptnr__gte=1), name="job_attemptnr_positive"),
+            models.CheckConstraint(condition=Q(request_cores__gte=1), name="job_cores_positive"),
+            models.CheckConstraint(condition=Q(request_memory_mb__gte=1), name="job_memory_positive"),
+            # An activated job has a queue: dispatch matches on it.
+            models.CheckConstraint(
+                condition=~Q(jobstatus=JobStatus.ACTIVATED) | Q(queue__isnull=False),
+                name="job_activated_has_queue",
+            ),
+            # A job is released only when every parent finished.
+            models.CheckConstraint(
+                condition=Q(jobstatus=JobStatus.DEFINED)
+                | Q(pending_parents=0)
+                | Q(jobstatus__in=["cancelled", "closed", "pruned"]),
+                name="job_released_without_pending_parents",
+            ),
+            models.UniqueConstraint(fields=["workflow", "name"], name="job_unique_name_in_workflow"),
+        ]
+        indexes = [
+            # getJob: the partial index on activated jobs per queue, in dispatch order (DESIGN §4).
+            models.Index(
+                F("queue"),
+                F("currentpriority").desc(),
+                F("pandaid"),
+                name="job_activated_dispatch_idx",
+                condition=Q(jobstatus=JobStatus.ACTIVATED),
+            ),
+            # Brokerage: released jobs waiting for a queue.
+            models.Index(
+                fields=["currentpriority", "pandaid"],
+                name="job_defined_ready_idx",
+                condition=Q(jobstatus=JobStatus.DEFINED, pending_parents=0),
+            ),
+            # Watcher: jobs in flight by heartbeat age.
+            models.Index(
+                fields=["jobstatus", "heartbeat_at"],
+                name="job_inflight_heartbeat_idx",
+                condition=Q(jobstatus__in=["sent", "starting", "running", "holding"]),
+            ),
+            # Task page and counters recomputation.
+            models.Index(fields=["task", "jobstatus"], name="job_task_status_idx"),
+            # Workflow page, restart and cancel by workflow.
+            models.Index(fields=["workflow", "jobstatus"], name="job_workflow_status_idx"),
+            # /jobs/ and /dash/ by site and time window.
+            models.Index(fields=["queue", "jobstatus", "statechangetime"], name="job_queue_status_time_idx"),
+            # /jobs/?hours=N and /errors/: time window first.
+            models.Index(fields=["statechangetime"], name="job_statechangetime_idx"),
+            # /user/<name>/ job list.
+            models.Index(fields=["produsername", "statechangetime"], name="job_user_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pandaid} {self.name} ({self.jobstatus})"
+
+
+class JobAttempt(models.Model):
+    """One finished attempt of a job: its errors, metrics and the retry decision taken."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
+    attemptnr = models.PositiveIntegerField()
+    jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
+    queue = models.CharField(max_length=64, blank=True, db_column="computingsite")
+    node = models.CharField(max_length=128, blank=True)
+    pilot_id = models.CharField(max_length=200, blank=True)
+    worker_id = models.BigIntegerField(null=True, blank=True)
+    request_memory_mb = models.PositiveIntegerField(default=0)
+    request_cores = models.PositiveIntegerField(default=1)
+    cpu_time_s = models.FloatField(null=True, blank=True)
+    max_rss_kb = models.BigIntegerField(null=True, blank=True)
+    max_pss_kb = models.BigIntegerField(null=True, blank=True)
+    walltime_s = models.FloatField(null=True, blank=True)
+    piloterrorcode = models.IntegerField(default=0)
+    piloterrordiag = models.CharField(max_length=500, blank=True)
+    exeerrorcode = models.IntegerField(default=0)
+    exeerrordiag = models.CharField(max_length=500, blank=True)
+    transexitcode = models.IntegerField(default=0)
+    ddmerrorcode = models.IntegerField(default=0)
+    ddmerrordiag = models.CharField(max_length=500, blank=True)
+    jobdispatchererrorcode = models.IntegerField(default=0)
+    jobdispatchererrordiag = models.CharField(max_length=500, blank=True)
+    superrorcode = models.IntegerField(default=0)
+    superrordiag = models.CharField(max_length=500, blank=True)
+    taskbuffererrorcode = models.IntegerField(default=0)
+    taskbuffererrordiag = models.CharField(max_length=500, blank=True)
+    retry_action = models.CharField(
+        max_length=32, blank=True, help_text="What the retrier decided: retry, boost_memory, no_retry …"
+    )
+    retry_reason = models.CharField(max_length=300, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    starttime = models.DateTimeField(null=True, blank=True)
+    endtime = models.DateTimeField()
+
+    class Meta:
+        ordering = ["job", "attemptnr"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attemptnr"], name="jobattempt_unique"),
+            models.CheckConstraint(
+                condition=Q(jobstatus__in=JobStatus.values), name="jobattempt_status_valid"
+            ),
+        ]
+        indexes = [
+            # /errors/ over a time window, and memory learning per label.
+            models.Index(fields=["endtime"], name="jobattempt_endtime_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.attemptnr} {self.jobstatus}"
+
+
+class JobDependency(models.Model):
+    parent = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="child_edges")
+    child = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parent_edges")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "child"], name="jobdependency_unique"),
+            models.CheckConstraint(condition=~Q(parent=F("child")), name="jobdependency_no_self_loop"),
+        ]
+        indexes = [
+            # Parents of a job (job page, restart recomputing pending_parents).
+            models.Index(fields=["child"], name="jobdependency_child_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.parent_id} -> {self.child_id}"
+
+
+class FileRole(models.TextChoices):
+    INPUT = "input", "input"
+    OUTPUT = "output", "output"
+    LOG = "log", "log"
+    PSEUDO = "pseudo", "pseudo"
+
+
+class File(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="files")
+    lfn = models.CharField(max_length=400)
+    role = models.CharField(max_length=8, choices=FileRole.choices)
+    dataset = models.CharField(max_length=300, blank=True)
+    scope = models.CharField(max_length=100, blank=True)
+    guid = models.CharField(max_length=64, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    checksum = models.CharField(max_length=64, blank=True)
+    location = models.CharField(max_length=400, blank=True)
+    status = models.CharField(max_length=20, default="defined")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(role__in=FileRole.values), name="file_role_valid"),
+            models.UniqueConstraint(fields=["job", "lfn"], name="file_unique_lfn_per_job"),
+        ]
+        indexes = [models.Index(fields=["lfn"], name="file_lfn_idx")]
+
+    def __str__(self) -> str:
+        return self.lfn
+
+
+class JobStatusLog(models.Model):
+    """Every transition, with its cause: the job page's state history."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="status_log")
+    attemptnr = models.PositiveIntegerField()
+    jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
+    previous = models.CharField(max_length=16, blank=True)
+    time = models.DateTimeField()
+    cause = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["job", "time", "id"]
+        indexes = [models.Index(fields=["job", "time"], name="jobstatuslog_job_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.previous}->{self.jobstatus}"
+
+
+class PayloadLog(models.Model):
+    """Payload output streamed by the pilot in chunks, capped per attempt."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="payload_log")
+    attemptnr = models.PositiveIntegerField()
+    sequence = models.PositiveIntegerField()
+    text = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "attemptnr", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attemptnr", "sequence"], name="payloadlog_unique_chunk")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.attemptnr}[{self.sequence}]"
+
+
+class ErrorFamily(models.TextChoices):
+    PILOT = "pilot", "pilot"
+    EXE = "exe", "exe"
+    TRANS = "trans", "trans exit"
+    DISPATCHER = "jobdispatcher", "dispatcher"
+    DDM = "ddm", "ddm"
+    SUP = "sup", "sup"
+    TASKBUFFER = "taskbuffer", "taskbuffer"
+
+
+class RetryAction(models.TextChoices):
+    RETRY = "retry", "retry (transient)"
+    INCREASE_MEMORY = "increase_memory", "retry with more memory"
+    NO_RETRY = "no_retry", "no retry (deterministic)"
+
+
+class RetryRule(models.Model):
+    """One retrier rule, editable in admin: which errors are transient, out-of-memory or final."""
+
+    name = models.CharField(max_length=100, unique=True)
+    error_family = models.CharField(max_length=16, choices=ErrorFamily.choices)
+    code = models.IntegerField(null=True, blank=True, help_text="Empty: any code of the family.")
+    code_max = models.IntegerField(null=True, blank=True, help_text="With code: a range code..code_max.")
+    diag_regex = models.CharField(
+        max_length=300, blank=True, help_text="Python regex on the error diag; empty: any."
+    )
+    action = models.CharField(max_length=20, choices=RetryAction.choices)
+    params = models.JSONField(default=dict, blank=True, help_text='e.g. {"factor": 2, "backoff_s": 60}')
+    scope_label = models.CharField(
+        max_length=100, blank=True, help_text="Only for this pipeline label; empty: all."
+    )
+    order = models.IntegerField(default=100, help_text="Lower runs first; the first matching rule wins.")
+    active = models.BooleanField(default=True)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["order", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(action__in=RetryAction.values), name="retryrule_action_valid"),
+            models.CheckConstraint(
+                condition=Q(error_family__in=ErrorFamily.values), name="retryrule_family_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(code_max__isnull=True) | (Q(code__isnull=False) & Q(code_max__gte=F("code"))),
+                name="retryrule_code_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TaskCountDelta(models.Model):
+    """Append-only per-task, per-state count changes written with each transition.
+
+    Transitions only INSERT here, so concurrent transitions never wait on a shared counter row; the
+    rollup folds deltas into TaskCount. Exact counts = TaskCount + unfolded deltas.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="+", db_column="jeditaskid", db_constraint=False
+    )
+    jobstatus = models.CharField(max_length=16)
+    delta = models.IntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["task"], name="taskcountdelta_task_idx")]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} {self.jobstatus} {self.delta:+d}"
+
+
+class TaskCount(models.Model):
+    """Folded per-task, per-state job counts."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="counts", db_column="jeditaskid")
+    jobstatus = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        # No CHECK (count >= 0): PostgreSQL checks the proposed row of INSERT … ON CONFLICT before
+        # it finds the conflict, so a fold carrying a net negative delta would be refused.
+        constraints = [models.UniqueConstraint(fields=["task", "jobstatus"], name="taskcount_unique")]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} {self.jobstatus}: {self.count}"

@@ -1,0 +1,47 @@
+"""Named reads of the dispatcher, each for its consumer."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from django.db import connection
+
+from dispatcher.states import JobStatus
+
+
+def task_state_counts(task_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Exact per-state job counts of the given tasks: folded counts plus unfolded deltas.
+
+    Raw SQL because the two tables must be read in one statement (one snapshot): read separately, a
+    fold committing in between would count some deltas twice or not at all.
+    """
+    result: dict[int, dict[str, int]] = {task_id: {} for task_id in task_ids}
+    if not task_ids:
+        return result
+    placeholders = ", ".join(["%s"] * len(task_ids))
+    sql = f"""
+        SELECT jeditaskid, jobstatus, SUM(n) FROM (
+            SELECT jeditaskid, jobstatus, count AS n FROM dispatcher_taskcount WHERE jeditaskid IN ({placeholders})
+            UNION ALL
+            SELECT jeditaskid, jobstatus, delta AS n FROM dispatcher_taskcountdelta WHERE jeditaskid IN ({placeholders})
+        ) AS c GROUP BY jeditaskid, jobstatus
+    """  # noqa: S608  (only placeholders are interpolated)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*task_ids, *task_ids])
+        for task_id, status, n in cursor.fetchall():
+            if n:
+                result[task_id][status] = int(n)
+    return result
+
+
+def workflow_state_counts(workflow_id: int) -> dict[str, int]:
+    """Exact per-state job counts of a workflow, summed over its tasks."""
+    from dispatcher.models import Task
+
+    task_ids = list(Task.objects.filter(workflow_id=workflow_id).values_list("jeditaskid", flat=True))
+    totals: dict[str, int] = defaultdict(int)
+    for counts in task_state_counts(task_ids).values():
+        for status, n in counts.items():
+            totals[status] += n
+    return {status: totals[status] for status in JobStatus.values if totals.get(status)}

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Start Django the way every process does (manage.py check), with the given environment."""
+    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
+    base["AILURO_DATA_DIR"] = str(tmp_path)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://u:p@h/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgres://u:p@h:notaport/db"}, "DATABASE_URL"),
+        ({"AILURO_MAX_DAG_JOBS": "lots"}, "AILURO_MAX_DAG_JOBS"),
+        ({"AILURO_TASK_CHUNK_SIZE": "0"}, "AILURO_TASK_CHUNK_SIZE"),
+        ({"DEBUG": "maybe"}, "DEBUG"),
+        ({"CELERY_BROKER_URL": "carrier-pigeon://x"}, "CELERY_BROKER_URL"),
+        ({"AILURO_LOG_LEVEL": "LOUD"}, "AILURO_LOG_LEVEL"),
+    ],
+)
+def test_bad_configuration_stops_start_up_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    result = _start(tmp_path, **env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert named in result.stderr.splitlines()[-1]
+
+
+def test_the_default_configuration_starts_embedded_and_keeps_its_secret_key(tmp_path: Path) -> None:
+    first = _start(tmp_path)
+    key = (tmp_path / "secret_key").read_text()
+    second = _start(tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "secret_key").read_text() == key
+    assert len(key) >= 50
+    assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.models import Job, JobDependency, Task, Workflow
+from dispatcher.queries import workflow_state_counts
+from dispatcher.services import NewJob, WorkflowInvalid, dag_find_cycle, workflow_submit
+from tests.factories import UserFactory
+
+
+def test_find_cycle_names_the_loop() -> None:
+    assert dag_find_cycle({"a": [], "b": ["a"], "c": ["b"]}) is None
+    cycle = dag_find_cycle({"a": ["c"], "b": ["a"], "c": ["b"], "d": []})
+    assert cycle is not None
+    assert cycle[0] == cycle[-1]
+    assert set(cycle) == {"a", "b", "c"}
+
+
+@pytest.mark.django_db
+def test_submit_writes_tasks_jobs_edges_and_counters() -> None:
+    owner = UserFactory()
+    jobs = [
+        NewJob(name="a", label="isr", command="true"),
+        NewJob(name="b", label="isr", command="true"),
+        NewJob(name="c", label="coadd", command="true", parents=["a", "b"]),
+    ]
+
+    wf = workflow_submit(owner=owner, name="w", jobs=jobs)
+
+    assert Task.objects.filter(workflow=wf).count() == 2
+    assert dict(Job.objects.filter(workflow=wf).values_list("name", "pending_parents")) == {
+        "a": 0,
+        "b": 0,
+        "c": 2,
+    }
+    assert JobDependency.objects.filter(child__workflow=wf).count() == 2
+    assert workflow_state_counts(wf.pk) == {"defined": 3}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("jobs", "message"),
+    [
+        ([], "at least one job"),
+        (
+            [NewJob(name="a", label="x", command="t"), NewJob(name="a", label="x", command="t")],
+            "duplicate job name 'a'",
+        ),
+        ([NewJob(name="a", label="x", command="t", parents=["zz"])], "unknown job 'zz'"),
+        (
+            [
+                NewJob(name="a", label="x", command="t", parents=["b"]),
+                NewJob(name="b", label="x", command="t", parents=["a"]),
+            ],
+            "dependency cycle",
+        ),
+    ],
+)
+def test_invalid_workflows_write_nothing(jobs: list[NewJob], message: str) -> None:
+    with pytest.raises(WorkflowInvalid, match=message):
+        workflow_submit(owner=UserFactory(), name="bad", jobs=jobs)
+    assert not Workflow.objects.exists()
