@@ -8,5 +8,15 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Pilot protocol: /server/panda/*, /api/v1/pilot/*, /cache/*, /trf/* (plain views, lean middleware path).
+    path("", include("dispatcher.protocol.urls")),
+    # Pilot-side extras served by the harvester app (payload log chunks, worker callbacks).
+    path("", include("harvester.urls")),
+    # REST API for users and operators (DRF).
+    path("api/v1/", include("dispatcher.api_urls")),
+    path("api/v1/", include("campaigns.urls")),
+    # Login, logout, OIDC callbacks.
+    path("", include("core.urls")),
+    # The monitor: PanDA's URLs, so it comes last.
     path("", include("pandamon.urls")),
 ]

@@ -11,7 +11,10 @@ cleanup() {
   for service in "${STARTED[@]}"; do say "stopping $service (started by this run)"; "scripts/$service.sh" stop || true; done
 }
 trap cleanup EXIT
-for service in postgres redis; do
+# Each service script installs and starts its service when missing and prints STARTED if it did.
+# Optional ones (slurm, oidc, chromium) join the list as their scripts are added.
+for service in postgres redis slurm oidc chromium; do
+  [ -x "scripts/$service.sh" ] || continue
   if "scripts/$service.sh" start | grep -q STARTED; then STARTED+=("$service"); fi
 done
 

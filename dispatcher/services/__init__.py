@@ -1,0 +1,36 @@
+"""Writes of the dispatcher, one module per concern; import from here.
+
+Every job status change goes through `job_transition` or `jobs_transition_bulk` (transitions.py).
+"""
+
+from __future__ import annotations
+
+from dispatcher.services.transitions import (
+    TransitionResult,
+    job_transition,
+    jobs_transition_bulk,
+    task_count_deltas_add,
+    task_counts_fold,
+    task_counts_recompute,
+)
+from dispatcher.services.workflows import (
+    NewJob,
+    WorkflowInvalid,
+    dag_find_cycle,
+    workflow_submit,
+    workflow_validate,
+)
+
+__all__ = [
+    "NewJob",
+    "TransitionResult",
+    "WorkflowInvalid",
+    "dag_find_cycle",
+    "job_transition",
+    "jobs_transition_bulk",
+    "task_count_deltas_add",
+    "task_counts_fold",
+    "task_counts_recompute",
+    "workflow_submit",
+    "workflow_validate",
+]
