@@ -38,8 +38,9 @@ def user_roles(user: object, token: object = None) -> frozenset[str]:
        plain `user` (may submit and act on their own work).
     4. Anonymous users have no role (anonymous read is decided by the views, from the setting).
     """
-    if token is not None and getattr(token, "role", None):
-        return _IMPLIES[str(token.role)]
+    token_role = getattr(token, "role", None)
+    if token_role:
+        return _IMPLIES[str(token_role)]
     if not getattr(user, "is_authenticated", False):
         return frozenset()
     if getattr(user, "is_superuser", False):
