@@ -5,6 +5,7 @@ Every job status change goes through `job_transition` or `jobs_transition_bulk` 
 
 from __future__ import annotations
 
+from dispatcher.services.attempts import AttemptOutcome, descendants_of, job_attempt_end
 from dispatcher.services.transitions import (
     TransitionResult,
     job_transition,
@@ -22,6 +23,9 @@ from dispatcher.services.workflows import (
 )
 
 __all__ = [
+    "AttemptOutcome",
+    "descendants_of",
+    "job_attempt_end",
     "NewJob",
     "TransitionResult",
     "WorkflowInvalid",
