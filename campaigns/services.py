@@ -608,12 +608,17 @@ def group_retry(*, group_id: int, actor: str, preview: bool = False) -> ActionOu
         group = _lock_group(group_id)
         _require_settled(group, {GroupStatus.FAILED, GroupStatus.REJECTED}, "retry")
         step = Step.objects.get(pk=group.step_id)
-        if step.status in (StepStatus.DONE, StepStatus.FAILED) and group.status == GroupStatus.REJECTED:
-            Step.objects.filter(pk=step.pk).update(status=StepStatus.RUNNING, ended_at=None)
-        details = {"attempt": group.attempt + 1, "jobs": len(group.data_ids)}
+        reopen = step.status == StepStatus.FAILED and group.status == GroupStatus.REJECTED
+        details = {"attempt": group.attempt + 1, "reopens_step": reopen}
         if preview:
             return ActionOutcome(
                 "retry", "group", group_id, True, f"would submit attempt {group.attempt + 1}", details
+            )
+        if reopen:
+            # The step failed because of this rejected group: retrying it reopens step and campaign.
+            Step.objects.filter(pk=step.pk).update(status=StepStatus.RUNNING, ended_at=None)
+            Campaign.objects.filter(pk=group.campaign_id, status=CampaignStatus.FAILED).update(
+                status=CampaignStatus.RUNNING, ended_at=None
             )
         row = group_submit(group=group, kind=AttemptKind.RETRY, actor=actor)
         details["jobs"] = Job.objects.filter(workflow_id=row.workflow_id).count()

@@ -304,7 +304,7 @@ def _campaign_catalogs() -> dict[str, Any]:
     return catalogs
 
 
-CAMPAIGNS = {
+CAMPAIGNS: dict[str, Any] = {
     # Data files named by `data: {file: {path: …}}` are read only from under this folder.
     "DATA_DIR": Path(_env_str("AILURO_CAMPAIGN_DATA_DIR", str(DATA_DIR / "campaign-data"))).resolve(),
     "CATALOGS": _campaign_catalogs(),
