@@ -358,3 +358,14 @@ def downstream_of(jobs: Sequence[Mapping[str, Any]], names: set[str]) -> set[str
                 out.add(child)
                 frontier.append(child)
     return out
+
+
+def config_diff(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
+    """Leaf-level differences between two configs: [{path, old, new}], paths like `labels.isr.memory_mb`."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[dict[str, Any]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            out.extend(config_diff(old.get(key), new.get(key), sub))
+        return out
+    return [] if old == new else [{"path": path, "old": old, "new": new}]
