@@ -12,6 +12,8 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -75,6 +77,14 @@ def group_as_dict(g: Group) -> dict[str, Any]:
     }
 
 
+@extend_schema(methods=["GET"], operation_id="campaigns_list", responses=OpenApiTypes.OBJECT)
+@extend_schema(
+    methods=["POST"],
+    operation_id="campaigns_create",
+    summary="Create a draft campaign from {spec, comment}",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["GET", "POST"])
 def campaign_list_api(request: Request) -> Response:
     """GET: campaigns with group counts. POST {"spec": "<yaml>", "comment": ""}: a draft campaign."""
@@ -101,6 +111,12 @@ def campaign_list_api(request: Request) -> Response:
     return Response(campaign_as_dict(campaign), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(
+    operation_id="campaigns_detail",
+    summary="A campaign with steps, groups, progress and versions",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["GET"])
 def campaign_detail_api(request: Request, campaign_id: int) -> Response:
     campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
@@ -126,6 +142,12 @@ def campaign_detail_api(request: Request, campaign_id: int) -> Response:
     return Response(body)
 
 
+@extend_schema(
+    operation_id="campaigns_actions",
+    summary="The campaign's audit log, newest first",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["GET"])
 def campaign_actions_api(request: Request, campaign_id: int) -> Response:
     campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
@@ -149,12 +171,24 @@ def campaign_actions_api(request: Request, campaign_id: int) -> Response:
     )
 
 
+@extend_schema(
+    operation_id="campaigns_dry_run",
+    summary="What a launch would create",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["GET"])
 def campaign_dry_run_api(request: Request, campaign_id: int) -> Response:
     campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
     return Response(campaign_dry_run(services.campaign_spec(campaign), campaign_id=campaign.pk).as_dict())
 
 
+@extend_schema(
+    operation_id="campaigns_spec_edit",
+    summary="A new version of the spec",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["POST"])
 def campaign_spec_api(request: Request, campaign_id: int) -> Response:
     """POST {"spec": "<yaml>", "comment": ""}: a new version of the spec."""
@@ -205,6 +239,12 @@ _GROUP_VERBS = {
 }
 
 
+@extend_schema(
+    operation_id="campaigns_verb",
+    summary="launch | pause | resume, with optional preview",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["POST"])
 def campaign_action_api(request: Request, campaign_id: int, verb: str) -> Response:
     if verb not in _CAMPAIGN_VERBS:
@@ -217,6 +257,12 @@ def campaign_action_api(request: Request, campaign_id: int, verb: str) -> Respon
     )
 
 
+@extend_schema(
+    operation_id="campaign_steps_verb",
+    summary="pause | resume | release, with optional preview",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["POST"])
 def step_action_api(request: Request, step_id: int, verb: str) -> Response:
     if verb not in _STEP_VERBS:
@@ -225,6 +271,12 @@ def step_action_api(request: Request, step_id: int, verb: str) -> Response:
     return _act(lambda: _STEP_VERBS[verb](step_id=step_id, actor=_actor(request), preview=_preview(request)))
 
 
+@extend_schema(
+    operation_id="campaign_groups_verb",
+    summary="restart | rescue | retry | accept | reject | pause | resume",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["POST"])
 def group_action_api(request: Request, group_id: int, verb: str) -> Response:
     """Group verbs. `rescue` also takes `overrides` ({memory_mb, walltime_s, cores, disk_mb,
@@ -251,6 +303,12 @@ def group_action_api(request: Request, group_id: int, verb: str) -> Response:
     )
 
 
+@extend_schema(
+    operation_id="campaign_groups_detail",
+    summary="A group with its attempt chain and config diffs",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["GET"])
 def group_detail_api(request: Request, group_id: int) -> Response:
     """A group with its attempt chain: workflow, kind, job counts and the config diff to the previous."""

@@ -284,6 +284,7 @@ LOGGING = {
     },
 }
 
+
 # --- campaigns (issue 8) ---------------------------------------------------------------------------
 def _campaign_catalogs() -> dict[str, Any]:
     """AILURO_CAMPAIGN_CATALOGS: JSON {"name": {"table": t, "column": c, "filters": [col, …]}}.

@@ -47,7 +47,9 @@ def test_an_operator_drives_a_campaign_from_the_command_line(cli, tmp_path):
     pilots_run(queue=queue.name, workflow_ids=wfs, outcome=lambda j: BAD if j.name == "calibrate_6" else OK)
     campaigns_advance_one_round()
     group = Group.objects.get(step__position=0, name="4-6")
-    code, out, _ = cli("group", "rescue", str(group.pk), "--error", "exe:65", "--memory-mb", "5000", "--preview")
+    code, out, _ = cli(
+        "group", "rescue", str(group.pk), "--error", "exe:65", "--memory-mb", "5000", "--preview"
+    )
     assert (code, json.loads(out)["rerun"]) == (0, ["calibrate_6"])
     code, _, err = cli("group", "accept", str(Group.objects.get(step__position=0, name="1-3").pk))
     assert code == 1
@@ -55,7 +57,11 @@ def test_an_operator_drives_a_campaign_from_the_command_line(cli, tmp_path):
     assert cli("group", "accept", str(group.pk))[0] == 0
     code, out, _ = cli("log", str(campaign_id))
     verbs = [(a["actor"], a["verb"], a["result"]) for a in json.loads(out)["results"]]
-    assert verbs[:3] == [("carol", "accept", "ok"), ("carol", "accept", "refused"), ("advancer", "fail", "ok")]
+    assert verbs[:3] == [
+        ("carol", "accept", "ok"),
+        ("carol", "accept", "refused"),
+        ("advancer", "fail", "ok"),
+    ]
 
 
 def test_an_unknown_campaign_is_reported_with_the_server_status(cli):
