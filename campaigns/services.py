@@ -568,6 +568,9 @@ def group_rescue(
         _require_settled(group, {GroupStatus.FAILED, GroupStatus.ACCEPTED}, "rescue")
         if group.attempt == 0:
             raise ActionRefused("the group was never submitted; nothing to rescue")
+        step_status = Step.objects.values_list("status", flat=True).get(pk=group.step_id)
+        if step_status in (StepStatus.DONE, StepStatus.FAILED):
+            raise ActionRefused(f"the group's step is {step_status}; rescue it before the step ends")
         unknown = set(overrides) - {"memory_mb", "walltime_s", "cores", "disk_mb", "priority", "labels"}
         if unknown:
             raise ActionRefused(f"rescue overrides do not take {', '.join(sorted(unknown))}")

@@ -174,6 +174,8 @@ def test_a_rejected_group_fails_its_step_and_campaign_until_retried(failed, queu
     assert (campaign.status, step.status) == ("failed", "failed")
     with pytest.raises(ActionRefused, match="can no longer be rejected"):
         group_reject(group_id=Group.objects.get(step=step, name="4-6").pk, actor="operator")
+    with pytest.raises(ActionRefused, match="rescue it before the step ends"):
+        group_rescue(group_id=Group.objects.get(step=step, name="4-6").pk, actor="operator")
     outcome = group_retry(group_id=group.pk, actor="operator")
     assert outcome.details["reopens_step"] is True
     campaign.refresh_from_db()
