@@ -3,8 +3,9 @@ real Celery worker, with injected out-of-memory and deterministic failures; a re
 override reruns only the out-of-memory class; accept and reject; final states, counts and the audit
 log checked exactly.
 
-Pilots are simulated through `dispatcher.services.job_transition` + `job_attempt_end` (the pilot
-protocol is another branch); the advancer runs only in the worker, never in this process.
+Jobs go through the real dispatcher path: brokerage, then pilots speaking the v1 pilot protocol
+(`acquire_jobs`, `update_job`) over Django's test client; the payloads themselves are simulated (the
+outcome function). The advancer runs only in the worker, never in this process.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from campaigns.services import (
 )
 from campaigns.tasks import campaigns_advance
 from dispatcher.models import Job
-from tests.campaigns.pilots import BAD, OK, OOM, Outcome, pilots_run
+from tests.campaigns.pilots import BAD, OK, OOM, Outcome, ProtocolPilots
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -134,12 +135,12 @@ def _workflows(campaign: Campaign) -> list[int]:
     return list(GroupAttempt.objects.filter(group__campaign=campaign).values_list("workflow_id", flat=True))
 
 
-def _inject(job: Job) -> Outcome:
-    """Out of memory below 4000 MB for isr 17 and 120; isr 33, isr 180 and the coadd of 101-200
-    always fail."""
-    if job.name in ("isr_17", "isr_120"):
-        return OOM if job.request_memory_mb < 4000 else OK
-    if job.name in ("isr_33", "isr_180") or job.command == "run coadd 101-200":
+def _inject(job: dict) -> Outcome:
+    """What the payload of a dispatched job does: out of memory below 4000 MB for isr 17 and 120;
+    isr 33, isr 180 and the coadd of 101-200 always fail."""
+    if job["jobName"] in ("isr_17", "isr_120"):
+        return OOM if job["minRamCount"] < 4000 else OK
+    if job["jobName"] in ("isr_33", "isr_180") or job["command"] == "run coadd 101-200":
         return BAD
     return OK
 
@@ -148,7 +149,8 @@ def test_three_step_campaign_with_rescue_accept_and_reject(worker, operator, que
     url, received = webhook
     campaign = campaign_create(owner=operator, spec_yaml=SPEC.replace("WEBHOOK", url))
     campaign_launch(campaign_id=campaign.pk, actor="operator")
-    run = lambda: pilots_run(queue=queue.name, workflow_ids=_workflows(campaign), outcome=_inject)  # noqa: E731
+    pilots = ProtocolPilots(queue.name)
+    run = lambda: pilots.run(_inject)  # noqa: E731
 
     # Step 1: four groups of 50; the worker submits them.
     _advance_until(worker, lambda: len(_workflows(campaign)) == 4, "step isr submitted")
