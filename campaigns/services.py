@@ -509,19 +509,27 @@ def _pending_parents_recount(pandaids: list[int]) -> None:
 
 
 def rerun_preview(group: Group, selection: Selection) -> dict[str, Any]:
-    """The failed jobs a selection picks and what downstream of them would rerun."""
+    """The failed jobs a selection picks and what downstream of them would rerun.
+
+    1. Each planned job's latest row across the attempt chain (later attempts have larger pandaids);
+       the failed ones without a successful row anywhere are the candidates, so a failure left out
+       of an earlier rescue can still be picked.
+    2. No selection: every job without a successful output reruns. A selection picks candidates by
+       error template, label, site or data-id range; their not-yet-successful descendants follow.
+    """
     campaign = Campaign.objects.get(pk=group.campaign_id)
     spec = campaign_spec(campaign)
     jobs = _chain_jobs(group)
     unsucceeded = _unsucceeded(group, jobs, spec)
-    workflow_id = _current_workflow_id(group) if group.attempt else None
-    current = [j for j in jobs if j["workflow_id"] == workflow_id]
-    failed = [j for j in current if j["jobstatus"] == JobStatus.FAILED]
+    latest = {j["name"]: j for j in jobs}  # ordered by pandaid: the last row of a name wins
+    failed = [
+        j for name, j in sorted(latest.items()) if name in unsucceeded and j["jobstatus"] == JobStatus.FAILED
+    ]
     for j in failed:
         j["site"] = j.pop("queue__site__name")
     if selection.empty:
-        selected = {j["name"] for j in failed} | (unsucceeded - {j["name"] for j in current})
         picked = list(failed)
+        selected = set(unsucceeded)
     else:
         picked = [j for j in failed if selection.matches(j, dimension=spec["dimension"])]
         selected = {j["name"] for j in picked}
@@ -529,13 +537,11 @@ def rerun_preview(group: Group, selection: Selection) -> dict[str, Any]:
     plan = jobs_plan(
         config_resolve(spec, step=step_name), group=group.name, data_ids=group.data_ids, attempt=1
     )
-    downstream = downstream_of(plan, selected) & unsucceeded
-    if selection.empty:
-        downstream |= unsucceeded - selected
+    downstream = (downstream_of(plan, selected) & unsucceeded) - selected
     templates = Counter(error_template(j) for j in picked)
     return {
         "selected": sorted(selected),
-        "downstream": sorted(downstream - selected),
+        "downstream": sorted(downstream),
         "rerun": sorted((selected | downstream) & unsucceeded),
         "errors": dict(templates.most_common()),
         "left_failed": sorted({j["name"] for j in failed} - selected),

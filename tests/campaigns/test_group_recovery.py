@@ -109,6 +109,9 @@ def test_rescue_with_an_error_selection_reruns_only_that_class_and_its_downstrea
     campaigns_advance_one_round()
     group.refresh_from_db()
     assert group.status == "failed"  # calibrate_3 was left out on purpose
+    # A failure left out of attempt 2 can still be selected from attempt 1.
+    later = group_rescue(group_id=group.pk, actor="operator", selection={"error": "exe:65"}, preview=True)
+    assert (later.details["selected"], later.details["downstream"]) == (["calibrate_3"], [])
     assert group_accept(group_id=group.pk, actor="operator").details["missing"] == ["calibrate_3"]
     group.refresh_from_db()
     assert group.status == "accepted"
