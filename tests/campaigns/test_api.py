@@ -108,3 +108,13 @@ def test_group_rescue_over_the_api_with_selection_and_overrides(owner, queue):
         ("alice", "rescue", "ok"),
     ]
     assert ActionLog.objects.filter(verb="rescue").count() == 1
+
+
+def test_the_list_costs_the_same_queries_for_one_or_many_campaigns(owner, django_assert_num_queries):
+    for i in range(3):
+        owner.post("/api/v1/campaigns/", {"spec": spec_text(name=f"c{i}")}, format="json")
+    # the token lookup and one annotated campaign query
+    with django_assert_num_queries(2) as captured:
+        response = owner.get("/api/v1/campaigns/")
+    assert len(response.json()["results"]) == 3
+    assert sum("campaigns_campaign" in q["sql"] for q in captured.captured_queries) == 1
