@@ -107,7 +107,14 @@ def _scalar(text: str) -> DataId:
 
 
 def _name_part(value: DataId) -> str:
-    return _UNSAFE.sub("_", str(value)).strip("_") or "x"
+    """A URL- and shell-safe form of a value; when cleaning changed it, a digest of the original keeps
+    two different values from sharing a name (`a b` and `a/b` are `a_b~…` with different digests)."""
+    text = str(value)
+    safe = _UNSAFE.sub("_", text).strip("_") or "x"
+    if safe == text:
+        return safe
+    digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{safe}~{digest}"
 
 
 def group_name(first: DataId, last: DataId) -> str:

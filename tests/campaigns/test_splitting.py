@@ -123,3 +123,9 @@ def test_long_names_are_cut_with_a_stable_digest():
     plans = split(ids, {"rule": "query", "max_group_size": 2})
     assert len(plans[0].name) <= 100
     assert plans[0].name == split(ids, {"rule": "query", "max_group_size": 2})[0].name
+
+
+def test_values_that_clean_to_the_same_text_still_get_different_names():
+    plans = split([" ", "/", "a b", "a/b"], {"rule": "query", "max_group_size": 1})
+    assert len({p.name for p in plans}) == 4
+    assert plans[2].name.startswith("a_b~")
