@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 
 from dispatcher.models import Job, PayloadLog
@@ -80,8 +80,11 @@ def payload_log_append(
     if queues and job.queue_id not in queues:
         raise QueueNotAllowed(f"token is not bound to queue {job.queue_id}")
     chunks = PayloadLog.objects.filter(job_id=pandaid, attemptnr=attemptnr)
-    total = int(chunks.aggregate(n=Coalesce(Sum(_OctetLength("text")), 0))["n"])
-    if chunks.filter(sequence=sequence).exists():
+    seen = chunks.aggregate(
+        n=Coalesce(Sum(_OctetLength("text")), 0), dup=Count("pk", filter=Q(sequence=sequence))
+    )
+    total = int(seen["n"])
+    if seen["dup"]:
         return LogAppendResult(stored_bytes=0, total_bytes=total, capped=False, duplicate=True)
     cap = int(settings.AILURO["PAYLOAD_LOG_CAP_BYTES"])
     marker = CAP_MARKER.format(cap=cap)
