@@ -8,11 +8,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from dispatcher.models import Job, PayloadLog
+from dispatcher.models import Job, PayloadLog, Queue
 from dispatcher.states import JOB_ACTIVE
+from harvester.models import WORKER_FINAL, Worker, WorkerStatus
+from harvester.plugins.base import Submitted
 
 # The most one append_log call may carry; the pilot sends at most 16 KiB.
 MAX_CHUNK_BYTES = 64 * 1024
@@ -99,3 +102,42 @@ def payload_log_append(
     PayloadLog.objects.create(job_id=pandaid, attemptnr=attemptnr, sequence=sequence, text=text)
     stored = len(text.encode())
     return LogAppendResult(stored_bytes=stored, total_bytes=total + stored, capped=capped)
+
+
+# ---------------------------------------------------------------------------------------- workers
+
+
+def worker_create(*, queue: Queue, plugin: str) -> Worker:
+    return Worker.objects.create(queue=queue, plugin=plugin, status=WorkerStatus.SUBMITTED)
+
+
+def worker_record_submission(*, worker_id: int, submitted: Submitted) -> None:
+    Worker.objects.filter(pk=worker_id).update(
+        batch_id=submitted.batch_id[:80],
+        stdout_path=submitted.stdout_path[:400],
+        stderr_path=submitted.stderr_path[:400],
+        modified_at=timezone.now(),
+    )
+
+
+def worker_set_state(
+    *, worker_id: int, status: str, exit_code: int | None = None, node: str = "", diag: str = ""
+) -> bool:
+    """Move a live worker to `status` (compare-and-set on the live states, so a worker already
+    final is never changed back). Returns whether the row changed."""
+    now = timezone.now()
+    fields: dict[str, Any] = {"status": status, "modified_at": now}
+    if node:
+        fields["node"] = node[:128]
+    if diag:
+        fields["diag"] = diag[:500]
+    if exit_code is not None:
+        fields["exit_code"] = exit_code
+    if status == WorkerStatus.RUNNING:
+        fields["started_at"] = Coalesce("started_at", Value(now))
+    if status in WORKER_FINAL:
+        fields["ended_at"] = now
+        fields["started_at"] = Coalesce("started_at", Value(now))
+    live = [WorkerStatus.SUBMITTED, WorkerStatus.RUNNING]
+    changed = Worker.objects.filter(pk=worker_id, status__in=live).exclude(status=status).update(**fields)
+    return bool(changed)
