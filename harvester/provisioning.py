@@ -43,6 +43,7 @@ class ProvisionerConfig:
     pilot_lifetime_s: float = 24 * 3600
     python: str = sys.executable
     panda_pilot: str = ""  # path of the real PanDA pilot's pilot.py (pilot_flavour=panda)
+    pilot_extra_args: tuple[str, ...] = ()  # appended to the ailuro pilot's command line
 
 
 def pilot_token_file(base_dir: Path) -> Path:
@@ -115,6 +116,7 @@ def pilot_argv(queue: Queue, config: ProvisionerConfig, workdir: Path, token_fil
         str(config.pilot_heartbeat_s),
         "--lifetime",
         str(config.pilot_lifetime_s),
+        *config.pilot_extra_args,
     ]
 
 

@@ -21,20 +21,24 @@ def add_pilot_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     pilot.add_argument(
         "--idle-wait", type=float, default=0.0, help="keep asking for work this long before exiting"
     )
+    pilot.add_argument("--retries", type=int, default=5, help="attempts per server call before giving up")
     pilot.add_argument("--keep-workdirs", action="store_true", help="keep work dirs of finished jobs")
     pilot.set_defaults(func=cmd_pilot)
 
 
 def cmd_pilot(args: argparse.Namespace) -> int:
     # Imported here so `ailuro up` and the client commands do not pay for the pilot's modules.
+    from ailuro.pilot.client import Retry
     from ailuro.pilot.pilot import Pilot, PilotConfig
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s ailuro-pilot %(levelname)s %(message)s"
     )
     token = args.token_file.read_text().strip() if args.token_file else None
-    if args.max_jobs < 0 or args.lifetime <= 0 or args.heartbeat <= 0:
-        raise SystemExit("ailuro pilot: --max-jobs must be >= 0, --lifetime and --heartbeat > 0")
+    if args.max_jobs < 0 or args.lifetime <= 0 or args.heartbeat <= 0 or args.retries < 1:
+        raise SystemExit(
+            "ailuro pilot: --max-jobs must be >= 0, --lifetime and --heartbeat > 0, --retries >= 1"
+        )
     config = PilotConfig(
         url=args.url,
         queue=args.queue,
@@ -46,5 +50,6 @@ def cmd_pilot(args: argparse.Namespace) -> int:
         spool=args.spool.resolve() if args.spool else None,
         idle_wait_s=args.idle_wait,
         keep_workdirs=args.keep_workdirs,
+        retry=Retry(attempts=args.retries),
     )
     return Pilot(config).run()

@@ -39,10 +39,10 @@ class LocalPlugin:
         self.params = params
 
     def submit(self, spec: WorkerSpec) -> Submitted:
-        spec.workdir.mkdir(parents=True, exist_ok=True)
         out, err = spec.workdir / "pilot.out", spec.workdir / "pilot.err"
         env = {**os.environ, **spec.env, "AILURO_WORKER_DIR": str(spec.workdir)}
         try:
+            spec.workdir.mkdir(parents=True, exist_ok=True)
             with out.open("ab") as stdout, err.open("ab") as stderr:
                 proc = subprocess.Popen(  # noqa: S603  (our own pilot command line)
                     ["/bin/sh", "-c", _WRAPPER, "ailuro-worker", *spec.argv],
