@@ -75,7 +75,8 @@ class JobSpec:
             pandaid=int(doc["PandaID"]),
             attemptnr=int(doc.get("attemptNr") or 1),
             lease=str(doc.get("lease") or ""),
-            command=str(doc.get("jobPars") or ""),
+            # ailuro servers send the plain command; PanDA-style ones only jobPars (wrapper args).
+            command=str(doc.get("command") or doc.get("jobPars") or ""),
             memory_mb=int(float(doc.get("minRamCount") or 0)),
             walltime_s=int(float(doc.get("maxWalltime") or 0)),
             cores=int(doc.get("coreCount") or 1),
