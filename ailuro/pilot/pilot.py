@@ -224,7 +224,10 @@ class Pilot:
                 # The server no longer knows this dispatch (stale attempt or lease): stop working on it.
                 log.warning("heartbeat for %d refused (%s): killing the payload", job.pandaid, exc)
                 return True
-            return _wants_kill(reply.data)
+            if _wants_kill(reply.data):
+                log.warning("server says %s for job %d: killing the payload", COMMAND_KILL, job.pandaid)
+                return True
+            return False
 
         def log_sink(sequence: int, text: str) -> None:
             payload = {
