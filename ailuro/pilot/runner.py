@@ -258,6 +258,14 @@ def run_payload(
     result.log_chunks = pump.sequence
     code = proc.returncode
     result.exit_code = code if code >= 0 else 128 - code  # killed by signal N: 128+N, as shells say
+    if stop is None and code < 0:
+        # A batch system's cancel signals the payload as well as the pilot, in no set order: a
+        # payload killed by a signal right as the pilot is told to stop was preempted too.
+        deadline = time.monotonic() + 1.0
+        while not preempted() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if preempted():
+            stop = (PILOT_ERROR_PREEMPTED, f"payload killed by signal {-code} while the pilot was preempted")
     if stop is not None:
         result.pilot_error_code, result.pilot_error_diag = stop
     if image and argv[0] != "/bin/bash":
