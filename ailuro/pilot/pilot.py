@@ -201,11 +201,8 @@ class Pilot:
         env.update({"PANDAID": str(job.pandaid), "AILURO_ATTEMPT": str(job.attemptnr)})
         if job.taskid:
             env["PanDA_TaskID"] = str(job.taskid)
-        start_delay: list[float] = []
 
         def heartbeat(sample: Sample, wall_s: float) -> bool:
-            if not start_delay:
-                start_delay.append(time.monotonic() - acquired_at - wall_s)
             update = self._base_update(job, "running")
             update.update(
                 {
@@ -259,12 +256,11 @@ class Pilot:
             preempted=lambda: self.stopping,
             first_heartbeat_at_start=True,
         )
-        ended = time.monotonic()
         accepted = self._final_update(job, result)
         timing = {
             "pandaid": float(job.pandaid),
-            "acquire_to_start_s": start_delay[0] if start_delay else float("nan"),
-            "end_to_report_s": time.monotonic() - ended,
+            "acquire_to_start_s": result.started_mono - acquired_at,
+            "end_to_report_s": time.monotonic() - result.exited_mono,
         }
         self.timings.append(timing)
         log.info("job %d done: %s", job.pandaid, json.dumps(timing))

@@ -49,6 +49,8 @@ class PayloadResult:
     wall_s: float = 0.0
     started_at: float = 0.0
     ended_at: float = 0.0
+    started_mono: float = 0.0  # time.monotonic() when the payload's process was started
+    exited_mono: float = 0.0  # time.monotonic() when the payload's process ended
     samples: int = 0
     log_bytes: int = 0
     log_chunks: int = 0
@@ -193,7 +195,6 @@ def run_payload(
     argv = payload_argv(command, workdir=workdir, image=image, runtime=container_runtime() if image else None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
-    t0 = time.monotonic()
     proc = subprocess.Popen(  # noqa: S603  (the job's own command, which is the point of a pilot)
         argv,
         cwd=workdir,
@@ -203,9 +204,10 @@ def run_payload(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    t0 = time.monotonic()
     pump = _OutputPump(proc.stdout, workdir / "payload.out", log_sink)
     pump.start()
-    result = PayloadResult(exit_code=None, started_at=started)
+    result = PayloadResult(exit_code=None, started_at=started, started_mono=t0)
     # The pilot's first heartbeat says `running` as soon as the payload is up.
     next_beat = t0 if first_heartbeat_at_start else t0 + heartbeat_s
     next_flush = t0 + log_flush_s
@@ -247,6 +249,7 @@ def run_payload(
             next_flush = now + log_flush_s
             pump.flush()
     proc.wait()
+    result.exited_mono = time.monotonic()
     pump.join(timeout=10)
     pump.flush()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
