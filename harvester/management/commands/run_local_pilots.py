@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from dispatcher.services import broker_one_batch
 from harvester.provisioning import ProvisionerConfig, provision_one_round, shutdown_workers
 
 
@@ -26,6 +27,11 @@ class Command(BaseCommand):
         parser.add_argument("--period", type=float, default=2.0, help="seconds between rounds")
         parser.add_argument("--once", action="store_true", help="run one round and exit")
         parser.add_argument("--heartbeat", type=float, default=30.0, help="pilots' heartbeat period")
+        parser.add_argument(
+            "--broker",
+            action="store_true",
+            help="also run a brokerage pass each round (embedded run without the loop workers)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = ProvisionerConfig(
@@ -47,6 +53,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, _on_signal)
         try:
             while not stop:
+                if options["broker"]:
+                    broker_one_batch(limit=1000)
                 provision_one_round(config=config)
                 deadline = time.monotonic() + options["period"]
                 while not stop and time.monotonic() < deadline:
