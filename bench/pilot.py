@@ -106,6 +106,8 @@ def main() -> None:
             ],
             cwd=ROOT,
             env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         base = f"http://127.0.0.1:{port}"
