@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from harvester.models import Worker, WorkerStatus
-from harvester.provisioning import ProvisionerConfig, provision_one_round, shutdown_workers, workers_target
+from harvester.provisioning import (
+    ProvisionerConfig,
+    pilot_argv,
+    provision_one_round,
+    shutdown_workers,
+    workers_target,
+)
 from tests.factories import JobFactory, QueueFactory
 
 pytestmark = pytest.mark.django_db
@@ -131,3 +137,17 @@ def test_shutdown_cancels_live_local_pilots(config: ProvisionerConfig, tmp_path:
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
         )
     )
+
+
+def test_panda_pilot_flavour_runs_only_with_nokill_in_a_pid_namespace(tmp_path: Path) -> None:
+    queue = QueueFactory(pilot_flavour="panda", plugin_params={"panda_pilot": "/opt/pilot3/pilot.py"})
+    argv = pilot_argv(queue, ProvisionerConfig(url="http://127.0.0.1:8000"), tmp_path, tmp_path / "token")
+    assert argv[:6] == ["env", "PILOT_NOKILL=1", "unshare", "--pid", "--fork", "--mount-proc"]
+    assert "/opt/pilot3/pilot.py" in argv
+    assert argv[argv.index("-q") + 1] == queue.name
+    assert argv[argv.index("--url") + 1] == "http://127.0.0.1"
+    assert argv[argv.index("-p") + 1] == "8000"
+
+    ailuro = pilot_argv(QueueFactory(), ProvisionerConfig(url="http://h:1"), tmp_path, tmp_path / "token")
+    assert ailuro[1:4] == ["-m", "ailuro.cli", "pilot"]
+    assert ailuro[ailuro.index("--token-file") + 1] == str(tmp_path / "token")

@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 
+from dispatcher.services import job_transition
+from harvester.models import Worker
 from harvester.plugins import BatchState, WorkerSpec, plugin_for
+from harvester.provisioning import ProvisionerConfig, provision_one_round
+from tests.factories import JobFactory, QueueFactory
 
 pytestmark = pytest.mark.interop
 
@@ -73,3 +77,27 @@ def test_a_held_worker_is_pending_and_unknown_ids_are_left_out(tmp_path: Path) -
         assert "99999999" not in states
     finally:
         plugin.cancel([job.batch_id])
+
+
+@pytest.mark.django_db
+def test_pilots_waiting_in_slurm_are_cancelled_when_the_queue_empties(tmp_path: Path) -> None:
+    # Held pilots stay PENDING: what a busy cluster looks like.
+    queue = QueueFactory(plugin="slurm", plugin_params={"sbatch_options": ["--hold"]}, max_queued_workers=2)
+    jobs = [JobFactory(jobstatus="activated", queue=queue) for _ in range(2)]
+    config = ProvisionerConfig(url="http://127.0.0.1:9", base_dir=tmp_path)
+    try:
+        assert provision_one_round(config=config) == 2
+        workers = list(Worker.objects.filter(queue=queue))
+        assert all(w.batch_id.isdigit() for w in workers)
+        provision_one_round(config=config)
+        assert {w.status for w in Worker.objects.filter(queue=queue)} == {"submitted"}
+
+        for job in jobs:  # the work went elsewhere
+            job_transition(pandaid=job.pk, to="defined", cause="re-brokered")
+        assert provision_one_round(config=config) == 2
+        assert {w.status for w in Worker.objects.filter(queue=queue)} == {"cancelled"}
+        plugin = plugin_for("slurm", {})
+        for w in workers:
+            assert wait_state(plugin, w.batch_id, {"cancelled"}).status == "cancelled"
+    finally:
+        subprocess.run(["scancel", *[w.batch_id for w in Worker.objects.exclude(batch_id="")]], check=False)
