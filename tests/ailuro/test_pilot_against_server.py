@@ -25,9 +25,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 PY = sys.executable
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[AiluroServer]:
-    srv = AiluroServer(tmp_path, env={"AILURO_PAYLOAD_LOG_CAP": "4096"})
+@pytest.fixture(scope="module")
+def server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiluroServer]:
+    """One server for the module (starting gunicorn costs seconds); tests see it on the test DB."""
+    srv = AiluroServer(tmp_path_factory.mktemp("server"), env={"AILURO_PAYLOAD_LOG_CAP": "4096"})
     srv.start()
     yield srv
     srv.stop()

@@ -21,9 +21,10 @@ from tests.factories import QueueFactory
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.interop, pytest.mark.slow]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[AiluroServer]:
-    srv = AiluroServer(tmp_path)
+@pytest.fixture(scope="module")
+def server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiluroServer]:
+    """One server for the module (starting gunicorn costs seconds); tests see it on the test DB."""
+    srv = AiluroServer(tmp_path_factory.mktemp("server"))
     srv.start()
     yield srv
     srv.stop()
