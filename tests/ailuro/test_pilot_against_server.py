@@ -186,3 +186,28 @@ def test_payload_output_is_stored_in_order_and_capped(server: AiluroServer, tmp_
     assert text.startswith("line 0000\nline 0001\n")
     assert text.endswith(CAP_MARKER.format(cap=4096))
     assert Job.objects.get(pk=job.pk).jobstatus == "finished"
+
+
+def test_max_jobs_and_lifetime_bound_what_a_pilot_takes(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="BOUND_Q")
+    jobs = activated_jobs(queue, [NewJob(name=f"b{i}", label="b", command="sleep 1") for i in range(4)])
+    token = pilot_token_file(tmp_path)
+    two = run_pilot(server.url, queue.name, token, tmp_path / "p1", "--max-jobs", "2")
+    assert "max jobs (2) reached" in two.stderr
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="finished").count() == 2
+    # A lifetime shorter than one job: the pilot finishes the job it took, then takes no other.
+    one = run_pilot(server.url, queue.name, token, tmp_path / "p2", "--lifetime", "0.5")
+    assert one.returncode == 0, one.stderr
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="finished").count() == 3
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="activated").count() == 1
+
+
+def test_a_pilot_without_a_valid_token_stops_at_once_saying_why(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="AUTH_Q")
+    [job] = activated_jobs(queue, [NewJob(name="a", label="a", command="true")])
+    bad = tmp_path / "bad-token"
+    bad.write_text("ail_not-a-real-token")
+    result = run_pilot(server.url, queue.name, bad, tmp_path / "pilot", timeout=30)
+    assert result.returncode == 3
+    assert "server refused the pilot: HTTP 401" in result.stderr
+    assert Job.objects.get(pk=job.pk).jobstatus == "activated"
