@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ailuro import __version__
 from ailuro.campaign_cli import add_campaign_parser
+from ailuro.pilot.cli import add_pilot_parser
 
 
 def _project_root() -> Path:
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--exit-after", type=float, default=0, help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
     add_campaign_parser(sub)
+    add_pilot_parser(sub)
     return parser
 
 
