@@ -19,7 +19,7 @@ _ISR = (
     'if [ {data_id} = 1003 ] && [ ! -e "${TMPDIR:-/tmp}/ailuro-demo-{campaign}-{data_id}" ]; then '  # noqa: S108  (a demo marker, not a secret)
     'touch "${TMPDIR:-/tmp}/ailuro-demo-{campaign}-{data_id}"; '
     'echo "ValueError: bad input for visit {data_id}" >&2; exit 65; fi; '
-    "echo isr visit={data_id}; sleep 2"
+    "echo isr visit={data_id}; sleep SLEEP"
 )
 
 DEMO_SPEC = """
@@ -28,10 +28,10 @@ description: The embedded demo - watch it at /campaign/ID/, restart the failed g
 dimension: visit
 pipeline:
   isr: {{command: '{isr}', memory_mb: 1000, walltime_s: 60}}
-  calibrate: {{command: "echo calibrate visit={{data_id}}; sleep 3", parents: [isr], memory_mb: 1000, walltime_s: 60}}
-  coadd: {{command: "echo coadd {{group}}; sleep 2", parents: [calibrate], per: group, memory_mb: 1000, walltime_s: 60}}
+  calibrate: {{command: "echo calibrate visit={{data_id}}; sleep {sleep}", parents: [isr], memory_mb: 1000, walltime_s: 60}}
+  coadd: {{command: "echo coadd {{group}}; sleep {sleep}", parents: [calibrate], per: group, memory_mb: 1000, walltime_s: 60}}
 data:
-  ranges: [[1000, 1007]]
+  ranges: [[1000, {last}]]
 steps:
   - name: step1
     labels: [isr, calibrate]
@@ -43,18 +43,24 @@ stall_after_s: 300
 """
 
 
-def demo_spec(name: str) -> str:
-    return DEMO_SPEC.format(name=name, isr=_ISR.replace("'", "''"))
+def demo_spec(name: str, *, visits: int = 8, sleep_s: int = 2) -> str:
+    isr = _ISR.replace("SLEEP", str(sleep_s)).replace("'", "''")
+    return DEMO_SPEC.format(name=name, isr=isr, sleep=sleep_s, last=1000 + visits - 1)
 
 
-def demo_campaign_submit() -> Campaign:
-    """Create and launch the demo campaign (named demo, demo-2, … if earlier ones exist)."""
+def demo_campaign_submit(*, visits: int = 8, sleep_s: int = 2) -> Campaign:
+    """Create and launch the demo campaign (named demo, demo-2, … if earlier ones exist): `visits`
+    visits from 1000 (at least 4, so visit 1003 fails once), jobs sleeping `sleep_s` seconds."""
+    if visits < 4:
+        raise ValueError("the demo needs at least 4 visits (visit 1003 is the one that fails)")
     owner, _ = get_user_model().objects.get_or_create(username="demo")
     name, n = "demo", 1
     while Campaign.objects.filter(name=name).exists():
         n += 1
         name = f"demo-{n}"
-    campaign = campaign_create(owner=owner, spec_yaml=demo_spec(name), comment="ailuro up demo")
+    campaign = campaign_create(
+        owner=owner, spec_yaml=demo_spec(name, visits=visits, sleep_s=sleep_s), comment="ailuro up demo"
+    )
     campaign_launch(campaign_id=campaign.pk, actor="demo")
     campaign.refresh_from_db()
     return campaign
