@@ -53,6 +53,7 @@ from dispatcher.services import (
     workflow_retry,
     workflow_submit_spec,
 )
+from dispatcher.services.workflows import workflow_spec_explicit
 from dispatcher.states import JobStatus
 from dispatcher.workflows import spec_load
 
@@ -66,8 +67,11 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped
     name = "ApiToken"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer", "description": "ailuro API token (manage.py create_token)"}
-
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "ailuro API token (manage.py create_token)",
+        }
 
 
 class ApiError(Exception):
@@ -254,7 +258,7 @@ class WorkflowSpecApi(BaseApi):
     @extend_schema(responses=OpenApiTypes.OBJECT, summary="The spec as submitted")
     def get(self, request: Request, workflow_id: int) -> Response:
         workflow = access.workflow_get_for_user(request.user, workflow_id, token=self.token())
-        return Response(workflow.spec)
+        return Response(workflow_spec_explicit(workflow))
 
 
 _REPORT_STATES = [s.value for s in JobStatus]

@@ -48,6 +48,7 @@ __all__ = [
     "workflow_cancel",
     "workflow_restart",
     "workflow_retry",
+    "workflow_spec_explicit",
     "workflow_submit",
     "workflow_submit_spec",
     "workflow_validate",
@@ -107,18 +108,83 @@ def workflow_validate(
     return clustered
 
 
+# Above this many explicit jobs, a spec's job list is not copied into Workflow.spec: the job rows
+# and edges hold the same nodes, and `workflow_spec_explicit` rebuilds the list from them. Storing a
+# 25 MB list as JSONB would cost more than writing the 100,000 rows themselves.
+SPEC_INLINE_JOBS = 5_000
+JOBS_FROM_ROWS = "jobs_from_rows"
+
+
 def workflow_submit_spec(*, owner: Any, spec: Mapping[str, Any], name: str | None = None) -> Workflow:
-    """Parse a loaded spec (`spec_load`) and submit it; the spec is kept on the workflow."""
+    """Parse a loaded spec (`spec_load`) and submit it; the spec is kept on the workflow (big
+    explicit job lists as rows, see SPEC_INLINE_JOBS)."""
     parsed = spec_parse(spec, max_jobs=max_dag_jobs(), max_edges=max_dag_edges())
+    stored: Mapping[str, Any] = spec
+    jobs_listed = spec.get("jobs") or []
+    if len(jobs_listed) > SPEC_INLINE_JOBS and not parsed.cluster:
+        stored = {**{k: v for k, v in spec.items() if k != "jobs"}, JOBS_FROM_ROWS: len(jobs_listed)}
     return workflow_submit(
         owner=owner,
         name=name or parsed.name,
         jobs=parsed.jobs,
         priority=parsed.priority,
-        spec=spec,
+        spec=stored,
         labels=parsed.labels,
         cluster=parsed.cluster,
     )
+
+
+def workflow_spec_explicit(workflow: Workflow) -> dict[str, Any]:
+    """The workflow's spec as submitted; a job list kept as rows is rebuilt in the explicit form
+    (the same nodes, in submission order, with their dependencies and files)."""
+    spec = dict(workflow.spec)
+    if JOBS_FROM_ROWS not in spec:
+        return spec
+    del spec[JOBS_FROM_ROWS]
+    from dispatcher.workflows import spec_from_jobs
+
+    names: dict[int, str] = {}
+    parents: dict[int, list[str]] = {}
+    files: dict[int, list[dict[str, Any]]] = {}
+    edges = (
+        JobDependency.objects.filter(child__workflow=workflow)
+        .order_by("id")
+        .values_list("parent_id", "child_id")
+    )
+    rows = (
+        Job.objects.filter(workflow=workflow)
+        .order_by("pandaid")
+        .values_list(
+            "pandaid",
+            "name",
+            "label",
+            "command",
+            "request_memory_mb",
+            "request_cores",
+            "request_walltime_s",
+            "request_disk_mb",
+            "environment",
+            "container_image",
+            "data_id",
+        )
+    )
+    listed = list(rows.iterator(chunk_size=10_000))
+    names = {row[0]: row[1] for row in listed}
+    for parent, child in edges.iterator(chunk_size=50_000):
+        parents.setdefault(child, []).append(names[parent])
+    file_columns = ("lfn", "role", "dataset", "scope", "guid", "size", "checksum", "location")
+    for job_id, *values in File.objects.filter(job__workflow=workflow).values_list("job_id", *file_columns):
+        entry = {k: v for k, v in zip(file_columns, values, strict=True) if v not in ("", None)}
+        files.setdefault(job_id, []).append(entry)
+    jobs = [
+        NewJob(
+            name, label, command, parents.get(pk, []), memory, cores, walltime, disk, None, env, image, data_id,
+            files.get(pk, []),
+        )
+        for pk, name, label, command, memory, cores, walltime, disk, env, image, data_id in listed
+    ]  # fmt: skip
+    spec["jobs"] = spec_from_jobs(name=workflow.name, jobs=jobs)["jobs"]
+    return spec
 
 
 def workflow_submit(
@@ -263,59 +329,126 @@ def _jobs_write(
     return {row.name: row.pandaid for row in rows}
 
 
+# COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
+_COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _copy_text(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict | list):
+        return _JSON(value).translate(_COPY_ESCAPE)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value).translate(_COPY_ESCAPE)
+
+
 def _jobs_copy(
     workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
 ) -> dict[str, int]:
-    """PostgreSQL: reserve pandaids from the identity sequence, then COPY every column.
+    """PostgreSQL: reserve pandaids from the identity sequence, then COPY the rows as text.
 
-    Raw SQL because COPY is the one way to load 100,000 rows in about a second (DESIGN §4 ingest);
-    every column is sent, since Django keeps defaults in Python, not in the table.
+    Raw SQL because COPY is the one way to load 100,000 rows in about a second (DESIGN §4 ingest).
+    Every column is sent, since Django keeps defaults in Python, not in the table; the columns the
+    submission does not set are one precomputed suffix shared by every line, so a row costs one
+    string join.
     """
-    fields = list(Job._meta.concrete_fields)
     now = timezone.now()
-    template: list[Any] = []
-    for f in fields:
-        value: Any = (
+    set_here = {"pandaid", *_JOB_COLUMNS}
+    constants = [f for f in Job._meta.concrete_fields if f.column not in set_here]
+    suffix = "\t".join(
+        _copy_text(
             now if getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False) else f.get_default()
         )
-        if f.get_internal_type() == "JSONField":
-            value = json.dumps(value if value is not None else {})
-        template.append(value)
-    position = {f.column: i for i, f in enumerate(fields)}
-    slots = [position[column] for column in _JOB_COLUMNS]
-    json_slots = {i for i, column in enumerate(_JOB_COLUMNS) if column in ("data_id", "environment")}
-    pk_slot = position["pandaid"]
-    dumps = json.dumps
+        for f in constants
+    )
+    columns = ", ".join(f'"{c}"' for c in ("pandaid", *_JOB_COLUMNS, *(f.column for f in constants)))
+    escape = _COPY_ESCAPE
+    user_text = username.translate(escape)
+    workflow_text = str(workflow.pk)
+    json_cache: dict[int, str] = {}
+
+    def json_text(value: Mapping[str, Any] | None) -> str:
+        if not value:
+            return "{}"
+        key = id(value)
+        cached = json_cache.get(key)
+        if cached is None:
+            cached = _JSON(value).translate(escape)
+            json_cache[key] = cached
+        return cached
+
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('dispatcher_job', 'pandaid')) FROM generate_series(1, %s)",
             [len(nodes)],
         )
         pandaids = sorted(row[0] for row in cursor.fetchall())
-        columns = ", ".join(f'"{f.column}"' for f in fields)
         raw_cursor: Any = cursor.cursor
         with raw_cursor.copy(f"COPY dispatcher_job ({columns}) FROM STDIN") as copy:
+            lines: list[str] = []
             for job, pandaid in zip(nodes, pandaids, strict=True):
-                row = template.copy()
-                row[pk_slot] = pandaid
-                values = _job_row(job, task_of[job.name], workflow.pk, username, priority)
-                for i, slot in enumerate(slots):
-                    row[slot] = dumps(values[i]) if i in json_slots else values[i]
-                copy.write_row(row)
+                lines.append(
+                    "\t".join(
+                        (
+                            str(pandaid),
+                            str(task_of[job.name]),
+                            workflow_text,
+                            job.name.translate(escape),
+                            job.label.translate(escape),
+                            _JSON(job.data_id).translate(escape) if job.data_id else "{}",
+                            user_text,
+                            str(job.priority if job.priority is not None else priority),
+                            str(len(job.parents)),
+                            job.command.translate(escape),
+                            json_text(job.environment),
+                            job.container_image.translate(escape),
+                            str(job.memory_mb),
+                            str(job.cores),
+                            str(job.walltime_s),
+                            str(job.disk_mb),
+                            suffix,
+                        )
+                    )
+                )
+                if len(lines) >= 5000:
+                    copy.write("\n".join(lines) + "\n")
+                    lines.clear()
+            if lines:
+                copy.write("\n".join(lines) + "\n")
     return {job.name: pandaid for job, pandaid in zip(nodes, pandaids, strict=True)}
 
 
 def _edges_write(nodes: Sequence[NewJob], ids: Mapping[str, int]) -> None:
-    pairs = ((ids[parent], ids[job.name]) for job in nodes for parent in job.parents)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             raw_cursor: Any = cursor.cursor
             with raw_cursor.copy("COPY dispatcher_jobdependency (parent_id, child_id) FROM STDIN") as copy:
-                for pair in pairs:
-                    copy.write_row(pair)
+                lines: list[str] = []
+                for job in nodes:
+                    if not job.parents:
+                        continue
+                    child = str(ids[job.name])
+                    lines.extend(f"{ids[parent]}\t{child}" for parent in job.parents)
+                    if len(lines) >= 20000:
+                        copy.write("\n".join(lines) + "\n")
+                        lines.clear()
+                if lines:
+                    copy.write("\n".join(lines) + "\n")
         return
     JobDependency.objects.bulk_create(
-        [JobDependency(parent_id=parent, child_id=child) for parent, child in pairs], batch_size=5000
+        [
+            JobDependency(parent_id=ids[parent], child_id=ids[job.name])
+            for job in nodes
+            for parent in job.parents
+        ],
+        batch_size=5000,
     )
 
 

@@ -110,9 +110,15 @@ def spec_load(raw: bytes | str, *, content_type: str = "", max_bytes: int, max_d
         text = text[1:]
     is_json = "json" in content_type.lower()
     data: Any
+    from_json = False
     if is_json or text.lstrip().startswith("{"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_refuse_constant)
+            from_json = True
+        except RecursionError:
+            raise WorkflowInvalid(
+                f"the spec nests deeper than {max_depth} levels (AILURO_MAX_JSON_DEPTH)"
+            ) from None
         except json.JSONDecodeError as exc:
             if is_json:
                 raise WorkflowInvalid(
@@ -125,8 +131,12 @@ def spec_load(raw: bytes | str, *, content_type: str = "", max_bytes: int, max_d
         data = _yaml_load(text)
     if not isinstance(data, dict):
         raise WorkflowInvalid(f"the spec must be a mapping at the top level, got {_type_name(data)}")
-    _check_plain(data, max_depth)
+    _check_plain(data, max_depth, scalars=not from_json)
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise WorkflowInvalid(f"{name} is not a number a spec may hold")
 
 
 def _yaml_load(text: str) -> Any:
@@ -151,34 +161,44 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _check_plain(data: Any, max_depth: int) -> None:
-    """Only JSON types, finite numbers, string keys, at most `max_depth` levels (iterative walk;
-    shared YAML aliases are visited once)."""
-    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+_SCALARS = (str, int, bool, type(None))
+
+
+def _check_plain(data: Any, max_depth: int, *, scalars: bool = True) -> None:
+    """Only JSON types, finite numbers, string keys, at most `max_depth` levels.
+
+    Level by level over containers only, so a 100,000-job spec costs one pass over its dicts and
+    lists. JSON text needs no scalar checks (json.loads makes nothing else, and NaN is refused
+    while parsing); YAML does (`!!binary`, `!!set`, `.nan`). Shared YAML aliases are visited once.
+    """
+    level: list[Any] = [data]
+    depth = 1
     seen: set[int] = set()
-    while stack:
-        value, depth, path = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > max_depth:
-                raise WorkflowInvalid(
-                    f"the spec nests deeper than {max_depth} levels (AILURO_MAX_JSON_DEPTH)", field=path
-                )
-            if id(value) in seen:
+    while level:
+        if depth > max_depth:
+            raise WorkflowInvalid(f"the spec nests deeper than {max_depth} levels (AILURO_MAX_JSON_DEPTH)")
+        below: list[Any] = []
+        for container in level:
+            if id(container) in seen:
                 continue
-            seen.add(id(value))
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    if not isinstance(key, str):
-                        raise WorkflowInvalid(f"keys must be strings, got {key!r}", field=path)
-                    stack.append((item, depth + 1, f"{path}.{key}" if path else key))
-            else:
-                for index, item in enumerate(value):
-                    stack.append((item, depth + 1, f"{path}[{index}]"))
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise WorkflowInvalid(f"{value!r} is not a finite number", field=path)
-        elif value is not None and not isinstance(value, str | int | bool):
-            raise WorkflowInvalid(f"unsupported value of type {type(value).__name__}", field=path)
+            seen.add(id(container))
+            items = container.values() if type(container) is dict else container
+            if scalars and type(container) is dict:
+                for key in container:
+                    if type(key) is not str:
+                        raise WorkflowInvalid(f"keys must be strings, got {key!r}")
+            for value in items:
+                kind = type(value)
+                if kind is dict or kind is list:
+                    below.append(value)
+                elif scalars and not isinstance(value, _SCALARS):
+                    if kind is float:
+                        if not math.isfinite(value):
+                            raise WorkflowInvalid(f"{value!r} is not a finite number")
+                    else:
+                        raise WorkflowInvalid(f"unsupported value of type {kind.__name__}")
+        level = below
+        depth += 1
 
 
 # --- data → DAG --------------------------------------------------------------------------------
@@ -195,6 +215,8 @@ def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _unknown_keys(mapping: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    if mapping.keys() <= allowed:
+        return
     unknown = sorted(set(mapping) - allowed)
     if unknown:
         label = f"{where}.{unknown[0]}" if where else unknown[0]
@@ -398,25 +420,36 @@ def spec_parse(data: Mapping[str, Any], *, max_jobs: int, max_edges: int) -> Par
 
     jobs: list[NewJob] = []
     edges = 0
-    # 3a. Explicit jobs.
+    # 3a. Explicit jobs. Most carry no settings of their own: they share their label's resolved
+    # settings (computed once per label) instead of merging four layers per job.
+    plain: dict[str, _Settings] = {}
     for index, entry in enumerate(jobs_raw):
-        where = f"jobs[{index}]"
-        _expect(entry, dict, where, "a mapping")
-        _unknown_keys(entry, JOB_KEYS, where)
-        job_name = _expect(entry.get("name"), str, f"{where}.name", "a string")
-        label = _expect(entry.get("label"), str, f"{where}.label", "a string")
-        command = _expect(entry.get("command"), str, f"{where}.command", "a string")
+        if type(entry) is not dict:
+            _expect(entry, dict, f"jobs[{index}]", "a mapping")
+        if not entry.keys() <= JOB_KEYS:
+            _unknown_keys(entry, JOB_KEYS, f"jobs[{index}]")
+        job_name = entry.get("name")
+        label = entry.get("label")
+        command = entry.get("command")
         depends = entry.get("depends_on") or []
-        _expect(depends, list, f"{where}.depends_on", "a list of job names")
-        for parent in depends:
-            _expect(parent, str, f"{where}.depends_on", "a list of job names")
+        data_id = entry.get("data_id") or {}
+        if type(job_name) is not str or type(label) is not str or type(command) is not str:
+            for key, value in (("name", job_name), ("label", label), ("command", command)):
+                _expect(value, str, f"jobs[{index}].{key}", "a string")
+        if type(depends) is not list or not all(type(p) is str for p in depends):
+            raise WorkflowInvalid(
+                f"jobs[{index}].depends_on must be a list of job names", field=f"jobs[{index}].depends_on"
+            )
+        if type(data_id) is not dict:
+            _expect(data_id, dict, f"jobs[{index}].data_id", "a mapping")
         edges += len(depends)
         if edges > max_edges:
             dag_check_caps(jobs=total, edges=edges, max_jobs=max_jobs, max_edges=max_edges)
-        data_id = entry.get("data_id") or {}
-        _expect(data_id, dict, f"{where}.data_id", "a mapping")
-        files = _files(entry.get("files") or [], f"{where}.files")
-        s = resolve(label, _settings(entry, where))
+        files = _files(entry["files"], f"jobs[{index}].files") if entry.get("files") else []
+        if entry.keys() & SETTINGS_KEYS:
+            s = resolve(label, _settings(entry, f"jobs[{index}]"))
+        else:
+            s = plain.get(label) or plain.setdefault(label, resolve(label, _Settings()))
         jobs.append(_new_job(job_name, label, command, depends, s, data_id, files))
 
     # 3b. Compact labels.
@@ -432,15 +465,37 @@ def spec_parse(data: Mapping[str, Any], *, max_jobs: int, max_edges: int) -> Par
             _expect(name_t, str, f"{c.where}.name", "a string")
             _template_fields(name_t, allowed, f"{c.where}.name")
         s = resolve(c.label, _Settings())
+        r = s.resources
+        memory_mb, cores, walltime_s, disk_mb = r["memory_mb"], r["cores"], r["walltime_s"], r["disk_mb"]
+        environment, image, job_priority = s.environment, s.container_image or "", s.priority
         made: list[NewJob] = []
         assert c.data_ids is not None  # noqa: S101  (set by _compact_label)
+        label_name = c.label
+        keys = c.keys
         for data_id in c.data_ids:
-            values = {**data_id, "label": c.label}
+            values = {**data_id, "label": label_name}
             if name_t is not None:
                 job_name = name_t.format_map(values)
             else:
-                job_name = "_".join([c.label, *(str(data_id[k]) for k in c.keys)])
-            made.append(_new_job(job_name, c.label, command_t.format_map(values), [], s, data_id, []))
+                job_name = "_".join([label_name, *[str(data_id[k]) for k in keys]])
+            # Jobs of a label share one environment mapping: nothing downstream mutates it.
+            made.append(
+                NewJob(
+                    job_name,
+                    label_name,
+                    command_t.format_map(values),
+                    [],
+                    memory_mb,
+                    cores,
+                    walltime_s,
+                    disk_mb,
+                    job_priority,
+                    environment,
+                    image,
+                    data_id,
+                    (),
+                )
+            )
         by_label.setdefault(c.label, []).extend(made)
         jobs.extend(made)
 
@@ -584,20 +639,21 @@ def _new_job(
     data_id: Mapping[str, Any],
     files: list[dict[str, Any]],
 ) -> NewJob:
+    r = s.resources
     return NewJob(
-        name=name,
-        label=label,
-        command=command,
-        parents=list(parents),
-        memory_mb=s.resources["memory_mb"],
-        cores=s.resources["cores"],
-        walltime_s=s.resources["walltime_s"],
-        disk_mb=s.resources["disk_mb"],
-        priority=s.priority,
-        environment=s.environment,
-        container_image=s.container_image or "",
-        data_id=dict(data_id),
-        files=files,
+        name,
+        label,
+        command,
+        parents,
+        r["memory_mb"],
+        r["cores"],
+        r["walltime_s"],
+        r["disk_mb"],
+        s.priority,
+        s.environment,
+        s.container_image or "",
+        data_id,
+        files,
     )
 
 

@@ -23,14 +23,25 @@ def run_released(workflow_id: int, queue: Queue, outcome: Callable[[Job], str]) 
     Returns how many jobs ran. Call repeatedly until it returns 0 to drain the DAG."""
     ran = 0
     released = list(
-        Job.objects.filter(workflow_id=workflow_id, jobstatus=JobStatus.DEFINED, pending_parents=0).order_by("pandaid")
+        Job.objects.filter(workflow_id=workflow_id, jobstatus=JobStatus.DEFINED, pending_parents=0).order_by(
+            "pandaid"
+        )
     )
     for job in released:
         with transaction.atomic():
             now = timezone.now()
-            job_transition(pandaid=job.pandaid, to=JobStatus.ACTIVATED, cause="test brokerage", fields={"queue_id": queue.name})
-            job_transition(pandaid=job.pandaid, to=JobStatus.SENT, cause="test dispatch", fields={"dispatched_at": now})
-            job_transition(pandaid=job.pandaid, to=JobStatus.RUNNING, cause="test pilot", fields={"starttime": now})
+            job_transition(
+                pandaid=job.pandaid,
+                to=JobStatus.ACTIVATED,
+                cause="test brokerage",
+                fields={"queue_id": queue.name},
+            )
+            job_transition(
+                pandaid=job.pandaid, to=JobStatus.SENT, cause="test dispatch", fields={"dispatched_at": now}
+            )
+            job_transition(
+                pandaid=job.pandaid, to=JobStatus.RUNNING, cause="test pilot", fields={"starttime": now}
+            )
             final = outcome(job)
             fields = {"endtime": now}
             if final == JobStatus.FAILED:
@@ -61,7 +72,9 @@ def run_released(workflow_id: int, queue: Queue, outcome: Callable[[Job], str]) 
 def _prune_below(pandaid: int) -> None:
     frontier = [pandaid]
     while frontier:
-        children = list(JobDependency.objects.filter(parent_id__in=frontier).values_list("child_id", flat=True))
+        children = list(
+            JobDependency.objects.filter(parent_id__in=frontier).values_list("child_id", flat=True)
+        )
         if not children:
             return
         for source in JOB_NON_FINAL:

@@ -38,7 +38,9 @@ def client_for(username: str, role: str = "user") -> APIClient:
 
 
 def submit(client: APIClient, body: str | bytes, content_type: str = "application/yaml", **extra: Any) -> Any:
-    return client.generic("POST", reverse("dispatcher:workflow-list"), body, content_type=content_type, **extra)
+    return client.generic(
+        "POST", reverse("dispatcher:workflow-list"), body, content_type=content_type, **extra
+    )
 
 
 @pytest.fixture
@@ -61,7 +63,8 @@ def test_submit_yaml_answers_201_and_writes_the_dag(alice: APIClient) -> None:
 
     assert response.status_code == 201
     body = response.json()
-    assert body["name"] == "api-demo" and body["produsername"] == "alice"
+    assert body["name"] == "api-demo"
+    assert body["produsername"] == "alice"
     assert body["counts"] == {"defined": 14}
     wf = Workflow.objects.get(pk=body["id"])
     assert wf.owner.username == "alice"
@@ -72,7 +75,9 @@ def test_submit_yaml_answers_201_and_writes_the_dag(alice: APIClient) -> None:
 def test_submit_json_on_the_submit_url_with_a_name_override(alice: APIClient) -> None:
     spec = {"name": "j", "jobs": [{"name": "a", "label": "x", "command": "true"}]}
     response = alice.post(
-        reverse("dispatcher:workflow-submit") + "?name=renamed", json.dumps(spec), content_type="application/json"
+        reverse("dispatcher:workflow-submit") + "?name=renamed",
+        json.dumps(spec),
+        content_type="application/json",
     )
     assert response.status_code == 201
     assert response.json()["name"] == "renamed"
@@ -84,7 +89,8 @@ def test_malformed_yaml_is_400_with_line_and_column(alice: APIClient) -> None:
 
     assert response.status_code == 400
     body = response.json()
-    assert body["line"] == 4 and isinstance(body["column"], int)
+    assert body["line"] == 4
+    assert isinstance(body["column"], int)
     assert "line 4" in body["detail"]
     assert not Workflow.objects.exists()
 
@@ -188,7 +194,12 @@ def test_job_filters_use_the_monitor_names_and_grammar(alice: APIClient, workflo
 
     assert len(names(jobstatus="defined")) == 14
     assert names(label="visitSummary") == {"visitSummary_1", "visitSummary_2"}
-    assert names(label="isr|visitSummary", name="*_2_*|visitSummary_2") == {"isr_2_0", "isr_2_1", "isr_2_2", "visitSummary_2"}
+    assert names(label="isr|visitSummary", name="*_2_*|visitSummary_2") == {
+        "isr_2_0",
+        "isr_2_1",
+        "isr_2_2",
+        "visitSummary_2",
+    }
     assert len(names(label="!isr")) == 8
     assert names(jobstatus="failed") == set()
 
@@ -205,7 +216,9 @@ def test_unknown_or_malformed_filters_are_400_naming_the_field(alice: APIClient)
 def test_job_detail_attempts_log_tasks_sites_and_queues(alice: APIClient, workflow: Workflow) -> None:
     queue = QueueFactory(name="Q_READ")
     job = Job.objects.get(workflow=workflow, name="calibrate_1_0")
-    JobAttempt.objects.create(job=job, attemptnr=1, jobstatus="failed", queue="Q_READ", endtime="2026-01-01T00:00:00Z")
+    JobAttempt.objects.create(
+        job=job, attemptnr=1, jobstatus="failed", queue="Q_READ", endtime="2026-01-01T00:00:00Z"
+    )
     PayloadLog.objects.create(job=job, attemptnr=1, sequence=0, text="hello ")
     PayloadLog.objects.create(job=job, attemptnr=1, sequence=1, text="world\n")
 
@@ -213,19 +226,30 @@ def test_job_detail_attempts_log_tasks_sites_and_queues(alice: APIClient, workfl
     assert detail["parents"] == [Job.objects.get(workflow=workflow, name="isr_1_0").pk]
     assert detail["jeditaskid"] == job.task_id
     attempts = alice.get(reverse("dispatcher:job-attempts", args=[job.pk])).json()
-    assert [(a["attemptnr"], a["jobstatus"], a["computingsite"]) for a in attempts] == [(1, "failed", "Q_READ")]
-    assert alice.get(reverse("dispatcher:attempt-list"), {"pandaid": job.pk}).json()["results"][0]["pandaid"] == job.pk
+    assert [(a["attemptnr"], a["jobstatus"], a["computingsite"]) for a in attempts] == [
+        (1, "failed", "Q_READ")
+    ]
+    assert (
+        alice.get(reverse("dispatcher:attempt-list"), {"pandaid": job.pk}).json()["results"][0]["pandaid"]
+        == job.pk
+    )
     assert alice.get(reverse("dispatcher:job-log", args=[job.pk])).json()["text"] == "hello world\n"
     task = alice.get(reverse("dispatcher:task-detail", args=[job.task_id])).json()
-    assert task["label"] == "calibrate" and task["counts"] == {"defined": 6}
-    assert alice.get(reverse("dispatcher:task-list"), {"workflow": workflow.pk}).json()["results"][0]["workflow"] == workflow.pk
+    assert task["label"] == "calibrate"
+    assert task["counts"] == {"defined": 6}
+    assert (
+        alice.get(reverse("dispatcher:task-list"), {"workflow": workflow.pk}).json()["results"][0]["workflow"]
+        == workflow.pk
+    )
     assert alice.get(reverse("dispatcher:queue-detail", args=["Q_READ"])).json()["site"] == queue.site.name
     sites = alice.get(reverse("dispatcher:site-list")).json()["results"]
     assert sites[0]["queues"] == ["Q_READ"]
     assert alice.get(reverse("dispatcher:queue-detail", args=["NOPE"])).status_code == 404
 
 
-def test_list_pages_cost_a_fixed_number_of_queries(alice: APIClient, django_assert_max_num_queries: Any) -> None:
+def test_list_pages_cost_a_fixed_number_of_queries(
+    alice: APIClient, django_assert_max_num_queries: Any
+) -> None:
     owner = UserFactory(username="alice")
     for i in range(30):
         workflow_submit(owner=owner, name=f"w{i}", jobs=[NewJob(name="a", label="x", command="t")])
@@ -239,7 +263,9 @@ def test_list_pages_cost_a_fixed_number_of_queries(alice: APIClient, django_asse
 
 def test_ping_says_who_you_are(alice: APIClient) -> None:
     body = alice.get(reverse("dispatcher:ping")).json()
-    assert body["ok"] is True and body["user"] == "alice" and "user" in body["roles"]
+    assert body["ok"] is True
+    assert body["user"] == "alice"
+    assert "user" in body["roles"]
 
 
 # --- the permission matrix ---------------------------------------------------------------------
@@ -276,7 +302,14 @@ def actor(kind: str) -> APIClient:
 @pytest.mark.parametrize("action", sorted(ACTIONS))
 @pytest.mark.parametrize(
     ("who", "expected"),
-    [("owner", 200), ("other", 403), ("operator", 200), ("operator-group", 200), ("reader", 403), ("pilot", 403)],
+    [
+        ("owner", 200),
+        ("other", 403),
+        ("operator", 200),
+        ("operator-group", 200),
+        ("reader", 403),
+        ("pilot", 403),
+    ],
 )
 def test_permission_matrix_for_every_action(action: str, who: str, expected: int, workflow: Workflow) -> None:
     before = dict(Job.objects.filter(workflow=workflow).values_list("pandaid", "jobstatus"))
@@ -293,7 +326,10 @@ def test_permission_matrix_for_every_action(action: str, who: str, expected: int
     if expected != 200:
         assert "detail" in response.json()
         assert after == before
-        assert set(Job.objects.filter(workflow=workflow).values_list("request_memory_mb", flat=True)) == memory_before
+        assert (
+            set(Job.objects.filter(workflow=workflow).values_list("request_memory_mb", flat=True))
+            == memory_before
+        )
         assert workflow.priority == priority_before
         return
     if action == "cancel":
@@ -301,7 +337,9 @@ def test_permission_matrix_for_every_action(action: str, who: str, expected: int
     elif action == "boost-priority":
         assert workflow.priority == priority_before + 10
     elif action == "set-memory":
-        assert set(Job.objects.filter(workflow=workflow).values_list("request_memory_mb", flat=True)) == {3000}
+        assert set(Job.objects.filter(workflow=workflow).values_list("request_memory_mb", flat=True)) == {
+            3000
+        }
 
 
 @pytest.mark.parametrize(
@@ -327,14 +365,23 @@ def test_readers_and_pilots_cannot_submit() -> None:
 
 
 def test_action_input_errors_name_the_field(alice: APIClient, workflow: Workflow) -> None:
-    response = alice.post(reverse("dispatcher:workflow-set-memory", args=[workflow.pk]), {"memory_mb": -1}, format="json")
-    assert response.status_code == 400 and response.json()["field"] == "memory_mb"
     response = alice.post(
-        reverse("dispatcher:workflow-boost-priority", args=[workflow.pk]), {"priority": 1, "delta": 2}, format="json"
+        reverse("dispatcher:workflow-set-memory", args=[workflow.pk]), {"memory_mb": -1}, format="json"
     )
-    assert response.status_code == 400 and response.json()["field"] == "priority"
-    response = alice.post(reverse("dispatcher:workflow-restart", args=[workflow.pk]), {"pandaids": ["x"]}, format="json")
-    assert response.status_code == 400 and response.json()["field"] == "pandaids"
+    assert response.status_code == 400
+    assert response.json()["field"] == "memory_mb"
+    response = alice.post(
+        reverse("dispatcher:workflow-boost-priority", args=[workflow.pk]),
+        {"priority": 1, "delta": 2},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["field"] == "priority"
+    response = alice.post(
+        reverse("dispatcher:workflow-restart", args=[workflow.pk]), {"pandaids": ["x"]}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["field"] == "pandaids"
 
 
 def test_actions_on_a_selection(alice: APIClient, workflow: Workflow) -> None:

@@ -45,7 +45,9 @@ def diamond_chain(width: int = 3) -> list[NewJob]:
 def attempts(workflow: Workflow) -> dict[str, list[str]]:
     result: dict[str, list[str]] = {}
     for name, status in (
-        JobAttempt.objects.filter(job__workflow=workflow).order_by("job__name", "attemptnr").values_list("job__name", "jobstatus")
+        JobAttempt.objects.filter(job__workflow=workflow)
+        .order_by("job__name", "attemptnr")
+        .values_list("job__name", "jobstatus")
     ):
         result.setdefault(name, []).append(status)
     return result
@@ -75,10 +77,14 @@ def test_submit_writes_jobs_edges_files_and_counters_in_one_go() -> None:
 
     rows = {j.name: j for j in Job.objects.filter(workflow=wf)}
     assert len(rows) == 8
-    assert rows["c"].pending_parents == 3 and rows["a0"].pending_parents == 0
-    assert rows["a0"].environment == {"A": "1"} and rows["a0"].data_id == {"visit": 7}
-    assert rows["a0"].currentpriority == 900 and rows["a0"].produsername == owner.username
-    assert rows["a0"].creationtime is not None and rows["a0"].attemptnr == 1
+    assert rows["c"].pending_parents == 3
+    assert rows["a0"].pending_parents == 0
+    assert rows["a0"].environment == {"A": "1"}
+    assert rows["a0"].data_id == {"visit": 7}
+    assert rows["a0"].currentpriority == 900
+    assert rows["a0"].produsername == owner.username
+    assert rows["a0"].creationtime is not None
+    assert rows["a0"].attemptnr == 1
     assert sorted(rows.values(), key=lambda j: j.pandaid)[0].name == "a0"  # pandaids in spec order
     edges = set(JobDependency.objects.filter(child__workflow=wf).values_list("parent__name", "child__name"))
     assert edges == {(p, j.name) for j in jobs for p in j.parents}
@@ -95,7 +101,12 @@ def test_labels_above_the_chunk_size_are_split_evenly_into_tasks() -> None:
     wf = workflow_submit(owner=UserFactory(), name="chunky", jobs=jobs)
 
     tasks = Task.objects.filter(workflow=wf).order_by("label", "chunk")
-    assert [(t.label, t.chunk, t.jobs.count()) for t in tasks] == [("x", 0, 4), ("x", 1, 4), ("x", 2, 2), ("y", 0, 1)]
+    assert [(t.label, t.chunk, t.jobs.count()) for t in tasks] == [
+        ("x", 0, 4),
+        ("x", 1, 4),
+        ("x", 2, 2),
+        ("y", 0, 1),
+    ]
     assert [t.name for t in tasks][:2] == ["chunky/x/0", "chunky/x/1"]
     counters_are_exact(wf)
 
@@ -103,7 +114,14 @@ def test_labels_above_the_chunk_size_are_split_evenly_into_tasks() -> None:
 def test_spec_submission_keeps_the_spec_and_label_settings() -> None:
     spec = {
         "name": "from-spec",
-        "labels": {"isr": {"command": "isr {v}", "over": {"v": [1, 2]}, "resources": {"memory_mb": 3000}, "max_attempts": 7}},
+        "labels": {
+            "isr": {
+                "command": "isr {v}",
+                "over": {"v": [1, 2]},
+                "resources": {"memory_mb": 3000},
+                "max_attempts": 7,
+            }
+        },
         "cluster": {"isr": 2},
     }
     wf = workflow_submit_spec(owner=UserFactory(), spec=spec)
@@ -112,13 +130,19 @@ def test_spec_submission_keeps_the_spec_and_label_settings() -> None:
     task = Task.objects.get(workflow=wf)
     assert (task.memory_mb, task.max_attempts) == (3000, 7)
     (job,) = Job.objects.filter(workflow=wf)
-    assert job.name == "isr_cluster0" and job.data_id["members"][1]["name"] == "isr_2"
+    assert job.name == "isr_cluster0"
+    assert job.data_id["members"][1]["name"] == "isr_2"
 
 
 def test_requests_no_queue_can_satisfy_are_refused_naming_job_and_limit() -> None:
     QueueFactory(name="Q_SMALL", max_rss_mb=4000)
-    jobs = [NewJob(name="fine", label="x", command="t"), NewJob(name="greedy", label="x", command="t", memory_mb=9000)]
-    with pytest.raises(WorkflowInvalid, match=r"'greedy' requests memory_mb=9000 .* 4000 \(max_rss_mb of Q_SMALL\)"):
+    jobs = [
+        NewJob(name="fine", label="x", command="t"),
+        NewJob(name="greedy", label="x", command="t", memory_mb=9000),
+    ]
+    with pytest.raises(
+        WorkflowInvalid, match=r"'greedy' requests memory_mb=9000 .* 4000 \(max_rss_mb of Q_SMALL\)"
+    ):
         workflow_submit(owner=UserFactory(), name="w", jobs=jobs)
     assert not Workflow.objects.exists()
 
@@ -128,21 +152,30 @@ def test_a_back_edge_writes_nothing() -> None:
     jobs[0].parents = ["d"]
     with pytest.raises(WorkflowInvalid, match="dependency cycle: .*a0"):
         workflow_submit(owner=UserFactory(), name="w", jobs=jobs)
-    assert not Job.objects.exists() and not Task.objects.exists()
+    assert not Job.objects.exists()
+    assert not Task.objects.exists()
 
 
 class TestGeneratedDagsInTheDatabase(HypothesisTestCase):
     @given(st.integers(min_value=1, max_value=30), st.data())
     @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    def test_generated_dags_are_stored_with_exact_edges_and_pending_parents(self, n: int, data: st.DataObject) -> None:
+    def test_generated_dags_are_stored_with_exact_edges_and_pending_parents(
+        self, n: int, data: st.DataObject
+    ) -> None:
         jobs = []
         for i in range(n):
             parents = data.draw(st.sets(st.integers(0, i - 1), max_size=min(i, 4))) if i else set()
-            jobs.append(NewJob(name=f"n{i}", label=f"l{i % 3}", command="t", parents=[f"n{p}" for p in sorted(parents)]))
+            jobs.append(
+                NewJob(
+                    name=f"n{i}", label=f"l{i % 3}", command="t", parents=[f"n{p}" for p in sorted(parents)]
+                )
+            )
 
         wf = workflow_submit(owner=UserFactory(), name="gen", jobs=jobs)
 
-        stored = Counter(JobDependency.objects.filter(child__workflow=wf).values_list("child__name", flat=True))
+        stored = Counter(
+            JobDependency.objects.filter(child__workflow=wf).values_list("child__name", flat=True)
+        )
         assert sum(stored.values()) == sum(len(j.parents) for j in jobs)
         assert dict(Job.objects.filter(workflow=wf).values_list("name", "pending_parents")) == {
             j.name: len(j.parents) for j in jobs
@@ -175,7 +208,8 @@ def test_restart_after_partial_failure_reruns_exactly_failed_and_pruned_jobs() -
     rows = {j.name: j for j in Job.objects.filter(workflow=wf)}
     assert (rows["b1"].jobstatus, rows["b1"].attemptnr, rows["b1"].pending_parents) == ("defined", 2, 0)
     assert (rows["c"].attemptnr, rows["c"].pending_parents) == (1, 1)  # never ran: same attempt number
-    assert rows["b1"].exeerrorcode == 0 and rows["b1"].queue_id is None
+    assert rows["b1"].exeerrorcode == 0
+    assert rows["b1"].queue_id is None
     drain(wf.pk, queue, _fail({"b1"}))
 
     assert set(statuses(wf).values()) == {"finished"}
@@ -212,7 +246,8 @@ def test_retry_reruns_failed_jobs_and_unprunes_below_them_but_leaves_cancelled()
     wf = workflow_submit(owner=UserFactory(), name="w", jobs=jobs)
     workflow_cancel(workflow_id=wf.pk, pandaids=[Job.objects.get(workflow=wf, name="lonely").pk])
     drain(wf.pk, queue, _fail({"a2"}))
-    assert statuses(wf)["b2"] == "pruned" and statuses(wf)["c"] == "pruned"
+    assert statuses(wf)["b2"] == "pruned"
+    assert statuses(wf)["c"] == "pruned"
 
     assert workflow_retry(workflow_id=wf.pk) == {"retried": 1, "unpruned": 3}
     drain(wf.pk, queue, _fail(set()))
@@ -253,7 +288,8 @@ def test_cancel_reaches_jobs_in_flight_and_marks_the_workflow() -> None:
 
     assert set(statuses(wf).values()) == {"cancelled"}
     wf.refresh_from_db()
-    assert wf.status == "cancelled" and wf.ended_at is not None
+    assert wf.status == "cancelled"
+    assert wf.ended_at is not None
     assert set(Task.objects.filter(workflow=wf).values_list("status", flat=True)) == {"aborted"}
     counters_are_exact(wf)
 
@@ -289,8 +325,51 @@ def test_set_memory_updates_waiting_jobs_and_rebrokers_activated_ones() -> None:
 
     a0.refresh_from_db()
     assert (a0.jobstatus, a0.queue_id, a0.request_memory_mb) == ("defined", None, 12000)
-    assert set(Job.objects.filter(workflow=wf, label="b").values_list("request_memory_mb", flat=True)) == {2000}
+    assert set(Job.objects.filter(workflow=wf, label="b").values_list("request_memory_mb", flat=True)) == {
+        2000
+    }
     assert Task.objects.get(workflow=wf, label="a").memory_mb == 12000
     with pytest.raises(WorkflowInvalid, match="max_rss_mb of Q_BIG"):
         jobs_set_memory(workflow_id=wf.pk, memory_mb=64000)
     counters_are_exact(wf)
+
+
+def test_a_big_explicit_job_list_is_kept_as_rows_and_rebuilt_identically(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dispatcher.services import workflows as service
+    from dispatcher.workflows import spec_parse
+
+    monkeypatch.setattr(service, "SPEC_INLINE_JOBS", 2)
+    spec = {
+        "name": "rows",
+        "defaults": {"environment": {"A": "1"}},
+        "jobs": [
+            {"name": "a", "label": "x", "command": "a", "data_id": {"v": 1}, "files": [{"lfn": "in.fits"}]},
+            {"name": "b", "label": "x", "command": "b\tc", "depends_on": ["a"], "container_image": "img"},
+            {
+                "name": "c",
+                "label": "y",
+                "command": "c",
+                "depends_on": ["a", "b"],
+                "resources": {"memory_mb": 3000},
+            },
+        ],
+    }
+    wf = workflow_submit_spec(owner=UserFactory(), spec=spec)
+
+    assert "jobs" not in wf.spec
+    assert wf.spec["jobs_from_rows"] == 3
+    rebuilt = service.workflow_spec_explicit(wf)
+    caps = {"max_jobs": 100, "max_edges": 100}
+    original = spec_parse(spec, **caps).jobs
+    again = spec_parse(rebuilt, **caps).jobs
+    assert [
+        (j.name, j.command, list(j.parents), j.memory_mb, dict(j.environment or {}), j.container_image)
+        for j in again
+    ] == [
+        (j.name, j.command, list(j.parents), j.memory_mb, dict(j.environment or {}), j.container_image)
+        for j in original
+    ]
+    assert again[0].files == [{"lfn": "in.fits", "role": "input"}]
+    assert again[0].data_id == {"v": 1}

@@ -141,10 +141,17 @@ def test_every_spec_form_round_trips_through_the_explicit_form(form: str) -> Non
     text, content_type = FORMS[form]
     parsed = parse(text, content_type)
     explicit = spec_from_jobs(
-        name=parsed.name, jobs=parsed.jobs, priority=parsed.priority, labels=parsed.labels, cluster=parsed.cluster
+        name=parsed.name,
+        jobs=parsed.jobs,
+        priority=parsed.priority,
+        labels=parsed.labels,
+        cluster=parsed.cluster,
     )
 
-    for dumped, kind in ((yaml.safe_dump(explicit), "application/yaml"), (json.dumps(explicit), "application/json")):
+    for dumped, kind in (
+        (yaml.safe_dump(explicit), "application/yaml"),
+        (json.dumps(explicit), "application/json"),
+    ):
         again = parse(dumped, kind)
         assert shape(again.jobs) == shape(parsed.jobs)
         assert again.labels == parsed.labels
@@ -180,7 +187,11 @@ def test_compact_form_fans_out_and_matches_by_shared_keys() -> None:
     assert calibrate.command == 'pipetask run -t calibrate -d "visit=1001 AND detector=2"'
     visit = next(j for j in by_label["makeVisitTable"] if j.data_id == {"visit": 1002})
     assert sorted(visit.parents) == [f"calibrate_1002_{d}" for d in range(4)]  # gather on a subset
-    assert sorted(by_label["summary"][0].parents) == ["makeVisitTable_1000", "makeVisitTable_1001", "makeVisitTable_1002"]
+    assert sorted(by_label["summary"][0].parents) == [
+        "makeVisitTable_1000",
+        "makeVisitTable_1001",
+        "makeVisitTable_1002",
+    ]
     assert by_label["isr"][0].memory_mb == 3000
     assert parsed.cluster == {"isr": 2}
 
@@ -213,10 +224,22 @@ labels:
     [
         ("jobs: []\nfoo: 1\n", "foo", "unknown key 'foo'"),
         ("jobs:\n  - {name: a, label: x}\n", "jobs[0].command", "must be a string"),
-        ("jobs:\n  - {name: a, label: x, command: t, resources: {memory_mb: 0}}\n", "jobs[0].resources.memory_mb", "positive"),
-        ("labels:\n  x: {command: 'run {visit}', over: [detector]}\ndimensions: {detector: [1]}\n", "labels.x.command", "{visit}"),
+        (
+            "jobs:\n  - {name: a, label: x, command: t, resources: {memory_mb: 0}}\n",
+            "jobs[0].resources.memory_mb",
+            "positive",
+        ),
+        (
+            "labels:\n  x: {command: 'run {visit}', over: [detector]}\ndimensions: {detector: [1]}\n",
+            "labels.x.command",
+            "{visit}",
+        ),
         ("labels:\n  x: {command: 'run', over: [visit]}\n", "labels.x.over", "not in dimensions"),
-        ("labels:\n  x: {command: 'run', over: {v: {range: [0, 2]}}, after: [nope]}\n", "labels.x.after", "has no jobs"),
+        (
+            "labels:\n  x: {command: 'run', over: {v: {range: [0, 2]}}, after: [nope]}\n",
+            "labels.x.after",
+            "has no jobs",
+        ),
         ("labels:\n  x: {over: [v]}\n", "labels.x.command", "needs a command"),
         ("cluster: {nope: 2}\njobs: [{name: a, label: x, command: t}]\n", "cluster.nope", "no jobs"),
         ("cluster: {x: 0}\njobs: [{name: a, label: x, command: t}]\n", "cluster.x", "positive"),
@@ -240,7 +263,12 @@ def test_malformed_yaml_names_line_and_column() -> None:
 
 def test_malformed_json_names_line_and_column() -> None:
     with pytest.raises(WorkflowInvalid) as caught:
-        spec_load('{\n  "name": "x",\n  "jobs": [}\n', content_type="application/json", max_bytes=10_000, max_depth=32)
+        spec_load(
+            '{\n  "name": "x",\n  "jobs": [}\n',
+            content_type="application/json",
+            max_bytes=10_000,
+            max_depth=32,
+        )
     assert (caught.value.line, caught.value.column) == (3, 12)
 
 
@@ -275,15 +303,22 @@ def test_find_cycle_reads_parent_to_child() -> None:
 def test_queue_check_names_the_job_and_the_limit() -> None:
     queues = [QueueLimits("SMALL", 4000, 1, 86400, 20000), QueueLimits("BIG", 16000, 8, 3600, 20000)]
     dag_check_queues([NewJob(name="ok", label="x", command="t", memory_mb=16000, cores=8)], queues)
-    with pytest.raises(WorkflowInvalid, match=r"'fat' requests memory_mb=32000 .* more than 16000 \(max_rss_mb of BIG\)"):
+    with pytest.raises(
+        WorkflowInvalid, match=r"'fat' requests memory_mb=32000 .* more than 16000 \(max_rss_mb of BIG\)"
+    ):
         dag_check_queues([NewJob(name="fat", label="x", command="t", memory_mb=32000)], queues)
     with pytest.raises(WorkflowInvalid, match="no single queue offers all"):
-        dag_check_queues([NewJob(name="long", label="x", command="t", memory_mb=8000, walltime_s=7200)], queues)
+        dag_check_queues(
+            [NewJob(name="long", label="x", command="t", memory_mb=8000, walltime_s=7200)], queues
+        )
     dag_check_queues([NewJob(name="any", label="x", command="t", memory_mb=10**6)], [])
 
 
 def test_cluster_packs_jobs_and_rewires_edges() -> None:
-    jobs = [NewJob(name=f"a{i}", label="a", command=f"run a{i}", walltime_s=60, memory_mb=1000 + i) for i in range(5)]
+    jobs = [
+        NewJob(name=f"a{i}", label="a", command=f"run a{i}", walltime_s=60, memory_mb=1000 + i)
+        for i in range(5)
+    ]
     jobs += [NewJob(name=f"b{i}", label="b", command=f"run b{i}", parents=[f"a{i}"]) for i in range(5)]
 
     clustered = dag_cluster(jobs, {"a": 2})
@@ -291,7 +326,8 @@ def test_cluster_packs_jobs_and_rewires_edges() -> None:
     names = [j.name for j in clustered]
     assert names[:3] == ["a_cluster0", "a_cluster1", "a_cluster2"]
     first = clustered[0]
-    assert first.walltime_s == 120 and first.memory_mb == 1001
+    assert first.walltime_s == 120
+    assert first.memory_mb == 1001
     assert [m["name"] for m in first.data_id["members"]] == ["a0", "a1"]  # type: ignore[index]
     assert "ailuro-cluster-member a0 exit=$r" in first.command
     assert {j.name: list(j.parents) for j in clustered if j.label == "b"} == {
@@ -334,7 +370,9 @@ def dags(draw: st.DrawFn) -> list[NewJob]:
     for i in range(n):
         parents = draw(st.sets(st.integers(min_value=0, max_value=i - 1), max_size=min(i, 5))) if i else set()
         label = draw(st.sampled_from(["isr", "calibrate", "coadd"]))
-        jobs.append(NewJob(name=f"j{i}", label=label, command="true", parents=[f"j{p}" for p in sorted(parents)]))
+        jobs.append(
+            NewJob(name=f"j{i}", label=label, command="true", parents=[f"j{p}" for p in sorted(parents)])
+        )
     order = draw(st.permutations(range(n)))
     return [jobs[i] for i in order]
 
@@ -376,6 +414,7 @@ def test_one_back_edge_is_rejected_with_the_cycle_named(jobs: list[NewJob], data
     assert message.startswith("dependency cycle: ")
     path = message.removeprefix("dependency cycle: ").split(" -> ")
     assert path[0] == path[-1]
-    assert a in path and b in path
+    assert a in path
+    assert b in path
     for parent, child in zip(path, path[1:], strict=False):
         assert parent in by_name[child].parents
