@@ -7,7 +7,9 @@ Usage: python bench/ingest.py [--quick] [--output FILE]
 2. For each scenario, starts a fresh gunicorn (one worker, one thread) on loopback, POSTs the spec,
    then GETs the per-label report and checks every job is counted: "submitted and queryable" is
    the time from the first byte sent to the report in hand.
-3. Reads the worker's peak RSS (VmHWM) after the scenario, then stops the server.
+3. Reads the worker's peak RSS (VmHWM) after the scenario, and the CPU seconds the worker and
+   its PostgreSQL backend spent on it (on a shared machine these say more than wall time does),
+   then stops the server.
 
 Scenarios: a DC2-step1-like DAG (11,461 jobs in 5 labels: 73 visits x 39 detectors through
 isr → characterizeImage → calibrate → writeSourceTable, gathered per visit by
@@ -32,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+DATABASE = "ailuro_bench_ingest"
 LABELS = ["isr", "characterizeImage", "calibrate", "writeSourceTable"]
 
 
@@ -128,6 +131,23 @@ def worker_pid(master: int) -> int:
     raise RuntimeError("gunicorn started no worker")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(admin_url: str, database: str) -> list[int]:
+    """PostgreSQL backends connected to the scratch database (the server's persistent connection)."""
+    result = subprocess.run(
+        ["psql", admin_url, "-Atc", f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [int(line) for line in result.stdout.split()]
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -136,7 +156,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def run_scenario(
-    env: dict[str, str], token: str, name: str, spec: dict[str, Any], expected_jobs: int
+    env: dict[str, str], admin_url: str, token: str, name: str, spec: dict[str, Any], expected_jobs: int
 ) -> dict[str, Any]:
     port = free_port()
     server = subprocess.Popen(
@@ -165,6 +185,9 @@ def run_scenario(
             time.sleep(0.2)
         worker = worker_pid(server.pid)
         rss_before = peak_rss_mb(worker)
+        backends = backend_pids(admin_url, DATABASE)
+        cpu_before = {pid: cpu_seconds(pid) for pid in [worker, *backends]}
+        load_before = os.getloadavg()[0]
         body = json.dumps(spec).encode()
         started = time.monotonic()
         response = session.post(
@@ -184,6 +207,7 @@ def run_scenario(
             timeout=60,
         )
         page.raise_for_status()
+        cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
         return {
             "scenario": name,
             "jobs": expected_jobs,
@@ -193,6 +217,9 @@ def run_scenario(
             "submit_s": round(submitted - started, 3),
             "submitted_and_queryable_s": round(queryable - started, 3),
             "jobs_per_s": round(expected_jobs / (queryable - started)),
+            "server_cpu_s": round(cpu[worker], 2),
+            "postgres_cpu_s": round(sum(v for pid, v in cpu.items() if pid != worker), 2),
+            "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "server_rss_before_mb": round(rss_before, 1),
             "server_peak_rss_mb": round(peak_rss_mb(worker), 1),
         }
@@ -208,7 +235,8 @@ def main() -> int:
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL", "postgres://ailuro:ailuro@127.0.0.1:5432/ailuro")
-    url = scratch_database(base_url, "ailuro_bench_ingest")
+    url = scratch_database(base_url, DATABASE)
+    admin_url = urlunsplit(urlsplit(base_url)._replace(path="/postgres"))
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -229,7 +257,7 @@ def main() -> int:
             ("100k compact", compact_spec("big", 800, 31), 100_000),
             ("100k explicit", explicit_spec("big", 800, 31), 100_000),
         ]
-    results = [run_scenario(env, token, name, spec, n) for name, spec, n in scenarios]
+    results = [run_scenario(env, admin_url, token, name, spec, n) for name, spec, n in scenarios]
     document = {
         "benchmark": "ingest",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
