@@ -418,3 +418,55 @@ def test_one_back_edge_is_rejected_with_the_cycle_named(jobs: list[NewJob], data
     assert b in path
     for parent, child in zip(path, path[1:], strict=False):
         assert parent in by_name[child].parents
+
+
+# --- the published JSON Schema ---------------------------------------------------------------
+
+SCHEMA_PATH = (
+    __import__("pathlib").Path(__file__).resolve().parents[2]
+    / "docs"
+    / "reference"
+    / "workflow-spec.schema.json"
+)
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_the_published_schema_accepts_every_form_and_the_explicit_rewrite(form: str) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    text, content_type = FORMS[form]
+    data = spec_load(text, content_type=content_type, max_bytes=10**6, max_depth=32)
+    jsonschema.validate(data, schema)
+    parsed = spec_parse(data, **CAPS)
+    jsonschema.validate(
+        spec_from_jobs(
+            name=parsed.name,
+            jobs=parsed.jobs,
+            priority=parsed.priority,
+            labels=parsed.labels,
+            cluster=parsed.cluster,
+        ),
+        schema,
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"jobs": [{"name": "a", "label": "x"}]},
+        {"jobs": [{"name": "a", "label": "x", "command": "t", "memroy_mb": 1}]},
+        {"labels": {"x": {"over": ["v"]}}},
+        {"cluster": {"x": 0}},
+        {"dimensions": {"v": {"range": [1]}}},
+    ],
+)
+def test_the_published_schema_and_the_parser_reject_the_same_mistakes(bad: dict[str, Any]) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(WorkflowInvalid):
+        spec_parse(bad, **CAPS)
