@@ -23,6 +23,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -82,8 +83,20 @@ class ApiError(Exception):
         self.status_code = status_code
 
 
+class AnonymousReadOrAuthenticated(BasePermission):
+    """Reads are open to anonymous clients when AILURO_ANONYMOUS_READ is on (the embedded run);
+    everything else needs an identity. What an identity may do is `dispatcher.access`'s call."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if request.user and request.user.is_authenticated:
+            return True
+        return request.method in SAFE_METHODS and bool(settings.AILURO.get("ANONYMOUS_READ"))
+
+
 class BaseApi(APIView):
     """Maps the domain's exceptions to JSON answers that name the field."""
+
+    permission_classes = [AnonymousReadOrAuthenticated]
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, WorkflowInvalid):

@@ -398,3 +398,17 @@ def test_schema_and_docs_are_served() -> None:
     client = APIClient()
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_anonymous_read_follows_the_setting(workflow: Workflow) -> None:
+    anonymous = APIClient()
+    url = reverse("dispatcher:workflow-detail", args=[workflow.pk])
+    with override_settings(AILURO={**settings.AILURO, "ANONYMOUS_READ": True}):
+        assert anonymous.get(url).status_code == 200
+        assert anonymous.get(reverse("dispatcher:job-list")).status_code == 200
+        assert (
+            anonymous.post(reverse("dispatcher:workflow-cancel", args=[workflow.pk]), {}).status_code == 401
+        )
+    with override_settings(AILURO={**settings.AILURO, "ANONYMOUS_READ": False}):
+        assert anonymous.get(url).status_code == 401
+        assert anonymous.get(reverse("dispatcher:job-list")).status_code == 401
