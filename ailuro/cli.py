@@ -156,6 +156,43 @@ def _content_type(path: Path, body: bytes) -> str:
     return "application/yaml"
 
 
+class _YamlSyntaxError(Exception):
+    def __init__(self, message: str, line: int | None, column: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+def _yaml_to_json(body: bytes) -> bytes:
+    """A big YAML spec as JSON, parsed here instead of on the server (JSON parses ~20x faster
+    there). Timestamps stay strings, as the server's loader keeps them."""
+    import yaml
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in base.yaml_implicit_resolvers.items()
+    }
+    try:
+        data = yaml.load(body, Loader=Loader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        where = f" at line {line}, column {column}" if mark else ""
+        raise _YamlSyntaxError(f"malformed YAML{where}: {exc.problem or exc.context}", line, column) from None
+    except yaml.YAMLError as exc:
+        raise _YamlSyntaxError(f"malformed YAML: {exc}", None, None) from None
+    try:
+        return json.dumps(data, allow_nan=False).encode()
+    except (TypeError, ValueError):
+        # Values JSON cannot hold (binary, NaN): let the server refuse them with its own message.
+        return body
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     path = Path(args.spec)
     try:
@@ -166,10 +203,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     client = _client(args)
     params = {"name": args.name} if args.name else None
     content_type = _content_type(path, body)
+    if content_type == "application/yaml" and len(body) >= PROGRESS_BYTES:
+        try:
+            converted = _yaml_to_json(body)
+        except _YamlSyntaxError as exc:
+            raise ApiError(0, f"{path}: {exc}", line=exc.line, column=exc.column) from None
+        if converted is not body:
+            body, content_type = converted, "application/json"
     if len(body) >= PROGRESS_BYTES and sys.stderr.isatty() and not args.json:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TransferSpeedColumn
 
         with Progress(
+            SpinnerColumn(),
             "[progress.description]{task.description}",
             BarColumn(),
             DownloadColumn(),
@@ -178,12 +223,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
             transient=True,
         ) as progress:
             task = progress.add_task(f"uploading {path.name}", total=len(body))
+            sent = 0
+
+            def advance(n: int) -> None:
+                nonlocal sent
+                sent += n
+                progress.advance(task, n)
+                if sent >= len(body):
+                    # The server validates and writes the whole DAG before it answers.
+                    progress.update(task, description="server checking and writing the DAG")
+
             answer = client.upload(
-                "workflows/",
-                body,
-                content_type=content_type,
-                params=params,
-                progress=lambda n: progress.advance(task, n),
+                "workflows/", body, content_type=content_type, params=params, progress=advance
             )
     else:
         answer = client.upload("workflows/", body, content_type=content_type, params=params)
@@ -226,7 +277,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         table = Table(title="workflows", title_justify="left")
         for column in ("id", "name", "owner", "status", "jobs", "finished", "failed", "created"):
-            table.add_column(column)
+            table.add_column(
+                column, justify="right" if column in ("id", "jobs", "finished", "failed") else "left"
+            )
         for wf in items:
             counts = wf.get("counts", {})
             table.add_row(
@@ -307,7 +360,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     table = Table(title=f"jobs of workflow {args.workflow}", title_justify="left")
     for column in ("pandaid", "name", "label", "status", "attempt", "site", "memory", "error"):
-        table.add_column(column)
+        table.add_column(column, justify="right" if column in ("pandaid", "attempt", "memory") else "left")
     for job in items:
         error = ""
         for family in ("piloterror", "exeerror"):

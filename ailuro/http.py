@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -38,8 +37,13 @@ class ApiError(Exception):
         return f"{code}{self.detail}{where}"
 
 
-class _ProgressReader(io.RawIOBase):
-    """A sized body that reports how much of it was sent (requests streams file-like bodies)."""
+class _ProgressReader:
+    """A sized body that reports how much of it was sent.
+
+    Deliberately not an io class and not iterable: requests would stream an iterable with chunked
+    transfer encoding, while an object with `read` and `__len__` is sent with a Content-Length,
+    read in blocks by http.client.
+    """
 
     def __init__(self, data: bytes, report: Callable[[int], None]) -> None:
         self._data = memoryview(data)
@@ -48,9 +52,6 @@ class _ProgressReader(io.RawIOBase):
 
     def __len__(self) -> int:
         return len(self._data)
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         end = len(self._data) if size is None or size < 0 else min(len(self._data), self._pos + size)
@@ -111,7 +112,7 @@ class Client:
         progress: Callable[[int], None] | None = None,
     ) -> Any:
         data: Any = _ProgressReader(body, progress) if progress else body
-        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        headers = {"Content-Type": content_type}
         return self.request("POST", path, data=data, headers=headers, params=params)
 
     def paginate(

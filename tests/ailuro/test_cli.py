@@ -234,3 +234,55 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
         config_load(env={"AILURO_CONFIG": str(tmp_path / "c.toml")})
     with pytest.raises(ConfigError, match="token file"):
         config_load(env={"HOME": str(tmp_path), "AILURO_TOKEN_FILE": str(tmp_path / "nope")})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_big_yaml_is_sent_as_json_and_its_errors_keep_their_position(
+    server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    padding = "x" * 400
+    spec = {
+        "name": "big-yaml",
+        "jobs": [
+            {
+                "name": f"j{i}",
+                "label": "x",
+                "command": f"echo {i} {padding}",
+                "data_id": {"day": "2024-01-02"},
+            }
+            for i in range(3000)
+        ],
+    }
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert path.stat().st_size > 1024 * 1024
+
+    wf_id = run_json(capsys, "submit", str(path))["id"]
+    assert Job.objects.filter(workflow_id=wf_id).count() == 3000
+    assert Job.objects.get(workflow_id=wf_id, name="j7").data_id == {"day": "2024-01-02"}
+
+    path.write_text(yaml.safe_dump(spec) + "broken: [\n")
+    code, out, _ = run(capsys, "submit", str(path), "--json")
+    assert code == 1
+    assert json.loads(out)["error"]["line"] == path.read_text().count("\n") + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_with_progress_sends_a_sized_body_and_reports_every_byte(server: Any) -> None:
+    from ailuro.http import Client
+
+    body = json.dumps(
+        {
+            "name": "progress",
+            "jobs": [{"name": f"j{i}", "label": "x", "command": "t" * 200} for i in range(2000)],
+        }
+    ).encode()
+    sent: list[int] = []
+    answer = Client(config_load()).upload(
+        "workflows/", body, content_type="application/json", progress=sent.append
+    )
+    assert answer["name"] == "progress"
+    assert sum(sent) == len(body)
+    assert len(sent) > 1
