@@ -30,9 +30,10 @@ from rest_framework.views import APIView
 
 from ailuro import __version__
 from core.models import ApiToken
+from core.roles import user_roles
 from dispatcher import access
 from dispatcher.models import Job, JobAttempt, PayloadLog, Queue, Site, Task, Workflow
-from dispatcher.queries import task_state_counts
+from dispatcher.queries import task_state_counts, workflow_label_report, workflows_state_counts
 from dispatcher.serializers import (
     BoostPrioritySerializer,
     JobAttemptSerializer,
@@ -179,16 +180,6 @@ class FilteredListApi(BaseApi, ListAPIView):  # type: ignore[type-arg]
         return apply_filters(self.base_queryset(), self.request.query_params, self.filters)
 
 
-def _workflow_counts(workflow_ids: list[int]) -> dict[int, dict[str, int]]:
-    rows = list(Task.objects.filter(workflow_id__in=workflow_ids).values_list("jeditaskid", "workflow_id"))
-    counts = task_state_counts([task_id for task_id, _ in rows])
-    result: dict[int, dict[str, int]] = {wf: {} for wf in workflow_ids}
-    for task_id, workflow_id in rows:
-        for state, n in counts[task_id].items():
-            result[workflow_id][state] = result[workflow_id].get(state, 0) + n
-    return result
-
-
 # --- workflows ----------------------------------------------------------------------------------
 
 _SUBMIT_SCHEMA = extend_schema(
@@ -216,7 +207,7 @@ class WorkflowSubmitMixin(BaseApi):
         spec = spec_load(raw, content_type=request.content_type or "", max_bytes=limit, max_depth=max_depth)
         name = request.query_params.get("name") or None
         workflow = workflow_submit_spec(owner=request.user, spec=spec, name=name)
-        counts = _workflow_counts([workflow.pk])
+        counts = workflows_state_counts([workflow.pk])
         body = WorkflowSerializer(workflow, context={"counts": counts}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -239,7 +230,7 @@ class WorkflowListApi(WorkflowSubmitMixin, FilteredListApi):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = self.paginate_queryset(self.get_queryset())
         items = list(page or [])
-        counts = _workflow_counts([wf.pk for wf in items])
+        counts = workflows_state_counts([wf.pk for wf in items])
         data = WorkflowSerializer(items, many=True, context={"counts": counts}).data
         return self.get_paginated_response(data)
 
@@ -260,7 +251,9 @@ class WorkflowDetailApi(BaseApi):
     @extend_schema(responses=WorkflowSerializer)
     def get(self, request: Request, workflow_id: int) -> Response:
         workflow = access.workflow_get_for_user(request.user, workflow_id, token=self.token())
-        data = dict(WorkflowSerializer(workflow, context={"counts": _workflow_counts([workflow.pk])}).data)
+        data = dict(
+            WorkflowSerializer(workflow, context={"counts": workflows_state_counts([workflow.pk])}).data
+        )
         tasks = list(Task.objects.filter(workflow=workflow).order_by("jeditaskid"))
         counts = task_state_counts([t.jeditaskid for t in tasks])
         data["tasks"] = TaskSerializer(tasks, many=True, context={"counts": counts}).data
@@ -272,28 +265,6 @@ class WorkflowSpecApi(BaseApi):
     def get(self, request: Request, workflow_id: int) -> Response:
         workflow = access.workflow_get_for_user(request.user, workflow_id, token=self.token())
         return Response(workflow_spec_explicit(workflow))
-
-
-_REPORT_STATES = [s.value for s in JobStatus]
-
-
-def workflow_report_rows(workflow_id: int) -> list[dict[str, Any]]:
-    """Per label (tasks of a chunked label summed): total and per-state counts, like `bps report`."""
-    tasks = list(
-        Task.objects.filter(workflow_id=workflow_id).order_by("jeditaskid").values("jeditaskid", "label")
-    )
-    counts = task_state_counts([t["jeditaskid"] for t in tasks])
-    rows: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        row = rows.setdefault(
-            task["label"],
-            {"label": task["label"], "jeditaskids": [], "total": 0, **dict.fromkeys(_REPORT_STATES, 0)},
-        )
-        row["jeditaskids"].append(task["jeditaskid"])
-        for state, n in counts[task["jeditaskid"]].items():
-            row[state] = row.get(state, 0) + n
-            row["total"] += n
-    return list(rows.values())
 
 
 class WorkflowReportApi(BaseApi):
@@ -311,8 +282,8 @@ class WorkflowReportApi(BaseApi):
     )
     def get(self, request: Request, workflow_id: int) -> Response:
         workflow = access.workflow_get_for_user(request.user, workflow_id, token=self.token())
-        rows = workflow_report_rows(workflow.pk)
-        total: dict[str, int] = {"total": 0, **dict.fromkeys(_REPORT_STATES, 0)}
+        rows = workflow_label_report(workflow.pk)
+        total: dict[str, int] = {"total": 0, **dict.fromkeys(JobStatus.values, 0)}
         for row in rows:
             for key in total:
                 total[key] += row[key]
@@ -582,8 +553,6 @@ class PingApi(BaseApi):
         )
     )
     def get(self, request: Request) -> Response:
-        from core.roles import user_roles
-
         roles = sorted(user_roles(request.user, self.token()))
         return Response(
             {"ok": True, "version": __version__, "user": request.user.get_username(), "roles": roles}

@@ -412,3 +412,13 @@ def test_anonymous_read_follows_the_setting(workflow: Workflow) -> None:
     with override_settings(AILURO={**settings.AILURO, "ANONYMOUS_READ": False}):
         assert anonymous.get(url).status_code == 401
         assert anonymous.get(reverse("dispatcher:job-list")).status_code == 401
+
+
+def test_report_and_counts_queries_cost_fixed_queries(workflow: Workflow, django_assert_num_queries: Any) -> None:
+    from dispatcher.queries import workflow_label_report, workflows_state_counts
+
+    with django_assert_num_queries(2):
+        rows = workflow_label_report(workflow.pk)
+    assert [r["label"] for r in rows] == ["isr", "calibrate", "visitSummary"]
+    with django_assert_num_queries(2):
+        assert workflows_state_counts([workflow.pk]) == {workflow.pk: {"defined": 14}}
