@@ -115,9 +115,15 @@ SPEC_INLINE_JOBS = 5_000
 JOBS_FROM_ROWS = "jobs_from_rows"
 
 
-def workflow_submit_spec(*, owner: Any, spec: Mapping[str, Any], name: str | None = None) -> Workflow:
+def workflow_submit_spec(
+    *,
+    owner: Any,
+    spec: Mapping[str, Any],
+    name: str | None = None,
+    workflow_fields: Mapping[str, Any] | None = None,
+) -> Workflow:
     """Parse a loaded spec (`spec_load`) and submit it; the spec is kept on the workflow (big
-    explicit job lists as rows, see SPEC_INLINE_JOBS)."""
+    explicit job lists as rows, see SPEC_INLINE_JOBS). `workflow_fields` as for `workflow_submit`."""
     parsed = spec_parse(spec, max_jobs=max_dag_jobs(), max_edges=max_dag_edges())
     stored: Mapping[str, Any] = spec
     jobs_listed = spec.get("jobs") or []
@@ -131,6 +137,7 @@ def workflow_submit_spec(*, owner: Any, spec: Mapping[str, Any], name: str | Non
         spec=stored,
         labels=parsed.labels,
         cluster=parsed.cluster,
+        workflow_fields=workflow_fields,
     )
 
 
@@ -197,16 +204,20 @@ def workflow_submit(
     labels: Mapping[str, LabelSettings] | None = None,
     cluster: Mapping[str, int] | None = None,
     check_queues: bool = True,
+    workflow_fields: Mapping[str, Any] | None = None,
 ) -> Workflow:
     """Validate and write a workflow: tasks per label (chunked), jobs, edges, files and counters.
 
-    Returns the Workflow. Jobs start `defined` with `pending_parents` set; brokerage releases those
+    `workflow_fields` are further Workflow columns set at creation (a campaign sets its group and
+    attempt number this way). Returns the Workflow. Jobs start `defined` with `pending_parents` set; brokerage releases those
     with none pending. Everything is checked in memory first; the writes are one transaction, with
     COPY on PostgreSQL (`_jobs_write`).
     """
     nodes = workflow_validate(jobs, cluster=cluster, check_queues=check_queues)
     with transaction.atomic():
-        workflow = Workflow.objects.create(name=name, owner=owner, priority=priority, spec=dict(spec or {}))
+        workflow = Workflow.objects.create(
+            name=name, owner=owner, priority=priority, spec=dict(spec or {}), **dict(workflow_fields or {})
+        )
         task_of = _tasks_create(workflow, nodes, labels or {}, owner.username, priority)
         ids = _jobs_write(workflow, nodes, task_of, owner.username, priority)
         _edges_write(nodes, ids)

@@ -25,7 +25,7 @@ from dispatcher.services import (
     workflow_submit_spec,
 )
 from dispatcher.states import JobStatus
-from tests.dispatcher.dag_runner import drain
+from tests.dispatcher.dag_runner import drain, run_released
 from tests.factories import QueueFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -124,9 +124,10 @@ def test_spec_submission_keeps_the_spec_and_label_settings() -> None:
         },
         "cluster": {"isr": 2},
     }
-    wf = workflow_submit_spec(owner=UserFactory(), spec=spec)
+    wf = workflow_submit_spec(owner=UserFactory(), spec=spec, workflow_fields={"attempt": 3})
 
     assert wf.spec == spec
+    assert Workflow.objects.get(pk=wf.pk).attempt == 3
     task = Task.objects.get(workflow=wf)
     assert (task.memory_mb, task.max_attempts) == (3000, 7)
     (job,) = Job.objects.filter(workflow=wf)
@@ -297,11 +298,7 @@ def test_cancel_reaches_jobs_in_flight_and_marks_the_workflow() -> None:
 def test_boost_priority_sets_or_raises_non_final_jobs_only() -> None:
     queue = QueueFactory()
     wf = workflow_submit(owner=UserFactory(), name="w", jobs=diamond_chain(), priority=500)
-    a0 = Job.objects.get(workflow=wf, name="a0")
-    drain_one = {"a0"}
-    from tests.dispatcher.dag_runner import run_released
-
-    run_released(wf.pk, queue, lambda j: "finished" if j.name in drain_one else "failed")
+    run_released(wf.pk, queue, lambda j: "finished" if j.name == "a0" else "failed")
 
     assert workflow_boost_priority(workflow_id=wf.pk, delta=100)["priority"] == 600
     assert workflow_boost_priority(workflow_id=wf.pk, priority=1000)["priority"] == 1000
