@@ -399,6 +399,8 @@ def _selection(args: argparse.Namespace) -> dict[str, Any]:
         body["labels"] = list(args.label)
     if getattr(args, "pandaid", None):
         body["pandaids"] = list(args.pandaid)
+    if getattr(args, "status", None):
+        body["jobstatus"] = [s for s in args.status.split("|") if s]
     return body
 
 
@@ -482,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("workflow", type=int)
         command.add_argument("--label", action="append", help="only jobs of this label (repeatable)")
         command.add_argument("--pandaid", action="append", type=int, help="only this job (repeatable)")
+        command.add_argument("--status", help="only jobs in these states, e.g. failed or failed|pruned")
     priority = add(
         "priority",
         "set a workflow's priority (N) or raise/lower it (+N / -N)",
@@ -498,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("memory_mb", type=int)
     memory.add_argument("--label", action="append", help="only jobs of this label (repeatable)")
     memory.add_argument("--pandaid", action="append", type=int, help="only this job (repeatable)")
+    memory.add_argument("--status", help="only jobs in these states, e.g. failed")
     return parser
 
 

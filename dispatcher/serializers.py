@@ -11,6 +11,7 @@ from typing import Any
 from rest_framework import serializers
 
 from dispatcher.models import Job, JobAttempt, Queue, Site, Task, Workflow
+from dispatcher.states import JobStatus
 
 
 class WorkflowSerializer(serializers.ModelSerializer[Workflow]):
@@ -231,6 +232,12 @@ class SelectionSerializer(serializers.Serializer[dict[str, Any]]):
     )
     pandaids = serializers.ListField(
         child=serializers.IntegerField(min_value=1), required=False, max_length=200_000, allow_empty=True
+    )
+    jobstatus = serializers.ListField(
+        child=serializers.ChoiceField(choices=JobStatus.values),
+        required=False,
+        max_length=20,
+        allow_empty=True,
     )
 
 

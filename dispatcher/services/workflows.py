@@ -521,12 +521,23 @@ _RERUN_RESET: dict[str, Any] = {
 }
 
 
-def _selection(workflow_id: int, labels: Sequence[str] | None, pandaids: Sequence[int] | None) -> Q:
+def _selection(
+    workflow_id: int,
+    labels: Sequence[str] | None,
+    pandaids: Sequence[int] | None,
+    jobstatus: Sequence[str] | None = None,
+) -> Q:
+    """The jobs of a workflow an action applies to; each given part narrows it."""
     where = Q(workflow_id=workflow_id)
     if labels:
         where &= Q(label__in=list(labels))
     if pandaids:
         where &= Q(pandaid__in=list(pandaids))
+    if jobstatus:
+        unknown = sorted(set(jobstatus) - set(JobStatus.values))
+        if unknown:
+            raise WorkflowInvalid(f"unknown job status {unknown[0]!r}", field="jobstatus")
+        where &= Q(jobstatus__in=list(jobstatus))
     return where
 
 
@@ -541,6 +552,7 @@ def workflow_cancel(
     actor: Any = None,
     labels: Sequence[str] | None = None,
     pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Cancel every non-final job of the workflow (or of the selected labels / jobs).
 
@@ -548,13 +560,13 @@ def workflow_cancel(
     selection the workflow itself is marked cancelled. Returns {"cancelled": n}.
     """
     _workflow_lock(workflow_id)
-    where = _selection(workflow_id, labels, pandaids)
+    where = _selection(workflow_id, labels, pandaids, jobstatus)
     cause = f"cancelled by {_actor_name(actor) or 'user'}"
     total = 0
     for source in sorted(JOB_NON_FINAL):
         total += len(jobs_transition_bulk(source=source, to=JobStatus.CANCELLED, cause=cause, where=where))
     now = timezone.now()
-    if not labels and not pandaids:
+    if not labels and not pandaids and not jobstatus:
         Workflow.objects.filter(pk=workflow_id).update(
             status=WorkflowStatus.CANCELLED, ended_at=now, modified_at=now
         )
@@ -572,6 +584,7 @@ def workflow_restart(
     actor: Any = None,
     labels: Sequence[str] | None = None,
     pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Run failed, cancelled and pruned jobs again; finished jobs never re-run.
 
@@ -582,7 +595,7 @@ def workflow_restart(
     3. Reopen the workflow and the touched tasks. Returns {"restarted": n}.
     """
     _workflow_lock(workflow_id)
-    where = _selection(workflow_id, labels, pandaids)
+    where = _selection(workflow_id, labels, pandaids, jobstatus)
     ids = _jobs_rerun(
         where,
         sources=(JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED),
@@ -600,6 +613,7 @@ def workflow_retry(
     actor: Any = None,
     labels: Sequence[str] | None = None,
     pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Retry the failed jobs (of the selection) and the jobs pruned because of them.
 
@@ -609,9 +623,9 @@ def workflow_retry(
     """
     _workflow_lock(workflow_id)
     failed = list(
-        Job.objects.filter(_selection(workflow_id, labels, pandaids), jobstatus=JobStatus.FAILED).values_list(
-            "pandaid", flat=True
-        )
+        Job.objects.filter(
+            _selection(workflow_id, labels, pandaids, jobstatus), jobstatus=JobStatus.FAILED
+        ).values_list("pandaid", flat=True)
     )
     pruned = _pruned_below(failed)
     cause = f"retried by {_actor_name(actor) or 'user'}"
@@ -763,6 +777,7 @@ def jobs_set_memory(
     memory_mb: int,
     labels: Sequence[str] | None = None,
     pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
     actor: Any = None,
 ) -> dict[str, int]:
     """Set the memory request of the selected jobs that are not in flight or finished.
@@ -776,7 +791,7 @@ def jobs_set_memory(
     if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < 1:
         raise WorkflowInvalid(f"memory_mb must be a positive integer, got {memory_mb!r}", field="memory_mb")
     _workflow_lock(workflow_id)
-    where = _selection(workflow_id, labels, pandaids) & Q(jobstatus__in=_MEMORY_SETTABLE)
+    where = _selection(workflow_id, labels, pandaids, jobstatus) & Q(jobstatus__in=_MEMORY_SETTABLE)
     shapes = (
         Job.objects.filter(where)
         .order_by()
@@ -803,7 +818,7 @@ def jobs_set_memory(
             fields={"queue_id": None, "request_memory_mb": memory_mb},
         )
     )
-    if labels and not pandaids:
+    if labels and not pandaids and not jobstatus:
         Task.objects.filter(workflow_id=workflow_id, label__in=list(labels)).update(
             memory_mb=memory_mb,
             max_memory_mb=Greatest(F("max_memory_mb"), memory_mb),

@@ -369,3 +369,19 @@ def test_a_big_explicit_job_list_is_kept_as_rows_and_rebuilt_identically(
     ]
     assert again[0].files == [{"lfn": "in.fits", "role": "input"}]
     assert again[0].data_id == {"v": 1}
+
+
+def test_selection_by_state_narrows_set_memory_and_restart() -> None:
+    queue = QueueFactory(name="Q_SEL", max_rss_mb=16000)
+    wf = workflow_submit(owner=UserFactory(), name="w", jobs=diamond_chain())
+    drain(wf.pk, queue, _fail({"a1"}))
+    assert statuses(wf)["b1"] == "pruned"
+
+    assert jobs_set_memory(workflow_id=wf.pk, memory_mb=9000, jobstatus=["failed"]) == {"jobs": 1}
+    memory = dict(Job.objects.filter(workflow=wf).values_list("name", "request_memory_mb"))
+    assert memory["a1"] == 9000
+    assert memory["b1"] == 2000
+    assert workflow_restart(workflow_id=wf.pk, jobstatus=["pruned"]) == {"restarted": 3}
+    assert statuses(wf)["a1"] == "failed"
+    with pytest.raises(WorkflowInvalid, match="unknown job status 'broken'"):
+        workflow_restart(workflow_id=wf.pk, jobstatus=["broken"])
