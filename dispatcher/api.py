@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -167,17 +169,43 @@ def apply_filters(
     return queryset
 
 
+def apply_time_window(queryset: QuerySet[Any], params: Mapping[str, str], field: str) -> QuerySet[Any]:
+    """The monitor's `hours=N` / `days=N`: rows whose `field` is within the last N hours / days."""
+    for name, unit in (("hours", 3600), ("days", 86400)):
+        raw = params.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            amount = float(raw)
+        except ValueError:
+            raise ApiError(f"{name} must be a number, got {raw!r}", field=name) from None
+        if not 0 < amount <= 3650 * 86400 / unit:
+            raise ApiError(f"{name} must be positive and at most ten years", field=name)
+        queryset = queryset.filter(**{f"{field}__gte": timezone.now() - timedelta(seconds=amount * unit)})
+    return queryset
+
+
 class FilteredListApi(BaseApi, ListAPIView):  # type: ignore[type-arg]
     pagination_class = KeysetPagination
     filter_backends: list[Any] = []
     filters: Mapping[str, Filter] = {}
+    # The column `hours` / `days` look at; lists without one refuse those parameters.
+    time_field: str | None = None
 
     def base_queryset(self) -> QuerySet[Any]:
         raise NotImplementedError
 
     def get_queryset(self) -> QuerySet[Any]:
         access.read_required(self.request.user, self.token())
-        return apply_filters(self.base_queryset(), self.request.query_params, self.filters)
+        params: dict[str, str] = {
+            key: str(self.request.query_params.get(key, "")) for key in self.request.query_params
+        }
+        if self.time_field:
+            queryset = apply_time_window(self.base_queryset(), params, self.time_field)
+            params = {k: v for k, v in params.items() if k not in ("hours", "days")}
+        else:
+            queryset = self.base_queryset()
+        return apply_filters(queryset, params, self.filters)
 
 
 # --- workflows ----------------------------------------------------------------------------------
@@ -217,6 +245,7 @@ class WorkflowListApi(WorkflowSubmitMixin, FilteredListApi):
 
     serializer_class = WorkflowSerializer
     parser_classes: list[Any] = []
+    time_field = "created_at"
     filters = {
         "id": Filter("id", int),
         "name": Filter("name"),
@@ -399,6 +428,7 @@ class WorkflowSetMemoryApi(BaseApi):
 
 class TaskListApi(FilteredListApi):
     serializer_class = TaskSerializer
+    time_field = "modified_at"
     filters = {
         "jeditaskid": Filter("jeditaskid", int),
         "workflow": Filter("workflow_id", int),
@@ -442,6 +472,7 @@ _JOB_FILTERS = {
 
 class JobListApi(FilteredListApi):
     serializer_class = JobSerializer
+    time_field = "statechangetime"
     filters = _JOB_FILTERS
 
     def base_queryset(self) -> QuerySet[Any]:
@@ -488,6 +519,7 @@ class JobLogApi(BaseApi):
 
 class AttemptListApi(FilteredListApi):
     serializer_class = JobAttemptSerializer
+    time_field = "endtime"
     filters = {
         "pandaid": Filter("job_id", int),
         "jobstatus": Filter("jobstatus"),

@@ -423,3 +423,27 @@ def test_report_and_counts_queries_cost_fixed_queries(
     assert [r["label"] for r in rows] == ["isr", "calibrate", "visitSummary"]
     with django_assert_num_queries(2):
         assert workflows_state_counts([workflow.pk]) == {workflow.pk: {"defined": 14}}
+
+
+def test_time_windows_use_the_monitor_words(alice: APIClient, workflow: Workflow) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Job.objects.filter(workflow=workflow, label="isr").update(
+        statechangetime=timezone.now() - timedelta(hours=3)
+    )
+    Job.objects.filter(workflow=workflow, label="calibrate").update(
+        statechangetime=timezone.now() - timedelta(days=3)
+    )
+    url = reverse("dispatcher:job-list")
+
+    assert len(alice.get(url, {"hours": 4, "limit": 100}).json()["results"]) == 6
+    assert len(alice.get(url, {"days": 4, "limit": 100}).json()["results"]) == 12
+    assert len(alice.get(reverse("dispatcher:workflow-list"), {"hours": 1}).json()["results"]) == 1
+    response = alice.get(url, {"hours": "soon"})
+    assert response.status_code == 400
+    assert response.json()["field"] == "hours"
+    response = alice.get(reverse("dispatcher:site-list"), {"hours": 1})
+    assert response.status_code == 400
+    assert response.json()["field"] == "hours"
