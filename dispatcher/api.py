@@ -21,7 +21,7 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
@@ -208,6 +208,30 @@ class FilteredListApi(BaseApi, ListAPIView):  # type: ignore[type-arg]
         return apply_filters(queryset, params, self.filters)
 
 
+def documented_filters(cls: type[FilteredListApi]) -> type[FilteredListApi]:
+    """Publish a list's filters (and `hours` / `days` where it has a time column) in the schema."""
+    parameters = [
+        OpenApiParameter(
+            name,
+            int if spec.kind is int else str,
+            description="Monitor grammar: a|b any of, !a none of"
+            + (", * wildcard" if spec.kind is str else "")
+            + ".",
+        )
+        for name, spec in cls.filters.items()
+    ]
+    if cls.time_field:
+        parameters += [
+            OpenApiParameter(
+                "hours", float, description=f"Only rows whose {cls.time_field} is in the last N hours."
+            ),
+            OpenApiParameter(
+                "days", float, description=f"Only rows whose {cls.time_field} is in the last N days."
+            ),
+        ]
+    return extend_schema_view(get=extend_schema(parameters=parameters))(cls)
+
+
 # --- workflows ----------------------------------------------------------------------------------
 
 _SUBMIT_SCHEMA = extend_schema(
@@ -240,6 +264,7 @@ class WorkflowSubmitMixin(BaseApi):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
+@documented_filters
 class WorkflowListApi(WorkflowSubmitMixin, FilteredListApi):
     """GET: workflows, newest first. POST: submit a spec (same as /workflows/submit/)."""
 
@@ -426,6 +451,7 @@ class WorkflowSetMemoryApi(BaseApi):
 # --- tasks, jobs, attempts ---------------------------------------------------------------------
 
 
+@documented_filters
 class TaskListApi(FilteredListApi):
     serializer_class = TaskSerializer
     time_field = "modified_at"
@@ -470,6 +496,7 @@ _JOB_FILTERS = {
 }
 
 
+@documented_filters
 class JobListApi(FilteredListApi):
     serializer_class = JobSerializer
     time_field = "statechangetime"
@@ -517,6 +544,7 @@ class JobLogApi(BaseApi):
         return Response({"pandaid": job.pandaid, "attemptnr": int(raw), "text": text})
 
 
+@documented_filters
 class AttemptListApi(FilteredListApi):
     serializer_class = JobAttemptSerializer
     time_field = "endtime"
@@ -540,6 +568,7 @@ class NamePagination(KeysetPagination):
     ordering = "name"
 
 
+@documented_filters
 class SiteListApi(FilteredListApi):
     serializer_class = SiteSerializer
     pagination_class = NamePagination
@@ -555,6 +584,7 @@ class SiteDetailApi(BaseApi):
         return Response(SiteSerializer(access.site_get_for_user(request.user, name, token=self.token())).data)
 
 
+@documented_filters
 class QueueListApi(FilteredListApi):
     serializer_class = QueueSerializer
     pagination_class = NamePagination

@@ -393,10 +393,23 @@ def test_actions_on_a_selection(alice: APIClient, workflow: Workflow) -> None:
     assert set(Job.objects.filter(workflow=workflow).values_list("jobstatus", flat=True)) == {"defined"}
 
 
-def test_schema_and_docs_are_served() -> None:
+def test_schema_and_docs_are_served_with_every_filter() -> None:
     client = APIClient()
-    assert client.get("/api/schema/").status_code == 200
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     assert client.get("/api/docs/").status_code == 200
+    job_params = {p["name"] for p in schema["paths"]["/api/v1/jobs/"]["get"]["parameters"]}
+    assert {
+        "jobstatus",
+        "computingsite",
+        "produsername",
+        "jeditaskid",
+        "label",
+        "hours",
+        "cursor",
+        "limit",
+    } <= job_params
+    assert "post" in schema["paths"]["/api/v1/workflows/{workflow_id}/restart/"]
+    assert "ApiToken" in schema["components"]["securitySchemes"]
 
 
 def test_anonymous_read_follows_the_setting(workflow: Workflow) -> None:
