@@ -21,6 +21,7 @@ from typing import Any
 from ailuro import __version__
 from ailuro.config import ConfigError, config_load
 from ailuro.http import ApiError, Client
+from ailuro.pilot.cli import add_pilot_parser
 
 
 def _project_root() -> Path:
@@ -502,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--label", action="append", help="only jobs of this label (repeatable)")
     memory.add_argument("--pandaid", action="append", type=int, help="only this job (repeatable)")
     memory.add_argument("--status", help="only jobs in these states, e.g. failed")
+    add_pilot_parser(sub)
     return parser
 
 
