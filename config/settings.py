@@ -242,6 +242,9 @@ CELERY_TASK_TIME_LIMIT = _env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
 AILURO = {
     "ANONYMOUS_READ": _env_bool("AILURO_ANONYMOUS_READ", True),
     "MAX_DAG_JOBS": _env_int("AILURO_MAX_DAG_JOBS", 200_000, minimum=1),
+    "MAX_DAG_EDGES": _env_int("AILURO_MAX_DAG_EDGES", 2_000_000, minimum=1),
+    # A workflow spec body above this is refused (413) before it is read.
+    "MAX_SPEC_BYTES": _env_int("AILURO_MAX_SPEC_BYTES", 64 * 1024 * 1024, minimum=1024),
     "TASK_CHUNK_SIZE": _env_int("AILURO_TASK_CHUNK_SIZE", 30_000, minimum=1),
     "MAX_JSON_DEPTH": _env_int("AILURO_MAX_JSON_DEPTH", 32, minimum=2),
     "DEFAULT_HEARTBEAT_TIMEOUT_S": _env_int("AILURO_HEARTBEAT_TIMEOUT", 7200, minimum=60),
