@@ -2,22 +2,21 @@
 
 Every operator verb is separate, checks its preconditions, can be previewed (`preview=True` checks
 and reports what would happen, writing nothing) and leaves an ActionLog row — refusals included.
-Jobs are created only through `dispatcher.services.workflow_submit` and change state only through
-`dispatcher.services.jobs_transition_bulk`.
+Jobs are created only through `dispatcher.services.workflow_submit` and re-run through the
+dispatcher's `workflow_restart`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F
 from django.utils import timezone
 
 from campaigns.models import (
@@ -37,9 +36,9 @@ from campaigns.queries import campaign_dry_run, data_ids_load
 from campaigns.selection import Selection, error_template
 from campaigns.spec import SpecInvalid, config_resolve, downstream_of, jobs_plan, spec_parse
 from campaigns.splitting import SplitError, split
-from dispatcher.models import Job, JobDependency, Workflow
+from dispatcher.models import Job, Workflow
 from dispatcher.retry import ERROR_FIELDS
-from dispatcher.services import NewJob, jobs_transition_bulk, workflow_submit
+from dispatcher.services import NewJob, workflow_restart, workflow_submit
 from dispatcher.states import JOB_NON_FINAL, JOB_RESTARTABLE, JobStatus
 
 log = logging.getLogger(__name__)
@@ -425,20 +424,6 @@ def _lock_group(group_id: int) -> Group:
 
 # --- recovery verbs --------------------------------------------------------------------------------
 
-_RESET_FIELDS: dict[str, Any] = {
-    "queue_id": None,
-    "lease": "",
-    "pilot_id": "",
-    "node": "",
-    "worker_id": None,
-    "dispatched_at": None,
-    "starttime": None,
-    "endtime": None,
-    "heartbeat_at": None,
-    "retry_after": None,
-    **{k: (0 if k.endswith("code") else "") for k in ERROR_FIELDS},
-}
-
 
 def group_restart(*, group_id: int, actor: str, preview: bool = False) -> ActionOutcome:
     """Same config, same workflow: failed, cancelled and pruned jobs of the current attempt go back
@@ -465,18 +450,9 @@ def group_restart(*, group_id: int, actor: str, preview: bool = False) -> Action
             return ActionOutcome(
                 "restart", "group", group_id, True, f"would restart {len(rows)} jobs", details
             )
-        by_source: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for pandaid, status, attemptnr in rows:
-            by_source[(status, attemptnr)].append(pandaid)
-        for (status, attemptnr), ids in sorted(by_source.items()):
-            jobs_transition_bulk(
-                source=status,
-                to=JobStatus.DEFINED,
-                cause=f"campaign restart by {actor}",
-                pandaids=ids,
-                fields={**_RESET_FIELDS, "attemptnr": attemptnr + 1},
-            )
-        _pending_parents_recount([pandaid for pandaid, _, _ in rows])
+        # The dispatcher's restart: same rows back to `defined`, attempt bumped where the last one
+        # was dispatched, pending parents recounted, workflow and tasks reopened.
+        workflow_restart(workflow_id=workflow_id, actor=actor, jobstatus=sorted(JOB_RESTARTABLE))
         GroupAttempt.objects.filter(group=group, attempt=group.attempt).update(restarts=F("restarts") + 1)
         done = Job.objects.filter(workflow_id=workflow_id, jobstatus=JobStatus.FINISHED).count()
         Group.objects.filter(pk=group.pk).update(
@@ -490,22 +466,6 @@ def group_restart(*, group_id: int, actor: str, preview: bool = False) -> Action
         return ActionOutcome("restart", "group", group_id, False, f"restarted {len(rows)} jobs", details)
 
     return _run_action("restart", "group", group_id, actor, {}, preview, body)
-
-
-def _pending_parents_recount(pandaids: list[int]) -> None:
-    """pending_parents = parents not finished, for the given (defined) jobs: one UPDATE."""
-    unfinished = (
-        JobDependency.objects.filter(child_id=OuterRef("pk"))
-        .exclude(parent__jobstatus=JobStatus.FINISHED)
-        .order_by()
-        .values("child_id")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
-    for start in range(0, len(pandaids), 5000):
-        Job.objects.filter(pandaid__in=pandaids[start : start + 5000], jobstatus=JobStatus.DEFINED).update(
-            pending_parents=Coalesce(Subquery(unfinished), Value(0))
-        )
 
 
 def rerun_preview(group: Group, selection: Selection) -> dict[str, Any]:

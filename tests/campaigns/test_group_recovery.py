@@ -61,7 +61,8 @@ def test_restart_reruns_failed_and_pruned_jobs_in_place_with_a_new_attempt_numbe
         n: (j.jobstatus, j.attemptnr, j.pending_parents) for n, j in jobs.items() if n.endswith(("2", "3"))
     } == {
         "isr_2": ("defined", 2, 0),
-        "calibrate_2": ("defined", 2, 1),  # waits for isr_2 again
+        # Pruned without ever being dispatched: same attempt number, waits for isr_2 again.
+        "calibrate_2": ("defined", 1, 1),
         "calibrate_3": ("defined", 2, 0),  # isr_3 finished
         "isr_3": ("finished", 1, 0),
     }

@@ -11,7 +11,7 @@ from campaigns.services import campaign_create, campaign_launch
 from tests.campaigns.conftest import spec_text
 from tests.campaigns.pilots import BAD, OK, pilots_run
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.campaigns.urls")]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
