@@ -310,6 +310,103 @@ SELECT jobstatus FROM upd
 """
 
 
+_HEARTBEAT_BULK_SQL = """
+WITH u AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(leases)s::text[], %(statuses)s::text[], %(ranks)s::int[],
+        %(starts)s::timestamptz[], %(nodes)s::text[], %(pilots)s::text[], %(batches)s::text[],
+        %(cpu)s::float8[], %(rss)s::bigint[], %(pss)s::bigint[], %(cores)s::float8[]
+    ) AS u(id, attempt, lease, status, rank, start, node, pilot, batch, cpu, rss, pss, cores)
+), cur AS (
+    SELECT j.pandaid, j.jobstatus AS prev,
+           CASE j.jobstatus WHEN 'sent' THEN 0 WHEN 'starting' THEN 1 WHEN 'running' THEN 2 ELSE 3 END AS prev_rank,
+           u.*
+    FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
+    WHERE j.jobstatus IN ('sent', 'starting', 'running', 'holding') AND j.attemptnr = u.attempt
+      AND (u.lease = '' OR j.lease = u.lease)
+      AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
+    ORDER BY j.pandaid
+    FOR UPDATE OF j
+), upd AS (
+    UPDATE dispatcher_job AS j SET
+        jobstatus = CASE WHEN cur.rank > cur.prev_rank THEN cur.status ELSE cur.prev END,
+        statechangetime = CASE WHEN cur.rank > cur.prev_rank THEN %(now)s ELSE j.statechangetime END,
+        modificationtime = %(now)s,
+        starttime = COALESCE(j.starttime, CASE WHEN cur.rank >= 2 THEN COALESCE(cur.start, %(now)s) END),
+        modificationhost = COALESCE(NULLIF(cur.node, ''), j.modificationhost),
+        pilot_id = COALESCE(NULLIF(cur.pilot, ''), j.pilot_id),
+        batch_id = COALESCE(NULLIF(cur.batch, ''), j.batch_id),
+        cpu_time_s = COALESCE(cur.cpu, j.cpu_time_s),
+        max_rss_kb = COALESCE(cur.rss, j.max_rss_kb),
+        max_pss_kb = COALESCE(cur.pss, j.max_pss_kb),
+        actual_cores = COALESCE(cur.cores, j.actual_cores)
+    FROM cur WHERE j.pandaid = cur.pandaid
+    RETURNING j.pandaid, cur.prev, j.jobstatus, j.attemptnr, j.jeditaskid
+), logged AS (
+    INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
+    SELECT pandaid, attemptnr, jobstatus, prev, %(now)s, 'pilot reported ' || jobstatus FROM upd WHERE jobstatus <> prev
+), counted AS (
+    INSERT INTO dispatcher_taskcountdelta (jeditaskid, jobstatus, delta)
+    SELECT c.jeditaskid, c.status, sum(c.delta) FROM (
+        SELECT u.jeditaskid, v.status, v.delta
+        FROM upd AS u CROSS JOIN LATERAL (VALUES (u.prev, -1), (u.jobstatus, 1)) AS v(status, delta)
+        WHERE u.jobstatus <> u.prev
+    ) AS c GROUP BY c.jeditaskid, c.status
+)
+SELECT pandaid, jobstatus FROM upd
+"""
+
+
+def jobs_pilot_update_bulk(
+    *, updates: Sequence[PilotUpdate], queues: frozenset[str] | None
+) -> list[UpdateReply | ForeignJob]:
+    """Many pilot updates (Harvester's update_jobs_bulk); one reply per update, in order.
+
+    On PostgreSQL every heartbeat of the batch is applied by ONE statement (the set-based form of
+    the single heartbeat, same fence and guarantees); final updates go one by one through
+    `job_attempt_end`. A ForeignJob in the result marks an update refused for its queue.
+    """
+    replies: dict[int, UpdateReply | ForeignJob] = {}
+    heartbeats = [u for u in updates if u.status not in PILOT_FINAL]
+    if heartbeats and connection.vendor == "postgresql":
+        latest = {u.pandaid: u for u in heartbeats}  # a job twice in one batch: its last update counts
+        batch = list(latest.values())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _HEARTBEAT_BULK_SQL,
+                {
+                    "ids": [u.pandaid for u in batch],
+                    "attempts": [u.attemptnr for u in batch],
+                    "leases": [u.lease for u in batch],
+                    "statuses": [u.status for u in batch],
+                    "ranks": [_RANK[JobStatus(u.status)] for u in batch],
+                    "starts": [u.starttime for u in batch],
+                    "nodes": [u.node[:128] for u in batch],
+                    "pilots": [u.pilot_id[:200] for u in batch],
+                    "batches": [u.batch_id[:80] for u in batch],
+                    "cpu": [u.metrics.get("cpu_time_s") for u in batch],
+                    "rss": [u.metrics.get("max_rss_kb") for u in batch],
+                    "pss": [u.metrics.get("max_pss_kb") for u in batch],
+                    "cores": [u.metrics.get("actual_cores") for u in batch],
+                    "any_queue": queues is None,
+                    "queues": sorted(queues or ()),
+                    "now": timezone.now(),
+                },
+            )
+            for pandaid, status in cursor.fetchall():
+                replies[pandaid] = UpdateReply(command=None, status=status)
+    out: list[UpdateReply | ForeignJob] = []
+    for update in updates:
+        if update.status not in PILOT_FINAL and update.pandaid in replies:
+            out.append(replies[update.pandaid])
+            continue
+        try:
+            out.append(job_pilot_update(update=update, queues=queues))
+        except ForeignJob as exc:
+            out.append(exc)
+    return out
+
+
 def _heartbeat_params(update: PilotUpdate, queues: frozenset[str] | None) -> dict[str, Any]:
     m = update.metrics
     return {

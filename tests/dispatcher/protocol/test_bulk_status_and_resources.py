@@ -175,3 +175,53 @@ def test_a_configured_trf_base_url_is_used(queue, pilot: Pilot, settings) -> Non
     assert job["transformation"] == "http://pandaserver-doma.cern.ch:25080/trf/user/runpayload.sh"
     assert job["jobPars"] == "env 'A=1 2' bash -c true"
     assert job["environment"] == {"A": "1 2"}
+
+
+def test_a_bulk_of_heartbeats_is_one_statement_with_logs_and_counters(queue, pilot: Pilot) -> None:
+    from dispatcher.models import JobStatusLog
+    from dispatcher.queries import task_state_counts
+    from tests.factories import TaskFactory
+
+    task = TaskFactory()
+    for _ in range(50):
+        activated_job(queue, task=task)
+    got = pilot.json("/api/v1/pilot/acquire_jobs", {"site_name": queue.name, "n_jobs": 50}).json()["data"][
+        "jobs"
+    ]
+    updates = [
+        {"job_id": j["PandaID"], "job_status": "running", "attempt_nr": 1, "lease": j["lease"], "max_rss": 10}
+        for j in got
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        body = pilot.json("/api/v1/pilot/update_jobs_bulk", {"job_list": updates}).json()
+
+    assert len(queries) == 1
+    assert all(d["data"] == {"StatusCode": 0, "command": None} for d in body["data"])
+    assert Job.objects.filter(jobstatus="running", max_rss_kb=10).count() == 50
+    assert JobStatusLog.objects.filter(jobstatus="running").count() == 50
+    assert task_state_counts([task.pk])[task.pk] == {"running": 50}
+
+
+def test_a_bulk_refuses_another_queues_job_alone(queue, pilot: Pilot) -> None:
+    from core.services import token_create
+    from tests.factories import QueueFactory
+
+    mine = activated_job(queue)
+    pilot.json("/api/v1/pilot/acquire_jobs", {"site_name": queue.name})
+    other_queue = QueueFactory(name="OTHER")
+    theirs = activated_job(other_queue)
+    Pilot(token_create(username="o", role="pilot", queues=["OTHER"])).json(
+        "/api/v1/pilot/acquire_jobs", {"site_name": "OTHER"}
+    )
+    updates = [
+        {"job_id": mine.pandaid, "job_status": "running", "attempt_nr": 1},
+        {"job_id": theirs.pandaid, "job_status": "running", "attempt_nr": 1},
+    ]
+
+    data = pilot.json("/api/v1/pilot/update_jobs_bulk", {"job_list": updates}).json()["data"]
+
+    assert [d["success"] for d in data] == [True, False]
+    assert data[1]["status"] == 403
+    assert Job.objects.get(pk=mine.pandaid).jobstatus == "running"
+    assert Job.objects.get(pk=theirs.pandaid).jobstatus == "sent"
