@@ -50,6 +50,14 @@ def test_bad_json_is_refused_with_a_reason(body: bytes, reason: str) -> None:
         json_loads_guarded(body)
 
 
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
 @given(
     st.recursive(
         st.none() | st.integers() | st.text(),
@@ -59,7 +67,10 @@ def test_bad_json_is_refused_with_a_reason(body: bytes, reason: str) -> None:
 )
 def test_any_nested_value_either_round_trips_or_is_refused_cleanly(value: object) -> None:
     text = json.dumps(value)
-    if "\\u0000" in text:
+    if _depth(value) > 32:
+        with pytest.raises(JsonInputError, match="nested deeper"):
+            json_loads_guarded(text)
+    elif "\\u0000" in text:
         with pytest.raises(JsonInputError, match="NUL characters"):
             json_loads_guarded(text)
     else:
