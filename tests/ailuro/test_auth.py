@@ -49,6 +49,6 @@ def test_an_expiring_token_without_refresh_token_asks_for_a_login(tmp_path: Path
 
     with pytest.raises(LoginError, match="run `ailuro login` again"):
         bearer_token(path)
+    (tmp_path / "bad.json").write_text("nope")
     with pytest.raises(LoginError, match="not a token file"):
-        (tmp_path / "bad.json").write_text("nope")
         token_file_read(tmp_path / "bad.json")
