@@ -327,10 +327,18 @@ def user_for_claims(claims: Mapping[str, Any]) -> AbstractBaseUser:
         raise InvalidToken("this account is disabled")
     groups = claim_groups(claims)
     if groups is not None:
-        user_groups_sync(
-            user=user, roles=roles_for_groups(groups, settings.OIDC_ROLE_GROUPS, settings.OIDC_DEFAULT_ROLE)
-        )
+        roles = roles_for_groups(groups, settings.OIDC_ROLE_GROUPS, settings.OIDC_DEFAULT_ROLE)
+        user_groups_sync(user=user, roles=roles)
+        user_admin_flags_sync(user=user, admin=Role.ADMIN in roles)
     return user
+
+
+def user_admin_flags_sync(*, user: Any, admin: bool) -> None:
+    """The admin role opens Django's admin (staff + superuser); losing it at the IdP closes it again.
+    Only users linked to the IdP get here, so a local bootstrap superuser is never demoted."""
+    if user.is_staff != admin or user.is_superuser != admin:
+        user.is_staff = user.is_superuser = admin
+        user.save(update_fields=["is_staff", "is_superuser"])
 
 
 def _account_create(*, issuer: str, subject: str, claims: Mapping[str, Any]) -> OidcAccount:
