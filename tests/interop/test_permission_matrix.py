@@ -121,7 +121,8 @@ def test_losing_the_admin_group_at_the_provider_closes_the_admin_site(
     APIClient().get("/api/v1/whoami/", HTTP_AUTHORIZATION=f"Bearer {carol_token}")
     user = OidcAccount.objects.get(subject="carol").user
     user.refresh_from_db()
-    assert user.is_staff and user.is_superuser
+    assert user.is_staff
+    assert user.is_superuser
 
     # the same person, now mapped to no admin group: roles and admin flags follow the provider
     settings.OIDC_ROLE_GROUPS = {"atlas": "user"}
