@@ -28,7 +28,9 @@ case "${1:-start}" in
   install) install_provider ;;
   start)
     install_provider
-    if ! running; then
+    if curl -fsS "http://127.0.0.1:$PORT/jwks" >/dev/null 2>&1; then
+      say "a provider already answers on port $PORT (another checkout's?); leaving it alone"
+    elif ! running; then
       say "starting the test OIDC provider on http://127.0.0.1:$PORT"
       (cd "$DIR"; OIDC_PORT="$PORT" OIDC_KEYS="$DIR/jwks.json" exec nohup node server.mjs >"$DIR/server.log" 2>&1) &
       echo $! >"$PIDFILE"
