@@ -249,3 +249,55 @@ def test_with_oidc_off_a_foreign_bearer_token_is_a_401(settings: Any) -> None:
 
     assert response.status_code == 401
     assert "OIDC is not configured" in response.json()["detail"]
+
+
+def _write_keys(path: Any, kid: str) -> None:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(RSAAlgorithm.to_jwk(key)), "kid": kid, "alg": "RS256", "use": "sig"}
+    path.write_text(json.dumps({"keys": [jwk]}))
+
+
+def test_a_rotated_signing_key_is_fetched_on_its_first_unknown_kid(
+    settings: Any, tmp_path: Any, oidc_provider: OidcProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "jwks.json"
+    _write_keys(keys, "2026-a")
+    provider = OidcProvider(keys, [])
+    provider.start()
+    try:
+        oidc_configure(settings, provider)
+        robot_register(name="slac-pilots", client_id="wms-robot", role="pilot")
+        before = whoami(provider.robot_token())
+        provider.stop()
+        _write_keys(keys, "2026-b")  # the provider rotates to a new key with a new kid
+        provider.start()
+        monkeypatch.setattr(oidc, "JWKS_MIN_REFETCH_SECONDS", 0)  # as if the last fetch were long ago
+        rotated = provider.robot_token()
+        after = whoami(rotated)
+    finally:
+        provider.stop()
+
+    assert before.status_code == 200
+    assert unverified_parts(rotated)[0]["kid"] == "2026-b"
+    assert after.status_code == 200, after.content
+
+
+def test_unknown_kids_do_not_make_every_request_call_the_provider(oidc_server: OidcProvider) -> None:
+    robot_register(name="slac-pilots", client_id="wms-robot", role="pilot")
+    genuine = oidc_server.robot_token()
+    assert whoami(genuine).status_code == 200
+    _, claims, _ = unverified_parts(genuine)
+    forged = [oidc_server.sign(claims, kid=f"made-up-{n}") for n in range(5)]
+
+    oidc_server.stop()  # had each made-up kid reached the provider, these would be 503s
+    try:
+        codes = [whoami(token).status_code for token in forged]
+    finally:
+        oidc_server.start()
+
+    assert codes == [401] * 5
