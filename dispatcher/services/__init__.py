@@ -5,6 +5,9 @@ Every job status change goes through `job_transition` or `jobs_transition_bulk` 
 
 from __future__ import annotations
 
+from dispatcher.services.attempts import AttemptOutcome, descendants_of, job_attempt_end
+from dispatcher.services.brokerage import broker_one_batch
+from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
 from dispatcher.services.transitions import (
     TransitionResult,
     job_transition,
@@ -22,6 +25,14 @@ from dispatcher.services.workflows import (
 )
 
 __all__ = [
+    "AttemptOutcome",
+    "DispatchRequest",
+    "PilotUpdate",
+    "broker_one_batch",
+    "job_pilot_update",
+    "jobs_dispatch",
+    "descendants_of",
+    "job_attempt_end",
     "NewJob",
     "TransitionResult",
     "WorkflowInvalid",
