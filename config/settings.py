@@ -386,7 +386,7 @@ for _prefix, _size in _env_mapping("AILURO_BODY_CAPS").items():
 # pilot token or robot (a whole fleet shares one identity, hence the high default).
 AILURO_RATE_LIMITS = {
     "login": _env_str("AILURO_RATE_LOGIN", "20/minute"),
-    "pilot": _env_str("AILURO_RATE_PILOT", "20000/minute"),
+    "pilot": _env_str("AILURO_RATE_PILOT", "300000/minute"),
 }
 AILURO_CSP = _env_str(
     "AILURO_CSP",
