@@ -73,3 +73,30 @@ def test_the_login_page_is_rate_limited_per_client_address(settings: Any) -> Non
 
     assert codes == [302, 302, 302, 429]
     assert elsewhere == 302
+
+
+def test_the_drf_throttle_keys_on_the_token_and_answers_429(settings: Any) -> None:
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from core.ratelimit import PilotRateThrottle
+
+    class Ping(APIView):
+        throttle_classes = [PilotRateThrottle]
+
+        def get(self, request):  # type: ignore[no-untyped-def]
+            return Response({"ok": True})
+
+    settings.AILURO_RATE_LIMITS = {"pilot": "2/minute", "login": "2/minute"}
+    first, second = token_create(username="f1", role="pilot"), token_create(username="f2", role="pilot")
+    factory = APIRequestFactory()
+
+    def call(raw: str) -> Any:
+        return Ping.as_view()(factory.get("/ping", HTTP_AUTHORIZATION=f"Bearer {raw}"))
+
+    codes = [call(first).status_code for _ in range(3)]
+
+    assert codes == [200, 200, 429]
+    assert call(first)["Retry-After"]
+    assert call(second).status_code == 200
