@@ -351,6 +351,9 @@ OIDC_OP_USER_ENDPOINT = _env_str("OIDC_OP_USER_ENDPOINT", "")
 OIDC_OP_JWKS_ENDPOINT = _env_str("OIDC_OP_JWKS_ENDPOINT", "")
 OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT = _env_str("OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT", "")
 LOGIN_URL = "/login/"
+# Browser roles are synced from the provider's groups at login, so sessions are kept short enough
+# that a removal at the provider takes effect within a working day.
+SESSION_COOKIE_AGE = _env_int("AILURO_SESSION_SECONDS", 12 * 3600, minimum=300)
 LOGIN_REDIRECT_URL = "/"
 LOGIN_REDIRECT_URL_FAILURE = "/login/failed/"
 LOGOUT_REDIRECT_URL = "/"
