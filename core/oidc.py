@@ -461,7 +461,6 @@ class AiluroOIDCBackend(OIDCAuthenticationBackend):
             return None
 
     def get_user(self, user_id: Any) -> AbstractBaseUser | AnonymousUser | None:
-        try:
-            return self.UserModel._default_manager.get(pk=user_id)
-        except self.UserModel.DoesNotExist:
-            return None
+        """The session's user; a user disabled since the login is logged out on the next request."""
+        user = self.UserModel._default_manager.filter(pk=user_id).first()
+        return user if user is not None and user.is_active else None

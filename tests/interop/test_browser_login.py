@@ -97,3 +97,19 @@ def test_login_with_the_provider_down_is_a_503_page(
 
     assert response.status_code == 503
     assert "identity provider could not be reached" in response.text
+
+
+def test_a_user_disabled_after_login_loses_the_session(oidc_server: OidcProvider, db: None) -> None:
+    from django.test import Client
+
+    from core.oidc import user_for_claims
+
+    user = user_for_claims({"sub": "dora", "preferred_username": "dora", "groups": ["atlas"]})
+    client = Client()
+    client.force_login(user, backend="core.oidc.AiluroOIDCBackend")
+    assert client.get("/api/v1/whoami/?format=json").status_code == 200
+
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    assert client.get("/api/v1/whoami/?format=json").status_code == 401
