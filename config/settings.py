@@ -409,6 +409,14 @@ AILURO_CSP = _env_str(
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'none'",
 )
-MIDDLEWARE.insert(1, "core.middleware.SecurityHeadersMiddleware")
-MIDDLEWARE.insert(1, "core.middleware.BodySizeLimitMiddleware")
+# Outermost first: headers on every response (also the JSON errors and 413s of the next two).
+MIDDLEWARE[1:1] = [
+    "core.middleware.SecurityHeadersMiddleware",
+    "core.middleware.ApiJsonErrorsMiddleware",
+    "core.middleware.BodySizeLimitMiddleware",
+]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "core.schema.error_responses_hook",  # the one error format, documented on every operation
+]
 # ==== end of identity and access ====

@@ -58,3 +58,25 @@ class SecurityHeadersMiddleware:
         response.setdefault("Permissions-Policy", self.PERMISSIONS_POLICY)
         response.setdefault("X-Content-Type-Options", "nosniff")
         return response
+
+
+class ApiJsonErrorsMiddleware:
+    """Errors under /api/ are JSON (`{"detail": …}`) even when Django answers first — an unresolved
+    URL such as /api/v1/workflows/abc/ would otherwise get the HTML 404 page."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code >= 400
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            replacement = JsonResponse({"detail": response.reason_phrase}, status=response.status_code)
+            for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response

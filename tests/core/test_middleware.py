@@ -50,3 +50,20 @@ def test_every_response_carries_csp_and_security_headers() -> None:
     assert response["X-Frame-Options"] == "DENY"
     assert response["Referrer-Policy"] == "same-origin"
     assert "camera=()" in response["Permissions-Policy"]
+
+
+def test_api_errors_are_json_even_when_django_answers_first() -> None:
+    response = Client().get("/api/v1/no-such-endpoint/")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+    assert "default-src 'self'" in response["Content-Security-Policy"]
+    assert Client().get("/no-such-page/")["Content-Type"].startswith("text/html")
+
+
+def test_every_api_operation_documents_the_shared_error_responses() -> None:
+    schema = Client().get("/api/schema/?format=json").json()
+
+    whoami = schema["paths"]["/api/v1/whoami/"]["get"]["responses"]
+    assert {"200", "400", "401", "403", "404", "413", "429", "503"} <= set(whoami)
+    assert schema["components"]["schemas"]["Error"]["required"] == ["detail"]

@@ -32,7 +32,9 @@ WORKFLOW_PARAM = "workflow_id"
 
 def _operations() -> list[tuple[str, str]]:
     schema = SchemaGenerator().get_schema(request=None, public=True)
-    return [(path, method) for path, item in schema["paths"].items() for method in item if method != "parameters"]
+    return [
+        (path, method) for path, item in schema["paths"].items() for method in item if method != "parameters"
+    ]
 
 
 def _fill(path: str, values: dict[str, str] | None = None) -> str:
@@ -95,7 +97,9 @@ def test_users_act_on_their_own_workflows_only_and_operators_on_all(oidc_server:
         assert _bearer(raw).get("/api/v1/whoami/").status_code == 200
     owner = OidcAccount.objects.get(subject="dora").user
     workflow_ops = [
-        (p, m) for p, m in _operations() if m in UNSAFE and "{" + WORKFLOW_PARAM + "}" in p and p.count("{") == 1
+        (p, m)
+        for p, m in _operations()
+        if m in UNSAFE and "{" + WORKFLOW_PARAM + "}" in p and p.count("{") == 1
     ]
 
     for path, method in workflow_ops:
