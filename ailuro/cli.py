@@ -432,6 +432,64 @@ def _memory_body(args: argparse.Namespace) -> dict[str, Any]:
     return {**_selection(args), "memory_mb": args.memory_mb}
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    """Device-flow login (or --refresh); the token goes to a 0600 file the other commands read."""
+    import requests
+
+    from ailuro import auth
+
+    path = auth.token_file_path(args.token_file)
+    try:
+        if args.refresh:
+            data = auth.refresh(auth.token_file_read(path))
+        else:
+            issuer, client_id, audience = args.issuer, args.client_id, args.audience
+            if args.server and not issuer:
+                config = auth.server_auth_config(args.server)
+                issuer, client_id = config["issuer"], client_id or config["client_id"]
+                audience = audience or config["audience"]
+            if not issuer or not client_id:
+                raise auth.LoginError(
+                    "give --server, or --issuer and --client-id (or AILURO_OIDC_* variables)"
+                )
+            data = auth.device_login(
+                issuer=issuer,
+                client_id=client_id,
+                audience=audience,
+                show=lambda line: print(line, flush=True),
+            )
+        auth.token_file_write(path, data)
+    except auth.LoginError as exc:
+        print(f"ailuro login: {exc}", file=sys.stderr)
+        return 1
+    print(f"token saved to {path}", flush=True)
+    if args.server:
+        who = requests.get(
+            f"{args.server.rstrip('/')}/api/v1/whoami/",
+            headers={"Authorization": f"Bearer {data['access_token']}"},
+            timeout=auth.TIMEOUT_S,
+        )
+        if who.status_code != 200:
+            print(f"ailuro login: the server refused the token (HTTP {who.status_code})", file=sys.stderr)
+            return 1
+        body = who.json()
+        print(f"logged in to {args.server} as {body['username']} (roles: {', '.join(body['roles'])})")
+    return 0
+
+
+def add_login_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    login = sub.add_parser("login", help="log in with the site's identity provider (OIDC device flow)")
+    login.add_argument("--server", default=os.environ.get("AILURO_SERVER", ""), help="ailuro server URL")
+    login.add_argument("--issuer", default=os.environ.get("AILURO_OIDC_ISSUER", ""))
+    login.add_argument("--client-id", default=os.environ.get("AILURO_OIDC_CLIENT_ID", ""))
+    login.add_argument("--audience", default=os.environ.get("AILURO_OIDC_AUDIENCE", ""))
+    login.add_argument(
+        "--token-file", default=None, help="default: $AILURO_TOKEN_FILE or ~/.config/ailuro/token.json"
+    )
+    login.add_argument("--refresh", action="store_true", help="renew the stored token without a new login")
+    login.set_defaults(func=cmd_login)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ailuro", description="ailuro workload management: client, pilot and embedded run"
@@ -506,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--status", help="only jobs in these states, e.g. failed")
     add_campaign_parser(sub)
     add_pilot_parser(sub)
+    add_login_parser(sub)
     return parser
 
 

@@ -64,6 +64,14 @@ def _read_token(path: Path) -> str:
         print(f"ailuro: warning: token file {path} is readable by others; chmod 600 it", file=sys.stderr)
     if not token:
         raise ConfigError(f"token file {path} is empty")
+    if token.startswith("{"):
+        # A file written by `ailuro login`: the access token, refreshed when it is about to expire.
+        from ailuro import auth
+
+        try:
+            return auth.bearer_token(path)
+        except auth.LoginError as exc:
+            raise ConfigError(str(exc)) from None
     return token
 
 
@@ -102,6 +110,8 @@ def config_load(
     if token is None:
         chosen = token_file or env.get("AILURO_TOKEN_FILE") or data.get("token_file")
         token_path = Path(chosen).expanduser() if chosen else _config_dir(env) / "token"
+        if not chosen and not token_path.exists():
+            token_path = _config_dir(env) / "token.json"  # where `ailuro login` keeps its tokens
         if chosen or token_path.exists():
             token = _read_token(token_path)
     return ClientConfig(

@@ -348,3 +348,112 @@ CAMPAIGNS: dict[str, Any] = {
     "SUBMIT_PER_ROUND": _env_int("AILURO_CAMPAIGN_SUBMIT_PER_ROUND", 50, minimum=1),
 }
 # --- end campaigns ---------------------------------------------------------------------------------
+
+# ==== Identity and access: OIDC, bearer tokens, hardening (issue 9; docs/deployment/oidc.md) ====
+# OIDC is on when OIDC_ISSUER is set; unset, the embedded run works without an identity provider
+# (admin password login and `ail_` API tokens only). Endpoints come from the issuer's discovery
+# document unless set one by one (OIDC_OP_*_ENDPOINT), read lazily so a provider that is down at
+# start-up costs a 503 on login, not a crash.
+OIDC_ISSUER = _env_str("OIDC_ISSUER", "").rstrip("/")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_RP_CLIENT_ID = _env_str("OIDC_RP_CLIENT_ID", "")  # the browser login's confidential client
+OIDC_RP_CLIENT_SECRET = _env_str("OIDC_RP_CLIENT_SECRET", "")
+# Accepted `aud` values of bearer JWTs: the API's resource/audience, plus e.g. the CLI client id when
+# clients send ID tokens as bearer (panda-client does).
+OIDC_AUDIENCE = _env_list("OIDC_AUDIENCE", [])
+OIDC_ALGORITHMS = _env_list("OIDC_ALGORITHMS", ["RS256"])
+if not set(OIDC_ALGORITHMS) <= {"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}:
+    raise ImproperlyConfigured(
+        f"OIDC_ALGORITHMS may only name RS*, ES* or PS256 algorithms, got {OIDC_ALGORITHMS}"
+    )
+OIDC_CLI_CLIENT_ID = _env_str("OIDC_CLI_CLIENT_ID", "")  # public client of `ailuro login`, shown to the CLI
+OIDC_TIMEOUT = _env_int("OIDC_TIMEOUT", 5, minimum=1)
+OIDC_LEEWAY_SECONDS = _env_int("OIDC_LEEWAY_SECONDS", 30, minimum=0)
+OIDC_JWKS_CACHE_SECONDS = _env_int("OIDC_JWKS_CACHE_SECONDS", 300, minimum=10)
+OIDC_USERINFO_CACHE_SECONDS = _env_int("OIDC_USERINFO_CACHE_SECONDS", 60, minimum=0)
+OIDC_ACCEPT_OPAQUE_TOKENS = _env_bool("OIDC_ACCEPT_OPAQUE_TOKENS", True)
+
+
+def _env_mapping(name: str) -> dict[str, str]:
+    """`a=b,c=d` → {"a": "b", "c": "d"}; role names are checked by system check ailuro.E010."""
+    mapping: dict[str, str] = {}
+    for item in _env_list(name, []):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name} must look like 'group=role,group=role', got item {item!r}")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+# IdP group → ailuro role, e.g. "atlas/production=operator,atlas/admin=admin". Users whose groups map
+# to no role get OIDC_DEFAULT_ROLE ("reader" makes unmapped users read-only).
+OIDC_ROLE_GROUPS = _env_mapping("OIDC_ROLE_GROUPS")
+OIDC_DEFAULT_ROLE = _env_str("OIDC_DEFAULT_ROLE", "user")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = _env_str("OIDC_RP_SCOPES", "openid email profile groups")
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "core:oidc-callback"
+OIDC_OP_AUTHORIZATION_ENDPOINT = _env_str("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = _env_str("OIDC_OP_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = _env_str("OIDC_OP_USER_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = _env_str("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT = _env_str("OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT", "")
+LOGIN_URL = "/login/"
+# Browser roles are synced from the provider's groups at login, so sessions are kept short enough
+# that a removal at the provider takes effect within a working day.
+SESSION_COOKIE_AGE = _env_int("AILURO_SESSION_SECONDS", 12 * 3600, minimum=300)
+LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL_FAILURE = "/login/failed/"
+LOGOUT_REDIRECT_URL = "/"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.insert(0, "core.oidc.AiluroOIDCBackend")
+# OIDC bearer tokens after `ail_` tokens; each class leaves the other kind alone.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].insert(1, "core.auth.OIDCBearerAuthentication")  # type: ignore[attr-defined]
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "core.parsers.GuardedJSONParser",  # depth, NaN and NUL guard: nested JSON is a 400, not a 500
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+
+# Hardening. Body caps per path prefix (longest prefix wins), checked before any view reads the body;
+# AILURO_BODY_CAPS adds or overrides entries ("/api/v1/workflows=67108864,/=1048576").
+AILURO_BODY_CAPS = {
+    "/": 1024 * 1024,
+    "/login/": 16 * 1024,
+    "/logout/": 16 * 1024,
+    "/oidc/": 16 * 1024,
+    "/server/panda/": 16 * 1024 * 1024,  # pilots batch job updates with metadata
+    "/api/v1/pilot/": 16 * 1024 * 1024,
+    "/api/v1/workflows": DATA_UPLOAD_MAX_MEMORY_SIZE,  # DAG submission: bounded by MAX_DAG_JOBS too
+    "/api/v1/campaigns": DATA_UPLOAD_MAX_MEMORY_SIZE,
+    "/admin/": 4 * 1024 * 1024,
+}
+for _prefix, _size in _env_mapping("AILURO_BODY_CAPS").items():
+    if not _size.isdigit() or not _prefix.startswith("/"):
+        raise ImproperlyConfigured(f"AILURO_BODY_CAPS entries must be /path=bytes, got {_prefix}={_size}")
+    AILURO_BODY_CAPS[_prefix] = int(_size)
+# Per-identity rate limits ("count/second|minute|hour"): login per client address, pilot calls per
+# pilot token or robot (a whole fleet shares one identity, hence the high default).
+AILURO_RATE_LIMITS = {
+    "login": _env_str("AILURO_RATE_LOGIN", "20/minute"),
+    "pilot": _env_str("AILURO_RATE_PILOT", "300000/minute"),
+}
+AILURO_CSP = _env_str(
+    "AILURO_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+# Outermost first: headers on every response (also the JSON errors and 413s of the next two).
+MIDDLEWARE[1:1] = [
+    "core.middleware.SecurityHeadersMiddleware",
+    "core.middleware.ApiJsonErrorsMiddleware",
+    "core.middleware.BodySizeLimitMiddleware",
+]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "core.schema.error_responses_hook",  # the one error format, documented on every operation
+]
+# ==== end of identity and access ====

@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from core.models import ApiToken, Lease
+from core.models import ApiToken, Lease, OidcAccount, OidcRobot
 
 
 @admin.register(ApiToken)
@@ -52,3 +52,20 @@ class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 @admin.register(Lease)
 class LeaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "holder", "acquired_at", "expires_at"]
+
+
+@admin.register(OidcRobot)
+class OidcRobotAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Robots are registered with `manage.py register_robot`; here they are reviewed and disabled."""
+
+    list_display = ["name", "client_id", "subject", "role", "queues", "active", "created_at"]
+    list_filter = ["role", "active"]
+    search_fields = ["name", "client_id", "subject"]
+    readonly_fields = ["user", "created_at"]
+
+
+@admin.register(OidcAccount)
+class OidcAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["subject", "issuer", "user", "created_at"]
+    search_fields = ["subject", "user__username"]
+    readonly_fields = ["created_at"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 
 @register(Tags.database, deploy=True)
@@ -30,6 +30,59 @@ def check_broker(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
                 "The in-memory Celery broker only works inside one process (embedded run).",
                 hint="Set CELERY_BROKER_URL=redis://127.0.0.1:6379/0 or amqp://…",
                 id="ailuro.W002",
+            )
+        ]
+    return []
+
+
+@register()
+def check_oidc(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """OIDC settings that would fail at the first login or bearer request (docs/deployment/oidc.md)."""
+    from core.roles import Role
+
+    problems: list[CheckMessage] = []
+    bad = {group: role for group, role in settings.OIDC_ROLE_GROUPS.items() if role not in Role.values}
+    if bad:
+        problems.append(
+            Error(
+                f"OIDC_ROLE_GROUPS maps groups to unknown roles: {bad}",
+                hint=f"Roles are {', '.join(Role.values)}.",
+                id="ailuro.E010",
+            )
+        )
+    if settings.OIDC_DEFAULT_ROLE not in Role.values:
+        problems.append(
+            Error(
+                f"OIDC_DEFAULT_ROLE {settings.OIDC_DEFAULT_ROLE!r} is not a role",
+                hint=f"Roles are {', '.join(Role.values)}.",
+                id="ailuro.E011",
+            )
+        )
+    if settings.OIDC_ENABLED and not settings.OIDC_AUDIENCE:
+        problems.append(
+            Error(
+                "OIDC_ISSUER is set but OIDC_AUDIENCE is empty: no bearer JWT could be accepted.",
+                hint="Set OIDC_AUDIENCE to the API's audience/resource at the provider, e.g. urn:ailuro:api",
+                id="ailuro.E012",
+            )
+        )
+    if settings.OIDC_ENABLED and not (settings.OIDC_RP_CLIENT_ID and settings.OIDC_RP_CLIENT_SECRET):
+        problems.append(
+            Warning(
+                "OIDC_ISSUER is set without OIDC_RP_CLIENT_ID/OIDC_RP_CLIENT_SECRET: browser login cannot work.",
+                id="ailuro.W013",
+            )
+        )
+    return problems
+
+
+@register(deploy=True)
+def check_oidc_https(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    if settings.OIDC_ENABLED and not settings.OIDC_ISSUER.startswith("https://"):
+        return [
+            Warning(
+                "OIDC_ISSUER is not an https:// URL: tokens and keys would travel unprotected.",
+                id="ailuro.W014",
             )
         ]
     return []

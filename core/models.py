@@ -50,3 +50,51 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder} until {self.expires_at:%H:%M:%S}"
+
+
+class OidcAccount(models.Model):
+    """Links a Django user to one subject of one identity provider.
+
+    Users are found by (issuer, sub), the only pair OIDC promises to be stable and unique, never by
+    email or by a username an IdP user could choose to match a local account (mozilla-django-oidc
+    issue #102).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_accounts")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="oidcaccount_issuer_subject_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} @ {self.issuer} → {self.user}"
+
+
+class OidcRobot(models.Model):
+    """A service identity for client-credentials tokens: a pilot fleet bound to queues, a campaign robot.
+
+    A bearer JWT is this robot only when both its client (`client_id`/`azp`) and its `sub` match, so a
+    user who picks the robot's name as login name at the IdP does not become the robot.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    client_id = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255, unique=True, help_text="`sub` of the client's tokens.")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_robot")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.PILOT)
+    # Pilot robots are bound to these queues; empty means not bound (as for ApiToken.queues).
+    queues = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="oidcrobot_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"robot {self.name} ({self.client_id}, {self.role})"

@@ -55,3 +55,12 @@ def user_roles(user: object, token: object = None) -> frozenset[str]:
 
 def role_allows(roles: frozenset[str], needed: str) -> bool:
     return needed in roles
+
+
+def queue_allowed(token: object, queue: str) -> bool:
+    """Whether a pilot credential — an `ail_` ApiToken or an OIDC robot identity — may fetch and
+    update jobs of `queue`: pilot role only; a credential bound to queues only for those."""
+    if getattr(token, "role", None) != Role.PILOT:
+        return False
+    queues = getattr(token, "queues", None) or ()
+    return not queues or queue in queues

@@ -11,7 +11,9 @@ Setting `AILURO_PILOT_AUTH` decides:
 
 Token lookups are cached in-process for `AILURO_PILOT_TOKEN_CACHE_S` seconds (default 10): every
 heartbeat would otherwise pay a token query. A revoked token therefore keeps working for at most
-that long. The identity issue adds OIDC robot tokens here, in `pilot_authenticate`.
+that long. OIDC robot tokens (client credentials of a robot registered with `manage.py
+register_robot` as pilot) are accepted too, bound to the robot's queues; a provider outage is a 503
+and is not cached. Calls are rate-limited per pilot identity (settings.AILURO_RATE_LIMITS["pilot"]).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from django.http import HttpRequest
 
 from core.auth import api_token_lookup, bearer_from_request
 from core.models import token_hash
+from core.ratelimit import rate_limit_hit, rate_parse
 from core.roles import Role
+from core.services import TOKEN_PREFIX
 from dispatcher.protocol.codec import ProtocolError
 
 AUTH_TOKEN = "token"  # noqa: S105  (a setting value, not a secret)
@@ -71,15 +75,40 @@ def pilot_authenticate(request: HttpRequest) -> PilotIdentity:
         _cache[key] = (now + cast(int, pilot["TOKEN_CACHE_S"]), identity)
     if identity is None:
         raise ProtocolError("invalid, expired or revoked token, or not a pilot token", 401)
+    over, _ = rate_limit_hit(
+        scope="pilot",
+        identity=f"pilot:{identity.name}",
+        rate=rate_parse(settings.AILURO_RATE_LIMITS["pilot"]),
+    )
+    if over:
+        raise ProtocolError("rate limit of pilot calls exceeded for this pilot identity; retry later", 429)
     return identity
 
 
 def _identity_from_token(raw: str) -> PilotIdentity | None:
+    if not raw.startswith(TOKEN_PREFIX):
+        return _identity_from_oidc(raw)
     token = api_token_lookup(raw)
     if token is None or token.role not in (Role.PILOT, Role.ADMIN):
         return None
     queues = frozenset(str(q) for q in token.queues) if token.queues else None
     return PilotIdentity(name=f"token {token.key_prefix} ({token.user.get_username()})", queues=queues)
+
+
+def _identity_from_oidc(raw: str) -> PilotIdentity | None:
+    from core import oidc  # requests + mozilla-django-oidc only when OIDC tokens are in play
+
+    if not oidc.oidc_enabled():
+        return None
+    try:
+        _, credential = oidc.identity_from_access_token(raw)
+    except oidc.InvalidToken:
+        return None
+    except oidc.ProviderUnavailable:
+        raise ProtocolError("identity provider unavailable; retry later", 503) from None
+    if credential.role not in (Role.PILOT, Role.ADMIN):
+        return None
+    return PilotIdentity(name=f"robot {credential.subject}", queues=frozenset(credential.queues) or None)
 
 
 def check_queue(identity: PilotIdentity, queue: str) -> None:

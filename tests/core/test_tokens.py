@@ -54,3 +54,23 @@ def test_a_revoked_token_no_longer_authenticates(capsys: pytest.CaptureFixture[s
 
     with pytest.raises(AuthenticationFailed):
         ApiTokenAuthentication().authenticate(Request(request))
+
+
+def test_plain_views_authenticate_api_tokens_and_refuse_bad_ones_with_401(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from django.test import RequestFactory
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from core.auth import authenticate_bearer
+
+    raw = _create(capsys, "--user", "carl", "--role", "pilot")
+    factory = RequestFactory()
+
+    user, token = authenticate_bearer(factory.get("/", HTTP_AUTHORIZATION=f"Bearer {raw}"))  # type: ignore[misc]
+    assert (user.username, token.role) == ("carl", "pilot")
+    assert authenticate_bearer(factory.get("/")) is None
+    with pytest.raises(AuthenticationFailed, match="invalid, expired or revoked"):
+        authenticate_bearer(factory.get("/", HTTP_AUTHORIZATION="Bearer ail_nope"))
+    with pytest.raises(AuthenticationFailed, match="OIDC is not configured"):
+        authenticate_bearer(factory.get("/", HTTP_AUTHORIZATION="Bearer eyJ.x.y"))

@@ -1,0 +1,82 @@
+"""Hardening middleware: per-endpoint body caps and security headers (CSP and friends)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def body_cap_for_path(path: str, caps: dict[str, int]) -> int:
+    """The cap of the longest matching path prefix (the "/" entry is the default)."""
+    best = ""
+    for prefix in caps:
+        if path.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    return caps.get(best, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
+class BodySizeLimitMiddleware:
+    """413 before any view reads the body, when Content-Length exceeds the cap of the path
+    (settings.AILURO_BODY_CAPS). Bodies without a length (chunked) stay bounded by Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE and by the reverse proxy's limit (docs/deployment/oidc.md)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raw_length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw_length)
+        except ValueError:
+            return JsonResponse({"detail": f"invalid Content-Length {raw_length[:20]!r}"}, status=400)
+        if length < 0:
+            return JsonResponse({"detail": "invalid Content-Length"}, status=400)
+        cap = body_cap_for_path(request.path, settings.AILURO_BODY_CAPS)
+        if length > cap:
+            return JsonResponse(
+                {"detail": f"request body of {length} bytes exceeds the {cap}-byte limit of {request.path}"},
+                status=413,
+            )
+        return self.get_response(request)
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy (settings.AILURO_CSP) and a restrictive Permissions-Policy on every
+    response; SecurityMiddleware already sets nosniff, Referrer-Policy, HSTS and COOP."""
+
+    PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if settings.AILURO_CSP and "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = settings.AILURO_CSP
+        response.setdefault("Permissions-Policy", self.PERMISSIONS_POLICY)
+        response.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+
+class ApiJsonErrorsMiddleware:
+    """Errors under /api/ are JSON (`{"detail": …}`) even when Django answers first — an unresolved
+    URL such as /api/v1/workflows/abc/ would otherwise get the HTML 404 page."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code >= 400
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            replacement = JsonResponse({"detail": response.reason_phrase}, status=response.status_code)
+            for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response

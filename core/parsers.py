@@ -1,0 +1,79 @@
+"""JSON input guards shared by the REST API (DRF parser) and the plain pilot views.
+
+DRF's JSONParser lets a RecursionError escape on a deeply nested array (~200 KB of `[[[…` → HTTP
+500, shared/reference/security.md §6 #2). Here every JSON body is parsed by `json_loads_guarded`:
+malformed JSON, NaN/Infinity, nesting deeper than AILURO["MAX_JSON_DEPTH"] and NUL characters
+(PostgreSQL rejects them in text) are all a `JsonInputError`, i.e. a 400 that names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import IO, Any
+
+from django.conf import settings
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser
+
+
+class JsonInputError(ValueError):
+    """The body is not acceptable JSON; the message says why and is safe to return to the client."""
+
+
+def _no_constants(name: str) -> Any:
+    raise JsonInputError(f"{name} is not valid JSON (use null or a number)")
+
+
+def json_depth_and_nul_check(value: Any, max_depth: int) -> None:
+    """Iterative walk (no recursion to exhaust): depth of nested arrays/objects and NUL characters."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise JsonInputError("NUL characters (\\u0000) are not allowed in strings")
+        elif isinstance(item, Mapping):
+            if depth > max_depth:
+                raise JsonInputError(f"JSON nested deeper than {max_depth} levels")
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise JsonInputError("NUL characters (\\u0000) are not allowed in keys")
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > max_depth:
+                raise JsonInputError(f"JSON nested deeper than {max_depth} levels")
+            stack.extend((child, depth + 1) for child in item)
+
+
+def json_loads_guarded(body: bytes | str, *, max_depth: int | None = None) -> Any:
+    """Parse a JSON body or raise JsonInputError naming the problem."""
+    limit = max_depth if max_depth is not None else int(settings.AILURO["MAX_JSON_DEPTH"])
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise JsonInputError(f"body is not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise JsonInputError(f"JSON nested deeper than {limit} levels") from None
+    except JsonInputError:
+        raise
+    except ValueError as exc:
+        raise JsonInputError(f"malformed JSON: {exc}") from None
+    json_depth_and_nul_check(value, limit)
+    return value
+
+
+class GuardedJSONParser(BaseParser):
+    """DRF parser for application/json built on `json_loads_guarded` (400 instead of 500)."""
+
+    media_type = "application/json"
+
+    def parse(
+        self, stream: IO[Any], media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> Any:
+        try:
+            return json_loads_guarded(stream.read())
+        except JsonInputError as exc:
+            raise ParseError(f"JSON parse error: {exc}") from None

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.test import Client, RequestFactory
+
+from core.auth import api_token_lookup
+from core.ratelimit import Rate, rate_limit_check, rate_limit_hit, rate_parse, request_identity
+from core.services import token_create
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    cache.clear()
+
+
+def test_rates_parse_and_bad_rates_are_refused() -> None:
+    assert rate_parse("20/minute") == Rate(20, 60)
+    assert rate_parse("5/s") == Rate(5, 1)
+    with pytest.raises(ValueError, match="20/minute"):
+        rate_parse("twenty a minute")
+
+
+def test_the_limit_counts_per_identity_and_resets_with_the_window() -> None:
+    rate = Rate(3, 60)
+    hits = [rate_limit_hit(scope="t", identity="a", rate=rate, now=600.0)[0] for _ in range(4)]
+    other = rate_limit_hit(scope="t", identity="b", rate=rate, now=600.0)[0]
+    next_window = rate_limit_hit(scope="t", identity="a", rate=rate, now=660.5)[0]
+
+    assert hits == [False, False, False, True]
+    assert other is False
+    assert next_window is False
+
+
+def test_identity_is_the_token_or_user_never_a_forwarded_header() -> None:
+    factory = RequestFactory()
+    anonymous = factory.get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4")
+    user_request = factory.get("/")
+    user_request.user = UserFactory()
+    token = api_token_lookup(token_create(username="fleet", role="pilot"))
+
+    assert request_identity(anonymous) == "addr:10.0.0.1"
+    assert request_identity(user_request) == f"user:{user_request.user.pk}"
+    assert request_identity(anonymous, token) == f"token:{token.pk}"  # type: ignore[union-attr]
+
+
+def test_a_pilot_fleet_over_its_rate_gets_429_with_retry_after(settings: Any) -> None:
+    settings.AILURO_RATE_LIMITS = {"pilot": "2/minute", "login": "2/minute"}
+    token = api_token_lookup(token_create(username="fleet", role="pilot"))
+    other = api_token_lookup(token_create(username="fleet2", role="pilot"))
+    request = RequestFactory().post("/api/v1/pilot/update_job")
+
+    results = [rate_limit_check(request, "pilot", token) for _ in range(3)]
+
+    assert results[:2] == [None, None]
+    assert results[2] is not None
+    assert results[2].status_code == 429
+    assert int(results[2]["Retry-After"]) >= 1
+    assert rate_limit_check(request, "pilot", other) is None
+
+
+def test_the_login_page_is_rate_limited_per_client_address(settings: Any) -> None:
+    settings.AILURO_RATE_LIMITS = {"pilot": "2/minute", "login": "3/minute"}
+    client = Client(REMOTE_ADDR="10.9.9.9")
+
+    codes = [client.get("/login/").status_code for _ in range(4)]
+    elsewhere = Client(REMOTE_ADDR="10.9.9.10").get("/login/").status_code
+
+    assert codes == [302, 302, 302, 429]
+    assert elsewhere == 302
+
+
+def test_the_drf_throttle_keys_on_the_token_and_answers_429(settings: Any) -> None:
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from core.ratelimit import PilotRateThrottle
+
+    class Ping(APIView):
+        throttle_classes = [PilotRateThrottle]
+
+        def get(self, request):  # type: ignore[no-untyped-def]
+            return Response({"ok": True})
+
+    settings.AILURO_RATE_LIMITS = {"pilot": "2/minute", "login": "2/minute"}
+    first, second = token_create(username="f1", role="pilot"), token_create(username="f2", role="pilot")
+    factory = APIRequestFactory()
+
+    def call(raw: str) -> Any:
+        return Ping.as_view()(factory.get("/ping", HTTP_AUTHORIZATION=f"Bearer {raw}"))
+
+    codes = [call(first).status_code for _ in range(3)]
+
+    assert codes == [200, 200, 429]
+    assert call(first)["Retry-After"]
+    assert call(second).status_code == 200
