@@ -17,6 +17,15 @@ def body_cap_for_path(path: str, caps: dict[str, int]) -> int:
     return caps.get(best, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 
+def _error_reply(path: str, message: str, status: int) -> JsonResponse:
+    """An error in the caller's own format: pilots parse only their protocol's envelope."""
+    if path.startswith("/api/v1/pilot/"):
+        return JsonResponse({"success": False, "message": message, "data": None}, status=status)
+    if path.startswith("/server/panda/"):
+        return JsonResponse({"StatusCode": 30, "errorDialog": message}, status=status)
+    return JsonResponse({"detail": message}, status=status)
+
+
 class BodySizeLimitMiddleware:
     """413 before any view reads the body, when Content-Length exceeds the cap of the path
     (settings.AILURO_BODY_CAPS). Bodies without a length (chunked) stay bounded by Django's
@@ -30,14 +39,15 @@ class BodySizeLimitMiddleware:
         try:
             length = int(raw_length)
         except ValueError:
-            return JsonResponse({"detail": f"invalid Content-Length {raw_length[:20]!r}"}, status=400)
+            return _error_reply(request.path, f"invalid Content-Length {raw_length[:20]!r}", 400)
         if length < 0:
-            return JsonResponse({"detail": "invalid Content-Length"}, status=400)
+            return _error_reply(request.path, "invalid Content-Length", 400)
         cap = body_cap_for_path(request.path, settings.AILURO_BODY_CAPS)
         if length > cap:
-            return JsonResponse(
-                {"detail": f"request body of {length} bytes exceeds the {cap}-byte limit of {request.path}"},
-                status=413,
+            return _error_reply(
+                request.path,
+                f"request body of {length} bytes exceeds the {cap}-byte limit of {request.path}",
+                413,
             )
         return self.get_response(request)
 

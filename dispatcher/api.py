@@ -19,7 +19,6 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers, status
@@ -64,20 +63,6 @@ from dispatcher.workflows import spec_load
 # --- shared machinery --------------------------------------------------------------------------
 
 
-class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
-    """Documents `core.auth.ApiTokenAuthentication` in the schema (bearer `ail_…` tokens)."""
-
-    target_class = "core.auth.ApiTokenAuthentication"
-    name = "ApiToken"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "ailuro API token (manage.py create_token)",
-        }
-
-
 class ApiError(Exception):
     def __init__(self, detail: str, *, field: str = "", status_code: int = 400) -> None:
         super().__init__(detail)
@@ -117,12 +102,31 @@ class BaseApi(APIView):
 
 
 class KeysetPagination(CursorPagination):
-    """Keyset pagination on the primary key, newest first: page N costs what page 1 costs."""
+    """Keyset pagination on the primary key, newest first: page N costs what page 1 costs.
+
+    `limit` is strict: a value that is not a whole number from 1 to 1000 is a 400 naming it, not
+    silently replaced by the default (DRF's behaviour), so a client learns its mistake.
+    """
 
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 1000
     ordering = "-pk"
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.getlist(self.page_size_query_param)
+        if not raw:
+            return self.page_size
+        if len(raw) > 1 or not raw[0].isdigit() or not 1 <= int(raw[0]) <= self.max_page_size:
+            raise ApiError(f"limit must be a whole number from 1 to {self.max_page_size}", field="limit")
+        return int(raw[0])
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return parameters
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ _RESERVED = frozenset({"cursor", "limit", "format"})
 
 
 def _filter_value(name: str, raw: str, kind: type) -> Any:
+    if "\x00" in raw:
+        # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+        raise ApiError(f"filter {name} contains a NUL character", field=name)
     if kind is int:
         try:
             return int(raw)
@@ -197,6 +204,9 @@ class FilteredListApi(BaseApi, ListAPIView):  # type: ignore[type-arg]
 
     def get_queryset(self) -> QuerySet[Any]:
         access.read_required(self.request.user, self.token())
+        for key, values in self.request.query_params.lists():
+            if len(values) > 1:
+                raise ApiError(f"give {key} once; several values are written a|b", field=key)
         params: dict[str, str] = {
             key: str(self.request.query_params.get(key, "")) for key in self.request.query_params
         }
@@ -213,7 +223,8 @@ def documented_filters(cls: type[FilteredListApi]) -> type[FilteredListApi]:
     parameters = [
         OpenApiParameter(
             name,
-            int if spec.kind is int else str,
+            # Text filters cannot carry NUL (PostgreSQL text refuses it; the view answers 400).
+            int if spec.kind is int else {"type": "string", "pattern": "^[^\\u0000]*$"},
             description="Monitor grammar: a|b any of, !a none of"
             + (", * wildcard" if spec.kind is str else "")
             + ".",
@@ -222,11 +233,16 @@ def documented_filters(cls: type[FilteredListApi]) -> type[FilteredListApi]:
     ]
     if cls.time_field:
         parameters += [
+            # The bounds apply_time_window enforces, published so clients know them up front.
             OpenApiParameter(
-                "hours", float, description=f"Only rows whose {cls.time_field} is in the last N hours."
+                "hours",
+                {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3650 * 24},
+                description=f"Only rows whose {cls.time_field} is in the last N hours (0 < N ≤ 87600).",
             ),
             OpenApiParameter(
-                "days", float, description=f"Only rows whose {cls.time_field} is in the last N days."
+                "days",
+                {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3650},
+                description=f"Only rows whose {cls.time_field} is in the last N days (0 < N ≤ 3650).",
             ),
         ]
     return extend_schema_view(get=extend_schema(parameters=parameters))(cls)

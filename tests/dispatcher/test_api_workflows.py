@@ -409,7 +409,7 @@ def test_schema_and_docs_are_served_with_every_filter() -> None:
         "limit",
     } <= job_params
     assert "post" in schema["paths"]["/api/v1/workflows/{workflow_id}/restart/"]
-    assert "ApiToken" in schema["components"]["securitySchemes"]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
 def test_anonymous_read_follows_the_setting(workflow: Workflow) -> None:
@@ -460,3 +460,21 @@ def test_time_windows_use_the_monitor_words(alice: APIClient, workflow: Workflow
     response = alice.get(reverse("dispatcher:site-list"), {"hours": 1})
     assert response.status_code == 400
     assert response.json()["field"] == "hours"
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=null", "limit"),
+        ("jeditaskid=1&jeditaskid=2", "jeditaskid"),
+        ("produsername=a%00b", "produsername"),
+        ("hours=0", "hours"),
+    ],
+)
+def test_malformed_list_parameters_are_a_400_naming_them(query: str, field: str) -> None:
+    reply = client_for("ops", "operator").get(f"/api/v1/jobs/?{query}")
+
+    assert reply.status_code == 400
+    assert reply.json()["field"] == field

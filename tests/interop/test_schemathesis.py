@@ -21,8 +21,10 @@ MAX_SECONDS = 60
 
 
 def test_the_api_holds_its_schema_under_schemathesis(
-    transactional_db: None, live_server: Any, tmp_path: Path
+    transactional_db: None, live_server: Any, tmp_path: Path, settings: Any
 ) -> None:
+    # Production-like: anonymous read off, so every operation must refuse unauthenticated calls.
+    settings.AILURO = {**settings.AILURO, "ANONYMOUS_READ": False}
     token = token_create(username="fuzzer", role="admin", name="schemathesis")
     executable = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
     command = [
@@ -47,6 +49,7 @@ def test_the_api_holds_its_schema_under_schemathesis(
         "1",
         "--no-color",
     ]
+    command[1:1] = ["--config-file", str(Path(__file__).with_name("schemathesis.toml"))]
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=MAX_SECONDS + 120, cwd=tmp_path)
 
