@@ -1,0 +1,270 @@
+"""The loops on a real Celery worker and the real Redis broker (issue 4, "Must show").
+
+The pilot side is simulated with the service calls the pilot protocol makes (job_transition to
+sent/running, job_attempt_end for the final update); the SIGKILL test kills a real process that
+heartbeats for its job.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db.models import Count
+from django.utils import timezone
+
+from config.celery import app
+from dispatcher.models import Job, JobAttempt, JobStatusLog, Task, Workflow
+from dispatcher.queries import task_state_counts, workflow_state_counts
+from dispatcher.services import NewJob, job_attempt_end, job_transition, workflow_submit
+from tests.factories import QueueFactory, UserFactory
+from tests.interop.celery_procs import (
+    ROOT,
+    broker_purge,
+    child_environment,
+    process_stop,
+    wait_for,
+    worker_start,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("default_retry_rules")]
+
+
+@pytest.fixture(scope="module")
+def worker(
+    django_db_setup: None, django_db_blocker: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    log = tmp_path_factory.mktemp("celery") / "worker.log"
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        broker_purge()
+        proc = worker_start("loops", log)
+    try:
+        yield log
+    finally:
+        process_stop(proc)
+
+
+def _tick(loop: str) -> None:
+    app.send_task(f"dispatcher.loop_{loop}")
+
+
+def _exact(workflow: Workflow) -> dict[str, int]:
+    """The workflow's counters, checked against its job rows task by task (the oracle)."""
+    task_ids = list(Task.objects.filter(workflow=workflow).values_list("pk", flat=True))
+    counters = task_state_counts(task_ids)
+    for task_id in task_ids:
+        rows = dict(
+            Job.objects.filter(task_id=task_id)
+            .values("jobstatus")
+            .annotate(n=Count("pk"))
+            .values_list("jobstatus", "n")
+        )
+        assert counters[task_id] == rows, f"task {task_id}: counters {counters[task_id]} != rows {rows}"
+    return workflow_state_counts(workflow.pk)
+
+
+def _job(workflow: Workflow, name: str) -> Job:
+    return Job.objects.get(workflow=workflow, name=name)
+
+
+def _wait_status(job: Job, status: str, log: Path, *, attemptnr: int | None = None) -> Job:
+    def reached() -> bool:
+        job.refresh_from_db()
+        return job.jobstatus == status and (attemptnr is None or job.attemptnr == attemptnr)
+
+    wait_for(reached, what=f"job {job.name} {status}", logs=[log])
+    return job
+
+
+def _brokered(job: Job, log: Path) -> Job:
+    _tick("brokerage")
+    return _wait_status(job, "activated", log)
+
+
+def _pilot_start(job: Job) -> None:
+    job_transition(
+        pandaid=job.pk,
+        to="sent",
+        cause="pilot getJob",
+        fields={"dispatched_at": timezone.now(), "lease": "t"},
+    )
+    job_transition(
+        pandaid=job.pk,
+        to="running",
+        cause="pilot",
+        fields={"starttime": timezone.now(), "heartbeat_at": timezone.now()},
+    )
+
+
+def _pilot_run(job: Job, *, errors: dict[str, object] | None = None) -> None:
+    _pilot_start(job)
+    job_attempt_end(
+        pandaid=job.pk,
+        attemptnr=job.attemptnr,
+        status="failed" if errors else "finished",
+        cause="pilot final update",
+        errors=errors,
+        metrics={"max_rss_kb": 1000},
+    )
+
+
+def _chain(names: list[str], **memory: int) -> Workflow:
+    jobs = [
+        NewJob(
+            name=n,
+            label=n,
+            command="true",
+            parents=[names[i - 1]] if i else [],
+            memory_mb=memory.get(n, 2000),
+        )
+        for i, n in enumerate(names)
+    ]
+    return workflow_submit(owner=UserFactory(), name="chain", jobs=jobs)
+
+
+def test_an_out_of_memory_middle_job_is_retried_with_doubled_memory_on_the_bigger_queue(worker: Path) -> None:
+    QueueFactory(name="MEDIUM", max_rss_mb=8000)
+    QueueFactory(name="HIMEM", max_rss_mb=16000)
+    wf = _chain(["a", "b", "c"], b=8000)
+    a, b, c = (_job(wf, n) for n in "abc")
+    assert _exact(wf) == {"defined": 3}
+
+    assert _brokered(a, worker).queue_id == "MEDIUM"
+    assert _exact(wf) == {"activated": 1, "defined": 2}
+    _pilot_run(a)
+    assert _exact(wf) == {"finished": 1, "defined": 2}
+
+    assert _brokered(b, worker).queue_id == "MEDIUM"
+    _pilot_run(b, errors={"piloterrorcode": 1212, "piloterrordiag": "payload exceeded memory"})
+    b.refresh_from_db()
+    assert (b.jobstatus, b.attemptnr, b.request_memory_mb, b.queue_id) == ("defined", 2, 16000, None)
+    assert _exact(wf) == {"finished": 1, "defined": 2}
+    assert JobAttempt.objects.get(job=b, attemptnr=1).retry_action == "increase_memory"
+
+    assert _brokered(b, worker).queue_id == "HIMEM"
+    assert Job.objects.get(pk=c.pk).jobstatus == "defined"  # the child waits for its parent
+    _pilot_run(b)
+    assert _exact(wf) == {"finished": 2, "defined": 1}
+
+    assert _brokered(c, worker).queue_id == "MEDIUM"
+    _pilot_run(c)
+    assert _exact(wf) == {"finished": 3}
+    _tick("rollup")
+    wait_for(lambda: Workflow.objects.get(pk=wf.pk).status == "done", what="workflow done", logs=[worker])
+    assert set(Task.objects.filter(workflow=wf).values_list("status", flat=True)) == {"done"}
+    chain = list(
+        JobAttempt.objects.filter(job=b)
+        .order_by("attemptnr")
+        .values_list("queue", "request_memory_mb", "jobstatus")
+    )
+    assert chain == [("MEDIUM", 8000, "failed"), ("HIMEM", 16000, "finished")]
+
+
+def test_a_deterministic_failure_is_not_retried_and_its_descendants_are_pruned(worker: Path) -> None:
+    QueueFactory(name="MEDIUM", max_rss_mb=8000)
+    wf = _chain(["a", "b", "c"])
+    other = workflow_submit(
+        owner=UserFactory(), name="independent", jobs=[NewJob(name="d", label="d", command="true")]
+    )
+    a = _job(wf, "a")
+
+    _brokered(a, worker)
+    _pilot_run(a, errors={"transexitcode": 1, "exeerrordiag": "ValueError: bad config"})
+
+    a.refresh_from_db()
+    assert (a.jobstatus, a.attemptnr) == ("failed", 1)
+    assert JobAttempt.objects.get(job=a).retry_reason == "rule payload-error: deterministic error"
+    assert _exact(wf) == {"failed": 1, "pruned": 2}
+    d = _brokered(_job(other, "d"), worker)
+    assert _exact(wf) == {"failed": 1, "pruned": 2}  # brokerage never touches pruned jobs
+    _pilot_run(d)
+    _tick("rollup")
+    wait_for(lambda: Workflow.objects.get(pk=wf.pk).status == "failed", what="workflow failed", logs=[worker])
+    assert dict(Task.objects.filter(workflow=wf).values_list("label", "status")) == {
+        "a": "failed",
+        "b": "failed",
+        "c": "failed",
+    }
+    wait_for(
+        lambda: Workflow.objects.get(pk=other.pk).status == "done", what="other workflow done", logs=[worker]
+    )
+
+
+HEARTBEAT = textwrap.dedent(
+    """
+    import sys, time, django
+    django.setup()
+    from django.utils import timezone
+    from dispatcher.models import Job
+    pandaid, attemptnr = int(sys.argv[1]), int(sys.argv[2])
+    print("heartbeating", flush=True)
+    while True:
+        Job.objects.filter(pk=pandaid, attemptnr=attemptnr, jobstatus="running").update(heartbeat_at=timezone.now())
+        time.sleep(0.3)
+    """
+)
+
+
+def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_100_and_retried(
+    worker: Path, tmp_path: Path
+) -> None:
+    QueueFactory(name="SHORT_HB", max_rss_mb=8000, heartbeat_timeout_s=3)
+    wf = workflow_submit(
+        owner=UserFactory(),
+        name="kill",
+        jobs=[NewJob(name="x", label="x", command="true"), NewJob(name="y", label="y", command="true")],
+    )
+    x, marker = _job(wf, "x"), _job(wf, "y")
+    Job.objects.filter(pk=marker.pk).update(retry_after=timezone.now() + timezone.timedelta(hours=1))
+    _brokered(x, worker)
+    _pilot_start(x)
+    pilot_log = tmp_path / "pilot.log"
+    with pilot_log.open("wb") as out:
+        pilot = subprocess.Popen(
+            [sys.executable, "-c", HEARTBEAT, str(x.pk), "1"],
+            cwd=ROOT,
+            env=child_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: b"heartbeating" in pilot_log.read_bytes(), what="the pilot heartbeats", logs=[pilot_log]
+        )
+        time.sleep(4)  # longer than the queue's timeout: only the heartbeats keep the job alive
+        _tick("watcher")
+        # Ticks run in order on the one worker process: once the marker job is brokered, the watcher
+        # tick before it has run, and it must have left the heartbeating job alone.
+        Job.objects.filter(pk=marker.pk).update(retry_after=None)
+        _brokered(marker, worker)
+        assert Job.objects.get(pk=x.pk).jobstatus == "running"
+        assert _exact(wf) == {"running": 1, "activated": 1}
+
+        pilot.send_signal(signal.SIGKILL)
+        assert pilot.wait(timeout=10) == -signal.SIGKILL
+        time.sleep(3.5)
+        _tick("watcher")
+        x = _wait_status(x, "defined", worker, attemptnr=2)
+    finally:
+        if pilot.poll() is None:
+            pilot.kill()
+            pilot.wait()
+
+    attempt = JobAttempt.objects.get(job=x, attemptnr=1)
+    assert (attempt.jobstatus, attempt.jobdispatchererrorcode, attempt.jobdispatchererrordiag) == (
+        "failed",
+        100,
+        "lost heartbeat: none for 3 s",
+    )
+    assert (attempt.retry_action, attempt.queue) == ("retry", "SHORT_HB")
+    assert x.retry_after is not None and x.queue_id is None
+    assert _exact(wf) == {"defined": 1, "activated": 1}
+    causes = Counter(JobStatusLog.objects.filter(job=x).values_list("previous", "jobstatus"))
+    assert causes[("running", "defined")] == 1
