@@ -5,7 +5,12 @@ Every job status change goes through `job_transition` or `jobs_transition_bulk` 
 
 from __future__ import annotations
 
-from dispatcher.services.attempts import AttemptOutcome, descendants_of, job_attempt_end
+from dispatcher.services.attempts import (
+    AttemptOutcome,
+    descendants_of,
+    job_attempt_end,
+    jobs_pending_parents_recompute,
+)
 from dispatcher.services.transitions import (
     TransitionResult,
     job_transition,
@@ -26,6 +31,7 @@ __all__ = [
     "AttemptOutcome",
     "descendants_of",
     "job_attempt_end",
+    "jobs_pending_parents_recompute",
     "NewJob",
     "TransitionResult",
     "WorkflowInvalid",

@@ -57,6 +57,9 @@ class Command(BaseCommand):
                 if stop or time.monotonic() < due[name]:
                     continue
                 due[name] = time.monotonic() + periods.get(name, 5.0)
+                # A long-running process: drop a connection the database closed (restart, idle
+                # timeout) before each step, as Django does around each request.
+                close_old_connections()
                 try:
                     self._step(name)
                 except Exception:
@@ -66,6 +69,5 @@ class Command(BaseCommand):
             time.sleep(sleep)
 
     def _step(self, name: str) -> None:
-        close_old_connections()
         done = loop_run(name=name)
         self.stdout.write(f"{name}: {'lease held elsewhere' if done is None else done}")
