@@ -130,8 +130,10 @@ def _chain(names: list[str], **memory: int) -> Workflow:
 
 
 def test_an_out_of_memory_middle_job_is_retried_with_doubled_memory_on_the_bigger_queue(worker: Path) -> None:
+    # Disjoint memory ranges, so whatever brokerage ranks by, 8000 MB runs only on MEDIUM and the
+    # doubled 16000 MB only on HIMEM.
     QueueFactory(name="MEDIUM", max_rss_mb=8000)
-    QueueFactory(name="HIMEM", max_rss_mb=16000)
+    QueueFactory(name="HIMEM", min_rss_mb=8001, max_rss_mb=16000)
     wf = _chain(["a", "b", "c"], b=8000)
     a, b, c = (_job(wf, n) for n in "abc")
     assert _exact(wf) == {"defined": 3}
