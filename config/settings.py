@@ -257,6 +257,23 @@ AILURO["PAYLOAD_LOG_RETENTION_DAYS"] = _env_int("AILURO_PAYLOAD_LOG_RETENTION_DA
 AILURO["ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_ARCHIVE_AFTER_DAYS", 90, minimum=1)
 # --- end of the loops block ---
 
+# --- Pilot protocol (dispatcher/protocol; issue 3) ---
+# AILURO_PILOT_AUTH: `token` (pilot bearer tokens, the production default) or `open` (no check; the
+# embedded demo). AILURO_PILOT_TRF_BASE_URL: base URL put in front of a job's transformation name
+# (default: this server's /trf/user/, taken from the request). Pilot 3.7.0.36 only accepts
+# hard-coded base URLs, so sites running it set the DOMA one and stage the wrapper locally.
+AILURO_PILOT: dict[str, Any] = {
+    "AUTH": _env_str("AILURO_PILOT_AUTH", "token"),
+    "TOKEN_CACHE_S": _env_int("AILURO_PILOT_TOKEN_CACHE_S", 10, minimum=0),
+    "TRF_BASE_URL": _env_str("AILURO_PILOT_TRF_BASE_URL", ""),
+    "MAX_JOBS_PER_CALL": _env_int("AILURO_PILOT_MAX_JOBS", 1000, minimum=1),
+    # Path of the local storage endpoint in /cache/ddmendpoints.json (`mv` stage-out, --output-dir).
+    "SE_PATH": _env_str("AILURO_PILOT_SE_PATH", str(DATA_DIR / "se") + "/"),
+}
+if AILURO_PILOT["AUTH"] not in {"token", "open"}:
+    raise ImproperlyConfigured(f"AILURO_PILOT_AUTH must be token or open, got {AILURO_PILOT['AUTH']!r}")
+# --- end pilot protocol ---
+
 # --- Logging: one JSON object per line on stdout (DESIGN §8) ---
 LOG_LEVEL = _env_str("AILURO_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

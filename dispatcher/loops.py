@@ -30,7 +30,8 @@ from core.models import Lease
 from dispatcher.models import Job, JobStatusLog, PayloadLog, Queue, Task, Workflow
 from dispatcher.queries import task_state_counts
 from dispatcher.services.attempts import job_attempt_end
-from dispatcher.services.transitions import jobs_transition_bulk, task_counts_fold
+from dispatcher.services.brokerage import broker_one_batch
+from dispatcher.services.transitions import task_counts_fold
 from dispatcher.states import (
     JOB_FINAL,
     JOB_NON_FINAL,
@@ -56,58 +57,12 @@ EC_HOLDING_TIMEOUT = 103
 def brokerage_one_batch(*, limit: int = 2000, now: dt.datetime | None = None) -> int:
     """Activate released jobs onto a fitting queue; returns how many were activated.
 
-    The ranking is the dispatcher's (`dispatcher.services.brokerage.broker_one_batch`). Until that
-    module is on the branch, `_broker_interim` places jobs on the smallest online queue whose memory
-    range fits, which is all the retry path needs: an out-of-memory retry comes back `defined`, with
-    no queue and the raised memory, and lands on a bigger queue here.
+    The ranking and placement are the dispatcher's (`dispatcher.services.brokerage`); an
+    out-of-memory retry comes back `defined` with no queue and the raised memory, and lands here on
+    a queue whose memory range fits. `now` is accepted for symmetry with the other loops; brokerage
+    reads the clock itself for backoffs.
     """
-    try:
-        from dispatcher.services.brokerage import (  # type: ignore[import-not-found,unused-ignore]
-            broker_one_batch,
-        )
-    except ImportError:
-        return _broker_interim(limit=limit, now=now or timezone.now())
-    return int(broker_one_batch(limit=limit))
-
-
-def _queue_choose(queues: list[tuple[str, int, int, int]], memory_mb: int, cores: int) -> str | None:
-    """The smallest queue (by max RSS, then name) whose memory range and cores fit; pure."""
-    for name, min_rss, max_rss, max_cores in queues:
-        if min_rss <= memory_mb <= max_rss and cores <= max_cores:
-            return name
-    return None
-
-
-def _broker_interim(*, limit: int, now: dt.datetime) -> int:
-    queues = list(
-        Queue.objects.filter(status="online")
-        .order_by("max_rss_mb", "name")
-        .values_list("name", "min_rss_mb", "max_rss_mb", "max_cores")
-    )
-    ready = (
-        Job.objects.filter(jobstatus=JobStatus.DEFINED, pending_parents=0)
-        .filter(Q(retry_after__isnull=True) | Q(retry_after__lte=now))
-        .order_by("-currentpriority", "pandaid")
-        .values_list("pandaid", "request_memory_mb", "request_cores")[:limit]
-    )
-    placed: dict[str, list[int]] = defaultdict(list)
-    for pandaid, memory, cores in ready:
-        queue = _queue_choose(queues, memory, cores)
-        if queue is not None:
-            placed[queue].append(pandaid)
-    activated = 0
-    for queue, ids in sorted(placed.items()):
-        activated += len(
-            jobs_transition_bulk(
-                source=JobStatus.DEFINED,
-                to=JobStatus.ACTIVATED,
-                cause=f"brokerage: {queue}",
-                pandaids=ids,
-                where=Q(pending_parents=0),
-                fields={"queue_id": queue},
-            )
-        )
-    return activated
+    return broker_one_batch(limit=limit)
 
 
 # --- watcher ----------------------------------------------------------------------------------

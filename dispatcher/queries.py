@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.db import connection
 
 from dispatcher.states import JobStatus
+
+if TYPE_CHECKING:
+    from dispatcher.models import Queue
 
 
 def task_state_counts(task_ids: Sequence[int]) -> dict[int, dict[str, int]]:
@@ -45,3 +49,32 @@ def workflow_state_counts(workflow_id: int) -> dict[str, int]:
         for status, n in counts.items():
             totals[status] += n
     return {status: totals[status] for status in JobStatus.values if totals.get(status)}
+
+
+def queue_exists(name: str) -> bool:
+    """Pilot protocol: tells "no jobs" apart from "no such queue" (only on the no-job path)."""
+    from dispatcher.models import Queue
+
+    return Queue.objects.filter(name=name).exists()
+
+
+def jobs_status_for_pilot(
+    pandaids: Sequence[int], *, queues: frozenset[str] | None
+) -> dict[int, tuple[str, int]]:
+    """getStatus / get_job_status: pandaid → (status, attemptnr), limited to the pilot's queues."""
+    from dispatcher.models import Job
+
+    rows = Job.objects.filter(pandaid__in=list(pandaids))
+    if queues is not None:
+        rows = rows.filter(queue_id__in=sorted(queues))
+    return {
+        pandaid: (status, attempt)
+        for pandaid, status, attempt in rows.values_list("pandaid", "jobstatus", "attemptnr")
+    }
+
+
+def queue_for_pilot(name: str) -> Queue | None:
+    """The queue record served as schedconfig (/cache/schedconfig/<queue>.json)."""
+    from dispatcher.models import Queue
+
+    return Queue.objects.select_related("site").filter(name=name).first()

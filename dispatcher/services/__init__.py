@@ -11,6 +11,8 @@ from dispatcher.services.attempts import (
     job_attempt_end,
     jobs_pending_parents_recompute,
 )
+from dispatcher.services.brokerage import broker_one_batch
+from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
 from dispatcher.services.transitions import (
     TransitionResult,
     job_transition,
@@ -29,6 +31,11 @@ from dispatcher.services.workflows import (
 
 __all__ = [
     "AttemptOutcome",
+    "DispatchRequest",
+    "PilotUpdate",
+    "broker_one_batch",
+    "job_pilot_update",
+    "jobs_dispatch",
     "descendants_of",
     "job_attempt_end",
     "jobs_pending_parents_recompute",

@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from dispatcher.loops import _queue_choose, brokerage_one_batch
+from dispatcher.loops import brokerage_one_batch
 from dispatcher.models import Job
 from dispatcher.queries import task_state_counts
 from tests.factories import JobFactory, QueueFactory, TaskFactory
@@ -13,17 +13,9 @@ from tests.factories import JobFactory, QueueFactory, TaskFactory
 pytestmark = pytest.mark.django_db
 
 
-def test_the_smallest_queue_that_fits_is_chosen() -> None:
-    queues = [("MEDIUM", 0, 8000, 1), ("HIMEM", 0, 16000, 1), ("MCORE", 0, 32000, 8)]
-    assert _queue_choose(queues, 8000, 1) == "MEDIUM"
-    assert _queue_choose(queues, 16000, 1) == "HIMEM"
-    assert _queue_choose(queues, 2000, 4) == "MCORE"
-    assert _queue_choose(queues, 64000, 1) is None
-
-
 def test_released_jobs_are_activated_on_a_fitting_queue_and_others_wait() -> None:
     QueueFactory(name="MEDIUM", max_rss_mb=8000)
-    QueueFactory(name="HIMEM", max_rss_mb=16000)
+    QueueFactory(name="HIMEM", min_rss_mb=8001, max_rss_mb=16000)
     task = TaskFactory()
     small = JobFactory(task=task, request_memory_mb=4000)
     big = JobFactory(task=task, request_memory_mb=16000)
