@@ -1,17 +1,18 @@
 """The loops on a real Celery worker and the real Redis broker (issue 4, "Must show").
 
-The pilot side is simulated with the service calls the pilot protocol makes (job_transition to
-sent/running, job_attempt_end for the final update); the SIGKILL test kills a real process that
-heartbeats for its job.
+In the DAG tests the pilot side is simulated with the service calls the pilot protocol makes
+(job_transition to sent/running, job_attempt_end for the final update). In the SIGKILL test the
+pilot is a real process speaking the v1 pilot protocol to a real gunicorn (`protocol_pilot.py`).
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
-import textwrap
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from config.celery import app
+from core.services import token_create
 from dispatcher.models import Job, JobAttempt, JobStatusLog, Task, Workflow
 from dispatcher.queries import task_state_counts, workflow_state_counts
 from dispatcher.services import NewJob, job_attempt_end, job_transition, workflow_submit
@@ -199,25 +201,54 @@ def test_a_deterministic_failure_is_not_retried_and_its_descendants_are_pruned(w
     )
 
 
-HEARTBEAT = textwrap.dedent(
-    """
-    import sys, time, django
-    django.setup()
-    from django.utils import timezone
-    from dispatcher.models import Job
-    pandaid, attemptnr = int(sys.argv[1]), int(sys.argv[2])
-    print("heartbeating", flush=True)
-    while True:
-        Job.objects.filter(pk=pandaid, attemptnr=attemptnr, jobstatus="running").update(heartbeat_at=timezone.now())
-        time.sleep(0.3)
-    """
-)
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[str]:
+    """gunicorn serving the pilot protocol on a free loopback port, against the test database."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "web.log"
+    with log.open("wb") as out:
+        web = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+            ],
+            cwd=ROOT,
+            env=child_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/cache/ddmendpoints.json", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, what="the web server", logs=[log])
+        yield base
+    finally:
+        process_stop(web)
 
 
 def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_100_and_retried(
-    worker: Path, tmp_path: Path
+    worker: Path, web_server: str, tmp_path: Path
 ) -> None:
+    """The pilot is a real process speaking the v1 protocol to a real web server: it acquires the
+    job and heartbeats through update_job until SIGKILL; the watcher on the Celery worker does the rest."""
     QueueFactory(name="SHORT_HB", max_rss_mb=8000, heartbeat_timeout_s=3)
+    token = token_create(username="pilot-fleet", role="pilot", queues=["SHORT_HB"])
     wf = workflow_submit(
         owner=UserFactory(),
         name="kill",
@@ -226,20 +257,28 @@ def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_
     x, marker = _job(wf, "x"), _job(wf, "y")
     Job.objects.filter(pk=marker.pk).update(retry_after=timezone.now() + timezone.timedelta(hours=1))
     _brokered(x, worker)
-    _pilot_start(x)
     pilot_log = tmp_path / "pilot.log"
     with pilot_log.open("wb") as out:
         pilot = subprocess.Popen(
-            [sys.executable, "-c", HEARTBEAT, str(x.pk), "1"],
+            [
+                sys.executable,
+                str(ROOT / "tests" / "interop" / "protocol_pilot.py"),
+                web_server,
+                token,
+                "SHORT_HB",
+            ],
             cwd=ROOT,
-            env=child_environment(),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         wait_for(
-            lambda: b"heartbeating" in pilot_log.read_bytes(), what="the pilot heartbeats", logs=[pilot_log]
+            lambda: pilot_log.read_bytes().count(b"heartbeat") >= 2,
+            what="the pilot heartbeats",
+            logs=[pilot_log],
         )
+        x.refresh_from_db()
+        assert (x.jobstatus, x.node) == ("running", "wn-test")
         time.sleep(4)  # longer than the queue's timeout: only the heartbeats keep the job alive
         _tick("watcher")
         # Ticks run in order on the one worker process: once the marker job is brokered, the watcher
@@ -247,6 +286,7 @@ def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_
         Job.objects.filter(pk=marker.pk).update(retry_after=None)
         _brokered(marker, worker)
         assert Job.objects.get(pk=x.pk).jobstatus == "running"
+        assert JobAttempt.objects.filter(job=x).count() == 0
         assert _exact(wf) == {"running": 1, "activated": 1}
 
         pilot.send_signal(signal.SIGKILL)
@@ -265,8 +305,8 @@ def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_
         100,
         "lost heartbeat: none for 3 s",
     )
-    assert (attempt.retry_action, attempt.queue) == ("retry", "SHORT_HB")
-    assert x.retry_after is not None and x.queue_id is None
+    assert (attempt.retry_action, attempt.queue, attempt.node) == ("retry", "SHORT_HB", "wn-test")
+    assert x.retry_after is not None and x.queue_id is None and x.lease == ""
     assert _exact(wf) == {"defined": 1, "activated": 1}
     causes = Counter(JobStatusLog.objects.filter(job=x).values_list("previous", "jobstatus"))
     assert causes[("running", "defined")] == 1
