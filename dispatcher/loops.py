@@ -181,7 +181,10 @@ _WORKFLOW_OF_TASK = {
 
 def task_status_derive(current: str, counts: dict[str, int]) -> str:
     """A task's next status from its exact counts; pure. A paused task stays paused while it has
-    unfinished jobs (pausing is an operator's decision, not the counters')."""
+    unfinished jobs, and an aborted one stays aborted (both are operators' decisions, not the
+    counters'; a restart sets the status itself)."""
+    if current == TaskStatus.ABORTED:
+        return current
     derived = rollup_status(counts)
     if current == TaskStatus.PAUSED and derived not in TASK_FINAL:
         return current

@@ -31,6 +31,11 @@ def test_a_paused_task_stays_paused_until_its_jobs_are_final() -> None:
     assert task_status_derive("paused", {"finished": 2}) == "done"
 
 
+def test_an_aborted_task_stays_aborted_while_its_jobs_are_being_cancelled() -> None:
+    assert task_status_derive("aborted", {"running": 1, "cancelled": 2}) == "aborted"
+    assert task_status_derive("aborted", {"finished": 1, "cancelled": 2}) == "aborted"
+
+
 def test_an_aborted_workflow_reads_cancelled() -> None:
     assert workflow_status_derive("running", {"cancelled": 2}) == "cancelled"
     assert workflow_status_derive("running", {"finished": 1, "failed": 1}) == "finished"
