@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         children = JobDependency.objects.filter(parent_id__in=rest).values("child_id")
         Job.objects.filter(pandaid__in=children).update(pending_parents=0)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     activated = steps = 0
     while True:
         done = brokerage_one_batch(limit=args.batch)
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         activated += done
         steps += 1
     broker_s = time.perf_counter() - t0
+    broker_cpu_s = time.process_time() - cpu0
 
     per_child = (
         JobStatusLog.objects.filter(job__workflow=wf, job__label="child", jobstatus="activated")
@@ -118,12 +119,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "brokerage_batch": args.batch,
         "brokerage_seconds": round(broker_s, 3),
         "children_activated_per_s": round(activated / broker_s, 1) if broker_s else None,
+        # CPU of this process only (the PostgreSQL backend's share is not included): on a shared
+        # machine, wall time / CPU time says how much of the step was spent waiting for a core.
+        "brokerage_client_cpu_seconds": round(broker_cpu_s, 3),
         "target_per_s": 5000,
         "final_updates_sampled": len(sample),
         "final_updates_per_s": round(len(sample) / sample_s, 1) if sample_s else None,
         "submit_seconds": round(submit_s, 2),
         "database": connection.vendor,
         "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "note": "2-core machine shared with other engineers' test runs; figures are noisy",
     }
 
