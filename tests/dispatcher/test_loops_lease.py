@@ -64,3 +64,23 @@ def test_the_same_loop_started_twice_at_once_activates_each_job_once(postgres_on
     assert sum(r or 0 for r in results) == 200
     assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="activated").count() == 200
     assert JobStatusLog.objects.filter(jobstatus="activated").count() == 200
+
+
+@pytest.mark.django_db
+def test_a_run_repeats_its_bounded_step_until_the_work_is_done() -> None:
+    QueueFactory(max_rss_mb=8000)
+    jobs = [JobFactory() for _ in range(5)]
+
+    assert loop_run(name="brokerage", limit=2) == 5
+
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="activated").count() == 5
+    assert JobStatusLog.objects.filter(jobstatus="activated").count() == 5
+
+
+@pytest.mark.django_db
+def test_a_run_stops_when_its_time_budget_is_used_up() -> None:
+    QueueFactory(max_rss_mb=8000)
+    for _ in range(5):
+        JobFactory()
+
+    assert loop_run(name="brokerage", limit=2, budget_s=0) == 2
