@@ -1,12 +1,13 @@
 """The loops on a real Celery worker and the real Redis broker (issue 4, "Must show").
 
-In the DAG tests the pilot side is simulated with the service calls the pilot protocol makes
-(job_transition to sent/running, job_attempt_end for the final update). In the SIGKILL test the
-pilot is a real process speaking the v1 pilot protocol to a real gunicorn (`protocol_pilot.py`).
+In the DAG tests the pilot side goes through the real v1 pilot protocol views in-process
+(acquire_jobs, update_job); in the SIGKILL test the pilot is a real process speaking the same
+protocol to a real gunicorn (`protocol_pilot.py`).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -16,16 +17,18 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db.models import Count
+from django.test import Client
 from django.utils import timezone
 
 from config.celery import app
 from core.services import token_create
 from dispatcher.models import Job, JobAttempt, JobStatusLog, Task, Workflow
 from dispatcher.queries import task_state_counts, workflow_state_counts
-from dispatcher.services import NewJob, job_attempt_end, job_transition, workflow_submit
+from dispatcher.services import NewJob, workflow_submit
 from tests.factories import QueueFactory, UserFactory
 from tests.interop.celery_procs import (
     ROOT,
@@ -90,31 +93,36 @@ def _brokered(job: Job, log: Path) -> Job:
     return _wait_status(job, "activated", log)
 
 
-def _pilot_start(job: Job) -> None:
-    job_transition(
-        pandaid=job.pk,
-        to="sent",
-        cause="pilot getJob",
-        fields={"dispatched_at": timezone.now(), "lease": "t"},
-    )
-    job_transition(
-        pandaid=job.pk,
-        to="running",
-        cause="pilot",
-        fields={"starttime": timezone.now(), "heartbeat_at": timezone.now()},
-    )
+_PROTOCOL_NAMES = {
+    "piloterrorcode": "pilotErrorCode",
+    "piloterrordiag": "pilotErrorDiag",
+    "transexitcode": "transExitCode",
+    "exeerrorcode": "exeErrorCode",
+    "exeerrordiag": "exeErrorDiag",
+}
 
 
 def _pilot_run(job: Job, *, errors: dict[str, object] | None = None) -> None:
-    _pilot_start(job)
-    job_attempt_end(
-        pandaid=job.pk,
-        attemptnr=job.attemptnr,
-        status="failed" if errors else "finished",
-        cause="pilot final update",
-        errors=errors,
-        metrics={"max_rss_kb": 1000},
-    )
+    """A pilot's whole life through the real v1 protocol views: acquire the job, report starting and
+    running, then the final update (finished, or failed with the given errors)."""
+    token = token_create(username="pilot-fleet", role="pilot")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    def call(path: str, body: dict[str, object]) -> dict[str, Any]:
+        reply = client.post(f"/api/v1/pilot/{path}", json.dumps(body), content_type="application/json")
+        assert reply.status_code == 200, reply.content
+        data: dict[str, Any] = reply.json()
+        assert data["success"] is True, data
+        return data
+
+    job.refresh_from_db()
+    [got] = call("acquire_jobs", {"site_name": job.queue_id, "node": "wn01"})["data"]["jobs"]
+    assert got["PandaID"] == job.pk
+    ident = {"job_id": got["PandaID"], "attempt_nr": got["attemptNr"], "lease": got["lease"]}
+    call("update_job", {**ident, "job_status": "starting"})
+    call("update_job", {**ident, "job_status": "running", "max_rss": 1000})
+    final = {_PROTOCOL_NAMES[k]: v for k, v in (errors or {}).items()}
+    call("update_job", {**ident, "job_status": "failed" if errors else "finished", **final})
 
 
 def _chain(names: list[str], **memory: int) -> Workflow:
