@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ailuro import __version__
+from ailuro.pilot.cli import add_pilot_parser
 
 
 def _project_root() -> Path:
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true")
     up.add_argument("--exit-after", type=float, default=0, help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
+    add_pilot_parser(sub)
     return parser
 
 

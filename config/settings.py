@@ -274,6 +274,18 @@ if AILURO_PILOT["AUTH"] not in {"token", "open"}:
     raise ImproperlyConfigured(f"AILURO_PILOT_AUTH must be token or open, got {AILURO_PILOT['AUTH']!r}")
 # --- end pilot protocol ---
 
+# --- Harvester provisioner (harvester/; issue 5) ---
+# AILURO_HARVESTER_SERVER_URL: the URL pilots use to reach this server (what worker nodes see,
+# e.g. https://ailuro.example.org); the Celery `harvester.provision` task does nothing without it.
+# AILURO_HARVESTER_LOST_AFTER: seconds a worker may be unknown to its batch system before it is
+# marked missed (sacct lags sbatch by ~1 s with slurmdbd; be generous).
+AILURO_HARVESTER: dict[str, Any] = {
+    "SERVER_URL": _env_str("AILURO_HARVESTER_SERVER_URL", ""),
+    "LOST_AFTER_S": _env_int("AILURO_HARVESTER_LOST_AFTER", 120, minimum=10),
+    "PILOT_HEARTBEAT_S": _env_int("AILURO_HARVESTER_PILOT_HEARTBEAT", 60, minimum=1),
+}
+# --- end harvester provisioner ---
+
 # --- Logging: one JSON object per line on stdout (DESIGN §8) ---
 LOG_LEVEL = _env_str("AILURO_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

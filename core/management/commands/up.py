@@ -100,7 +100,9 @@ class Command(BaseCommand):
         if "run_loops" in available:
             commands.append([python, manage, "run_loops"])
         if "run_local_pilots" in available:
-            commands.append([python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"])
+            pilots = [python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"]
+            # Without the loop workers, the provisioner brokers released jobs itself.
+            commands.append(pilots if "run_loops" in available else [*pilots, "--broker"])
         # Each child leads its own process group so Ctrl-C handling stays ours and stop() can end
         # the child's own children too.
         return [
