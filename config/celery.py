@@ -29,6 +29,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Task and workflow states feed the monitor and the campaign advancer; 10 s keeps pages fresh
     # while folding deltas in batches (counts are exact at any time without the fold).
     "rollup": {"task": "dispatcher.loop_rollup", "schedule": 10.0, "options": {"expires": 10.0}},
+    # Pilots take minutes to start on a batch system; submitting, polling and cleaning workers every
+    # 30 s keeps queues filled without hammering sbatch/sacct (harvester/tasks.py).
+    "provisioner": {"task": "harvester.provision", "schedule": 30.0, "options": {"expires": 30.0}},
     # Archiving and trimming are about disk space, measured in days.
     "janitor": {"task": "dispatcher.loop_janitor", "schedule": 3600.0, "options": {"expires": 3600.0}},
 }
@@ -45,5 +48,6 @@ app.autodiscover_tasks()
 
 
 def loop_periods() -> dict[str, float]:
-    """Loop name → period in seconds, for `manage.py run_loops` (same schedule without Celery)."""
+    """Entry name → period in seconds, for `manage.py run_loops` (same schedule without Celery; it
+    runs the dispatcher's loops, the embedded run's provisioner is `run_local_pilots`)."""
     return {name: float(entry["schedule"]) for name, entry in BEAT_SCHEDULE.items()}

@@ -1,13 +1,15 @@
 """The loops on a real Celery worker and the real Redis broker (issue 4, "Must show").
 
 In the DAG tests the pilot side goes through the real v1 pilot protocol views in-process
-(acquire_jobs, update_job); in the SIGKILL test the pilot is a real process speaking the same
-protocol to a real gunicorn (`protocol_pilot.py`).
+(acquire_jobs, update_job); in the SIGKILL test the pilot is the real `ailuro pilot` process
+talking to a real gunicorn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -253,52 +255,52 @@ def web_server(tmp_path: Path) -> Iterator[str]:
 def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_100_and_retried(
     worker: Path, web_server: str, tmp_path: Path
 ) -> None:
-    """The pilot is a real process speaking the v1 protocol to a real web server: it acquires the
-    job and heartbeats through update_job until SIGKILL; the watcher on the Celery worker does the rest."""
+    """The real `ailuro pilot` takes the job from a real web server and heartbeats every second
+    while its payload sleeps; SIGKILL to the pilot (and its payload: the node is gone) leaves the
+    job silent, and the watcher on the Celery worker does the rest."""
     QueueFactory(name="SHORT_HB", max_rss_mb=8000, heartbeat_timeout_s=3)
-    token = token_create(username="pilot-fleet", role="pilot", queues=["SHORT_HB"])
+    token_file = tmp_path / "pilot-token"
+    token_file.write_text(token_create(username="pilot-fleet", role="pilot", queues=["SHORT_HB"]))
+    payload_pid = tmp_path / "payload.pid"
     wf = workflow_submit(
         owner=UserFactory(),
         name="kill",
-        jobs=[NewJob(name="x", label="x", command="true"), NewJob(name="y", label="y", command="true")],
+        jobs=[
+            NewJob(name="x", label="x", command=f"echo $$ > {payload_pid}; exec sleep 120"),
+            NewJob(name="y", label="y", command="true"),
+        ],
     )
     x, marker = _job(wf, "x"), _job(wf, "y")
     Job.objects.filter(pk=marker.pk).update(retry_after=timezone.now() + timezone.timedelta(hours=1))
     _brokered(x, worker)
     pilot_log = tmp_path / "pilot.log"
+    argv = [sys.executable, "-m", "ailuro.cli", "pilot", "--url", web_server, "--queue", "SHORT_HB"]
+    argv += ["--token-file", str(token_file), "--workdir", str(tmp_path / "pilot"), "--heartbeat", "1"]
+    argv += ["--max-jobs", "1"]
     with pilot_log.open("wb") as out:
-        pilot = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "tests" / "interop" / "protocol_pilot.py"),
-                web_server,
-                token,
-                "SHORT_HB",
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        pilot = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    payload: int | None = None
     try:
         wait_for(
-            lambda: pilot_log.read_bytes().count(b"heartbeat") >= 2,
-            what="the pilot heartbeats",
+            lambda: payload_pid.exists() and Job.objects.get(pk=x.pk).jobstatus == "running",
+            what="the pilot runs the payload",
             logs=[pilot_log],
         )
-        x.refresh_from_db()
-        assert (x.jobstatus, x.node) == ("running", "wn-test")
+        payload = int(payload_pid.read_text())
         time.sleep(4)  # longer than the queue's timeout: only the heartbeats keep the job alive
         _tick("watcher")
         # Ticks run in order on the one worker process: once the marker job is brokered, the watcher
         # tick before it has run, and it must have left the heartbeating job alone.
         Job.objects.filter(pk=marker.pk).update(retry_after=None)
         _brokered(marker, worker)
-        assert Job.objects.get(pk=x.pk).jobstatus == "running"
+        x.refresh_from_db()
+        assert (x.jobstatus, x.attemptnr) == ("running", 1)
         assert JobAttempt.objects.filter(job=x).count() == 0
         assert _exact(wf) == {"running": 1, "activated": 1}
 
         pilot.send_signal(signal.SIGKILL)
         assert pilot.wait(timeout=10) == -signal.SIGKILL
+        os.kill(payload, signal.SIGKILL)
         time.sleep(3.5)
         _tick("watcher")
         x = _wait_status(x, "defined", worker, attemptnr=2)
@@ -306,6 +308,9 @@ def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_
         if pilot.poll() is None:
             pilot.kill()
             pilot.wait()
+        if payload is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(payload, signal.SIGKILL)
 
     attempt = JobAttempt.objects.get(job=x, attemptnr=1)
     assert (attempt.jobstatus, attempt.jobdispatchererrorcode, attempt.jobdispatchererrordiag) == (
@@ -313,7 +318,7 @@ def test_a_job_whose_pilot_is_killed_with_sigkill_is_failed_by_the_watcher_with_
         100,
         "lost heartbeat: none for 3 s",
     )
-    assert (attempt.retry_action, attempt.queue, attempt.node) == ("retry", "SHORT_HB", "wn-test")
+    assert (attempt.retry_action, attempt.queue) == ("retry", "SHORT_HB")
     assert x.retry_after is not None and x.queue_id is None and x.lease == ""
     assert _exact(wf) == {"defined": 1, "activated": 1}
     causes = Counter(JobStatusLog.objects.filter(job=x).values_list("previous", "jobstatus"))
