@@ -5,12 +5,7 @@ Every job status change goes through `job_transition` or `jobs_transition_bulk` 
 
 from __future__ import annotations
 
-from dispatcher.services.attempts import (
-    AttemptOutcome,
-    descendants_of,
-    job_attempt_end,
-    jobs_pending_parents_recompute,
-)
+from dispatcher.services.attempts import AttemptOutcome, descendants_of, job_attempt_end
 from dispatcher.services.brokerage import broker_one_batch
 from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
 from dispatcher.services.transitions import (
@@ -45,7 +40,6 @@ __all__ = [
     "jobs_dispatch",
     "descendants_of",
     "job_attempt_end",
-    "jobs_pending_parents_recompute",
     "NewJob",
     "TransitionResult",
     "WorkflowInvalid",

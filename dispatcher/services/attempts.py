@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import F
 from django.utils import timezone
 
 from dispatcher.models import Job, JobAttempt, JobDependency, Task
@@ -233,22 +232,3 @@ def _prune_descendants(pandaid: int, *, cause: str) -> int:
     for source in sorted(states):
         pruned += len(jobs_transition_bulk(source=source, to=JobStatus.PRUNED, cause=cause, pandaids=ids))
     return pruned
-
-
-def jobs_pending_parents_recompute(*, pandaids: list[int]) -> int:
-    """Set each job's pending_parents to its number of parents not finished; returns rows updated.
-
-    For restart (un-pruning): the jobs come back `defined` and wait for exactly the parents that
-    still have to run. One UPDATE with a correlated count, set-based over the given jobs only.
-    """
-    if not pandaids:
-        return 0
-    unfinished = (
-        JobDependency.objects.filter(child_id=OuterRef("pk"))
-        .exclude(parent__jobstatus=JobStatus.FINISHED)
-        .order_by()
-        .values("child_id")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Job.objects.filter(pk__in=pandaids).update(pending_parents=Coalesce(Subquery(unfinished), 0))

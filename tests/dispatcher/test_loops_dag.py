@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.db.models import F, Q
 from django.utils import timezone
 
 from dispatcher.loops import brokerage_one_batch
@@ -13,8 +12,7 @@ from dispatcher.services import (
     NewJob,
     job_attempt_end,
     job_transition,
-    jobs_pending_parents_recompute,
-    jobs_transition_bulk,
+    workflow_restart,
     workflow_submit,
 )
 from tests.factories import QueueFactory, UserFactory
@@ -24,7 +22,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("default_retry_rule
 
 def _run(job: Job, **errors: object) -> None:
     job.refresh_from_db()
-    job_transition(pandaid=job.pk, to="sent", cause="pilot")
+    job_transition(pandaid=job.pk, to="sent", cause="pilot", fields={"dispatched_at": timezone.now()})
     job_transition(pandaid=job.pk, to="running", cause="pilot", fields={"starttime": timezone.now()})
     job_attempt_end(
         pandaid=job.pk,
@@ -72,24 +70,17 @@ def test_a_restart_unprunes_the_descendants_and_they_wait_for_the_rerun_parent()
     _run(jobs["c"], transexitcode=2)
     assert workflow_state_counts(wf) == {"finished": 2, "failed": 1, "pruned": 1}
 
-    # What workflow_restart does: failed and pruned back to defined, pending parents recomputed.
-    # A failed job had an attempt: the rerun is the next attempt number (the pilot's fencing token).
-    restarted = jobs_transition_bulk(source="failed", to="defined", cause="restart", where=_in_workflow(wf))
-    Job.objects.filter(pk__in=restarted).update(attemptnr=F("attemptnr") + 1)
-    restarted += jobs_transition_bulk(source="pruned", to="defined", cause="restart", where=_in_workflow(wf))
-    assert jobs_pending_parents_recompute(pandaids=restarted) == 2
-    assert dict(Job.objects.filter(pk__in=restarted).values_list("name", "pending_parents")) == {
+    assert workflow_restart(workflow_id=wf) == {"restarted": 2}
+    assert dict(
+        Job.objects.filter(workflow_id=wf, name__in=["c", "d"]).values_list("name", "pending_parents")
+    ) == {
         "c": 0,
         "d": 1,
     }
+    assert Job.objects.get(pk=jobs["c"].pk).attemptnr == 2
 
     assert brokerage_one_batch() == 1  # c only; d waits for it
     _run(jobs["c"])
     assert brokerage_one_batch() == 1
     _run(jobs["d"])
     assert workflow_state_counts(wf) == {"finished": 4}
-
-
-def _in_workflow(workflow_id: int) -> Q:
-
-    return Q(workflow_id=workflow_id)
