@@ -253,6 +253,14 @@ AILURO = {
     "PAYLOAD_LOG_CAP_BYTES": _env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
 }
 
+# --- Loops (issue 4: watcher, janitor; the beat schedule itself is code in config/celery.py) ---
+# PanDA fails `holding` jobs after 3 h (copyArchive.py); the janitor's retentions keep the database
+# from growing with payload output nobody reads any more.
+AILURO["HOLDING_TIMEOUT_S"] = _env_int("AILURO_HOLDING_TIMEOUT", 3 * 3600, minimum=60)
+AILURO["PAYLOAD_LOG_RETENTION_DAYS"] = _env_int("AILURO_PAYLOAD_LOG_RETENTION_DAYS", 30, minimum=1)
+AILURO["ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_ARCHIVE_AFTER_DAYS", 90, minimum=1)
+# --- end of the loops block ---
+
 # --- Pilot protocol (dispatcher/protocol; issue 3) ---
 # AILURO_PILOT_AUTH: `token` (pilot bearer tokens; the default, also for the embedded run, whose
 # provisioner hands its local pilots a token) or `open` (no check; a demo behind a firewall).

@@ -129,3 +129,142 @@ def retry_rules_active() -> list[Rule]:
         )
         for r in RetryRule.objects.filter(active=True).order_by("order", "id")
     ]
+
+
+# The rules seeded by migration 0002 (editable in admin afterwards; docs/operator-guide/retries.md
+# lists them). Codes: pilot3's `pilot/common/errorcodes.py`; jobdispatcher codes set by the watcher
+# (`dispatcher.loops`). A later change of these defaults needs a new data migration.
+_BACKOFF = {"backoff_s": 60}
+_DB_ERRORS = (
+    r"could not connect to server|connection (refused|reset|timed out)|server closed the connection"
+    r"|terminating connection|database is locked|OperationalError"
+)
+_OOM_DIAG = r"out of memory|out-of-memory|oom[- ]?kill|memory limit|std::bad_alloc|MemoryError"
+DEFAULT_RULES: tuple[dict[str, object], ...] = (
+    # Transient: the node, the network or the batch system failed, not the payload.
+    {
+        "name": "lost-heartbeat",
+        "error_family": "jobdispatcher",
+        "code": 100,
+        "action": "retry",
+        "params": _BACKOFF,
+        "order": 10,
+        "description": "No heartbeat for the queue's timeout (watcher).",
+    },
+    {
+        "name": "sent-no-reply",
+        "error_family": "jobdispatcher",
+        "code": 102,
+        "action": "retry",
+        "params": _BACKOFF,
+        "order": 11,
+        "description": "Sent to a pilot that never replied (watcher).",
+    },
+    {
+        "name": "preempted",
+        "error_family": "pilot",
+        "code": 1379,
+        "action": "retry",
+        "params": _BACKOFF,
+        "order": 20,
+        "description": "The batch system preempted the pilot.",
+    },
+    {
+        "name": "killed-by-signal",
+        "error_family": "pilot",
+        "code": 1200,
+        "code_max": 1208,
+        "action": "retry",
+        "params": _BACKOFF,
+        "order": 21,
+        "description": "The payload got a signal (SIGTERM, SIGQUIT, …).",
+    },
+    # Out of memory: retry with twice the memory, up to the task's cap; brokerage then picks a queue
+    # whose max RSS fits.
+    {
+        "name": "oom-pilot",
+        "error_family": "pilot",
+        "code": 1212,
+        "action": "increase_memory",
+        "params": {"factor": 2},
+        "order": 30,
+        "description": "Pilot: payload exceeded its memory.",
+    },
+    {
+        "name": "oom-pilot-rss",
+        "error_family": "pilot",
+        "code": 1235,
+        "action": "increase_memory",
+        "params": {"factor": 2},
+        "order": 31,
+        "description": "Pilot: RSS above the queue's limit.",
+    },
+    {
+        "name": "oom-exit-137",
+        "error_family": "trans",
+        "code": 137,
+        "action": "increase_memory",
+        "params": {"factor": 2},
+        "order": 32,
+        "description": "Exit code 137: SIGKILL, usually the OOM killer.",
+    },
+    {
+        "name": "oom-diag-pilot",
+        "error_family": "pilot",
+        "diag_regex": _OOM_DIAG,
+        "action": "increase_memory",
+        "params": {"factor": 2},
+        "order": 33,
+        "description": "Pilot diag says out of memory.",
+    },
+    {
+        "name": "oom-diag-exe",
+        "error_family": "exe",
+        "diag_regex": _OOM_DIAG,
+        "action": "increase_memory",
+        "params": {"factor": 2},
+        "order": 34,
+        "description": "Payload diag says out of memory.",
+    },
+    # Database blips seen by the payload or by the server's bookkeeping: retry later.
+    {
+        "name": "database-connection-exe",
+        "error_family": "exe",
+        "diag_regex": _DB_ERRORS,
+        "action": "retry",
+        "params": {"backoff_s": 300},
+        "order": 40,
+        "description": "Payload lost its database connection.",
+    },
+    {
+        "name": "database-connection-taskbuffer",
+        "error_family": "taskbuffer",
+        "diag_regex": _DB_ERRORS,
+        "action": "retry",
+        "params": {"backoff_s": 300},
+        "order": 41,
+        "description": "Server lost its database connection while recording the job.",
+    },
+    # Deterministic: the payload itself failed; running it again fails again and wastes cores.
+    {
+        "name": "payload-error",
+        "error_family": "trans",
+        "action": "no_retry",
+        "order": 900,
+        "description": "Non-zero payload exit code not matched above.",
+    },
+    {
+        "name": "execution-error",
+        "error_family": "exe",
+        "action": "no_retry",
+        "order": 901,
+        "description": "Execution error not matched above.",
+    },
+    {
+        "name": "pilot-error",
+        "error_family": "pilot",
+        "action": "no_retry",
+        "order": 902,
+        "description": "Pilot error not matched above.",
+    },
+)

@@ -18,7 +18,7 @@ from campaigns.services import (
     group_resume,
     group_retry,
 )
-from dispatcher.models import Job, JobAttempt
+from dispatcher.models import Job, JobAttempt, RetryRule
 from tests.campaigns.conftest import spec_text
 from tests.campaigns.pilots import BAD, OK, OOM, pilots_run
 
@@ -33,6 +33,9 @@ def _wfs(campaign):
 def failed(operator, queue):
     """Step 1 of c1 after one attempt: group 1-3 has an OOM in isr_2 (calibrate_2 pruned) and a
     deterministic failure in calibrate_3; group 4-6 succeeded."""
+    # Manual recovery only: the default retry rules (dispatcher migration 0002) would retry the OOM
+    # by themselves, with more memory.
+    RetryRule.objects.update(active=False)
     campaign = campaign_create(owner=operator, spec_yaml=spec_text())
     campaign_launch(campaign_id=campaign.pk, actor="operator")
     campaigns_advance_one_round()
