@@ -243,9 +243,11 @@ def compile_selection(
 
 
 _STATES = tuple(JobStatus.values)
+_FAMILIES = ("pilot", "exe", "ddm", "jobdispatcher", "sup", "taskbuffer")
 _ERROR_CODES = {
-    f"{family}errorcode": Field(f"{family}errorcode", "int")
-    for family in ("pilot", "exe", "ddm", "jobdispatcher", "sup", "taskbuffer")
+    **{f"{family}errorcode": Field(f"{family}errorcode", "int") for family in _FAMILIES},
+    # Diags take globs, so an /errors/ message template is itself a filter.
+    **{f"{family}errordiag": Field(f"{family}errordiag") for family in _FAMILIES},
 }
 
 # /jobs/ (and the job-level pages): PanDA's names where they exist.

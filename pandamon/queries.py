@@ -314,7 +314,7 @@ class ErrorSummary:
     total_attempts: int
 
 
-def errors_summary(q: Q, *, unit: str) -> ErrorSummary:
+def errors_summary(q: Q, *, unit: str, split: bool = True) -> ErrorSummary:
     """Failed attempts in the window grouped by family:code → message template → sample jobs,
     failures over time by family:code, and the split by site, task and user. Two scans.
 
@@ -356,6 +356,7 @@ def errors_summary(q: Q, *, unit: str) -> ErrorSummary:
                     "code": code,
                     "key": f"{family}:{code}",
                     "code_field": "transexitcode" if family == "trans" else f"{family}errorcode",
+                    "diag_field": None if family == "trans" else f"{family}errordiag",
                     "template": tmpl,
                     "example": example,
                     "count": int(n),
@@ -365,8 +366,10 @@ def errors_summary(q: Q, *, unit: str) -> ErrorSummary:
     groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
     over_time.sort()
 
-    split = base.values(s_site=F("queue"), s_task=F("job__task_id"), s_user=F("job__produsername"))
-    ssql, sparams = _sql_of(split)
+    if not split:
+        return ErrorSummary(groups, over_time, [], [], [], sum(g["count"] for g in groups))
+    split_qs = base.values(s_site=F("queue"), s_task=F("job__task_id"), s_user=F("job__produsername"))
+    ssql, sparams = _sql_of(split_qs)
     srows = _fetch(
         f"""SELECT GROUPING(s_site), GROUPING(s_task), s_site, s_task, s_user, COUNT(*)
             FROM ({ssql}) t GROUP BY GROUPING SETS ((s_site), (s_task), (s_user))""",  # noqa: S608
@@ -642,37 +645,40 @@ def task_detail(jeditaskid: int) -> Task | None:
 
 def task_top_errors(jeditaskid: int, limit: int = 10) -> list[dict[str, Any]]:
     """The task's failed attempts by family:code → template, with sample jobs (one query)."""
-    return errors_summary(Q(job__task_id=jeditaskid), unit="day").groups[:limit]
+    return errors_summary(Q(job__task_id=jeditaskid), unit="day", split=False).groups[:limit]
 
 
-def task_histograms(jeditaskid: int) -> dict[str, list[tuple[float, int]]]:
+def task_histograms(task: Task) -> dict[str, list[tuple[float, int]]]:
     """Walltime (minutes) and max RSS (MB) histograms of the task's finished and failed jobs.
 
-    1. One scan computes the range of both measures; 2. one GROUP BY buckets them (20 bins).
+    Fixed bins, 1/20 of the task's walltime and memory requests (jobs above the request land in
+    further bins, which is the point of looking); integer arithmetic and one hash GROUP BY on
+    (walltime bin, RSS bin) — a few hundred exact cells, folded into the two marginals here.
     """
-    base = Job.objects.filter(task_id=jeditaskid, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
+    wall_bin_s = max(task.walltime_s // 20, 30)
+    rss_bin_kb = max(task.memory_mb * 1024 // 20, 16 * 1024)
+    base = Job.objects.filter(task_id=task.jeditaskid, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
     sql, params = _sql_of(
         base.order_by().values(h_start=F("starttime"), h_end=F("endtime"), h_rss=F("max_rss_kb"))
     )
     rows = _fetch(
-        f"""WITH t AS (SELECT EXTRACT(EPOCH FROM (h_end - h_start)) / 60.0 AS wall,
-                              h_rss / 1024.0 AS rss FROM ({sql}) s),
-                 r AS (SELECT MAX(wall) AS wmax, MAX(rss) AS rmax FROM t)
-            SELECT 'wall', width_bucket(wall, 0, GREATEST(r.wmax, 1) * 1.0001, 20), COUNT(*), MAX(r.wmax)
-              FROM t, r WHERE wall IS NOT NULL GROUP BY 2
-            UNION ALL
-            SELECT 'rss', width_bucket(rss, 0, GREATEST(r.rmax, 1) * 1.0001, 20), COUNT(*), MAX(r.rmax)
-              FROM t, r WHERE rss IS NOT NULL GROUP BY 2""",  # noqa: S608
-        params,
+        f"""SELECT w, r, COUNT(*) FROM (
+                SELECT EXTRACT(EPOCH FROM (h_end - h_start))::bigint / %s AS w,
+                       h_rss / %s AS r FROM ({sql}) s) t
+            GROUP BY w, r""",  # noqa: S608  (placeholders only)
+        [wall_bin_s, rss_bin_kb, *params],
     )
-    result: dict[str, list[tuple[float, int]]] = {"walltime_min": [], "max_rss_mb": []}
-    for kind, bucket, n, top in rows:
-        width = max(float(top), 1.0) * 1.0001 / 20
-        key = "walltime_min" if kind == "wall" else "max_rss_mb"
-        result[key].append((round((bucket - 0.5) * width, 2), int(n)))
-    for lst in result.values():
-        lst.sort()
-    return result
+    wall: dict[int, int] = defaultdict(int)
+    rss: dict[int, int] = defaultdict(int)
+    for w, r, n in rows:
+        if w is not None:
+            wall[int(w)] += int(n)
+        if r is not None:
+            rss[int(r)] += int(n)
+    return {
+        "walltime_min": [(round((b + 0.5) * wall_bin_s / 60, 1), n) for b, n in sorted(wall.items())],
+        "max_rss_mb": [(round((b + 0.5) * rss_bin_kb / 1024, 1), n) for b, n in sorted(rss.items())],
+    }
 
 
 def task_slowest_jobs(jeditaskid: int, limit: int = 10) -> list[dict[str, Any]]:
@@ -716,13 +722,14 @@ def workflow_tasks(workflow_id: int) -> tuple[list[Task], dict[int, dict[str, in
     return tasks, task_state_counts([t.jeditaskid for t in tasks])
 
 
-def workflow_task_edges(workflow_id: int) -> list[tuple[int, int]]:
+def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
     """Task-level edges (parent task → child task) derived from the job edges.
 
     A workflow's graph is fixed at submission, so the result is cached for good after the first
     read (one query the first time, none after).
     """
-    key = f"pandamon:wf-task-edges:{workflow_id}"
+    workflow_id = workflow.pk
+    key = f"pandamon:wf-task-edges:{workflow_id}:{workflow.created_at.timestamp()}"
     cached = cache.get(key)
     if cached is not None:
         return [(int(a), int(b)) for a, b in cached]

@@ -98,7 +98,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         )
         level = "job"
     else:
-        edges = queries.workflow_task_edges(workflow_id)
+        edges = queries.workflow_task_edges(workflow)
         task_edges = [(a, b) for a, b in edges]
         nodes = []
         for t in tasks:
