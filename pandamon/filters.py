@@ -57,6 +57,8 @@ class Field:
     column: str
     kind: str = "str"  # str | int | choice
     choices: tuple[str, ...] = ()
+    # For a foreign key stored by name (Job.queue → computingsite): globs must go through the join.
+    glob_column: str | None = None
 
 
 @dataclass
@@ -97,11 +99,13 @@ def _glob_q(column: str, pattern: str) -> Q:
     return Q(**{f"{column}__regex": "^" + ".*".join(re.escape(p) for p in parts) + "$"})
 
 
-def _str_q(column: str, value: str) -> Q:
+def _str_q(column: str, value: str, glob_column: str | None = None) -> Q:
     if value == NOT_SPECIFIED:
         return Q(**{f"{column}__isnull": True}) | Q(**{column: ""})
     if "*" in value:
-        return _glob_q(column, value)
+        if glob_column and value == "*":
+            return Q(**{f"{column}__isnull": False})
+        return _glob_q(glob_column or column, value)
     return Q(**{column: value})
 
 
@@ -152,7 +156,7 @@ def value_q(name: str, spec: Field, raw: str) -> Q:
                 raise FilterError(f"{name}: {text!r} is not one of {', '.join(spec.choices)}")
             q = _str_q(spec.column, text)
         else:
-            q = _str_q(spec.column, text)
+            q = _str_q(spec.column, text, spec.glob_column)
         if negate:
             exclude |= q
         else:
@@ -256,7 +260,7 @@ JOB_FIELDS: dict[str, Field] = {
     "jeditaskid": Field("task_id", "int"),
     "workflow": Field("workflow_id", "int"),
     "jobstatus": Field("jobstatus", "choice", _STATES),
-    "computingsite": Field("queue_id"),
+    "computingsite": Field("queue_id", glob_column="queue__name"),
     "site": Field("queue__site__name"),
     "region": Field("queue__site__region"),
     "produsername": Field("produsername"),
