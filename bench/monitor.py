@@ -197,7 +197,9 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
                     return
                 if tid in special:
                     big_ids[tid].append(pandaid)
-                age = rng.random() * span
+                # Jobs arrive in pandaid order (1M/day), as in production: the heap is ordered by
+                # time, give or take an hour of runtime.
+                age = max(span * (1 - pandaid / n_jobs) + rng.uniform(-3600, 3600), 0)
                 changed = now - timedelta(seconds=age)
                 q = queues[(pandaid * 7 + tid) % N_QUEUES]
                 r = rng.random()

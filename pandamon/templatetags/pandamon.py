@@ -99,3 +99,9 @@ def figure(fig: dict[str, Any], element_id: str) -> SafeString:
         element_id,
         mark_safe(data),  # noqa: S308  (JSON with <, >, & escaped, as json_script does)
     )
+
+
+@register.filter
+def facet_value(value: Any) -> Any:
+    """An empty facet value is PanDA's `Not specified`, which is also how one filters for it."""
+    return "Not specified" if value is None or value == "" else value

@@ -24,7 +24,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     context = {
         "workflows": workflows,
         "totals": charts.ordered_states(totals),
-        "sites": matrix["sites"],
+        "queues": matrix["queues"],
         "failures": failures,
         "window_label": label,
     }
@@ -44,7 +44,7 @@ def overview(request: HttpRequest) -> HttpResponse:
                 }
                 for r in workflows
             ],
-            "sites": matrix["sites"],
+            "queues": matrix["queues"],
             "latest_failures": failures,
         },
         partial="overview-body",

@@ -82,3 +82,9 @@ def test_bad_sort_and_bad_cursor_are_400_naming_the_parameter(client, world: Wor
 def test_job_list_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
     with django_assert_num_queries(2):  # one page of rows, one GROUPING SETS scan for all facets
         assert client.get("/jobs/?label=isr|calib&jobstatus=!defined").status_code == 200
+
+
+def test_an_empty_facet_value_is_not_specified_and_filters_for_empty(client, world: World) -> None:
+    page = client.get("/jobs/").content.decode()
+    assert 'href="/jobs/?resourcetype=Not+specified"' in page
+    assert client.get("/jobs/?resourcetype=Not specified&json").json()["total"] == 8

@@ -53,3 +53,10 @@ def test_query_counts_are_pinned(
 ) -> None:
     with django_assert_num_queries(queries):
         assert client.get(url).status_code == 200
+
+
+def test_the_overview_refresh_partial_replaces_itself_and_keeps_polling(client, world: World) -> None:
+    body = client.get("/", HTTP_HX_REQUEST="true").content.decode()
+    assert body.lstrip().startswith('<div id="overview-body"')
+    assert 'hx-trigger="every 30s"' in body
+    assert "<html" not in body

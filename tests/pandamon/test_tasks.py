@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dispatcher.models import Task
 from tests.pandamon.conftest import World
 
 pytestmark = pytest.mark.django_db
@@ -49,3 +50,13 @@ def test_task_list_query_count_is_pinned(client, world: World, django_assert_num
 def test_task_page_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
     with django_assert_num_queries(5):  # task, counters, top errors, histograms, slowest jobs
         assert client.get(f"/task/{world.tasks['isr'].pk}/").status_code == 200
+
+
+def test_the_task_page_stops_polling_once_the_task_is_final(client, world: World) -> None:
+    task = world.tasks["isr"]
+    url = f"/task/{task.pk}/"
+    assert 'hx-trigger="every 30s"' in client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    Task.objects.filter(pk=task.pk).update(status="done")
+    body = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert body.lstrip().startswith('<div id="task-body"')
+    assert "hx-trigger" not in body
