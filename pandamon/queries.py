@@ -487,10 +487,6 @@ def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any
     return {"regions": region_rows, "sites": site_rows, "queues": queue_rows}
 
 
-def sites_list() -> list[Site]:
-    return list(Site.objects.order_by("region", "name"))
-
-
 def site_detail(name: str) -> Site | None:
     return Site.objects.filter(name=name).first()
 
