@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--db", default="ailuro_bench_monitor", help="database name (created if missing)")
     p.add_argument("--reseed", action="store_true", help="drop and re-seed even if already seeded")
     p.add_argument("--seed-only", action="store_true", help="seed and stop")
+    p.add_argument("--only", default="", help="measure only pages whose URL contains this text")
     p.add_argument("--requests", type=int, default=20, help="requests per page (default 20)")
     p.add_argument(
         "--base-url", default=os.environ.get("DATABASE_URL", "postgres://ailuro:ailuro@127.0.0.1:5432/ailuro")
@@ -410,6 +411,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, object]]:
     client = Client()
     results = []
     for url, target in pages:
+        if args.only and args.only not in url:
+            continue
         times = []
         n_queries = 0
         for i in range(args.requests + 1):
