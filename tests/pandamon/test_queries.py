@@ -25,7 +25,8 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
     assert task is not None
     cache.clear()
     pinned = [
-        (1, lambda: queries.jobs_facets(Q(), unit="hour")),
+        # An aggregate over a whole window costs its query plus SET and RESET of its settings.
+        (3, lambda: queries.jobs_facets(Q(), unit="hour")),
         (1, lambda: queries.jobs_page(Q(), sort="time-descending", cursor=None, limit=3)),
         (1, lambda: queries.job_detail(pandaid)),
         (1, lambda: queries.job_attempts(pandaid)),
@@ -33,9 +34,9 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
         (1, lambda: queries.job_files(pandaid)),
         (1, lambda: queries.job_relatives(pandaid)),
         (1, lambda: queries.job_log_chunks(pandaid, after=0, attemptnr=1)),
-        (2, lambda: queries.errors_summary(Q(), unit="hour")),
-        (1, lambda: queries.errors_summary(Q(), unit="hour", split=False)),
-        (3, lambda: queries.dash_matrix(since, None)),
+        (4, lambda: queries.errors_summary(Q(), unit="hour")),
+        (3, lambda: queries.errors_summary(Q(), unit="hour", split=False)),
+        (4, lambda: queries.dash_matrix(since, None)),
         (1, lambda: queries.site_detail("CERN")),
         (1, lambda: queries.site_queue_stats(cern, since, None)),
         (1, lambda: queries.site_node_outliers(cern, since)),
@@ -45,7 +46,7 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
         (2, lambda: queries.tasks_page(Q(), cursor=None, limit=10)),
         (1, lambda: queries.task_facets(Q())),
         (1, lambda: queries.task_detail(task.pk)),
-        (1, lambda: queries.task_top_errors(task.pk)),
+        (3, lambda: queries.task_top_errors(task.pk)),
         (1, lambda: queries.task_histograms(task)),
         (1, lambda: queries.task_slowest_jobs(task.pk)),
         (3, lambda: queries.workflows_page(Q(), cursor=None, limit=10)),
@@ -76,3 +77,16 @@ def test_a_cursor_not_made_by_the_page_is_refused() -> None:
     for bad in ("", "bm90IGpzb24=", "WzEsICJ4Il0="):  # "", "not json", [1, "x"]
         with pytest.raises(ValueError, match="cursor"):
             queries.cursor_decode(bad or "!!", "pandaid")
+
+
+def test_the_aggregate_settings_end_with_the_query(world: World) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        before = cursor.fetchone()[0]
+        queries.jobs_facets(Q(), unit="hour")
+        cursor.execute("SHOW work_mem")
+        assert cursor.fetchone()[0] == before
+        cursor.execute("SHOW enable_indexscan")
+        assert cursor.fetchone()[0] == "on"
