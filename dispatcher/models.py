@@ -342,6 +342,7 @@ class Job(models.Model):
             # (pandamon.queries.dash_matrix); a few per cent of the table, so a small index.
             models.Index(
                 fields=["queue", "jobstatus"],
+                include=["request_cores"],
                 name="job_active_queue_idx",
                 condition=Q(jobstatus__in=["defined", "activated", "sent", "starting", "running", "holding"]),
             ),

@@ -49,18 +49,21 @@ def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return list(cursor.fetchall())
 
 
-def _fetch_aggregate(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+def _fetch_aggregate(sql: str, params: Sequence[Any], *, bitmap: bool = False) -> list[tuple[Any, ...]]:
     """An aggregate over every row of a window (facets, error templates), with settings for it:
 
     * `work_mem` 64 MB so the grouping sets hash in memory instead of sorting on disk;
-    * no index scan: it visits the heap once per row, a bitmap scan once per page;
-    * no JIT: compiling costs more than it saves on half a million rows.
+    * no JIT: compiling costs more than it saves on half a million rows;
+    * with `bitmap`, no plain index scan: on a time window of one table it visits the heap once per
+      row where a bitmap scan reads each page once (the planner misjudges this when rows of a
+      window are clustered but not ordered). Not for joins, which need their index lookups.
 
     Set for the session around the one query and reset after it, even when it fails (two more
     statements, counted in the pinned query counts).
     """
+    settings = "SET work_mem = '64MB'; SET jit = off" + ("; SET enable_indexscan = off" if bitmap else "")
     with connection.cursor() as cursor:
-        cursor.execute("SET work_mem = '64MB'; SET enable_indexscan = off; SET jit = off")
+        cursor.execute(settings)
         try:
             cursor.execute(sql, list(params))
             return list(cursor.fetchall())
@@ -137,7 +140,7 @@ def jobs_facets(q: Q, *, unit: str) -> JobFacets:
         FROM (SELECT s.*, date_trunc(%s, s.f_time) AS bucket FROM ({sql}) s) t
         GROUP BY GROUPING SETS ({sets})
     """  # noqa: S608  (constant column names and placeholders only)
-    rows = _fetch_aggregate(outer, [unit, *params])
+    rows = _fetch_aggregate(outer, [unit, *params], bitmap=True)
     facets: dict[str, list[tuple[Any, int]]] = {n: [] for n in names}
     over_time: list[tuple[datetime, str, int]] = []
     width = len(names) + 1
@@ -333,7 +336,7 @@ class ErrorSummary:
     total_attempts: int
 
 
-def errors_summary(q: Q, *, unit: str, split: bool = True) -> ErrorSummary:
+def errors_summary(q: Q, *, unit: str, split: bool = True, source: str = "attempts") -> ErrorSummary:
     """Failed attempts in the window grouped by family:code → message template → sample jobs,
     failures over time by family:code, and the split by site, task and user. Two scans.
 
@@ -341,8 +344,13 @@ def errors_summary(q: Q, *, unit: str, split: bool = True) -> ErrorSummary:
     2. GROUPING SETS: (family, code, template) with samples, and (time bucket, family, code).
     3. A second GROUPING SETS over the attempts: by site, by task, by user (one count per attempt).
     """
-    base = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
-    cols: dict[str, Any] = {"a_job": F("job_id"), "a_end": F("endtime")}
+    base: QuerySet[Any]
+    if source == "jobs":  # the failed jobs as they stand (their last attempt), on job indexes
+        base = Job.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
+        cols: dict[str, Any] = {"a_job": F("pandaid"), "a_end": F("endtime")}
+    else:
+        base = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
+        cols = {"a_job": F("job_id"), "a_end": F("endtime")}
     for family, code_col, diag_col in _FAMILIES:
         cols[f"c_{family}"] = F(code_col)
         if diag_col:
@@ -439,7 +447,7 @@ def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any
         for row in Job.objects.filter(selected)
         .order_by()
         .values("queue_id", "jobstatus")
-        .annotate(n=Count("pandaid"), cores=Sum("request_cores"))
+        .annotate(n=Count("*"), cores=Sum("request_cores"))  # COUNT(*): answerable from the index
     ]
     workers = (
         Worker.objects.filter(status__in=["submitted", "running"])
@@ -609,7 +617,7 @@ def queue_state_counts(since: datetime | None, until: datetime | None) -> dict[s
     if until is not None:
         q &= Q(statechangetime__lt=until)
     result: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in Job.objects.filter(q).order_by().values("queue_id", "jobstatus").annotate(n=Count("pandaid")):
+    for row in Job.objects.filter(q).order_by().values("queue_id", "jobstatus").annotate(n=Count("*")):
         result[row["queue_id"]][row["jobstatus"]] = row["n"]
     return result
 
@@ -663,8 +671,12 @@ def task_detail(jeditaskid: int) -> Task | None:
 
 
 def task_top_errors(jeditaskid: int, limit: int = 10) -> list[dict[str, Any]]:
-    """The task's failed attempts by family:code → template, with sample jobs (one query)."""
-    return errors_summary(Q(job__task_id=jeditaskid), unit="day", split=False).groups[:limit]
+    """The task's failed jobs by family:code → template, with sample jobs (one aggregate).
+
+    Read from the jobs (job_task_status_idx) rather than every attempt: joining a large task's
+    jobs to all attempts costs a scan of the attempt table; /errors/?jeditaskid= has the attempts.
+    """
+    return errors_summary(Q(task_id=jeditaskid), unit="day", split=False, source="jobs").groups[:limit]
 
 
 def task_histograms(task: Task) -> dict[str, list[tuple[float, int]]]:
@@ -771,7 +783,10 @@ def workflow_job_slice(
     """Jobs of one label or data-id slice of a workflow and the edges among them (two queries)."""
     qs = Job.objects.filter(workflow_id=workflow_id)
     if label:
-        qs = qs.filter(label=label)
+        # Through the label's tasks, so the read uses job_task_status_idx, not the whole workflow.
+        qs = qs.filter(
+            task__in=Task.objects.filter(workflow_id=workflow_id, label=label).values("jeditaskid")
+        )
     for key, value in data_id.items():
         qs = qs.filter(Q(**{f"data_id__{key}": value}) | Q(**{f"data_id__{key}": _maybe_int(value)}))
     jobs = [

@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name='job',
-            index=models.Index(condition=models.Q(('jobstatus__in', ['defined', 'activated', 'sent', 'starting', 'running', 'holding'])), fields=['queue', 'jobstatus'], name='job_active_queue_idx'),
+            index=models.Index(condition=models.Q(('jobstatus__in', ['defined', 'activated', 'sent', 'starting', 'running', 'holding'])), fields=['queue', 'jobstatus'], include=('request_cores',), name='job_active_queue_idx'),
         ),
         migrations.AddIndex(
             model_name='job',
