@@ -8,6 +8,7 @@ start-up instead of failing on the first request. The README's configuration tab
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -241,6 +242,9 @@ CELERY_TASK_TIME_LIMIT = _env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
 AILURO = {
     "ANONYMOUS_READ": _env_bool("AILURO_ANONYMOUS_READ", True),
     "MAX_DAG_JOBS": _env_int("AILURO_MAX_DAG_JOBS", 200_000, minimum=1),
+    "MAX_DAG_EDGES": _env_int("AILURO_MAX_DAG_EDGES", 2_000_000, minimum=1),
+    # A workflow spec body above this is refused (413) before it is read.
+    "MAX_SPEC_BYTES": _env_int("AILURO_MAX_SPEC_BYTES", 64 * 1024 * 1024, minimum=1024),
     "TASK_CHUNK_SIZE": _env_int("AILURO_TASK_CHUNK_SIZE", 30_000, minimum=1),
     "MAX_JSON_DEPTH": _env_int("AILURO_MAX_JSON_DEPTH", 32, minimum=2),
     "DEFAULT_HEARTBEAT_TIMEOUT_S": _env_int("AILURO_HEARTBEAT_TIMEOUT", 7200, minimum=60),
@@ -248,6 +252,35 @@ AILURO = {
     "DEFAULT_MAX_ATTEMPTS": _env_int("AILURO_DEFAULT_MAX_ATTEMPTS", 3, minimum=1),
     "PAYLOAD_LOG_CAP_BYTES": _env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
 }
+
+# --- Pilot protocol (dispatcher/protocol; issue 3) ---
+# AILURO_PILOT_AUTH: `token` (pilot bearer tokens, the production default) or `open` (no check; the
+# embedded demo). AILURO_PILOT_TRF_BASE_URL: base URL put in front of a job's transformation name
+# (default: this server's /trf/user/, taken from the request). Pilot 3.7.0.36 only accepts
+# hard-coded base URLs, so sites running it set the DOMA one and stage the wrapper locally.
+AILURO_PILOT: dict[str, Any] = {
+    "AUTH": _env_str("AILURO_PILOT_AUTH", "token"),
+    "TOKEN_CACHE_S": _env_int("AILURO_PILOT_TOKEN_CACHE_S", 10, minimum=0),
+    "TRF_BASE_URL": _env_str("AILURO_PILOT_TRF_BASE_URL", ""),
+    "MAX_JOBS_PER_CALL": _env_int("AILURO_PILOT_MAX_JOBS", 1000, minimum=1),
+    # Path of the local storage endpoint in /cache/ddmendpoints.json (`mv` stage-out, --output-dir).
+    "SE_PATH": _env_str("AILURO_PILOT_SE_PATH", str(DATA_DIR / "se") + "/"),
+}
+if AILURO_PILOT["AUTH"] not in {"token", "open"}:
+    raise ImproperlyConfigured(f"AILURO_PILOT_AUTH must be token or open, got {AILURO_PILOT['AUTH']!r}")
+# --- end pilot protocol ---
+
+# --- Harvester provisioner (harvester/; issue 5) ---
+# AILURO_HARVESTER_SERVER_URL: the URL pilots use to reach this server (what worker nodes see,
+# e.g. https://ailuro.example.org); the Celery `harvester.provision` task does nothing without it.
+# AILURO_HARVESTER_LOST_AFTER: seconds a worker may be unknown to its batch system before it is
+# marked missed (sacct lags sbatch by ~1 s with slurmdbd; be generous).
+AILURO_HARVESTER: dict[str, Any] = {
+    "SERVER_URL": _env_str("AILURO_HARVESTER_SERVER_URL", ""),
+    "LOST_AFTER_S": _env_int("AILURO_HARVESTER_LOST_AFTER", 120, minimum=10),
+    "PILOT_HEARTBEAT_S": _env_int("AILURO_HARVESTER_PILOT_HEARTBEAT", 60, minimum=1),
+}
+# --- end harvester provisioner ---
 
 # --- Logging: one JSON object per line on stdout (DESIGN §8) ---
 LOG_LEVEL = _env_str("AILURO_LOG_LEVEL", "INFO").upper()
@@ -282,3 +315,35 @@ LOGGING = {
         "gunicorn.access": {"level": "WARNING"},
     },
 }
+
+
+# --- campaigns (issue 8) ---------------------------------------------------------------------------
+def _campaign_catalogs() -> dict[str, Any]:
+    """AILURO_CAMPAIGN_CATALOGS: JSON {"name": {"table": t, "column": c, "filters": [col, …]}}.
+
+    The only tables and columns a campaign's `data: {query: …}` may read; the campaign manager
+    quotes these names and passes every value as a parameter.
+    """
+    raw = _env_str("AILURO_CAMPAIGN_CATALOGS", "{}")
+    try:
+        catalogs = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ImproperlyConfigured(f"AILURO_CAMPAIGN_CATALOGS is not valid JSON: {exc}") from exc
+    if not isinstance(catalogs, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("table"), str) and isinstance(v.get("column"), str)
+        for v in catalogs.values()
+    ):
+        raise ImproperlyConfigured('AILURO_CAMPAIGN_CATALOGS must map names to {"table": …, "column": …}')
+    return catalogs
+
+
+CAMPAIGNS: dict[str, Any] = {
+    # Data files named by `data: {file: {path: …}}` are read only from under this folder.
+    "DATA_DIR": Path(_env_str("AILURO_CAMPAIGN_DATA_DIR", str(DATA_DIR / "campaign-data"))).resolve(),
+    "CATALOGS": _campaign_catalogs(),
+    # Webhook calls of the advancer: short, so a dead receiver cannot stall a round.
+    "WEBHOOK_TIMEOUT_S": _env_int("AILURO_CAMPAIGN_WEBHOOK_TIMEOUT", 5, minimum=1),
+    # Groups submitted per advancer round and campaign, so one huge step cannot hog a round.
+    "SUBMIT_PER_ROUND": _env_int("AILURO_CAMPAIGN_SUBMIT_PER_ROUND", 50, minimum=1),
+}
+# --- end campaigns ---------------------------------------------------------------------------------

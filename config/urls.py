@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from campaigns.urls import page_urlpatterns as campaign_page_urlpatterns
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -17,6 +19,7 @@ urlpatterns = [
     path("api/v1/", include("campaigns.urls")),
     # Login, logout, OIDC callbacks.
     path("", include("core.urls")),
-    # The monitor: PanDA's URLs, so it comes last.
+    # Campaign pages (/campaigns/, /campaign/<id>/), then the monitor: PanDA's URLs, so it comes last.
+    path("", include((campaign_page_urlpatterns, "campaign_pages"))),
     path("", include("pandamon.urls")),
 ]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 
 from dispatcher.states import JobStatus
+
+if TYPE_CHECKING:
+    from dispatcher.models import Queue
 
 
 def task_state_counts(task_ids: Sequence[int]) -> dict[int, dict[str, int]]:
@@ -45,3 +49,69 @@ def workflow_state_counts(workflow_id: int) -> dict[str, int]:
         for status, n in counts.items():
             totals[status] += n
     return {status: totals[status] for status in JobStatus.values if totals.get(status)}
+
+
+def workflows_state_counts(workflow_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Exact per-state job counts of several workflows (API lists): two queries for any number."""
+    from dispatcher.models import Task
+
+    rows = list(
+        Task.objects.filter(workflow_id__in=list(workflow_ids)).values_list("jeditaskid", "workflow_id")
+    )
+    counts = task_state_counts([task_id for task_id, _ in rows])
+    result: dict[int, dict[str, int]] = {wf: {} for wf in workflow_ids}
+    for task_id, workflow_id in rows:
+        for state, n in counts[task_id].items():
+            result[workflow_id][state] = result[workflow_id].get(state, 0) + n
+    return result
+
+
+def workflow_label_report(workflow_id: int) -> list[dict[str, Any]]:
+    """Per label, in task order (the chunks of a label summed): its tasks, total and a count for
+    every job state — the rows of `bps report` / `ailuro report`."""
+    from dispatcher.models import Task
+
+    tasks = list(
+        Task.objects.filter(workflow_id=workflow_id).order_by("jeditaskid").values("jeditaskid", "label")
+    )
+    counts = task_state_counts([t["jeditaskid"] for t in tasks])
+    rows: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        row = rows.setdefault(
+            task["label"],
+            {"label": task["label"], "jeditaskids": [], "total": 0, **dict.fromkeys(JobStatus.values, 0)},
+        )
+        row["jeditaskids"].append(task["jeditaskid"])
+        for state, n in counts[task["jeditaskid"]].items():
+            row[state] += n
+            row["total"] += n
+    return list(rows.values())
+
+
+def queue_exists(name: str) -> bool:
+    """Pilot protocol: tells "no jobs" apart from "no such queue" (only on the no-job path)."""
+    from dispatcher.models import Queue
+
+    return Queue.objects.filter(name=name).exists()
+
+
+def jobs_status_for_pilot(
+    pandaids: Sequence[int], *, queues: frozenset[str] | None
+) -> dict[int, tuple[str, int]]:
+    """getStatus / get_job_status: pandaid → (status, attemptnr), limited to the pilot's queues."""
+    from dispatcher.models import Job
+
+    rows = Job.objects.filter(pandaid__in=list(pandaids))
+    if queues is not None:
+        rows = rows.filter(queue_id__in=sorted(queues))
+    return {
+        pandaid: (status, attempt)
+        for pandaid, status, attempt in rows.values_list("pandaid", "jobstatus", "attemptnr")
+    }
+
+
+def queue_for_pilot(name: str) -> Queue | None:
+    """The queue record served as schedconfig (/cache/schedconfig/<queue>.json)."""
+    from dispatcher.models import Queue
+
+    return Queue.objects.select_related("site").filter(name=name).first()

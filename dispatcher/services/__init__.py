@@ -5,6 +5,9 @@ Every job status change goes through `job_transition` or `jobs_transition_bulk` 
 
 from __future__ import annotations
 
+from dispatcher.services.attempts import AttemptOutcome, descendants_of, job_attempt_end
+from dispatcher.services.brokerage import broker_one_batch
+from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
 from dispatcher.services.transitions import (
     TransitionResult,
     job_transition,
@@ -16,21 +19,43 @@ from dispatcher.services.transitions import (
 from dispatcher.services.workflows import (
     NewJob,
     WorkflowInvalid,
+    WorkflowTooLarge,
     dag_find_cycle,
+    jobs_set_memory,
+    workflow_boost_priority,
+    workflow_cancel,
+    workflow_restart,
+    workflow_retry,
     workflow_submit,
+    workflow_submit_spec,
     workflow_validate,
 )
 
 __all__ = [
+    "AttemptOutcome",
+    "DispatchRequest",
+    "PilotUpdate",
+    "broker_one_batch",
+    "job_pilot_update",
+    "jobs_dispatch",
+    "descendants_of",
+    "job_attempt_end",
     "NewJob",
     "TransitionResult",
     "WorkflowInvalid",
+    "WorkflowTooLarge",
     "dag_find_cycle",
     "job_transition",
+    "jobs_set_memory",
     "jobs_transition_bulk",
     "task_count_deltas_add",
     "task_counts_fold",
     "task_counts_recompute",
+    "workflow_boost_priority",
+    "workflow_cancel",
+    "workflow_restart",
+    "workflow_retry",
     "workflow_submit",
+    "workflow_submit_spec",
     "workflow_validate",
 ]

@@ -1,0 +1,39 @@
+"""Workflow specs and DAG checks: pure functions over plain data (no ORM).
+
+`spec.py` turns YAML/JSON text into DAG nodes and back; `dag.py` holds the node type and the
+checks `workflow_submit` runs before writing (names, dependencies, cycles, caps, queues) and
+clustering.
+"""
+
+from __future__ import annotations
+
+from dispatcher.workflows.dag import (
+    LabelSettings,
+    NewJob,
+    QueueLimits,
+    WorkflowInvalid,
+    WorkflowTooLarge,
+    cluster_command,
+    dag_check_queues,
+    dag_cluster,
+    dag_find_cycle,
+    dag_validate,
+)
+from dispatcher.workflows.spec import ParsedSpec, spec_from_jobs, spec_load, spec_parse
+
+__all__ = [
+    "LabelSettings",
+    "NewJob",
+    "ParsedSpec",
+    "QueueLimits",
+    "WorkflowInvalid",
+    "WorkflowTooLarge",
+    "cluster_command",
+    "dag_check_queues",
+    "dag_cluster",
+    "dag_find_cycle",
+    "dag_validate",
+    "spec_from_jobs",
+    "spec_load",
+    "spec_parse",
+]

@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandParser
 
+from campaigns.demo import demo_campaign_submit
 from dispatcher.demo.workflow import demo_workflow_submit
 
 
@@ -30,7 +31,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--no-demo", action="store_true", help="Do not submit the demo workflow.")
+        parser.add_argument(
+            "--no-demo", action="store_true", help="Do not submit the demo workflow and campaign."
+        )
         parser.add_argument(
             "--exit-after", type=float, default=0, help="Stop after N seconds (scripted checks)."
         )
@@ -45,10 +48,16 @@ class Command(BaseCommand):
             "load_queues", str(Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"), verbosity=0
         )
         password = self._admin_password()
+        base = f"http://{host}:{port}"
+        demo_lines = ""
         if not no_demo:
             workflow = demo_workflow_submit()
+            campaign = demo_campaign_submit()
             self.stdout.write(f"demo workflow {workflow.pk} submitted ({workflow.jobs.count()} jobs)")
-        base = f"http://{host}:{port}"
+            demo_lines = (
+                f"  demo workflow: {base}/workflow/{workflow.pk}/\n"
+                f"  demo campaign: {base}/campaign/{campaign.pk}/  (one group fails once: restart it there)\n"
+            )
         children = self._start_children(host, port)
         try:
             self._wait_ready(base + "/", children[0])
@@ -57,6 +66,7 @@ class Command(BaseCommand):
                 + f"  monitor:  {base}/\n"
                 + f"  admin:    {base}/admin/  (user admin, password {password})\n"
                 + f"  API docs: {base}/api/docs/\n"
+                + demo_lines
                 + "Ctrl-C stops everything."
             )
             self._supervise(children, exit_after)
@@ -100,7 +110,9 @@ class Command(BaseCommand):
         if "run_loops" in available:
             commands.append([python, manage, "run_loops"])
         if "run_local_pilots" in available:
-            commands.append([python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"])
+            pilots = [python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"]
+            # Without the loop workers, the provisioner brokers released jobs itself.
+            commands.append(pilots if "run_loops" in available else [*pilots, "--broker"])
         # Each child leads its own process group so Ctrl-C handling stays ours and stop() can end
         # the child's own children too.
         return [

@@ -1,0 +1,262 @@
+"""The campaign advancer (DESIGN §6): one round judges running groups, submits waiting ones, moves
+steps on, flags stalls and sends notifications. `campaigns_advance_one_round` is the one-step
+function; `campaigns.tasks.campaigns_advance` is its Celery wrapper.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F
+from django.utils import timezone
+
+from campaigns.models import (
+    GROUP_FINAL,
+    STEP_FINAL,
+    ActionLog,
+    ActionResult,
+    AttemptKind,
+    Campaign,
+    CampaignStatus,
+    Group,
+    GroupAttempt,
+    GroupStatus,
+    Step,
+    StepStatus,
+)
+from campaigns.notify import notify
+from campaigns.queries import label_runtimes
+from campaigns.services import _chain_jobs, _unsucceeded, campaign_spec, group_submit
+from dispatcher.models import Task
+from dispatcher.queries import task_state_counts
+from dispatcher.states import JOB_FINAL, JobStatus
+
+log = logging.getLogger(__name__)
+
+ADVANCER = "advancer"
+LEASE = "campaigns.advance"
+
+
+def campaigns_advance_one_round(*, now: dt.datetime | None = None) -> int:
+    """Advance every running campaign once, under the advancer's lease; returns how many changes
+    (group judged, group submitted, step moved, campaign ended, stall flagged) it made."""
+    from core.leases import leased
+
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    with leased(name=LEASE, holder=holder, ttl_s=300) as held:
+        if not held:
+            return 0
+        changes = 0
+        ids = list(
+            Campaign.objects.filter(status=CampaignStatus.RUNNING).order_by("pk").values_list("pk", flat=True)
+        )
+        for campaign_id in ids:
+            changes += campaign_advance(campaign_id=campaign_id, now=now)
+        return changes
+
+
+@transaction.atomic
+def campaign_advance(*, campaign_id: int, now: dt.datetime | None = None) -> int:
+    """One campaign, one transaction. Steps:
+
+    1. Judge every running group from its attempt's exact job counts: progress, ETA, stall; when
+       nothing is in flight, accepted if every planned job finished in some attempt, else failed.
+    2. The current step (first not final): waiting → running, or blocked at a breakpoint; a running
+       step submits waiting groups up to its throttle; when all its groups are final it is done
+       (failed if one was rejected) and the next step starts in the same round.
+    3. No step left → the campaign is done.
+    """
+    now = now or timezone.now()
+    campaign = (
+        Campaign.objects.select_for_update().filter(pk=campaign_id, status=CampaignStatus.RUNNING).first()
+    )
+    if campaign is None:
+        return 0
+    spec = campaign_spec(campaign)
+    changes = _groups_judge(campaign, spec, now)
+    while True:
+        step = (
+            Step.objects.select_for_update()
+            .filter(campaign=campaign)
+            .exclude(status__in=STEP_FINAL)
+            .order_by("position")
+            .first()
+        )
+        if step is None:
+            Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.DONE, ended_at=now)
+            _audit(campaign, "complete", "campaign", campaign.pk, "every step done")
+            notify(
+                spec, "completion", {"campaign": campaign.name, "campaign_id": campaign.pk, "status": "done"}
+            )
+            return changes + 1
+        if step.status in (StepStatus.PAUSED, StepStatus.BLOCKED):
+            return changes
+        if step.status == StepStatus.WAITING:
+            if step.breakpoint and step.started_at is None:
+                Step.objects.filter(pk=step.pk).update(status=StepStatus.BLOCKED)
+                _audit(
+                    campaign,
+                    "block",
+                    "step",
+                    step.pk,
+                    f"breakpoint before {step.name}: waits for an operator",
+                )
+                return changes + 1
+            Step.objects.filter(pk=step.pk).update(
+                status=StepStatus.RUNNING, started_at=step.started_at or now
+            )
+            changes += 1
+        changes += _groups_submit(step, now)
+        counts = dict(
+            Group.objects.filter(step=step)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
+        if any(s not in GROUP_FINAL for s in counts):
+            return changes
+        if counts.get(GroupStatus.REJECTED):
+            Step.objects.filter(pk=step.pk).update(status=StepStatus.FAILED, ended_at=now)
+            Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.FAILED, ended_at=now)
+            message = f"step {step.name} ended with {counts[GroupStatus.REJECTED]} rejected group(s)"
+            _audit(campaign, "fail", "campaign", campaign.pk, message)
+            notify(
+                spec,
+                "failure",
+                {
+                    "campaign": campaign.name,
+                    "campaign_id": campaign.pk,
+                    "step": step.name,
+                    "message": message,
+                },
+            )
+            return changes + 1
+        Step.objects.filter(pk=step.pk).update(status=StepStatus.DONE, ended_at=now)
+        changes += 1
+
+
+def _audit(campaign: Campaign, verb: str, object_type: str, object_id: int, message: str) -> None:
+    ActionLog.objects.create(
+        campaign=campaign,
+        actor=ADVANCER,
+        verb=verb,
+        object_type=object_type,
+        object_id=object_id,
+        result=ActionResult.OK,
+        message=message[:500],
+    )
+
+
+def _groups_submit(step: Step, now: dt.datetime) -> int:
+    running = Group.objects.filter(step=step, status=GroupStatus.RUNNING).count()
+    room = int(str(settings.CAMPAIGNS["SUBMIT_PER_ROUND"]))
+    if step.max_running_groups:
+        room = min(room, step.max_running_groups - running)
+    if room <= 0:
+        return 0
+    waiting = list(
+        Group.objects.select_for_update(skip_locked=True)
+        .filter(step=step, status=GroupStatus.WAITING)
+        .order_by("position")[:room]
+    )
+    for group in waiting:
+        group_submit(group=group, kind=AttemptKind.SUBMIT, actor=ADVANCER)
+    return len(waiting)
+
+
+def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime) -> int:
+    groups = list(
+        Group.objects.select_for_update(skip_locked=True)
+        .filter(campaign=campaign, status=GroupStatus.RUNNING)
+        .order_by("pk")
+    )
+    if not groups:
+        return 0
+    workflow_of = dict(
+        GroupAttempt.objects.filter(group__in=groups)
+        .filter(attempt=F("group__attempt"))
+        .values_list("group_id", "workflow_id")
+    )
+    tasks = list(
+        Task.objects.filter(workflow_id__in=workflow_of.values()).values_list(
+            "jeditaskid", "workflow_id", "label", "walltime_s"
+        )
+    )
+    counts = task_state_counts([t[0] for t in tasks])
+    history = label_runtimes({t[2] for t in tasks})
+    stall_after = dt.timedelta(seconds=int(spec["stall_after_s"]))
+    changes = 0
+    for group in groups:
+        workflow_id = workflow_of[group.pk]
+        in_flight = done = running = 0
+        work_s = 0.0
+        for task_id, wf, label, walltime in tasks:
+            if wf != workflow_id:
+                continue
+            for status, n in counts[task_id].items():
+                if status in JOB_FINAL:
+                    done += n
+                else:
+                    in_flight += n
+                    work_s += n * (history[label]["mean_s"] if label in history else walltime)
+                if status == JobStatus.RUNNING:
+                    running += n
+        update: dict[str, Any] = {}
+        if done != group.jobs_done:
+            update.update(jobs_done=min(done, group.jobs_total), progress_at=now, stalled=False)
+        if in_flight:
+            update["eta"] = now + dt.timedelta(seconds=work_s / max(running, 1))
+            last = update.get("progress_at", group.progress_at) or now
+            if not group.stalled and now - last >= stall_after:
+                update["stalled"] = True
+                _audit(campaign, "stall", "group", group.pk, f"no progress since {last.isoformat()}")
+                notify(
+                    spec,
+                    "stall",
+                    {
+                        "campaign": campaign.name,
+                        "group": group.name,
+                        "group_id": group.pk,
+                        "since": last.isoformat(),
+                    },
+                )
+                changes += 1
+        else:
+            missing = _unsucceeded(group, _chain_jobs(group), spec)
+            update.update(eta=None, ended_at=now)
+            if missing:
+                update["status"] = GroupStatus.FAILED
+                if not group.failure_notified:
+                    update["failure_notified"] = True
+                    notify(
+                        spec,
+                        "failure",
+                        {
+                            "campaign": campaign.name,
+                            "group": group.name,
+                            "group_id": group.pk,
+                            "attempt": group.attempt,
+                            "missing": len(missing),
+                        },
+                    )
+                _audit(
+                    campaign,
+                    "fail",
+                    "group",
+                    group.pk,
+                    f"attempt {group.attempt}: {len(missing)} jobs without outputs",
+                )
+            else:
+                update["status"] = GroupStatus.ACCEPTED
+                _audit(campaign, "accept", "group", group.pk, f"attempt {group.attempt}: every job finished")
+            changes += 1
+        if update:
+            Group.objects.filter(pk=group.pk).update(**update)
+    return changes

@@ -1,0 +1,340 @@
+"""REST API of the campaign manager (`/api/v1/…`): thin views over campaigns.services and
+campaigns.queries. Every verb takes `{"preview": true}` to check and report without acting.
+
+Errors: 400 bad spec or body (names the field), 403, 404, 409 when a verb's precondition fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from campaigns import services
+from campaigns.access import campaign_get_for_user, campaign_id_of, may_create, require_reader
+from campaigns.models import Campaign, CampaignVersion, Group, GroupAttempt
+from campaigns.queries import (
+    campaign_actions,
+    campaign_dry_run,
+    campaign_steps_with_groups,
+    campaigns_for_list,
+    group_attempt_chain,
+    progress_summary,
+)
+from campaigns.spec import SpecInvalid, config_diff
+from campaigns.splitting import SplitError
+from dispatcher.queries import workflow_state_counts
+
+
+def _actor(request: Request) -> str:
+    return str(request.user.get_username()) if request.user.is_authenticated else "anonymous"
+
+
+def _error(message: str, code: int) -> Response:
+    return Response({"detail": message}, status=code)
+
+
+def campaign_as_dict(c: Campaign) -> dict[str, Any]:
+    return {
+        "id": c.pk,
+        "name": c.name,
+        "owner": c.owner.get_username(),
+        "status": c.status,
+        "version": c.version,
+        "created_at": c.created_at,
+        "launched_at": c.launched_at,
+        "ended_at": c.ended_at,
+        "groups": {
+            "total": getattr(c, "groups_total", None),
+            "accepted": getattr(c, "groups_accepted", None),
+            "running": getattr(c, "groups_running", None),
+            "failed": getattr(c, "groups_failed", None),
+        },
+    }
+
+
+def group_as_dict(g: Group) -> dict[str, Any]:
+    return {
+        "id": g.pk,
+        "name": g.name,
+        "status": g.status,
+        "attempt": g.attempt,
+        "data_ids": len(g.data_ids),
+        "jobs_total": g.jobs_total,
+        "jobs_done": g.jobs_done,
+        "percent": int(100 * g.jobs_done / g.jobs_total) if g.jobs_total else 0,
+        "eta": g.eta,
+        "stalled": g.stalled,
+    }
+
+
+@extend_schema(methods=["GET"], operation_id="campaigns_list", responses=OpenApiTypes.OBJECT)
+@extend_schema(
+    methods=["POST"],
+    operation_id="campaigns_create",
+    summary="Create a draft campaign from {spec, comment}",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["GET", "POST"])
+def campaign_list_api(request: Request) -> Response:
+    """GET: campaigns with group counts. POST {"spec": "<yaml>", "comment": ""}: a draft campaign."""
+    if request.method == "GET":
+        require_reader(request.user, request.auth)
+        rows = campaigns_for_list()
+        state = request.query_params.get("status")
+        if state:
+            rows = rows.filter(status=state)
+        return Response({"results": [campaign_as_dict(c) for c in rows[:500]]})
+    if not may_create(request.user, request.auth):
+        raise PermissionDenied("creating campaigns needs the user role")
+    spec = request.data.get("spec") if isinstance(request.data, dict) else None
+    if not isinstance(spec, str):
+        return _error("body needs `spec`: the campaign YAML as a string", status.HTTP_400_BAD_REQUEST)
+    if not isinstance(request.user, User):
+        raise PermissionDenied("creating campaigns needs a user account")
+    try:
+        campaign = services.campaign_create(
+            owner=request.user, spec_yaml=spec, comment=str(request.data.get("comment", ""))
+        )
+    except (SpecInvalid, SplitError) as exc:
+        return _error(str(exc), status.HTTP_400_BAD_REQUEST)
+    return Response(campaign_as_dict(campaign), status=status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    operation_id="campaigns_detail",
+    summary="A campaign with steps, groups, progress and versions",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["GET"])
+def campaign_detail_api(request: Request, campaign_id: int) -> Response:
+    campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
+    steps = campaign_steps_with_groups(campaign.pk)
+    body = campaign_as_dict(campaign)
+    body["steps"] = [
+        {
+            "id": s.pk,
+            "name": s.name,
+            "status": s.status,
+            "breakpoint": s.breakpoint,
+            "progress": progress_summary(s.groups.all()),
+            "groups": [group_as_dict(g) for g in s.groups.all()],
+        }
+        for s in steps
+    ]
+    body["progress"] = progress_summary(g for s in steps for g in s.groups.all())
+    body["versions"] = list(
+        CampaignVersion.objects.filter(campaign=campaign).values(
+            "version", "created_by", "created_at", "comment"
+        )
+    )
+    return Response(body)
+
+
+@extend_schema(
+    operation_id="campaigns_actions",
+    summary="The campaign's audit log, newest first",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["GET"])
+def campaign_actions_api(request: Request, campaign_id: int) -> Response:
+    campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
+    return Response(
+        {
+            "results": [
+                {
+                    "id": a.pk,
+                    "time": a.created_at,
+                    "actor": a.actor,
+                    "verb": a.verb,
+                    "object_type": a.object_type,
+                    "object_id": a.object_id,
+                    "params": a.params,
+                    "result": a.result,
+                    "message": a.message,
+                }
+                for a in campaign_actions(campaign.pk)
+            ]
+        }
+    )
+
+
+@extend_schema(
+    operation_id="campaigns_dry_run",
+    summary="What a launch would create",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["GET"])
+def campaign_dry_run_api(request: Request, campaign_id: int) -> Response:
+    campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
+    return Response(campaign_dry_run(services.campaign_spec(campaign), campaign_id=campaign.pk).as_dict())
+
+
+@extend_schema(
+    operation_id="campaigns_spec_edit",
+    summary="A new version of the spec",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["POST"])
+def campaign_spec_api(request: Request, campaign_id: int) -> Response:
+    """POST {"spec": "<yaml>", "comment": ""}: a new version of the spec."""
+    campaign_get_for_user(request.user, request.auth, campaign_id, write=True)
+    spec = request.data.get("spec") if isinstance(request.data, dict) else None
+    if not isinstance(spec, str):
+        return _error("body needs `spec`: the campaign YAML as a string", status.HTTP_400_BAD_REQUEST)
+    return _act(
+        lambda: services.campaign_edit(
+            campaign_id=campaign_id,
+            actor=_actor(request),
+            spec_yaml=spec,
+            comment=str(request.data.get("comment", "")),
+        )
+    )
+
+
+def _act(call: Callable[[], services.ActionOutcome]) -> Response:
+    try:
+        outcome = call()
+    except services.ActionRefused as exc:
+        return _error(str(exc), status.HTTP_409_CONFLICT)
+    except (SpecInvalid, SplitError, ValueError) as exc:
+        return _error(str(exc), status.HTTP_400_BAD_REQUEST)
+    return Response(outcome.as_dict())
+
+
+def _preview(request: Request) -> bool:
+    value = request.data.get("preview", False) if isinstance(request.data, dict) else False
+    if not isinstance(value, bool):
+        raise ValueError("`preview` must be true or false")
+    return value
+
+
+_CAMPAIGN_VERBS = {
+    "launch": services.campaign_launch,
+    "pause": services.campaign_pause,
+    "resume": services.campaign_resume,
+}
+_STEP_VERBS = {"pause": services.step_pause, "resume": services.step_resume, "release": services.step_release}
+_GROUP_VERBS = {
+    "pause": services.group_pause,
+    "resume": services.group_resume,
+    "restart": services.group_restart,
+    "retry": services.group_retry,
+    "accept": services.group_accept,
+    "reject": services.group_reject,
+}
+
+
+@extend_schema(
+    operation_id="campaigns_verb",
+    summary="launch | pause | resume, with optional preview",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["POST"])
+def campaign_action_api(request: Request, campaign_id: int, verb: str) -> Response:
+    if verb not in _CAMPAIGN_VERBS:
+        return _error(f"unknown campaign verb {verb!r}; one of {', '.join(_CAMPAIGN_VERBS)}", 404)
+    campaign_get_for_user(request.user, request.auth, campaign_id, write=True)
+    return _act(
+        lambda: _CAMPAIGN_VERBS[verb](
+            campaign_id=campaign_id, actor=_actor(request), preview=_preview(request)
+        )
+    )
+
+
+@extend_schema(
+    operation_id="campaign_steps_verb",
+    summary="pause | resume | release, with optional preview",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["POST"])
+def step_action_api(request: Request, step_id: int, verb: str) -> Response:
+    if verb not in _STEP_VERBS:
+        return _error(f"unknown step verb {verb!r}; one of {', '.join(_STEP_VERBS)}", 404)
+    campaign_get_for_user(request.user, request.auth, campaign_id_of("step", step_id), write=True)
+    return _act(lambda: _STEP_VERBS[verb](step_id=step_id, actor=_actor(request), preview=_preview(request)))
+
+
+@extend_schema(
+    operation_id="campaign_groups_verb",
+    summary="restart | rescue | retry | accept | reject | pause | resume",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["POST"])
+def group_action_api(request: Request, group_id: int, verb: str) -> Response:
+    """Group verbs. `rescue` also takes `overrides` ({memory_mb, walltime_s, cores, disk_mb,
+    priority, labels}) and `selection` ({error, label, site, data_min, data_max})."""
+    if verb != "rescue" and verb not in _GROUP_VERBS:
+        return _error(f"unknown group verb {verb!r}; one of {', '.join([*_GROUP_VERBS, 'rescue'])}", 404)
+    campaign_get_for_user(request.user, request.auth, campaign_id_of("group", group_id), write=True)
+    if verb == "rescue":
+        data = request.data if isinstance(request.data, dict) else {}
+        overrides, selection = data.get("overrides") or {}, data.get("selection") or {}
+        if not isinstance(overrides, dict) or not isinstance(selection, dict):
+            return _error("`overrides` and `selection` must be objects", status.HTTP_400_BAD_REQUEST)
+        return _act(
+            lambda: services.group_rescue(
+                group_id=group_id,
+                actor=_actor(request),
+                overrides=overrides,
+                selection=selection,
+                preview=_preview(request),
+            )
+        )
+    return _act(
+        lambda: _GROUP_VERBS[verb](group_id=group_id, actor=_actor(request), preview=_preview(request))
+    )
+
+
+@extend_schema(
+    operation_id="campaign_groups_detail",
+    summary="A group with its attempt chain and config diffs",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
+@api_view(["GET"])
+def group_detail_api(request: Request, group_id: int) -> Response:
+    """A group with its attempt chain: workflow, kind, job counts and the config diff to the previous."""
+    group = get_object_or_404(Group.objects.select_related("step"), pk=group_id)
+    campaign_get_for_user(request.user, request.auth, group.campaign_id)
+    return Response({**group_as_dict(group), "step": group.step.name, "attempts": attempts_as_dicts(group)})
+
+
+def attempts_as_dicts(group: Group) -> list[dict[str, Any]]:
+    chain = group_attempt_chain(group.pk)
+    out: list[dict[str, Any]] = []
+    previous: GroupAttempt | None = None
+    for a in chain:
+        out.append(
+            {
+                "attempt": a.attempt,
+                "kind": a.kind,
+                "workflow_id": a.workflow_id,
+                "campaign_version": a.campaign_version,
+                "restarts": a.restarts,
+                "created_by": a.created_by,
+                "created_at": a.created_at,
+                "overrides": a.overrides,
+                "jobs": workflow_state_counts(a.workflow_id),
+                "config_diff": config_diff(previous.config, a.config) if previous else [],
+            }
+        )
+        previous = a
+    return out

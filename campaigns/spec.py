@@ -1,0 +1,371 @@
+"""Campaign specs: YAML → validated plain data, per-attempt resolved configs, and the job list of a
+group. Pure (STYLE §7): no ORM here; `campaigns.services` stores what these functions return.
+
+A spec::
+
+    name: dr1-test
+    dimension: visit                 # the data-id key the jobs get: {visit: 1234}
+    priority: 500
+    pipeline:                        # labels, as the workflow compact spec
+      isr: {command: "run isr {data_id}", memory_mb: 2000}
+      calibrate: {command: "run calibrate {data_id}", parents: [isr], memory_mb: 4000}
+      coadd: {command: "run coadd {group}", parents: [calibrate], per: group}
+    data:                            # one of ids / ranges / file / query
+      ranges: [[1, 200]]
+    steps:
+      - name: step1
+        labels: [isr, calibrate]
+        split: {rule: query, max_group_size: 50, min_groups: 2}
+        max_running_groups: 2
+        overrides: {memory_mb: 3000, labels: {calibrate: {memory_mb: 5000}}}
+      - name: step2
+        labels: [coadd]
+        breakpoint: true
+    notifications: {webhook: "http://127.0.0.1:9000/hook", events: [failure, stall, completion]}
+    stall_after_s: 3600
+
+Commands may use `{data_id}`, `{group}`, `{step}`, `{campaign}`, `{attempt}` and `{label}`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from campaigns.splitting import SplitError, split_check
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+LABEL_KEYS = {"command", "parents", "memory_mb", "cores", "walltime_s", "disk_mb", "priority", "per"}
+RESOURCE_KEYS = {"memory_mb", "cores", "walltime_s", "disk_mb", "priority"}
+NOTIFY_EVENTS = ("failure", "stall", "completion")
+_PLACEHOLDER = re.compile(r"\{(data_id|group|step|campaign|attempt|label)\}")
+MAX_SPEC_BYTES = 1024 * 1024
+
+
+class SpecInvalid(ValueError):
+    """The spec cannot be used; the message names the field."""
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise SpecInvalid(message)
+
+
+def _int_field(value: Any, where: str, *, minimum: int = 0) -> int:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{where} must be an integer ≥ {minimum}, got {value!r}",
+    )
+    return int(value)
+
+
+def _resources(raw: Any, where: str) -> dict[str, int]:
+    _require(isinstance(raw, Mapping), f"{where} must be a mapping")
+    unknown = set(raw) - RESOURCE_KEYS - {"labels"}
+    _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+    return {
+        k: _int_field(v, f"{where}.{k}", minimum=0 if k == "priority" else 1)
+        for k, v in raw.items()
+        if k != "labels"
+    }
+
+
+def spec_parse(text: str) -> dict[str, Any]:
+    """Parse and validate a YAML spec; returns the normalised spec (plain JSON-able data)."""
+    _require(len(text.encode()) <= MAX_SPEC_BYTES, f"spec is larger than {MAX_SPEC_BYTES} bytes")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecInvalid(f"spec is not valid YAML: {exc}") from exc
+    _require(isinstance(raw, Mapping), "spec must be a YAML mapping")
+    return spec_validate(raw)
+
+
+def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
+    known = {
+        "name",
+        "description",
+        "dimension",
+        "priority",
+        "pipeline",
+        "data",
+        "steps",
+        "notifications",
+        "stall_after_s",
+    }
+    unknown = set(raw) - known
+    _require(not unknown, f"spec has unknown key(s) {', '.join(sorted(unknown))}")
+    name = raw.get("name")
+    _require(
+        isinstance(name, str) and bool(NAME_RE.match(name)),
+        f"name must match {NAME_RE.pattern}, got {name!r}",
+    )
+    dimension = raw.get("dimension", "data_id")
+    _require(isinstance(dimension, str) and bool(NAME_RE.match(dimension)), "dimension must be a plain name")
+    priority = _int_field(raw.get("priority", 500), "priority")
+
+    pipeline_raw: Any = raw.get("pipeline")
+    _require(isinstance(pipeline_raw, Mapping) and bool(pipeline_raw), "pipeline must map labels to commands")
+    pipeline: dict[str, dict[str, Any]] = {}
+    for label, body in pipeline_raw.items():
+        where = f"pipeline.{label}"
+        _require(isinstance(label, str) and bool(NAME_RE.match(label)), f"{where}: bad label name")
+        _require(isinstance(body, Mapping), f"{where} must be a mapping with a command")
+        unknown = set(body) - LABEL_KEYS
+        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        command = body.get("command")
+        _require(isinstance(command, str) and bool(command.strip()), f"{where}.command is required")
+        parents = body.get("parents", [])
+        _require(
+            isinstance(parents, list) and all(isinstance(p, str) for p in parents),
+            f"{where}.parents must be a list",
+        )
+        per = body.get("per", "data_id")
+        _require(per in ("data_id", "group"), f"{where}.per must be data_id or group")
+        entry: dict[str, Any] = {"command": command, "parents": list(parents), "per": per}
+        entry["memory_mb"] = _int_field(body.get("memory_mb", 2000), f"{where}.memory_mb", minimum=1)
+        entry["cores"] = _int_field(body.get("cores", 1), f"{where}.cores", minimum=1)
+        entry["walltime_s"] = _int_field(body.get("walltime_s", 3600), f"{where}.walltime_s", minimum=1)
+        entry["disk_mb"] = _int_field(body.get("disk_mb", 1000), f"{where}.disk_mb", minimum=1)
+        if "priority" in body:
+            entry["priority"] = _int_field(body["priority"], f"{where}.priority")
+        pipeline[label] = entry
+    for label, entry in pipeline.items():
+        for parent in entry["parents"]:
+            _require(parent in pipeline, f"pipeline.{label}.parents names unknown label {parent!r}")
+    _label_order(pipeline)  # refuses cycles
+
+    data: Any = raw.get("data")
+    _require(
+        isinstance(data, Mapping) and len(data) == 1, "data must have exactly one of ids, ranges, file, query"
+    )
+    source = next(iter(data))
+    _require(source in ("ids", "ranges", "file", "query"), f"data.{source}: unknown source")
+    if source == "file":
+        body = data["file"]
+        _require(isinstance(body, Mapping) and isinstance(body.get("path"), str), "data.file needs a path")
+        _require(body.get("format", "csv") in ("csv", "json"), "data.file.format must be csv or json")
+    if source == "query":
+        body = data["query"]
+        _require(
+            isinstance(body, Mapping) and isinstance(body.get("catalog"), str), "data.query needs a catalog"
+        )
+        _require(isinstance(body.get("where", {}), Mapping), "data.query.where must be a mapping")
+
+    steps_raw: Any = raw.get("steps")
+    _require(isinstance(steps_raw, list) and bool(steps_raw), "steps must be a non-empty list")
+    steps: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, body in enumerate(steps_raw):
+        where = f"steps[{i}]"
+        _require(isinstance(body, Mapping), f"{where} must be a mapping")
+        unknown = set(body) - {"name", "labels", "split", "max_running_groups", "breakpoint", "overrides"}
+        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        step_name = body.get("name")
+        _require(isinstance(step_name, str) and bool(NAME_RE.match(step_name)), f"{where}.name is required")
+        _require(step_name not in seen, f"{where}: step name {step_name!r} is used twice")
+        seen.add(step_name)
+        labels = body.get("labels")
+        _require(isinstance(labels, list) and bool(labels), f"{where}.labels must be a non-empty list")
+        for label in labels:
+            _require(label in pipeline, f"{where}.labels names unknown label {label!r}")
+        split = body.get("split", {"rule": "none"})
+        _require(isinstance(split, Mapping), f"{where}.split must be a mapping")
+        try:
+            split_check(split)
+        except SplitError as exc:
+            raise SpecInvalid(f"{where}.split: {exc}") from exc
+        overrides = body.get("overrides", {})
+        resources = _resources(overrides, f"{where}.overrides")
+        label_overrides: dict[str, dict[str, int]] = {}
+        for label, body_l in (overrides.get("labels") or {}).items():
+            _require(label in labels, f"{where}.overrides.labels: {label!r} is not a label of this step")
+            label_overrides[label] = _resources(body_l, f"{where}.overrides.labels.{label}")
+        steps.append(
+            {
+                "name": step_name,
+                "labels": list(labels),
+                "split": dict(split),
+                "max_running_groups": _int_field(
+                    body.get("max_running_groups", 0), f"{where}.max_running_groups"
+                ),
+                "breakpoint": bool(body.get("breakpoint", False)),
+                "overrides": resources,
+                "label_overrides": label_overrides,
+            }
+        )
+
+    notifications: Any = raw.get("notifications", {})
+    _require(isinstance(notifications, Mapping), "notifications must be a mapping")
+    webhook = notifications.get("webhook", "")
+    _require(
+        webhook == "" or (isinstance(webhook, str) and webhook.startswith(("http://", "https://"))),
+        "notifications.webhook must be an http(s) URL",
+    )
+    events = notifications.get("events", list(NOTIFY_EVENTS))
+    _require(
+        isinstance(events, list) and all(e in NOTIFY_EVENTS for e in events),
+        f"notifications.events must be a list drawn from {', '.join(NOTIFY_EVENTS)}",
+    )
+    return {
+        "name": name,
+        "description": str(raw.get("description", "")),
+        "dimension": dimension,
+        "priority": priority,
+        "pipeline": pipeline,
+        "data": {source: data[source]},
+        "steps": steps,
+        "notifications": {"webhook": webhook, "events": events},
+        "stall_after_s": _int_field(raw.get("stall_after_s", 3600), "stall_after_s", minimum=1),
+    }
+
+
+def _label_order(pipeline: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(label: str, path: list[str]) -> None:
+        if state.get(label) == 2:
+            return
+        if state.get(label) == 1:
+            raise SpecInvalid("pipeline has a cycle: " + " -> ".join([*path, label]))
+        state[label] = 1
+        for parent in pipeline[label]["parents"]:
+            visit(parent, [*path, label])
+        state[label] = 2
+        order.append(label)
+
+    for label in pipeline:
+        visit(label, [])
+    return order
+
+
+def config_resolve(
+    spec: Mapping[str, Any], *, step: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The config one attempt of a group of `step` runs with.
+
+    Layers, last wins: pipeline label defaults → step overrides → step label overrides → the
+    attempt's overrides (`labels:` per label; `jobs:` per job name, e.g. memory for one error class).
+    Labels of other steps are dropped, and so are parents outside the step (an earlier step ran them).
+    """
+    body = next((s for s in spec["steps"] if s["name"] == step), None)
+    if body is None:
+        raise SpecInvalid(f"no step {step!r} in the spec")
+    overrides = dict(overrides or {})
+    labels: dict[str, dict[str, Any]] = {}
+    for label in _label_order(spec["pipeline"]):
+        if label not in body["labels"]:
+            continue
+        entry = dict(spec["pipeline"][label])
+        entry["parents"] = [p for p in entry["parents"] if p in body["labels"]]
+        entry.setdefault("priority", spec["priority"])
+        entry.update(body["overrides"])
+        entry.update(body["label_overrides"].get(label, {}))
+        entry.update(_resources(overrides.get("labels", {}).get(label, {}), f"overrides.labels.{label}"))
+        labels[label] = entry
+    jobs = {
+        name: _resources(v, f"overrides.jobs.{name}") for name, v in (overrides.get("jobs") or {}).items()
+    }
+    config: dict[str, Any] = {
+        "campaign": spec["name"],
+        "step": step,
+        "dimension": spec["dimension"],
+        "priority": spec["priority"],
+        "labels": labels,
+        "jobs": jobs,
+    }
+    if overrides.get("only") is not None:
+        config["only"] = sorted(overrides["only"])
+    return config
+
+
+def _id_part(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value))
+
+
+def job_name(label: str, data_id: Any | None) -> str:
+    return label if data_id is None else f"{label}_{_id_part(data_id)}"
+
+
+def jobs_plan(
+    config: Mapping[str, Any], *, group: str, data_ids: Sequence[Any], attempt: int
+) -> list[dict[str, Any]]:
+    """The job list of one group attempt, as plain dicts shaped like `dispatcher.services.NewJob`.
+
+    1. Per label in dependency order: one job per data id (`per: data_id`) or one for the group.
+    2. Parents: the same data id's job of a per-data-id parent, every job of the parent label
+       otherwise.
+    3. With `only` (rescue, selective rerun), keep those jobs and drop parents outside the set: they
+       succeeded in an earlier attempt.
+    """
+    jobs: list[dict[str, Any]] = []
+    names_by_label: dict[str, list[str]] = {}
+    for label, entry in config["labels"].items():
+        ids: list[Any] = list(data_ids) if entry["per"] == "data_id" else [None]
+        names_by_label[label] = []
+        for data_id in ids:
+            name = job_name(label, data_id)
+            parents: list[str] = []
+            for parent in entry["parents"]:
+                if config["labels"][parent]["per"] == "data_id" and data_id is not None:
+                    parents.append(job_name(parent, data_id))
+                else:
+                    parents.extend(names_by_label[parent])
+            values = {
+                "data_id": "" if data_id is None else str(data_id),
+                "group": group,
+                "step": config["step"],
+                "campaign": config["campaign"],
+                "attempt": str(attempt),
+                "label": label,
+            }
+            command = _PLACEHOLDER.sub(lambda m, v=values: v[m.group(1)], entry["command"])  # type: ignore[misc]
+            resources = {k: entry[k] for k in ("memory_mb", "cores", "walltime_s", "disk_mb", "priority")}
+            resources.update(config["jobs"].get(name, {}))
+            jobs.append(
+                {
+                    "name": name,
+                    "label": label,
+                    "command": command,
+                    "parents": parents,
+                    "data_id": {} if data_id is None else {config["dimension"]: data_id},
+                    **resources,
+                }
+            )
+            names_by_label[label].append(name)
+    only = config.get("only")
+    if only is not None:
+        keep = set(only)
+        jobs = [dict(j, parents=[p for p in j["parents"] if p in keep]) for j in jobs if j["name"] in keep]
+    return jobs
+
+
+def downstream_of(jobs: Sequence[Mapping[str, Any]], names: set[str]) -> set[str]:
+    """Every job that depends, directly or not, on one of `names` (names excluded)."""
+    children: dict[str, list[str]] = {}
+    for job in jobs:
+        for parent in job["parents"]:
+            children.setdefault(parent, []).append(job["name"])
+    out: set[str] = set()
+    frontier = list(names)
+    while frontier:
+        for child in children.get(frontier.pop(), ()):
+            if child not in out and child not in names:
+                out.add(child)
+                frontier.append(child)
+    return out
+
+
+def config_diff(old: Any, new: Any, path: str = "") -> list[dict[str, Any]]:
+    """Leaf-level differences between two configs: [{path, old, new}], paths like `labels.isr.memory_mb`."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[dict[str, Any]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            out.extend(config_diff(old.get(key), new.get(key), sub))
+        return out
+    return [] if old == new else [{"path": path, "old": old, "new": new}]

@@ -1,0 +1,279 @@
+"""Campaign data and group splitting: pure functions over plain data (STYLE §7).
+
+Data ids are scalars of one type (ints, e.g. visits, or strings). A step's split rule turns the
+campaign's data ids into groups; every data id lands in exactly one group or the split fails with a
+message naming the problem — nothing is ever dropped silently (reference/campaigns.md §8).
+
+Rules:
+
+- `{rule: none}` — one group with everything;
+- `{rule: values, values: [v, [v1, v2], {min: a, max: b}, …]}` — one group per entry;
+- `{rule: ranges, ranges: [[a, b], …]}` — one group per inclusive range;
+- `{rule: query, max_group_size: N, min_groups: M}` — sorted ids cut into contiguous groups of
+  near-equal size, as many as needed for N and at least M.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DataId = int | str
+
+MAX_NAME = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class SplitError(ValueError):
+    """The data or the split rule cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    name: str
+    data_ids: list[DataId]
+
+
+def _check_uniform(ids: Sequence[Any]) -> None:
+    kinds = {type(v) for v in ids}
+    if kinds - {int, str}:
+        bad = next(v for v in ids if type(v) not in (int, str))
+        raise SplitError(f"data ids must be integers or strings, got {bad!r}")
+    if len(kinds) > 1:
+        raise SplitError("data ids mix integers and strings; use one type")
+
+
+def data_ids_normalise(ids: Iterable[Any]) -> list[DataId]:
+    """Sorted, checked data ids. Duplicates are an error (they usually mean a bad input file)."""
+    values = list(ids)
+    _check_uniform(values)
+    ordered = sorted(values)
+    for i in range(1, len(ordered)):
+        if ordered[i] == ordered[i - 1]:
+            raise SplitError(f"data id {ordered[i]!r} appears more than once")
+    return ordered
+
+
+def data_ids_from_ranges(ranges: Sequence[Sequence[int]]) -> list[int]:
+    """Inclusive integer ranges [[first, last], …]."""
+    out: list[int] = []
+    for pair in ranges:
+        if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+            raise SplitError(f"a range is [first, last] with two integers, got {pair!r}")
+        first, last = pair
+        if last < first:
+            raise SplitError(f"range [{first}, {last}] ends before it starts")
+        out.extend(range(first, last + 1))
+    return out
+
+
+def data_ids_from_text(text: str, *, fmt: str, column: str | None = None) -> list[DataId]:
+    """Data ids from a CSV (one column, by name or the first) or a JSON list."""
+    if fmt == "json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SplitError(f"data file is not valid JSON: {exc}") from exc
+        if not isinstance(value, list):
+            raise SplitError("a JSON data file holds a list of data ids")
+        return list(value)
+    if fmt == "csv":
+        reader = csv.reader(io.StringIO(text))
+        rows = [row for row in reader if row]
+        if not rows:
+            raise SplitError("the CSV data file is empty")
+        header, body = rows[0], rows[1:]
+        index = 0
+        if column is not None:
+            if column not in header:
+                raise SplitError(f"the CSV data file has no column {column!r} (columns: {', '.join(header)})")
+            index = header.index(column)
+        return [_scalar(row[index]) for row in body]
+    raise SplitError(f"data file format must be csv or json, not {fmt!r}")
+
+
+def _scalar(text: str) -> DataId:
+    text = text.strip()
+    return int(text) if re.fullmatch(r"-?\d+", text) else text
+
+
+def _name_part(value: DataId) -> str:
+    """A URL- and shell-safe form of a value; when cleaning changed it, a digest of the original keeps
+    two different values from sharing a name (`a b` and `a/b` are `a_b~…` with different digests)."""
+    text = str(value)
+    safe = _UNSAFE.sub("_", text).strip("_") or "x"
+    if safe == text:
+        return safe
+    digest = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{safe}~{digest}"
+
+
+def group_name(first: DataId, last: DataId) -> str:
+    """A stable name from the group's content: `first-last` (or `first` for one id)."""
+    name = _name_part(first) if first == last else f"{_name_part(first)}-{_name_part(last)}"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(f"{first!r}:{last!r}".encode(), usedforsecurity=False).hexdigest()[:12]
+        name = f"{name[: MAX_NAME - 13]}~{digest}"
+    return name
+
+
+def _bounded(n: int, max_group_size: int, min_groups: int) -> int:
+    """How many groups: enough for the size limit, at least min_groups, never more than n."""
+    if max_group_size < 1:
+        raise SplitError("max_group_size must be at least 1")
+    if min_groups < 1:
+        raise SplitError("min_groups must be at least 1")
+    if min_groups > n:
+        raise SplitError(f"min_groups {min_groups} is more than the {n} data ids")
+    return max(min_groups, math.ceil(n / max_group_size))
+
+
+def split_query(ids: Sequence[DataId], *, max_group_size: int, min_groups: int = 1) -> list[GroupPlan]:
+    """Cut sorted ids into contiguous groups whose sizes differ by at most one.
+
+    1. k = max(min_groups, ceil(n / max_group_size)) groups.
+    2. The first n mod k groups get ceil(n / k) ids, the rest floor(n / k).
+    """
+    n = len(ids)
+    k = _bounded(n, max_group_size, min_groups)
+    base, extra = divmod(n, k)
+    plans: list[GroupPlan] = []
+    start = 0
+    for i in range(k):
+        size = base + (1 if i < extra else 0)
+        chunk = list(ids[start : start + size])
+        plans.append(GroupPlan(group_name(chunk[0], chunk[-1]), chunk))
+        start += size
+    return plans
+
+
+def _selector(entry: Any) -> tuple[str, Any]:
+    if isinstance(entry, Mapping):
+        if set(entry) - {"min", "max", "name"} or "min" not in entry or "max" not in entry:
+            raise SplitError(f"a range value is {{min: a, max: b}}, got {entry!r}")
+        return "range", (entry["min"], entry["max"])
+    if isinstance(entry, list):
+        if not entry:
+            raise SplitError("an empty list of values makes an empty group")
+        return "set", set(entry)
+    return "set", {entry}
+
+
+def split_values(ids: Sequence[DataId], *, values: Sequence[Any]) -> list[GroupPlan]:
+    """One group per entry of `values` (a value, a list, or {min, max}); every id exactly once.
+
+    1. Exact values go into one dict value → entry; a value in two entries is an error.
+    2. Ranges are sorted by their start; overlapping ranges are an error.
+    3. Each id is looked up in the dict, then by bisection in the ranges: O(n log k).
+    """
+    if not values:
+        raise SplitError("split rule values needs a non-empty `values` list")
+    exact: dict[Any, int] = {}
+    spans: list[tuple[Any, Any, int]] = []
+    for i, entry in enumerate(values):
+        kind, sel = _selector(entry)
+        if kind == "set":
+            for value in sel:
+                if value in exact:
+                    raise SplitError(
+                        f"value {value!r} is in more than one group (values {exact[value]} and {i})"
+                    )
+                exact[value] = i
+        else:
+            spans.append((sel[0], sel[1], i))
+    try:
+        spans.sort()
+    except TypeError as exc:
+        raise SplitError("range bounds must all be of one type") from exc
+    for (_, last, i), (first, _, j) in itertools.pairwise(spans):
+        if first <= last:
+            raise SplitError(f"split ranges {i} and {j} overlap")
+    starts = [first for first, _, _ in spans]
+    buckets: list[list[DataId]] = [[] for _ in values]
+    for data_id in ids:
+        hit = exact.get(data_id)
+        try:
+            pos = bisect.bisect_right(starts, data_id) - 1
+        except TypeError as exc:
+            raise SplitError(f"data id {data_id!r} cannot be compared with the range bounds") from exc
+        in_span = pos >= 0 and data_id <= spans[pos][1]
+        if hit is not None and in_span:
+            raise SplitError(
+                f"data id {data_id!r} is in more than one group (values {hit} and {spans[pos][2]})"
+            )
+        if hit is None and not in_span:
+            raise SplitError(f"data id {data_id!r} is in no group of the split values")
+        buckets[hit if hit is not None else spans[pos][2]].append(data_id)
+    return _plans_from_buckets(buckets, values)
+
+
+def split_ranges(ids: Sequence[DataId], *, ranges: Sequence[Sequence[Any]]) -> list[GroupPlan]:
+    """One group per inclusive range [first, last]; ranges must not overlap or leave ids out."""
+    if not ranges:
+        raise SplitError("split rule ranges needs a non-empty `ranges` list")
+    for pair in ranges:
+        if len(pair) != 2:
+            raise SplitError(f"a range is [first, last], got {pair!r}")
+    return split_values(ids, values=[{"min": a, "max": b} for a, b in ranges])
+
+
+def _plans_from_buckets(buckets: list[list[DataId]], values: Sequence[Any]) -> list[GroupPlan]:
+    plans: list[GroupPlan] = []
+    seen: set[str] = set()
+    for bucket, value in zip(buckets, values, strict=True):
+        if not bucket:
+            raise SplitError(f"split value {value!r} matches no data id")
+        name = str(value["name"]) if isinstance(value, Mapping) and "name" in value else None
+        name = _name_part(name) if name else group_name(bucket[0], bucket[-1])
+        if name in seen:
+            raise SplitError(f"two groups would be named {name!r}")
+        seen.add(name)
+        plans.append(GroupPlan(name, bucket))
+    return plans
+
+
+SPLIT_RULES = ("none", "values", "ranges", "query")
+
+
+def split_check(rule: Mapping[str, Any]) -> None:
+    """Validate a split rule's shape before any data is seen."""
+    kind = rule.get("rule", "none")
+    if kind not in SPLIT_RULES:
+        raise SplitError(f"split rule must be one of {', '.join(SPLIT_RULES)}, not {kind!r}")
+    allowed = {
+        "none": {"rule"},
+        "values": {"rule", "values"},
+        "ranges": {"rule", "ranges"},
+        "query": {"rule", "max_group_size", "min_groups"},
+    }[kind]
+    unknown = set(rule) - allowed
+    if unknown:
+        raise SplitError(f"split rule {kind} does not take {', '.join(sorted(unknown))}")
+    if kind == "query" and not isinstance(rule.get("max_group_size"), int):
+        raise SplitError("split rule query needs an integer max_group_size")
+
+
+def split(ids: Sequence[DataId], rule: Mapping[str, Any]) -> list[GroupPlan]:
+    """Apply a split rule to sorted, unique data ids (see `data_ids_normalise`)."""
+    split_check(rule)
+    if not ids:
+        raise SplitError("no data ids to split")
+    kind = rule.get("rule", "none")
+    if kind == "none":
+        return [GroupPlan("all", list(ids))]
+    if kind == "values":
+        return split_values(ids, values=rule["values"])
+    if kind == "ranges":
+        return split_ranges(ids, ranges=rule["ranges"])
+    return split_query(
+        ids, max_group_size=int(rule["max_group_size"]), min_groups=int(rule.get("min_groups", 1))
+    )

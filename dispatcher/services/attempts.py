@@ -1,0 +1,234 @@
+"""The end of an attempt, in one transaction (DESIGN §4 "Final update"): the JobAttempt row, the
+job's new state, counters, DAG release of the children or pruning of the descendants, and the retry
+decision. Called by the pilot protocol's final update and by the watcher.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from dispatcher.models import Job, JobAttempt, JobDependency, Task
+from dispatcher.retry import ERROR_FIELDS, RetryDecision, retry_decide, retry_rules_active
+from dispatcher.services.transitions import job_transition, jobs_transition_bulk
+from dispatcher.states import JOB_ACTIVE, JOB_NON_FINAL, JobStatus
+
+log = logging.getLogger(__name__)
+
+# Measurements a pilot reports, stored on the job row and copied to the attempt.
+METRIC_FIELDS = frozenset({"cpu_time_s", "max_rss_kb", "max_pss_kb", "actual_cores"})
+_DIAG_MAX = 500
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    pandaid: int
+    attemptnr: int
+    status: str  # the job's status after this call: finished, failed or defined (retry)
+    decision: RetryDecision | None
+    released: int  # children whose last pending parent this was
+    pruned: int  # descendants pruned because this job failed for good
+
+
+def _clean(values: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    return {k: (str(v)[:_DIAG_MAX] if k.endswith("diag") else v) for k, v in values.items()}
+
+
+@transaction.atomic
+def job_attempt_end(
+    *,
+    pandaid: int,
+    attemptnr: int,
+    status: str,
+    cause: str,
+    errors: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    endtime: dt.datetime | None = None,
+) -> AttemptOutcome | None:
+    """Close the current attempt of a job as `finished` or `failed`.
+
+    Returns None when the job is not in flight at that attempt (a stale pilot, a duplicate final
+    update, or a job cancelled meanwhile): nothing is written then. Steps:
+
+    1. Lock the job; check attempt and state.
+    2. Write the JobAttempt row with every error family, the metrics and the times.
+    3. finished → transition, then release children (pending_parents − 1, one UPDATE).
+       failed → ask the retrier; retry → back to `defined` with attemptnr + 1 (and more memory for
+       out-of-memory, and no queue so brokerage places it again); no retry → `failed`, and every
+       not-yet-final descendant is pruned.
+    """
+    if status not in (JobStatus.FINISHED, JobStatus.FAILED):
+        raise ValueError(f"an attempt ends finished or failed, not {status!r}")
+    errors = _clean(errors or {}, ERROR_FIELDS)
+    metrics = _clean(metrics or {}, METRIC_FIELDS)
+    now = timezone.now()
+    endtime = endtime or now
+    job = Job.objects.select_for_update().filter(pandaid=pandaid).first()
+    if job is None:
+        raise Job.DoesNotExist(f"no job with pandaid {pandaid}")
+    if job.attemptnr != attemptnr or job.jobstatus not in JOB_ACTIVE:
+        return None
+    task = Task.objects.only("max_attempts", "max_memory_mb").get(pk=job.task_id)
+
+    decision: RetryDecision | None = None
+    if status == JobStatus.FAILED:
+        decision = retry_decide(
+            errors=errors,
+            rules=retry_rules_active(),
+            label=job.label,
+            attemptnr=attemptnr,
+            max_attempts=task.max_attempts,
+            memory_mb=job.request_memory_mb,
+            max_memory_mb=task.max_memory_mb,
+        )
+    walltime = (endtime - job.starttime).total_seconds() if job.starttime else None
+    JobAttempt.objects.create(
+        job=job,
+        attemptnr=attemptnr,
+        jobstatus=status,
+        queue=job.queue_id or "",
+        node=job.node,
+        pilot_id=job.pilot_id,
+        worker_id=job.worker_id,
+        request_memory_mb=job.request_memory_mb,
+        request_cores=job.request_cores,
+        walltime_s=walltime,
+        dispatched_at=job.dispatched_at,
+        starttime=job.starttime,
+        endtime=endtime,
+        retry_action=decision.action if decision else "",
+        retry_reason=decision.reason[:300] if decision else "",
+        **{k: metrics.get(k, getattr(job, k)) for k in METRIC_FIELDS - {"actual_cores"}},
+        **errors,
+    )
+    released = pruned = 0
+    if status == JobStatus.FINISHED:
+        job_transition(
+            pandaid=pandaid,
+            to=JobStatus.FINISHED,
+            cause=cause,
+            fields={"endtime": endtime, **errors, **metrics},
+        )
+        released = _release_children(pandaid)
+        final = JobStatus.FINISHED
+    elif decision is not None and decision.retries:
+        fields: dict[str, Any] = {
+            "attemptnr": attemptnr + 1,
+            "queue_id": None,
+            "lease": "",
+            "pilot_id": "",
+            "node": "",
+            "worker_id": None,
+            "dispatched_at": None,
+            "starttime": None,
+            "endtime": None,
+            "heartbeat_at": None,
+            "retry_after": now + dt.timedelta(seconds=decision.backoff_s) if decision.backoff_s else None,
+            # The row describes the next attempt; the failed one's errors live on its JobAttempt.
+            **{k: (0 if k.endswith("code") else "") for k in ERROR_FIELDS},
+        }
+        if decision.memory_mb:
+            fields["request_memory_mb"] = decision.memory_mb
+        job_transition(
+            pandaid=pandaid, to=JobStatus.DEFINED, cause=f"{cause}; {decision.reason}", fields=fields
+        )
+        final = JobStatus.DEFINED
+    else:
+        job_transition(
+            pandaid=pandaid,
+            to=JobStatus.FAILED,
+            cause=cause,
+            fields={"endtime": endtime, **errors, **metrics},
+        )
+        pruned = _prune_descendants(pandaid, cause=f"parent {pandaid} failed for good")
+        final = JobStatus.FAILED
+    log.info(
+        "job %s attempt %s ended %s -> %s",
+        pandaid,
+        attemptnr,
+        status,
+        final,
+        extra={
+            "event": "job.attempt_end",
+            "pandaid": pandaid,
+            "jeditaskid": job.task_id,
+            "workflow_id": job.workflow_id,
+            "attemptnr": attemptnr,
+            "result": status,
+            "job_status": str(final),
+            "retry": decision.reason if decision else "",
+            "released": released,
+            "pruned": pruned,
+        },
+    )
+    return AttemptOutcome(
+        pandaid=pandaid,
+        attemptnr=attemptnr,
+        status=final,
+        decision=decision,
+        released=released,
+        pruned=pruned,
+    )
+
+
+def _release_children(pandaid: int) -> int:
+    """Decrement the children's pending_parents; returns how many reached zero.
+
+    Children are locked in pandaid order first (two parents finishing at once then lock their shared
+    children in the same order and cannot deadlock), then updated in one statement.
+    """
+    children = JobDependency.objects.filter(parent_id=pandaid).values("child_id")
+    locked = list(
+        Job.objects.select_for_update()
+        .filter(pandaid__in=children)
+        .order_by("pandaid")
+        .values_list("pandaid", "pending_parents")
+    )
+    if not locked:
+        return 0
+    ids = [child for child, _ in locked]
+    Job.objects.filter(pandaid__in=ids, pending_parents__gt=0).update(
+        pending_parents=F("pending_parents") - 1
+    )
+    return sum(1 for _, pending in locked if pending == 1)
+
+
+def descendants_of(pandaid: int) -> list[int]:
+    """Every job reachable from `pandaid` along dependency edges (one recursive query)."""
+    table = JobDependency._meta.db_table
+    sql = f"""
+        WITH RECURSIVE down(id) AS (
+            SELECT child_id FROM {table} WHERE parent_id = %s
+            UNION
+            SELECT d.child_id FROM {table} d JOIN down ON d.parent_id = down.id
+        )
+        SELECT id FROM down ORDER BY id
+    """  # noqa: S608  (the table name is ours; the value is a parameter)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pandaid])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _prune_descendants(pandaid: int, *, cause: str) -> int:
+    ids = descendants_of(pandaid)
+    if not ids:
+        return 0
+    pruned = 0
+    # Descendants of an unfinished parent are normally `defined`; after a restart some may be in
+    # other non-final states. Each source state is one set-based transition.
+    states = set(
+        Job.objects.filter(pandaid__in=ids, jobstatus__in=JOB_NON_FINAL).values_list("jobstatus", flat=True)
+    )
+    for source in sorted(states):
+        pruned += len(jobs_transition_bulk(source=source, to=JobStatus.PRUNED, cause=cause, pandaids=ids))
+    return pruned

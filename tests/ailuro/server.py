@@ -1,0 +1,151 @@
+"""Test helpers: the real ailuro server (gunicorn) on the test database, and pilots against it.
+
+Tests using these need `transactional_db`: the server is another process and only sees committed
+rows. Every process started here is stopped by pid (its own process group).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from core.services import token_create
+from dispatcher.models import Job, Queue
+from dispatcher.services import NewJob, job_transition, workflow_submit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class AiluroServer:
+    """gunicorn serving config.wsgi on 127.0.0.1:<port>, restartable on the same port."""
+
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "AILURO_DATA_DIR": str(self.tmp / "server-data"),
+            "AILURO_LOG_LEVEL": "WARNING",
+            **self.extra_env,
+        }
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        log = (self.tmp / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "1",
+                "--threads",
+                "8",
+                "--log-level",
+                "warning",
+                "--graceful-timeout",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.tmp / "server.log").read_text()[-2000:]
+            try:
+                urllib.request.urlopen(self.url + "/api/v1/pilot/append_log", timeout=2)
+            except urllib.error.HTTPError:
+                return  # 405 to a GET: it is up
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the ailuro server did not come up in 30 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+def pilot_token_file(tmp: Path, queues: Sequence[str] = ()) -> Path:
+    path = tmp / "pilot-token"
+    path.write_text(token_create(username="pilots", role="pilot", queues=list(queues)))
+    return path
+
+
+def pilot_argv(url: str, queue: str, token_file: Path, workdir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ailuro.cli",
+        "pilot",
+        "--url",
+        url,
+        "--queue",
+        queue,
+        "--token-file",
+        str(token_file),
+        "--workdir",
+        str(workdir),
+        "--heartbeat",
+        "1",
+        *extra,
+    ]
+
+
+def run_pilot(url: str, queue: str, token_file: Path, workdir: Path, *extra: str, timeout: float = 60) -> Any:
+    return subprocess.run(
+        pilot_argv(url, queue, token_file, workdir, *extra),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def activated_jobs(queue: Queue, jobs: Sequence[NewJob], name: str = "wf") -> list[Job]:
+    """Submit `jobs` as one workflow and activate them on `queue` (standing in for brokerage)."""
+    owner, _ = get_user_model().objects.get_or_create(username="alice")
+    workflow = workflow_submit(owner=owner, name=name, jobs=jobs)
+    rows = list(Job.objects.filter(workflow=workflow).order_by("pandaid"))
+    for job in rows:
+        job_transition(pandaid=job.pandaid, to="activated", cause="test", fields={"queue_id": queue.name})
+    return list(Job.objects.filter(workflow=workflow).order_by("pandaid"))

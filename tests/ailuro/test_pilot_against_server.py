@@ -1,0 +1,213 @@
+"""`ailuro pilot` end to end against the real ailuro server (gunicorn on the test database).
+
+Each test starts the server and real pilot processes; what is asserted is what the server stored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher.models import Job, JobAttempt, PayloadLog
+from dispatcher.services import NewJob, job_transition
+from harvester.services import CAP_MARKER
+from tests.ailuro.server import ROOT, AiluroServer, activated_jobs, pilot_argv, pilot_token_file, run_pilot
+from tests.factories import QueueFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiluroServer]:
+    """One server for the module (starting gunicorn costs seconds); tests see it on the test DB."""
+    srv = AiluroServer(tmp_path_factory.mktemp("server"), env={"AILURO_PAYLOAD_LOG_CAP": "4096"})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def wait_for(predicate: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_pilot_runs_jobs_until_there_is_no_work(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="LOCAL_Q")
+    jobs = activated_jobs(
+        queue,
+        [
+            NewJob(name=f"j{i}", label="step", command=f"echo hello {i}; exit {3 if i == 2 else 0}")
+            for i in range(3)
+        ],
+    )
+    result = run_pilot(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot")
+    assert result.returncode == 0, result.stderr
+    states = {j.name: (j.jobstatus, j.transexitcode) for j in Job.objects.filter(pk__in=[j.pk for j in jobs])}
+    assert states["j0"] == ("finished", 0)
+    assert states["j1"] == ("finished", 0)
+    assert states["j2"][1] == 3
+    first = Job.objects.get(pk=jobs[0].pk)
+    assert first.starttime is not None
+    assert first.endtime is not None
+    assert first.max_rss_kb is not None
+    assert "".join(PayloadLog.objects.filter(job=first).values_list("text", flat=True)) == "hello 0\n"
+    assert "no work for queue LOCAL_Q" in result.stderr
+
+
+def test_memory_hog_fails_with_1212_and_its_measured_rss(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="HOG_Q")
+    hog = (
+        f'{PY} -c "import time\nheap = []\nfor _ in range(20):\n'
+        f"    heap.append('x' * (40 * 2**20)); time.sleep(0.3)\""
+    )
+    [job] = activated_jobs(queue, [NewJob(name="hog", label="hog", command=hog, memory_mb=100)])
+    result = run_pilot(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot")
+    assert result.returncode == 0, result.stderr
+    attempt = JobAttempt.objects.get(job_id=job.pk, attemptnr=1)
+    assert attempt.piloterrorcode == 1212
+    assert attempt.max_rss_kb is not None
+    assert 100 * 1024 < attempt.max_rss_kb < 400 * 1024
+    assert f"RSS {attempt.max_rss_kb} kB" in attempt.piloterrordiag
+
+
+def test_walltime_overrun_fails_with_1213(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="WALL_Q")
+    [job] = activated_jobs(queue, [NewJob(name="slow", label="slow", command="sleep 60", walltime_s=1)])
+    started = time.monotonic()
+    result = run_pilot(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30
+    assert JobAttempt.objects.get(job_id=job.pk, attemptnr=1).piloterrorcode == 1213
+
+
+def test_a_job_killed_on_the_server_is_stopped_by_its_pilot(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="KILL_Q")
+    marker = tmp_path / "still-running"
+    [job] = activated_jobs(
+        queue,
+        [NewJob(name="victim", label="v", command=f"for i in $(seq 60); do touch {marker}; sleep 1; done")],
+    )
+    pilot = subprocess.Popen(
+        pilot_argv(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot"),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
+        job_transition(pandaid=job.pk, to="cancelled", cause="operator kill")
+        _, stderr = pilot.communicate(timeout=30)
+    finally:
+        if pilot.poll() is None:
+            os.killpg(pilot.pid, signal.SIGKILL)
+            pilot.wait()
+    assert "killing the payload" in stderr or "tobekilled" in stderr
+    assert Job.objects.get(pk=job.pk).jobstatus == "cancelled"
+    marker.unlink()
+    time.sleep(1.5)
+    assert not marker.exists(), "the payload kept running after the kill"
+
+
+def test_sigterm_to_the_pilot_reports_the_job_preempted_1379(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="PREEMPT_Q")
+    [job] = activated_jobs(queue, [NewJob(name="long", label="l", command="sleep 60")])
+    pilot = subprocess.Popen(
+        pilot_argv(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot"),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
+        pilot.send_signal(signal.SIGTERM)
+        _, stderr = pilot.communicate(timeout=30)
+    finally:
+        if pilot.poll() is None:
+            os.killpg(pilot.pid, signal.SIGKILL)
+            pilot.wait()
+    assert pilot.returncode == 0, stderr
+    assert JobAttempt.objects.get(job_id=job.pk, attemptnr=1).piloterrorcode == 1379
+
+
+def test_final_report_survives_a_server_restart(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="SPOOL_Q")
+    [job] = activated_jobs(queue, [NewJob(name="j", label="j", command="sleep 3; echo done")])
+    token = pilot_token_file(tmp_path)
+    pilot = subprocess.Popen(
+        pilot_argv(server.url, queue.name, token, tmp_path / "pilot", "--retries", "2"),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
+        server.stop()  # down while the payload runs: its final report cannot be delivered
+        _, stderr = pilot.communicate(timeout=60)
+    finally:
+        if pilot.poll() is None:
+            os.killpg(pilot.pid, signal.SIGKILL)
+            pilot.wait()
+    assert "spooled to" in stderr
+    assert Job.objects.get(pk=job.pk).jobstatus == "running"
+    assert len(list((tmp_path / "pilot" / "spool").glob("*.json"))) == 1
+
+    server.start()
+    again = run_pilot(server.url, queue.name, token, tmp_path / "pilot")
+    assert "delivered 1 spooled report" in again.stderr
+    assert Job.objects.get(pk=job.pk).jobstatus == "finished"
+    assert list((tmp_path / "pilot" / "spool").glob("*.json")) == []
+
+
+def test_payload_output_is_stored_in_order_and_capped(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="LOG_Q")
+    command = f"{PY} -c \"import time\nfor i in range(1000):\n    print(f'line {{i:04d}}', flush=True)\n    time.sleep(0.002)\""
+    [job] = activated_jobs(queue, [NewJob(name="chatty", label="c", command=command)])
+    result = run_pilot(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot")
+    assert result.returncode == 0, result.stderr
+    chunks = list(
+        PayloadLog.objects.filter(job_id=job.pk).order_by("sequence").values_list("sequence", "text")
+    )
+    assert [seq for seq, _ in chunks] == list(range(1, len(chunks) + 1))
+    text = "".join(t for _, t in chunks)
+    assert len(text.encode()) <= 4096  # the server was started with a 4 KiB cap
+    assert text.startswith("line 0000\nline 0001\n")
+    assert text.endswith(CAP_MARKER.format(cap=4096))
+    assert Job.objects.get(pk=job.pk).jobstatus == "finished"
+
+
+def test_max_jobs_and_lifetime_bound_what_a_pilot_takes(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="BOUND_Q")
+    jobs = activated_jobs(queue, [NewJob(name=f"b{i}", label="b", command="sleep 1") for i in range(4)])
+    token = pilot_token_file(tmp_path)
+    two = run_pilot(server.url, queue.name, token, tmp_path / "p1", "--max-jobs", "2")
+    assert "max jobs (2) reached" in two.stderr
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="finished").count() == 2
+    # A lifetime shorter than one job: the pilot finishes the job it took, then takes no other.
+    one = run_pilot(server.url, queue.name, token, tmp_path / "p2", "--lifetime", "0.5")
+    assert one.returncode == 0, one.stderr
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="finished").count() == 3
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="activated").count() == 1
+
+
+def test_a_pilot_without_a_valid_token_stops_at_once_saying_why(server: AiluroServer, tmp_path: Path) -> None:
+    queue = QueueFactory(name="AUTH_Q")
+    [job] = activated_jobs(queue, [NewJob(name="a", label="a", command="true")])
+    bad = tmp_path / "bad-token"
+    bad.write_text("ail_not-a-real-token")
+    result = run_pilot(server.url, queue.name, bad, tmp_path / "pilot", timeout=30)
+    assert result.returncode == 3
+    assert "server refused the pilot: HTTP 401" in result.stderr
+    assert Job.objects.get(pk=job.pk).jobstatus == "activated"

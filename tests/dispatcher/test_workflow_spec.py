@@ -1,0 +1,472 @@
+"""Spec parsing and DAG checks: pure functions, no database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dispatcher.workflows import (
+    NewJob,
+    QueueLimits,
+    WorkflowInvalid,
+    WorkflowTooLarge,
+    dag_check_queues,
+    dag_cluster,
+    dag_find_cycle,
+    dag_validate,
+    spec_from_jobs,
+    spec_load,
+    spec_parse,
+)
+
+CAPS = {"max_jobs": 200_000, "max_edges": 2_000_000}
+
+EXPLICIT_YAML = """
+name: explicit
+priority: 700
+defaults:
+  resources: {memory_mb: 1500, walltime_s: 600}
+  environment: {BUTLER: /repo}
+labels:
+  calibrate:
+    resources: {memory_mb: 4000}
+    max_attempts: 5
+overrides:
+  coadd:
+    resources: {cores: 4}
+jobs:
+  - name: isr_1
+    label: isr
+    command: run isr 1
+    data_id: {visit: 1}
+    files:
+      - {lfn: raw_1.fits, role: input}
+  - name: calibrate_1
+    label: calibrate
+    command: run calibrate 1
+    depends_on: [isr_1]
+    environment: {EXTRA: "yes"}
+  - name: coadd
+    label: coadd
+    command: run coadd
+    depends_on: [calibrate_1]
+    resources: {cores: 1, memory_mb: 8000}
+    container_image: lsst/stack:w_2024_10
+"""
+
+COMPACT_YAML = """
+name: step1-step2
+dimensions:
+  visit: [1000, 1001, 1002]
+  detector: {range: [0, 4]}
+labels:
+  isr:
+    command: pipetask run -t isr -d "visit={visit} AND detector={detector}"
+    over: [visit, detector]
+    resources: {memory_mb: 3000}
+  calibrate:
+    command: pipetask run -t calibrate -d "visit={visit} AND detector={detector}"
+    over: [visit, detector]
+    after: [isr]
+  makeVisitTable:
+    command: pipetask run -t makeVisitTable -d "visit={visit}"
+    over: [visit]
+    after: [calibrate]
+  summary:
+    command: summarise {label}
+    after: [makeVisitTable]
+cluster: {isr: 2}
+"""
+
+MIXED_JSON = json.dumps(
+    {
+        "name": "mixed",
+        "labels": {
+            "measure": {
+                "command": "measure tract={tract} patch={patch}",
+                "name": "measure-{tract}-{patch}",
+                "data_ids": [{"tract": 1, "patch": 1}, {"tract": 1, "patch": 2}, {"tract": 2, "patch": 1}],
+                "after": ["prepare"],
+            }
+        },
+        "jobs": [
+            {"name": "prepare-1", "label": "prepare", "command": "prep 1", "data_id": {"tract": 1}},
+            {"name": "prepare-2", "label": "prepare", "command": "prep 2", "data_id": {"tract": 2}},
+            {"name": "final", "label": "final", "command": "final", "depends_on": ["measure-1-1"]},
+        ],
+    }
+)
+
+FORMS = {
+    "explicit-yaml": (EXPLICIT_YAML, "application/yaml"),
+    "explicit-json": (json.dumps(yaml.safe_load(EXPLICIT_YAML)), "application/json"),
+    "compact-yaml": (COMPACT_YAML, "application/yaml"),
+    "compact-json": (json.dumps(yaml.safe_load(COMPACT_YAML)), "application/json"),
+    "mixed-json": (MIXED_JSON, "application/json"),
+}
+
+
+def parse(text: str, content_type: str = "") -> Any:
+    return spec_parse(spec_load(text, content_type=content_type, max_bytes=10**8, max_depth=32), **CAPS)
+
+
+def shape(jobs: list[NewJob]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            j.name,
+            j.label,
+            j.command,
+            tuple(j.parents),
+            j.memory_mb,
+            j.cores,
+            j.walltime_s,
+            j.disk_mb,
+            j.priority,
+            dict(j.environment or {}),
+            j.container_image,
+            dict(j.data_id or {}),
+            [dict(f) for f in j.files],
+        )
+        for j in jobs
+    ]
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_every_spec_form_round_trips_through_the_explicit_form(form: str) -> None:
+    text, content_type = FORMS[form]
+    parsed = parse(text, content_type)
+    explicit = spec_from_jobs(
+        name=parsed.name,
+        jobs=parsed.jobs,
+        priority=parsed.priority,
+        labels=parsed.labels,
+        cluster=parsed.cluster,
+    )
+
+    for dumped, kind in (
+        (yaml.safe_dump(explicit), "application/yaml"),
+        (json.dumps(explicit), "application/json"),
+    ):
+        again = parse(dumped, kind)
+        assert shape(again.jobs) == shape(parsed.jobs)
+        assert again.labels == parsed.labels
+        assert again.cluster == parsed.cluster
+        assert (again.name, again.priority) == (parsed.name, parsed.priority)
+
+
+def test_settings_layer_builtin_defaults_label_job_override() -> None:
+    jobs = {j.name: j for j in parse(EXPLICIT_YAML).jobs}
+
+    assert (jobs["isr_1"].memory_mb, jobs["isr_1"].walltime_s, jobs["isr_1"].disk_mb) == (1500, 600, 1000)
+    assert jobs["calibrate_1"].memory_mb == 4000  # label default beats spec default
+    assert jobs["calibrate_1"].environment == {"BUTLER": "/repo", "EXTRA": "yes"}
+    assert jobs["coadd"].memory_mb == 8000  # the job's own value beats defaults
+    assert jobs["coadd"].cores == 4  # an override beats the job's own value
+    assert jobs["isr_1"].files == [{"lfn": "raw_1.fits", "role": "input"}]
+
+
+def test_compact_form_fans_out_and_matches_by_shared_keys() -> None:
+    parsed = parse(COMPACT_YAML)
+    by_label: dict[str, list[NewJob]] = {}
+    for job in parsed.jobs:
+        by_label.setdefault(job.label, []).append(job)
+
+    assert {label: len(jobs) for label, jobs in by_label.items()} == {
+        "isr": 12,
+        "calibrate": 12,
+        "makeVisitTable": 3,
+        "summary": 1,
+    }
+    calibrate = next(j for j in by_label["calibrate"] if j.data_id == {"visit": 1001, "detector": 2})
+    assert calibrate.parents == ["isr_1001_2"]  # one-to-one on shared keys
+    assert calibrate.command == 'pipetask run -t calibrate -d "visit=1001 AND detector=2"'
+    visit = next(j for j in by_label["makeVisitTable"] if j.data_id == {"visit": 1002})
+    assert sorted(visit.parents) == [f"calibrate_1002_{d}" for d in range(4)]  # gather on a subset
+    assert sorted(by_label["summary"][0].parents) == [
+        "makeVisitTable_1000",
+        "makeVisitTable_1001",
+        "makeVisitTable_1002",
+    ]
+    assert by_label["isr"][0].memory_mb == 3000
+    assert parsed.cluster == {"isr": 2}
+
+
+def test_compact_labels_can_depend_on_explicit_jobs_by_data_id() -> None:
+    jobs = {j.name: j for j in parse(MIXED_JSON, "application/json").jobs}
+    assert jobs["measure-1-2"].parents == ["prepare-1"]
+    assert jobs["measure-2-1"].parents == ["prepare-2"]
+    assert jobs["final"].parents == ["measure-1-1"]
+
+
+def test_step1_of_a_data_release_fits_on_a_screen() -> None:
+    spec = """
+name: dc2-step1
+dimensions: {visit: {range: [0, 61]}, detector: {range: [0, 189]}}
+labels:
+  isr: {command: "isr {visit} {detector}", over: [visit, detector]}
+  characterizeImage: {command: "char {visit} {detector}", over: [visit, detector], after: [isr]}
+  calibrate: {command: "cal {visit} {detector}", over: [visit, detector], after: [characterizeImage]}
+  writeSourceTable: {command: "wst {visit} {detector}", over: [visit, detector], after: [calibrate]}
+  transformSourceTable: {command: "tst {visit}", over: [visit], after: [writeSourceTable]}
+"""
+    parsed = parse(spec)
+    assert len(parsed.jobs) == 4 * 61 * 189 + 61
+    assert dag_validate(parsed.jobs, **CAPS) == 3 * 61 * 189 + 61 * 189
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        ("jobs: []\nfoo: 1\n", "foo", "unknown key 'foo'"),
+        ("jobs:\n  - {name: a, label: x}\n", "jobs[0].command", "must be a string"),
+        (
+            "jobs:\n  - {name: a, label: x, command: t, resources: {memory_mb: 0}}\n",
+            "jobs[0].resources.memory_mb",
+            "positive",
+        ),
+        (
+            "labels:\n  x: {command: 'run {visit}', over: [detector]}\ndimensions: {detector: [1]}\n",
+            "labels.x.command",
+            "{visit}",
+        ),
+        ("labels:\n  x: {command: 'run', over: [visit]}\n", "labels.x.over", "not in dimensions"),
+        (
+            "labels:\n  x: {command: 'run', over: {v: {range: [0, 2]}}, after: [nope]}\n",
+            "labels.x.after",
+            "has no jobs",
+        ),
+        ("labels:\n  x: {over: [v]}\n", "labels.x.command", "needs a command"),
+        ("cluster: {nope: 2}\njobs: [{name: a, label: x, command: t}]\n", "cluster.nope", "no jobs"),
+        ("cluster: {x: 0}\njobs: [{name: a, label: x, command: t}]\n", "cluster.x", "positive"),
+        ("dimensions: {v: [1, 1]}\n", "dimensions.v", "twice"),
+    ],
+)
+def test_bad_specs_name_the_field(text: str, field: str, message: str) -> None:
+    with pytest.raises(WorkflowInvalid, match=message) as caught:
+        parse(text)
+    assert caught.value.field == field
+
+
+def test_malformed_yaml_names_line_and_column() -> None:
+    text = "name: x\njobs:\n  - name: a\n    label: [unclosed\n  - name: b\n"
+    with pytest.raises(WorkflowInvalid) as caught:
+        spec_load(text, max_bytes=10_000, max_depth=32)
+    assert caught.value.line == 5
+    assert caught.value.column is not None
+    assert "line 5" in caught.value.message
+
+
+def test_malformed_json_names_line_and_column() -> None:
+    with pytest.raises(WorkflowInvalid) as caught:
+        spec_load(
+            '{\n  "name": "x",\n  "jobs": [}\n',
+            content_type="application/json",
+            max_bytes=10_000,
+            max_depth=32,
+        )
+    assert (caught.value.line, caught.value.column) == (3, 12)
+
+
+def test_yaml_dates_stay_strings_and_depth_is_bounded() -> None:
+    assert spec_load("name: 2024-01-01\n", max_bytes=1000, max_depth=32)["name"] == "2024-01-01"
+    deep = "a: " + "[" * 40 + "]" * 40 + "\n"
+    with pytest.raises(WorkflowInvalid, match="deeper than 32"):
+        spec_load(deep, max_bytes=1000, max_depth=32)
+    with pytest.raises(WorkflowInvalid, match="top level"):
+        spec_load("- a\n- b\n", max_bytes=1000, max_depth=32)
+
+
+def test_caps_are_checked_before_anything_is_expanded() -> None:
+    with pytest.raises(WorkflowTooLarge) as caught:
+        spec_load(b"x" * 2000, max_bytes=1000, max_depth=32)
+    assert caught.value.status_code == 413
+    # 10^12 jobs: refused from the dimension sizes alone, without building a single one.
+    huge = "dimensions: {a: {range: [0, 1000000]}, b: {range: [0, 1000000]}}\nlabels:\n  x: {command: t, over: [a, b]}\n"
+    with pytest.raises(WorkflowTooLarge, match="limit is 200000"):
+        parse(huge)
+
+
+def test_find_cycle_reads_parent_to_child() -> None:
+    # b depends on a, c on b, a on c.
+    cycle = dag_find_cycle({"a": ["c"], "b": ["a"], "c": ["b"], "d": []})
+    assert cycle is not None
+    assert cycle[0] == cycle[-1]
+    for parent, child in zip(cycle, cycle[1:], strict=False):
+        assert parent in {"a": ["c"], "b": ["a"], "c": ["b"]}[child]
+
+
+def test_queue_check_names_the_job_and_the_limit() -> None:
+    queues = [QueueLimits("SMALL", 4000, 1, 86400, 20000), QueueLimits("BIG", 16000, 8, 3600, 20000)]
+    dag_check_queues([NewJob(name="ok", label="x", command="t", memory_mb=16000, cores=8)], queues)
+    with pytest.raises(
+        WorkflowInvalid, match=r"'fat' requests memory_mb=32000 .* more than 16000 \(max_rss_mb of BIG\)"
+    ):
+        dag_check_queues([NewJob(name="fat", label="x", command="t", memory_mb=32000)], queues)
+    with pytest.raises(WorkflowInvalid, match="no single queue offers all"):
+        dag_check_queues(
+            [NewJob(name="long", label="x", command="t", memory_mb=8000, walltime_s=7200)], queues
+        )
+    dag_check_queues([NewJob(name="any", label="x", command="t", memory_mb=10**6)], [])
+
+
+def test_cluster_packs_jobs_and_rewires_edges() -> None:
+    jobs = [
+        NewJob(name=f"a{i}", label="a", command=f"run a{i}", walltime_s=60, memory_mb=1000 + i)
+        for i in range(5)
+    ]
+    jobs += [NewJob(name=f"b{i}", label="b", command=f"run b{i}", parents=[f"a{i}"]) for i in range(5)]
+
+    clustered = dag_cluster(jobs, {"a": 2})
+
+    names = [j.name for j in clustered]
+    assert names[:3] == ["a_cluster0", "a_cluster1", "a_cluster2"]
+    first = clustered[0]
+    assert first.walltime_s == 120
+    assert first.memory_mb == 1001
+    assert [m["name"] for m in first.data_id["members"]] == ["a0", "a1"]  # type: ignore[index]
+    assert "ailuro-cluster-member a0 exit=$r" in first.command
+    assert {j.name: list(j.parents) for j in clustered if j.label == "b"} == {
+        "b0": ["a_cluster0"],
+        "b1": ["a_cluster0"],
+        "b2": ["a_cluster1"],
+        "b3": ["a_cluster1"],
+        "b4": ["a_cluster2"],
+    }
+
+
+def test_cluster_payload_runs_every_member_and_keeps_each_result(tmp_path: Any) -> None:
+    import subprocess
+
+    jobs = [
+        NewJob(name="ok1", label="a", command=f"echo one > {tmp_path}/1"),
+        NewJob(name="bad", label="a", command="exit 3"),
+        NewJob(name="ok2", label="a", command=f"echo $WHO > {tmp_path}/2", environment={"WHO": "two words"}),
+    ]
+    (payload,) = dag_cluster(jobs, {"a": 3})
+    result = subprocess.run(["bash", "-c", payload.command], capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 3
+    assert result.stdout.splitlines() == [
+        "ailuro-cluster-member ok1 exit=0",
+        "ailuro-cluster-member bad exit=3",
+        "ailuro-cluster-member ok2 exit=0",
+    ]
+    assert (tmp_path / "2").read_text() == "two words\n"
+
+
+# --- generated DAGs --------------------------------------------------------------------------
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> list[NewJob]:
+    """Random DAGs: node i may depend only on nodes before it, so the graph is acyclic."""
+    n = draw(st.integers(min_value=1, max_value=40))
+    jobs = []
+    for i in range(n):
+        parents = draw(st.sets(st.integers(min_value=0, max_value=i - 1), max_size=min(i, 5))) if i else set()
+        label = draw(st.sampled_from(["isr", "calibrate", "coadd"]))
+        jobs.append(
+            NewJob(name=f"j{i}", label=label, command="true", parents=[f"j{p}" for p in sorted(parents)])
+        )
+    order = draw(st.permutations(range(n)))
+    return [jobs[i] for i in order]
+
+
+@given(dags())
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_generated_dags_are_accepted_with_exact_edge_counts(jobs: list[NewJob]) -> None:
+    expected = sum(len(j.parents) for j in jobs)
+    assert dag_validate(jobs, **CAPS) == expected
+    assert dag_find_cycle({j.name: j.parents for j in jobs}) is None
+
+
+@given(dags(), st.data())
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_one_back_edge_is_rejected_with_the_cycle_named(jobs: list[NewJob], data: st.DataObject) -> None:
+    by_name = {j.name: j for j in jobs}
+    # Pick a path a -> ... -> b (b reachable from a, possibly a == b's ancestor at distance ≥ 1).
+    children: dict[str, list[str]] = {j.name: [] for j in jobs}
+    for j in jobs:
+        for p in j.parents:
+            children[p].append(j.name)
+    with_children = [name for name, kids in children.items() if kids]
+    if not with_children:
+        a = data.draw(st.sampled_from(sorted(by_name)))
+        b = a  # a self-loop is the shortest back edge
+    else:
+        a = data.draw(st.sampled_from(sorted(with_children)))
+        b = data.draw(st.sampled_from(sorted(children[a])))
+    # The back edge: a now depends on b, closing a -> b -> a.
+    by_name[a].parents = [*by_name[a].parents, b]
+
+    with pytest.raises(WorkflowInvalid) as caught:
+        dag_validate(jobs, **CAPS)
+
+    message = caught.value.message
+    if a == b:
+        assert "depends on itself" in message
+        return
+    assert message.startswith("dependency cycle: ")
+    path = message.removeprefix("dependency cycle: ").split(" -> ")
+    assert path[0] == path[-1]
+    assert a in path
+    assert b in path
+    for parent, child in zip(path, path[1:], strict=False):
+        assert parent in by_name[child].parents
+
+
+# --- the published JSON Schema ---------------------------------------------------------------
+
+SCHEMA_PATH = (
+    __import__("pathlib").Path(__file__).resolve().parents[2]
+    / "docs"
+    / "reference"
+    / "workflow-spec.schema.json"
+)
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_the_published_schema_accepts_every_form_and_the_explicit_rewrite(form: str) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    text, content_type = FORMS[form]
+    data = spec_load(text, content_type=content_type, max_bytes=10**6, max_depth=32)
+    jsonschema.validate(data, schema)
+    parsed = spec_parse(data, **CAPS)
+    jsonschema.validate(
+        spec_from_jobs(
+            name=parsed.name,
+            jobs=parsed.jobs,
+            priority=parsed.priority,
+            labels=parsed.labels,
+            cluster=parsed.cluster,
+        ),
+        schema,
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"jobs": [{"name": "a", "label": "x"}]},
+        {"jobs": [{"name": "a", "label": "x", "command": "t", "memroy_mb": 1}]},
+        {"labels": {"x": {"over": ["v"]}}},
+        {"cluster": {"x": 0}},
+        {"dimensions": {"v": {"range": [1]}}},
+    ],
+)
+def test_the_published_schema_and_the_parser_reject_the_same_mistakes(bad: dict[str, Any]) -> None:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(WorkflowInvalid):
+        spec_parse(bad, **CAPS)

@@ -1,0 +1,59 @@
+"""The embedded run (`ailuro up`, SQLite, no services) runs the demo workflow with local pilots."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ailuro.server import ROOT, free_port
+
+
+@pytest.mark.slow
+def test_ailuro_up_runs_the_demo_workflow_to_the_end_with_local_pilots(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env["AILURO_DATA_DIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ailuro.cli", "up", "--port", str(free_port()), "--exit-after", "150"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    database = tmp_path / "ailuro.sqlite3"
+    states: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 140
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            if not database.exists():
+                continue
+            try:
+                with sqlite3.connect(database, timeout=5) as db:
+                    states = dict(db.execute("SELECT jobstatus, COUNT(*) FROM dispatcher_job GROUP BY 1"))
+                    workers = dict(db.execute("SELECT status, COUNT(*) FROM harvester_worker GROUP BY 1"))
+            except sqlite3.OperationalError:
+                continue  # tables not migrated yet
+            if states and set(states) == {"finished"}:
+                break
+        assert states == {"finished": 25}, states
+        assert sum(workers.values()) >= 1
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
