@@ -14,6 +14,7 @@ urlpatterns = [
     path("job/<int:pandaid>/", jobs.job_detail, name="job"),
     path("job/<int:pandaid>/log/", jobs.job_log_tail, name="job-log"),
     path("job/<int:pandaid>/kill/", jobs.job_kill, name="job-kill"),
+    path("job/<int:pandaid>/retry/", jobs.job_retry, name="job-retry"),
     path("tasks/", tasks.task_list, name="tasks"),
     path("task/<int:jeditaskid>/", tasks.task_detail, name="task"),
     path("workflows/", workflows.workflow_list, name="workflows"),

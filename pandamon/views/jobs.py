@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -12,9 +13,10 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from core.roles import Role, role_allows, user_roles
+from dispatcher.access import job_get_for_user
 from dispatcher.models import Job
-from dispatcher.services import job_transition
-from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus, TransitionRefused
+from dispatcher.services.workflows import workflow_cancel, workflow_retry
+from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from pandamon import charts, queries
 from pandamon.filters import JOB_FIELDS, JOB_UNWINDOWED, FilterError, compile_selection, int_param
 from pandamon.views._common import bad_request, monitor_view, params_of, query_without, respond
@@ -105,7 +107,8 @@ def reproduce_script(job: Job, inputs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def can_kill(request: HttpRequest, job: Job) -> bool:
+def can_act(request: HttpRequest, job: Job) -> bool:
+    """Whether to offer the action buttons; the services' access function decides on POST."""
     roles = user_roles(request.user)
     if role_allows(roles, Role.OPERATOR):
         return True
@@ -133,7 +136,8 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
         "last_seq": chunks[-1].sequence if chunks else 0,
         "final": final,
         "script": reproduce_script(job, inputs),
-        "can_kill": not final and can_kill(request, job),
+        "can_kill": not final and can_act(request, job),
+        "can_retry": job.jobstatus == JobStatus.FAILED and can_act(request, job),
         "walltime": (job.endtime - job.starttime) if job.starttime and job.endtime else None,
     }
     return respond(
@@ -192,27 +196,41 @@ def job_log_tail(request: HttpRequest, pandaid: int) -> HttpResponse:
     return response
 
 
+def _job_for_action(request: HttpRequest, pandaid: int) -> Job | HttpResponse:
+    if not request.user.is_authenticated:
+        return HttpResponse("log in to act on jobs", status=401)
+    try:
+        return job_get_for_user(request.user, pandaid, write=True)
+    except PermissionDenied:
+        return HttpResponse("only the workflow's owner or an operator may act on this job", status=403)
+
+
 @require_POST
 def job_kill(request: HttpRequest, pandaid: int) -> HttpResponse:
-    """Kill = cancel through the dispatcher's transition service (pandamon writes nothing itself)."""
-    job = _job_or_404(pandaid)
-    if not request.user.is_authenticated:
-        return HttpResponse("log in to kill jobs", status=401)
-    if not can_kill(request, job):
-        return HttpResponse("only the job's owner or an operator may kill it", status=403)
+    """Kill = cancel this one job through the workflow service (pandamon writes nothing itself)."""
+    job = _job_for_action(request, pandaid)
+    if isinstance(job, HttpResponse):
+        return job
     if job.jobstatus in JOB_FINAL:
         return bad_request(request, f"job {pandaid} is already {job.jobstatus}")
-    try:
-        result = job_transition(
-            pandaid=pandaid,
-            to=JobStatus.CANCELLED,
-            cause=f"killed from the monitor by {request.user.get_username()}",
-            expect=job.jobstatus,
-        )
-    except TransitionRefused as exc:
-        return bad_request(request, str(exc))
-    if result is None:
-        messages.warning(request, f"job {pandaid} changed state meanwhile; nothing done")
-    else:
+    result = workflow_cancel(workflow_id=job.workflow_id, actor=request.user, pandaids=[pandaid])
+    if result["cancelled"]:
         messages.success(request, f"job {pandaid} cancelled")
+    else:
+        messages.warning(request, f"job {pandaid} changed state meanwhile; nothing done")
+    return redirect("pandamon:job", pandaid=pandaid)
+
+
+@require_POST
+def job_retry(request: HttpRequest, pandaid: int) -> HttpResponse:
+    """Retry a failed job (and the jobs pruned because of it) through the workflow service."""
+    job = _job_for_action(request, pandaid)
+    if isinstance(job, HttpResponse):
+        return job
+    if job.jobstatus != JobStatus.FAILED:
+        return bad_request(request, f"job {pandaid} is {job.jobstatus}; only failed jobs are retried")
+    result = workflow_retry(workflow_id=job.workflow_id, actor=request.user, pandaids=[pandaid])
+    messages.success(
+        request, f"job {pandaid}: {result.get('retried', 0)} retried, {result.get('unpruned', 0)} unpruned"
+    )
     return redirect("pandamon:job", pandaid=pandaid)

@@ -59,7 +59,7 @@ def test_log_tail_query_count_is_pinned(client, world: World, django_assert_num_
         assert client.get(f"/job/{world.jobs['isr_5'].pandaid}/log/?after=1").status_code == 200
 
 
-def test_owner_kills_a_running_job_through_the_transition_service(client, world: World) -> None:
+def test_owner_kills_a_running_job_through_the_workflow_service(client, world: World) -> None:
     job = world.jobs["isr_5"]
     client.force_login(world.user)
     assert f'action="/job/{job.pandaid}/kill/"' in client.get(f"/job/{job.pandaid}/").content.decode()
@@ -68,7 +68,9 @@ def test_owner_kills_a_running_job_through_the_transition_service(client, world:
     assert Job.objects.get(pk=job.pk).jobstatus == "cancelled"
     log = JobStatusLog.objects.filter(job=job).latest("time", "id")
     assert (log.previous, log.jobstatus) == ("running", "cancelled")
-    assert "killed from the monitor by alice" in log.cause
+    assert "alice" in log.cause
+    # Only that job: its siblings still run.
+    assert Job.objects.get(pk=world.jobs["calib_0"].pk).jobstatus == "running"
 
 
 def test_other_users_and_anonymous_cannot_kill_but_an_operator_can(client, world: World) -> None:
@@ -91,6 +93,28 @@ def test_killing_a_final_job_is_a_400_and_changes_nothing(client, world: World) 
     assert response.status_code == 400
     assert b"already finished" in response.content
     assert Job.objects.get(pk=job.pk).jobstatus == "finished"
+
+
+def test_owner_retries_a_failed_job_through_the_workflow_service(client, world: World) -> None:
+    job = world.jobs["isr_4"]
+    client.force_login(world.user)
+    assert f'action="/job/{job.pandaid}/retry/"' in client.get(f"/job/{job.pandaid}/").content.decode()
+    response = client.post(f"/job/{job.pandaid}/retry/")
+    assert response.status_code == 302
+    retried = Job.objects.get(pk=job.pk)
+    assert retried.jobstatus in {"defined", "activated"}
+    assert JobStatusLog.objects.filter(job=job, previous="failed").exists()
+
+
+def test_retrying_a_job_that_did_not_fail_is_a_400(client, world: World) -> None:
+    client.force_login(world.user)
+    response = client.post(f"/job/{world.jobs['isr_0'].pandaid}/retry/")
+    assert response.status_code == 400
+    assert Job.objects.get(pk=world.jobs["isr_0"].pk).jobstatus == "finished"
+
+
+def test_a_get_on_an_action_is_refused(client, world: World) -> None:
+    assert client.get(f"/job/{world.jobs['isr_5'].pandaid}/kill/").status_code == 405
 
 
 def test_unknown_job_is_404(client, db) -> None:
