@@ -254,10 +254,11 @@ AILURO = {
 }
 
 # --- Pilot protocol (dispatcher/protocol; issue 3) ---
-# AILURO_PILOT_AUTH: `token` (pilot bearer tokens, the production default) or `open` (no check; the
-# embedded demo). AILURO_PILOT_TRF_BASE_URL: base URL put in front of a job's transformation name
-# (default: this server's /trf/user/, taken from the request). Pilot 3.7.0.36 only accepts
-# hard-coded base URLs, so sites running it set the DOMA one and stage the wrapper locally.
+# AILURO_PILOT_AUTH: `token` (pilot bearer tokens; the default, also for the embedded run, whose
+# provisioner hands its local pilots a token) or `open` (no check; a demo behind a firewall).
+# AILURO_PILOT_TRF_BASE_URL: base URL put in front of a job's transformation name (default: this
+# server's /trf/user/, taken from the request). Pilot 3.7.0.36 only accepts hard-coded base URLs,
+# so sites running it set the DOMA one and stage the wrapper locally.
 AILURO_PILOT: dict[str, Any] = {
     "AUTH": _env_str("AILURO_PILOT_AUTH", "token"),
     "TOKEN_CACHE_S": _env_int("AILURO_PILOT_TOKEN_CACHE_S", 10, minimum=0),

@@ -2,12 +2,12 @@
 
 Setting `AILURO_PILOT_AUTH` decides:
 
-* `token` (default, production): `Authorization: Bearer ail_…` with a token of role `pilot` (or
-  `admin`) made by `manage.py create_token --role pilot --queue Q`. A token bound to queues may
-  acquire and update only those queues' jobs (403 otherwise). The real PanDA pilot sends the token
+* `token` (the default, production and the embedded run alike): `Authorization: Bearer ail_…`
+  with a token of role `pilot` (or `admin`) made by `manage.py create_token --role pilot --queue
+  Q`. A token bound to queues may acquire and update only those queues' jobs (403 otherwise). The real PanDA pilot sends the token
   in its token mode (`PANDA_AUTH_TOKEN`, see docs/site-admin/pilots.md).
-* `open`: no credential is checked and every queue is allowed. For the embedded demo on a laptop
-  and for pilots behind a site's own authenticating proxy, never for a server on a network.
+* `open`: no credential is checked and every queue is allowed. For a demo on a laptop and for
+  pilots behind a site's own authenticating proxy, never for a server on a network.
 
 Token lookups are cached in-process for `AILURO_PILOT_TOKEN_CACHE_S` seconds (default 10): every
 heartbeat would otherwise pay a token query. A revoked token therefore keeps working for at most

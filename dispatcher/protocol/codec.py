@@ -47,6 +47,8 @@ def _gunzip(body: bytes) -> bytes:
         raise ProtocolError(f"request body is not valid gzip: {exc}") from None
     if len(out) > MAX_BODY_BYTES or inflater.unconsumed_tail:
         raise ProtocolError(f"request body exceeds {MAX_BODY_BYTES} bytes once decompressed", 413)
+    if not inflater.eof:
+        raise ProtocolError("request body is not valid gzip: truncated stream")
     return out
 
 

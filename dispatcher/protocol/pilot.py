@@ -32,6 +32,7 @@ from dispatcher.services.dispatch import (
     UpdateReply,
     job_pilot_update,
     jobs_dispatch,
+    jobs_pilot_update_bulk,
 )
 
 MAX_BULK = 1000  # jobs per bulk update call
@@ -223,13 +224,24 @@ def bulk_list(params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def update_bulk(
     params: Mapping[str, Any], identity: PilotIdentity
 ) -> list[tuple[UpdateReply | None, str, int]]:
-    """Each update on its own: (reply, error message, HTTP-like status) per entry, in order."""
+    """Each update judged on its own: (reply, error message, HTTP-like status) per entry, in order.
+    Entries that do not parse are refused alone; the others are applied in one bulk call."""
     results: list[tuple[UpdateReply | None, str, int]] = []
+    parsed: list[PilotUpdate] = []
     for item in bulk_list(params):
         try:
-            results.append((update(item, identity), "", 200))
+            parsed.append(pilot_update(item))
+            results.append((None, "", 0))
         except ProtocolError as exc:
             results.append((None, exc.message, exc.status))
+    replies = iter(jobs_pilot_update_bulk(updates=parsed, queues=identity.queues))
+    for i, (_, _, status) in enumerate(results):
+        if status == 0:
+            reply = next(replies)
+            if isinstance(reply, ForeignJob):
+                results[i] = (None, str(reply), 403)
+            else:
+                results[i] = (reply, "", 200)
     return results
 
 

@@ -23,10 +23,12 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -122,6 +124,28 @@ class ForeignJob(Exception):
         super().__init__(f"job {pandaid} belongs to queue {queue!r}, which this pilot token is not bound to")
 
 
+def _fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run a hot-path statement as a server-side prepared statement (PostgreSQL).
+
+    Django's psycopg cursors bind parameters on the client, so PostgreSQL would parse and plan the
+    multi-CTE statement on every call; a psycopg server-binding cursor with `prepare=True` plans it
+    once per connection. The statement still goes through Django's error translation and is
+    recorded in `connection.queries` when queries are logged (tests pin query counts). Not for
+    PgBouncer in transaction mode without prepared-statement support.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw is None:  # ensure_connection() raises instead; this keeps the type checker informed
+        raise RuntimeError("no database connection")
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        rows = cursor.fetchall() if cursor.description else []
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return rows
+
+
 def _decode_job_row(row: Sequence[Any]) -> dict[str, Any]:
     job = dict(zip(_JOB_COLUMNS, row, strict=True))
     env = job["environment"]
@@ -201,9 +225,7 @@ def _dispatch_params(request: DispatchRequest) -> dict[str, Any]:
 
 
 def _jobs_dispatch_postgresql(request: DispatchRequest) -> list[dict[str, Any]]:
-    with connection.cursor() as cursor:
-        cursor.execute(_DISPATCH_SQL, _dispatch_params(request))
-        return [_decode_job_row(row) for row in cursor.fetchall()]
+    return [_decode_job_row(row) for row in _fetch_prepared(_DISPATCH_SQL, _dispatch_params(request))]
 
 
 @transaction.atomic
@@ -310,6 +332,102 @@ SELECT jobstatus FROM upd
 """
 
 
+_HEARTBEAT_BULK_SQL = """
+WITH u AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(leases)s::text[], %(statuses)s::text[], %(ranks)s::int[],
+        %(starts)s::timestamptz[], %(nodes)s::text[], %(pilots)s::text[], %(batches)s::text[],
+        %(cpu)s::float8[], %(rss)s::bigint[], %(pss)s::bigint[], %(cores)s::float8[]
+    ) AS u(id, attempt, lease, status, rank, start, node, pilot, batch, cpu, rss, pss, cores)
+), cur AS (
+    SELECT j.pandaid, j.jobstatus AS prev,
+           CASE j.jobstatus WHEN 'sent' THEN 0 WHEN 'starting' THEN 1 WHEN 'running' THEN 2 ELSE 3 END AS prev_rank,
+           u.*
+    FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
+    WHERE j.jobstatus IN ('sent', 'starting', 'running', 'holding') AND j.attemptnr = u.attempt
+      AND (u.lease = '' OR j.lease = u.lease)
+      AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
+    ORDER BY j.pandaid
+    FOR UPDATE OF j
+), upd AS (
+    UPDATE dispatcher_job AS j SET
+        jobstatus = CASE WHEN cur.rank > cur.prev_rank THEN cur.status ELSE cur.prev END,
+        statechangetime = CASE WHEN cur.rank > cur.prev_rank THEN %(now)s ELSE j.statechangetime END,
+        modificationtime = %(now)s,
+        starttime = COALESCE(j.starttime, CASE WHEN cur.rank >= 2 THEN COALESCE(cur.start, %(now)s) END),
+        modificationhost = COALESCE(NULLIF(cur.node, ''), j.modificationhost),
+        pilot_id = COALESCE(NULLIF(cur.pilot, ''), j.pilot_id),
+        batch_id = COALESCE(NULLIF(cur.batch, ''), j.batch_id),
+        cpu_time_s = COALESCE(cur.cpu, j.cpu_time_s),
+        max_rss_kb = COALESCE(cur.rss, j.max_rss_kb),
+        max_pss_kb = COALESCE(cur.pss, j.max_pss_kb),
+        actual_cores = COALESCE(cur.cores, j.actual_cores)
+    FROM cur WHERE j.pandaid = cur.pandaid
+    RETURNING j.pandaid, cur.prev, j.jobstatus, j.attemptnr, j.jeditaskid
+), logged AS (
+    INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
+    SELECT pandaid, attemptnr, jobstatus, prev, %(now)s, 'pilot reported ' || jobstatus FROM upd WHERE jobstatus <> prev
+), counted AS (
+    INSERT INTO dispatcher_taskcountdelta (jeditaskid, jobstatus, delta)
+    SELECT c.jeditaskid, c.status, sum(c.delta) FROM (
+        SELECT u.jeditaskid, v.status, v.delta
+        FROM upd AS u CROSS JOIN LATERAL (VALUES (u.prev, -1), (u.jobstatus, 1)) AS v(status, delta)
+        WHERE u.jobstatus <> u.prev
+    ) AS c GROUP BY c.jeditaskid, c.status
+)
+SELECT pandaid, jobstatus FROM upd
+"""
+
+
+def jobs_pilot_update_bulk(
+    *, updates: Sequence[PilotUpdate], queues: frozenset[str] | None
+) -> list[UpdateReply | ForeignJob]:
+    """Many pilot updates (Harvester's update_jobs_bulk); one reply per update, in order.
+
+    On PostgreSQL every heartbeat of the batch is applied by ONE statement (the set-based form of
+    the single heartbeat, same fence and guarantees); final updates go one by one through
+    `job_attempt_end`. A ForeignJob in the result marks an update refused for its queue.
+    """
+    replies: dict[int, UpdateReply | ForeignJob] = {}
+    heartbeats = [u for u in updates if u.status not in PILOT_FINAL]
+    if heartbeats and connection.vendor == "postgresql":
+        latest = {u.pandaid: u for u in heartbeats}  # a job twice in one batch: its last update counts
+        batch = list(latest.values())
+        rows = _fetch_prepared(
+            _HEARTBEAT_BULK_SQL,
+            {
+                "ids": [u.pandaid for u in batch],
+                "attempts": [u.attemptnr for u in batch],
+                "leases": [u.lease for u in batch],
+                "statuses": [u.status for u in batch],
+                "ranks": [_RANK[JobStatus(u.status)] for u in batch],
+                "starts": [u.starttime for u in batch],
+                "nodes": [u.node[:128] for u in batch],
+                "pilots": [u.pilot_id[:200] for u in batch],
+                "batches": [u.batch_id[:80] for u in batch],
+                "cpu": [u.metrics.get("cpu_time_s") for u in batch],
+                "rss": [u.metrics.get("max_rss_kb") for u in batch],
+                "pss": [u.metrics.get("max_pss_kb") for u in batch],
+                "cores": [u.metrics.get("actual_cores") for u in batch],
+                "any_queue": queues is None,
+                "queues": sorted(queues or ()),
+                "now": timezone.now(),
+            },
+        )
+        for pandaid, status in rows:
+            replies[pandaid] = UpdateReply(command=None, status=status)
+    out: list[UpdateReply | ForeignJob] = []
+    for update in updates:
+        if update.status not in PILOT_FINAL and update.pandaid in replies:
+            out.append(replies[update.pandaid])
+            continue
+        try:
+            out.append(job_pilot_update(update=update, queues=queues))
+        except ForeignJob as exc:
+            out.append(exc)
+    return out
+
+
 def _heartbeat_params(update: PilotUpdate, queues: frozenset[str] | None) -> dict[str, Any]:
     m = update.metrics
     return {
@@ -334,10 +452,8 @@ def _heartbeat_params(update: PilotUpdate, queues: frozenset[str] | None) -> dic
 
 
 def _job_heartbeat_postgresql(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply | None:
-    with connection.cursor() as cursor:
-        cursor.execute(_HEARTBEAT_SQL, _heartbeat_params(update, queues))
-        row = cursor.fetchone()
-    return None if row is None else UpdateReply(command=None, status=row[0])
+    rows = _fetch_prepared(_HEARTBEAT_SQL, _heartbeat_params(update, queues))
+    return UpdateReply(command=None, status=rows[0][0]) if rows else None
 
 
 def _fence_matches(row: Mapping[str, Any], update: PilotUpdate, queues: frozenset[str] | None) -> bool:
