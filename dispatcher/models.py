@@ -338,6 +338,21 @@ class Job(models.Model):
             models.Index(fields=["statechangetime"], name="job_statechangetime_idx"),
             # /user/<name>/ job list.
             models.Index(fields=["produsername", "statechangetime"], name="job_user_time_idx"),
+            # /dash/ and the overview count active jobs per queue whatever their age
+            # (pandamon.queries.dash_matrix); a few per cent of the table, so a small index.
+            models.Index(
+                fields=["queue", "jobstatus"],
+                include=["request_cores"],
+                name="job_active_queue_idx",
+                condition=Q(jobstatus__in=["defined", "activated", "sent", "starting", "running", "holding"]),
+            ),
+            # /dash/, /sites/ and the overview count jobs per queue and state in a time window
+            # (pandamon.queries.dash_matrix, queue_state_counts): covering, so index-only.
+            models.Index(
+                fields=["statechangetime"],
+                include=["queue", "jobstatus", "request_cores"],
+                name="job_window_summary_idx",
+            ),
         ]
 
     def __str__(self) -> str:

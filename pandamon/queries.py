@@ -1,50 +1,875 @@
-"""Named reads for the monitor pages."""
+"""Named reads for the monitor pages, each for its consumer and each with a pinned query count
+(tests/pandamon/test_queries.py).
+
+Counts are exact: they come from the task counters (`dispatcher.queries.task_state_counts`) or
+from one GROUP BY over indexed columns, never from a truncated sample aggregated in Python.
+Where one scan must yield several groupings (facets, errors over time), the ORM builds and binds
+the filtered SELECT and a thin raw wrapper adds `GROUPING SETS`; only placeholders and constant
+column names are interpolated.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
-from dispatcher.models import Queue, Task, Workflow
+from dispatcher.models import (
+    File,
+    Job,
+    JobAttempt,
+    JobDependency,
+    JobStatusLog,
+    PayloadLog,
+    Queue,
+    Site,
+    Task,
+    Workflow,
+)
 from dispatcher.queries import task_state_counts
-from dispatcher.states import JobStatus
+from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
+from harvester.models import Worker
+from pandamon.errortext import MASKS
+
+FAILED_LIKE = (JobStatus.FAILED, JobStatus.PRUNED)
 
 
-def overview_workflows(limit: int = 20) -> list[dict[str, Any]]:
-    """The newest workflows with exact per-state counts (from the task counters)."""
-    workflows = list(Workflow.objects.select_related("owner").order_by("-id")[:limit])
-    task_rows = list(Task.objects.filter(workflow__in=workflows).values_list("jeditaskid", "workflow_id"))
-    counts = task_state_counts([task_id for task_id, _ in task_rows])
-    per_workflow: dict[int, dict[str, int]] = {wf.pk: {} for wf in workflows}
-    for task_id, workflow_id in task_rows:
-        for status, n in counts[task_id].items():
-            per_workflow[workflow_id][status] = per_workflow[workflow_id].get(status, 0) + n
+def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        return list(cursor.fetchall())
+
+
+def _fetch_aggregate(sql: str, params: Sequence[Any], *, bitmap: bool = False) -> list[tuple[Any, ...]]:
+    """An aggregate over every row of a window (facets, error templates), with settings for it:
+
+    * `work_mem` 64 MB so the grouping sets hash in memory instead of sorting on disk;
+    * no JIT: compiling costs more than it saves on half a million rows;
+    * with `bitmap`, no plain index scan: on a time window of one table it visits the heap once per
+      row where a bitmap scan reads each page once (the planner misjudges this when rows of a
+      window are clustered but not ordered). Not for joins, which need their index lookups.
+
+    Set for the session around the one query and reset after it, even when it fails (two more
+    statements, counted in the pinned query counts).
+    """
+    settings = "SET work_mem = '64MB'; SET jit = off" + ("; SET enable_indexscan = off" if bitmap else "")
+    with connection.cursor() as cursor:
+        cursor.execute(settings)
+        try:
+            cursor.execute(sql, list(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.execute("RESET work_mem; RESET enable_indexscan; RESET jit")
+
+
+def _sql_of(qs: QuerySet[Any]) -> tuple[str, tuple[Any, ...]]:
+    sql, params = qs.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def progress(counts: dict[str, int]) -> dict[str, float | int]:
+    total = sum(counts.values())
+    finished = counts.get(JobStatus.FINISHED, 0)
+    failed = counts.get(JobStatus.FAILED, 0)
+    pruned = counts.get(JobStatus.PRUNED, 0)
+    return {
+        "total": total,
+        "finished_pct": 100 * finished / total if total else 0.0,
+        "failed_pct": 100 * failed / total if total else 0.0,
+        "pruned_pct": 100 * pruned / total if total else 0.0,
+    }
+
+
+# --- /jobs/ -------------------------------------------------------------------------------------
+
+# Facet name (PanDA's) → ORM column. The time bucket rides in the same scan for the chart.
+JOB_FACETS: dict[str, str] = {
+    "jobstatus": "jobstatus",
+    "computingsite": "queue_id",
+    "produsername": "produsername",
+    "label": "label",
+    "jeditaskid": "task_id",
+    "workflow": "workflow_id",
+    "attemptnr": "attemptnr",
+    "resourcetype": "resource_type",
+    "prodsourcelabel": "prodsourcelabel",
+    "piloterrorcode": "piloterrorcode",
+    "exeerrorcode": "exeerrorcode",
+    "ddmerrorcode": "ddmerrorcode",
+    "transexitcode": "transexitcode",
+}
+
+
+def bucket_unit(since: datetime | None, until: datetime | None, now: datetime) -> str:
+    span = (until or now) - (since or now - timedelta(days=30))
+    return "hour" if span <= timedelta(days=3) else "day"
+
+
+@dataclass
+class JobFacets:
+    facets: dict[str, list[tuple[Any, int]]]
+    total: int
+    over_time: list[tuple[datetime, str, int]]
+
+
+def jobs_facets(q: Q, *, unit: str) -> JobFacets:
+    """Exact attribute summary of the selected jobs plus jobs by state over time: one scan.
+
+    1. The ORM compiles the filter into a SELECT of the facet columns (bound parameters).
+    2. `GROUPING SETS` counts every facet and (time bucket, state) in one pass.
+    3. `GROUPING()` tells which set a result row belongs to.
+    """
+    cols = {f"f_{name}": F(column) for name, column in JOB_FACETS.items()}
+    inner = Job.objects.filter(q).order_by().values(**cols, f_time=F("statechangetime"))
+    sql, params = _sql_of(inner)
+    names = list(JOB_FACETS)
+    sets = ", ".join(f'("f_{n}")' for n in names) + ', (bucket, "f_jobstatus")'
+    grouping = ", ".join([f'GROUPING("f_{n}")' for n in names] + ["GROUPING(bucket)"])
+    select = ", ".join(f'"f_{n}"' for n in names)
+    outer = f"""
+        SELECT {grouping}, {select}, bucket, COUNT(*)
+        FROM (SELECT s.*, date_trunc(%s, s.f_time) AS bucket FROM ({sql}) s) t
+        GROUP BY GROUPING SETS ({sets})
+    """  # noqa: S608  (constant column names and placeholders only)
+    rows = _fetch_aggregate(outer, [unit, *params], bitmap=True)
+    facets: dict[str, list[tuple[Any, int]]] = {n: [] for n in names}
+    over_time: list[tuple[datetime, str, int]] = []
+    width = len(names) + 1
+    for row in rows:
+        flags, values, bucket, n = row[:width], row[width : width + len(names)], row[-2], row[-1]
+        if flags[-1] == 0:  # (bucket, state) set
+            if bucket is not None:
+                over_time.append((bucket, values[0], int(n)))
+            continue
+        for i, name in enumerate(names):
+            if flags[i] == 0:
+                facets[name].append((values[i], int(n)))
+    for name in names:
+        facets[name].sort(key=lambda vn: (-vn[1], str(vn[0])))
+    for code_facet in ("piloterrorcode", "exeerrorcode", "ddmerrorcode", "transexitcode"):
+        facets[code_facet] = [(v, n) for v, n in facets[code_facet] if v]
+    total = sum(n for _, n in facets["jobstatus"])
+    over_time.sort()
+    return JobFacets(facets=facets, total=total, over_time=over_time)
+
+
+# Sort keys (PanDA's names) → (column, descending).
+JOB_SORTS: dict[str, tuple[str, bool]] = {
+    "pandaid": ("pandaid", True),
+    "pandaid-asc": ("pandaid", False),
+    "time-descending": ("statechangetime", True),
+    "time-ascending": ("statechangetime", False),
+    "priority": ("currentpriority", True),
+    "attemptnr": ("attemptnr", True),
+}
+JOB_LIST_FIELDS = (
+    "pandaid",
+    "name",
+    "jobstatus",
+    "task_id",
+    "workflow_id",
+    "label",
+    "queue_id",
+    "produsername",
+    "attemptnr",
+    "currentpriority",
+    "creationtime",
+    "statechangetime",
+    "starttime",
+    "endtime",
+    "piloterrorcode",
+    "exeerrorcode",
+    "transexitcode",
+    "max_rss_kb",
+)
+
+
+def cursor_encode(value: Any, pandaid: int) -> str:
+    v = value.isoformat() if isinstance(value, datetime) else value
+    return base64.urlsafe_b64encode(json.dumps([v, pandaid]).encode()).decode()
+
+
+def cursor_decode(text: str, column: str) -> tuple[Any, int]:
+    """Raises ValueError on anything that is not a cursor this page produced."""
+    try:
+        value, pandaid = json.loads(base64.urlsafe_b64decode(text.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("cursor: not a cursor produced by this page") from exc
+    if not isinstance(pandaid, int):
+        raise ValueError("cursor: not a cursor produced by this page")
+    if value is not None and column == "statechangetime":
+        value = datetime.fromisoformat(str(value))
+    elif value is not None and not isinstance(value, int):
+        raise ValueError("cursor: not a cursor produced by this page")
+    return value, pandaid
+
+
+def _after_q(column: str, desc: bool, value: Any, pandaid: int) -> Q:
+    """Rows strictly after (value, pandaid) in the page order; NULLs sort last."""
+    if column == "pandaid":
+        return Q(pandaid__lt=pandaid) if desc else Q(pandaid__gt=pandaid)
+    op = "lt" if desc else "gt"
+    if value is None:
+        return Q(**{f"{column}__isnull": True}) & Q(**{f"pandaid__{op}": pandaid})
+    return (
+        Q(**{f"{column}__{op}": value})
+        | (Q(**{column: value}) & Q(**{f"pandaid__{op}": pandaid}))
+        | Q(**{f"{column}__isnull": True})
+    )
+
+
+def jobs_page(q: Q, *, sort: str, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the job list in keyset order; returns rows and the next page's cursor."""
+    column, desc = JOB_SORTS[sort]
+    qs = Job.objects.filter(q)
+    if cursor:
+        value, pandaid = cursor_decode(cursor, column)
+        qs = qs.filter(_after_q(column, desc, value, pandaid))
+    if column == "pandaid":
+        order = [F("pandaid").desc() if desc else F("pandaid").asc()]
+    else:
+        order = [
+            F(column).desc(nulls_last=True) if desc else F(column).asc(nulls_last=True),
+            F("pandaid").desc() if desc else F("pandaid").asc(),
+        ]
+    rows = list(qs.order_by(*order).values(*JOB_LIST_FIELDS)[: limit + 1])
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = cursor_encode(last[column], last["pandaid"])
+    return rows, next_cursor
+
+
+# --- /job/<pandaid>/ ----------------------------------------------------------------------------
+
+
+def job_detail(pandaid: int) -> Job | None:
+    return Job.objects.select_related("queue__site", "task", "workflow").filter(pandaid=pandaid).first()
+
+
+def job_attempts(pandaid: int) -> list[JobAttempt]:
+    return list(JobAttempt.objects.filter(job_id=pandaid).order_by("attemptnr"))
+
+
+def job_status_history(pandaid: int) -> list[JobStatusLog]:
+    return list(JobStatusLog.objects.filter(job_id=pandaid).order_by("time", "id"))
+
+
+def job_files(pandaid: int) -> list[File]:
+    return list(File.objects.filter(job_id=pandaid).order_by("role", "lfn"))
+
+
+def job_relatives(pandaid: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Parents and children with their states, in one query (edges of both directions)."""
+    edges = list(
+        JobDependency.objects.filter(Q(child_id=pandaid) | Q(parent_id=pandaid)).values(
+            "parent_id",
+            "child_id",
+            "parent__name",
+            "parent__jobstatus",
+            "child__name",
+            "child__jobstatus",
+        )
+    )
+    parents = [
+        {"pandaid": e["parent_id"], "name": e["parent__name"], "jobstatus": e["parent__jobstatus"]}
+        for e in edges
+        if e["child_id"] == pandaid
+    ]
+    children = [
+        {"pandaid": e["child_id"], "name": e["child__name"], "jobstatus": e["child__jobstatus"]}
+        for e in edges
+        if e["parent_id"] == pandaid
+    ]
+    return parents, children
+
+
+def job_log_chunks(pandaid: int, *, after: int, attemptnr: int | None, limit: int = 200) -> list[PayloadLog]:
+    """Payload-log chunks after sequence `after` of the given attempt (the live tail)."""
+    qs = PayloadLog.objects.filter(job_id=pandaid, sequence__gt=after)
+    if attemptnr is not None:
+        qs = qs.filter(attemptnr=attemptnr)
+    return list(qs.order_by("attemptnr", "sequence")[:limit])
+
+
+# --- /errors/ -----------------------------------------------------------------------------------
+
+_FAMILIES: tuple[tuple[str, str, str | None], ...] = (
+    ("pilot", "piloterrorcode", "piloterrordiag"),
+    ("exe", "exeerrorcode", "exeerrordiag"),
+    ("trans", "transexitcode", None),
+    ("ddm", "ddmerrorcode", "ddmerrordiag"),
+    ("jobdispatcher", "jobdispatchererrorcode", "jobdispatchererrordiag"),
+    ("sup", "superrorcode", "superrordiag"),
+    ("taskbuffer", "taskbuffererrorcode", "taskbuffererrordiag"),
+)
+
+
+def template_expression(column: str) -> tuple[str, list[str]]:
+    """SQL masking a diag column with `errortext.MASKS` (patterns bound as parameters)."""
+    sql = column
+    params: list[str] = []
+    for pattern, repl in MASKS:
+        sql = f"regexp_replace({sql}, %s, %s, 'g')"
+        params = [*params, pattern, repl]
+    # Parameters are consumed innermost first, and the innermost call is the first mask.
+    return sql, params
+
+
+@dataclass
+class ErrorSummary:
+    groups: list[dict[str, Any]]
+    over_time: list[tuple[datetime, str, int]]
+    by_site: list[tuple[str, int]]
+    by_task: list[tuple[int, int]]
+    by_user: list[tuple[str, int]]
+    total_attempts: int
+
+
+def errors_summary(q: Q, *, unit: str, split: bool = True, source: str = "attempts") -> ErrorSummary:
+    """Failed attempts in the window grouped by family:code → message template → sample jobs,
+    failures over time by family:code, and the split by site, task and user. Two scans.
+
+    1. Unpivot each attempt's error families (LATERAL VALUES), skip zero codes, mask the diag.
+    2. GROUPING SETS: (family, code, template) with samples, and (time bucket, family, code).
+    3. A second GROUPING SETS over the attempts: by site, by task, by user (one count per attempt).
+    """
+    base: QuerySet[Any]
+    if source == "jobs":  # the failed jobs as they stand (their last attempt), on job indexes
+        base = Job.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
+        cols: dict[str, Any] = {"a_job": F("pandaid"), "a_end": F("endtime")}
+    else:
+        base = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
+        cols = {"a_job": F("job_id"), "a_end": F("endtime")}
+    for family, code_col, diag_col in _FAMILIES:
+        cols[f"c_{family}"] = F(code_col)
+        if diag_col:
+            cols[f"d_{family}"] = F(diag_col)
+    sql, params = _sql_of(base.values(**cols))
+    values_rows = ", ".join(
+        "('{0}', s.c_{0}, {1})".format(family, f"s.d_{family}" if diag else "''")  # noqa: UP032
+        for family, _, diag in _FAMILIES
+    )
+    tmpl_sql, tmpl_params = template_expression("v.diag")
+    outer = f"""
+        SELECT GROUPING(bucket), v.family, v.code, {tmpl_sql} AS tmpl, bucket, COUNT(*),
+               MAX(s.a_job), MIN(s.a_job), MIN(v.diag)
+        FROM (SELECT t.*, date_trunc(%s, t.a_end) AS bucket FROM ({sql}) t) s
+        CROSS JOIN LATERAL (VALUES {values_rows}) AS v(family, code, diag)
+        WHERE v.code <> 0
+        GROUP BY GROUPING SETS ((v.family, v.code, tmpl), (bucket, v.family, v.code))
+    """  # noqa: S608  (constant names and placeholders only)
+    rows = _fetch_aggregate(outer, [*tmpl_params, unit, *params])
+    groups: list[dict[str, Any]] = []
+    over_time: list[tuple[datetime, str, int]] = []
+    for g_bucket, family, code, tmpl, bucket, n, newest, oldest, example in rows:
+        if g_bucket == 0:
+            over_time.append((bucket, f"{family}:{code}", int(n)))
+        else:
+            samples = [newest] if newest == oldest else [newest, oldest]
+            groups.append(
+                {
+                    "family": family,
+                    "code": code,
+                    "key": f"{family}:{code}",
+                    "code_field": "transexitcode" if family == "trans" else f"{family}errorcode",
+                    "diag_field": None if family == "trans" else f"{family}errordiag",
+                    "template": tmpl,
+                    "example": example,
+                    "count": int(n),
+                    "samples": samples,
+                }
+            )
+    groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
+    over_time.sort()
+
+    if not split:
+        return ErrorSummary(groups, over_time, [], [], [], sum(g["count"] for g in groups))
+    split_qs = base.values(s_site=F("queue"), s_task=F("job__task_id"), s_user=F("job__produsername"))
+    ssql, sparams = _sql_of(split_qs)
+    srows = _fetch(
+        f"""SELECT GROUPING(s_site), GROUPING(s_task), s_site, s_task, s_user, COUNT(*)
+            FROM ({ssql}) t GROUP BY GROUPING SETS ((s_site), (s_task), (s_user))""",  # noqa: S608
+        sparams,
+    )
+    by_site: list[tuple[str, int]] = []
+    by_task: list[tuple[int, int]] = []
+    by_user: list[tuple[str, int]] = []
+    for g_site, g_task, site, task, user, n in srows:
+        if g_site == 0:
+            by_site.append((site, int(n)))
+        elif g_task == 0:
+            by_task.append((task, int(n)))
+        else:
+            by_user.append((user, int(n)))
+    for lst in (by_site, by_task, by_user):
+        lst.sort(key=lambda vn: (-vn[1], str(vn[0])))
+    return ErrorSummary(
+        groups=groups,
+        over_time=over_time,
+        by_site=by_site,
+        by_task=by_task,
+        by_user=by_user,
+        total_attempts=sum(n for _, n in by_site),
+    )
+
+
+# --- /dash/ and sites ---------------------------------------------------------------------------
+
+
+def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """Region → site → queue × job state, with % failure and running slots. Four queries.
+
+    Active states are counted whatever their age (PanDA does the same); final states only in the
+    window, on the indexed (queue, jobstatus, statechangetime).
+    """
+    window = Q(jobstatus__in=[s.value for s in JOB_FINAL], queue__isnull=False)
+    if since is not None:
+        window &= Q(statechangetime__gte=since)
+    if until is not None:
+        window &= Q(statechangetime__lt=until)
+    # Two queries, each on its own index: active jobs (job_active_queue_idx) and final ones in
+    # the window (job_window_summary_idx, index-only). One query with an OR scans the table.
+    active = Q(jobstatus__in=[s.value for s in JOB_NON_FINAL], queue__isnull=False)
+    counts = [
+        row
+        for selected in (active, window)
+        for row in Job.objects.filter(selected)
+        .order_by()
+        .values("queue_id", "jobstatus")
+        .annotate(n=Count("*"), cores=Sum("request_cores"))  # COUNT(*): answerable from the index
+    ]
+    workers = (
+        Worker.objects.filter(status__in=["submitted", "running"])
+        .order_by()
+        .values("queue_id", "status")
+        .annotate(n=Count("id"))
+    )
+    queues = list(Queue.objects.select_related("site").order_by("site__region", "site__name", "name"))
+    by_queue: dict[str, dict[str, int]] = defaultdict(dict)
+    slots: dict[str, int] = defaultdict(int)
+    for row in counts:
+        by_queue[row["queue_id"]][row["jobstatus"]] = row["n"]
+        if row["jobstatus"] == JobStatus.RUNNING:
+            slots[row["queue_id"]] += row["cores"] or 0
+    queue_pk_name = {qu.pk: qu.name for qu in queues}
+    worker_counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in workers:
+        worker_counts[queue_pk_name.get(row["queue_id"], "?")][row["status"]] = row["n"]
+
+    def summarise(name: str, counts: dict[str, int], running_slots: int, w: dict[str, int]) -> dict[str, Any]:
+        finished = counts.get(JobStatus.FINISHED, 0)
+        failed = counts.get(JobStatus.FAILED, 0)
+        return {
+            "name": name,
+            "counts": counts,
+            "total": sum(counts.values()),
+            "failure_pct": 100 * failed / (failed + finished) if failed + finished else None,
+            "running_slots": running_slots,
+            "workers": w,
+        }
+
+    regions: dict[str, dict[str, Any]] = {}
+    for qu in queues:
+        region = regions.setdefault(qu.site.region or "-", {"sites": {}})
+        site = region["sites"].setdefault(qu.site.name, {"queues": []})
+        c = by_queue.get(qu.name, {})
+        row = summarise(qu.name, c, slots.get(qu.name, 0), worker_counts.get(qu.name, {}))
+        row["status"] = qu.status
+        site["queues"].append(row)
+
+    def merge(rows: Iterable[dict[str, Any]]) -> tuple[dict[str, int], int, dict[str, int]]:
+        c: dict[str, int] = defaultdict(int)
+        w: dict[str, int] = defaultdict(int)
+        s = 0
+        for r in rows:
+            for k, v in r["counts"].items():
+                c[k] += v
+            for k, v in r["workers"].items():
+                w[k] += v
+            s += r["running_slots"]
+        return dict(c), s, dict(w)
+
+    region_rows, site_rows, queue_rows = [], [], []
+    for region_name, region in sorted(regions.items()):
+        site_summaries = []
+        for site_name, site in sorted(region["sites"].items()):
+            c, s, w = merge(site["queues"])
+            summary = summarise(site_name, c, s, w)
+            summary["region"] = region_name
+            site_summaries.append(summary)
+            for qrow in site["queues"]:
+                qrow["site"] = site_name
+                qrow["region"] = region_name
+                queue_rows.append(qrow)
+        c, s, w = merge(site_summaries)
+        region_rows.append(summarise(region_name, c, s, w))
+        site_rows.extend(site_summaries)
+    return {"regions": region_rows, "sites": site_rows, "queues": queue_rows}
+
+
+def site_detail(name: str) -> Site | None:
+    return Site.objects.filter(name=name).first()
+
+
+def site_queue_stats(site: Site, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+    """Per queue of a site: finished/failed in the window, mean walltime, CPU efficiency, max RSS."""
+    window = Q(queue__site=site, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
+    if since is not None:
+        window &= Q(statechangetime__gte=since)
+    if until is not None:
+        window &= Q(statechangetime__lt=until)
+    rows = _fetch(
+        *_wrap_stats(Job.objects.filter(window).order_by()),
+    )
     result = []
-    for wf in workflows:
-        c = per_workflow[wf.pk]
-        total = sum(c.values())
+    for queue, finished, failed, wall, cpu, max_rss in rows:
         result.append(
             {
-                "workflow": wf,
-                "counts": c,
-                "total": total,
-                "finished_pct": 100 * c.get(JobStatus.FINISHED, 0) / total if total else 0,
-                "failed_pct": 100 * (c.get(JobStatus.FAILED, 0) + c.get(JobStatus.PRUNED, 0)) / total
-                if total
-                else 0,
+                "queue": queue,
+                "finished": int(finished),
+                "failed": int(failed),
+                "failure_pct": 100 * failed / (finished + failed) if finished + failed else None,
+                "mean_walltime_s": float(wall) if wall is not None else None,
+                "cpu_efficiency_pct": 100 * float(cpu) / float(wall) if wall and cpu is not None else None,
+                "max_rss_mb": int(max_rss) // 1024 if max_rss is not None else None,
             }
         )
     return result
 
 
-def overview_state_totals(rows: list[dict[str, Any]]) -> dict[str, int]:
-    totals = dict.fromkeys(JobStatus.values, 0)
-    for row in rows:
-        for status, n in row["counts"].items():
-            totals[status] += n
-    return totals
+def _wrap_stats(qs: QuerySet[Job]) -> tuple[str, tuple[Any, ...]]:
+    sql, params = _sql_of(
+        qs.values(
+            s_queue=F("queue_id"),
+            s_status=F("jobstatus"),
+            s_start=F("starttime"),
+            s_end=F("endtime"),
+            s_cpu=F("cpu_time_s"),
+            s_cores=F("request_cores"),
+            s_rss=F("max_rss_kb"),
+        )
+    )
+    return (
+        f"""SELECT s_queue,
+                   COUNT(*) FILTER (WHERE s_status = 'finished'),
+                   COUNT(*) FILTER (WHERE s_status = 'failed'),
+                   AVG(EXTRACT(EPOCH FROM (s_end - s_start))),
+                   AVG(s_cpu / s_cores),
+                   MAX(s_rss)
+            FROM ({sql}) t GROUP BY s_queue ORDER BY s_queue""",  # noqa: S608
+        params,
+    )
 
 
-def overview_queues() -> QuerySet[Queue]:
-    return Queue.objects.select_related("site").order_by("site__region", "site__name", "name")
+def site_node_outliers(site: Site, since: datetime | None) -> list[dict[str, Any]]:
+    """Worker nodes of a site with finished/failed counts and PanDA's outlier tags."""
+    window = Q(queue__site=site, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED]) & ~Q(node="")
+    if since is not None:
+        window &= Q(statechangetime__gte=since)
+    rows = list(
+        Job.objects.filter(window)
+        .order_by()
+        .values("node")
+        .annotate(
+            finished=Count("pandaid", filter=Q(jobstatus=JobStatus.FINISHED)),
+            failed=Count("pandaid", filter=Q(jobstatus=JobStatus.FAILED)),
+        )
+    )
+    total_f = sum(r["failed"] for r in rows)
+    total = sum(r["failed"] + r["finished"] for r in rows)
+    site_rate = total_f / total if total else 0.0
+    result = []
+    for r in rows:
+        n = r["failed"] + r["finished"]
+        rate = r["failed"] / n if n else 0.0
+        tag = ""
+        if r["failed"] > 5 and rate >= 0.10:
+            if rate >= 0.5 or (site_rate and rate >= 10 * site_rate):
+                tag = "VeryHighFailed"
+            elif rate >= 0.2 or (site_rate and rate >= 5 * site_rate):
+                tag = "HighFailed"
+        result.append({**r, "failure_pct": 100 * rate, "tag": tag})
+    result.sort(key=lambda r: (-r["failure_pct"], r["node"]))
+    return result
+
+
+def site_workers_by_state(site: Site) -> dict[str, int]:
+    rows = Worker.objects.filter(queue__site=site).order_by().values("status").annotate(n=Count("id"))
+    return {r["status"]: r["n"] for r in rows}
+
+
+def queue_state_counts(since: datetime | None, until: datetime | None) -> dict[str, dict[str, int]]:
+    """Per queue job counts by state in the window (the /sites/ table)."""
+    q = Q(queue__isnull=False)
+    if since is not None:
+        q &= Q(statechangetime__gte=since)
+    if until is not None:
+        q &= Q(statechangetime__lt=until)
+    result: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in Job.objects.filter(q).order_by().values("queue_id", "jobstatus").annotate(n=Count("*")):
+        result[row["queue_id"]][row["jobstatus"]] = row["n"]
+    return result
+
+
+def queues_with_sites() -> list[Queue]:
+    return list(Queue.objects.select_related("site").order_by("site__region", "site__name", "name"))
+
+
+# --- tasks and workflows ------------------------------------------------------------------------
+
+
+def tasks_page(
+    q: Q, *, cursor: int | None, limit: int
+) -> tuple[list[Task], dict[int, dict[str, int]], int | None]:
+    """A page of tasks, newest first (keyset on jeditaskid), with exact per-state job counts."""
+    qs = Task.objects.filter(q).select_related("workflow")
+    if cursor is not None:
+        qs = qs.filter(jeditaskid__lt=cursor)
+    tasks = list(qs.order_by("-jeditaskid")[: limit + 1])
+    next_cursor = None
+    if len(tasks) > limit:
+        tasks = tasks[:limit]
+        next_cursor = tasks[-1].jeditaskid
+    counts = task_state_counts([t.jeditaskid for t in tasks])
+    return tasks, counts, next_cursor
+
+
+def task_facets(q: Q) -> dict[str, list[tuple[Any, int]]]:
+    rows = _fetch(
+        *(
+            lambda s: (
+                f"""SELECT GROUPING(f_status), f_status, f_username, COUNT(*) FROM ({s[0]}) t
+                    GROUP BY GROUPING SETS ((f_status), (f_username))""",  # noqa: S608
+                s[1],
+            )
+        )(_sql_of(Task.objects.filter(q).order_by().values(f_status=F("status"), f_username=F("username"))))
+    )
+    facets: dict[str, list[tuple[Any, int]]] = {"status": [], "username": []}
+    for g_status, status, username, n in rows:
+        if g_status == 0:
+            facets["status"].append((status, int(n)))
+        else:
+            facets["username"].append((username, int(n)))
+    for lst in facets.values():
+        lst.sort(key=lambda vn: (-vn[1], str(vn[0])))
+    return facets
+
+
+def task_detail(jeditaskid: int) -> Task | None:
+    return Task.objects.select_related("workflow__owner").filter(jeditaskid=jeditaskid).first()
+
+
+def task_top_errors(jeditaskid: int, limit: int = 10) -> list[dict[str, Any]]:
+    """The task's failed jobs by family:code → template, with sample jobs (one aggregate).
+
+    Read from the jobs (job_task_status_idx) rather than every attempt: joining a large task's
+    jobs to all attempts costs a scan of the attempt table; /errors/?jeditaskid= has the attempts.
+    """
+    return errors_summary(Q(task_id=jeditaskid), unit="day", split=False, source="jobs").groups[:limit]
+
+
+def task_histograms(task: Task) -> dict[str, list[tuple[float, int]]]:
+    """Walltime (minutes) and max RSS (MB) histograms of the task's finished and failed jobs.
+
+    Fixed bins, 1/20 of the task's walltime and memory requests (jobs above the request land in
+    further bins, which is the point of looking); integer arithmetic and one hash GROUP BY on
+    (walltime bin, RSS bin) — a few hundred exact cells, folded into the two marginals here.
+    """
+    wall_bin_s = max(task.walltime_s // 20, 30)
+    rss_bin_kb = max(task.memory_mb * 1024 // 20, 16 * 1024)
+    base = Job.objects.filter(task_id=task.jeditaskid, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
+    sql, params = _sql_of(
+        base.order_by().values(h_start=F("starttime"), h_end=F("endtime"), h_rss=F("max_rss_kb"))
+    )
+    rows = _fetch(
+        f"""SELECT w, r, COUNT(*) FROM (
+                SELECT EXTRACT(EPOCH FROM (h_end - h_start))::bigint / %s AS w,
+                       h_rss / %s AS r FROM ({sql}) s) t
+            GROUP BY w, r""",  # noqa: S608  (placeholders only)
+        [wall_bin_s, rss_bin_kb, *params],
+    )
+    wall: dict[int, int] = defaultdict(int)
+    rss: dict[int, int] = defaultdict(int)
+    for w, r, n in rows:
+        if w is not None:
+            wall[int(w)] += int(n)
+        if r is not None:
+            rss[int(r)] += int(n)
+    return {
+        "walltime_min": [(round((b + 0.5) * wall_bin_s / 60, 1), n) for b, n in sorted(wall.items())],
+        "max_rss_mb": [(round((b + 0.5) * rss_bin_kb / 1024, 1), n) for b, n in sorted(rss.items())],
+    }
+
+
+def task_slowest_jobs(jeditaskid: int, limit: int = 10) -> list[dict[str, Any]]:
+    return list(
+        Job.objects.filter(task_id=jeditaskid, starttime__isnull=False, endtime__isnull=False)
+        .annotate(walltime=F("endtime") - F("starttime"))
+        .order_by("-walltime", "pandaid")
+        .values("pandaid", "name", "jobstatus", "queue_id", "walltime", "max_rss_kb")[:limit]
+    )
+
+
+def workflows_page(q: Q, *, cursor: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of workflows, newest first, with exact per-state counts and progress. Three queries."""
+    qs = Workflow.objects.filter(q).select_related("owner")
+    if cursor is not None:
+        qs = qs.filter(id__lt=cursor)
+    workflows = list(qs.order_by("-id")[: limit + 1])
+    next_cursor = None
+    if len(workflows) > limit:
+        workflows = workflows[:limit]
+        next_cursor = workflows[-1].pk
+    task_rows = list(Task.objects.filter(workflow__in=workflows).values_list("jeditaskid", "workflow_id"))
+    counts = task_state_counts([t for t, _ in task_rows])
+    per_wf: dict[int, dict[str, int]] = {wf.pk: defaultdict(int) for wf in workflows}
+    for task_id, wf_id in task_rows:
+        for status, n in counts[task_id].items():
+            per_wf[wf_id][status] += n
+    rows = []
+    for wf in workflows:
+        c = dict(per_wf[wf.pk])
+        rows.append({"workflow": wf, "counts": c, **progress(c)})
+    return rows, next_cursor
+
+
+def workflow_detail(workflow_id: int) -> Workflow | None:
+    return Workflow.objects.select_related("owner").filter(pk=workflow_id).first()
+
+
+def workflow_tasks(workflow_id: int) -> tuple[list[Task], dict[int, dict[str, int]]]:
+    tasks = list(Task.objects.filter(workflow_id=workflow_id).order_by("jeditaskid"))
+    return tasks, task_state_counts([t.jeditaskid for t in tasks])
+
+
+def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
+    """Task-level edges (parent task → child task) derived from the job edges.
+
+    A workflow's graph is fixed at submission, so the result is cached for good after the first
+    read (one query the first time, none after).
+    """
+    workflow_id = workflow.pk
+    key = f"pandamon:wf-task-edges:{workflow_id}:{workflow.created_at.timestamp()}"
+    cached = cache.get(key)
+    if cached is not None:
+        return [(int(a), int(b)) for a, b in cached]
+    edges = _fetch(
+        """SELECT DISTINCT p.jeditaskid, c.jeditaskid
+             FROM dispatcher_jobdependency d
+             JOIN dispatcher_job c ON c.pandaid = d.child_id
+             JOIN dispatcher_job p ON p.pandaid = d.parent_id
+            WHERE c.workflow_id = %s AND p.jeditaskid <> c.jeditaskid""",
+        [workflow_id],
+    )
+    result = sorted((int(a), int(b)) for a, b in edges)
+    cache.set(key, result, timeout=None)
+    return result
+
+
+def workflow_job_slice(
+    workflow_id: int, *, label: str | None, data_id: dict[str, str], limit: int
+) -> tuple[list[dict[str, Any]], list[tuple[int, int]], bool]:
+    """Jobs of one label or data-id slice of a workflow and the edges among them (two queries)."""
+    qs = Job.objects.filter(workflow_id=workflow_id)
+    if label:
+        # Through the label's tasks, so the read uses job_task_status_idx, not the whole workflow.
+        qs = qs.filter(
+            task__in=Task.objects.filter(workflow_id=workflow_id, label=label).values("jeditaskid")
+        )
+    for key, value in data_id.items():
+        qs = qs.filter(Q(**{f"data_id__{key}": value}) | Q(**{f"data_id__{key}": _maybe_int(value)}))
+    jobs = [
+        dict(j) for j in qs.order_by("pandaid").values("pandaid", "name", "label", "jobstatus")[: limit + 1]
+    ]
+    truncated = len(jobs) > limit
+    jobs = jobs[:limit]
+    ids = [j["pandaid"] for j in jobs]
+    edges: list[tuple[int, int]] = []
+    if ids:
+        edges = list(
+            JobDependency.objects.filter(child_id__in=ids, parent_id__in=ids).values_list(
+                "parent_id", "child_id"
+            )
+        )
+    return jobs, edges, truncated
+
+
+def _maybe_int(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+# --- overview and users -------------------------------------------------------------------------
+
+
+def latest_failures(limit: int = 10) -> list[dict[str, Any]]:
+    return [
+        dict(row)
+        for row in (
+            Job.objects.filter(jobstatus=JobStatus.FAILED, statechangetime__isnull=False)
+            .order_by("-statechangetime", "-pandaid")
+            .values(
+                "pandaid",
+                "name",
+                "queue_id",
+                "task_id",
+                "statechangetime",
+                "piloterrorcode",
+                "piloterrordiag",
+                "exeerrorcode",
+                "exeerrordiag",
+                "transexitcode",
+            )[:limit]
+        )
+    ]
+
+
+def users_summary(since: datetime | None) -> list[dict[str, Any]]:
+    """Users with tasks modified in the window, with exact job counts from the task counters."""
+    qs = Task.objects.all()
+    if since is not None:
+        qs = qs.filter(modified_at__gte=since)
+    task_rows = list(qs.values_list("jeditaskid", "username"))
+    counts = task_state_counts([t for t, _ in task_rows])
+    per_user: dict[str, dict[str, Any]] = {}
+    for task_id, username in task_rows:
+        u = per_user.setdefault(username, {"username": username, "tasks": 0, "counts": defaultdict(int)})
+        u["tasks"] += 1
+        for status, n in counts[task_id].items():
+            u["counts"][status] += n
+    rows = []
+    for u in per_user.values():
+        c = dict(u["counts"])
+        rows.append({"username": u["username"], "tasks": u["tasks"], "counts": c, **progress(c)})
+    rows.sort(key=lambda r: (-r["total"], r["username"]))
+    return rows
+
+
+def user_tasks(
+    username: str, since: datetime | None, limit: int = 200
+) -> tuple[list[Task], dict[int, dict[str, int]]]:
+    qs = Task.objects.filter(username=username).select_related("workflow")
+    if since is not None:
+        qs = qs.filter(modified_at__gte=since)
+    tasks = list(qs.order_by("-jeditaskid")[:limit])
+    return tasks, task_state_counts([t.jeditaskid for t in tasks])
+
+
+def user_last_activity(username: str) -> datetime | None:
+    found: datetime | None = Task.objects.filter(username=username).aggregate(
+        m=Max(Coalesce("modified_at", "created_at"))
+    )["m"]
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from dispatcher.models import Job, Queue, ResourceType, Site, Task, Workflow
 from dispatcher.services import task_count_deltas_add
@@ -83,3 +84,47 @@ class JobFactory(factory.django.DjangoModelFactory):
         job = super()._create(model_class, *args, **kwargs)
         task_count_deltas_add({(job.task_id, job.jobstatus): 1})
         return job
+
+
+# --- monitor (issue 7): attempts, payload log chunks, files and workers for the monitor pages ---
+
+
+class JobAttemptFactory(factory.django.DjangoModelFactory):
+    """A finished attempt; the monitor reads these, the dispatcher's retrier writes them."""
+
+    class Meta:
+        model = "dispatcher.JobAttempt"
+
+    job = factory.SubFactory(JobFactory)
+    attemptnr = 1
+    jobstatus = "failed"
+    queue = factory.LazyAttribute(lambda a: a.job.queue_id or "")
+    endtime = factory.LazyFunction(timezone.now)
+
+
+class PayloadLogFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "dispatcher.PayloadLog"
+
+    job = factory.SubFactory(JobFactory)
+    attemptnr = factory.LazyAttribute(lambda c: c.job.attemptnr)
+    sequence = factory.Sequence(lambda n: n + 1)
+    text = "line\n"
+
+
+class FileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "dispatcher.File"
+
+    job = factory.SubFactory(JobFactory)
+    lfn = factory.Sequence(lambda n: f"file{n}.dat")
+    role = "input"
+
+
+class WorkerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "harvester.Worker"
+
+    queue = factory.SubFactory(QueueFactory)
+    plugin = "local"
+    status = "running"

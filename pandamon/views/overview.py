@@ -1,29 +1,51 @@
+"""`/`: jobs by state, running workflows with progress bars, site health, latest failures."""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
 
-from pandamon.queries import overview_queues, overview_state_totals, overview_workflows
+from pandamon import charts
+from pandamon.filters import window
+from pandamon.queries import dash_matrix, latest_failures, workflows_page
+from pandamon.views._common import monitor_view, params_of, respond
 
 
+@monitor_view
 def overview(request: HttpRequest) -> HttpResponse:
-    rows = overview_workflows()
-    totals = overview_state_totals(rows)
-    if "json" in request.GET:
-        return JsonResponse(
-            {
-                "jobs_by_state": totals,
-                "workflows": [
-                    {
-                        "id": r["workflow"].pk,
-                        "name": r["workflow"].name,
-                        "status": r["workflow"].status,
-                        "counts": r["counts"],
-                    }
-                    for r in rows
-                ],
-            }
-        )
-    return render(
-        request, "pandamon/overview.html", {"rows": rows, "totals": totals, "queues": overview_queues()}
+    since, until, label = window(params_of(request), default_hours=12)
+    workflows, _ = workflows_page(Q(), cursor=None, limit=15)
+    matrix = dash_matrix(since, until)
+    totals: dict[str, int] = {}
+    for region in matrix["regions"]:
+        for status, n in region["counts"].items():
+            totals[status] = totals.get(status, 0) + n
+    failures = latest_failures()
+    context = {
+        "workflows": workflows,
+        "totals": charts.ordered_states(totals),
+        "queues": matrix["queues"],
+        "failures": failures,
+        "window_label": label,
+    }
+    return respond(
+        request,
+        "pandamon/overview.html",
+        context,
+        lambda: {
+            "window": label,
+            "jobs_by_state": totals,
+            "workflows": [
+                {
+                    "id": r["workflow"].pk,
+                    "name": r["workflow"].name,
+                    "status": r["workflow"].status,
+                    "counts": r["counts"],
+                }
+                for r in workflows
+            ],
+            "queues": matrix["queues"],
+            "latest_failures": failures,
+        },
+        partial="overview-body",
     )

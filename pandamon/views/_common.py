@@ -1,0 +1,74 @@
+"""What every monitor page shares: the read gate, the query string, `?json`, htmx partials."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils.html import escape
+
+from pandamon.filters import FilterError, single_params
+
+View = Callable[..., HttpResponse]
+
+
+def wants_json(request: HttpRequest) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "json" in request.GET or accept.startswith(("application/json", "text/json"))
+
+
+def bad_request(request: HttpRequest, message: str) -> HttpResponse:
+    if wants_json(request):
+        return JsonResponse({"error": message}, status=400)
+    return HttpResponse(
+        f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>",
+        status=400,
+    )
+
+
+def monitor_view(view: View) -> View:
+    """Read gate (AILURO_ANONYMOUS_READ) and the 400 for a malformed filter value."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not settings.AILURO["ANONYMOUS_READ"] and not request.user.is_authenticated:
+            if wants_json(request):
+                return JsonResponse({"error": "authentication required"}, status=401)
+            return HttpResponse("authentication required", status=401)
+        try:
+            return view(request, *args, **kwargs)
+        except FilterError as exc:
+            return bad_request(request, str(exc))
+
+    return wrapper
+
+
+def params_of(request: HttpRequest) -> dict[str, str]:
+    return single_params(request.GET)
+
+
+def respond(
+    request: HttpRequest,
+    template: str,
+    context: Mapping[str, Any],
+    data: Callable[[], Mapping[str, Any]],
+    *,
+    partial: str | None = None,
+) -> HttpResponse:
+    """`?json` → the data; an htmx request → the page's partial; otherwise the page."""
+    if wants_json(request):
+        return JsonResponse(dict(data()), encoder=DjangoJSONEncoder, json_dumps_params={"indent": 1})
+    if partial and getattr(request, "htmx", False):
+        return render(request, f"{template}#{partial}", context)
+    return render(request, template, context)
+
+
+def query_without(params: Mapping[str, str], *names: str) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in params.items() if k not in names and k != "json"})

@@ -1,0 +1,32 @@
+"""`/dash/`: the shifter's region → site → queue × job-state matrix."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from dispatcher.states import JobStatus
+from pandamon import queries
+from pandamon.filters import compile_selection
+from pandamon.views._common import monitor_view, params_of, respond
+
+
+@monitor_view
+def dashboard(request: HttpRequest) -> HttpResponse:
+    params = params_of(request)
+    sel = compile_selection(params, {}, time_column=None, default_hours=12)
+    matrix = queries.dash_matrix(sel.since, sel.until)
+    context = {
+        "sel": sel,
+        "params": params,
+        "matrix": matrix,
+        "states": JobStatus.values,
+        "locked": sel.locked_query(params),
+        "window_query": f"date_from={sel.since:%Y-%m-%dT%H:%M:%S}" if sel.since else "",
+    }
+    return respond(
+        request,
+        "pandamon/dash.html",
+        context,
+        lambda: {"window": sel.window_label, "unknown_filters": sel.unknown, **matrix},
+        partial="dash-body",
+    )

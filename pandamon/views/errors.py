@@ -1,0 +1,54 @@
+"""`/errors/`: failed attempts by family:code → message template → sample jobs, over time, by
+site, task and user."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from pandamon import charts, queries
+from pandamon.errortext import FAMILY_ADVICE
+from pandamon.filters import ERROR_FIELDS, compile_selection
+from pandamon.views._common import monitor_view, params_of, query_without, respond
+
+
+@monitor_view
+def error_summary(request: HttpRequest) -> HttpResponse:
+    params = params_of(request)
+    sel = compile_selection(
+        params, ERROR_FIELDS, time_column="endtime", default_hours=12, unwindowed_by=frozenset({"jeditaskid"})
+    )
+    unit = queries.bucket_unit(sel.since, sel.until, timezone.now())
+    summary = queries.errors_summary(sel.q, unit=unit)
+    families: dict[str, int] = {}
+    for g in summary.groups:
+        families[g["family"]] = families.get(g["family"], 0) + g["count"]
+    context = {
+        "sel": sel,
+        "params": params,
+        "summary": summary,
+        "families": sorted(families.items(), key=lambda kv: -kv[1]),
+        "advice": FAMILY_ADVICE,
+        "base_query": query_without(params),
+        "locked": sel.locked_query(params),
+        "chart": charts.stacked_over_time(
+            summary.over_time, title=f"Failed attempts per {unit} by family:code"
+        ),
+    }
+    return respond(
+        request,
+        "pandamon/errors.html",
+        context,
+        lambda: {
+            "window": sel.window_label,
+            "filters": sel.applied,
+            "unknown_filters": sel.unknown,
+            "failed_attempts": summary.total_attempts,
+            "errors": summary.groups,
+            "by_site": summary.by_site,
+            "by_task": summary.by_task,
+            "by_user": summary.by_user,
+            "over_time": summary.over_time,
+        },
+        partial="error-results",
+    )

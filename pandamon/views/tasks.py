@@ -1,0 +1,108 @@
+"""`/tasks/` and `/task/<jeditaskid>/`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+
+from dispatcher.queries import task_state_counts
+from dispatcher.states import TASK_FINAL
+from pandamon import charts, queries
+from pandamon.filters import TASK_FIELDS, compile_selection, int_param
+from pandamon.views._common import monitor_view, params_of, query_without, respond
+
+
+@monitor_view
+def task_list(request: HttpRequest) -> HttpResponse:
+    params = params_of(request)
+    sel = compile_selection(
+        params,
+        TASK_FIELDS,
+        time_column="modified_at",
+        default_hours=None,
+        unwindowed_by=frozenset({"jeditaskid", "workflow"}),
+    )
+    limit = int_param(params, "display_limit", default=100, maximum=2000)
+    cursor = int_param(params, "cursor", default=0, maximum=2**62) or None
+    tasks, counts, next_cursor = queries.tasks_page(sel.q, cursor=cursor, limit=limit)
+    facets = queries.task_facets(sel.q)
+    rows: list[dict[str, Any]] = [
+        {"task": t, "counts": counts[t.jeditaskid], **queries.progress(counts[t.jeditaskid])} for t in tasks
+    ]
+    base = query_without(params, "cursor")
+    context = {
+        "sel": sel,
+        "params": params,
+        "rows": rows,
+        "facets": facets,
+        "total": sum(n for _, n in facets["status"]),
+        "base_query": base,
+        "next_query": f"{base}&cursor={next_cursor}" if next_cursor else None,
+        "locked": sel.locked_query(params),
+    }
+    return respond(
+        request,
+        "pandamon/tasks.html",
+        context,
+        lambda: {
+            "window": sel.window_label,
+            "filters": sel.applied,
+            "unknown_filters": sel.unknown,
+            "facets": facets,
+            "tasks": [
+                {
+                    "jeditaskid": r["task"].jeditaskid,
+                    "name": r["task"].name,
+                    "status": r["task"].status,
+                    "workflow": r["task"].workflow_id,
+                    "username": r["task"].username,
+                    "counts": r["counts"],
+                }
+                for r in rows
+            ],
+            "next_cursor": next_cursor,
+        },
+        partial="task-results",
+    )
+
+
+@monitor_view
+def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
+    task = queries.task_detail(jeditaskid)
+    if task is None:
+        raise Http404(f"no task {jeditaskid}")
+    counts = task_state_counts([jeditaskid])[jeditaskid]
+    top_errors = queries.task_top_errors(jeditaskid)
+    hist = queries.task_histograms(task)
+    slowest = queries.task_slowest_jobs(jeditaskid)
+    context = {
+        "task": task,
+        "final": task.status in TASK_FINAL,
+        "state_link": f"jeditaskid={task.jeditaskid}",
+        "counts": charts.ordered_states(counts),
+        "progress": queries.progress(counts),
+        "top_errors": top_errors,
+        "slowest": slowest,
+        "wall_chart": charts.histogram(
+            hist["walltime_min"], title="Walltime", x_title="minutes", colour="#5b8def"
+        ),
+        "rss_chart": charts.histogram(hist["max_rss_mb"], title="Max RSS", x_title="MB", colour="#7c6cf0"),
+    }
+    return respond(
+        request,
+        "pandamon/task.html",
+        context,
+        lambda: {
+            "jeditaskid": task.jeditaskid,
+            "name": task.name,
+            "status": task.status,
+            "workflow": task.workflow_id,
+            "counts": counts,
+            "progress": queries.progress(counts),
+            "top_errors": top_errors,
+            "histograms": hist,
+            "slowest_jobs": slowest,
+        },
+        partial="task-body",
+    )

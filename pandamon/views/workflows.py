@@ -1,0 +1,165 @@
+"""`/workflows/` and `/workflow/<id>/` with the DAG: task level, or a job-level slice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
+
+from dispatcher.states import WORKFLOW_FINAL
+from pandamon import charts, queries
+from pandamon.dag import layered_layout
+from pandamon.filters import WORKFLOW_FIELDS, FilterError, compile_selection, int_param
+from pandamon.views._common import monitor_view, params_of, query_without, respond
+
+SLICE_LIMIT = 5000
+
+
+@monitor_view
+def workflow_list(request: HttpRequest) -> HttpResponse:
+    params = params_of(request)
+    sel = compile_selection(params, WORKFLOW_FIELDS, time_column="modified_at", default_hours=None)
+    limit = int_param(params, "display_limit", default=50, maximum=1000)
+    cursor = int_param(params, "cursor", default=0, maximum=2**62) or None
+    rows, next_cursor = queries.workflows_page(sel.q, cursor=cursor, limit=limit)
+    base = query_without(params, "cursor")
+    context = {
+        "sel": sel,
+        "params": params,
+        "rows": rows,
+        "base_query": base,
+        "next_query": f"{base}&cursor={next_cursor}" if next_cursor else None,
+        "locked": sel.locked_query(params),
+    }
+    return respond(
+        request,
+        "pandamon/workflows.html",
+        context,
+        lambda: {
+            "window": sel.window_label,
+            "filters": sel.applied,
+            "unknown_filters": sel.unknown,
+            "workflows": [
+                {
+                    "id": r["workflow"].pk,
+                    "name": r["workflow"].name,
+                    "owner": r["workflow"].owner.username,
+                    "status": r["workflow"].status,
+                    "counts": r["counts"],
+                    "finished_pct": r["finished_pct"],
+                    "failed_pct": r["failed_pct"],
+                }
+                for r in rows
+            ],
+            "next_cursor": next_cursor,
+        },
+        partial="workflow-results",
+    )
+
+
+@monitor_view
+def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
+    workflow = queries.workflow_detail(workflow_id)
+    if workflow is None:
+        raise Http404(f"no workflow {workflow_id}")
+    params = params_of(request)
+    tasks, counts = queries.workflow_tasks(workflow_id)
+    total: dict[str, int] = {}
+    for c in counts.values():
+        for status, n in c.items():
+            total[status] = total.get(status, 0) + n
+    label = params.get("label") or None
+    data_id = {k[len("data_id.") :]: v for k, v in params.items() if k.startswith("data_id.")}
+    for key in data_id:
+        if not key.isidentifier():
+            raise FilterError(f"data_id.{key}: not a data-id key")
+    unknown = sorted(k for k in params if k not in {"json", "label"} and not k.startswith("data_id."))
+    if label or data_id:
+        jobs, edges, truncated = queries.workflow_job_slice(
+            workflow_id, label=label, data_id=data_id, limit=SLICE_LIMIT
+        )
+        nodes = [
+            {
+                "id": j["pandaid"],
+                "state": j["jobstatus"],
+                "text": f"{j['pandaid']} {j['name']}",
+                "url": reverse("pandamon:job", args=[j["pandaid"]]),
+            }
+            for j in jobs
+        ]
+        positions = layered_layout([n["id"] for n in nodes], edges)
+        figure = charts.dag_figure(
+            nodes,
+            positions,
+            edges,
+            title=f"Jobs of {label or 'all labels'} {data_id or ''}".strip(),
+            marker_size=10 if len(nodes) > 200 else 18,
+        )
+        level = "job"
+    else:
+        edges = queries.workflow_task_edges(workflow)
+        task_edges = [(a, b) for a, b in edges]
+        nodes = []
+        for t in tasks:
+            c = counts[t.jeditaskid]
+            p = queries.progress(c)
+            nodes.append(
+                {
+                    "id": t.jeditaskid,
+                    "state": charts.dominant_state(c),
+                    "text": f"{t.label}: {c.get('finished', 0)}/{p['total']} done, {c.get('failed', 0)} failed",
+                    "url": reverse("pandamon:task", args=[t.jeditaskid]),
+                }
+            )
+        positions = layered_layout([n["id"] for n in nodes], task_edges)
+        figure = charts.dag_figure(nodes, positions, task_edges, title="Tasks (click one to open it)")
+        truncated = False
+        level = "task"
+    final = workflow.status in WORKFLOW_FINAL
+    rows: list[dict[str, Any]] = [
+        {"task": t, "counts": counts[t.jeditaskid], **queries.progress(counts[t.jeditaskid])} for t in tasks
+    ]
+    context = {
+        "workflow": workflow,
+        "rows": rows,
+        "total": charts.ordered_states(total),
+        "progress": queries.progress(total),
+        "figure": figure,
+        "level": level,
+        "label": label,
+        "data_id": data_id,
+        "truncated": truncated,
+        "slice_limit": SLICE_LIMIT,
+        "unknown": unknown,
+        "final": final,
+        "state_link": f"workflow={workflow.pk}",
+        "labels": sorted({t.label for t in tasks}),
+        "query": query_without(params),
+    }
+    return respond(
+        request,
+        "pandamon/workflow.html",
+        context,
+        lambda: {
+            "id": workflow.pk,
+            "name": workflow.name,
+            "status": workflow.status,
+            "counts": total,
+            "tasks": [
+                {
+                    "jeditaskid": t.jeditaskid,
+                    "label": t.label,
+                    "status": t.status,
+                    "counts": counts[t.jeditaskid],
+                }
+                for t in tasks
+            ],
+            "level": level,
+            "nodes": nodes,
+            "edges": edges,
+            "truncated": truncated,
+            "unknown_filters": unknown,
+        },
+        partial="workflow-body",
+    )

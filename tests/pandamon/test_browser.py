@@ -1,0 +1,156 @@
+"""The monitor in a real browser: Debian's chromium driven by Playwright against a live server.
+
+Each page family renders (a screenshot of each is kept under test-artifacts/pandamon/), a facet
+click filters the list in place and pushes the URL, pagination moves on, the DAG draws with the
+state colours, and the live payload-log tail grows while the job runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher.models import Job
+from tests.factories import PayloadLogFactory
+from tests.pandamon.conftest import World, build_world
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
+# browser steps are ordinary synchronous ones.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "pandamon"
+FAILED_RED = "rgb(198, 40, 40)"  # #c62828, the failed colour of ailuro.css and charts.py
+
+pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian's chromium is missing: run scripts/chromium.sh start")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, live_server):  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def live_world(transactional_db: None) -> World:
+    return build_world()
+
+
+def shot(pg, name: str) -> None:  # type: ignore[no-untyped-def]
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_every_page_family_renders_in_chromium(page, live_world: World) -> None:
+    w = live_world
+    pages = {
+        "overview": "/",
+        "dash": "/dash/",
+        "jobs": "/jobs/",
+        "job": f"/job/{w.jobs['isr_4'].pandaid}/",
+        "tasks": "/tasks/",
+        "task": f"/task/{w.tasks['isr'].pk}/",
+        "workflows": "/workflows/",
+        "workflow": f"/workflow/{w.workflow.pk}/",
+        "errors": "/errors/",
+        "sites": "/sites/",
+        "site": "/site/CERN/",
+        "users": "/users/",
+        "user": "/user/alice/",
+    }
+    for name, url in pages.items():
+        response = page.goto(url)
+        assert response.status == 200, url
+        assert page.locator("h1").first.is_visible(), url
+        for chart in page.locator("script[data-figure]").all():
+            page.wait_for_selector(f"#{chart.get_attribute('data-figure')}.drawn", timeout=15_000)
+        shot(page, name)
+    page.goto("/jobs/")
+    assert page.locator("#job-total").inner_text() == "8"
+
+
+def test_a_facet_click_filters_in_place_and_pushes_the_url(page, live_world: World) -> None:
+    page.goto("/jobs/")
+    page.locator('[data-facet="computingsite"] a.facet-value', has_text="SLAC_Q").click()
+    page.wait_for_url("**/jobs/?computingsite=SLAC_Q")
+    page.wait_for_function("document.querySelector('#job-total').textContent.trim() === '1'")
+    rows = page.locator("#job-table tbody tr")
+    assert rows.count() == 1
+    assert str(live_world.jobs["isr_4"].pandaid) in rows.first.inner_text()
+    shot(page, "jobs-facet-clicked")
+
+
+def test_pagination_moves_to_the_next_keyset_page(page, live_world: World) -> None:
+    page.goto("/jobs/?display_limit=3")
+    first = page.locator("#job-table tbody tr td:first-child").all_inner_texts()
+    page.locator("#next-page").click()
+    page.wait_for_url("**cursor=*")
+    page.wait_for_function(
+        "ids => document.querySelector('#job-table tbody td').textContent.trim() !== ids[0]", arg=first
+    )
+    second = page.locator("#job-table tbody tr td:first-child").all_inner_texts()
+    assert len(first) == 3
+    assert len(second) == 3
+    assert int(second[0]) < int(first[-1])
+    shot(page, "jobs-page-2")
+
+
+def test_the_dag_draws_with_state_colours_and_a_node_opens_its_task(page, live_world: World) -> None:
+    page.goto(f"/workflow/{live_world.workflow.pk}/")
+    page.wait_for_selector("#dag-plot.drawn")
+    fills = page.eval_on_selector_all(
+        "#dag-plot path.point", "els => els.map(e => getComputedStyle(e).fill || e.style.fill)"
+    )
+    assert len(fills) == 3  # three tasks
+    assert FAILED_RED in fills  # isr has a failed job
+    shot(page, "workflow-dag")
+    # Plotly's drag layer takes the clicks: click where the failed node sits.
+    box = page.locator("#dag-plot path.point").nth(fills.index(FAILED_RED)).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url(f"**/task/{live_world.tasks['isr'].pk}/")
+    page.goto(f"/workflow/{live_world.workflow.pk}/?label=isr")
+    page.wait_for_selector("#dag-plot.drawn")
+    assert page.locator("#dag-plot path.point").count() == 6
+    shot(page, "workflow-dag-jobs")
+
+
+def test_the_live_log_tail_grows_while_the_job_runs(page, live_world: World) -> None:
+    job = live_world.jobs["isr_5"]
+    page.goto(f"/job/{job.pandaid}/")
+    assert page.locator("#payload-log .chunk").count() == 3
+    PayloadLogFactory(job=job, attemptnr=1, sequence=4, text="fresh line from the pilot\n")
+    page.wait_for_selector("#payload-log .chunk[data-seq='4']", timeout=10_000)
+    assert "fresh line from the pilot" in page.locator("#payload-log").inner_text()
+    shot(page, "job-log-tail")
+    assert Job.objects.get(pk=job.pk).jobstatus == "running"

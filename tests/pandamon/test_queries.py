@@ -1,0 +1,92 @@
+"""Every named read of pandamon/queries.py with its query count pinned: the count is the same
+for 3 jobs or 3 million, which is what keeps the pages fast."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
+
+from pandamon import queries
+from tests.pandamon.conftest import World
+
+pytestmark = pytest.mark.django_db
+
+
+def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_num_queries) -> None:
+    since = timezone.now() - timedelta(hours=12)
+    pandaid = world.jobs["isr_4"].pandaid
+    cern = queries.site_detail("CERN")
+    task = queries.task_detail(world.tasks["isr"].pk)
+    assert cern is not None
+    assert task is not None
+    cache.clear()
+    pinned = [
+        # An aggregate over a whole window costs its query plus SET and RESET of its settings.
+        (3, lambda: queries.jobs_facets(Q(), unit="hour")),
+        (1, lambda: queries.jobs_page(Q(), sort="time-descending", cursor=None, limit=3)),
+        (1, lambda: queries.job_detail(pandaid)),
+        (1, lambda: queries.job_attempts(pandaid)),
+        (1, lambda: queries.job_status_history(pandaid)),
+        (1, lambda: queries.job_files(pandaid)),
+        (1, lambda: queries.job_relatives(pandaid)),
+        (1, lambda: queries.job_log_chunks(pandaid, after=0, attemptnr=1)),
+        (4, lambda: queries.errors_summary(Q(), unit="hour")),
+        (3, lambda: queries.errors_summary(Q(), unit="hour", split=False)),
+        (4, lambda: queries.dash_matrix(since, None)),
+        (1, lambda: queries.site_detail("CERN")),
+        (1, lambda: queries.site_queue_stats(cern, since, None)),
+        (1, lambda: queries.site_node_outliers(cern, since)),
+        (1, lambda: queries.site_workers_by_state(cern)),
+        (1, lambda: queries.queue_state_counts(since, None)),
+        (1, lambda: queries.queues_with_sites()),
+        (2, lambda: queries.tasks_page(Q(), cursor=None, limit=10)),
+        (1, lambda: queries.task_facets(Q())),
+        (1, lambda: queries.task_detail(task.pk)),
+        (3, lambda: queries.task_top_errors(task.pk)),
+        (1, lambda: queries.task_histograms(task)),
+        (1, lambda: queries.task_slowest_jobs(task.pk)),
+        (3, lambda: queries.workflows_page(Q(), cursor=None, limit=10)),
+        (1, lambda: queries.workflow_detail(world.workflow.pk)),
+        (2, lambda: queries.workflow_tasks(world.workflow.pk)),
+        (1, lambda: queries.workflow_task_edges(world.workflow)),
+        (0, lambda: queries.workflow_task_edges(world.workflow)),  # cached: the graph never changes
+        (2, lambda: queries.workflow_job_slice(world.workflow.pk, label="isr", data_id={}, limit=100)),
+        (1, lambda: queries.latest_failures()),
+        (2, lambda: queries.users_summary(since)),
+        (2, lambda: queries.user_tasks("alice", since)),
+        (1, lambda: queries.user_last_activity("alice")),
+    ]
+    for count, read in pinned:
+        with django_assert_num_queries(count):
+            read()
+
+
+def test_job_facets_and_page_agree_with_a_plain_count(world: World) -> None:
+    facets = queries.jobs_facets(Q(label="isr"), unit="hour")
+    rows, cursor = queries.jobs_page(Q(label="isr"), sort="pandaid", cursor=None, limit=100)
+    assert facets.total == len(rows) == 6
+    assert cursor is None
+    assert sum(n for _, _, n in facets.over_time) == 6
+
+
+def test_a_cursor_not_made_by_the_page_is_refused() -> None:
+    for bad in ("", "bm90IGpzb24=", "WzEsICJ4Il0="):  # "", "not json", [1, "x"]
+        with pytest.raises(ValueError, match="cursor"):
+            queries.cursor_decode(bad or "!!", "pandaid")
+
+
+def test_the_aggregate_settings_end_with_the_query(world: World) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        before = cursor.fetchone()[0]
+        queries.jobs_facets(Q(), unit="hour")
+        cursor.execute("SHOW work_mem")
+        assert cursor.fetchone()[0] == before
+        cursor.execute("SHOW enable_indexscan")
+        assert cursor.fetchone()[0] == "on"

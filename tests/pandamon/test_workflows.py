@@ -1,0 +1,60 @@
+"""/workflows/ and /workflow/<id>/: progress and the DAG, task level and job level."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+from tests.pandamon.conftest import World
+
+pytestmark = pytest.mark.django_db
+
+
+def test_workflow_list_shows_exact_progress(client, world: World) -> None:
+    data = client.get("/workflows/?json").json()
+    (wf,) = data["workflows"]
+    assert wf["counts"] == {"finished": 4, "failed": 1, "running": 3, "defined": 5}
+    assert round(wf["finished_pct"], 1) == round(100 * 4 / 13, 1)
+
+
+def test_task_level_dag_has_state_coloured_nodes_with_counts_and_task_links(client, world: World) -> None:
+    data = client.get(f"/workflow/{world.workflow.pk}/?json").json()
+    assert data["level"] == "task"
+    t = world.tasks
+    assert sorted(data["edges"]) == sorted([[t["isr"].pk, t["calib"].pk], [t["calib"].pk, t["coadd"].pk]])
+    nodes = {n["id"]: n for n in data["nodes"]}
+    assert nodes[t["isr"].pk]["state"] == "failed"
+    assert nodes[t["isr"].pk]["text"] == "isr: 4/6 done, 1 failed"
+    assert nodes[t["coadd"].pk]["url"] == f"/task/{t['coadd'].pk}/"
+    page = client.get(f"/workflow/{world.workflow.pk}/").content.decode()
+    assert '"color": "#c62828"' in page  # failed red in the embedded figure
+
+
+def test_job_level_view_of_a_label_and_of_a_data_id_slice(client, world: World) -> None:
+    data = client.get(f"/workflow/{world.workflow.pk}/?label=calib&json").json()
+    assert data["level"] == "job"
+    assert len(data["nodes"]) == 6
+    assert data["edges"] == []  # calib jobs depend on isr jobs, not on each other
+    sliced = client.get(f"/workflow/{world.workflow.pk}/?data_id.visit=3&json").json()
+    names = {n["text"].split(" ", 1)[1] for n in sliced["nodes"]}
+    assert names == {"isr_3", "calib_3"}
+    assert sliced["edges"] == [[world.jobs["isr_3"].pandaid, world.jobs["calib_3"].pandaid]]
+
+
+def test_a_bad_data_id_key_is_a_400(client, world: World) -> None:
+    assert client.get(f"/workflow/{world.workflow.pk}/?data_id.a-b=1").status_code == 400
+
+
+def test_workflow_list_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
+    with django_assert_num_queries(3):  # workflows, their tasks, the counters
+        assert client.get("/workflows/").status_code == 200
+
+
+def test_workflow_page_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
+    cache.clear()
+    with django_assert_num_queries(4):  # workflow, tasks, counters, task edges (first read)
+        assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
+    with django_assert_num_queries(3):  # the task graph is fixed at submission: cached after
+        assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
+    with django_assert_num_queries(5):  # + job slice and its edges
+        assert client.get(f"/workflow/{world.workflow.pk}/?label=isr").status_code == 200
