@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dispatcher', '0001_initial'),
+        ('dispatcher', '0002_retry_rules_defaults'),
     ]
 
     operations = [
