@@ -32,6 +32,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Pilots take minutes to start on a batch system; submitting, polling and cleaning workers every
     # 30 s keeps queues filled without hammering sbatch/sacct (harvester/tasks.py).
     "provisioner": {"task": "harvester.provision", "schedule": 30.0, "options": {"expires": 30.0}},
+    # Campaign groups take minutes to hours; judging them, submitting the next ones and flagging
+    # stalls every 30 s is prompt enough, and each round is bounded (AILURO_CAMPAIGN_SUBMIT_PER_ROUND).
+    "campaigns": {"task": "campaigns.advance", "schedule": 30.0, "options": {"expires": 30.0}},
     # Archiving and trimming are about disk space, measured in days.
     "janitor": {"task": "dispatcher.loop_janitor", "schedule": 3600.0, "options": {"expires": 3600.0}},
 }

@@ -28,5 +28,6 @@ def test_run_loops_uses_the_beat_periods() -> None:
         "watcher": 60.0,
         "rollup": 10.0,
         "provisioner": 30.0,
+        "campaigns": 30.0,
         "janitor": 3600.0,
     }

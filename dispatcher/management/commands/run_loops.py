@@ -34,6 +34,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, once: bool, only: list[str] | None, sleep: float, **options: Any) -> None:
+        self._verbosity = int(options.get("verbosity", 1))
         names = only or list(LOOPS)
         unknown = sorted(set(names) - set(LOOPS))
         if unknown:
@@ -70,4 +71,6 @@ class Command(BaseCommand):
 
     def _step(self, name: str) -> None:
         done = loop_run(name=name)
-        self.stdout.write(f"{name}: {'lease held elsewhere' if done is None else done}")
+        # Quiet when idle: the embedded run shows this output, and "brokerage: 0" every 5 s is noise.
+        if done or self._verbosity > 1:
+            self.stdout.write(f"{name}: {'lease held elsewhere' if done is None else done}")
