@@ -8,16 +8,18 @@ attempt succeed), so its group ends `failed`; `restart` (or `retry`) from the ca
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib.auth import get_user_model
 
 from campaigns.models import Campaign
 from campaigns.services import campaign_create, campaign_launch
 
-# The marker lives in $TMPDIR and carries the campaign name, so each demo campaign (demo, demo-2, …)
-# fails exactly once and its restart succeeds.
+# The marker lives in $TMPDIR and carries a token drawn for each demo campaign, so every demo (in
+# this data directory or a fresh one) fails exactly once and its restart succeeds.
 _ISR = (
-    'if [ {data_id} = 1003 ] && [ ! -e "${TMPDIR:-/tmp}/ailuro-demo-{campaign}-{data_id}" ]; then '  # noqa: S108  (a demo marker, not a secret)
-    'touch "${TMPDIR:-/tmp}/ailuro-demo-{campaign}-{data_id}"; '
+    'if [ {data_id} = 1003 ] && [ ! -e "${TMPDIR:-/tmp}/ailuro-demo-MARK-{data_id}" ]; then '  # noqa: S108  (a demo marker, not a secret)
+    'touch "${TMPDIR:-/tmp}/ailuro-demo-MARK-{data_id}"; '
     'echo "ValueError: bad input for visit {data_id}" >&2; exit 65; fi; '
     "echo isr visit={data_id}; sleep SLEEP"
 )
@@ -44,7 +46,7 @@ stall_after_s: 300
 
 
 def demo_spec(name: str, *, visits: int = 8, sleep_s: int = 2) -> str:
-    isr = _ISR.replace("SLEEP", str(sleep_s)).replace("'", "''")
+    isr = _ISR.replace("SLEEP", str(sleep_s)).replace("MARK", uuid.uuid4().hex[:12]).replace("'", "''")
     return DEMO_SPEC.format(name=name, isr=isr, sleep=sleep_s, last=1000 + visits - 1)
 
 

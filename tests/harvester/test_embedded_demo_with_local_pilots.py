@@ -1,4 +1,5 @@
-"""The embedded run (`ailuro up`, SQLite, no services) runs the demo workflow with local pilots."""
+"""The embedded run (`ailuro up`, SQLite, no services) runs the demo workflow with local pilots, and
+the demo campaign gets as far as its planned failure (visit 1003's isr), for the operator to recover."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def test_ailuro_up_runs_the_demo_workflow_to_the_end_with_local_pilots(tmp_path:
     )
     database = tmp_path / "ailuro.sqlite3"
     states: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    failed: list[tuple[str, int]] = []
     try:
         deadline = time.monotonic() + 140
         while time.monotonic() < deadline:
@@ -41,14 +44,28 @@ def test_ailuro_up_runs_the_demo_workflow_to_the_end_with_local_pilots(tmp_path:
                 continue
             try:
                 with sqlite3.connect(database, timeout=5) as db:
-                    states = dict(db.execute("SELECT jobstatus, COUNT(*) FROM dispatcher_job GROUP BY 1"))
+                    states = dict(
+                        db.execute(
+                            "SELECT j.jobstatus, COUNT(*) FROM dispatcher_job j JOIN dispatcher_workflow w"
+                            " ON w.id = j.workflow_id WHERE w.name = 'demo-step1' GROUP BY 1"
+                        )
+                    )
                     workers = dict(db.execute("SELECT status, COUNT(*) FROM harvester_worker GROUP BY 1"))
+                    groups = dict(db.execute("SELECT status, COUNT(*) FROM campaigns_group GROUP BY 1"))
+                    failed = list(
+                        db.execute(
+                            "SELECT name, transexitcode FROM dispatcher_job WHERE jobstatus = 'failed'"
+                        )
+                    )
             except sqlite3.OperationalError:
                 continue  # tables not migrated yet
-            if states and set(states) == {"finished"}:
+            if states == {"finished": 25} and groups.get("failed"):
                 break
         assert states == {"finished": 25}, states
         assert sum(workers.values()) >= 1
+        # The campaign's one planned failure, shown as a failed group waiting for a restart.
+        assert groups.get("failed") == 1, groups
+        assert [(name.split("_")[0], code) for name, code in failed] == [("isr", 65)], failed
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
