@@ -5,7 +5,7 @@ Every job status change goes through `job_transition` or `jobs_transition_bulk` 
 
 from __future__ import annotations
 
-from dispatcher.services.attempts import AttemptOutcome, descendants_of, job_attempt_end
+from dispatcher.services.attempts import AttemptOutcome, job_attempt_end
 from dispatcher.services.brokerage import broker_one_batch
 from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
 from dispatcher.services.transitions import (
@@ -38,7 +38,6 @@ __all__ = [
     "broker_one_batch",
     "job_pilot_update",
     "jobs_dispatch",
-    "descendants_of",
     "job_attempt_end",
     "NewJob",
     "TransitionResult",

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from dispatcher.models import Job, JobAttempt, JobDependency, Task
+from dispatcher.queries import job_descendants
 from dispatcher.retry import ERROR_FIELDS, RetryDecision, retry_decide, retry_rules_active
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.states import JOB_ACTIVE, JOB_NON_FINAL, JobStatus
@@ -203,24 +204,8 @@ def _release_children(pandaid: int) -> int:
     return sum(1 for _, pending in locked if pending == 1)
 
 
-def descendants_of(pandaid: int) -> list[int]:
-    """Every job reachable from `pandaid` along dependency edges (one recursive query)."""
-    table = JobDependency._meta.db_table
-    sql = f"""
-        WITH RECURSIVE down(id) AS (
-            SELECT child_id FROM {table} WHERE parent_id = %s
-            UNION
-            SELECT d.child_id FROM {table} d JOIN down ON d.parent_id = down.id
-        )
-        SELECT id FROM down ORDER BY id
-    """  # noqa: S608  (the table name is ours; the value is a parameter)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pandaid])
-        return [row[0] for row in cursor.fetchall()]
-
-
 def _prune_descendants(pandaid: int, *, cause: str) -> int:
-    ids = descendants_of(pandaid)
+    ids = job_descendants([pandaid])
     if not ids:
         return 0
     pruned = 0

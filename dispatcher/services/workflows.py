@@ -21,6 +21,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from dispatcher.models import File, Job, JobDependency, Queue, Task, Workflow
+from dispatcher.queries import job_descendants
 from dispatcher.services.transitions import jobs_transition_bulk, task_count_deltas_add
 from dispatcher.states import JOB_NON_FINAL, JobStatus, TaskStatus, WorkflowStatus
 from dispatcher.workflows import (
@@ -627,43 +628,13 @@ def workflow_retry(
             _selection(workflow_id, labels, pandaids, jobstatus), jobstatus=JobStatus.FAILED
         ).values_list("pandaid", flat=True)
     )
-    pruned = _pruned_below(failed)
+    pruned = job_descendants(failed, jobstatus=JobStatus.PRUNED)
     cause = f"retried by {_actor_name(actor) or 'user'}"
     ids = _jobs_rerun(Q(pandaid__in=failed), sources=(JobStatus.FAILED,), cause=cause)
     ids += _jobs_rerun(Q(pandaid__in=pruned), sources=(JobStatus.PRUNED,), cause=cause)
     _workflow_reopen(workflow_id, ids)
     _action_log("workflow.retry", workflow_id, actor, retried=len(failed), unpruned=len(pruned))
     return {"retried": len(failed), "unpruned": len(pruned)}
-
-
-def _pruned_below(parents: Sequence[int]) -> list[int]:
-    """Pruned jobs reachable from `parents` through pruned jobs only.
-
-    Raw SQL: a recursive CTE walks the whole sub-DAG in one statement instead of one query per
-    level; the same text runs on PostgreSQL and SQLite.
-    """
-    if not parents:
-        return []
-    found: list[int] = []
-    for start in range(0, len(parents), 5000):
-        batch = list(parents[start : start + 5000])
-        placeholders = ", ".join(["%s"] * len(batch))
-        sql = f"""
-            WITH RECURSIVE below(pandaid) AS (
-                SELECT d.child_id FROM dispatcher_jobdependency d
-                JOIN dispatcher_job j ON j.pandaid = d.child_id AND j.jobstatus = 'pruned'
-                WHERE d.parent_id IN ({placeholders})
-                UNION
-                SELECT d.child_id FROM dispatcher_jobdependency d
-                JOIN below b ON d.parent_id = b.pandaid
-                JOIN dispatcher_job j ON j.pandaid = d.child_id AND j.jobstatus = 'pruned'
-            )
-            SELECT pandaid FROM below
-        """  # noqa: S608  (only placeholders are interpolated)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, batch)
-            found.extend(row[0] for row in cursor.fetchall())
-    return sorted(set(found))
 
 
 def _jobs_rerun(where: Q, *, sources: Iterable[str], cause: str) -> list[int]:

@@ -4,8 +4,8 @@ import pytest
 from django.utils import timezone
 
 from dispatcher.models import Job, JobAttempt, JobDependency, RetryRule
-from dispatcher.queries import task_state_counts
-from dispatcher.services import descendants_of, job_attempt_end
+from dispatcher.queries import job_descendants, task_state_counts
+from dispatcher.services import job_attempt_end
 from dispatcher.states import JobStatus
 from tests.factories import JobFactory, QueueFactory, TaskFactory
 
@@ -60,7 +60,7 @@ def test_a_failure_without_retry_fails_the_job_and_prunes_every_descendant() -> 
     )
 
     assert out is not None and (out.status, out.pruned) == ("failed", 2)
-    assert descendants_of(parent.pandaid) == sorted([child.pandaid, grandchild.pandaid])
+    assert job_descendants([parent.pandaid]) == sorted([child.pandaid, grandchild.pandaid])
     assert set(Job.objects.filter(pk__in=[child.pk, grandchild.pk]).values_list("jobstatus", flat=True)) == {
         "pruned"
     }
