@@ -1,27 +1,10 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Start Django the way every process does (manage.py check), with the given environment."""
-    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
-    base["AILURO_DATA_DIR"] = str(tmp_path)
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.core.startup import manage_check
 
 
 @pytest.mark.parametrize(
@@ -40,7 +23,7 @@ def _start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 def test_bad_configuration_stops_start_up_naming_the_variable(
     tmp_path: Path, env: dict[str, str], named: str
 ) -> None:
-    result = _start(tmp_path, **env)
+    result = manage_check(tmp_path, **env)
 
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
@@ -48,9 +31,9 @@ def test_bad_configuration_stops_start_up_naming_the_variable(
 
 
 def test_the_default_configuration_starts_embedded_and_keeps_its_secret_key(tmp_path: Path) -> None:
-    first = _start(tmp_path)
+    first = manage_check(tmp_path)
     key = (tmp_path / "secret_key").read_text()
-    second = _start(tmp_path)
+    second = manage_check(tmp_path)
 
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
