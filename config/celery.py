@@ -29,6 +29,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Task and workflow states feed the monitor and the campaign advancer; 10 s keeps pages fresh
     # while folding deltas in batches (counts are exact at any time without the fold).
     "rollup": {"task": "dispatcher.loop_rollup", "schedule": 10.0, "options": {"expires": 10.0}},
+    # The monitor's per-hour rollups (decision 0003): pages are exact without the fold (they read
+    # the unfolded deltas too), so 10 s only bounds how many deltas a page has to add up.
+    "monitor": {"task": "pandamon.loop_monitor", "schedule": 10.0, "options": {"expires": 10.0}},
     # Pilots take minutes to start on a batch system; submitting, polling and cleaning workers every
     # 30 s keeps queues filled without hammering sbatch/sacct (harvester/tasks.py).
     "provisioner": {"task": "harvester.provision", "schedule": 30.0, "options": {"expires": 30.0}},

@@ -13,13 +13,12 @@ from __future__ import annotations
 import base64
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db import connection
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
@@ -38,37 +37,10 @@ from dispatcher.models import (
 from dispatcher.queries import task_state_counts
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from harvester.models import Worker
-from pandamon.errortext import MASKS
+from pandamon import rollups
+from pandamon.sql import _fetch, _fetch_aggregate, template_expression
 
 FAILED_LIKE = (JobStatus.FAILED, JobStatus.PRUNED)
-
-
-def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, list(params))
-        return list(cursor.fetchall())
-
-
-def _fetch_aggregate(sql: str, params: Sequence[Any], *, bitmap: bool = False) -> list[tuple[Any, ...]]:
-    """An aggregate over every row of a window (facets, error templates), with settings for it:
-
-    * `work_mem` 64 MB so the grouping sets hash in memory instead of sorting on disk;
-    * no JIT: compiling costs more than it saves on half a million rows;
-    * with `bitmap`, no plain index scan: on a time window of one table it visits the heap once per
-      row where a bitmap scan reads each page once (the planner misjudges this when rows of a
-      window are clustered but not ordered). Not for joins, which need their index lookups.
-
-    Set for the session around the one query and reset after it, even when it fails (two more
-    statements, counted in the pinned query counts).
-    """
-    settings = "SET work_mem = '64MB'; SET jit = off" + ("; SET enable_indexscan = off" if bitmap else "")
-    with connection.cursor() as cursor:
-        cursor.execute(settings)
-        try:
-            cursor.execute(sql, list(params))
-            return list(cursor.fetchall())
-        finally:
-            cursor.execute("RESET work_mem; RESET enable_indexscan; RESET jit")
 
 
 def _sql_of(qs: QuerySet[Any]) -> tuple[str, tuple[Any, ...]]:
@@ -121,13 +93,43 @@ class JobFacets:
     over_time: list[tuple[datetime, str, int]]
 
 
-def jobs_facets(q: Q, *, unit: str) -> JobFacets:
-    """Exact attribute summary of the selected jobs plus jobs by state over time: one scan.
+@dataclass(frozen=True)
+class JobRollupSelection:
+    """A /jobs/ selection the rollup answers: a time window and optionally a set of states."""
+
+    window: rollups.Window
+    states: tuple[str, ...] | None
+
+
+def job_rollup_selection(
+    since: datetime | None, until: datetime | None, applied: dict[str, str]
+) -> JobRollupSelection | None:
+    """The rollup form of a /jobs/ selection, or None when only the scan can answer it: not on
+    PostgreSQL, no window (all time), a filter other than `jobstatus`, a `jobstatus` with globs,
+    negations or "Not specified", or a window without a whole hour. Other filters narrow the rows
+    and have indexes, so the scan is fast for them."""
+    if not rollups.enabled() or since is None or set(applied) - {"jobstatus"}:
+        return None
+    states = None
+    if "jobstatus" in applied:
+        alternatives = [a for a in applied["jobstatus"].split("|") if a]
+        if not alternatives or any(a not in JobStatus.values for a in alternatives):
+            return None
+        states = tuple(alternatives)
+    window = rollups.Window.of(since, until)
+    return JobRollupSelection(window, states) if window is not None else None
+
+
+def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) -> JobFacets:
+    """Exact attribute summary of the selected jobs plus jobs by state over time: one scan, or
+    with `rollup` (the same selection in rollup form) the per-hour summary plus the edges.
 
     1. The ORM compiles the filter into a SELECT of the facet columns (bound parameters).
     2. `GROUPING SETS` counts every facet and (time bucket, state) in one pass.
     3. `GROUPING()` tells which set a result row belongs to.
     """
+    if rollup is not None:
+        return _jobs_facets_rollup(rollup, unit=unit)
     cols = {f"f_{name}": F(column) for name, column in JOB_FACETS.items()}
     inner = Job.objects.filter(q).order_by().values(**cols, f_time=F("statechangetime"))
     sql, params = _sql_of(inner)
@@ -153,6 +155,24 @@ def jobs_facets(q: Q, *, unit: str) -> JobFacets:
         for i, name in enumerate(names):
             if flags[i] == 0:
                 facets[name].append((values[i], int(n)))
+    return _facets_finish(facets, over_time)
+
+
+def _jobs_facets_rollup(rollup: JobRollupSelection, *, unit: str) -> JobFacets:
+    facets: dict[str, list[tuple[Any, int]]] = {n: [] for n in JOB_FACETS}
+    over_time: list[tuple[datetime, str, int]] = []
+    for facet, value, bucket, n in rollups.job_facet_rows(rollup.window, states=rollup.states, unit=unit):
+        if facet == "" and bucket is not None:
+            over_time.append((bucket, value, n))
+        elif facet:
+            facets[facet].append((rollups.facet_value(facet, value), n))
+    return _facets_finish(facets, over_time)
+
+
+def _facets_finish(
+    facets: dict[str, list[tuple[Any, int]]], over_time: list[tuple[datetime, str, int]]
+) -> JobFacets:
+    names = list(JOB_FACETS)
     for name in names:
         facets[name].sort(key=lambda vn: (-vn[1], str(vn[0])))
     for code_facet in ("piloterrorcode", "exeerrorcode", "ddmerrorcode", "transexitcode"):
@@ -315,17 +335,6 @@ _FAMILIES: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-def template_expression(column: str) -> tuple[str, list[str]]:
-    """SQL masking a diag column with `errortext.MASKS` (patterns bound as parameters)."""
-    sql = column
-    params: list[str] = []
-    for pattern, repl in MASKS:
-        sql = f"regexp_replace({sql}, %s, %s, 'g')"
-        params = [*params, pattern, repl]
-    # Parameters are consumed innermost first, and the innermost call is the first mask.
-    return sql, params
-
-
 @dataclass
 class ErrorSummary:
     groups: list[dict[str, Any]]
@@ -336,14 +345,33 @@ class ErrorSummary:
     total_attempts: int
 
 
-def errors_summary(q: Q, *, unit: str, split: bool = True, source: str = "attempts") -> ErrorSummary:
+def error_rollup_window(
+    since: datetime | None, until: datetime | None, applied: dict[str, str]
+) -> rollups.Window | None:
+    """The rollup form of an /errors/ selection: a window and no filter (PostgreSQL only)."""
+    if not rollups.enabled() or since is None or applied:
+        return None
+    return rollups.Window.of(since, until)
+
+
+def errors_summary(
+    q: Q,
+    *,
+    unit: str,
+    split: bool = True,
+    source: str = "attempts",
+    rollup: rollups.Window | None = None,
+) -> ErrorSummary:
     """Failed attempts in the window grouped by family:code → message template → sample jobs,
-    failures over time by family:code, and the split by site, task and user. Two scans.
+    failures over time by family:code, and the split by site, task and user. Two scans, or with
+    `rollup` (the same window, no filter) one read of the error summaries plus the edges.
 
     1. Unpivot each attempt's error families (LATERAL VALUES), skip zero codes, mask the diag.
     2. GROUPING SETS: (family, code, template) with samples, and (time bucket, family, code).
     3. A second GROUPING SETS over the attempts: by site, by task, by user (one count per attempt).
     """
+    if rollup is not None:
+        return _errors_from_rows(rollups.error_rows(rollup, unit=unit, split=split), split=split)
     base: QuerySet[Any]
     if source == "jobs":  # the failed jobs as they stand (their last attempt), on job indexes
         base = Job.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
@@ -376,20 +404,7 @@ def errors_summary(q: Q, *, unit: str, split: bool = True, source: str = "attemp
         if g_bucket == 0:
             over_time.append((bucket, f"{family}:{code}", int(n)))
         else:
-            samples = [newest] if newest == oldest else [newest, oldest]
-            groups.append(
-                {
-                    "family": family,
-                    "code": code,
-                    "key": f"{family}:{code}",
-                    "code_field": "transexitcode" if family == "trans" else f"{family}errorcode",
-                    "diag_field": None if family == "trans" else f"{family}errordiag",
-                    "template": tmpl,
-                    "example": example,
-                    "count": int(n),
-                    "samples": samples,
-                }
-            )
+            groups.append(_error_group(family, code, tmpl, int(n), newest, oldest, example))
     groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
     over_time.sort()
 
@@ -424,6 +439,43 @@ def errors_summary(q: Q, *, unit: str, split: bool = True, source: str = "attemp
     )
 
 
+def _error_group(
+    family: str, code: int, tmpl: str, n: int, newest: int | None, oldest: int | None, example: str | None
+) -> dict[str, Any]:
+    return {
+        "family": family,
+        "code": code,
+        "key": f"{family}:{code}",
+        "code_field": "transexitcode" if family == "trans" else f"{family}errorcode",
+        "diag_field": None if family == "trans" else f"{family}errordiag",
+        "template": tmpl,
+        "example": example,
+        "count": n,
+        "samples": [newest] if newest == oldest else [newest, oldest],
+    }
+
+
+def _errors_from_rows(rows: rollups.ErrorRows, *, split: bool) -> ErrorSummary:
+    groups = [_error_group(*g) for g in rows.groups]
+    groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
+    over_time = sorted((bucket, f"{family}:{code}", n) for bucket, family, code, n in rows.over_time)
+    if not split:
+        return ErrorSummary(groups, over_time, [], [], [], sum(g["count"] for g in groups))
+    by: dict[str, list[Any]] = {"site": [], "task": [], "user": []}
+    for kind, value, n in rows.splits:
+        by[kind].append((value, n))
+    for lst in by.values():
+        lst.sort(key=lambda vn: (-vn[1], str(vn[0])))
+    return ErrorSummary(
+        groups=groups,
+        over_time=over_time,
+        by_site=by["site"],
+        by_task=by["task"],
+        by_user=by["user"],
+        total_attempts=sum(n for _, n in by["site"]),
+    )
+
+
 # --- /dash/ and sites ---------------------------------------------------------------------------
 
 
@@ -441,14 +493,21 @@ def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any
     # Two queries, each on its own index: active jobs (job_active_queue_idx) and final ones in
     # the window (job_window_summary_idx, index-only). One query with an OR scans the table.
     active = Q(jobstatus__in=[s.value for s in JOB_NON_FINAL], queue__isnull=False)
+    cut = rollups.Window.of(since, until) if since is not None and rollups.enabled() else None
     counts = [
         row
-        for selected in (active, window)
+        for selected in ((active,) if cut is not None else (active, window))
         for row in Job.objects.filter(selected)
         .order_by()
         .values("queue_id", "jobstatus")
         .annotate(n=Count("*"), cores=Sum("request_cores"))  # COUNT(*): answerable from the index
     ]
+    if cut is not None:
+        # Final jobs of the window from the per-hour summary plus the partial hours (decision 0003).
+        counts += [
+            {"queue_id": queue, "jobstatus": status, "n": n, "cores": 0}
+            for queue, status, n in rollups.queue_state_rows(cut, states=[s.value for s in JOB_FINAL])
+        ]
     workers = (
         Worker.objects.filter(status__in=["submitted", "running"])
         .order_by()

@@ -19,7 +19,8 @@ def error_summary(request: HttpRequest) -> HttpResponse:
         params, ERROR_FIELDS, time_column="endtime", default_hours=12, unwindowed_by=frozenset({"jeditaskid"})
     )
     unit = queries.bucket_unit(sel.since, sel.until, timezone.now())
-    summary = queries.errors_summary(sel.q, unit=unit)
+    rollup = queries.error_rollup_window(sel.since, sel.until, sel.applied)
+    summary = queries.errors_summary(sel.q, unit=unit, rollup=rollup)
     families: dict[str, int] = {}
     for g in summary.groups:
         families[g["family"]] = families.get(g["family"], 0) + g["count"]

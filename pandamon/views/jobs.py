@@ -46,7 +46,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
     except ValueError as exc:
         raise FilterError(str(exc)) from None
     unit = queries.bucket_unit(sel.since, sel.until, timezone.now())
-    facets = queries.jobs_facets(sel.q, unit=unit)
+    rollup = queries.job_rollup_selection(sel.since, sel.until, sel.applied)
+    facets = queries.jobs_facets(sel.q, unit=unit, rollup=rollup)
     base = query_without(params, "cursor")
     context = {
         "sel": sel,

@@ -1,0 +1,147 @@
+"""Monitor rollups (decision 0003): exact counts per hour that the wide-window pages read instead of
+scanning every job or failed attempt of the window. PostgreSQL only: on SQLite (the embedded mode)
+the tables exist but stay empty and the pages scan, as before.
+
+Writers never touch these tables directly. Triggers on `dispatcher_job` and
+`dispatcher_jobattempt` append delta rows (`pandamon/rollup_sql.py`); the "monitor" loop folds them
+into the summaries (`pandamon.rollups.rollups_fold`). No foreign keys: a delta must never make a
+transition wait on another table's lock, and deleting a job must not cascade into counts.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class JobSummaryDelta(models.Model):
+    """One job tuple entering (+1) or leaving (−1) the summary: appended by the job triggers.
+
+    The raw facet columns, not the exploded facets: the trigger does one INSERT, the fold explodes.
+    `computingsite` is '' for a job without a queue (the summary's value column is NOT NULL).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    statechangetime = models.DateTimeField()
+    jobstatus = models.CharField(max_length=16)
+    computingsite = models.CharField(max_length=64)
+    produsername = models.CharField(max_length=150)
+    label = models.CharField(max_length=100)
+    jeditaskid = models.BigIntegerField()
+    workflow_id = models.BigIntegerField()
+    attemptnr = models.IntegerField()
+    resource_type = models.CharField(max_length=32)
+    prodsourcelabel = models.CharField(max_length=20)
+    piloterrorcode = models.IntegerField()
+    exeerrorcode = models.IntegerField()
+    ddmerrorcode = models.IntegerField()
+    transexitcode = models.IntegerField()
+    delta = models.SmallIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.delta:+d} {self.jobstatus} @ {self.statechangetime}"
+
+
+class JobSummary(models.Model):
+    """Jobs per (hour of statechangetime, jobstatus, facet, value): the /jobs/ facets, its chart
+    and /dash/. One row per facet value, so a window's facets are one GROUP BY over a few thousand
+    rows per hour instead of the window's jobs."""
+
+    id = models.BigAutoField(primary_key=True)
+    bucket = models.DateTimeField()
+    jobstatus = models.CharField(max_length=16)
+    facet = models.CharField(max_length=16)
+    value = models.CharField(max_length=250)
+    count = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            # The fold's ON CONFLICT target; bucket first, so a window is a range of this index.
+            models.UniqueConstraint(fields=["bucket", "jobstatus", "facet", "value"], name="jobsummary_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket} {self.jobstatus} {self.facet}={self.value}: {self.count}"
+
+
+class ErrorDelta(models.Model):
+    """One failed attempt entering (+1) or leaving (−1) the error summaries, with its raw codes and
+    diags: the fold masks diags into templates, so the trigger never runs a regex."""
+
+    id = models.BigAutoField(primary_key=True)
+    endtime = models.DateTimeField()
+    job_id = models.BigIntegerField()
+    jeditaskid = models.BigIntegerField()
+    produsername = models.CharField(max_length=150)
+    computingsite = models.CharField(max_length=64)
+    piloterrorcode = models.IntegerField()
+    piloterrordiag = models.CharField(max_length=500)
+    exeerrorcode = models.IntegerField()
+    exeerrordiag = models.CharField(max_length=500)
+    transexitcode = models.IntegerField()
+    ddmerrorcode = models.IntegerField()
+    ddmerrordiag = models.CharField(max_length=500)
+    jobdispatchererrorcode = models.IntegerField()
+    jobdispatchererrordiag = models.CharField(max_length=500)
+    superrorcode = models.IntegerField()
+    superrordiag = models.CharField(max_length=500)
+    taskbuffererrorcode = models.IntegerField()
+    taskbuffererrordiag = models.CharField(max_length=500)
+    delta = models.SmallIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.delta:+d} attempt of {self.job_id} @ {self.endtime}"
+
+
+class ErrorSummary(models.Model):
+    """Failed attempts per (hour of endtime, family, code, message template, task), with the
+    newest and oldest sample pandaid and the smallest raw diag as the example (what the scan's
+    MAX/MIN give): the /errors/ groups and chart, and a task's top errors."""
+
+    id = models.BigAutoField(primary_key=True)
+    bucket = models.DateTimeField()
+    family = models.CharField(max_length=16)
+    code = models.IntegerField()
+    template = models.CharField(max_length=500)
+    jeditaskid = models.BigIntegerField()
+    count = models.BigIntegerField()
+    newest = models.BigIntegerField(null=True)
+    oldest = models.BigIntegerField(null=True)
+    # NULL until a positive delta brings a sample (a row folded from deletions only).
+    example = models.CharField(max_length=500, null=True)  # noqa: DJ001
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bucket", "family", "code", "template", "jeditaskid"], name="errorsummary_key"
+            ),
+        ]
+        indexes = [
+            # A task's top errors (/task/<id>/), whatever the age of its attempts.
+            models.Index(fields=["jeditaskid"], name="errorsummary_task_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket} {self.family}:{self.code} {self.template}: {self.count}"
+
+
+class ErrorAttemptSummary(models.Model):
+    """Failed attempts per (hour of endtime, queue, task, user), one per attempt whatever its
+    number of error families: the /errors/ split by site, task and user, and its total."""
+
+    id = models.BigAutoField(primary_key=True)
+    bucket = models.DateTimeField()
+    computingsite = models.CharField(max_length=64)
+    jeditaskid = models.BigIntegerField()
+    produsername = models.CharField(max_length=150)
+    count = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bucket", "computingsite", "jeditaskid", "produsername"],
+                name="errorattemptsummary_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket} {self.computingsite} task {self.jeditaskid}: {self.count}"

@@ -1,0 +1,381 @@
+"""Monitor rollups (decision 0003): the fold, the backfill, and the reads that answer a time window
+from per-hour summaries instead of scanning every job or failed attempt in it.
+
+Exactness: a window [since, until) is cut into whole UTC hours [h0, h1) and the partial hours at its
+edges, [since, h0) and [h1, until). Whole hours come from the summary plus the deltas not folded
+yet; the edges are scanned live from the job (attempt) table. The three parts are read in one
+statement, so one snapshot: a fold committing meanwhile moves deltas into the summary atomically
+and is seen entirely or not at all. The result equals the plain scan of the window, always.
+
+PostgreSQL only (`enabled()`); on SQLite the pages keep their scans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+
+from pandamon import rollup_sql
+from pandamon.sql import _fetch_aggregate, template_expression
+
+HOUR = timedelta(hours=1)
+_FOLD_LOCK_KEY = 0x61696C75726F03  # "ailuro" + 3: the advisory lock id of the monitor fold
+
+
+def enabled() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _floor_hour(t: datetime) -> datetime:
+    t = t.astimezone(UTC)
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(t: datetime) -> datetime:
+    floor = _floor_hour(t)
+    return floor if floor == t else floor + HOUR
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window cut for the rollups: whole hours [h0, h1) (h1 None: open) and the edges."""
+
+    h0: datetime
+    h1: datetime | None
+    edges: tuple[tuple[datetime, datetime], ...]
+
+    @classmethod
+    def of(cls, since: datetime, until: datetime | None) -> Window | None:
+        """None when the window holds no whole hour (scan it: it is small)."""
+        h0 = _ceil_hour(since)
+        if until is None:
+            return cls(h0, None, ((since, h0),) if since < h0 else ())
+        h1 = _floor_hour(until)
+        if h1 <= h0:
+            return None
+        edges = tuple((lo, hi) for lo, hi in ((since, h0), (h1, until)) if lo < hi)
+        return cls(h0, h1, edges)
+
+    def hours_sql(self, column: str) -> tuple[str, list[Any]]:
+        """`column` within the whole hours."""
+        if self.h1 is None:
+            return f"{column} >= %s", [self.h0]
+        return f"{column} >= %s AND {column} < %s", [self.h0, self.h1]
+
+    def edges_sql(self, column: str) -> tuple[str, list[Any]]:
+        """`column` within the edges (FALSE when there are none)."""
+        if not self.edges:
+            return "FALSE", []
+        parts = " OR ".join(f"({column} >= %s AND {column} < %s)" for _ in self.edges)
+        return f"({parts})", [t for edge in self.edges for t in edge]
+
+
+def _states_sql(column: str, states: Sequence[str] | None) -> tuple[str, list[Any]]:
+    if states is None:
+        return "TRUE", []
+    return f"{column} = ANY(%s)", [list(states)]
+
+
+# --- /jobs/ facets and chart ----------------------------------------------------------------------
+
+_NAMES = list(rollup_sql.JOB_FACET_COLUMNS)
+
+
+def job_facet_rows(
+    window: Window, *, states: Sequence[str] | None, unit: str
+) -> list[tuple[str, str, datetime | None, int]]:
+    """(facet, value, None, count) per facet value and ('', jobstatus, bucket, count) per chart
+    bucket, for the jobs of the window (optionally only those in `states`). One statement:
+
+    1. edges: the facet GROUPING SETS of today's scan over the partial hours, reshaped to rows;
+    2. whole hours: the summary rows, and its `jobstatus` facet re-bucketed by `unit` for the chart;
+    3. the deltas not folded yet, exploded the way the fold does;
+    4. summed per (facet, value, bucket); zero sums dropped (a +1 and −1 not folded yet).
+    """
+    edge_where, edge_params = window.edges_sql("j.statechangetime")
+    hours_where, hours_params = window.hours_sql("s.bucket")
+    delta_where, delta_params = window.hours_sql("d.statechangetime")
+    est, est_p = _states_sql("j.jobstatus", states)
+    sst, sst_p = _states_sql("s.jobstatus", states)
+    dst, dst_p = _states_sql("d.jobstatus", states)
+    edge_cols = ", ".join(f"{rollup_sql.job_facet_value_sql('j', n)} AS f_{n}" for n in _NAMES)
+    sets = ", ".join(f"(f_{n})" for n in _NAMES) + ", (bucket, f_jobstatus)"
+    grouping = ", ".join(f"GROUPING(f_{n}) AS g_{n}" for n in _NAMES)
+    facet_case = " ".join(f"WHEN g_{n} = 0 THEN '{n}'" for n in _NAMES)
+    value_case = " ".join(f"WHEN g_{n} = 0 THEN f_{n}" for n in _NAMES)
+    sql = f"""
+        WITH edge AS (
+            SELECT {edge_cols}, date_trunc(%s, j.statechangetime) AS bucket
+            FROM dispatcher_job j WHERE {edge_where} AND {est}
+        ), edge_sets AS (
+            SELECT {grouping}, GROUPING(bucket) AS g_bucket, {", ".join(f"f_{n}" for n in _NAMES)},
+                   bucket, COUNT(*) AS n
+            FROM edge GROUP BY GROUPING SETS ({sets})
+        ), src AS (
+            SELECT CASE {facet_case} END AS facet, CASE {value_case} END AS value,
+                   NULL::timestamptz AS bucket, n FROM edge_sets WHERE g_bucket = 1
+            UNION ALL
+            SELECT '', f_jobstatus, bucket, n FROM edge_sets WHERE g_bucket = 0
+            UNION ALL
+            SELECT s.facet, s.value, NULL, s.count FROM pandamon_jobsummary s
+            WHERE {hours_where} AND {sst}
+            UNION ALL
+            SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM pandamon_jobsummary s
+            WHERE s.facet = 'jobstatus' AND {hours_where} AND {sst}
+            UNION ALL
+            SELECT v.facet, v.value, NULL, d.delta FROM pandamon_jobsummarydelta d
+            CROSS JOIN LATERAL (VALUES {rollup_sql.job_explode_values("d")}) AS v(facet, value)
+            WHERE {delta_where} AND {dst}
+            UNION ALL
+            SELECT '', d.jobstatus, date_trunc(%s, d.statechangetime), d.delta
+            FROM pandamon_jobsummarydelta d WHERE {delta_where} AND {dst}
+        )
+        SELECT facet, value, bucket, SUM(n) FROM src GROUP BY facet, value, bucket HAVING SUM(n) <> 0
+    """  # noqa: S608  (constant names and placeholders only)
+    params: list[Any] = [
+        unit,
+        *edge_params,
+        *est_p,
+        *hours_params,
+        *sst_p,
+        unit,
+        *hours_params,
+        *sst_p,
+        *delta_params,
+        *dst_p,
+        unit,
+        *delta_params,
+        *dst_p,
+    ]
+    return [(f, v, b, int(n)) for f, v, b, n in _fetch_aggregate(sql, params)]
+
+
+def facet_value(name: str, text: str) -> Any:
+    """A summary value back to the facet's type (ints; '' queue → None)."""
+    if name in rollup_sql.INT_FACETS:
+        return int(text)
+    if name == "computingsite" and text == "":
+        return None
+    return text
+
+
+# --- /dash/ ---------------------------------------------------------------------------------------
+
+
+def queue_state_rows(window: Window, *, states: Sequence[str]) -> list[tuple[str, str, int]]:
+    """(queue, jobstatus, count) of the window's jobs in `states` that have a queue: edges scanned
+    (job_window_summary_idx, index-only), whole hours from the summary's computingsite facet."""
+    edge_where, edge_params = window.edges_sql("statechangetime")
+    hours_where, hours_params = window.hours_sql("bucket")
+    delta_where, delta_params = window.hours_sql("statechangetime")
+    sql = f"""
+        SELECT queue, jobstatus, SUM(n) FROM (
+            SELECT computingsite AS queue, jobstatus, COUNT(*) AS n FROM dispatcher_job
+            WHERE {edge_where} AND jobstatus = ANY(%s) AND computingsite IS NOT NULL GROUP BY 1, 2
+            UNION ALL
+            SELECT value, jobstatus, count FROM pandamon_jobsummary
+            WHERE {hours_where} AND facet = 'computingsite' AND jobstatus = ANY(%s) AND value <> ''
+            UNION ALL
+            SELECT computingsite, jobstatus, delta FROM pandamon_jobsummarydelta
+            WHERE {delta_where} AND jobstatus = ANY(%s) AND computingsite <> ''
+        ) t GROUP BY 1, 2 HAVING SUM(n) <> 0
+    """  # noqa: S608  (constant names and placeholders only)
+    states = list(states)
+    params = [*edge_params, states, *hours_params, states, *delta_params, states]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(q, s, int(n)) for q, s, n in cursor.fetchall()]
+
+
+# --- /errors/ and a task's top errors -------------------------------------------------------------
+
+
+@dataclass
+class ErrorRows:
+    groups: list[tuple[str, int, str, int, int | None, int | None, str | None]]
+    over_time: list[tuple[datetime, str, int, int]]
+    splits: list[tuple[str, Any, int]]
+
+
+def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int | None = None) -> ErrorRows:
+    """The failed attempts of a window (or of all time with `window` None), for `/errors/`:
+
+    * groups: (family, code, template, count, newest pandaid, oldest pandaid, example diag);
+    * over time: (bucket, family, code, count);
+    * with `split`, ('site'|'task'|'user', value, count), one count per attempt.
+
+    One statement: the edges scanned from the attempts (templates masked here: a few thousand rows
+    an hour), the whole hours from the summaries, the unfolded deltas masked on the fly.
+    """
+    edge_params: list[Any] = []
+    hours_params: list[Any] = []
+    delta_params: list[Any] = []
+    if window is None:
+        edge_where, hours_where, delta_where = "FALSE", "TRUE", "TRUE"
+    else:
+        edge_where, edge_params = window.edges_sql("a.endtime")
+        hours_where, hours_params = window.hours_sql("s.bucket")
+        delta_where, delta_params = window.hours_sql("d.endtime")
+    task_j, task_jp = ("j.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
+    task_s, task_sp = ("s.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
+    task_d, task_dp = ("d.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
+    tmpl_sql, tmpl_params = template_expression("diag")
+    split_sql = ""
+    split_params: list[Any] = []
+    if split:
+        split_sql = f"""
+            UNION ALL
+            SELECT 's', NULL, NULL, NULL, NULL::timestamptz, computingsite, jeditaskid, produsername,
+                   1, NULL::bigint, NULL::bigint, NULL FROM edge
+            UNION ALL
+            SELECT 's', NULL, NULL, NULL, NULL, s.computingsite, s.jeditaskid, s.produsername,
+                   s.count, NULL, NULL, NULL
+            FROM pandamon_errorattemptsummary s WHERE {hours_where} AND {task_s}
+            UNION ALL
+            SELECT 's', NULL, NULL, NULL, NULL, d.computingsite, d.jeditaskid, d.produsername,
+                   d.delta, NULL, NULL, NULL
+            FROM pandamon_errordelta d WHERE {delta_where} AND {task_d}
+        """  # noqa: S608  (constant names and placeholders only)
+        split_params = [*hours_params, *task_sp, *delta_params, *task_dp]
+    sql = f"""
+        WITH edge AS (
+            SELECT a.*, j.jeditaskid, j.produsername, date_trunc(%s, a.endtime) AS t_bucket
+            FROM dispatcher_jobattempt a JOIN dispatcher_job j ON j.pandaid = a.job_id
+            WHERE a.jobstatus = 'failed' AND {edge_where} AND {task_j}
+        ), fam AS (
+            SELECT e.job_id, e.t_bucket, 1 AS delta, v.family, v.code, v.diag FROM edge e
+            CROSS JOIN LATERAL (VALUES {rollup_sql.error_explode_values("e")}) AS v(family, code, diag)
+            WHERE v.code <> 0
+            UNION ALL
+            SELECT d.job_id, date_trunc(%s, d.endtime), d.delta, v.family, v.code, v.diag
+            FROM pandamon_errordelta d
+            CROSS JOIN LATERAL (VALUES {rollup_sql.error_explode_values("d")}) AS v(family, code, diag)
+            WHERE v.code <> 0 AND {delta_where} AND {task_d}
+        ), src AS (
+            SELECT 'g' AS kind, family, code, {tmpl_sql} AS tmpl, NULL::timestamptz AS bucket,
+                   NULL AS site, NULL::bigint AS task, NULL AS username, delta AS n,
+                   CASE WHEN delta > 0 THEN job_id END AS newest,
+                   CASE WHEN delta > 0 THEN job_id END AS oldest,
+                   CASE WHEN delta > 0 THEN diag END AS example
+            FROM fam
+            UNION ALL
+            SELECT 't', family, code, NULL, t_bucket, NULL, NULL, NULL, delta, NULL, NULL, NULL FROM fam
+            UNION ALL
+            SELECT 'g', s.family, s.code, s.template, NULL, NULL, NULL, NULL, s.count, s.newest, s.oldest,
+                   s.example
+            FROM pandamon_errorsummary s WHERE {hours_where} AND {task_s}
+            UNION ALL
+            SELECT 't', s.family, s.code, NULL, date_trunc(%s, s.bucket), NULL, NULL, NULL, s.count,
+                   NULL, NULL, NULL
+            FROM pandamon_errorsummary s WHERE {hours_where} AND {task_s}
+            {split_sql}
+        )
+        SELECT kind, GROUPING(tmpl), GROUPING(bucket), GROUPING(site), GROUPING(task),
+               family, code, tmpl, bucket, site, task, username,
+               SUM(n), MAX(newest), MIN(oldest), MIN(example)
+        FROM src
+        GROUP BY GROUPING SETS ((kind, family, code, tmpl), (kind, bucket, family, code),
+                                (kind, site), (kind, task), (kind, username))
+        HAVING SUM(n) <> 0
+    """  # noqa: S608  (constant names and placeholders only)
+    params: list[Any] = [
+        unit,
+        *edge_params,
+        *task_jp,
+        unit,
+        *delta_params,
+        *task_dp,
+        *tmpl_params,
+        *hours_params,
+        *task_sp,
+        unit,
+        *hours_params,
+        *task_sp,
+        *split_params,
+    ]
+    result = ErrorRows(groups=[], over_time=[], splits=[])
+    for row in _fetch_aggregate(sql, params):
+        kind, g_tmpl, g_bucket, g_site, g_task = row[:5]
+        family, code, tmpl, bucket, site, task, username, n, newest, oldest, example = row[5:]
+        if kind == "g" and g_tmpl == 0:
+            result.groups.append((family, int(code), tmpl, int(n), newest, oldest, example))
+        elif kind == "t" and g_bucket == 0:
+            result.over_time.append((bucket, family, int(code), int(n)))
+        elif kind == "s" and g_site == 0:
+            result.splits.append(("site", site, int(n)))
+        elif kind == "s" and g_task == 0:
+            result.splits.append(("task", task, int(n)))
+        elif kind == "s" and g_tmpl == 1 and g_bucket == 1 and g_site == 1 and g_task == 1:
+            result.splits.append(("user", username, int(n)))
+    return result
+
+
+# --- fold, backfill, rebuild ----------------------------------------------------------------------
+
+
+def rollups_fold(*, batch: int = 50_000) -> int:
+    """Fold up to `batch` job deltas and `batch` error deltas into the summaries; returns how many
+    deltas were folded. The "monitor" loop runs it (pandamon/apps.py registers it).
+
+    1. Under an advisory lock (folds never interleave), one DELETE … RETURNING per delta table
+       feeding the upserts: a delta committed meanwhile is folded now or next time, never lost.
+    2. Summary rows of the touched buckets that reached zero are deleted.
+    """
+    if not enabled():
+        return 0
+    tmpl_sql, tmpl_params = template_expression("diag")
+    fold_errors = rollup_sql.FOLD_ERRORS.format(
+        explode=rollup_sql.error_explode_values("m"), template=tmpl_sql
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK_KEY])
+        cursor.execute(rollup_sql.FOLD_JOBS, [batch])
+        jobs, job_buckets = cursor.fetchone()
+        if job_buckets:
+            cursor.execute(
+                "DELETE FROM pandamon_jobsummary WHERE bucket = ANY(%s) AND count = 0", [job_buckets]
+            )
+        cursor.execute(fold_errors, [batch, *tmpl_params])
+        errors, error_buckets = cursor.fetchone()
+        if error_buckets:
+            cursor.execute(
+                "DELETE FROM pandamon_errorsummary WHERE bucket = ANY(%s) AND count = 0", [error_buckets]
+            )
+            cursor.execute(
+                "DELETE FROM pandamon_errorattemptsummary WHERE bucket = ANY(%s) AND count = 0",
+                [error_buckets],
+            )
+    return int(jobs) + int(errors)
+
+
+def rollups_backfill(cursor: Any) -> None:
+    """Fill the empty summaries from the job and attempt rows, one pass each (GROUPING SETS for
+    the job facets). The caller holds the tables still (a migration's lock, or `rollups_rebuild`'s)."""
+    tmpl_sql, tmpl_params = template_expression("diag")
+    cursor.execute("SET LOCAL work_mem = '256MB'")
+    cursor.execute("SET LOCAL jit = off")
+    cursor.execute(rollup_sql.BACKFILL_JOBS)
+    cursor.execute(
+        rollup_sql.BACKFILL_ERRORS.format(template=tmpl_sql, explode=rollup_sql.error_explode_values("a")),
+        tmpl_params,
+    )
+    cursor.execute(rollup_sql.BACKFILL_ERROR_ATTEMPTS)
+
+
+def rollups_rebuild() -> None:
+    """Truncate the summaries and deltas and backfill them, in one transaction: writers of jobs and
+    attempts wait on a SHARE lock meanwhile (readers do not), so no delta is lost or counted twice."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE dispatcher_job, dispatcher_jobattempt IN SHARE MODE")
+        cursor.execute(f"TRUNCATE {', '.join(rollup_sql.ROLLUP_TABLES)}")
+        rollups_backfill(cursor)
+
+
+def monitor_one_batch(*, limit: int = 50_000, now: datetime | None = None) -> int:
+    """The "monitor" loop's step (`dispatcher.loops.LOOPS`): one bounded fold. `now` is accepted for
+    symmetry with the other loops."""
+    return rollups_fold(batch=limit)
