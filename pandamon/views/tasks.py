@@ -74,8 +74,8 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
         raise Http404(f"no task {jeditaskid}")
     counts = task_state_counts([jeditaskid])[jeditaskid]
     top_errors = queries.task_top_errors(jeditaskid)
-    hist = queries.task_histograms(task)
-    slowest = queries.task_slowest_jobs(jeditaskid)
+    profile = queries.task_job_profile(task)
+    hist, slowest = profile.histograms, profile.slowest
     context = {
         "task": task,
         "final": task.status in TASK_FINAL,

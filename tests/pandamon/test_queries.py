@@ -27,6 +27,25 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
     pinned = [
         # An aggregate over a whole window costs its query plus SET and RESET of its settings.
         (3, lambda: queries.jobs_facets(Q(), unit="hour")),
+        # The same from the rollups (decision 0003): summary, unfolded deltas and edges in one read.
+        (
+            3,
+            lambda: queries.jobs_facets(
+                Q(), unit="hour", rollup=queries.job_rollup_selection(since, None, {})
+            ),
+        ),
+        (
+            3,
+            lambda: queries.errors_summary(
+                Q(), unit="hour", rollup=queries.error_rollup_window(since, None, {})
+            ),
+        ),
+        (
+            3,
+            lambda: queries.errors_summary(
+                Q(), unit="hour", split=False, rollup=queries.error_rollup_window(since, None, {})
+            ),
+        ),
         (1, lambda: queries.jobs_page(Q(), sort="time-descending", cursor=None, limit=3)),
         (1, lambda: queries.job_detail(pandaid)),
         (1, lambda: queries.job_attempts(pandaid)),
@@ -36,7 +55,8 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
         (1, lambda: queries.job_log_chunks(pandaid, after=0, attemptnr=1)),
         (4, lambda: queries.errors_summary(Q(), unit="hour")),
         (3, lambda: queries.errors_summary(Q(), unit="hour", split=False)),
-        (4, lambda: queries.dash_matrix(since, None)),
+        (4, lambda: queries.dash_matrix(since, None)),  # final jobs of the window from the rollup
+        (4, lambda: queries.dash_matrix(None, None)),  # all time: final jobs from the index
         (1, lambda: queries.site_detail("CERN")),
         (1, lambda: queries.site_queue_stats(cern, since, None)),
         (1, lambda: queries.site_node_outliers(cern, since)),
@@ -47,8 +67,7 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
         (1, lambda: queries.task_facets(Q())),
         (1, lambda: queries.task_detail(task.pk)),
         (3, lambda: queries.task_top_errors(task.pk)),
-        (1, lambda: queries.task_histograms(task)),
-        (1, lambda: queries.task_slowest_jobs(task.pk)),
+        (1, lambda: queries.task_job_profile(task)),
         (3, lambda: queries.workflows_page(Q(), cursor=None, limit=10)),
         (1, lambda: queries.workflow_detail(world.workflow.pk)),
         (2, lambda: queries.workflow_tasks(world.workflow.pk)),
