@@ -241,3 +241,16 @@ def test_the_summary_facets_are_the_page_facets() -> None:
     assert list(rollup_sql.JOB_FACET_COLUMNS) == list(queries.JOB_FACETS)
     for family, code, diag in rollup_sql.ERROR_FAMILIES:
         assert (family, code, diag) in queries._FAMILIES
+
+
+def test_the_rebuild_command_refills_the_summaries() -> None:
+    import io
+
+    from django.core.management import call_command
+
+    QueueFactory(name="Q_A")
+    JobFactory(jobstatus="running", queue_id="Q_A", statechangetime=NOW)
+    JobSummary.objects.all().delete()
+    call_command("monitor_rollup_rebuild", stdout=io.StringIO())
+    assert JobSummary.objects.filter(facet="computingsite", value="Q_A", jobstatus="running").get().count == 1
+    assert not JobSummaryDelta.objects.exists()
