@@ -753,7 +753,7 @@ class TaskJobProfile:
 
 def task_job_profile(task: Task, *, slowest: int = 10) -> TaskJobProfile:
     """Walltime (minutes) and max RSS (MB) histograms of the task's finished and failed jobs, and
-    its slowest jobs, in one statement.
+    its slowest jobs, in one statement (+ SET/RESET of the aggregate settings).
 
     Fixed bins, 1/20 of the task's walltime and memory requests (jobs above the request land in
     further bins, which is the point of looking), counted per marginal with GROUPING SETS: a few
@@ -764,7 +764,9 @@ def task_job_profile(task: Task, *, slowest: int = 10) -> TaskJobProfile:
     wall_bin_s = max(task.walltime_s // 20, 30)
     rss_bin_kb = max(task.memory_mb * 1024 // 20, 16 * 1024)
     ended = [JobStatus.FINISHED.value, JobStatus.FAILED.value]
-    rows = _fetch(
+    # With the aggregate settings: the planner cannot estimate the bins and would sort on disk (and
+    # JIT-compile) instead of hashing ~200 groups; measured 390 ms → ~130 ms for 80,000 jobs.
+    rows = _fetch_aggregate(
         """SELECT 'h', GROUPING(w), w, r, COUNT(*), NULL::bigint, NULL, NULL, NULL, NULL::interval, NULL::bigint
            FROM (SELECT EXTRACT(EPOCH FROM (endtime - starttime))::bigint / %s AS w, max_rss_kb / %s AS r
                  FROM dispatcher_job WHERE jeditaskid = %s AND jobstatus = ANY(%s)) h

@@ -67,7 +67,7 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
         (1, lambda: queries.task_facets(Q())),
         (1, lambda: queries.task_detail(task.pk)),
         (3, lambda: queries.task_top_errors(task.pk)),
-        (1, lambda: queries.task_job_profile(task)),
+        (3, lambda: queries.task_job_profile(task)),
         (3, lambda: queries.workflows_page(Q(), cursor=None, limit=10)),
         (1, lambda: queries.workflow_detail(world.workflow.pk)),
         (2, lambda: queries.workflow_tasks(world.workflow.pk)),
