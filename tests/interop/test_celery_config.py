@@ -27,6 +27,7 @@ def test_run_loops_uses_the_beat_periods() -> None:
         "brokerage": 5.0,
         "watcher": 60.0,
         "rollup": 10.0,
+        "monitor": 10.0,
         "provisioner": 30.0,
         "campaigns": 30.0,
         "janitor": 3600.0,
