@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from dispatcher.models import Job
 from dispatcher.services.attempts import job_attempt_end
-from dispatcher.services.finish import jobs_finish_postgresql
+from dispatcher.services.finish import IN_FLIGHT, jobs_finish_postgresql
 from dispatcher.services.prepared import fetch_prepared
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.states import JOB_ACTIVE, JobStatus
@@ -324,7 +324,8 @@ WITH u AS (
            CASE j.jobstatus WHEN 'sent' THEN 0 WHEN 'starting' THEN 1 WHEN 'running' THEN 2 ELSE 3 END AS prev_rank,
            u.*
     FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
-    WHERE j.jobstatus IN ('sent', 'starting', 'running', 'holding') AND j.attemptnr = u.attempt
+    WHERE j.pandaid = ANY(%(ids)s::bigint[]) AND j.jobstatus = ANY(%(in_flight)s::text[])
+      AND j.attemptnr = u.attempt
       AND (u.lease = '' OR j.lease = u.lease)
       AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
     ORDER BY j.pandaid
@@ -394,6 +395,7 @@ def jobs_pilot_update_bulk(
                 "any_queue": queues is None,
                 "queues": sorted(queues or ()),
                 "now": timezone.now(),
+                "in_flight": IN_FLIGHT,
             },
         )
         for pandaid, status in rows:

@@ -32,6 +32,9 @@ from dispatcher.services.prepared import fetch_prepared
 log = logging.getLogger(__name__)
 
 _DIAG_MAX = 500
+# A parameter, not literals: the generic plan must find the rows by primary key, and with literal
+# states the planner may prefer scanning the partial index of in-flight jobs (prepared.py).
+IN_FLIGHT = ["sent", "starting", "running", "holding"]
 # (column, SQL array type) of every error family, in a fixed order.
 _ERROR_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (column, "int" if column.endswith("code") else "text")
@@ -92,7 +95,8 @@ WITH u AS (
 ), cur AS (
     SELECT j.pandaid, j.jobstatus AS prev, u.*
     FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
-    WHERE j.jobstatus IN ('sent', 'starting', 'running', 'holding') AND j.attemptnr = u.attempt
+    WHERE j.pandaid = ANY(%(ids)s::bigint[]) AND j.jobstatus = ANY(%(in_flight)s::text[])
+      AND j.attemptnr = u.attempt
       AND (u.lease = '' OR j.lease = u.lease)
       AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
     ORDER BY j.pandaid
@@ -167,6 +171,7 @@ def _params(updates: Sequence[FinishedUpdate], queues: frozenset[str] | None) ->
         "any_queue": queues is None,
         "queues": sorted(queues or ()),
         "now": timezone.now(),
+        "in_flight": IN_FLIGHT,
     }
     for column, _ in METRIC_COLUMNS:
         params[column] = [u.metrics.get(column) for u in updates]

@@ -15,7 +15,10 @@ def fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]
 
     Django's psycopg cursors bind parameters on the client, so PostgreSQL would parse and plan the
     multi-CTE statement on every call; a psycopg server-binding cursor with `prepare=True` plans it
-    once per connection. The statement still goes through Django's error translation and is
+    once per connection — with `plan_cache_mode=force_generic_plan` (config/settings.py), since
+    PostgreSQL would otherwise keep building custom plans. Each statement must therefore have a good
+    plan whatever its parameters: look up rows by key, and pass state lists as parameters where a
+    literal list would match a partial index's predicate (see finish.IN_FLIGHT). The statement still goes through Django's error translation and is
     recorded in `connection.queries` when queries are logged (tests pin query counts). Not for
     PgBouncer in transaction mode without prepared-statement support.
     """
