@@ -205,7 +205,8 @@ class Job(models.Model):
     pandaid = models.BigAutoField(primary_key=True)
     # No single-column indexes on the foreign keys: each leads a composite index below
     # (job_task_status_idx, job_unique_name_in_workflow, job_queue_status_time_idx), and every
-    # index costs each non-HOT update of a job row an insertion.
+    # index costs each non-HOT update of a job row an insertion. For the same reason jobs of a
+    # workflow (restart, cancel, DAG slices) are found through job_unique_name_in_workflow.
     task = models.ForeignKey(
         Task, on_delete=models.CASCADE, related_name="jobs", db_column="jeditaskid", db_index=False
     )
@@ -338,8 +339,6 @@ class Job(models.Model):
             ),
             # Task page and counters recomputation.
             models.Index(fields=["task", "jobstatus"], name="job_task_status_idx"),
-            # Workflow page, restart and cancel by workflow.
-            models.Index(fields=["workflow", "jobstatus"], name="job_workflow_status_idx"),
             # /jobs/ and /dash/ by site and time window.
             models.Index(fields=["queue", "jobstatus", "statechangetime"], name="job_queue_status_time_idx"),
             # /user/<name>/ job list.

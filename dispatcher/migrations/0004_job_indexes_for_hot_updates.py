@@ -80,5 +80,9 @@ class Migration(migrations.Migration):
                 name="job_inflight_state_idx",
             ),
         ),
+        migrations.RemoveIndex(
+            model_name="job",
+            name="job_workflow_status_idx",
+        ),
         migrations.RunPython(_fillfactor(FILLFACTOR), _fillfactor(None)),
     ]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from dispatcher.retry import FAMILY_COLUMNS
 from dispatcher.services.prepared import fetch_prepared
@@ -35,12 +36,35 @@ _DIAG_MAX = 500
 # A parameter, not literals: the generic plan must find the rows by primary key, and with literal
 # states the planner may prefer scanning the partial index of in-flight jobs (prepared.py).
 IN_FLIGHT = ["sent", "starting", "running", "holding"]
-# (column, SQL array type) of every error family, in a fixed order.
-_ERROR_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (column, "int" if column.endswith("code") else "text")
+# What a pilot can report (dispatcher.protocol.pilot): the job dispatcher's and the task buffer's
+# families are the server's own, so the attempt row gets them empty.
+PILOT_ERROR_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("piloterrorcode", "int"),
+    ("piloterrordiag", "text"),
+    ("exeerrorcode", "int"),
+    ("exeerrordiag", "text"),
+    ("transexitcode", "int"),
+    ("superrorcode", "int"),
+    ("superrordiag", "text"),
+    ("ddmerrorcode", "int"),
+    ("ddmerrordiag", "text"),
+)
+_SERVER_ERROR_COLUMNS = sorted(
+    column
     for code, diag in FAMILY_COLUMNS.values()
     for column in (code, diag)
-    if column
+    if column and column not in dict(PILOT_ERROR_COLUMNS)
+)
+# Per update, besides metrics and errors: (JSON key, SQL type).
+_UPDATE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", "bigint"),
+    ("attempt", "int"),
+    ("lease", "text"),
+    ("start", "timestamptz"),
+    ("stop", "timestamptz"),
+    ("node", "text"),
+    ("pilot", "text"),
+    ("batch", "text"),
 )
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cpu_time_s", "float8"),
@@ -76,111 +100,97 @@ class FinishedUpdate(Protocol):
 
 
 def _build_sql() -> str:
-    extra = [*METRIC_COLUMNS, *_ERROR_COLUMNS]
-    arrays = ", ".join(f"%({c})s::{t}[]" for c, t in extra)
-    names = ", ".join(f"in_{c}" for c, _ in extra)
-    set_metrics = ",\n        ".join(f"{c} = COALESCE(cur.in_{c}, j.{c})" for c, _ in METRIC_COLUMNS)
-    set_errors = ",\n        ".join(f"{c} = COALESCE(cur.in_{c}, j.{c})" for c, _ in _ERROR_COLUMNS)
-    returning_errors = ", ".join(f"cur.in_{c}" for c, _ in _ERROR_COLUMNS)
-    attempt_errors = ", ".join(c for c, _ in _ERROR_COLUMNS)
-    empty = {"int": "0", "text": "''"}
-    attempt_error_values = ", ".join(f"COALESCE(in_{c}, {empty[t]})" for c, t in _ERROR_COLUMNS)
-    return f"""
-WITH u AS (
-    SELECT * FROM unnest(
-        %(ids)s::bigint[], %(attempts)s::int[], %(leases)s::text[], %(starts)s::timestamptz[],
-        %(ends)s::timestamptz[], %(nodes)s::text[], %(pilots)s::text[], %(batches)s::text[],
-        {arrays}
-    ) AS u(id, attempt, lease, start, stop, node, pilot, batch, {names})
-), cur AS (
-    SELECT j.pandaid, j.jobstatus AS prev, u.*
-    FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
-    WHERE j.pandaid = ANY(%(ids)s::bigint[]) AND j.jobstatus = ANY(%(in_flight)s::text[])
-      AND j.attemptnr = u.attempt
-      AND (u.lease = '' OR j.lease = u.lease)
-      AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
-    ORDER BY j.pandaid
-    FOR UPDATE OF j
-), upd AS (
-    UPDATE dispatcher_job AS j SET
-        jobstatus = 'finished',
-        statechangetime = %(now)s,
-        endtime = COALESCE(cur.stop, %(now)s),
-        starttime = COALESCE(j.starttime, cur.start, %(now)s),
-        modificationhost = COALESCE(NULLIF(cur.node, ''), j.modificationhost),
-        pilot_id = COALESCE(NULLIF(cur.pilot, ''), j.pilot_id),
-        batch_id = COALESCE(NULLIF(cur.batch, ''), j.batch_id),
-        {set_metrics},
-        {set_errors}
-    FROM cur WHERE j.pandaid = cur.pandaid
-    RETURNING j.pandaid, j.attemptnr, j.jeditaskid, j.workflow_id, cur.prev, j.computingsite,
-        j.modificationhost, j.pilot_id, j.worker_id, j.request_memory_mb, j.request_cores,
-        j.cpu_time_s, j.max_rss_kb, j.max_pss_kb, j.dispatched_at, j.starttime, j.endtime,
-        {returning_errors}
-), attempt AS (
-    INSERT INTO dispatcher_jobattempt (
-        job_id, attemptnr, jobstatus, computingsite, node, pilot_id, worker_id, request_memory_mb,
-        request_cores, cpu_time_s, max_rss_kb, max_pss_kb, walltime_s, {attempt_errors},
-        retry_action, retry_reason, dispatched_at, starttime, endtime)
-    SELECT pandaid, attemptnr, 'finished', COALESCE(computingsite, ''), modificationhost, pilot_id,
-        worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb,
-        EXTRACT(EPOCH FROM (endtime - starttime))::float8, {attempt_error_values},
-        '', '', dispatched_at, starttime, endtime
-    FROM upd
-), logged AS (
-    INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
-    SELECT pandaid, attemptnr, 'finished', prev, %(now)s, 'pilot reported finished' FROM upd
-), counted AS (
-    INSERT INTO dispatcher_taskcountdelta (jeditaskid, jobstatus, delta)
-    SELECT c.jeditaskid, c.status, sum(c.delta) FROM (
-        SELECT u.jeditaskid, v.status, v.delta
-        FROM upd AS u CROSS JOIN LATERAL (VALUES (u.prev, -1), ('finished', 1)) AS v(status, delta)
-    ) AS c GROUP BY c.jeditaskid, c.status
-), edges AS (
-    SELECT d.child_id, count(*) AS n
-    FROM dispatcher_jobdependency AS d JOIN upd ON d.parent_id = upd.pandaid
-    GROUP BY d.child_id
-), children AS (
-    SELECT c.pandaid, edges.n FROM dispatcher_job AS c JOIN edges ON c.pandaid = edges.child_id
-    ORDER BY c.pandaid
-    FOR UPDATE OF c
-), released AS (
-    UPDATE dispatcher_job AS c SET pending_parents = GREATEST(c.pending_parents - children.n, 0)
-    FROM children WHERE c.pandaid = children.pandaid AND c.pending_parents > 0
-    RETURNING c.pending_parents
-)
+    """The statement, compact: psycopg caches the parsing of statements up to 4 KiB only."""
+    empty = {"int": "0", "text": "''", "float8": "NULL", "bigint": "NULL"}
+    record = ", ".join(f"{c} {t}" for c, t in (*_UPDATE_FIELDS, *METRIC_COLUMNS, *PILOT_ERROR_COLUMNS))
+    set_metrics = ", ".join(f"{c} = COALESCE(cur.{c}, j.{c})" for c, _ in METRIC_COLUMNS)
+    # A finished attempt's errors are what its pilot reported (an in-flight job carries none).
+    set_errors = ", ".join(f"{c} = COALESCE(cur.{c}, {empty[t]})" for c, t in PILOT_ERROR_COLUMNS)
+    errors = ", ".join(c for c, _ in PILOT_ERROR_COLUMNS)
+    server_errors = ", ".join(_SERVER_ERROR_COLUMNS)
+    server_empty = ", ".join("0" if c.endswith("code") else "''" for c in _SERVER_ERROR_COLUMNS)
+    sql = f"""
+WITH u AS (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS u({record})),
+cur AS (
+  SELECT j.pandaid, j.jobstatus AS prev, u.* FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
+  WHERE j.pandaid = ANY(%(ids)s::bigint[]) AND j.jobstatus = ANY(%(in_flight)s::text[])
+    AND j.attemptnr = u.attempt AND (u.lease = '' OR j.lease = u.lease)
+    AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
+  ORDER BY j.pandaid FOR UPDATE OF j),
+upd AS (
+  UPDATE dispatcher_job AS j SET jobstatus = 'finished', statechangetime = %(now)s,
+    endtime = COALESCE(cur.stop, %(now)s), starttime = COALESCE(j.starttime, cur.start, %(now)s),
+    modificationhost = COALESCE(NULLIF(cur.node, ''), j.modificationhost),
+    pilot_id = COALESCE(NULLIF(cur.pilot, ''), j.pilot_id),
+    batch_id = COALESCE(NULLIF(cur.batch, ''), j.batch_id), {set_metrics}, {set_errors}
+  FROM cur WHERE j.pandaid = cur.pandaid
+  RETURNING j.*, cur.prev),
+attempt AS (
+  INSERT INTO dispatcher_jobattempt (job_id, attemptnr, jobstatus, computingsite, node, pilot_id,
+    worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb, walltime_s,
+    {errors}, {server_errors}, retry_action, retry_reason, dispatched_at, starttime, endtime)
+  SELECT pandaid, attemptnr, 'finished', COALESCE(computingsite, ''), modificationhost, pilot_id,
+    worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb,
+    EXTRACT(EPOCH FROM (endtime - starttime))::float8, {errors}, {server_empty}, '', '',
+    dispatched_at, starttime, endtime
+  FROM upd),
+logged AS (
+  INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
+  SELECT pandaid, attemptnr, 'finished', prev, %(now)s, 'pilot reported finished' FROM upd),
+counted AS (
+  INSERT INTO dispatcher_taskcountdelta (jeditaskid, jobstatus, delta)
+  SELECT upd.jeditaskid, v.status, sum(v.delta) FROM upd
+  CROSS JOIN LATERAL (VALUES (upd.prev, -1), ('finished', 1)) AS v(status, delta)
+  GROUP BY upd.jeditaskid, v.status),
+edges AS (
+  SELECT d.child_id, count(*) AS n FROM dispatcher_jobdependency AS d
+  JOIN upd ON d.parent_id = upd.pandaid GROUP BY d.child_id),
+children AS (
+  SELECT c.pandaid, edges.n FROM dispatcher_job AS c JOIN edges ON c.pandaid = edges.child_id
+  ORDER BY c.pandaid FOR UPDATE OF c),
+released AS (
+  UPDATE dispatcher_job AS c SET pending_parents = GREATEST(c.pending_parents - children.n, 0)
+  FROM children WHERE c.pandaid = children.pandaid AND c.pending_parents > 0
+  RETURNING c.pending_parents)
 SELECT pandaid, attemptnr, jeditaskid, workflow_id,
-       (SELECT count(*) FROM released WHERE pending_parents = 0)
-FROM upd
+  (SELECT count(*) FROM released WHERE pending_parents = 0) FROM upd
 """  # noqa: S608  (constant column names and placeholders only)
+    return sql
 
 
 _FINISH_SQL = _build_sql()
+assert len(_FINISH_SQL.encode()) <= 4096, "keep the statement within psycopg's parse cache"  # noqa: S101
 
 
 def _params(updates: Sequence[FinishedUpdate], queues: frozenset[str] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {
+    rows = []
+    for u in updates:
+        unknown = set(u.errors) - dict(PILOT_ERROR_COLUMNS).keys()
+        if unknown:
+            raise ValueError(f"a pilot does not report {', '.join(sorted(unknown))}")
+        row: dict[str, Any] = {
+            "id": u.pandaid,
+            "attempt": u.attemptnr,
+            "lease": u.lease,
+            "start": u.starttime.isoformat() if u.starttime else None,
+            "stop": u.endtime.isoformat() if u.endtime else None,
+            "node": u.node[:128],
+            "pilot": u.pilot_id[:200],
+            "batch": u.batch_id[:80],
+        }
+        row.update((c, u.metrics.get(c)) for c, _ in METRIC_COLUMNS)
+        for column, kind in PILOT_ERROR_COLUMNS:
+            value = u.errors.get(column)
+            row[column] = str(value)[:_DIAG_MAX] if kind == "text" and value is not None else value
+        rows.append(row)
+    return {
+        "rows": Jsonb(rows),
         "ids": [u.pandaid for u in updates],
-        "attempts": [u.attemptnr for u in updates],
-        "leases": [u.lease for u in updates],
-        "starts": [u.starttime for u in updates],
-        "ends": [u.endtime for u in updates],
-        "nodes": [u.node[:128] for u in updates],
-        "pilots": [u.pilot_id[:200] for u in updates],
-        "batches": [u.batch_id[:80] for u in updates],
         "any_queue": queues is None,
         "queues": sorted(queues or ()),
         "now": timezone.now(),
         "in_flight": IN_FLIGHT,
     }
-    for column, _ in METRIC_COLUMNS:
-        params[column] = [u.metrics.get(column) for u in updates]
-    for column, kind in _ERROR_COLUMNS:
-        values: list[Any] = [u.errors.get(column) for u in updates]
-        if kind == "text":
-            values = [None if v is None else str(v)[:_DIAG_MAX] for v in values]
-        params[column] = values
-    return params
 
 
 def jobs_finish_postgresql(
