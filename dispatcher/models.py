@@ -368,7 +368,8 @@ class Job(models.Model):
 class JobAttempt(models.Model):
     """One finished attempt of a job: its errors, metrics and the retry decision taken."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
+    # Indexed by jobattempt_unique (job, attemptnr); a second index would only slow the writes.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     attemptnr = models.PositiveIntegerField()
     jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
     queue = models.CharField(max_length=64, blank=True, db_column="computingsite")
@@ -470,7 +471,8 @@ class File(models.Model):
 class JobStatusLog(models.Model):
     """Every transition, with its cause: the job page's state history."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="status_log")
+    # Indexed by jobstatuslog_job_time_idx (job, time).
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="status_log", db_index=False)
     attemptnr = models.PositiveIntegerField()
     jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
     previous = models.CharField(max_length=16, blank=True)
@@ -565,7 +567,12 @@ class TaskCountDelta(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     task = models.ForeignKey(
-        Task, on_delete=models.CASCADE, related_name="+", db_column="jeditaskid", db_constraint=False
+        Task,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_column="jeditaskid",
+        db_constraint=False,
+        db_index=False,  # taskcountdelta_task_idx
     )
     jobstatus = models.CharField(max_length=16)
     delta = models.IntegerField()
