@@ -153,6 +153,15 @@ def _database() -> dict[str, Any]:
         config["CONN_MAX_AGE"] = 0
     elif engine == "django.db.backends.postgresql":
         config.setdefault("OPTIONS", {})
+        # The pilot hot path runs server-side prepared statements (dispatcher/services/prepared.py),
+        # each written to have one good generic plan. Django leaves psycopg's prepare_threshold at
+        # None, which disables preparing altogether (even `prepare=True`): a threshold no query
+        # reaches prepares exactly the statements that ask. And PostgreSQL would otherwise keep
+        # re-planning them (custom plans, ~0.5 ms each). Django's own queries are bound on the
+        # client and never prepared, so neither setting touches them.
+        config["OPTIONS"].setdefault("prepare_threshold", 2**31 - 1)
+        generic = "-c plan_cache_mode=force_generic_plan"
+        config["OPTIONS"]["options"] = f"{config['OPTIONS'].get('options', '')} {generic}".strip()
         config["CONN_HEALTH_CHECKS"] = True
     else:
         raise ImproperlyConfigured(

@@ -203,8 +203,14 @@ class Job(models.Model):
     """One node of a DAG; keeps its pandaid for life. The current attempt lives on the row."""
 
     pandaid = models.BigAutoField(primary_key=True)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="jobs", db_column="jeditaskid")
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="jobs")
+    # No single-column indexes on the foreign keys: each leads a composite index below
+    # (job_task_status_idx, job_unique_name_in_workflow, job_queue_status_time_idx), and every
+    # index costs each non-HOT update of a job row an insertion. For the same reason jobs of a
+    # workflow (restart, cancel, DAG slices) are found through job_unique_name_in_workflow.
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="jobs", db_column="jeditaskid", db_index=False
+    )
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="jobs", db_index=False)
     name = models.CharField(max_length=250)
     label = models.CharField(max_length=100)
     data_id = models.JSONField(
@@ -222,6 +228,7 @@ class Job(models.Model):
     # Where it runs.
     queue = models.ForeignKey(
         Queue,
+        db_index=False,
         on_delete=models.PROTECT,
         null=True,
         blank=True,
@@ -322,20 +329,18 @@ class Job(models.Model):
                 name="job_defined_ready_idx",
                 condition=Q(jobstatus=JobStatus.DEFINED, pending_parents=0),
             ),
-            # Watcher: jobs in flight by heartbeat age.
+            # Watcher: jobs in flight by state age. Not by heartbeat time: a heartbeat then changes
+            # no indexed column, so PostgreSQL updates the row in place (HOT) without touching any
+            # of the table's indexes; the watcher filters the in-flight rows on heartbeat_at.
             models.Index(
-                fields=["jobstatus", "heartbeat_at"],
-                name="job_inflight_heartbeat_idx",
+                fields=["jobstatus", "statechangetime"],
+                name="job_inflight_state_idx",
                 condition=Q(jobstatus__in=["sent", "starting", "running", "holding"]),
             ),
             # Task page and counters recomputation.
             models.Index(fields=["task", "jobstatus"], name="job_task_status_idx"),
-            # Workflow page, restart and cancel by workflow.
-            models.Index(fields=["workflow", "jobstatus"], name="job_workflow_status_idx"),
             # /jobs/ and /dash/ by site and time window.
             models.Index(fields=["queue", "jobstatus", "statechangetime"], name="job_queue_status_time_idx"),
-            # /jobs/?hours=N and /errors/: time window first.
-            models.Index(fields=["statechangetime"], name="job_statechangetime_idx"),
             # /user/<name>/ job list.
             models.Index(fields=["produsername", "statechangetime"], name="job_user_time_idx"),
             # /dash/ and the overview count active jobs per queue whatever their age
@@ -346,8 +351,9 @@ class Job(models.Model):
                 name="job_active_queue_idx",
                 condition=Q(jobstatus__in=["defined", "activated", "sent", "starting", "running", "holding"]),
             ),
-            # /dash/, /sites/ and the overview count jobs per queue and state in a time window
-            # (pandamon.queries.dash_matrix, queue_state_counts): covering, so index-only.
+            # Time windows (/jobs/?hours=N, /errors/); /dash/, /sites/ and the overview count jobs
+            # per queue and state in a window (pandamon.queries.dash_matrix, queue_state_counts):
+            # covering, so index-only there.
             models.Index(
                 fields=["statechangetime"],
                 include=["queue", "jobstatus", "request_cores"],
@@ -362,7 +368,8 @@ class Job(models.Model):
 class JobAttempt(models.Model):
     """One finished attempt of a job: its errors, metrics and the retry decision taken."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
+    # Indexed by jobattempt_unique (job, attemptnr); a second index would only slow the writes.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     attemptnr = models.PositiveIntegerField()
     jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
     queue = models.CharField(max_length=64, blank=True, db_column="computingsite")
@@ -464,7 +471,8 @@ class File(models.Model):
 class JobStatusLog(models.Model):
     """Every transition, with its cause: the job page's state history."""
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="status_log")
+    # Indexed by jobstatuslog_job_time_idx (job, time).
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="status_log", db_index=False)
     attemptnr = models.PositiveIntegerField()
     jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
     previous = models.CharField(max_length=16, blank=True)
@@ -559,7 +567,12 @@ class TaskCountDelta(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     task = models.ForeignKey(
-        Task, on_delete=models.CASCADE, related_name="+", db_column="jeditaskid", db_constraint=False
+        Task,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_column="jeditaskid",
+        db_constraint=False,
+        db_index=False,  # taskcountdelta_task_idx
     )
     jobstatus = models.CharField(max_length=16)
     delta = models.IntegerField()

@@ -148,6 +148,8 @@ _ERROR_FIELDS = {
     "ddmerrordiag": ("ddmErrorDiag", "ddm_error_diag"),
 }
 
+_ERROR_NAMES = frozenset(name for names in _ERROR_FIELDS.values() for name in names)
+
 
 def pilot_update(params: Mapping[str, Any]) -> PilotUpdate:
     pandaid = as_int(params, "jobId", "job_id", "PandaID")
@@ -173,8 +175,10 @@ def pilot_update(params: Mapping[str, Any]) -> PilotUpdate:
         "actual_cores": cores,
     }
     errors: dict[str, Any] = {}
-    if status in ("finished", "failed"):
+    if status in ("finished", "failed") and not params.keys().isdisjoint(_ERROR_NAMES):
         for column, names in _ERROR_FIELDS.items():
+            if params.keys().isdisjoint(names):
+                continue  # most updates carry a few of the nine; skip the others cheaply
             if column.endswith("diag"):
                 text = as_str(params, *names, limit=500)
                 if text:

@@ -14,7 +14,9 @@ Dispatch and heartbeat are specialised, set-based versions of `jobs_transition_b
 On SQLite (the embedded run, one writer at a time under IMMEDIATE transactions) the same
 operations go through `jobs_transition_bulk` / `job_transition` inside one transaction.
 
-The final update (`finished` / `failed`) goes through `job_attempt_end` after the same fence.
+The final update: `finished` on PostgreSQL is one statement too (`finish.jobs_finish_postgresql`,
+also set-based for bulk updates); `failed` (retry decision, pruning) and SQLite go through
+`job_attempt_end` after the same fence.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ import datetime as dt
 import json
 import logging
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 
 from dispatcher.models import Job
 from dispatcher.services.attempts import job_attempt_end
+from dispatcher.services.finish import IN_FLIGHT, jobs_finish_postgresql
+from dispatcher.services.prepared import fetch_prepared
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.states import JOB_ACTIVE, JobStatus
 
@@ -124,28 +126,6 @@ class ForeignJob(Exception):
         super().__init__(f"job {pandaid} belongs to queue {queue!r}, which this pilot token is not bound to")
 
 
-def _fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """Run a hot-path statement as a server-side prepared statement (PostgreSQL).
-
-    Django's psycopg cursors bind parameters on the client, so PostgreSQL would parse and plan the
-    multi-CTE statement on every call; a psycopg server-binding cursor with `prepare=True` plans it
-    once per connection. The statement still goes through Django's error translation and is
-    recorded in `connection.queries` when queries are logged (tests pin query counts). Not for
-    PgBouncer in transaction mode without prepared-statement support.
-    """
-    connection.ensure_connection()
-    raw = connection.connection
-    if raw is None:  # ensure_connection() raises instead; this keeps the type checker informed
-        raise RuntimeError("no database connection")
-    started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        rows = cursor.fetchall() if cursor.description else []
-    if connection.queries_logged:
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-    return rows
-
-
 def _decode_job_row(row: Sequence[Any]) -> dict[str, Any]:
     job = dict(zip(_JOB_COLUMNS, row, strict=True))
     env = job["environment"]
@@ -225,7 +205,7 @@ def _dispatch_params(request: DispatchRequest) -> dict[str, Any]:
 
 
 def _jobs_dispatch_postgresql(request: DispatchRequest) -> list[dict[str, Any]]:
-    return [_decode_job_row(row) for row in _fetch_prepared(_DISPATCH_SQL, _dispatch_params(request))]
+    return [_decode_job_row(row) for row in fetch_prepared(_DISPATCH_SQL, _dispatch_params(request))]
 
 
 @transaction.atomic
@@ -344,7 +324,8 @@ WITH u AS (
            CASE j.jobstatus WHEN 'sent' THEN 0 WHEN 'starting' THEN 1 WHEN 'running' THEN 2 ELSE 3 END AS prev_rank,
            u.*
     FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
-    WHERE j.jobstatus IN ('sent', 'starting', 'running', 'holding') AND j.attemptnr = u.attempt
+    WHERE j.pandaid = ANY(%(ids)s::bigint[]) AND j.jobstatus = ANY(%(in_flight)s::text[])
+      AND j.attemptnr = u.attempt
       AND (u.lease = '' OR j.lease = u.lease)
       AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
     ORDER BY j.pandaid
@@ -385,15 +366,17 @@ def jobs_pilot_update_bulk(
     """Many pilot updates (Harvester's update_jobs_bulk); one reply per update, in order.
 
     On PostgreSQL every heartbeat of the batch is applied by ONE statement (the set-based form of
-    the single heartbeat, same fence and guarantees); final updates go one by one through
-    `job_attempt_end`. A ForeignJob in the result marks an update refused for its queue.
+    the single heartbeat, same fence and guarantees), and every `finished` by one more
+    (`jobs_finish_postgresql`); failed attempts go one by one through `job_attempt_end`.
+    A ForeignJob in the result marks an update refused for its queue.
     """
     replies: dict[int, UpdateReply | ForeignJob] = {}
+    finished_here: dict[int, int] = {}
     heartbeats = [u for u in updates if u.status not in PILOT_FINAL]
     if heartbeats and connection.vendor == "postgresql":
         latest = {u.pandaid: u for u in heartbeats}  # a job twice in one batch: its last update counts
         batch = list(latest.values())
-        rows = _fetch_prepared(
+        rows = fetch_prepared(
             _HEARTBEAT_BULK_SQL,
             {
                 "ids": [u.pandaid for u in batch],
@@ -412,14 +395,27 @@ def jobs_pilot_update_bulk(
                 "any_queue": queues is None,
                 "queues": sorted(queues or ()),
                 "now": timezone.now(),
+                "in_flight": IN_FLIGHT,
             },
         )
         for pandaid, status in rows:
             replies[pandaid] = UpdateReply(command=None, status=status)
+    finished = [u for u in updates if u.status == JobStatus.FINISHED]
+    if finished and connection.vendor == "postgresql":
+        finished_here = jobs_finish_postgresql(finished, queues)
     out: list[UpdateReply | ForeignJob] = []
     for update in updates:
         if update.status not in PILOT_FINAL and update.pandaid in replies:
             out.append(replies[update.pandaid])
+            continue
+        if update.status == JobStatus.FINISHED and connection.vendor == "postgresql":
+            if finished_here.pop(update.pandaid, None) == update.attemptnr:  # once: the next is a duplicate
+                out.append(UpdateReply(command=None, status=JobStatus.FINISHED))
+                continue
+            try:  # not fenced in: a duplicate, a stale attempt or another queue's job
+                out.append(_diagnose(update, queues))
+            except ForeignJob as exc:
+                out.append(exc)
             continue
         try:
             out.append(job_pilot_update(update=update, queues=queues))
@@ -452,7 +448,7 @@ def _heartbeat_params(update: PilotUpdate, queues: frozenset[str] | None) -> dic
 
 
 def _job_heartbeat_postgresql(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply | None:
-    rows = _fetch_prepared(_HEARTBEAT_SQL, _heartbeat_params(update, queues))
+    rows = fetch_prepared(_HEARTBEAT_SQL, _heartbeat_params(update, queues))
     return UpdateReply(command=None, status=rows[0][0]) if rows else None
 
 
@@ -494,6 +490,15 @@ def _job_heartbeat_generic(update: PilotUpdate, queues: frozenset[str] | None) -
 
 
 def _job_final_update(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply:
+    if update.status == JobStatus.FINISHED and connection.vendor == "postgresql":
+        if jobs_finish_postgresql([update], queues):
+            return UpdateReply(command=None, status=JobStatus.FINISHED)
+        return _diagnose(update, queues)
+    return _job_final_update_generic(update, queues)
+
+
+def _job_final_update_generic(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply:
+    """Fence, then `job_attempt_end`: failed attempts, SQLite, and the oracle of the fast path."""
     with transaction.atomic():
         row = (
             Job.objects.select_for_update()

@@ -330,16 +330,21 @@ def _jobs_write(
     """Insert the job rows; returns job name → pandaid. One function per database vendor."""
     if connection.vendor == "postgresql":
         return _jobs_copy(workflow, nodes, task_of, username, priority)
+    now = timezone.now()
     rows = []
     for job in nodes:
         values = dict(
             zip(_JOB_COLUMNS, _job_row(job, task_of[job.name], workflow.pk, username, priority), strict=True)
         )
         values["task_id"] = values.pop("jeditaskid")
-        rows.append(Job(**values))
+        rows.append(Job(**values, statechangetime=now))
     Job.objects.bulk_create(rows, batch_size=2000)
     return {row.name: row.pandaid for row in rows}
 
+
+# A new job was created and entered `defined` now: the monitor's time windows (statechangetime,
+# PanDA's modificationtime) must show it from the start, not only after its first transition.
+_STAMPED_AT_SUBMISSION = frozenset({"creationtime", "statechangetime"})
 
 # COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
 _COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -375,10 +380,7 @@ def _jobs_copy(
     set_here = {"pandaid", *_JOB_COLUMNS}
     constants = [f for f in Job._meta.concrete_fields if f.column not in set_here]
     suffix = "\t".join(
-        _copy_text(
-            now if getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False) else f.get_default()
-        )
-        for f in constants
+        _copy_text(now if f.attname in _STAMPED_AT_SUBMISSION else f.get_default()) for f in constants
     )
     columns = ", ".join(f'"{c}"' for c in ("pandaid", *_JOB_COLUMNS, *(f.column for f in constants)))
     escape = _COPY_ESCAPE

@@ -449,6 +449,9 @@ def test_time_windows_use_the_monitor_words(alice: APIClient, workflow: Workflow
     Job.objects.filter(workflow=workflow, label="calibrate").update(
         statechangetime=timezone.now() - timedelta(days=3)
     )
+    Job.objects.filter(workflow=workflow, label="visitSummary").update(
+        statechangetime=timezone.now() - timedelta(days=10)
+    )
     url = reverse("dispatcher:job-list")
 
     assert len(alice.get(url, {"hours": 4, "limit": 100}).json()["results"]) == 6

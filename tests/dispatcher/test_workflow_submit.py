@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from dispatcher.models import Job, JobDependency, Task, Workflow
 from dispatcher.queries import workflow_state_counts
@@ -35,6 +36,23 @@ def test_submit_writes_tasks_jobs_edges_and_counters() -> None:
     }
     assert JobDependency.objects.filter(child__workflow=wf).count() == 2
     assert workflow_state_counts(wf.pk) == {"defined": 3}
+
+
+@pytest.mark.django_db
+def test_submitted_jobs_enter_the_monitor_time_window_at_once(client) -> None:  # type: ignore[no-untyped-def]
+    before = timezone.now()
+    wf = workflow_submit(
+        owner=UserFactory(),
+        name="fresh",
+        jobs=[NewJob(name=f"j{i}", label="isr", command="true") for i in range(3)],
+    )
+
+    stamps = set(Job.objects.filter(workflow=wf).values_list("statechangetime", "creationtime"))
+    assert len(stamps) == 1
+    [(changed, created)] = stamps
+    assert changed == created and changed >= before
+    listed = client.get("/jobs/?hours=1&json=1").json()
+    assert listed["facets"]["jobstatus"] == [["defined", 3]]
 
 
 @pytest.mark.django_db

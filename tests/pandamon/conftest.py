@@ -110,6 +110,8 @@ def build_world(*, name: str = "rubin-dp1", job_name_prefix: str = "") -> World:
     for i in range(2):
         run_job(jobs[f"calib_{i}"].pandaid, "CERN_Q", to="running")
     now = timezone.now()
+    # The jobs not run yet were submitted two days ago: outside the default 12-hour window.
+    Job.objects.filter(workflow=wf, jobstatus="defined").update(statechangetime=now - timedelta(days=2))
     for attempt, diag in (
         (1, "Lost heartbeat from wn3.slac.stanford.edu after 7200 s"),
         (2, "Lost heartbeat from wn7.slac.stanford.edu after 3600 s"),

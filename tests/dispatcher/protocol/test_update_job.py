@@ -209,7 +209,7 @@ def test_a_heartbeat_is_one_statement(queue, pilot: Pilot) -> None:
     assert len(queries) == 1
 
 
-def test_a_final_update_query_count_is_pinned(queue, pilot: Pilot) -> None:
+def test_a_finished_update_is_one_statement(queue, pilot: Pilot) -> None:
     activated_job(queue)
     job = _dispatch(pilot, queue)
     _update(pilot, job, "running")
@@ -217,6 +217,19 @@ def test_a_final_update_query_count_is_pinned(queue, pilot: Pilot) -> None:
     with CaptureQueriesContext(connection) as queries:
         _update(pilot, job, "finished")
 
-    # Fence + job_attempt_end (attempt row, transition, log, counters, DAG release, retry rules),
+    # Fence, job row, attempt row, status log, counters and DAG release: one prepared statement.
+    assert len(queries) == 1, [q["sql"][:80] for q in queries]
+    assert JobAttempt.objects.get(job_id=job["PandaID"]).jobstatus == "finished"
+
+
+def test_a_failed_update_query_count_is_pinned(queue, pilot: Pilot) -> None:
+    activated_job(queue)
+    job = _dispatch(pilot, queue)
+    _update(pilot, job, "running")
+
+    with CaptureQueriesContext(connection) as queries:
+        _update(pilot, job, "failed")
+
+    # Fence + job_attempt_end (attempt row, retry rules, transition, log, counters, pruning),
     # savepoints included (the test runs inside a transaction).
-    assert len(queries) == 15, [q["sql"][:80] for q in queries]
+    assert len(queries) == 16, [q["sql"][:80] for q in queries]

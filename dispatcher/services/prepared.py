@@ -1,0 +1,35 @@
+"""Hot-path statements as server-side prepared statements (PostgreSQL)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from django.db import connection
+
+
+def fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run a hot-path statement as a server-side prepared statement (PostgreSQL).
+
+    Django's psycopg cursors bind parameters on the client, so PostgreSQL would parse and plan the
+    multi-CTE statement on every call; a psycopg server-binding cursor with `prepare=True` plans it
+    once per connection — with `plan_cache_mode=force_generic_plan` (config/settings.py), since
+    PostgreSQL would otherwise keep building custom plans. Each statement must therefore have a good
+    plan whatever its parameters: look up rows by key, and pass state lists as parameters where a
+    literal list would match a partial index's predicate (see finish.IN_FLIGHT). The statement still goes through Django's error translation and is
+    recorded in `connection.queries` when queries are logged (tests pin query counts). Not for
+    PgBouncer in transaction mode without prepared-statement support.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw is None:  # ensure_connection() raises instead; this keeps the type checker informed
+        raise RuntimeError("no database connection")
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        rows = cursor.fetchall() if cursor.description else []
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return rows
