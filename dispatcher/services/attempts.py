@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Measurements a pilot reports, stored on the job row and copied to the attempt.
 METRIC_FIELDS = frozenset({"cpu_time_s", "max_rss_kb", "max_pss_kb", "actual_cores"})
-_DIAG_MAX = 500
+DIAG_MAX = 500  # characters kept of an error diag (the columns are 500 wide)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _clean(values: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]
     unknown = set(values) - allowed
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
-    return {k: (str(v)[:_DIAG_MAX] if k.endswith("diag") else v) for k, v in values.items()}
+    return {k: (str(v)[:DIAG_MAX] if k.endswith("diag") else v) for k, v in values.items()}
 
 
 @transaction.atomic

@@ -19,23 +19,26 @@ A failed attempt needs the retry decision (rules, the task's caps) and pruning; 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from dispatcher.retry import FAMILY_COLUMNS
+from dispatcher.services.attempts import DIAG_MAX
 from dispatcher.services.prepared import fetch_prepared
+from dispatcher.states import JOB_ACTIVE
+
+if TYPE_CHECKING:  # dispatch.py imports this module
+    from dispatcher.services.dispatch import PilotUpdate
 
 log = logging.getLogger(__name__)
 
-_DIAG_MAX = 500
 # A parameter, not literals: the generic plan must find the rows by primary key, and with literal
 # states the planner may prefer scanning the partial index of in-flight jobs (prepared.py).
-IN_FLIGHT = ["sent", "starting", "running", "holding"]
+IN_FLIGHT = sorted(s.value for s in JOB_ACTIVE)
 # What a pilot can report (dispatcher.protocol.pilot): the job dispatcher's and the task buffer's
 # families are the server's own, so the attempt row gets them empty.
 PILOT_ERROR_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -72,31 +75,6 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("max_pss_kb", "bigint"),
     ("actual_cores", "float8"),
 )
-
-
-class FinishedUpdate(Protocol):
-    """What the statement reads of a pilot update (dispatch.PilotUpdate)."""
-
-    @property
-    def pandaid(self) -> int: ...
-    @property
-    def attemptnr(self) -> int: ...
-    @property
-    def lease(self) -> str: ...
-    @property
-    def node(self) -> str: ...
-    @property
-    def pilot_id(self) -> str: ...
-    @property
-    def batch_id(self) -> str: ...
-    @property
-    def starttime(self) -> dt.datetime | None: ...
-    @property
-    def endtime(self) -> dt.datetime | None: ...
-    @property
-    def metrics(self) -> dict[str, Any]: ...
-    @property
-    def errors(self) -> dict[str, Any]: ...
 
 
 def _build_sql() -> str:
@@ -159,10 +137,9 @@ SELECT pandaid, attemptnr, jeditaskid, workflow_id,
 
 
 _FINISH_SQL = _build_sql()
-assert len(_FINISH_SQL.encode()) <= 4096, "keep the statement within psycopg's parse cache"  # noqa: S101
 
 
-def _params(updates: Sequence[FinishedUpdate], queues: frozenset[str] | None) -> dict[str, Any]:
+def _params(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> dict[str, Any]:
     rows = []
     for u in updates:
         unknown = set(u.errors) - dict(PILOT_ERROR_COLUMNS).keys()
@@ -181,7 +158,7 @@ def _params(updates: Sequence[FinishedUpdate], queues: frozenset[str] | None) ->
         row.update((c, u.metrics.get(c)) for c, _ in METRIC_COLUMNS)
         for column, kind in PILOT_ERROR_COLUMNS:
             value = u.errors.get(column)
-            row[column] = str(value)[:_DIAG_MAX] if kind == "text" and value is not None else value
+            row[column] = str(value)[:DIAG_MAX] if kind == "text" and value is not None else value
         rows.append(row)
     return {
         "rows": Jsonb(rows),
@@ -193,15 +170,13 @@ def _params(updates: Sequence[FinishedUpdate], queues: frozenset[str] | None) ->
     }
 
 
-def jobs_finish_postgresql(
-    updates: Sequence[FinishedUpdate], queues: frozenset[str] | None
-) -> dict[int, int]:
+def jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> dict[int, int]:
     """End the attempts of `updates` as finished where the fence matches; returns {pandaid: attemptnr}
     of the jobs finished here. The others (duplicate, stale, killed, another queue's job) are left
     untouched for the caller to diagnose. A job twice in `updates`: its first update counts and the
     next ones are duplicates, as when they arrive one by one.
     """
-    first: dict[int, FinishedUpdate] = {}
+    first: dict[int, PilotUpdate] = {}
     for u in updates:
         first.setdefault(u.pandaid, u)
     batch = list(first.values())
