@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from static/, no CDN (works offline, under the CSP)
     "django_htmx",
     "template_partials",
     "core",
@@ -233,6 +234,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Workflows, tasks, jobs, sites, queues and campaigns of the ailuro workload manager.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery (the loops of DESIGN §6) ---
