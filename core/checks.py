@@ -35,6 +35,20 @@ def check_broker(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     return []
 
 
+@register(deploy=True)
+def check_anonymous_read(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """DESIGN §7: anonymous read is for the embedded run; a deployment opts in knowingly."""
+    if settings.AILURO["ANONYMOUS_READ"]:
+        return [
+            Warning(
+                "Anonymous read is on: anyone who reaches the server reads every workflow, job and payload log.",
+                hint="Set AILURO_ANONYMOUS_READ=false (or keep it on only for a monitor that is public on purpose).",
+                id="ailuro.W003",
+            )
+        ]
+    return []
+
+
 @register()
 def check_oidc(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     """OIDC settings that would fail at the first login or bearer request (docs/deployment/oidc.md)."""

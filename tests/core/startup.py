@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def manage_check(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def manage_check(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {
         k: v
         for k, v in os.environ.items()
@@ -19,7 +19,7 @@ def manage_check(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]
     }
     base["AILURO_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "manage.py", "check"],
+        [sys.executable, "manage.py", "check", *args],
         cwd=ROOT,
         env={**base, **env},
         capture_output=True,
