@@ -1,44 +1,38 @@
 """`ailuro campaign …`: the campaign verbs of the REST API from the command line. No Django here.
 
-Server and credentials from $AILURO_URL (default http://127.0.0.1:8000) and $AILURO_TOKEN.
+Server and credentials as for every client command (`ailuro.config`: --url/--token-file, then
+$AILURO_URL/$AILURO_TOKEN/$AILURO_TOKEN_FILE, then the config file; `ailuro login` tokens work).
 Every verb prints the server's JSON answer; `--preview` asks what would happen without acting.
-Exit status: 0 done, 1 refused or rejected by the server (the message is printed), 2 usage.
+Exit status: 0 done, 1 refused or rejected by the server (the message is printed), 2 usage or
+configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-import requests
+from ailuro.config import config_load
+from ailuro.http import Client
 
 CAMPAIGN_VERBS = ("launch", "pause", "resume")
 STEP_VERBS = ("pause", "resume", "release")
 GROUP_VERBS = ("restart", "rescue", "retry", "accept", "reject", "pause", "resume")
 
 
-def _call(method: str, path: str, body: dict[str, Any] | None = None) -> int:
-    base = os.environ.get("AILURO_URL", "http://127.0.0.1:8000").rstrip("/")
-    headers = {"Accept": "application/json"}
-    token = os.environ.get("AILURO_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    try:
-        response = requests.request(method, f"{base}/api/v1/{path}", json=body, headers=headers, timeout=60)
-    except requests.RequestException as exc:
-        print(f"ailuro campaign: cannot reach {base}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        payload: Any = response.json()
-    except ValueError:
-        payload = {"detail": response.text[:500]}
-    if response.status_code >= 400:
-        print(f"error {response.status_code}: {payload.get('detail', payload)}", file=sys.stderr)
-        return 1
+def _call(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
+) -> int:
+    """One REST call with the CLI's configuration (flags < environment < config file, token files
+    of `ailuro login` included); errors surface as ApiError/ConfigError, reported by `cli.main`."""
+    client = Client(config_load(url=args.url, token_file=args.token_file))
+    payload = client.request(method, path, json=body, params=params)
     print(json.dumps(payload, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -46,28 +40,29 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> int:
 def cmd_campaign(args: argparse.Namespace) -> int:
     what = args.campaign_command
     if what == "list":
-        return _call("GET", "campaigns/" + (f"?status={args.status}" if args.status else ""))
+        return _call(args, "GET", "campaigns/", params={"status": args.status} if args.status else None)
     if what == "create":
         return _call(
+            args,
             "POST",
             "campaigns/",
             {"spec": Path(args.spec).read_text(encoding="utf-8"), "comment": args.comment},
         )
     if what == "edit":
         spec = Path(args.spec).read_text(encoding="utf-8")
-        return _call("POST", f"campaigns/{args.id}/spec/", {"spec": spec, "comment": args.comment})
+        return _call(args, "POST", f"campaigns/{args.id}/spec/", {"spec": spec, "comment": args.comment})
     if what == "show":
-        return _call("GET", f"campaigns/{args.id}/")
+        return _call(args, "GET", f"campaigns/{args.id}/")
     if what == "dry-run":
-        return _call("GET", f"campaigns/{args.id}/dry-run/")
+        return _call(args, "GET", f"campaigns/{args.id}/dry-run/")
     if what == "log":
-        return _call("GET", f"campaigns/{args.id}/actions/")
+        return _call(args, "GET", f"campaigns/{args.id}/actions/")
     if what in CAMPAIGN_VERBS:
-        return _call("POST", f"campaigns/{args.id}/{what}/", {"preview": args.preview})
+        return _call(args, "POST", f"campaigns/{args.id}/{what}/", {"preview": args.preview})
     if what == "step":
-        return _call("POST", f"campaign-steps/{args.id}/{args.verb}/", {"preview": args.preview})
+        return _call(args, "POST", f"campaign-steps/{args.id}/{args.verb}/", {"preview": args.preview})
     if args.verb == "show":
-        return _call("GET", f"campaign-groups/{args.id}/")
+        return _call(args, "GET", f"campaign-groups/{args.id}/")
     body: dict[str, Any] = {"preview": args.preview}
     if args.verb == "rescue":
         selection = {
@@ -83,7 +78,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         }
         overrides = {"memory_mb": args.memory_mb} if args.memory_mb else {}
         body.update(selection=selection, overrides=overrides)
-    return _call("POST", f"campaign-groups/{args.id}/{args.verb}/", body)
+    return _call(args, "POST", f"campaign-groups/{args.id}/{args.verb}/", body)
 
 
 def _scalar(value: str | None) -> int | str | None:
@@ -92,8 +87,8 @@ def _scalar(value: str | None) -> int | str | None:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def add_campaign_parser(sub: Any) -> None:
-    camp = sub.add_parser("campaign", help="campaigns: create, launch, watch and recover")
+def add_campaign_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    camp = sub.add_parser("campaign", help="campaigns: create, launch, watch and recover", parents=[common])
     csub = camp.add_subparsers(dest="campaign_command", required=True)
     p = csub.add_parser("list", help="campaigns with their group counts")
     p.add_argument("--status", default="")

@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--label", action="append", help="only jobs of this label (repeatable)")
     memory.add_argument("--pandaid", action="append", type=int, help="only this job (repeatable)")
     memory.add_argument("--status", help="only jobs in these states, e.g. failed")
-    add_campaign_parser(sub)
+    add_campaign_parser(sub, common)
     add_pilot_parser(sub)
     add_login_parser(sub)
     return parser

@@ -53,7 +53,7 @@ def test_an_operator_drives_a_campaign_from_the_command_line(cli, tmp_path):
     assert (code, json.loads(out)["rerun"]) == (0, ["calibrate_6"])
     code, _, err = cli("group", "accept", str(Group.objects.get(step__position=0, name="1-3").pk))
     assert code == 1
-    assert "error 409: group is accepted; accept needs one of failed" in err
+    assert "HTTP 409: group is accepted; accept needs one of failed" in err
     assert cli("group", "accept", str(group.pk))[0] == 0
     code, out, _ = cli("log", str(campaign_id))
     verbs = [(a["actor"], a["verb"], a["result"]) for a in json.loads(out)["results"]]
@@ -67,4 +67,21 @@ def test_an_operator_drives_a_campaign_from_the_command_line(cli, tmp_path):
 def test_an_unknown_campaign_is_reported_with_the_server_status(cli):
     code, _, err = cli("show", "424242")
     assert code == 1
-    assert "error 404" in err
+    assert "HTTP 404" in err
+
+
+def test_campaign_commands_read_the_token_file_like_every_client_command(
+    live_server, monkeypatch, capsys, tmp_path
+):
+    token_file = tmp_path / "token"
+    token_file.write_text(token_create(username="carol", role="operator"))
+    token_file.chmod(0o600)
+    spec = tmp_path / "c1.yaml"
+    spec.write_text(spec_text())
+    monkeypatch.delenv("AILURO_TOKEN", raising=False)
+    monkeypatch.setenv("AILURO_TOKEN_FILE", str(token_file))
+
+    code = main(["campaign", "--url", live_server.url, "create", str(spec)])
+
+    assert code == 0, capsys.readouterr().err
+    assert Campaign.objects.get(pk=json.loads(capsys.readouterr().out)["id"]).owner.username == "carol"
