@@ -4,7 +4,8 @@
 A queue can take a job when (1) its status accepts new jobs: `online`, or `test` for test labels;
 never `brokeroff` or `offline`; (2) the job fits: memory within [min_rss_mb, max_rss_mb], cores ≤
 max_cores, walltime ≤ max_walltime_s, disk ≤ max_disk_mb; (3) the queue allows the job's resource
-type (a queue without resource types allows all). Among the queues that can, the least loaded wins:
+type (a queue without resource types allows all); (4) the job's task allows the queue: its site
+constraints (PanDA's includedSite / excludedSite) name queues or sites, with `*` wildcards. Among the queues that can, the least loaded wins:
 load = (activated + already assigned in this batch) / (in flight + 1), ties by name. Fair share:
 within a batch, users are served round-robin in priority order, so one user's flood does not
 starve the others.
@@ -15,10 +16,36 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 TEST_LABELS = frozenset({"test", "ptest", "rc_test", "rc_test2"})
 # PanDA's brokerage error code for "no queue can run this job" (EC_Release-style).
 NO_QUEUE_CODE = 100
+
+
+@dataclass(frozen=True)
+class SiteRule:
+    """A task's site constraints, as PanDA's includedSite / excludedSite: patterns matched against
+    a queue's name and its site's name (`*` and `?` wildcards, case-sensitive). An empty `include`
+    allows every queue; `exclude` wins over `include`."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.include or self.exclude)
+
+    def refusal(self, queue: str, site: str) -> str | None:
+        """Why the rule keeps jobs off `queue` (at `site`), or None when it allows it."""
+        for pattern in self.exclude:
+            if fnmatchcase(queue, pattern) or fnmatchcase(site, pattern):
+                return f"{queue} is excluded by the task's sites ({pattern})"
+        if self.include and not any(fnmatchcase(queue, p) or fnmatchcase(site, p) for p in self.include):
+            return f"{queue} is not among the task's sites ({', '.join(self.include)})"
+        return None
+
+
+ANYWHERE = SiteRule()
 
 
 @dataclass(frozen=True)
@@ -33,6 +60,7 @@ class QueueInfo:
     resource_types: frozenset[str] = frozenset()  # empty: any
     activated: int = 0
     in_flight: int = 0
+    site: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,7 @@ class JobNeeds:
     prodsourcelabel: str = "managed"
     user: str = ""
     priority: int = 0
+    sites: SiteRule = ANYWHERE
 
 
 def resource_type_of(job: JobNeeds, types: Sequence[ResourceTypeInfo]) -> str:
@@ -83,6 +112,10 @@ def queue_refuses(queue: QueueInfo, job: JobNeeds, resource_type: str) -> str | 
             return f"{queue.name} is in test mode"
     elif queue.status != "online":
         return f"{queue.name} is {queue.status}"
+    if job.sites:
+        refusal = job.sites.refusal(queue.name, queue.site)
+        if refusal:
+            return refusal
     if job.memory_mb > queue.max_rss_mb:
         return f"{queue.name} runs up to {queue.max_rss_mb} MB, job needs {job.memory_mb} MB"
     if job.memory_mb < queue.min_rss_mb:

@@ -176,6 +176,15 @@ class Task(models.Model):
     walltime_s = models.PositiveIntegerField(default=3600)
     disk_mb = models.PositiveIntegerField(default=1000)
     retry_policy = models.JSONField(default=dict, blank=True)
+    # Site constraints (PanDA's includedSite / excludedSite), read by brokerage for every release.
+    included_sites = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Queue or site names (wildcards *) the jobs may run at; empty: any.",
+    )
+    excluded_sites = models.JSONField(
+        default=list, blank=True, help_text="Queue or site names (wildcards *) the jobs must not run at."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
     ended_at = models.DateTimeField(null=True, blank=True)

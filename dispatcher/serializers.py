@@ -59,6 +59,8 @@ class TaskSerializer(serializers.ModelSerializer[Task]):
             "cores",
             "walltime_s",
             "disk_mb",
+            "included_sites",
+            "excluded_sites",
             "created_at",
             "modified_at",
             "ended_at",

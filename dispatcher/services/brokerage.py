@@ -12,8 +12,16 @@ from collections import defaultdict
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from dispatcher.brokerage import NO_QUEUE_CODE, JobNeeds, QueueInfo, ResourceTypeInfo, broker
-from dispatcher.models import Job, Queue, QueueStatus, ResourceType
+from dispatcher.brokerage import (
+    ANYWHERE,
+    NO_QUEUE_CODE,
+    JobNeeds,
+    QueueInfo,
+    ResourceTypeInfo,
+    SiteRule,
+    broker,
+)
+from dispatcher.models import Job, Queue, QueueStatus, ResourceType, Task
 from dispatcher.services.transitions import jobs_transition_bulk
 from dispatcher.states import JobStatus
 
@@ -27,9 +35,9 @@ _IN_FLIGHT = (JobStatus.SENT, JobStatus.STARTING, JobStatus.RUNNING)
 
 def _queue_infos() -> list[QueueInfo]:
     queues = list(
-        Queue.objects.filter(status__in=[QueueStatus.ONLINE, QueueStatus.TEST]).prefetch_related(
-            "resource_types"
-        )
+        Queue.objects.filter(status__in=[QueueStatus.ONLINE, QueueStatus.TEST])
+        .select_related("site")
+        .prefetch_related("resource_types")
     )
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for row in (
@@ -53,9 +61,21 @@ def _queue_infos() -> list[QueueInfo]:
             resource_types=frozenset(rt.name for rt in q.resource_types.all()),
             activated=counts[q.name].get(JobStatus.ACTIVATED, 0),
             in_flight=sum(counts[q.name].get(s, 0) for s in _IN_FLIGHT),
+            site=q.site.name,
         )
         for q in queues
     ]
+
+
+def _site_rules(task_ids: set[int]) -> dict[int, SiteRule]:
+    """The site constraints of the batch's tasks that have any (one query; most tasks have none)."""
+    rules: dict[int, SiteRule] = {}
+    for tid, include, exclude in Task.objects.filter(jeditaskid__in=task_ids).values_list(
+        "jeditaskid", "included_sites", "excluded_sites"
+    ):
+        if include or exclude:
+            rules[tid] = SiteRule(include=tuple(include or ()), exclude=tuple(exclude or ()))
+    return rules
 
 
 def broker_one_batch(*, limit: int = 1000) -> int:
@@ -63,7 +83,7 @@ def broker_one_batch(*, limit: int = 1000) -> int:
     queues; returns how many were activated.
 
     1. Read the released jobs in dispatch order (index job_defined_ready_idx).
-    2. Rank queues for each (dispatcher.brokerage.broker, pure).
+    2. Rank queues for each (dispatcher.brokerage.broker, pure), within its task's site constraints.
     3. Per (queue, resource type): one `jobs_transition_bulk` defined → activated; it re-checks the
        state under lock, so jobs changed meanwhile are skipped.
     4. Jobs no queue can run keep `defined` with brokerageerrorcode/diag and a short backoff.
@@ -83,10 +103,12 @@ def broker_one_batch(*, limit: int = 1000) -> int:
             "prodsourcelabel",
             "produsername",
             "currentpriority",
+            "task_id",
         )[:limit]
     )
     if not rows:
         return 0
+    rules = _site_rules({r[9] for r in rows})
     jobs = [
         JobNeeds(
             pandaid=r[0],
@@ -98,6 +120,7 @@ def broker_one_batch(*, limit: int = 1000) -> int:
             prodsourcelabel=r[6],
             user=r[7],
             priority=r[8],
+            sites=rules.get(r[9], ANYWHERE),
         )
         for r in rows
     ]

@@ -20,6 +20,7 @@ from django.db.models import BooleanField, ExpressionWrapper, F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from dispatcher.brokerage import SiteRule
 from dispatcher.models import File, Job, JobDependency, Queue, Task, Workflow
 from dispatcher.queries import job_descendants
 from dispatcher.services.transitions import jobs_transition_bulk, task_count_deltas_add
@@ -83,23 +84,31 @@ def queue_limits() -> list[QueueLimits]:
             max_cores=q["max_cores"],
             max_walltime_s=q["max_walltime_s"],
             max_disk_mb=q["max_disk_mb"],
+            site=q["site__name"],
         )
-        for q in Queue.objects.values("name", "max_rss_mb", "max_cores", "max_walltime_s", "max_disk_mb")
+        for q in Queue.objects.values(
+            "name", "max_rss_mb", "max_cores", "max_walltime_s", "max_disk_mb", "site__name"
+        )
     ]
 
 
 def workflow_validate(
-    jobs: Sequence[NewJob], *, cluster: Mapping[str, int] | None = None, check_queues: bool = True
+    jobs: Sequence[NewJob],
+    *,
+    cluster: Mapping[str, int] | None = None,
+    check_queues: bool = True,
+    sites: Mapping[str, SiteRule] | None = None,
 ) -> list[NewJob]:
     """All-or-nothing checks before any write; returns the nodes to write (clustered if asked).
 
     1. Caps, names, dependencies and cycles of the DAG as given (`dag_validate`).
-    2. Every request fits some queue (reads the queue table, writes nothing).
+    2. Every request fits some queue its label's `sites` allow (reads the queue table, writes
+       nothing).
     3. Clustering, and the cycle check again on the clustered graph.
     """
     dag_validate(jobs, max_jobs=max_dag_jobs(), max_edges=max_dag_edges())
     if check_queues:
-        dag_check_queues(jobs, queue_limits())
+        dag_check_queues(jobs, queue_limits(), sites)
     if not cluster:
         return list(jobs)
     clustered = dag_cluster(jobs, cluster)
@@ -214,7 +223,8 @@ def workflow_submit(
     with none pending. Everything is checked in memory first; the writes are one transaction, with
     COPY on PostgreSQL (`_jobs_write`).
     """
-    nodes = workflow_validate(jobs, cluster=cluster, check_queues=check_queues)
+    sites = {label: s.sites for label, s in (labels or {}).items() if s.sites}
+    nodes = workflow_validate(jobs, cluster=cluster, check_queues=check_queues, sites=sites)
     with transaction.atomic():
         workflow = Workflow.objects.create(
             name=name, owner=owner, priority=priority, spec=dict(spec or {}), **dict(workflow_fields or {})
@@ -278,6 +288,8 @@ def _tasks_create(
                     walltime_s=s.walltime_s,
                     disk_mb=s.disk_mb,
                     retry_policy=dict(s.retry_policy),
+                    included_sites=list(s.sites.include),
+                    excluded_sites=list(s.sites.exclude),
                 )
             )
     Task.objects.bulk_create(rows)

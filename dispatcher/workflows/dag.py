@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.brokerage import ANYWHERE, SiteRule
+
 
 class WorkflowInvalid(ValueError):
     """A workflow that cannot be accepted; the message names the offending job, label or field.
@@ -82,6 +84,7 @@ class LabelSettings:
     disk_mb: int = 1000
     max_attempts: int | None = None
     retry_policy: Mapping[str, Any] = field(default_factory=dict)
+    sites: SiteRule = ANYWHERE
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class QueueLimits:
     max_cores: int
     max_walltime_s: int
     max_disk_mb: int
+    site: str = ""
 
 
 def dag_find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -247,16 +251,20 @@ def dag_validate(jobs: Sequence[NewJob], *, max_jobs: int, max_edges: int) -> in
     return n_edges
 
 
-def dag_check_queues(jobs: Iterable[NewJob], queues: Sequence[QueueLimits]) -> None:
-    """Refuse jobs that no queue can run; the error names the job and the limit it exceeds.
+def dag_check_queues(
+    jobs: Iterable[NewJob], queues: Sequence[QueueLimits], sites: Mapping[str, SiteRule] | None = None
+) -> None:
+    """Refuse jobs that no queue can run; the error names the job and the limit it exceeds, or the
+    label whose site constraints (`sites`, per label) allow no queue at all.
 
-    Checked per distinct (memory, cores, walltime, disk) request, so 100,000 jobs of five labels
-    cost five scans of the queue list. No queue at all means nothing to check against yet (a fresh
-    install before `load_queues`): brokerage holds the jobs until queues appear.
+    Checked per label and distinct (memory, cores, walltime, disk) request, so 100,000 jobs of five
+    labels cost five scans of the queue list. No queue at all means nothing to check against yet (a
+    fresh install before `load_queues`): brokerage holds the jobs until queues appear.
     """
     if not queues:
         return
-    checked: set[tuple[int, int, int, int]] = set()
+    allowed_by_label: dict[str, list[QueueLimits]] = {}
+    checked: set[tuple[str, int, int, int, int]] = set()
     dims = (
         ("memory_mb", "max_rss_mb"),
         ("cores", "max_cores"),
@@ -264,30 +272,42 @@ def dag_check_queues(jobs: Iterable[NewJob], queues: Sequence[QueueLimits]) -> N
         ("disk_mb", "max_disk_mb"),
     )
     for job in jobs:
-        request = (job.memory_mb, job.cores, job.walltime_s, job.disk_mb)
+        request = (job.label, job.memory_mb, job.cores, job.walltime_s, job.disk_mb)
         if request in checked:
             continue
+        allowed = allowed_by_label.get(job.label)
+        if allowed is None:
+            rule = (sites or {}).get(job.label, ANYWHERE)
+            allowed = [q for q in queues if rule.refusal(q.name, q.site) is None]
+            if not allowed:
+                raise WorkflowInvalid(
+                    f"label {job.label!r}: its sites (include {list(rule.include) or 'any'}, exclude "
+                    f"{list(rule.exclude) or 'none'}) match no queue or site",
+                    field=f"labels.{job.label}.sites",
+                )
+            allowed_by_label[job.label] = allowed
         if any(
             job.memory_mb <= q.max_rss_mb
             and job.cores <= q.max_cores
             and job.walltime_s <= q.max_walltime_s
             and job.disk_mb <= q.max_disk_mb
-            for q in queues
+            for q in allowed
         ):
             checked.add(request)
             continue
+        among = "" if len(allowed) == len(queues) else " of its sites"
         for job_key, queue_key in dims:
-            best = max(queues, key=lambda q, k=queue_key: int(getattr(q, k)))  # type: ignore[misc]
+            best = max(allowed, key=lambda q, k=queue_key: int(getattr(q, k)))  # type: ignore[misc]
             limit = int(getattr(best, queue_key))
             if getattr(job, job_key) > limit:
                 raise WorkflowInvalid(
-                    f"job {job.name!r} requests {job_key}={getattr(job, job_key)} but no queue allows "
+                    f"job {job.name!r} requests {job_key}={getattr(job, job_key)} but no queue{among} allows "
                     f"more than {limit} ({queue_key} of {best.name})",
                     field=f"{job.name}.resources.{job_key}",
                 )
         raise WorkflowInvalid(
             f"job {job.name!r} requests memory_mb={job.memory_mb}, cores={job.cores}, "
-            f"walltime_s={job.walltime_s}, disk_mb={job.disk_mb} and no single queue offers all of them",
+            f"walltime_s={job.walltime_s}, disk_mb={job.disk_mb} and no single queue{among} offers all of them",
             field=f"{job.name}.resources",
         )
 

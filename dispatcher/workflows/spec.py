@@ -5,7 +5,8 @@ A spec is one mapping with these keys, all optional except that some job must co
 
 - `name`, `priority`, `description`;
 - `defaults`: settings for every job (`resources`, `environment`, `container_image`, `priority`,
-  `max_attempts`);
+  `max_attempts`, `sites`: `{include: [...], exclude: [...]}` queue or site names with `*`
+  wildcards, PanDA's includedSite / excludedSite);
 - `labels`: per label, settings that are the label's defaults (a job's own values win), and for
   the compact form a `command` template fanned out `over` dimensions (or a `data_ids` list), with
   `after` naming parent labels matched by shared data-id keys;
@@ -31,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from dispatcher.brokerage import SiteRule
 from dispatcher.workflows.dag import (
     LabelSettings,
     NewJob,
@@ -41,7 +43,13 @@ from dispatcher.workflows.dag import (
 
 RESOURCE_KEYS = ("memory_mb", "cores", "walltime_s", "disk_mb")
 BUILTIN_RESOURCES = {"memory_mb": 2000, "cores": 1, "walltime_s": 3600, "disk_mb": 1000}
-SETTINGS_KEYS = frozenset({"resources", "environment", "container_image", "priority", "max_attempts"})
+SETTINGS_KEYS = frozenset(
+    {"resources", "environment", "container_image", "priority", "max_attempts", "sites"}
+)
+SITE_KEYS = frozenset({"include", "exclude"})
+# Bounds of one `sites` entry: enough for any real site list, small enough to test per queue.
+MAX_SITE_PATTERNS = 100
+MAX_SITE_PATTERN_CHARS = 128
 TOP_KEYS = frozenset(
     {"name", "description", "priority", "defaults", "labels", "overrides", "dimensions", "jobs", "cluster"}
 )
@@ -241,6 +249,34 @@ class _Settings:
     container_image: str | None = None
     priority: int | None = None
     max_attempts: int | None = None
+    # `include` and/or `exclude` as this layer sets them; a later layer replaces each key on its own.
+    sites: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def site_rule_parse(raw: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """`{include: [...], exclude: [...]}` → the keys given, each a tuple of queue or site name
+    patterns (`SiteRule` once the layers are merged)."""
+    _expect(raw, dict, where, "a mapping with include and/or exclude")
+    _unknown_keys(raw, SITE_KEYS, where)
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("include", "exclude"):
+        if key not in raw:
+            continue
+        value = raw[key] if raw[key] is not None else []
+        _expect(value, list, f"{where}.{key}", "a list of queue or site names")
+        if len(value) > MAX_SITE_PATTERNS:
+            raise WorkflowInvalid(
+                f"{where}.{key} has {len(value)} entries; at most {MAX_SITE_PATTERNS}", field=f"{where}.{key}"
+            )
+        for i, pattern in enumerate(value):
+            if type(pattern) is not str or not pattern.strip() or len(pattern) > MAX_SITE_PATTERN_CHARS:
+                raise WorkflowInvalid(
+                    f"{where}.{key}[{i}] must be a queue or site name (wildcards *), "
+                    f"1–{MAX_SITE_PATTERN_CHARS} characters",
+                    field=f"{where}.{key}[{i}]",
+                )
+        lists[key] = tuple(p.strip() for p in value)
+    return lists
 
 
 def _settings(mapping: Mapping[str, Any], where: str) -> _Settings:
@@ -269,6 +305,8 @@ def _settings(mapping: Mapping[str, Any], where: str) -> _Settings:
         result.priority = _expect(mapping["priority"], int, f"{where}.priority", "an integer")
     if mapping.get("max_attempts") is not None:
         result.max_attempts = _positive_int(mapping["max_attempts"], f"{where}.max_attempts")
+    if mapping.get("sites") is not None:
+        result.sites = site_rule_parse(mapping["sites"], f"{where}.sites")
     return result
 
 
@@ -284,6 +322,7 @@ def _merge(*layers: _Settings) -> _Settings:
             merged.priority = layer.priority
         if layer.max_attempts is not None:
             merged.max_attempts = layer.max_attempts
+        merged.sites = {**merged.sites, **layer.sites}
     return merged
 
 
@@ -559,6 +598,7 @@ def spec_parse(data: Mapping[str, Any], *, max_jobs: int, max_edges: int) -> Par
                 disk_mb=s.resources["disk_mb"],
                 max_attempts=s.max_attempts,
                 retry_policy=retry_policy,
+                sites=SiteRule(include=s.sites.get("include", ()), exclude=s.sites.get("exclude", ())),
             )
     for label in (*labels_raw, *overrides_raw, *cluster):
         if label not in labels:
@@ -684,6 +724,11 @@ def spec_from_jobs(
             entry["max_attempts"] = settings.max_attempts
         if settings.retry_policy:
             entry["retry_policy"] = dict(settings.retry_policy)
+        if settings.sites:
+            entry["sites"] = {
+                "include": list(settings.sites.include),
+                "exclude": list(settings.sites.exclude),
+            }
         if entry:
             label_section[label] = entry
     if label_section:

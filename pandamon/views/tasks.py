@@ -98,6 +98,8 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
             "name": task.name,
             "status": task.status,
             "workflow": task.workflow_id,
+            "included_sites": task.included_sites,
+            "excluded_sites": task.excluded_sites,
             "counts": counts,
             "progress": queries.progress(counts),
             "top_errors": top_errors,
