@@ -76,7 +76,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             }.items()
             if v not in (None, "")
         }
-        overrides = {"memory_mb": args.memory_mb} if args.memory_mb else {}
+        overrides: dict[str, Any] = {"memory_mb": args.memory_mb} if args.memory_mb else {}
+        sites = {k: v for k, v in (("include", args.only_site), ("exclude", args.avoid_site)) if v}
+        if sites:
+            overrides["sites"] = sites
         body.update(selection=selection, overrides=overrides)
     return _call(args, "POST", f"campaign-groups/{args.id}/{args.verb}/", body)
 
@@ -123,4 +126,10 @@ def add_campaign_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--data-min", help="rescue: data-id range start (inclusive)")
     p.add_argument("--data-max", help="rescue: data-id range end (inclusive)")
     p.add_argument("--memory-mb", type=int, help="rescue: memory for the selected jobs")
+    p.add_argument(
+        "--avoid-site",
+        action="append",
+        help="rescue: keep the rerun off this queue or site (repeatable, * ok)",
+    )
+    p.add_argument("--only-site", action="append", help="rescue: run the rerun only here (repeatable, * ok)")
     camp.set_defaults(func=cmd_campaign)

@@ -280,7 +280,7 @@ def step_action_api(request: Request, step_id: int, verb: str) -> Response:
 @api_view(["POST"])
 def group_action_api(request: Request, group_id: int, verb: str) -> Response:
     """Group verbs. `rescue` also takes `overrides` ({memory_mb, walltime_s, cores, disk_mb,
-    priority, labels}) and `selection` ({error, label, site, data_min, data_max})."""
+    priority, sites, labels}) and `selection` ({error, label, site, data_min, data_max})."""
     if verb != "rescue" and verb not in _GROUP_VERBS:
         return _error(f"unknown group verb {verb!r}; one of {', '.join([*_GROUP_VERBS, 'rescue'])}", 404)
     campaign_get_for_user(request.user, request.auth, campaign_id_of("group", group_id), write=True)

@@ -34,12 +34,14 @@ from campaigns.models import (
 )
 from campaigns.queries import campaign_dry_run, data_ids_load
 from campaigns.selection import Selection, error_template
-from campaigns.spec import SpecInvalid, config_resolve, downstream_of, jobs_plan, spec_parse
+from campaigns.spec import SpecInvalid, config_resolve, downstream_of, jobs_plan, sites_parse, spec_parse
 from campaigns.splitting import SplitError, split
+from dispatcher.brokerage import SiteRule
 from dispatcher.models import Job, Workflow
 from dispatcher.retry import ERROR_FIELDS
 from dispatcher.services import NewJob, workflow_restart, workflow_submit
 from dispatcher.states import JOB_NON_FINAL, JOB_RESTARTABLE, JobStatus
+from dispatcher.workflows import LabelSettings
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +337,24 @@ def _current_workflow_id(group: Group) -> int:
     return GroupAttempt.objects.values_list("workflow_id", flat=True).get(group=group, attempt=group.attempt)
 
 
+def _label_settings_with_sites(config: Mapping[str, Any]) -> dict[str, LabelSettings]:
+    """The task settings of the labels that carry a `sites` rule (the others take their jobs'
+    resources as every workflow does)."""
+    settings: dict[str, LabelSettings] = {}
+    for label, entry in config["labels"].items():
+        sites = entry.get("sites") or {}
+        rule = SiteRule(include=tuple(sites.get("include", ())), exclude=tuple(sites.get("exclude", ())))
+        if rule:
+            settings[label] = LabelSettings(
+                memory_mb=entry["memory_mb"],
+                cores=entry["cores"],
+                walltime_s=entry["walltime_s"],
+                disk_mb=entry["disk_mb"],
+                sites=rule,
+            )
+    return settings
+
+
 def group_submit(
     *, group: Group, kind: str, actor: str, overrides: Mapping[str, Any] | None = None
 ) -> GroupAttempt:
@@ -351,6 +371,7 @@ def group_submit(
         owner=campaign.owner,
         name=f"{campaign.name}/{step_name}/{group.name}#{attempt}",
         jobs=[NewJob(**job) for job in plan],
+        labels=_label_settings_with_sites(config),
         priority=int(config["priority"]),
         spec={"campaign_id": campaign.pk, "group_id": group.pk, "attempt": attempt, "kind": kind},
     )
@@ -521,7 +542,8 @@ def group_rescue(
     Without a selection: every job of the group that has not finished in any attempt. With one
     (error template, label, site, data-id range): only the selected failed jobs and what depends on
     them — the selective rerun. `overrides`: memory_mb / walltime_s / cores / disk_mb / priority for
-    the selected jobs, and `labels: {label: {…}}` per label. Finished outputs are never recomputed.
+    the selected jobs, `sites: {include, exclude}` for every rerun job (e.g. away from a broken
+    site), and `labels: {label: {…}}` per label. Finished outputs are never recomputed.
 
     Precondition: the group failed (or was accepted with partial outputs) and nothing is in flight.
     """
@@ -537,9 +559,19 @@ def group_rescue(
         step_status = Step.objects.values_list("status", flat=True).get(pk=group.step_id)
         if step_status in (StepStatus.DONE, StepStatus.FAILED):
             raise ActionRefused(f"the group's step is {step_status}; rescue it before the step ends")
-        unknown = set(overrides) - {"memory_mb", "walltime_s", "cores", "disk_mb", "priority", "labels"}
+        unknown = set(overrides) - {
+            "memory_mb",
+            "walltime_s",
+            "cores",
+            "disk_mb",
+            "priority",
+            "labels",
+            "sites",
+        }
         if unknown:
             raise ActionRefused(f"rescue overrides do not take {', '.join(sorted(unknown))}")
+        if overrides.get("sites") is not None:
+            sites_parse(overrides["sites"], "overrides.sites")  # SpecInvalid (400) before any preview
         preview_data = rerun_preview(group, sel)
         if not preview_data["rerun"]:
             raise ActionRefused("no job matches: nothing to rerun")
@@ -548,12 +580,14 @@ def group_rescue(
             return ActionOutcome(
                 "rescue", "group", group_id, True, f"would rerun {len(preview_data['rerun'])} jobs", details
             )
-        per_job = {k: v for k, v in overrides.items() if k != "labels"}
+        per_job = {k: v for k, v in overrides.items() if k not in ("labels", "sites")}
         attempt_overrides: dict[str, Any] = {
             "only": preview_data["rerun"],
             "labels": overrides.get("labels", {}),
             "jobs": dict.fromkeys(preview_data["selected"], per_job) if per_job else {},
         }
+        if overrides.get("sites") is not None:
+            attempt_overrides["sites"] = overrides["sites"]
         row = group_submit(group=group, kind=AttemptKind.RESCUE, actor=actor, overrides=attempt_overrides)
         return ActionOutcome(
             "rescue",

@@ -7,7 +7,7 @@ A spec::
     dimension: visit                 # the data-id key the jobs get: {visit: 1234}
     priority: 500
     pipeline:                        # labels, as the workflow compact spec
-      isr: {command: "run isr {data_id}", memory_mb: 2000}
+      isr: {command: "run isr {data_id}", memory_mb: 2000, sites: {exclude: [BNL_TEST]}}
       calibrate: {command: "run calibrate {data_id}", parents: [isr], memory_mb: 4000}
       coadd: {command: "run coadd {group}", parents: [calibrate], per: group}
     data:                            # one of ids / ranges / file / query
@@ -24,7 +24,9 @@ A spec::
     notifications: {webhook: "http://127.0.0.1:9000/hook", events: [failure, stall, completion]}
     stall_after_s: 3600
 
-Commands may use `{data_id}`, `{group}`, `{step}`, `{campaign}`, `{attempt}` and `{label}`.
+`sites` ({include, exclude}: queue or site names, `*` wildcards, as in workflow specs) may stand on a
+pipeline label, in a step's overrides (all its labels, or per label) and in a rescue's overrides;
+each key layers on its own. Commands may use `{data_id}`, `{group}`, `{step}`, `{campaign}`, `{attempt}` and `{label}`.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from typing import Any
 import yaml
 
 from campaigns.splitting import SplitError, split_check
+from dispatcher.workflows import WorkflowInvalid
+from dispatcher.workflows.spec import site_rule_parse
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-LABEL_KEYS = {"command", "parents", "memory_mb", "cores", "walltime_s", "disk_mb", "priority", "per"}
+LABEL_KEYS = {"command", "parents", "memory_mb", "cores", "walltime_s", "disk_mb", "priority", "per", "sites"}
 RESOURCE_KEYS = {"memory_mb", "cores", "walltime_s", "disk_mb", "priority"}
 NOTIFY_EVENTS = ("failure", "stall", "completion")
 _PLACEHOLDER = re.compile(r"\{(data_id|group|step|campaign|attempt|label)\}")
@@ -62,15 +66,37 @@ def _int_field(value: Any, where: str, *, minimum: int = 0) -> int:
     return int(value)
 
 
-def _resources(raw: Any, where: str) -> dict[str, int]:
+def _resources(raw: Any, where: str, *, sites: bool = False) -> dict[str, Any]:
+    """Resource overrides (and, where `sites`, a `sites` rule) of one layer; `labels` is the
+    caller's."""
     _require(isinstance(raw, Mapping), f"{where} must be a mapping")
-    unknown = set(raw) - RESOURCE_KEYS - {"labels"}
+    unknown = set(raw) - RESOURCE_KEYS - {"labels"} - ({"sites"} if sites else set())
     _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
-    return {
+    out: dict[str, Any] = {
         k: _int_field(v, f"{where}.{k}", minimum=0 if k == "priority" else 1)
         for k, v in raw.items()
-        if k != "labels"
+        if k not in ("labels", "sites")
     }
+    if raw.get("sites") is not None:
+        out["sites"] = sites_parse(raw["sites"], f"{where}.sites")
+    return out
+
+
+def sites_parse(raw: Any, where: str) -> dict[str, list[str]]:
+    """A `sites` rule as the workflow spec takes it (JSON-able: lists, only the keys given)."""
+    try:
+        return {key: list(patterns) for key, patterns in site_rule_parse(raw, where).items()}
+    except WorkflowInvalid as exc:
+        raise SpecInvalid(exc.message) from None
+
+
+def _layer(entry: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    """Apply one override layer to a label's entry: values replace, `sites` keys one by one."""
+    for key, value in layer.items():
+        if key == "sites":
+            entry["sites"] = {**entry.get("sites", {}), **value}
+        else:
+            entry[key] = value
 
 
 def spec_parse(text: str) -> dict[str, Any]:
@@ -132,6 +158,8 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         entry["disk_mb"] = _int_field(body.get("disk_mb", 1000), f"{where}.disk_mb", minimum=1)
         if "priority" in body:
             entry["priority"] = _int_field(body["priority"], f"{where}.priority")
+        if body.get("sites") is not None:
+            entry["sites"] = sites_parse(body["sites"], f"{where}.sites")
         pipeline[label] = entry
     for label, entry in pipeline.items():
         for parent in entry["parents"]:
@@ -179,11 +207,11 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         except SplitError as exc:
             raise SpecInvalid(f"{where}.split: {exc}") from exc
         overrides = body.get("overrides", {})
-        resources = _resources(overrides, f"{where}.overrides")
-        label_overrides: dict[str, dict[str, int]] = {}
+        resources = _resources(overrides, f"{where}.overrides", sites=True)
+        label_overrides: dict[str, dict[str, Any]] = {}
         for label, body_l in (overrides.get("labels") or {}).items():
             _require(label in labels, f"{where}.overrides.labels: {label!r} is not a label of this step")
-            label_overrides[label] = _resources(body_l, f"{where}.overrides.labels.{label}")
+            label_overrides[label] = _resources(body_l, f"{where}.overrides.labels.{label}", sites=True)
         steps.append(
             {
                 "name": step_name,
@@ -249,7 +277,8 @@ def config_resolve(
     """The config one attempt of a group of `step` runs with.
 
     Layers, last wins: pipeline label defaults → step overrides → step label overrides → the
-    attempt's overrides (`labels:` per label; `jobs:` per job name, e.g. memory for one error class).
+    attempt's overrides (`sites:` for every label, `labels:` per label; `jobs:` per job name, e.g.
+    memory for one error class). `sites` layer key by key (include, exclude).
     Labels of other steps are dropped, and so are parents outside the step (an earlier step ran them).
     """
     body = next((s for s in spec["steps"] if s["name"] == step), None)
@@ -263,9 +292,14 @@ def config_resolve(
         entry = dict(spec["pipeline"][label])
         entry["parents"] = [p for p in entry["parents"] if p in body["labels"]]
         entry.setdefault("priority", spec["priority"])
-        entry.update(body["overrides"])
-        entry.update(body["label_overrides"].get(label, {}))
-        entry.update(_resources(overrides.get("labels", {}).get(label, {}), f"overrides.labels.{label}"))
+        _layer(entry, body["overrides"])
+        _layer(entry, body["label_overrides"].get(label, {}))
+        if overrides.get("sites") is not None:
+            _layer(entry, {"sites": sites_parse(overrides["sites"], "overrides.sites")})
+        _layer(
+            entry,
+            _resources(overrides.get("labels", {}).get(label, {}), f"overrides.labels.{label}", sites=True),
+        )
         labels[label] = entry
     jobs = {
         name: _resources(v, f"overrides.jobs.{name}") for name, v in (overrides.get("jobs") or {}).items()

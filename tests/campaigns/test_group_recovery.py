@@ -18,9 +18,12 @@ from campaigns.services import (
     group_resume,
     group_retry,
 )
-from dispatcher.models import Job, JobAttempt, RetryRule
+from campaigns.spec import SpecInvalid
+from dispatcher.models import Job, JobAttempt, RetryRule, Task
+from dispatcher.services import broker_one_batch, job_attempt_end, job_transition
 from tests.campaigns.conftest import spec_text
 from tests.campaigns.pilots import BAD, OK, OOM, pilots_run
+from tests.factories import QueueFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -216,3 +219,24 @@ def test_the_audit_log_records_who_did_what(failed):
         "ok",
     )
     assert Campaign.objects.get(pk=campaign.pk).status == "running"
+
+
+def test_rescue_can_keep_the_rerun_away_from_the_queue_where_it_failed(failed, queue):
+    campaign, group = failed
+    other = QueueFactory(name="OTHER_QUEUE", max_rss_mb=64000)
+
+    with pytest.raises(SpecInvalid, match=r"overrides.sites.exclude must be a list"):
+        group_rescue(group_id=group.pk, actor="operator", overrides={"sites": {"exclude": queue.name}})
+    group_rescue(group_id=group.pk, actor="operator", overrides={"sites": {"exclude": [queue.name]}})
+
+    group.refresh_from_db()
+    attempt = GroupAttempt.objects.get(group=group, attempt=group.attempt)
+    excluded = Task.objects.filter(workflow_id=attempt.workflow_id).values_list("excluded_sites", flat=True)
+    assert {tuple(rule) for rule in excluded} == {(queue.name,)}
+    while broker_one_batch(limit=100):
+        for job in Job.objects.filter(workflow_id=attempt.workflow_id, jobstatus="activated"):
+            job_transition(pandaid=job.pandaid, to="sent", cause="test getJob")
+            job_transition(pandaid=job.pandaid, to="running", cause="test pilot")
+            job_attempt_end(pandaid=job.pandaid, attemptnr=job.attemptnr, status="finished", cause="test")
+    queues = set(Job.objects.filter(workflow_id=attempt.workflow_id).values_list("queue_id", flat=True))
+    assert queues == {other.name}

@@ -89,3 +89,36 @@ def test_only_keeps_the_rescued_jobs_and_cuts_satisfied_parents():
             "priority": 500,
         }
     ]
+
+
+def test_sites_layer_key_by_key_from_pipeline_to_step_to_attempt():
+    text = (
+        spec_text()
+        .replace("walltime_s: 600}", 'walltime_s: 600, sites: {exclude: ["*_TEST"]}}')
+        .replace(
+            "    max_running_groups: 0\n",
+            "    max_running_groups: 0\n"
+            '    overrides: {sites: {include: ["SLAC*"]}, labels: {calibrate: {sites: {include: ["IN2P3"]}}}}\n',
+        )
+    )
+    spec = spec_parse(text)
+
+    step = config_resolve(spec, step="step1")
+    assert step["labels"]["isr"]["sites"] == {"exclude": ["*_TEST"], "include": ["SLAC*"]}
+    assert step["labels"]["calibrate"]["sites"] == {"include": ["IN2P3"]}
+    rescue = config_resolve(spec, step="step1", overrides={"sites": {"exclude": ["SLAC_Rubin"]}})
+    assert rescue["labels"]["isr"]["sites"] == {"exclude": ["SLAC_Rubin"], "include": ["SLAC*"]}
+    assert "sites" not in config_resolve(spec, step="step2")["labels"]["coadd"]
+
+
+@pytest.mark.parametrize(
+    ("replacement", "message"),
+    [
+        ('walltime_s: 600, sites: "SLAC"}', "pipeline.isr.sites must be a mapping"),
+        ('walltime_s: 600, sites: {include: [""]}}', r"pipeline.isr.sites.include\[0\]"),
+        ("walltime_s: 600, sites: {avoid: [X]}}", "unknown key .avoid. in pipeline.isr.sites"),
+    ],
+)
+def test_malformed_sites_in_a_campaign_spec_are_refused_naming_the_field(replacement, message):
+    with pytest.raises(SpecInvalid, match=message):
+        spec_parse(spec_text().replace("walltime_s: 600}", replacement))
