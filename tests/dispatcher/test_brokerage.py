@@ -6,6 +6,7 @@ from dispatcher.brokerage import (
     JobNeeds,
     QueueInfo,
     ResourceTypeInfo,
+    SiteRule,
     broker,
     fair_share_order,
     placements_by_queue,
@@ -96,3 +97,36 @@ def test_fair_share_serves_users_round_robin_in_priority_order() -> None:
 def test_higher_priority_comes_first_within_a_user() -> None:
     jobs = [_job(1, user="a", priority=100), _job(2, user="a", priority=900)]
     assert [j.pandaid for j in fair_share_order(jobs)] == [2, 1]
+
+
+# --- site constraints (PanDA's includedSite / excludedSite) -------------------------------------
+
+
+def test_include_matches_queue_or_site_names_with_wildcards() -> None:
+    rule = SiteRule(include=("SLAC_*", "IN2P3"))
+
+    assert rule.refusal("SLAC_Rubin", "SLAC") is None
+    assert rule.refusal("CC_Rubin", "IN2P3") is None
+    assert rule.refusal("BNL_Rubin", "BNL") == "BNL_Rubin is not among the task's sites (SLAC_*, IN2P3)"
+
+
+def test_exclude_wins_over_include_and_no_rule_allows_everything() -> None:
+    rule = SiteRule(include=("SLAC*",), exclude=("SLAC_TEST",))
+
+    assert rule.refusal("SLAC_TEST", "SLAC") == "SLAC_TEST is excluded by the task's sites (SLAC_TEST)"
+    assert rule.refusal("SLAC_Rubin", "SLAC") is None
+    assert not SiteRule()
+    assert SiteRule().refusal("anything", "anywhere") is None
+
+
+def test_brokerage_keeps_jobs_within_their_sites_even_on_a_busier_queue() -> None:
+    idle = _queue("BNL_Rubin", site="BNL")
+    busy = _queue("SLAC_Rubin", site="SLAC", activated=500, in_flight=10)
+    only_slac = SiteRule(include=("SLAC",))
+
+    placements = broker([_job(1, sites=only_slac), _job(2)], [idle, busy])
+
+    assert {p.pandaid: p.queue for p in placements} == {1: "SLAC_Rubin", 2: "BNL_Rubin"}
+    assert (
+        queue_refuses(idle, _job(3, sites=only_slac), "") == "BNL_Rubin is not among the task's sites (SLAC)"
+    )

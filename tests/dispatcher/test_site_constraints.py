@@ -1,5 +1,5 @@
-"""Task site constraints (PanDA's includedSite / excludedSite): the pure rule, the spec, submission
-checks, brokerage and the API that shows them."""
+"""Task site constraints (PanDA's includedSite / excludedSite): the spec, submission checks,
+brokerage and the API that shows them (the pure rule is tested with the ranking, test_brokerage.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from core.services import token_create
-from dispatcher.brokerage import JobNeeds, QueueInfo, SiteRule, broker, queue_refuses
+from dispatcher.brokerage import SiteRule
 from dispatcher.models import Job, Task, Workflow
 from dispatcher.services import broker_one_batch
 from dispatcher.workflows import WorkflowInvalid
@@ -21,54 +21,6 @@ from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory
 
 CAPS = {"max_jobs": 1000, "max_edges": 10_000}
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "reference" / "workflow-spec.schema.json"
-
-
-def _queue(name: str, site: str, **kw: Any) -> QueueInfo:
-    base: dict[str, Any] = {
-        "status": "online",
-        "min_rss_mb": 0,
-        "max_rss_mb": 4000,
-        "max_cores": 8,
-        "max_walltime_s": 86400,
-        "max_disk_mb": 20000,
-        "site": site,
-    }
-    return QueueInfo(name=name, **{**base, **kw})
-
-
-def _job(pandaid: int, rule: SiteRule) -> JobNeeds:
-    return JobNeeds(pandaid=pandaid, memory_mb=2000, cores=1, walltime_s=3600, disk_mb=1000, sites=rule)
-
-
-# --- the pure rule ---------------------------------------------------------------------------------
-
-
-def test_include_matches_queue_or_site_names_with_wildcards() -> None:
-    rule = SiteRule(include=("SLAC_*", "IN2P3"))
-
-    assert rule.refusal("SLAC_Rubin", "SLAC") is None
-    assert rule.refusal("CC_Rubin", "IN2P3") is None
-    assert rule.refusal("BNL_Rubin", "BNL") == "BNL_Rubin is not among the task's sites (SLAC_*, IN2P3)"
-
-
-def test_exclude_wins_over_include_and_no_rule_allows_everything() -> None:
-    rule = SiteRule(include=("SLAC*",), exclude=("SLAC_TEST",))
-
-    assert rule.refusal("SLAC_TEST", "SLAC") == "SLAC_TEST is excluded by the task's sites (SLAC_TEST)"
-    assert rule.refusal("SLAC_Rubin", "SLAC") is None
-    assert not SiteRule()
-    assert SiteRule().refusal("anything", "anywhere") is None
-
-
-def test_brokerage_keeps_jobs_within_their_sites_even_on_a_busier_queue() -> None:
-    idle = _queue("BNL_Rubin", "BNL")
-    busy = _queue("SLAC_Rubin", "SLAC", activated=500, in_flight=10)
-    only_slac = SiteRule(include=("SLAC",))
-
-    placements = broker([_job(1, only_slac), _job(2, SiteRule())], [idle, busy])
-
-    assert {p.pandaid: p.queue for p in placements} == {1: "SLAC_Rubin", 2: "BNL_Rubin"}
-    assert queue_refuses(idle, _job(3, only_slac), "") == "BNL_Rubin is not among the task's sites (SLAC)"
 
 
 # --- the spec ----------------------------------------------------------------------------------------

@@ -3,69 +3,38 @@ with PKCE, groups mapped to roles, then a CSRF-protected POST logout."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from core.models import OidcAccount
+from tests.browser import chromium
 from tests.interop.oidc_provider import OidcProvider
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-def chromium_install() -> None:
-    """scripts/chromium.sh when the monitor's script is there, else Debian's package directly."""
-    if Path(CHROMIUM).exists():
-        return
-    script = ROOT / "scripts" / "chromium.sh"
-    if script.exists():
-        subprocess.run([str(script), "start"], check=True)
-    else:
-        apt = shutil.which("apt-get") or "apt-get"
-        subprocess.run([apt, "update", "-qq"], check=True)
-        subprocess.run([apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True)
 
 
 def test_a_browser_logs_in_through_the_provider_with_pkce_and_logs_out_by_post(
     transactional_db: None, live_server: Any, oidc_server: OidcProvider
 ) -> None:
-    chromium_install()
     authorize_urls: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("request", lambda r: authorize_urls.append(r.url) if "/auth?" in r.url else None)
-            page.goto(f"{live_server.url}/login/?next=/api/v1/whoami/%3Fformat%3Djson")
-            page.fill("input[name=login]", "alice")
-            page.fill("input[name=password]", "any")
-            page.click("button[type=submit]")
-            page.click("button[type=submit]")  # the consent page
-            page.wait_for_url(f"{live_server.url}/api/v1/whoami/**")
-            whoami = page.evaluate("() => JSON.parse(document.body.innerText)")
-            cookies = {c["name"]: c for c in page.context.cookies()}
+    with chromium() as browser:
+        page = browser.new_page()
+        page.on("request", lambda r: authorize_urls.append(r.url) if "/auth?" in r.url else None)
+        page.goto(f"{live_server.url}/login/?next=/api/v1/whoami/%3Fformat%3Djson")
+        page.fill("input[name=login]", "alice")
+        page.fill("input[name=password]", "any")
+        page.click("button[type=submit]")
+        page.click("button[type=submit]")  # the consent page
+        page.wait_for_url(f"{live_server.url}/api/v1/whoami/**")
+        whoami = page.evaluate("() => JSON.parse(document.body.innerText)")
+        cookies = {c["name"]: c for c in page.context.cookies()}
 
-            page.goto(f"{live_server.url}/login/failed/")
-            page.click("form.logout button")
-            page.wait_for_url(f"{live_server.url}/")
-            after = page.goto(f"{live_server.url}/api/v1/whoami/?format=json")
-            after_status = after.status if after else 0
-        finally:
-            browser.close()
+        page.goto(f"{live_server.url}/login/failed/")
+        page.click("form.logout button")
+        page.wait_for_url(f"{live_server.url}/")
+        after = page.goto(f"{live_server.url}/api/v1/whoami/?format=json")
+        after_status = after.status if after else 0
 
     assert whoami == {
         "username": "alice",
