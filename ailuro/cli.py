@@ -545,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--label", action="append", help="only jobs of this label (repeatable)")
         command.add_argument("--pandaid", action="append", type=int, help="only this job (repeatable)")
         command.add_argument("--status", help="only jobs in these states, e.g. failed or failed|pruned")
+    for name, verb, help_text in (
+        ("pause", "paused", "hold a workflow's tasks: nothing new is dispatched, running jobs finish"),
+        ("resume", "resumed", "release a paused workflow's tasks"),
+    ):
+        command = add(name, help_text, _action(verb, name, _selection))
+        command.add_argument("workflow", type=int)
+        command.add_argument("--label", action="append", help="only this label's tasks (repeatable)")
     priority = add(
         "priority",
         "set a workflow's priority (N) or raise/lower it (+N / -N)",

@@ -39,8 +39,8 @@ from campaigns.splitting import SplitError, split
 from dispatcher.brokerage import SiteRule
 from dispatcher.models import Job, Workflow
 from dispatcher.retry import ERROR_FIELDS
-from dispatcher.services import NewJob, workflow_restart, workflow_submit
-from dispatcher.states import JOB_NON_FINAL, JOB_RESTARTABLE, JobStatus
+from dispatcher.services import NewJob, workflow_pause, workflow_restart, workflow_resume, workflow_submit
+from dispatcher.states import JOB_NON_FINAL, JOB_RESTARTABLE, WORKFLOW_FINAL, JobStatus, WorkflowStatus
 from dispatcher.workflows import LabelSettings
 
 log = logging.getLogger(__name__)
@@ -309,14 +309,37 @@ def step_release(*, step_id: int, actor: str, preview: bool = False) -> ActionOu
 
 
 def group_pause(*, group_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    """The advancer neither submits nor judges a paused group. Jobs already released keep running
-    (holding a workflow's jobs belongs to the workflow verbs)."""
-    allowed = {"waiting": "paused", "running": "paused", "failed": "paused"}
-    return _set_status(Group, "group", "pause", group_id, actor, allowed, preview)
+    """The advancer neither submits nor judges a paused group, and a running group's workflow is
+    paused with it (`workflow_pause`: its activated jobs are taken back, nothing new is brokered;
+    jobs already dispatched finish)."""
+
+    def body() -> ActionOutcome:
+        group = Group.objects.select_for_update().get(pk=group_id)
+        allowed = (GroupStatus.WAITING, GroupStatus.RUNNING, GroupStatus.FAILED)
+        if group.status not in allowed:
+            raise ActionRefused(f"group is {group.status}; pause needs one of {', '.join(sorted(allowed))}")
+        held = 0
+        if not preview:
+            Group.objects.filter(pk=group_id).update(status=GroupStatus.PAUSED)
+            if group.status == GroupStatus.RUNNING:
+                held = _group_workflow_pause(group, actor)
+        return ActionOutcome(
+            "pause", "group", group_id, preview, f"{group.status} -> paused", {"held_jobs": held}
+        )
+
+    return _run_action("pause", "group", group_id, actor, {}, preview, body)
+
+
+def _group_workflow_pause(group: Group, actor: str) -> int:
+    workflow_id = _current_workflow_id(group)
+    if Workflow.objects.filter(pk=workflow_id, status__in=list(WORKFLOW_FINAL)).exists():
+        return 0
+    return workflow_pause(workflow_id=workflow_id, actor=actor)["held"]
 
 
 def group_resume(*, group_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    """Back to waiting (never submitted) or running (the advancer then judges its attempt)."""
+    """Back to waiting (never submitted) or running (the advancer then judges its attempt); the
+    attempt's paused workflow runs again."""
 
     def body() -> ActionOutcome:
         group = Group.objects.select_for_update().get(pk=group_id)
@@ -325,6 +348,13 @@ def group_resume(*, group_id: int, actor: str, preview: bool = False) -> ActionO
         target = GroupStatus.WAITING if group.attempt == 0 else GroupStatus.RUNNING
         if not preview:
             Group.objects.filter(pk=group_id).update(status=target, progress_at=timezone.now(), stalled=False)
+            if (
+                group.attempt
+                and Workflow.objects.filter(
+                    pk=_current_workflow_id(group), status=WorkflowStatus.PAUSED
+                ).exists()
+            ):
+                workflow_resume(workflow_id=_current_workflow_id(group), actor=actor)
         return ActionOutcome("resume", "group", group_id, preview, f"paused -> {target}")
 
     return _run_action("resume", "group", group_id, actor, {}, preview, body)

@@ -40,6 +40,7 @@ from dispatcher.serializers import (
     JobAttemptSerializer,
     JobDetailSerializer,
     JobSerializer,
+    LabelSelectionSerializer,
     QueueSerializer,
     SelectionSerializer,
     SetMemorySerializer,
@@ -52,7 +53,9 @@ from dispatcher.services import (
     jobs_set_memory,
     workflow_boost_priority,
     workflow_cancel,
+    workflow_pause,
     workflow_restart,
+    workflow_resume,
     workflow_retry,
     workflow_submit_spec,
 )
@@ -401,6 +404,36 @@ class WorkflowCancelApi(BaseApi):
             workflow_id,
             SelectionSerializer,
             lambda wf, d: workflow_cancel(workflow_id=wf.pk, actor=request.user, **d),
+        )
+
+
+class WorkflowPauseApi(BaseApi):
+    @extend_schema(
+        request=LabelSelectionSerializer,
+        responses=_SELECTION_RESULT,
+        summary="Pause tasks: activated jobs are taken back, nothing new is brokered (409 when all ended)",
+    )
+    def post(self, request: Request, workflow_id: int) -> Response:
+        return _command(
+            request,
+            self,
+            workflow_id,
+            LabelSelectionSerializer,
+            lambda wf, d: workflow_pause(workflow_id=wf.pk, actor=request.user, **d),
+        )
+
+
+class WorkflowResumeApi(BaseApi):
+    @extend_schema(
+        request=LabelSelectionSerializer, responses=_SELECTION_RESULT, summary="Resume paused tasks"
+    )
+    def post(self, request: Request, workflow_id: int) -> Response:
+        return _command(
+            request,
+            self,
+            workflow_id,
+            LabelSelectionSerializer,
+            lambda wf, d: workflow_resume(workflow_id=wf.pk, actor=request.user, **d),
         )
 
 

@@ -17,6 +17,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("workflows/<int:workflow_id>/report/", api.WorkflowReportApi.as_view(), name="workflow-report"),
     path("workflows/<int:workflow_id>/cancel/", api.WorkflowCancelApi.as_view(), name="workflow-cancel"),
     path("workflows/<int:workflow_id>/retry/", api.WorkflowRetryApi.as_view(), name="workflow-retry"),
+    path("workflows/<int:workflow_id>/pause/", api.WorkflowPauseApi.as_view(), name="workflow-pause"),
+    path("workflows/<int:workflow_id>/resume/", api.WorkflowResumeApi.as_view(), name="workflow-resume"),
     path("workflows/<int:workflow_id>/restart/", api.WorkflowRestartApi.as_view(), name="workflow-restart"),
     path(
         "workflows/<int:workflow_id>/boost-priority/",

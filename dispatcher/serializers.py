@@ -243,6 +243,14 @@ class SelectionSerializer(serializers.Serializer[dict[str, Any]]):
     )
 
 
+class LabelSelectionSerializer(serializers.Serializer[dict[str, Any]]):
+    """Which tasks of the workflow an action applies to, by label; empty means all of them."""
+
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=1000, allow_empty=True
+    )
+
+
 class BoostPrioritySerializer(serializers.Serializer[dict[str, Any]]):
     priority = serializers.IntegerField(required=False, min_value=-100_000, max_value=100_000)
     delta = serializers.IntegerField(required=False, min_value=-100_000, max_value=100_000)

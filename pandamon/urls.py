@@ -19,6 +19,7 @@ urlpatterns = [
     path("task/<int:jeditaskid>/", tasks.task_detail, name="task"),
     path("workflows/", workflows.workflow_list, name="workflows"),
     path("workflow/<int:workflow_id>/", workflows.workflow_detail, name="workflow"),
+    path("workflow/<int:workflow_id>/<str:verb>/", workflows.workflow_action, name="workflow-action"),
     path("errors/", errors.error_summary, name="errors"),
     path("sites/", sites.site_list, name="sites"),
     path("site/<str:name>/", sites.site_detail, name="site"),

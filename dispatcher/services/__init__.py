@@ -24,7 +24,9 @@ from dispatcher.services.workflows import (
     jobs_set_memory,
     workflow_boost_priority,
     workflow_cancel,
+    workflow_pause,
     workflow_restart,
+    workflow_resume,
     workflow_retry,
     workflow_submit,
     workflow_submit_spec,
@@ -57,4 +59,6 @@ __all__ = [
     "workflow_submit",
     "workflow_submit_spec",
     "workflow_validate",
+    "workflow_pause",
+    "workflow_resume",
 ]

@@ -23,7 +23,7 @@ from dispatcher.brokerage import (
 )
 from dispatcher.models import Job, Queue, QueueStatus, ResourceType, Task
 from dispatcher.services.transitions import jobs_transition_bulk
-from dispatcher.states import JobStatus
+from dispatcher.states import JobStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,20 @@ def broker_one_batch(*, limit: int = 1000) -> int:
     """Activate up to `limit` released jobs (defined, no pending parents, backoff passed) onto
     queues; returns how many were activated.
 
-    1. Read the released jobs in dispatch order (index job_defined_ready_idx).
+    1. Read the released jobs in dispatch order (index job_defined_ready_idx), but not those of
+       paused tasks.
     2. Rank queues for each (dispatcher.brokerage.broker, pure), within its task's site constraints.
     3. Per (queue, resource type): one `jobs_transition_bulk` defined → activated; it re-checks the
        state under lock, so jobs changed meanwhile are skipped.
     4. Jobs no queue can run keep `defined` with brokerageerrorcode/diag and a short backoff.
     """
     now = timezone.now()
+    # Jobs of paused tasks wait (workflow_pause); few tasks are paused at a time (task_status_idx).
+    paused = list(Task.objects.filter(status=TaskStatus.PAUSED).values_list("jeditaskid", flat=True))
     rows = list(
         Job.objects.filter(jobstatus=JobStatus.DEFINED, pending_parents=0)
         .filter(Q(retry_after__isnull=True) | Q(retry_after__lte=now))
+        .exclude(task_id__in=paused)
         .order_by("-currentpriority", "pandaid")
         .values_list(
             "pandaid",

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, ExpressionWrapper, F, Q
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ from dispatcher.brokerage import SiteRule
 from dispatcher.models import File, Job, JobDependency, Queue, Task, Workflow
 from dispatcher.queries import job_descendants
 from dispatcher.services.transitions import jobs_transition_bulk, task_count_deltas_add
-from dispatcher.states import JOB_NON_FINAL, JobStatus, TaskStatus, WorkflowStatus
+from dispatcher.states import JOB_NON_FINAL, TASK_FINAL, JobStatus, TaskStatus, WorkflowStatus
 from dispatcher.workflows import (
     LabelSettings,
     NewJob,
@@ -54,6 +54,8 @@ __all__ = [
     "workflow_submit",
     "workflow_submit_spec",
     "workflow_validate",
+    "workflow_pause",
+    "workflow_resume",
 ]
 
 
@@ -590,6 +592,71 @@ def workflow_cancel(
         ).update(status=TaskStatus.ABORTED, ended_at=now, modified_at=now)
     _action_log("workflow.cancel", workflow_id, actor, cancelled=total)
     return {"cancelled": total}
+
+
+@transaction.atomic
+def workflow_pause(
+    *, workflow_id: int, actor: Any = None, labels: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Hold a workflow's tasks (or the selected labels' tasks), as JEDI's pauseTask.
+
+    1. Non-final tasks of the selection become `paused`; without a selection the workflow too.
+    2. Their activated jobs go back to `defined` (a pilot can no longer get them); brokerage skips
+       the jobs of paused tasks, so neither they nor children released meanwhile are placed.
+    3. Jobs already dispatched run on and report as usual.
+    Returns {"paused_tasks": n, "held": jobs taken back from their queues}; a final workflow is a
+    409.
+    """
+    _workflow_lock(workflow_id)
+    tasks = _tasks_selected(workflow_id, labels, "pause")
+    now = timezone.now()
+    paused = tasks.exclude(status=TaskStatus.PAUSED).update(status=TaskStatus.PAUSED, modified_at=now)
+    held = jobs_transition_bulk(
+        source=JobStatus.ACTIVATED,
+        to=JobStatus.DEFINED,
+        cause=f"paused by {_actor_name(actor) or 'user'}",
+        where=Q(workflow_id=workflow_id, task__in=tasks),
+        fields={"queue_id": None},
+    )
+    if not labels:
+        Workflow.objects.filter(pk=workflow_id).update(status=WorkflowStatus.PAUSED, modified_at=now)
+    _action_log("workflow.pause", workflow_id, actor, paused_tasks=paused, held=len(held))
+    return {"paused_tasks": paused, "held": len(held)}
+
+
+@transaction.atomic
+def workflow_resume(
+    *, workflow_id: int, actor: Any = None, labels: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Release what `workflow_pause` held: the paused tasks (of the selection) run again and their
+    jobs go back to brokerage; the rollup derives each task's and the workflow's state from its
+    counts. Returns {"resumed_tasks": n}."""
+    _workflow_lock(workflow_id)
+    tasks = _tasks_selected(workflow_id, labels, "resume").filter(status=TaskStatus.PAUSED)
+    now = timezone.now()
+    resumed = tasks.update(status=TaskStatus.RUNNING, modified_at=now)
+    still_paused = Task.objects.filter(workflow_id=workflow_id, status=TaskStatus.PAUSED).exists()
+    if not still_paused:
+        Workflow.objects.filter(pk=workflow_id, status=WorkflowStatus.PAUSED).update(
+            status=WorkflowStatus.RUNNING, modified_at=now
+        )
+    _action_log("workflow.resume", workflow_id, actor, resumed_tasks=resumed)
+    return {"resumed_tasks": resumed}
+
+
+def _tasks_selected(workflow_id: int, labels: Sequence[str] | None, verb: str) -> QuerySet[Task]:
+    """The non-final tasks of the workflow (of `labels`); refuses labels the workflow lacks and a
+    workflow with nothing left to act on (409)."""
+    tasks = Task.objects.filter(workflow_id=workflow_id)
+    if labels:
+        unknown = sorted(set(labels) - set(tasks.values_list("label", flat=True)))
+        if unknown:
+            raise WorkflowInvalid(f"workflow {workflow_id} has no label {unknown[0]!r}", field="labels")
+        tasks = tasks.filter(label__in=list(labels))
+    tasks = tasks.exclude(status__in=list(TASK_FINAL))
+    if not tasks.exists():
+        raise WorkflowInvalid(f"nothing to {verb}: every selected task has ended", status_code=409)
+    return tasks
 
 
 @transaction.atomic

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.html import escape
 
+from core.roles import Role, role_allows, user_roles
 from pandamon.filters import FilterError, single_params
 
 View = Callable[..., HttpResponse]
@@ -29,6 +30,15 @@ def bad_request(request: HttpRequest, message: str) -> HttpResponse:
         f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>",
         status=400,
     )
+
+
+def can_act(request: HttpRequest, owner: str) -> bool:
+    """Whether to offer the action buttons on something `owner` submitted; the services' access
+    functions decide again on POST."""
+    roles = user_roles(request.user)
+    if role_allows(roles, Role.OPERATOR):
+        return True
+    return role_allows(roles, Role.USER) and request.user.get_username() == owner
 
 
 def monitor_view(view: View) -> View:

@@ -12,14 +12,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from core.roles import Role, role_allows, user_roles
 from dispatcher.access import job_get_for_user
 from dispatcher.models import Job
 from dispatcher.services.workflows import workflow_cancel, workflow_retry
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from pandamon import charts, queries
 from pandamon.filters import JOB_FIELDS, JOB_UNWINDOWED, FilterError, compile_selection, int_param
-from pandamon.views._common import bad_request, monitor_view, params_of, query_without, respond
+from pandamon.views._common import bad_request, can_act, monitor_view, params_of, query_without, respond
 
 FACET_SHOWN = 25
 ACTIVE_NAMES = {s.value for s in JOB_NON_FINAL}
@@ -108,14 +107,6 @@ def reproduce_script(job: Job, inputs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def can_act(request: HttpRequest, job: Job) -> bool:
-    """Whether to offer the action buttons; the services' access function decides on POST."""
-    roles = user_roles(request.user)
-    if role_allows(roles, Role.OPERATOR):
-        return True
-    return role_allows(roles, Role.USER) and request.user.get_username() == job.produsername
-
-
 @monitor_view
 def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
     job = _job_or_404(pandaid)
@@ -137,8 +128,8 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
         "last_seq": chunks[-1].sequence if chunks else 0,
         "final": final,
         "script": reproduce_script(job, inputs),
-        "can_kill": not final and can_act(request, job),
-        "can_retry": job.jobstatus == JobStatus.FAILED and can_act(request, job),
+        "can_kill": not final and can_act(request, job.produsername),
+        "can_retry": job.jobstatus == JobStatus.FAILED and can_act(request, job.produsername),
         "walltime": (job.endtime - job.starttime) if job.starttime and job.endtime else None,
     }
     return respond(

@@ -1,19 +1,42 @@
-"""`/workflows/` and `/workflow/<id>/` with the DAG: task level, or a job-level slice."""
+"""`/workflows/` and `/workflow/<id>/` with the DAG: task level, or a job-level slice; the
+workflow's action buttons (pause, resume, retry, restart, cancel) call the workflow services."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from dispatcher.states import WORKFLOW_FINAL
+from dispatcher.access import workflow_get_for_user
+from dispatcher.services import (
+    WorkflowInvalid,
+    workflow_cancel,
+    workflow_pause,
+    workflow_restart,
+    workflow_resume,
+    workflow_retry,
+)
+from dispatcher.states import WORKFLOW_FINAL, TaskStatus, WorkflowStatus
 from pandamon import charts, queries
 from pandamon.dag import layered_layout
 from pandamon.filters import WORKFLOW_FIELDS, FilterError, compile_selection, int_param
-from pandamon.views._common import monitor_view, params_of, query_without, respond
+from pandamon.views._common import bad_request, can_act, monitor_view, params_of, query_without, respond
 
 SLICE_LIMIT = 5000
+# The monitor's workflow buttons → the services the REST API calls (pandamon writes nothing itself).
+WORKFLOW_ACTIONS: dict[str, Callable[..., dict[str, int]]] = {
+    "pause": workflow_pause,
+    "resume": workflow_resume,
+    "retry": workflow_retry,
+    "restart": workflow_restart,
+    "cancel": workflow_cancel,
+}
 
 
 @monitor_view
@@ -136,6 +159,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         "state_link": f"workflow={workflow.pk}",
         "labels": sorted({t.label for t in tasks}),
         "query": query_without(params),
+        "actions": _actions_offered(request, workflow.owner.username, workflow.status, tasks, total),
     }
     return respond(
         request,
@@ -163,3 +187,45 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         },
         partial="workflow-body",
     )
+
+
+def _actions_offered(
+    request: HttpRequest, owner: str, status: str, tasks: Any, total: dict[str, int]
+) -> list[str]:
+    """The buttons that can do something now, for a user allowed to press them."""
+    if not can_act(request, owner):
+        return []
+    paused = status == WorkflowStatus.PAUSED or any(t.status == TaskStatus.PAUSED for t in tasks)
+    offered = []
+    if status not in WORKFLOW_FINAL and status != WorkflowStatus.PAUSED:
+        offered.append("pause")
+    if paused:
+        offered.append("resume")
+    if total.get("failed"):
+        offered.append("retry")
+    if total.get("failed") or total.get("cancelled") or total.get("pruned"):
+        offered.append("restart")
+    if status not in WORKFLOW_FINAL:
+        offered.append("cancel")
+    return offered
+
+
+@require_POST
+def workflow_action(request: HttpRequest, workflow_id: int, verb: str) -> HttpResponse:
+    """One workflow button: the access function decides, the workflow service acts."""
+    action = WORKFLOW_ACTIONS.get(verb)
+    if action is None:
+        raise Http404(f"no workflow action {verb!r}")
+    if not request.user.is_authenticated:
+        return HttpResponse("log in to act on workflows", status=401)
+    try:
+        workflow_get_for_user(request.user, workflow_id, write=True)
+    except PermissionDenied:
+        return HttpResponse("only the workflow's owner or an operator may act on it", status=403)
+    try:
+        result = action(workflow_id=workflow_id, actor=request.user)
+    except WorkflowInvalid as exc:
+        return bad_request(request, exc.message)
+    done = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.items())
+    messages.success(request, f"workflow {workflow_id}: {verb}: {done}")
+    return redirect("pandamon:workflow", workflow_id=workflow_id)

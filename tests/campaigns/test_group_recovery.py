@@ -19,7 +19,7 @@ from campaigns.services import (
     group_retry,
 )
 from campaigns.spec import SpecInvalid
-from dispatcher.models import Job, JobAttempt, RetryRule, Task
+from dispatcher.models import Job, JobAttempt, RetryRule, Task, Workflow
 from dispatcher.services import broker_one_batch, job_attempt_end, job_transition
 from tests.campaigns.conftest import spec_text
 from tests.campaigns.pilots import BAD, OK, OOM, pilots_run
@@ -240,3 +240,24 @@ def test_rescue_can_keep_the_rerun_away_from_the_queue_where_it_failed(failed, q
             job_attempt_end(pandaid=job.pandaid, attemptnr=job.attemptnr, status="finished", cause="test")
     queues = set(Job.objects.filter(workflow_id=attempt.workflow_id).values_list("queue_id", flat=True))
     assert queues == {other.name}
+
+
+def test_pausing_a_running_group_holds_its_released_jobs_until_resume(operator, queue):
+    campaign = campaign_create(owner=operator, spec_yaml=spec_text())
+    campaign_launch(campaign_id=campaign.pk, actor="operator")
+    campaigns_advance_one_round()
+    group = Group.objects.get(campaign=campaign, step__position=0, name="1-3")
+    workflow_id = GroupAttempt.objects.get(group=group).workflow_id
+    broker_one_batch(limit=1000)
+    assert Job.objects.filter(workflow_id=workflow_id, jobstatus="activated").count() == 3  # isr_1..3
+
+    outcome = group_pause(group_id=group.pk, actor="operator")
+
+    assert outcome.details == {"held_jobs": 3}
+    assert Workflow.objects.get(pk=workflow_id).status == "paused"
+    assert not Job.objects.filter(workflow_id=workflow_id, jobstatus="activated").exists()
+    assert broker_one_batch(limit=1000) == 0  # held: brokerage skips the paused tasks
+    group_resume(group_id=group.pk, actor="operator")
+    assert Workflow.objects.get(pk=workflow_id).status == "running"
+    assert broker_one_batch(limit=1000) == 3
+    assert Job.objects.filter(workflow_id=workflow_id, jobstatus="activated").count() == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 
+from tests.factories import UserFactory
 from tests.pandamon.conftest import World
 
 pytestmark = pytest.mark.django_db
@@ -58,3 +59,41 @@ def test_workflow_page_query_count_is_pinned(client, world: World, django_assert
         assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
     with django_assert_num_queries(5):  # + job slice and its edges
         assert client.get(f"/workflow/{world.workflow.pk}/?label=isr").status_code == 200
+
+
+# --- the workflow's buttons -----------------------------------------------------------------------
+
+
+def test_the_owner_sees_the_buttons_that_apply_and_others_see_none(client, world: World) -> None:
+    url = f"/workflow/{world.workflow.pk}/"
+    assert 'id="workflow-actions"' not in client.get(url).content.decode()  # anonymous reader
+    client.force_login(world.user)
+    page = client.get(url).content.decode()
+    for verb in ("pause", "retry", "restart", "cancel"):
+        assert f'formaction="/workflow/{world.workflow.pk}/{verb}/"' in page
+    assert f'formaction="/workflow/{world.workflow.pk}/resume/"' not in page  # nothing is paused
+
+
+def test_pause_and_resume_buttons_call_the_workflow_services(client, world: World) -> None:
+    client.force_login(world.user)
+    response = client.post(f"/workflow/{world.workflow.pk}/pause/")
+    assert (response.status_code, response["Location"]) == (302, f"/workflow/{world.workflow.pk}/")
+    world.workflow.refresh_from_db()
+    assert world.workflow.status == "paused"
+    page = client.get(f"/workflow/{world.workflow.pk}/").content.decode()
+    assert f"workflow {world.workflow.pk}: pause: paused tasks 3, held 0" in page
+    assert f'formaction="/workflow/{world.workflow.pk}/resume/"' in page
+    assert client.post(f"/workflow/{world.workflow.pk}/resume/").status_code == 302
+    world.workflow.refresh_from_db()
+    assert world.workflow.status == "running"
+
+
+def test_workflow_buttons_refuse_strangers_unknown_verbs_and_gets(client, world: World) -> None:
+    url = f"/workflow/{world.workflow.pk}/pause/"
+    assert client.post(url).status_code == 401
+    client.force_login(UserFactory(username="mallory"))
+    assert client.post(url).status_code == 403
+    assert client.get(url).status_code == 405
+    assert client.post(f"/workflow/{world.workflow.pk}/explode/").status_code == 404
+    world.workflow.refresh_from_db()
+    assert world.workflow.status != "paused"
