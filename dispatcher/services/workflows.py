@@ -834,7 +834,8 @@ def jobs_set_memory(
 ) -> dict[str, int]:
     """Set the memory request of the selected jobs that are not in flight or finished.
 
-    1. Refuse a request no queue can satisfy for the selection's cores, walltime and disk.
+    1. Refuse a request no queue can satisfy for the selection's cores, walltime and disk (within
+       each label's site constraints).
     2. Activated jobs go back to `defined` without a queue, so brokerage places them again on a
        queue that fits; defined and restartable final jobs are updated in place.
     3. With labels and no job selection, the labels' tasks take the new default too.
@@ -847,17 +848,18 @@ def jobs_set_memory(
     shapes = (
         Job.objects.filter(where)
         .order_by()
-        .values_list("request_cores", "request_walltime_s", "request_disk_mb", "name")
+        .values_list("label", "request_cores", "request_walltime_s", "request_disk_mb", "name")
     )
-    probes: dict[tuple[int, int, int], str] = {}
-    for cores, walltime, disk, name in shapes.iterator():
-        probes.setdefault((cores, walltime, disk), name)
+    probes: dict[tuple[str, int, int, int], str] = {}
+    for label, cores, walltime, disk, name in shapes.iterator():
+        probes.setdefault((label, cores, walltime, disk), name)
     dag_check_queues(
         [
-            NewJob(name=name, label="", command="", memory_mb=memory_mb, cores=c, walltime_s=w, disk_mb=d)
-            for (c, w, d), name in probes.items()
+            NewJob(name=name, label=lb, command="", memory_mb=memory_mb, cores=c, walltime_s=w, disk_mb=d)
+            for (lb, c, w, d), name in probes.items()
         ],
         queue_limits(),
+        _site_rules_of(workflow_id),
     )
     # In-place first: the activated jobs moved back below would otherwise be counted twice.
     n = Job.objects.filter(where).exclude(jobstatus=JobStatus.ACTIVATED).update(request_memory_mb=memory_mb)
@@ -878,6 +880,17 @@ def jobs_set_memory(
         )
     _action_log("jobs.set_memory", workflow_id, actor, jobs=n, memory_mb=memory_mb)
     return {"jobs": n}
+
+
+def _site_rules_of(workflow_id: int) -> dict[str, SiteRule]:
+    """The site constraints of the workflow's labels that have any."""
+    rules: dict[str, SiteRule] = {}
+    for label, include, exclude in Task.objects.filter(workflow_id=workflow_id).values_list(
+        "label", "included_sites", "excluded_sites"
+    ):
+        if include or exclude:
+            rules[label] = SiteRule(include=tuple(include), exclude=tuple(exclude))
+    return rules
 
 
 def _action_log(event: str, workflow_id: int, actor: Any, **result: Any) -> None:

@@ -160,3 +160,16 @@ def test_a_job_whose_sites_are_all_offline_waits_with_the_reason(queues: None) -
     job.refresh_from_db()
     assert (job.jobstatus, job.brokerageerrorcode) == ("defined", 100)
     assert "CC_Rubin is not among the task's sites (CERN)" in job.brokerageerrordiag
+
+
+@pytest.mark.django_db
+def test_set_memory_is_refused_when_no_queue_of_the_labels_sites_fits(queues: None) -> None:
+    from dispatcher.services import jobs_set_memory
+
+    response = _submit(_client(), _spec())
+    assert response.status_code == 201, response.content
+    workflow_id = response.json()["id"]
+
+    with pytest.raises(WorkflowInvalid, match="no queue of its sites allows more than 8000"):
+        jobs_set_memory(workflow_id=workflow_id, memory_mb=16000, labels=["coadd"])
+    assert jobs_set_memory(workflow_id=workflow_id, memory_mb=16000, labels=["isr"]) == {"jobs": 2}
