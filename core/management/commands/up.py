@@ -42,22 +42,13 @@ class Command(BaseCommand):
         self, *args: Any, host: str, port: int, no_demo: bool, exit_after: float, **options: Any
     ) -> None:
         started = time.monotonic()
-        call_command("migrate", verbosity=0, interactive=False)
-        call_command("collectstatic", verbosity=0, interactive=False)
-        call_command(
-            "load_queues", str(Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"), verbosity=0
-        )
-        password = self._admin_password()
         base = f"http://{host}:{port}"
-        demo_lines = ""
-        if not no_demo:
-            workflow = demo_workflow_submit()
-            campaign = demo_campaign_submit()
-            self.stdout.write(f"demo workflow {workflow.pk} submitted ({workflow.jobs.count()} jobs)")
-            demo_lines = (
-                f"  demo workflow: {base}/workflow/{workflow.pk}/\n"
-                f"  demo campaign: {base}/campaign/{campaign.pk}/  (one group fails once: restart it there)\n"
-            )
+        try:
+            password, demo_lines = self._prepare(base, no_demo=no_demo)
+        except KeyboardInterrupt:
+            # Nothing runs yet (the database work is transactional): say so instead of a traceback.
+            self.stderr.write("interrupted during start-up; nothing was started")
+            raise SystemExit(130) from None
         # From here Ctrl-C (or SIGTERM) only asks to stop, whenever it comes: before the banner too,
         # so an early Ctrl-C still stops every child and exits 0 (a handler installed only once the
         # banner was out let KeyboardInterrupt escape from the readiness poll).
@@ -79,6 +70,26 @@ class Command(BaseCommand):
             self._supervise(children, exit_after)
         finally:
             self._stop(children)
+
+    def _prepare(self, base: str, *, no_demo: bool) -> tuple[str, str]:
+        """Database, static files, demo queues, the admin account and the demo submissions; returns
+        the admin password and the banner's demo lines."""
+        call_command("migrate", verbosity=0, interactive=False)
+        call_command("collectstatic", verbosity=0, interactive=False)
+        call_command(
+            "load_queues", str(Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"), verbosity=0
+        )
+        password = self._admin_password()
+        demo_lines = ""
+        if not no_demo:
+            workflow = demo_workflow_submit()
+            campaign = demo_campaign_submit()
+            self.stdout.write(f"demo workflow {workflow.pk} submitted ({workflow.jobs.count()} jobs)")
+            demo_lines = (
+                f"  demo workflow: {base}/workflow/{workflow.pk}/\n"
+                f"  demo campaign: {base}/campaign/{campaign.pk}/  (one group fails once: restart it there)\n"
+            )
+        return password, demo_lines
 
     def _admin_password(self) -> str:
         path = Path(settings.DATA_DIR) / "admin_password"
