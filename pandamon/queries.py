@@ -6,6 +6,11 @@ from one GROUP BY over indexed columns, never from a truncated sample aggregated
 Where one scan must yield several groupings (facets, errors over time), the ORM builds and binds
 the filtered SELECT and a thin raw wrapper adds `GROUPING SETS`; only placeholders and constant
 column names are interpolated.
+
+SQLite (the embedded run) has no grouping sets, LATERAL, regexp_replace, date_trunc or intervals:
+those reads have a `_…_sqlite` sibling beside the `_…_postgresql` one, chosen by
+`connection.vendor` (STYLE 13), returning the same rows (tests/pandamon/test_scans_agree.py, run
+on both databases).
 """
 
 from __future__ import annotations
@@ -134,7 +139,8 @@ def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) ->
     with `rollup` (the same selection in rollup form) the per-hour summary plus the edges.
 
     1. The ORM compiles the filter into a SELECT of the facet columns (bound parameters).
-    2. `GROUPING SETS` counts every facet and (time bucket, state) in one pass.
+    2. `GROUPING SETS` counts every facet and (time bucket, state) in one pass (on SQLite a
+       UNION ALL of GROUP BYs over one materialized scan, `sql.grouping_sets_sqlite`).
     3. `GROUPING()` tells which set a result row belongs to.
     """
     if rollup is not None:
@@ -399,6 +405,9 @@ def errors_summary(
     1. Unpivot each attempt's error families (LATERAL VALUES), skip zero codes, mask the diag.
     2. GROUPING SETS: (family, code, template) with samples, and (time bucket, family, code).
     3. A second GROUPING SETS over the attempts: by site, by task, by user (one count per attempt).
+
+    On SQLite the same rows come from `_error_groups_sqlite` (templates masked in Python) and
+    `_error_splits_sqlite`.
     """
     if rollup is not None:
         return _errors_from_rows(rollups.error_rows(rollup, unit=unit, split=split), split=split)
@@ -937,8 +946,9 @@ def _task_profile_rows_sqlite(
     jeditaskid: int, wall_bin_s: int, rss_bin_kb: int, slowest: int
 ) -> list[tuple[Any, ...]]:
     """The same rows on SQLite (no EXTRACT, intervals or GROUPING SETS): seconds from Julian days,
-    rounded as PostgreSQL's ::bigint rounds, the two marginals as a UNION ALL, and the slowest
-    jobs' walltime computed exactly from their two timestamps in Python."""
+    rounded as PostgreSQL's ::bigint rounds, the two marginals as a UNION ALL over one
+    materialized scan; then the slowest jobs' walltimes, exact, from their two timestamps (a
+    second query: Julian days are doubles, good to ~50 µs)."""
     ended = [JobStatus.FINISHED.value, JobStatus.FAILED.value]
     rows = _fetch(
         """WITH h AS MATERIALIZED (

@@ -21,7 +21,8 @@ def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
 
 
 def _fetch_aggregate(sql: str, params: Sequence[Any], *, bitmap: bool = False) -> list[tuple[Any, ...]]:
-    """An aggregate over every row of a window (facets, error templates), with settings for it:
+    """An aggregate over every row of a window (facets, error templates), PostgreSQL only (the
+    SQLite siblings use `_fetch`), with settings for it:
 
     * `work_mem` 64 MB so the grouping sets hash in memory instead of sorting on disk;
     * no JIT: compiling costs more than it saves on half a million rows;
