@@ -42,10 +42,23 @@ def ordered_states(counts: Mapping[str, int]) -> dict[str, int]:
     return {state: int(counts.get(state, 0)) for state in JobStatus.values}
 
 
+# Bucket widths in milliseconds (plotly's unit on a date axis).
+_BUCKET_MS = {"hour": 3_600_000, "day": 86_400_000}
+
+
 def stacked_over_time(
-    points: Iterable[tuple[datetime, str, int]], *, title: str, colours: Mapping[str, str] | None = None
+    points: Iterable[tuple[datetime, str, int]],
+    *,
+    title: str,
+    colours: Mapping[str, str] | None = None,
+    unit: str | None = None,
 ) -> dict[str, Any]:
-    """(bucket, series, count) triples → a stacked bar chart, one trace per series."""
+    """(bucket, series, count) triples → a stacked bar chart, one trace per series.
+
+    With `unit` each bar covers 90 % of its bucket, from its start (buckets are date_trunc'd):
+    plotly otherwise takes the width from the smallest gap between buckets and centres bars on
+    the bucket start, and with a single bucket (a fresh embedded run) draws a bar one millisecond
+    wide on an axis of microseconds."""
     series: dict[str, dict[datetime, int]] = defaultdict(dict)
     for bucket, name, n in points:
         series[name][bucket] = series[name].get(bucket, 0) + n
@@ -63,6 +76,7 @@ def stacked_over_time(
                 "x": [x.isoformat() for x in xs],
                 "y": [series[name][x] for x in xs],
                 "marker": {"color": colour},
+                **({"width": 0.9 * _BUCKET_MS[unit], "offset": 0.05 * _BUCKET_MS[unit]} if unit else {}),
             }
         )
     return {"data": data, "layout": {**_LAYOUT, "barmode": "stack", "title": {"text": title}}}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -90,6 +91,10 @@ def _glob_q(column: str, pattern: str) -> Q:
     parts = pattern.split("*")
     if pattern == "*":
         return Q(**{f"{column}__isnull": False}) & ~Q(**{column: ""})
+    if connection.vendor == "sqlite":
+        # SQLite's LIKE (startswith/endswith/contains) ignores ASCII case, PostgreSQL's does not:
+        # the regex (Python's re on SQLite) matches exactly as PostgreSQL does.
+        return Q(**{f"{column}__regex": "^" + ".*".join(re.escape(p) for p in parts) + "$"})
     if len(parts) == 2 and parts[1] == "":
         return Q(**{f"{column}__startswith": parts[0]})
     if len(parts) == 2 and parts[0] == "":

@@ -33,7 +33,7 @@ def error_summary(request: HttpRequest) -> HttpResponse:
         "base_query": query_without(params),
         "locked": sel.locked_query(params),
         "chart": charts.stacked_over_time(
-            summary.over_time, title=f"Failed attempts per {unit} by family:code"
+            summary.over_time, title=f"Failed attempts per {unit} by family:code", unit=unit
         ),
     }
     return respond(

@@ -61,7 +61,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "sort": sort,
         "sorts": list(queries.JOB_SORTS),
         "locked": sel.locked_query(params),
-        "chart": charts.stacked_over_time(facets.over_time, title=f"Jobs by state per {unit}"),
+        "chart": charts.stacked_over_time(facets.over_time, title=f"Jobs by state per {unit}", unit=unit),
     }
     return respond(
         request,

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from dispatcher.models import Job, Task, Workflow
@@ -33,6 +34,13 @@ class World:
     jobs: dict[str, Job]
     queues: dict[str, Any]
     user: Any
+
+
+def pinned(postgresql: int, *, sqlite: int) -> int:
+    """A pinned query count on the database the tests run on. The pandamon tests also run on SQLite
+    (tests/core/test_embedded_reads.py), where aggregates have no SET/RESET of session settings
+    around them and a window is scanned instead of read from the rollups (PostgreSQL only)."""
+    return sqlite if connection.vendor == "sqlite" else postgresql
 
 
 def run_job(pandaid: int, queue: str, *, to: str, node: str = "node01.cern.ch", **errors: Any) -> None:

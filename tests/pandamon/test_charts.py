@@ -26,6 +26,13 @@ def test_states_over_time_stack_one_trace_per_state_in_state_order_with_state_co
     assert fig["layout"]["barmode"] == "stack"
 
 
+def test_a_single_bucket_is_drawn_as_wide_as_its_hour_not_a_millisecond() -> None:
+    fig = stacked_over_time([(T1, "failed", 1)], title="x", unit="hour")
+    assert fig["data"][0]["width"] == 0.9 * 3_600_000
+    assert fig["data"][0]["offset"] == 0.05 * 3_600_000  # the bar starts in its own hour
+    assert "width" not in stacked_over_time([(T1, "failed", 1)], title="x")["data"][0]
+
+
 def test_histogram_keeps_the_bins_it_is_given() -> None:
     fig = histogram([(1.5, 3), (4.5, 1)], title="Walltime", x_title="minutes", colour="#000")
     assert fig["data"][0]["x"] == [1.5, 4.5]

@@ -42,25 +42,23 @@ class Command(BaseCommand):
         self, *args: Any, host: str, port: int, no_demo: bool, exit_after: float, **options: Any
     ) -> None:
         started = time.monotonic()
-        call_command("migrate", verbosity=0, interactive=False)
-        call_command("collectstatic", verbosity=0, interactive=False)
-        call_command(
-            "load_queues", str(Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"), verbosity=0
-        )
-        password = self._admin_password()
         base = f"http://{host}:{port}"
-        demo_lines = ""
-        if not no_demo:
-            workflow = demo_workflow_submit()
-            campaign = demo_campaign_submit()
-            self.stdout.write(f"demo workflow {workflow.pk} submitted ({workflow.jobs.count()} jobs)")
-            demo_lines = (
-                f"  demo workflow: {base}/workflow/{workflow.pk}/\n"
-                f"  demo campaign: {base}/campaign/{campaign.pk}/  (one group fails once: restart it there)\n"
-            )
+        try:
+            password, demo_lines = self._prepare(base, no_demo=no_demo)
+        except KeyboardInterrupt:
+            # Nothing runs yet (the database work is transactional): say so instead of a traceback.
+            self.stderr.write("interrupted during start-up; nothing was started")
+            raise SystemExit(130) from None
+        # From here Ctrl-C (or SIGTERM) only asks to stop, whenever it comes: before the banner too,
+        # so an early Ctrl-C still stops every child and exits 0 (a handler installed only once the
+        # banner was out let KeyboardInterrupt escape from the readiness poll).
+        self._stopping = False
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
         children = self._start_children(host, port)
         try:
-            self._wait_ready(base + "/", children[0])
+            if not self._wait_ready(base + "/", children[0]):
+                return
             self.stdout.write(
                 self.style.SUCCESS(f"ailuro is up in {time.monotonic() - started:.1f} s\n")
                 + f"  monitor:  {base}/\n"
@@ -72,6 +70,26 @@ class Command(BaseCommand):
             self._supervise(children, exit_after)
         finally:
             self._stop(children)
+
+    def _prepare(self, base: str, *, no_demo: bool) -> tuple[str, str]:
+        """Database, static files, demo queues, the admin account and the demo submissions; returns
+        the admin password and the banner's demo lines."""
+        call_command("migrate", verbosity=0, interactive=False)
+        call_command("collectstatic", verbosity=0, interactive=False)
+        call_command(
+            "load_queues", str(Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"), verbosity=0
+        )
+        password = self._admin_password()
+        demo_lines = ""
+        if not no_demo:
+            workflow = demo_workflow_submit()
+            campaign = demo_campaign_submit()
+            self.stdout.write(f"demo workflow {workflow.pk} submitted ({workflow.jobs.count()} jobs)")
+            demo_lines = (
+                f"  demo workflow: {base}/workflow/{workflow.pk}/\n"
+                f"  demo campaign: {base}/campaign/{campaign.pk}/  (one group fails once: restart it there)\n"
+            )
+        return password, demo_lines
 
     def _admin_password(self) -> str:
         path = Path(settings.DATA_DIR) / "admin_password"
@@ -120,30 +138,28 @@ class Command(BaseCommand):
             for cmd in commands
         ]
 
-    def _wait_ready(self, url: str, web: subprocess.Popen[bytes]) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stopping = True
+
+    def _wait_ready(self, url: str, web: subprocess.Popen[bytes]) -> bool:
+        """True once the web server answers; False when asked to stop first."""
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stopping:
             if web.poll() is not None:
                 raise SystemExit(f"the web server exited with status {web.returncode}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310  (our own loopback URL)
                     if reply.status == 200:
-                        return
+                        return True
             except OSError:
                 time.sleep(0.2)
+        if self._stopping:
+            return False
         raise SystemExit(f"the web server did not answer at {url} within 30 s")
 
     def _supervise(self, children: list[subprocess.Popen[bytes]], exit_after: float) -> None:
-        stop = False
-
-        def _on_signal(signum: int, frame: Any) -> None:
-            nonlocal stop
-            stop = True
-
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGTERM, _on_signal)
         deadline = time.monotonic() + exit_after if exit_after else None
-        while not stop:
+        while not self._stopping:
             for child in children:
                 if child.poll() is not None:
                     self.stderr.write(f"{child.args!r} exited with {child.returncode}; stopping")

@@ -1,0 +1,146 @@
+"""The raw aggregate reads of pandamon/queries.py against a plain ORM (or Python) recount of the same
+rows. The raw SQL has one form per vendor (GROUPING SETS, LATERAL, regexp_replace and date_trunc
+on PostgreSQL; a UNION ALL over a materialized scan, strftime and Python masking on SQLite); the
+ORM recount is the same code on both, so passing on both databases means both forms give the same
+answer. tests/core/test_embedded_reads.py runs this directory on SQLite."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from django.db.models import Count, F, Q
+from django.db.models.functions import Trunc
+
+from dispatcher.models import Job, JobAttempt
+from dispatcher.states import JobStatus
+from pandamon import queries
+from pandamon.errortext import message_template
+from tests.pandamon.conftest import World
+
+pytestmark = pytest.mark.django_db
+
+CODE_FACETS = {"piloterrorcode", "exeerrorcode", "ddmerrorcode", "transexitcode"}
+
+
+def _orm_counts(qs: Any, column: str) -> Counter[Any]:
+    return Counter({r[column]: r["n"] for r in qs.order_by().values(column).annotate(n=Count("*"))})
+
+
+@pytest.mark.parametrize("unit", ["hour", "day"])
+def test_job_facets_and_chart_equal_an_orm_recount(world: World, unit: str) -> None:
+    facets = queries.jobs_facets(Q(workflow=world.workflow), unit=unit)
+    jobs = Job.objects.filter(workflow=world.workflow)
+    assert facets.total == jobs.count() == 13
+    for name, column in queries.JOB_FACETS.items():
+        expected = _orm_counts(jobs, column)
+        if name in CODE_FACETS:
+            expected = Counter({v: n for v, n in expected.items() if v})
+        assert Counter(dict(facets.facets[name])) == expected, name
+    over_time = Counter(
+        {
+            (r["bucket"], r["jobstatus"]): r["n"]
+            for r in jobs.exclude(statechangetime=None)
+            .order_by()
+            .values("jobstatus", bucket=Trunc("statechangetime", unit))
+            .annotate(n=Count("*"))
+        }
+    )
+    assert Counter({(b, s): n for b, s, n in facets.over_time}) == over_time
+    assert all(
+        b.utcoffset() is not None and b.utcoffset().total_seconds() == 0 for b, _, _ in facets.over_time
+    )
+
+
+def test_error_templates_chart_and_splits_equal_a_python_recount(world: World) -> None:
+    summary = queries.errors_summary(Q(), unit="hour")
+    failed = list(
+        JobAttempt.objects.filter(jobstatus=JobStatus.FAILED).values(
+            "job_id",
+            "endtime",
+            "queue",
+            "piloterrorcode",
+            "piloterrordiag",
+            "exeerrorcode",
+            "exeerrordiag",
+            task=F("job__task_id"),
+            user=F("job__produsername"),
+        )
+    )
+    assert failed, "the world has failed attempts"
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for a in failed:
+        for family in ("pilot", "exe"):
+            code = a[f"{family}errorcode"]
+            if code:
+                diag = a[f"{family}errordiag"]
+                g = groups.setdefault((f"{family}:{code}", message_template(diag)), [0, [], []])
+                g[0] += 1
+                g[1].append(a["job_id"])
+                g[2].append(diag)
+    got = {(g["key"], g["template"]): g for g in summary.groups}
+    assert set(got) == set(groups)
+    for key, (n, jobs, diags) in groups.items():
+        assert got[key]["count"] == n
+        assert got[key]["samples"] == sorted({max(jobs), min(jobs)}, reverse=True)
+        assert got[key]["example"] == min(diags)
+    # Two lost-heartbeat attempts with different hosts and timeouts share one template.
+    assert got[("pilot:1201", "Lost heartbeat from * after * s")]["count"] >= 2
+    assert summary.by_site == sorted(
+        Counter(a["queue"] for a in failed).items(), key=lambda vn: (-vn[1], vn[0])
+    )
+    assert dict(summary.by_task) == Counter(a["task"] for a in failed)
+    assert dict(summary.by_user) == Counter(a["user"] for a in failed)
+    assert summary.total_attempts == len(failed)
+    assert sum(n for _, _, n in summary.over_time) == sum(n for n, _, _ in groups.values())
+    hours = {b for b, _, _ in summary.over_time}
+    assert hours == {a["endtime"].replace(minute=0, second=0, microsecond=0) for a in failed}
+
+
+def test_task_histograms_and_slowest_jobs_equal_a_python_recount(world: World) -> None:
+    task = world.tasks["isr"]
+    profile = queries.task_job_profile(task)
+    ended = list(
+        Job.objects.filter(task=task, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED]).values(
+            "starttime", "endtime", "max_rss_kb"
+        )
+    )
+    wall_bin_s = max(task.walltime_s // 20, 30)
+    rss_bin_kb = max(task.memory_mb * 1024 // 20, 16 * 1024)
+    walls = Counter(round((j["endtime"] - j["starttime"]).total_seconds()) // wall_bin_s for j in ended)
+    rss = Counter(j["max_rss_kb"] // rss_bin_kb for j in ended if j["max_rss_kb"] is not None)
+    assert profile.histograms["walltime_min"] == [
+        (round((b + 0.5) * wall_bin_s / 60, 1), n) for b, n in sorted(walls.items())
+    ]
+    assert profile.histograms["max_rss_mb"] == [
+        (round((b + 0.5) * rss_bin_kb / 1024, 1), n) for b, n in sorted(rss.items())
+    ]
+    timed = Job.objects.filter(task=task).exclude(starttime=None).exclude(endtime=None)
+    assert [j["pandaid"] for j in profile.slowest] == [
+        j.pandaid
+        for j in sorted(timed, key=lambda j: (-(j.endtime - j.starttime).total_seconds(), j.pandaid))
+    ]
+    assert [j["walltime"] for j in profile.slowest] == [
+        j.endtime - j.starttime for j in sorted(timed, key=lambda j: (j.starttime - j.endtime, j.pandaid))
+    ]
+
+
+def test_task_facets_and_site_stats_equal_an_orm_recount(world: World) -> None:
+    from dispatcher.models import Task
+
+    facets = queries.task_facets(Q())
+    assert Counter(dict(facets["status"])) == _orm_counts(Task.objects.all(), "status")
+    assert Counter(dict(facets["username"])) == _orm_counts(Task.objects.all(), "username")
+    cern = queries.site_detail("CERN")
+    assert cern is not None
+    stats = {s["queue"]: s for s in queries.site_queue_stats(cern, None, None)}
+    ended = Job.objects.filter(queue__site=cern, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
+    assert set(stats) == set(ended.values_list("queue_id", flat=True))
+    for queue, s in stats.items():
+        rows = list(ended.filter(queue_id=queue))
+        assert s["finished"] == sum(j.jobstatus == JobStatus.FINISHED for j in rows)
+        assert s["failed"] == sum(j.jobstatus == JobStatus.FAILED for j in rows)
+        mean = sum((j.endtime - j.starttime).total_seconds() for j in rows) / len(rows)
+        assert s["mean_walltime_s"] == pytest.approx(mean, abs=1e-3)
+        assert s["max_rss_mb"] == max(j.max_rss_kb for j in rows) // 1024
