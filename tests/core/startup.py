@@ -1,5 +1,6 @@
 """Start Django in a subprocess the way every process does (`manage.py check`), with a clean
-environment: no database URL, settings module or OIDC variables leak in from the test run."""
+environment: no database URL, settings module, OIDC variables or the browser tests'
+DJANGO_ALLOW_ASYNC_UNSAFE leak in from the test run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def manage_check(data_dir: Path, *args: str, **env: str) -> subprocess.Completed
     base = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"} and not k.startswith("OIDC_")
+        if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+        and not k.startswith("OIDC_")
     }
     base["AILURO_DATA_DIR"] = str(data_dir)
     return subprocess.run(
