@@ -28,6 +28,7 @@ from campaigns.queries import (
     campaign_steps_with_groups,
     campaigns_for_list,
     group_attempt_chain,
+    group_counts,
     progress_summary,
 )
 from campaigns.spec import SpecInvalid, config_diff
@@ -43,7 +44,8 @@ def _error(message: str, code: int) -> Response:
     return Response({"detail": message}, status=code)
 
 
-def campaign_as_dict(c: Campaign) -> dict[str, Any]:
+def campaign_as_dict(c: Campaign, *, groups: dict[str, int] | None = None) -> dict[str, Any]:
+    """A campaign as JSON; group counts from `campaigns_for_list`'s annotations unless given."""
     return {
         "id": c.pk,
         "name": c.name,
@@ -53,7 +55,8 @@ def campaign_as_dict(c: Campaign) -> dict[str, Any]:
         "created_at": c.created_at,
         "launched_at": c.launched_at,
         "ended_at": c.ended_at,
-        "groups": {
+        "groups": groups
+        or {
             "total": getattr(c, "groups_total", None),
             "accepted": getattr(c, "groups_accepted", None),
             "running": getattr(c, "groups_running", None),
@@ -121,7 +124,7 @@ def campaign_list_api(request: Request) -> Response:
 def campaign_detail_api(request: Request, campaign_id: int) -> Response:
     campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
     steps = campaign_steps_with_groups(campaign.pk)
-    body = campaign_as_dict(campaign)
+    body = campaign_as_dict(campaign, groups=group_counts(g for s in steps for g in s.groups.all()))
     body["steps"] = [
         {
             "id": s.pk,

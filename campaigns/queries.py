@@ -13,7 +13,16 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Avg, Count, Q, QuerySet
 
-from campaigns.models import CAMPAIGN_FINAL, ActionLog, Campaign, CampaignStatus, Group, GroupAttempt, Step
+from campaigns.models import (
+    CAMPAIGN_FINAL,
+    ActionLog,
+    Campaign,
+    CampaignStatus,
+    Group,
+    GroupAttempt,
+    GroupStatus,
+    Step,
+)
 from campaigns.spec import config_resolve, jobs_plan
 from campaigns.splitting import (
     DataId,
@@ -218,6 +227,17 @@ def campaigns_for_list() -> QuerySet[Campaign]:
         groups_failed=Count("groups", filter=Q(groups__status="failed")),
         groups_running=Count("groups", filter=Q(groups__status="running")),
     )
+
+
+def group_counts(groups: Iterable[Group]) -> dict[str, int]:
+    """The list's group counts (`campaigns_for_list`) from groups a page has loaded anyway."""
+    statuses = [g.status for g in groups]
+    return {
+        "total": len(statuses),
+        **{
+            str(s): statuses.count(s) for s in (GroupStatus.ACCEPTED, GroupStatus.RUNNING, GroupStatus.FAILED)
+        },
+    }
 
 
 def campaign_steps_with_groups(campaign_id: int) -> list[Step]:

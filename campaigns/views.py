@@ -20,6 +20,7 @@ from campaigns.queries import (
     campaign_actions,
     campaign_steps_with_groups,
     campaigns_for_list,
+    group_counts,
     progress_summary,
 )
 
@@ -45,7 +46,7 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
     if "json" in request.GET:
         return JsonResponse(
             {
-                **campaign_as_dict(campaign),
+                **campaign_as_dict(campaign, groups=group_counts(g for r in grid for g in r["groups"])),
                 "progress": progress,
                 "steps": [
                     {
@@ -55,8 +56,7 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
                     }
                     for r in grid
                 ],
-            },
-            json_dumps_params={"default": str},
+            }
         )
     context: dict[str, Any] = {
         "campaign": campaign,
@@ -73,9 +73,7 @@ def group_page(request: HttpRequest, group_id: int) -> HttpResponse:
     campaign_get_for_user(request.user, None, group.campaign_id)
     attempts = attempts_as_dicts(group)
     if "json" in request.GET:
-        return JsonResponse(
-            {**group_as_dict(group), "attempts": attempts}, json_dumps_params={"default": str}
-        )
+        return JsonResponse({**group_as_dict(group), "attempts": attempts})
     return render(
         request, "campaigns/group.html", {"group": group, "attempts": attempts, "group_verbs": GROUP_VERBS}
     )

@@ -8,6 +8,7 @@ from django.test import Client
 from campaigns.advance import campaigns_advance_one_round
 from campaigns.models import Group, GroupAttempt
 from campaigns.services import campaign_create, campaign_launch
+from core.services import token_create
 from tests.campaigns.conftest import spec_text
 from tests.campaigns.pilots import BAD, OK, pilots_run
 
@@ -78,3 +79,16 @@ def test_anonymous_visitors_cannot_act(failed_campaign):
     assert response.status_code == 403
     group.refresh_from_db()
     assert group.status == "failed"
+
+
+def test_campaign_and_group_json_carry_group_counts_and_iso_times(failed_campaign):
+    client = Client()
+    page = client.get(f"/campaign/{failed_campaign.pk}/?json").json()
+    token = token_create(username="operator", role="operator")
+    api = client.get(f"/api/v1/campaigns/{failed_campaign.pk}/", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    expected = {"total": 4, "accepted": 1, "running": 0, "failed": 1}
+    assert page["groups"] == api["groups"] == expected
+    assert "T" in page["created_at"] and "T" in api["created_at"]  # ISO 8601, as the API writes it
+    group = Group.objects.get(status="failed")
+    attempts = client.get(f"/campaign/group/{group.pk}/?json").json()["attempts"]
+    assert all("T" in a["created_at"] for a in attempts)
