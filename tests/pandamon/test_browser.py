@@ -8,13 +8,13 @@ state colours, and the live payload-log tail grows while the job runs.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dispatcher.models import Job
+from tests.browser import chromium
 from tests.factories import PayloadLogFactory
 from tests.pandamon.conftest import World, build_world
 
@@ -22,7 +22,6 @@ from tests.pandamon.conftest import World, build_world
 # browser steps are ordinary synchronous ones.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "pandamon"
 FAILED_RED = "rgb(198, 40, 40)"  # #c62828, the failed colour of ailuro.css and charts.py
 
@@ -31,24 +30,8 @@ pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is missing: run scripts/chromium.sh start")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
