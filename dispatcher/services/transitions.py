@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import BooleanField, Count, Q
 from django.db.models.expressions import RawSQL
@@ -249,7 +250,10 @@ def _jobs_transition_bulk_postgresql(
     locked = selection.select_for_update().values_list(
         "pandaid", *(_ATTNAME_BY_COLUMN[c] for c in delta_cols)
     )
-    sel_sql, sel_params = locked.query.sql_with_params()
+    try:
+        sel_sql, sel_params = locked.query.sql_with_params()
+    except EmptyResultSet:  # e.g. `where` selects no pandaid at all
+        return []
     sets = ['"jobstatus" = %s']
     set_params: list[Any] = [to]
     for attname, value in sorted(fields.items()):
