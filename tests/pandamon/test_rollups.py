@@ -303,6 +303,22 @@ def test_a_bulk_transition_writes_one_pair_per_job_and_leaves_the_trigger_on() -
     assert set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count")) == folded
 
 
+def test_a_failed_bulk_transition_leaves_the_trigger_on() -> None:
+    """If the set-based statement fails, the savepoint that catches the error takes the setting
+    back with it: the next update in the transaction is counted by the trigger."""
+    from django.db import IntegrityError, transaction
+
+    task = TaskFactory()
+    job, other = JobFactory(task=task, statechangetime=NOW), JobFactory(task=task, statechangetime=NOW)
+    while rollups.rollups_fold():
+        pass
+    with transaction.atomic():
+        with pytest.raises(IntegrityError):  # activated without a queue: job_activated_has_queue
+            jobs_transition_bulk(source="defined", to="activated", cause="test", pandaids=[job.pandaid])
+        job_transition(pandaid=other.pandaid, to="cancelled", cause="test")
+        assert JobSummaryDelta.objects.count() == 2
+
+
 def test_the_summary_facets_are_the_page_facets() -> None:
     assert list(rollup_sql.JOB_FACET_COLUMNS) == list(queries.JOB_FACETS)
     for family, code, diag in rollup_sql.ERROR_FAMILIES:
