@@ -11,7 +11,8 @@ Runs against the PostgreSQL of DATABASE_URL in a scratch database it creates and
    with a bulk transition and one set-based release UPDATE (not timed), so every child is released.
 4. Timed: the brokerage loop step (`dispatcher.loops.brokerage_one_batch`, bounded by `--batch`)
    until no released child is left. children_activated_per_s = N / elapsed. Target ≥ 5,000/s.
-5. Check: every child activated exactly once, counters exact.
+5. Check: every child activated exactly once, counters exact, and the monitor rollups exact: the
+   job summary folded from the deltas of every write above equals a rebuild from the job rows.
 
 Prints one JSON object.
 """
@@ -109,12 +110,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     )
     once = per_child.filter(k=1).count()
     counts = task_state_counts(list(wf.tasks.values_list("pk", flat=True)))
+    rollups_exact = _rollups_exact()
     return {
         "benchmark": "release",
         "parents": n,
         "children_activated": activated,
         "children_activated_once": once,
         "counts": {str(task): c for task, c in counts.items()},
+        "rollups_exact": rollups_exact,
         "brokerage_steps": steps,
         "brokerage_batch": args.batch,
         "brokerage_seconds": round(broker_s, 3),
@@ -131,6 +134,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "note": "2-core machine shared with other engineers' test runs; figures are noisy",
     }
+
+
+def _rollups_exact() -> bool:
+    """Fold every delta, then compare the job summary with a rebuild from the job rows."""
+    from pandamon import rollups
+    from pandamon.models import JobSummary
+
+    while rollups.rollups_fold():
+        pass
+    folded = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
+    rollups.rollups_rebuild()
+    rebuilt = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
+    return bool(folded) and folded == rebuilt
 
 
 if __name__ == "__main__":

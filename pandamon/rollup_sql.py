@@ -42,12 +42,13 @@ def job_facet_value_sql(alias: str, name: str) -> str:
     return f"{alias}.{column}"
 
 
-def _job_tuple(alias: str) -> str:
-    """The delta row of the job row `alias`: its time and raw facet columns (NULL queue → '')."""
+def _job_tuple(alias: str, prefix: str = "") -> str:
+    """The delta row of the job row `alias` (columns named `prefix` + column): its time and raw
+    facet columns (NULL queue → '')."""
     return ", ".join(
-        [f"{alias}.statechangetime"]
+        [f"{alias}.{prefix}statechangetime"]
         + [
-            f"COALESCE({alias}.{c}, '')" if c == "computingsite" else f"{alias}.{c}"
+            f"COALESCE({alias}.{prefix}{c}, '')" if c == "computingsite" else f"{alias}.{prefix}{c}"
             for c in JOB_FACET_COLUMNS.values()
         ]
     )
@@ -95,11 +96,49 @@ def _attempt_select(alias: str, sign: int, source: str) -> str:
     )
 
 
-_UPDATE_WHEN = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in _JOB_DELTA_COLS)
+# Set-based writers that append the deltas of their own UPDATE (`job_delta_pairs_sql`) set this
+# transaction-local setting around that one statement, so the row trigger skips its rows
+# (`set_based_deltas` in dispatcher/services/transitions.py sets and clears it).
+INLINE_DELTAS_SETTING = "ailuro.rollup_inline_deltas"
+_UPDATE_CHANGED = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in _JOB_DELTA_COLS)
+# The tuple test first: a heartbeat (no summarised column changes) stops there, at no cost.
+_UPDATE_WHEN = (
+    f"({_UPDATE_CHANGED}) AND current_setting('{INLINE_DELTAS_SETTING}', true) IS DISTINCT FROM 'on'"
+)
 _ATTEMPT_UPDATE_WHEN = " OR ".join(
     f"OLD.{c} IS DISTINCT FROM NEW.{c}"
     for c in ["jobstatus", "endtime", "job_id", "computingsite", *_ERROR_CODE_COLS]
 )
+
+
+def job_delta_pairs_sql(source: str) -> str:
+    """INSERT … SELECT appending, for each row of the CTE `source`, exactly what the update trigger
+    appends for it: −old tuple and +new tuple when the summarised tuple changed, each only with a
+    state-change time. `source` carries the new columns under their own names and the old ones
+    prefixed `old_` (`job_delta_old_columns`). Used by the set-based writers under
+    INLINE_DELTAS_SETTING, so a 5,000-row UPDATE appends its deltas in one statement instead of
+    calling the trigger function 5,000 times."""
+    old = ", ".join(f"s.old_{c}" for c in _JOB_DELTA_COLS)
+    new = ", ".join(f"s.{c}" for c in _JOB_DELTA_COLS)
+    names = ", ".join(_JOB_DELTA_COLS)
+    return (
+        f"{_JOB_DELTA_INSERT} SELECT v.* FROM {source} AS s CROSS JOIN LATERAL (VALUES "
+        f"({_job_tuple('s', 'old_')}, -1), ({_job_tuple('s')}, 1)) AS v({names}, delta) "
+        f"WHERE ({old}) IS DISTINCT FROM ({new}) AND v.statechangetime IS NOT NULL"
+    )
+
+
+def job_delta_old_columns(alias: str) -> str:
+    """The summarised columns of the job row `alias` as `old_<column>`, for job_delta_pairs_sql."""
+    return ", ".join(f"{alias}.{c} AS old_{c}" for c in _JOB_DELTA_COLS)
+
+
+JOB_DELTA_COLUMNS: tuple[str, ...] = tuple(_JOB_DELTA_COLS)
+
+CREATE_JOB_UPDATE_TRIGGER = f"""CREATE TRIGGER pandamon_job_summary_update
+       AFTER UPDATE OF {", ".join(_JOB_DELTA_COLS)} ON dispatcher_job
+       FOR EACH ROW WHEN ({_UPDATE_WHEN})
+       EXECUTE FUNCTION pandamon_job_delta_update()"""
 
 CREATE_TRIGGERS: tuple[str, ...] = (
     # Bulk writes (workflow submission, COPY ingest) and deletes: one statement-level trigger over
@@ -136,10 +175,7 @@ CREATE_TRIGGERS: tuple[str, ...] = (
     """CREATE TRIGGER pandamon_job_summary_delete AFTER DELETE ON dispatcher_job
        REFERENCING OLD TABLE AS pandamon_old_rows
        FOR EACH STATEMENT EXECUTE FUNCTION pandamon_job_delta_bulk()""",
-    f"""CREATE TRIGGER pandamon_job_summary_update
-       AFTER UPDATE OF {", ".join(_JOB_DELTA_COLS)} ON dispatcher_job
-       FOR EACH ROW WHEN ({_UPDATE_WHEN})
-       EXECUTE FUNCTION pandamon_job_delta_update()""",
+    CREATE_JOB_UPDATE_TRIGGER,
     # Failed attempts: raw codes and diags plus the job's task and user; no regex here.
     f"""
     CREATE OR REPLACE FUNCTION pandamon_attempt_delta_bulk() RETURNS trigger LANGUAGE plpgsql AS $$

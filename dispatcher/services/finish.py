@@ -139,26 +139,38 @@ SELECT pandaid, attemptnr, jeditaskid, workflow_id,
 _FINISH_SQL = _build_sql()
 
 
+_PILOT_ERROR_KINDS = dict(PILOT_ERROR_COLUMNS)
+_METRIC_NAMES = tuple(c for c, _ in METRIC_COLUMNS)
+
+
 def _params(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> dict[str, Any]:
+    """The statement's parameters; one JSON record per update. Absent values are left out of the
+    record (jsonb_to_recordset reads a missing key as NULL), which keeps the batch's JSON short."""
     rows = []
     for u in updates:
-        unknown = set(u.errors) - dict(PILOT_ERROR_COLUMNS).keys()
-        if unknown:
-            raise ValueError(f"a pilot does not report {', '.join(sorted(unknown))}")
         row: dict[str, Any] = {
             "id": u.pandaid,
             "attempt": u.attemptnr,
             "lease": u.lease,
-            "start": u.starttime.isoformat() if u.starttime else None,
-            "stop": u.endtime.isoformat() if u.endtime else None,
             "node": u.node[:128],
             "pilot": u.pilot_id[:200],
             "batch": u.batch_id[:80],
         }
-        row.update((c, u.metrics.get(c)) for c, _ in METRIC_COLUMNS)
-        for column, kind in PILOT_ERROR_COLUMNS:
-            value = u.errors.get(column)
-            row[column] = str(value)[:DIAG_MAX] if kind == "text" and value is not None else value
+        if u.starttime:
+            row["start"] = u.starttime.isoformat()
+        if u.endtime:
+            row["stop"] = u.endtime.isoformat()
+        for name, value in u.metrics.items():
+            if value is not None and name in _METRIC_NAMES:
+                row[name] = value
+        for column, value in u.errors.items():
+            kind = _PILOT_ERROR_KINDS.get(column)
+            if kind is None:
+                raise ValueError(
+                    f"a pilot does not report {', '.join(sorted(set(u.errors) - set(_PILOT_ERROR_KINDS)))}"
+                )
+            if value is not None:
+                row[column] = str(value)[:DIAG_MAX] if kind == "text" else value
         rows.append(row)
     return {
         "rows": Jsonb(rows),
@@ -183,7 +195,7 @@ def jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[str
     if not batch:
         return {}
     rows = fetch_prepared(_FINISH_SQL, _params(batch, queues))
-    for pandaid, attemptnr, task_id, workflow_id, released in rows:
+    for pandaid, attemptnr, task_id, workflow_id, released in rows if log.isEnabledFor(logging.INFO) else ():
         log.info(
             "job %s attempt %s ended finished -> finished",
             pandaid,

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from django.db import connection, connections
+from django.db.models import Q
 
 from dispatcher.models import Job, JobStatusLog, Task
 from dispatcher.queries import task_state_counts
@@ -128,6 +129,39 @@ def test_bulk_transition_moves_only_jobs_in_the_source_state() -> None:
     }
     assert task_state_counts([task.pk])[task.pk] == {JobStatus.ACTIVATED: 5, JobStatus.RUNNING: 1}
     assert JobStatusLog.objects.filter(job_id__in=moved, jobstatus=JobStatus.ACTIVATED).count() == 5
+
+
+@pytest.mark.django_db
+def test_bulk_transition_with_an_empty_selection_or_a_limit() -> None:
+    task = TaskFactory()
+    jobs = [JobFactory(task=task) for _ in range(4)]
+    assert (
+        jobs_transition_bulk(source=JobStatus.DEFINED, to=JobStatus.CANCELLED, cause="x", pandaids=[]) == []
+    )
+    assert (
+        jobs_transition_bulk(
+            source=JobStatus.DEFINED, to=JobStatus.CANCELLED, cause="x", where=Q(pandaid__in=[])
+        )
+        == []
+    )
+    moved = jobs_transition_bulk(
+        source=JobStatus.DEFINED,
+        to=JobStatus.CANCELLED,
+        cause="cancelled by test",
+        where=Q(task=task),
+        limit=3,
+        fields={"attemptnr": 2},
+    )
+    assert moved == [j.pandaid for j in jobs[:3]]  # in pandaid order, the limit applied
+    assert (
+        list(
+            JobStatusLog.objects.filter(job_id__in=moved).values_list(
+                "attemptnr", "jobstatus", "previous", "cause"
+            )
+        )
+        == [(2, JobStatus.CANCELLED, JobStatus.DEFINED, "cancelled by test")] * 3
+    )
+    assert task_state_counts([task.pk])[task.pk] == {JobStatus.CANCELLED: 3, JobStatus.DEFINED: 1}
 
 
 @pytest.mark.django_db

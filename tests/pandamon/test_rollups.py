@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
 from dispatcher.models import Job, JobAttempt
-from dispatcher.services.transitions import job_transition
+from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.states import JOB_FINAL, JOB_TRANSITIONS, JobStatus
 from pandamon import queries, rollup_sql, rollups
 from pandamon.models import ErrorDelta, ErrorSummary, JobSummary, JobSummaryDelta
@@ -39,7 +39,17 @@ def _time(minutes: int) -> datetime:
 OPS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["insert", "transition", "bulk_update", "facet_update", "delete", "attempt", "heartbeat", "fold"]
+            [
+                "insert",
+                "transition",
+                "bulk_transition",
+                "bulk_update",
+                "facet_update",
+                "delete",
+                "attempt",
+                "heartbeat",
+                "fold",
+            ]
         ),
         st.integers(0, 30),
         st.integers(0, 6 * 60),  # a few hours, so edges and whole hours both hold jobs
@@ -81,6 +91,28 @@ def _apply(ops: list[tuple[str, int, int, int]], tasks: list[Any]) -> bool:
                     fields["queue_id"] = QUEUES[choice % 3]
                     fields["pending_parents"] = 0
                 job_transition(pandaid=pandaid, to=target, cause="test", fields=fields)
+        elif kind == "bulk_transition":  # the services' set-based form: writes its own deltas
+            targets = sorted(JOB_TRANSITIONS[JobStatus(status)])
+            if targets:
+                target = targets[choice % len(targets)]
+                fields = {"statechangetime": when if choice % 11 else None}
+                if target == JobStatus.ACTIVATED:
+                    fields["queue_id"] = QUEUES[choice % 3]
+                    fields["pending_parents"] = 0
+                if choice % 3 == 0:
+                    fields["attemptnr"] = 1 + choice % 4
+                span = [p for p, _ in jobs[index % len(jobs) : index % len(jobs) + 1 + choice % 6]]
+                if choice % 2:
+                    jobs_transition_bulk(source=status, to=target, cause="test", pandaids=span, fields=fields)
+                else:
+                    jobs_transition_bulk(
+                        source=status,
+                        to=target,
+                        cause="test",
+                        where=Q(pandaid__gte=pandaid),
+                        limit=1 + choice % 4,
+                        fields=fields,
+                    )
         elif kind == "bulk_update":  # a set-based write outside the services (admin, repair)
             Job.objects.filter(pandaid__gte=pandaid, pandaid__lt=pandaid + 1 + choice % 5).update(
                 jobstatus=(JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CLOSED)[choice % 3],
@@ -235,6 +267,56 @@ def test_heartbeats_add_no_delta_rows() -> None:
     with connection.cursor() as cursor:
         cursor.execute(_HEARTBEAT_SQL, {**params, "rank": 3, "status": "holding"})
     assert JobSummaryDelta.objects.count() == before + 2
+
+
+def test_a_bulk_transition_writes_one_pair_per_job_and_leaves_the_trigger_on() -> None:
+    """jobs_transition_bulk appends the deltas of its UPDATE itself; the row trigger skips exactly
+    that statement (no pair twice, none missing), and fires again for the next update of the same
+    transaction."""
+    from django.db import transaction
+
+    for name in QUEUES:
+        QueueFactory(name=name)
+    task = TaskFactory()
+    jobs = [JobFactory(task=task, jobstatus="defined", statechangetime=_time(i * 50)) for i in range(5)]
+    nulls = JobFactory(task=task, jobstatus="defined", statechangetime=None)
+    while rollups.rollups_fold():  # the insert deltas
+        pass
+    with transaction.atomic():
+        moved = jobs_transition_bulk(
+            source="defined",
+            to="activated",
+            cause="test",
+            pandaids=[j.pandaid for j in [*jobs, nulls]],
+            fields={"queue_id": "Q_A", "statechangetime": NOW},
+        )
+        assert sorted(moved) == sorted(j.pandaid for j in [*jobs, nulls])
+        # five −old/+new pairs and one +new (the job without a state-change time had no tuple)
+        assert JobSummaryDelta.objects.filter(delta=-1).count() == 5
+        assert JobSummaryDelta.objects.filter(delta=1).count() == 6
+        job_transition(pandaid=jobs[0].pandaid, to="sent", cause="test")
+        assert JobSummaryDelta.objects.count() == 13
+    while rollups.rollups_fold(batch=5):
+        pass
+    folded = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
+    rollups.rollups_rebuild()
+    assert set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count")) == folded
+
+
+def test_a_failed_bulk_transition_leaves_the_trigger_on() -> None:
+    """If the set-based statement fails, the savepoint that catches the error takes the setting
+    back with it: the next update in the transaction is counted by the trigger."""
+    from django.db import IntegrityError, transaction
+
+    task = TaskFactory()
+    job, other = JobFactory(task=task, statechangetime=NOW), JobFactory(task=task, statechangetime=NOW)
+    while rollups.rollups_fold():
+        pass
+    with transaction.atomic():
+        with pytest.raises(IntegrityError):  # activated without a queue: job_activated_has_queue
+            jobs_transition_bulk(source="defined", to="activated", cause="test", pandaids=[job.pandaid])
+        job_transition(pandaid=other.pandaid, to="cancelled", cause="test")
+        assert JobSummaryDelta.objects.count() == 2
 
 
 def test_the_summary_facets_are_the_page_facets() -> None:
