@@ -43,14 +43,17 @@ def rate_limit_hit(*, scope: str, identity: str, rate: Rate, now: float | None =
     window = int(moment // rate.seconds)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
     key = f"rl:{scope}:{digest}:{window}"
-    if cache.add(key, 1, timeout=rate.seconds + 1):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=rate.seconds + 1)
+    try:  # the window's first call misses; every other call is this one cache operation
+        count = cache.incr(key)
+    except ValueError:
+        if cache.add(key, 1, timeout=rate.seconds + 1):
             count = 1
+        else:  # another call opened the window in between
+            try:
+                count = cache.incr(key)
+            except ValueError:  # and it expired already
+                cache.add(key, 1, timeout=rate.seconds + 1)
+                count = 1
     retry_after = max(1, int((window + 1) * rate.seconds - moment))
     return count > rate.count, retry_after
 
