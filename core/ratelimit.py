@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +30,7 @@ class Rate:
     seconds: int
 
 
+@lru_cache(maxsize=64)
 def rate_parse(text: str) -> Rate:
     count, _, unit = text.partition("/")
     if not count.strip().isdigit() or unit.strip() not in _UNITS:
