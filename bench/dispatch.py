@@ -204,17 +204,21 @@ class CpuMeter:
 
     def snapshot(self) -> dict[str, Any]:
         pg = {pid: _proc_cpu(pid) for pid in self._pg_pids()}
+        server = {pid: _proc_cpu(pid) for pid in _tree(self.server_pid)}
         return {
-            "server": sum(_proc_cpu(p) for p in _tree(self.server_pid)),
+            "server": sum(server.values()),
+            "server_procs": server,
             "pg": pg,
             "machine": _machine_busy(),
         }
 
     @staticmethod
-    def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         pg = sum(b["pg"].get(pid, 0.0) - a["pg"].get(pid, 0.0) for pid in b["pg"])
         busy = (b["machine"][0] - a["machine"][0]) / max(b["machine"][1] - a["machine"][1], 1)
-        return {"server": b["server"] - a["server"], "pg": pg, "busy": busy}
+        # Per gunicorn process, busiest first: a worker holding most connections is GIL-bound.
+        procs = sorted(b["server_procs"][pid] - a["server_procs"].get(pid, 0.0) for pid in b["server_procs"])
+        return {"server": b["server"] - a["server"], "pg": pg, "busy": busy, "server_procs": procs}
 
 
 # --- clients (separate processes, one http.client connection per thread) ---------------------------
@@ -433,6 +437,7 @@ def _run_phase(
         },
         "cpu_s": {
             "server": round(cpu["server"], 2),
+            "server_by_process": [round(c, 2) for c in reversed(cpu["server_procs"])],
             "postgres": round(cpu["pg"], 2),
             "client": round(client_cpu, 2),
         },
@@ -458,7 +463,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(db_url: str, workers: int, threads: int, port: int) -> subprocess.Popen[bytes]:
+def _start_server(
+    db_url: str, workers: int, threads: int, port: int, extra: list[str]
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -484,8 +491,13 @@ def _start_server(db_url: str, workers: int, threads: int, port: int) -> subproc
             "75",
             "--backlog",
             "2048",
+            # As in production (docs/operator-guide/deployment.md): one listening socket per worker,
+            # so the kernel spreads connections over the workers instead of the first worker to wake
+            # accepting a whole burst of keep-alive connections and running them under one GIL.
+            "--reuse-port",
             "--log-level",
             "warning",
+            *extra,
         ],
         cwd=ROOT,
         env=env,
@@ -536,14 +548,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "dispatch",
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-        "server": f"gunicorn gthread, {args.workers} workers x {args.threads} threads",
+        "server": f"gunicorn gthread, {args.workers} workers x {args.threads} threads {args.gunicorn_args}".strip(),
         "runs": [],
     }
     ctx = mp.get_context("fork")
     for clients in args.clients:
         token = _seed(args.jobs)
         port = _free_port()
-        server = _start_server(db_url, args.workers, args.threads, port)
+        server = _start_server(db_url, args.workers, args.threads, port, args.gunicorn_args.split())
         procs = min(clients, args.client_procs)
         try:
             _warm_up(port, clients)
@@ -610,6 +622,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument(
+        "--gunicorn-args", default="", help="more gunicorn options, e.g. '--http-parser=fast' (one string)"
+    )
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres://ailuro:ailuro@127.0.0.1:5432"))
     parser.add_argument("--db", default="ailuro_bench_dispatch")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench" / "dispatch.json"))

@@ -473,6 +473,27 @@ MIDDLEWARE[1:1] = [
     "core.middleware.ApiJsonErrorsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
 ]
+# The pilot protocol's calls (token-authenticated, CSRF-exempt, no session or user) run only these
+# middleware when served by config.wsgi (core.middleware.PilotLaneWSGIHandler): the security ones.
+AILURO_PILOT_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "core.middleware.SecurityHeadersMiddleware",
+    "core.middleware.ApiJsonErrorsMiddleware",
+    "core.middleware.BodySizeLimitMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+AILURO_PILOT_LANE = [
+    "/server/panda/getJob",
+    "/server/panda/updateJob",
+    "/server/panda/updateJobsInBulk",
+    "/server/panda/getStatus",
+    "/server/panda/updateWorkerPilotStatus",
+    "/api/v1/pilot/acquire_jobs",
+    "/api/v1/pilot/update_job",
+    "/api/v1/pilot/update_jobs_bulk",
+    "/api/v1/pilot/get_job_status",
+    "/api/v1/pilot/update_worker_status",
+]
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "core.schema.error_responses_hook",  # the one error format, documented on every operation

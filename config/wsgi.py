@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_wsgi_application()
+django.setup(set_prefix=False)
+
+from core.middleware import PilotLaneWSGIHandler  # noqa: E402  (needs the settings above)
+
+# get_wsgi_application() with a lean middleware chain for the pilot protocol's hot calls.
+application = PilotLaneWSGIHandler()

@@ -1,11 +1,17 @@
-"""Hardening middleware: per-endpoint body caps and security headers (CSP and friends)."""
+"""Hardening middleware: per-endpoint body caps and security headers (CSP and friends), and the
+WSGI handler that gives the pilot protocol's hot endpoints a lean middleware chain."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.utils.module_loading import import_string
 
 
 def body_cap_for_path(path: str, caps: dict[str, int]) -> int:
@@ -90,3 +96,55 @@ class ApiJsonErrorsMiddleware:
                     replacement[header] = response[header]
             return replacement
         return response
+
+
+class _LeanChainHandler(BaseHandler):
+    """A request handler over a given middleware list instead of settings.MIDDLEWARE (sync only,
+    the same construction as BaseHandler.load_middleware)."""
+
+    def __init__(self, middleware: list[str]) -> None:
+        super().__init__()
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        # BaseHandler._get_response (URL resolution, the view) is not in django-stubs.
+        handler: Callable[[HttpRequest], Any] = convert_exception_to_response(
+            self._get_response  # type: ignore[attr-defined]
+        )
+        for path in reversed(middleware):
+            instance = import_string(path)(handler)
+            if hasattr(instance, "process_view"):
+                self._view_middleware.insert(0, instance.process_view)
+            if hasattr(instance, "process_template_response"):
+                self._template_response_middleware.append(instance.process_template_response)
+            if hasattr(instance, "process_exception"):
+                self._exception_middleware.append(instance.process_exception)
+            handler = convert_exception_to_response(instance)
+        self._middleware_chain = handler
+
+
+class PilotLaneMixin:
+    """For a Django handler: the pilot protocol's calls (settings.AILURO_PILOT_LANE, exact paths)
+    run only the middleware of settings.AILURO_PILOT_MIDDLEWARE.
+
+    Those views authenticate by bearer token, are CSRF-exempt and never touch sessions, users,
+    messages or static files, yet the full chain cost a heartbeat ~0.07 ms of its ~0.45 ms of
+    Python (docs/performance.md). Everything else of the request cycle stays Django's: the
+    request_started/request_finished signals (database connection lifetime), URL resolution, error
+    responses and their logging. The security middleware (HTTPS redirect, HSTS, CSP and the other
+    headers, body caps, JSON errors) is in the lean chain too.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pilot_paths = frozenset(settings.AILURO_PILOT_LANE)
+        self._pilot_handler = _LeanChainHandler(list(settings.AILURO_PILOT_MIDDLEWARE))
+
+    def get_response(self, request: HttpRequest) -> HttpResponseBase:
+        if request.path_info in self._pilot_paths:
+            return self._pilot_handler.get_response(request)
+        return super().get_response(request)  # type: ignore[misc,no-any-return]
+
+
+class PilotLaneWSGIHandler(PilotLaneMixin, WSGIHandler):
+    """config.wsgi's application: Django's WSGI handler with the pilot lane."""

@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +30,7 @@ class Rate:
     seconds: int
 
 
+@lru_cache(maxsize=64)
 def rate_parse(text: str) -> Rate:
     count, _, unit = text.partition("/")
     if not count.strip().isdigit() or unit.strip() not in _UNITS:
@@ -43,14 +44,17 @@ def rate_limit_hit(*, scope: str, identity: str, rate: Rate, now: float | None =
     window = int(moment // rate.seconds)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
     key = f"rl:{scope}:{digest}:{window}"
-    if cache.add(key, 1, timeout=rate.seconds + 1):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=rate.seconds + 1)
+    try:  # the window's first call misses; every other call is this one cache operation
+        count = cache.incr(key)
+    except ValueError:
+        if cache.add(key, 1, timeout=rate.seconds + 1):
             count = 1
+        else:  # another call opened the window in between
+            try:
+                count = cache.incr(key)
+            except ValueError:  # and it expired already
+                cache.add(key, 1, timeout=rate.seconds + 1)
+                count = 1
     retry_after = max(1, int((window + 1) * rate.seconds - moment))
     return count > rate.count, retry_after
 

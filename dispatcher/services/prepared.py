@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 
 def fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -22,14 +22,15 @@ def fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]
     recorded in `connection.queries` when queries are logged (tests pin query counts). Not for
     PgBouncer in transaction mode without prepared-statement support.
     """
-    connection.ensure_connection()
-    raw = connection.connection
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
+    db.ensure_connection()
+    raw = db.connection
     if raw is None:  # ensure_connection() raises instead; this keeps the type checker informed
         raise RuntimeError("no database connection")
     started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+    with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
         rows = cursor.fetchall() if cursor.description else []
-    if connection.queries_logged:
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    if db.queries_logged:
+        db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
     return rows

@@ -8,7 +8,9 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
+from django.test.client import ClientHandler
 
+from core.middleware import PilotLaneMixin
 from core.services import token_create
 from dispatcher.models import Queue
 from dispatcher.protocol.auth import pilot_token_cache_clear
@@ -33,11 +35,17 @@ def token(queue: Queue) -> str:
     return token_create(username="pilot-fleet", role="pilot", queues=[queue.name])
 
 
+class LaneClientHandler(PilotLaneMixin, ClientHandler):
+    """The test client's handler with the pilot lane of config.wsgi (lean middleware chain)."""
+
+
 class Pilot:
-    """A test client speaking the protocol in any of its encodings, with a pilot token."""
+    """A test client speaking the protocol in any of its encodings, with a pilot token; its calls
+    take the pilot lane of the production WSGI handler."""
 
     def __init__(self, token: str | None) -> None:
         self.client = Client()
+        self.client.handler = LaneClientHandler()
         self.headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
 
     def gzip_json(self, path: str, params: dict[str, Any]) -> Any:
