@@ -395,106 +395,55 @@ def _command(
 _SELECTION_RESULT = inline_serializer("ActionResult", {"workflow": serializers.IntegerField()})
 
 
-class WorkflowCancelApi(BaseApi):
-    @extend_schema(request=SelectionSerializer, responses=_SELECTION_RESULT, summary="Cancel non-final jobs")
-    def post(self, request: Request, workflow_id: int) -> Response:
+def _command_api(
+    name: str,
+    serializer_class: type[serializers.Serializer[Any]],
+    service: Callable[..., dict[str, int]],
+    summary: str,
+) -> type[BaseApi]:
+    """One action endpoint of a workflow: POST a `serializer_class` body; `_command` checks access
+    and input, then calls `service(workflow_id=…, actor=…, **body)`."""
+
+    @extend_schema(request=serializer_class, responses=_SELECTION_RESULT, summary=summary)
+    def post(self: BaseApi, request: Request, workflow_id: int) -> Response:
         return _command(
             request,
             self,
             workflow_id,
-            SelectionSerializer,
-            lambda wf, d: workflow_cancel(workflow_id=wf.pk, actor=request.user, **d),
+            serializer_class,
+            lambda wf, d: service(workflow_id=wf.pk, actor=request.user, **d),
         )
 
-
-class WorkflowPauseApi(BaseApi):
-    @extend_schema(
-        request=LabelSelectionSerializer,
-        responses=_SELECTION_RESULT,
-        summary="Pause tasks: activated jobs are taken back, nothing new is brokered (409 when all ended)",
-    )
-    def post(self, request: Request, workflow_id: int) -> Response:
-        return _command(
-            request,
-            self,
-            workflow_id,
-            LabelSelectionSerializer,
-            lambda wf, d: workflow_pause(workflow_id=wf.pk, actor=request.user, **d),
-        )
+    return type(name, (BaseApi,), {"post": post, "__doc__": summary})
 
 
-class WorkflowResumeApi(BaseApi):
-    @extend_schema(
-        request=LabelSelectionSerializer, responses=_SELECTION_RESULT, summary="Resume paused tasks"
-    )
-    def post(self, request: Request, workflow_id: int) -> Response:
-        return _command(
-            request,
-            self,
-            workflow_id,
-            LabelSelectionSerializer,
-            lambda wf, d: workflow_resume(workflow_id=wf.pk, actor=request.user, **d),
-        )
-
-
-class WorkflowRetryApi(BaseApi):
-    @extend_schema(
-        request=SelectionSerializer,
-        responses=_SELECTION_RESULT,
-        summary="Retry failed jobs (and those pruned below)",
-    )
-    def post(self, request: Request, workflow_id: int) -> Response:
-        return _command(
-            request,
-            self,
-            workflow_id,
-            SelectionSerializer,
-            lambda wf, d: workflow_retry(workflow_id=wf.pk, actor=request.user, **d),
-        )
-
-
-class WorkflowRestartApi(BaseApi):
-    @extend_schema(
-        request=SelectionSerializer,
-        responses=_SELECTION_RESULT,
-        summary="Run failed, cancelled and pruned jobs again (never finished ones)",
-    )
-    def post(self, request: Request, workflow_id: int) -> Response:
-        return _command(
-            request,
-            self,
-            workflow_id,
-            SelectionSerializer,
-            lambda wf, d: workflow_restart(workflow_id=wf.pk, actor=request.user, **d),
-        )
-
-
-class WorkflowBoostPriorityApi(BaseApi):
-    @extend_schema(
-        request=BoostPrioritySerializer, responses=_SELECTION_RESULT, summary="Set or raise priority"
-    )
-    def post(self, request: Request, workflow_id: int) -> Response:
-        return _command(
-            request,
-            self,
-            workflow_id,
-            BoostPrioritySerializer,
-            lambda wf, d: workflow_boost_priority(workflow_id=wf.pk, actor=request.user, **d),
-        )
-
-
-class WorkflowSetMemoryApi(BaseApi):
-    @extend_schema(
-        request=SetMemorySerializer, responses=_SELECTION_RESULT, summary="Set memory of a selection"
-    )
-    def post(self, request: Request, workflow_id: int) -> Response:
-        return _command(
-            request,
-            self,
-            workflow_id,
-            SetMemorySerializer,
-            lambda wf, d: jobs_set_memory(workflow_id=wf.pk, actor=request.user, **d),
-        )
+WorkflowCancelApi = _command_api(
+    "WorkflowCancelApi", SelectionSerializer, workflow_cancel, "Cancel non-final jobs"
+)
+WorkflowPauseApi = _command_api(
+    "WorkflowPauseApi",
+    LabelSelectionSerializer,
+    workflow_pause,
+    "Pause tasks: activated jobs are taken back, nothing new is brokered (409 when all ended)",
+)
+WorkflowResumeApi = _command_api(
+    "WorkflowResumeApi", LabelSelectionSerializer, workflow_resume, "Resume paused tasks"
+)
+WorkflowRetryApi = _command_api(
+    "WorkflowRetryApi", SelectionSerializer, workflow_retry, "Retry failed jobs (and those pruned below)"
+)
+WorkflowRestartApi = _command_api(
+    "WorkflowRestartApi",
+    SelectionSerializer,
+    workflow_restart,
+    "Run failed, cancelled and pruned jobs again (never finished ones)",
+)
+WorkflowBoostPriorityApi = _command_api(
+    "WorkflowBoostPriorityApi", BoostPrioritySerializer, workflow_boost_priority, "Set or raise priority"
+)
+WorkflowSetMemoryApi = _command_api(
+    "WorkflowSetMemoryApi", SetMemorySerializer, jobs_set_memory, "Set memory of a selection"
+)
 
 
 # --- tasks, jobs, attempts ---------------------------------------------------------------------
