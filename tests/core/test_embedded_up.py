@@ -53,6 +53,11 @@ class Embedded:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    def log_path(self) -> Path:
+        """The children's log file, as the banner names it."""
+        line = next(line for line in self.lines if line.strip().startswith("logs:"))
+        return Path(line.split()[1])
+
     def get(self, path: str, *, hx: bool = False) -> tuple[int, str]:
         request = urllib.request.Request(self.base + path, headers={"HX-Request": "true"} if hx else {})  # noqa: S310
         try:
@@ -89,6 +94,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
     }
     env["AILURO_DATA_DIR"] = str(tmp_path_factory.mktemp("embedded"))
+    env["AILURO_LOG_LEVEL"] = "INFO"  # the embedded run's default (the suite runs at WARNING)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ailuro.cli", "up", "--port", str(port)],
         cwd=ROOT,
@@ -128,6 +134,9 @@ def test_ailuro_up_serves_monitor_and_admin_within_60_seconds_without_services(e
     assert embedded.banner.wait(60), f"no banner after 60 s:\n{embedded.output()}"
     assert time.monotonic() - embedded.started < 60
     assert f"{embedded.base}/" in embedded.output()
+    # The children's JSON logs go to the file the banner names; the terminal stays readable.
+    assert embedded.log_path().name == "up.log"
+    assert not [line for line in embedded.lines if line.startswith('{"time"')]
     monitor = embedded.ok("/")
     assert "demo-step1" in monitor
     assert "SLAC_Rubin_Himem" in monitor
@@ -150,6 +159,10 @@ def test_every_monitor_page_answers_with_the_demo_and_the_counts_the_api_reports
     workflow = _demo_workflow(embedded)
     wid = workflow["id"]
     assert workflow["status"] == "done", workflow
+    events = [
+        json.loads(line) for line in embedded.log_path().read_text().splitlines() if line.startswith("{")
+    ]
+    assert sum(1 for e in events if e.get("event") == "job.attempt_end") >= 25
     jobs = embedded.api_all(f"/api/v1/jobs/?workflow={wid}&limit=100")
     by_state = Counter(j["jobstatus"] for j in jobs)
     assert by_state == {"finished": len(jobs)} and len(jobs) == 25

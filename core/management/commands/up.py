@@ -7,6 +7,7 @@ everything it started on Ctrl-C.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -43,6 +44,31 @@ class Command(BaseCommand):
     ) -> None:
         started = time.monotonic()
         base = f"http://{host}:{port}"
+        log_path = Path(settings.DATA_DIR) / "up.log"
+        log_path.write_text("", encoding="utf-8")
+        # This process's and the children's JSON logs go to one file (appends, so the writers never
+        # overwrite each other), and the terminal keeps the banner readable; production processes
+        # log to stdout (DESIGN §8).
+        log = log_path.open("a", encoding="utf-8", buffering=1)
+        for handler in logging.getLogger().handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setStream(log)
+        try:
+            self._run(base, host, port, no_demo, exit_after, started, log, log_path)
+        finally:
+            log.close()
+
+    def _run(
+        self,
+        base: str,
+        host: str,
+        port: int,
+        no_demo: bool,
+        exit_after: float,
+        started: float,
+        log: IO[str],
+        log_path: Path,
+    ) -> None:
         try:
             password, demo_lines = self._prepare(base, no_demo=no_demo)
         except KeyboardInterrupt:
@@ -55,9 +81,9 @@ class Command(BaseCommand):
         self._stopping = False
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
-        children = self._start_children(host, port)
+        children = self._start_children(host, port, log)
         try:
-            if not self._wait_ready(base + "/", children[0]):
+            if not self._wait_ready(base + "/", children[0], log_path):
                 return
             self.stdout.write(
                 self.style.SUCCESS(f"ailuro is up in {time.monotonic() - started:.1f} s\n")
@@ -65,9 +91,10 @@ class Command(BaseCommand):
                 + f"  admin:    {base}/admin/  (user admin, password {password})\n"
                 + f"  API docs: {base}/api/docs/\n"
                 + demo_lines
+                + f"  logs:     {log_path}  (JSON, one event a line: tail -f it)\n"
                 + "Ctrl-C stops everything."
             )
-            self._supervise(children, exit_after)
+            self._supervise(children, exit_after, log_path)
         finally:
             self._stop(children)
 
@@ -103,7 +130,8 @@ class Command(BaseCommand):
             user_model.objects.create_superuser("admin", "", password)
         return password
 
-    def _start_children(self, host: str, port: int) -> list[subprocess.Popen[bytes]]:
+    def _start_children(self, host: str, port: int, log: IO[str]) -> list[subprocess.Popen[bytes]]:
+        """Web server, loops and local pilots, logging to `log`."""
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         commands = [
@@ -134,19 +162,21 @@ class Command(BaseCommand):
         # Each child leads its own process group so Ctrl-C handling stays ours and stop() can end
         # the child's own children too.
         return [
-            subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)  # noqa: S603  (fixed argv of our own programs)
+            subprocess.Popen(  # noqa: S603  (fixed argv of our own programs)
+                cmd, cwd=settings.BASE_DIR, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+            )
             for cmd in commands
         ]
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping = True
 
-    def _wait_ready(self, url: str, web: subprocess.Popen[bytes]) -> bool:
+    def _wait_ready(self, url: str, web: subprocess.Popen[bytes], log_path: Path) -> bool:
         """True once the web server answers; False when asked to stop first."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self._stopping:
             if web.poll() is not None:
-                raise SystemExit(f"the web server exited with status {web.returncode}")
+                raise SystemExit(f"the web server exited with status {web.returncode}\n{_log_tail(log_path)}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310  (our own loopback URL)
                     if reply.status == 200:
@@ -157,12 +187,15 @@ class Command(BaseCommand):
             return False
         raise SystemExit(f"the web server did not answer at {url} within 30 s")
 
-    def _supervise(self, children: list[subprocess.Popen[bytes]], exit_after: float) -> None:
+    def _supervise(self, children: list[subprocess.Popen[bytes]], exit_after: float, log_path: Path) -> None:
         deadline = time.monotonic() + exit_after if exit_after else None
         while not self._stopping:
             for child in children:
                 if child.poll() is not None:
-                    self.stderr.write(f"{child.args!r} exited with {child.returncode}; stopping")
+                    self.stderr.write(
+                        f"{child.args!r} exited with {child.returncode}; stopping. The end of {log_path}:\n"
+                        + _log_tail(log_path)
+                    )
                     return
             if deadline and time.monotonic() >= deadline:
                 return
@@ -181,3 +214,11 @@ class Command(BaseCommand):
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
         self.stdout.write("stopped")
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of the children's log, for a start-up or supervision failure."""
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
