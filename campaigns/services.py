@@ -373,7 +373,7 @@ def _label_settings_with_sites(config: Mapping[str, Any]) -> dict[str, LabelSett
     settings: dict[str, LabelSettings] = {}
     for label, entry in config["labels"].items():
         sites = entry.get("sites") or {}
-        rule = SiteRule(include=tuple(sites.get("include", ())), exclude=tuple(sites.get("exclude", ())))
+        rule = SiteRule.of(sites.get("include"), sites.get("exclude"))
         if rule:
             settings[label] = LabelSettings(
                 memory_mb=entry["memory_mb"],

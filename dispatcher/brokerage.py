@@ -32,6 +32,11 @@ class SiteRule:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
+    @classmethod
+    def of(cls, include: Iterable[str] | None, exclude: Iterable[str] | None) -> SiteRule:
+        """From stored or spec lists (Task.included_sites/excluded_sites, a campaign config)."""
+        return cls(include=tuple(include or ()), exclude=tuple(exclude or ()))
+
     def __bool__(self) -> bool:
         return bool(self.include or self.exclude)
 

@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 
+from dispatcher.brokerage import SiteRule
 from dispatcher.states import JobStatus
 
 if TYPE_CHECKING:
-    from dispatcher.models import Queue
+    from django.db.models import QuerySet
+
+    from dispatcher.models import Queue, Task
 
 
 def task_state_counts(task_ids: Sequence[int]) -> dict[int, dict[str, int]]:
@@ -147,3 +150,15 @@ def job_descendants(parents: Sequence[int], *, jobstatus: str | None = None) -> 
             cursor.execute(sql, params)
             found.update(row[0] for row in cursor.fetchall())
     return sorted(found)
+
+
+def task_site_rules(tasks: QuerySet[Task]) -> list[tuple[int, str, SiteRule]]:
+    """(jeditaskid, label, rule) of those of `tasks` that have site constraints; brokerage and
+    set-memory read them, one query."""
+    return [
+        (tid, label, SiteRule.of(include, exclude))
+        for tid, label, include, exclude in tasks.values_list(
+            "jeditaskid", "label", "included_sites", "excluded_sites"
+        )
+        if include or exclude
+    ]

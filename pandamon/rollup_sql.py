@@ -115,7 +115,7 @@ def job_delta_pairs_sql(source: str) -> str:
     """INSERT … SELECT appending, for each row of the CTE `source`, exactly what the update trigger
     appends for it: −old tuple and +new tuple when the summarised tuple changed, each only with a
     state-change time. `source` carries the new columns under their own names and the old ones
-    prefixed `old_` (`job_delta_old_columns`). Used by the set-based writers under
+    prefixed `old_`. Used by the set-based writers under
     INLINE_DELTAS_SETTING, so a 5,000-row UPDATE appends its deltas in one statement instead of
     calling the trigger function 5,000 times."""
     old = ", ".join(f"s.old_{c}" for c in _JOB_DELTA_COLS)
@@ -126,11 +126,6 @@ def job_delta_pairs_sql(source: str) -> str:
         f"({_job_tuple('s', 'old_')}, -1), ({_job_tuple('s')}, 1)) AS v({names}, delta) "
         f"WHERE ({old}) IS DISTINCT FROM ({new}) AND v.statechangetime IS NOT NULL"
     )
-
-
-def job_delta_old_columns(alias: str) -> str:
-    """The summarised columns of the job row `alias` as `old_<column>`, for job_delta_pairs_sql."""
-    return ", ".join(f"{alias}.{c} AS old_{c}" for c in _JOB_DELTA_COLS)
 
 
 JOB_DELTA_COLUMNS: tuple[str, ...] = tuple(_JOB_DELTA_COLS)

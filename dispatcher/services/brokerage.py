@@ -18,10 +18,10 @@ from dispatcher.brokerage import (
     JobNeeds,
     QueueInfo,
     ResourceTypeInfo,
-    SiteRule,
     broker,
 )
 from dispatcher.models import Job, Queue, QueueStatus, ResourceType, Task
+from dispatcher.queries import task_site_rules
 from dispatcher.services.transitions import jobs_transition_bulk
 from dispatcher.states import JobStatus, TaskStatus
 
@@ -67,17 +67,6 @@ def _queue_infos() -> list[QueueInfo]:
     ]
 
 
-def _site_rules(task_ids: set[int]) -> dict[int, SiteRule]:
-    """The site constraints of the batch's tasks that have any (one query; most tasks have none)."""
-    rules: dict[int, SiteRule] = {}
-    for tid, include, exclude in Task.objects.filter(jeditaskid__in=task_ids).values_list(
-        "jeditaskid", "included_sites", "excluded_sites"
-    ):
-        if include or exclude:
-            rules[tid] = SiteRule(include=tuple(include or ()), exclude=tuple(exclude or ()))
-    return rules
-
-
 def broker_one_batch(*, limit: int = 1000) -> int:
     """Activate up to `limit` released jobs (defined, no pending parents, backoff passed) onto
     queues; returns how many were activated.
@@ -112,7 +101,10 @@ def broker_one_batch(*, limit: int = 1000) -> int:
     )
     if not rows:
         return 0
-    rules = _site_rules({r[9] for r in rows})
+    rules = {
+        tid: rule
+        for tid, _, rule in task_site_rules(Task.objects.filter(jeditaskid__in={r[9] for r in rows}))
+    }
     jobs = [
         JobNeeds(
             pandaid=r[0],

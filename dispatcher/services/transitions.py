@@ -215,20 +215,7 @@ def jobs_transition_bulk(
         deltas[(task_id, source)] = -n
         deltas[(task_id, to)] = n
     task_count_deltas_add(deltas)
-    log.info(
-        "%d jobs: %s -> %s",
-        len(ids),
-        source,
-        to,
-        extra={
-            "event": "jobs.transition",
-            "count": len(ids),
-            "jeditaskids": sorted(per_task),
-            "from": source,
-            "to": to,
-            "cause": cause,
-        },
-    )
+    _log_bulk(len(ids), per_task, source, to, cause)
     return ids
 
 
@@ -299,22 +286,25 @@ def _jobs_transition_bulk_postgresql(
         rows = cursor.fetchall()
     if not rows:
         return []
-    per_task = Counter(task_id for _, task_id in rows)
+    _log_bulk(len(rows), Counter(task_id for _, task_id in rows), source, to, cause)
+    return [pandaid for pandaid, _ in rows]
+
+
+def _log_bulk(n: int, per_task: Counter[int], source: str, to: str, cause: str) -> None:
     log.info(
         "%d jobs: %s -> %s",
-        len(rows),
+        n,
         source,
         to,
         extra={
             "event": "jobs.transition",
-            "count": len(rows),
+            "count": n,
             "jeditaskids": sorted(per_task),
             "from": source,
             "to": to,
             "cause": cause,
         },
     )
-    return [pandaid for pandaid, _ in rows]
 
 
 def task_counts_fold(*, batch: int = 50_000) -> int:

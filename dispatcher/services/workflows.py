@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from dispatcher.brokerage import SiteRule
 from dispatcher.models import File, Job, JobDependency, Queue, Task, Workflow
-from dispatcher.queries import job_descendants
+from dispatcher.queries import job_descendants, task_site_rules
 from dispatcher.services.transitions import jobs_transition_bulk, task_count_deltas_add
 from dispatcher.states import JOB_NON_FINAL, TASK_FINAL, JobStatus, TaskStatus, WorkflowStatus
 from dispatcher.workflows import (
@@ -859,7 +859,7 @@ def jobs_set_memory(
             for (lb, c, w, d), name in probes.items()
         ],
         queue_limits(),
-        _site_rules_of(workflow_id),
+        {label: rule for _, label, rule in task_site_rules(Task.objects.filter(workflow_id=workflow_id))},
     )
     # In-place first: the activated jobs moved back below would otherwise be counted twice.
     n = Job.objects.filter(where).exclude(jobstatus=JobStatus.ACTIVATED).update(request_memory_mb=memory_mb)
@@ -880,17 +880,6 @@ def jobs_set_memory(
         )
     _action_log("jobs.set_memory", workflow_id, actor, jobs=n, memory_mb=memory_mb)
     return {"jobs": n}
-
-
-def _site_rules_of(workflow_id: int) -> dict[str, SiteRule]:
-    """The site constraints of the workflow's labels that have any."""
-    rules: dict[str, SiteRule] = {}
-    for label, include, exclude in Task.objects.filter(workflow_id=workflow_id).values_list(
-        "label", "included_sites", "excluded_sites"
-    ):
-        if include or exclude:
-            rules[label] = SiteRule(include=tuple(include), exclude=tuple(exclude))
-    return rules
 
 
 def _action_log(event: str, workflow_id: int, actor: Any, **result: Any) -> None:

@@ -598,7 +598,7 @@ def spec_parse(data: Mapping[str, Any], *, max_jobs: int, max_edges: int) -> Par
                 disk_mb=s.resources["disk_mb"],
                 max_attempts=s.max_attempts,
                 retry_policy=retry_policy,
-                sites=SiteRule(include=s.sites.get("include", ()), exclude=s.sites.get("exclude", ())),
+                sites=SiteRule.of(s.sites.get("include"), s.sites.get("exclude")),
             )
     for label in (*labels_raw, *overrides_raw, *cluster):
         if label not in labels:

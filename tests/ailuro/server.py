@@ -7,7 +7,6 @@ rows. Every process started here is stopped by pid (its own process group).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from django.db import connection
 from core.services import token_create
 from dispatcher.models import Job, Queue
 from dispatcher.services import NewJob, job_transition, workflow_submit
+from tests.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,13 +94,8 @@ class AiluroServer:
         raise AssertionError("the ailuro server did not come up in 30 s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout=10)
         self.proc = None
 
 

@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from tests.processes import stop_process_group
+
 ROOT = Path(__file__).resolve().parents[2]
 BANNER_END = "Ctrl-C stops everything."
 
@@ -118,13 +120,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     try:
         yield run
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, signal.SIGINT)
         reader.join(timeout=5)
 
 

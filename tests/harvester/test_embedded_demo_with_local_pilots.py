@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.ailuro.server import ROOT, free_port
+from tests.processes import stop_process_group
 
 
 @pytest.mark.slow
@@ -67,10 +68,4 @@ def test_ailuro_up_runs_the_demo_workflow_to_the_end_with_local_pilots(tmp_path:
         assert groups.get("failed") == 1, groups
         assert [(name.split("_")[0], code) for name, code in failed] == [("isr", 65)], failed
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc, signal.SIGINT)

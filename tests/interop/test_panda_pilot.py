@@ -37,6 +37,7 @@ from dispatcher.models import Job, JobAttempt, JobStatusLog
 from dispatcher.protocol.queuedata import RUNPAYLOAD
 from dispatcher.services import job_transition
 from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory
+from tests.processes import stop_process_group
 
 pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
 
@@ -135,12 +136,7 @@ def server(tmp_path: Path, postgres_only: None) -> Iterator[str]:
                 time.sleep(0.3)
         yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
         log.close()
 
 
