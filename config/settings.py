@@ -186,7 +186,8 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
+# Container images collect static files at build time into a read-only folder of their own.
+STATIC_ROOT = Path(_env_str("AILURO_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
 # whitenoise warns on every start when the folder is missing; collectstatic fills it.
 with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
@@ -206,6 +207,8 @@ SECURE_HTTPS = _env_bool("AILURO_HTTPS", False)
 SESSION_COOKIE_SECURE = SECURE_HTTPS
 CSRF_COOKIE_SECURE = SECURE_HTTPS
 SECURE_SSL_REDIRECT = SECURE_HTTPS and _env_bool("AILURO_SSL_REDIRECT", True)
+# Probes call the pod or the host over plain HTTP; a redirect would count as success (core/health.py).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = _env_int("AILURO_HSTS_SECONDS", 31536000 if SECURE_HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
 SECURE_HSTS_PRELOAD = SECURE_HTTPS

@@ -14,4 +14,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("oidc/callback/", views.OidcCallbackView.as_view(), name="oidc-callback"),
     path("api/v1/whoami/", views.WhoAmIApi.as_view(), name="whoami"),
     path("api/v1/auth/config/", views.AuthConfigApi.as_view(), name="auth-config"),
+    # Probes for orchestrators and load balancers (docs/deployment/index.md).
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
 ]

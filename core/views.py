@@ -1,4 +1,5 @@
-"""Login, logout and the OIDC browser callbacks; `whoami` and the CLI's login configuration."""
+"""Login, logout and the OIDC browser callbacks; `whoami` and the CLI's login configuration; the
+liveness and readiness probes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from urllib.parse import urlencode
 import requests
 from django.conf import settings
 from django.contrib import auth
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from drf_spectacular.utils import extend_schema, inline_serializer
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 from rest_framework import serializers
@@ -22,9 +23,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core import oidc
+from core import health, oidc
 from core.ratelimit import rate_limited
 from core.roles import user_roles
+
+# Seconds a client (a load balancer, a deploy script) should wait before asking /readyz again.
+READYZ_RETRY_AFTER_S = 10
 
 
 def _safe_next(request: HttpRequest) -> str:
@@ -153,3 +157,27 @@ class AuthConfigApi(APIView):
                 "audience": settings.OIDC_AUDIENCE[0] if enabled and settings.OIDC_AUDIENCE else "",
             }
         )
+
+
+# --- Probes: liveness and readiness (no login, no rate limit, no redirect to HTTPS) ---------------
+
+
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers requests. Touches nothing else (no database), so a database
+    outage does not make an orchestrator restart every web process."""
+    response = JsonResponse({"status": "alive"})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_safe
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: 200 when every part (core.health.CHECKS) is ok or skipped, else 503 with
+    Retry-After and the failing parts named; each part's status is in the body either way."""
+    report = health.readiness()
+    response = JsonResponse(report.as_json(), status=503 if report.failing else 200)
+    if report.failing:
+        response["Retry-After"] = str(READYZ_RETRY_AFTER_S)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,123 @@
+"""Readiness checks behind /readyz: is this process able to serve, part by part.
+
+Each check returns a `Part` — a status and a few plain facts — and never raises: a probe must get
+an answer, not a 500. `readiness()` runs them all and says which ones fail. Error details go to the
+log (the endpoint is unauthenticated, so the body names the failing part and the kind of failure,
+not host names or credentials). More parts (loop lag, say) join by adding a function to `CHECKS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+FAILING = "failing"
+SKIPPED = "skipped"
+
+# A probe has a few seconds; a broker that does not answer in this time is as good as down.
+BROKER_TIMEOUT_S = 2.0
+# Brokers that live inside the process (the embedded run) have nothing to reach.
+IN_PROCESS_BROKERS = {"memory"}
+
+
+@dataclass(frozen=True)
+class Part:
+    status: str  # OK, FAILING or SKIPPED
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, **self.facts}
+
+
+def _elapsed_ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 1)
+
+
+def database_part() -> Part:
+    """Reachable (one `SELECT 1` on the process's own connection) and migrated (no migration of
+    the code on disk missing from django_migrations: a new image before its migrations job ran, or
+    a database restored from an older backup, is not ready)."""
+    start = time.monotonic()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        reachable_ms = _elapsed_ms(start)
+        executor = MigrationExecutor(connection)
+        unapplied = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        log.warning("readiness: database unreachable: %s", exc)
+        return Part(FAILING, {"error": f"cannot query the database ({type(exc).__name__})"})
+    if unapplied:
+        names = [f"{migration.app_label}.{migration.name}" for migration, _ in unapplied]
+        log.warning("readiness: %d unapplied migrations: %s", len(names), ", ".join(names[:20]))
+        return Part(
+            FAILING,
+            {
+                "error": f"{len(names)} unapplied migrations (run manage.py migrate)",
+                "unapplied": names[:20],
+            },
+        )
+    return Part(OK, {"latency_ms": reachable_ms, "migrations": "applied"})
+
+
+def broker_part(url: str | None = None) -> Part:
+    """The Celery broker answers (a connection and a channel), when one outside the process is
+    configured; `memory://` is the embedded run's and skipped."""
+    url = settings.CELERY_BROKER_URL if url is None else url
+    transport = url.split("://", 1)[0]
+    if not url or transport in IN_PROCESS_BROKERS:
+        return Part(SKIPPED, {"transport": transport or "none", "detail": "no broker outside this process"})
+    from kombu.connection import Connection  # celery's messaging library; only needed when a broker is set
+
+    start = time.monotonic()
+    try:
+        with Connection(  # type: ignore[no-untyped-call]  # kombu ships no type hints
+            url,
+            connect_timeout=BROKER_TIMEOUT_S,
+            transport_options={"socket_timeout": BROKER_TIMEOUT_S, "max_retries": 0},
+        ) as conn:
+            conn.ensure_connection(max_retries=0, interval_start=0, timeout=BROKER_TIMEOUT_S)
+            conn.default_channel  # noqa: B018 - opening the channel is the round trip that proves it answers
+    except Exception as exc:  # kombu and its transports raise many unrelated types for "unreachable"
+        log.warning("readiness: broker (%s) unreachable: %s", transport, exc)
+        return Part(
+            FAILING, {"transport": transport, "error": f"cannot reach the broker ({type(exc).__name__})"}
+        )
+    return Part(OK, {"transport": transport, "latency_ms": _elapsed_ms(start)})
+
+
+CHECKS: dict[str, Callable[[], Part]] = {
+    "database": database_part,
+    "broker": broker_part,
+}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    parts: dict[str, Part]
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, part in self.parts.items() if part.status == FAILING]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": "unavailable" if self.failing else "ready",
+            "failing": self.failing,
+            "checks": {name: part.as_json() for name, part in self.parts.items()},
+        }
+
+
+def readiness(checks: dict[str, Callable[[], Part]] | None = None) -> Readiness:
+    return Readiness({name: check() for name, check in (checks or CHECKS).items()})
