@@ -36,9 +36,9 @@ class PrivateCluster:
         self.log = self.dir / "server.log"
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", self.USER, "--auth=trust", "--no-sync", "-E", "UTF8")
+        self.tool("initdb", "-D", str(self.data), "-U", self.USER, "--auth=trust", "--no-sync", "-E", "UTF8")
 
-    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def tool(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bindir / tool), *args]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", "postgres", "--", *argv]
@@ -49,10 +49,10 @@ class PrivateCluster:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
+        self.tool("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
 
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.tool("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def running(self) -> bool:
         argv = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"]
@@ -61,7 +61,7 @@ class PrivateCluster:
         return subprocess.run(argv, capture_output=True, check=False, timeout=30).returncode == 0
 
     def createdb(self, name: str) -> None:
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, name)
+        self.tool("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER, name)
 
     def destroy(self) -> None:
         if self.running():

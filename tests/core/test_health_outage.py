@@ -127,3 +127,36 @@ def test_readyz_names_an_unreachable_broker(cluster, tmp_path):
     assert body["failing"] == ["broker"]
     assert body["checks"]["database"]["status"] == "ok"
     assert headers["Retry-After"] == "10"
+
+
+def test_the_runbook_backup_restores_into_a_ready_database(cluster, tmp_path):
+    """docs/operator-guide/runbook.md#backup-and-restore: pg_dump custom format, pg_restore into an
+    empty database; a server on the copy is ready (migrated, reachable)."""
+    dump = cluster.dir / "ailuro.dump"  # the cluster's own folder: the tools may run as postgres
+    cluster.tool(
+        "pg_dump",
+        "--format=custom",
+        "--compress=6",
+        "--no-owner",
+        f"--file={dump}",
+        cluster.url("ailuro_ready"),
+    )
+    assert "TABLE DATA public dispatcher_job" in cluster.tool("pg_restore", "--list", str(dump)).stdout
+    cluster.createdb("ailuro_restored")
+    cluster.tool(
+        "pg_restore",
+        f"--dbname={cluster.url('ailuro_restored')}",
+        "--no-owner",
+        "--jobs=2",
+        "--exit-on-error",
+        str(dump),
+    )
+    srv = AiluroServer(
+        tmp_path, env={"DATABASE_URL": cluster.url("ailuro_restored"), "CELERY_BROKER_URL": "memory://"}
+    )
+    srv.start()
+    try:
+        status, _, body = probe(srv.url + "/readyz")
+    finally:
+        srv.stop()
+    assert status == 200, body
