@@ -40,6 +40,18 @@ def probe_until(url: str, status: int, within_s: float = 15) -> tuple[int, dict[
         time.sleep(0.5)
 
 
+def readyz_of(
+    tmp_path: Path, database_url: str, broker_url: str = "memory://"
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Start a server on `database_url`, ask its /readyz once, stop it."""
+    srv = AiluroServer(tmp_path, env={"DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url})
+    srv.start()
+    try:
+        return probe(srv.url + "/readyz")
+    finally:
+        srv.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PrivateCluster]:
     pg = PrivateCluster()
@@ -100,14 +112,7 @@ def test_readyz_follows_the_database_down_and_up_again(cluster, server):
 
 def test_readyz_names_an_unmigrated_database(cluster, tmp_path):
     cluster.createdb("ailuro_empty")
-    srv = AiluroServer(
-        tmp_path, env={"DATABASE_URL": cluster.url("ailuro_empty"), "CELERY_BROKER_URL": "memory://"}
-    )
-    srv.start()
-    try:
-        status, _, body = probe(srv.url + "/readyz")
-    finally:
-        srv.stop()
+    status, _, body = readyz_of(tmp_path, cluster.url("ailuro_empty"))
     assert status == 503
     assert body["failing"] == ["database"]
     assert "unapplied migrations" in body["checks"]["database"]["error"]
@@ -115,14 +120,7 @@ def test_readyz_names_an_unmigrated_database(cluster, tmp_path):
 
 def test_readyz_names_an_unreachable_broker(cluster, tmp_path):
     broker = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    srv = AiluroServer(
-        tmp_path, env={"DATABASE_URL": cluster.url("ailuro_ready"), "CELERY_BROKER_URL": broker}
-    )
-    srv.start()
-    try:
-        status, headers, body = probe(srv.url + "/readyz")
-    finally:
-        srv.stop()
+    status, headers, body = readyz_of(tmp_path, cluster.url("ailuro_ready"), broker)
     assert status == 503
     assert body["failing"] == ["broker"]
     assert body["checks"]["database"]["status"] == "ok"
@@ -151,12 +149,5 @@ def test_the_runbook_backup_restores_into_a_ready_database(cluster, tmp_path):
         "--exit-on-error",
         str(dump),
     )
-    srv = AiluroServer(
-        tmp_path, env={"DATABASE_URL": cluster.url("ailuro_restored"), "CELERY_BROKER_URL": "memory://"}
-    )
-    srv.start()
-    try:
-        status, _, body = probe(srv.url + "/readyz")
-    finally:
-        srv.stop()
+    status, _, body = readyz_of(tmp_path, cluster.url("ailuro_restored"))
     assert status == 200, body
