@@ -58,6 +58,9 @@ def database_part() -> Part:
     except DatabaseError as exc:
         log.warning("readiness: database unreachable: %s", exc)
         return Part(FAILING, {"error": f"cannot query the database ({type(exc).__name__})"})
+    except Exception as exc:  # an inconsistent migration graph (NodeNotFoundError, ...): still an answer
+        log.warning("readiness: migration state unreadable: %s", exc)
+        return Part(FAILING, {"error": f"cannot compare the migrations ({type(exc).__name__})"})
     if unapplied:
         names = [f"{migration.app_label}.{migration.name}" for migration, _ in unapplied]
         log.warning("readiness: %d unapplied migrations: %s", len(names), ", ".join(names[:20]))
