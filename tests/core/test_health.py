@@ -93,3 +93,23 @@ def test_probes_need_no_login_no_https_and_no_rate_budget(client, settings):
     for _ in range(5):
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_readyz_answers_even_when_the_migration_graph_is_broken(client, settings, tmp_path, monkeypatch):
+    """Code whose migrations name a parent that does not exist (a bad merge, a deleted file)."""
+    package = tmp_path / "broken_migrations"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "0001_initial.py").write_text(
+        "from django.db import migrations\n\n"
+        "class Migration(migrations.Migration):\n"
+        "    dependencies = [('core', '9999_does_not_exist')]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings.MIGRATION_MODULES = {"harvester": "broken_migrations"}
+    settings.CELERY_BROKER_URL = "memory://"
+    response = client.get("/readyz")
+    body = response.json()
+    assert response.status_code == 503
+    assert body["checks"]["database"]["error"] == "cannot compare the migrations (NodeNotFoundError)"
