@@ -90,7 +90,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from static/, no CDN (works offline, under the CSP)
     "django_htmx",
@@ -220,14 +219,13 @@ SESSION_COOKIE_HTTPONLY = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("AILURO_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
 
 # --- REST API ---
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ailuro API",
@@ -431,7 +429,7 @@ AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 if OIDC_ENABLED:
     AUTHENTICATION_BACKENDS.insert(0, "core.oidc.AiluroOIDCBackend")
 # OIDC bearer tokens after `ail_` tokens; each class leaves the other kind alone.
-REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].insert(1, "core.auth.OIDCBearerAuthentication")  # type: ignore[attr-defined]
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].insert(1, "core.auth.OIDCBearerAuthentication")
 REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
     "core.parsers.GuardedJSONParser",  # depth, NaN and NUL guard: nested JSON is a 400, not a 500
     "rest_framework.parsers.FormParser",
