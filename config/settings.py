@@ -192,8 +192,8 @@ with contextlib.suppress(OSError):
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # No manifest: a checkout serves its static files without a collectstatic step first.
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Content-hashed, gzipped and cached for a year once collected; plain names before that.
+    "staticfiles": {"BACKEND": "core.staticfiles.HashedStaticFilesStorage"},
 }
 # Serve straight from the app folders when nothing was collected (embedded run, tests).
 WHITENOISE_USE_FINDERS = True
