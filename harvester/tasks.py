@@ -1,4 +1,4 @@
-"""Celery interface of the provisioner: a thin task around `provision_one_round` (DESIGN §6).
+"""Celery interface of the provisioner: a thin task around `provision_one_round` (docs/architecture.md#loops).
 
 The beat entry (every ~30 s) belongs in config/celery.py with the other loops.
 """

@@ -1,4 +1,4 @@
-"""The brokerage loop's one step: released jobs → activated on a queue (DESIGN §6).
+"""The brokerage loop's one step: released jobs → activated on a queue (docs/architecture.md#loops).
 
 The loops engineer schedules `broker_one_batch` on Celery under a lease; tests call it directly.
 """
