@@ -5,7 +5,7 @@ up:
 test:
 	./scripts/test.sh
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy . && .venv/bin/lint-imports --no-cache
 fmt:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
 docs:

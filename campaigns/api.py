@@ -100,14 +100,15 @@ def campaign_list_api(request: Request) -> Response:
         return Response({"results": [campaign_as_dict(c) for c in rows[:500]]})
     if not may_create(request.user, request.auth):
         raise PermissionDenied("creating campaigns needs the user role")
-    spec = request.data.get("spec") if isinstance(request.data, dict) else None
+    data = request.data if isinstance(request.data, dict) else {}
+    spec = data.get("spec")
     if not isinstance(spec, str):
         return _error("body needs `spec`: the campaign YAML as a string", status.HTTP_400_BAD_REQUEST)
     if not isinstance(request.user, User):
         raise PermissionDenied("creating campaigns needs a user account")
     try:
         campaign = services.campaign_create(
-            owner=request.user, spec_yaml=spec, comment=str(request.data.get("comment", ""))
+            owner=request.user, spec_yaml=spec, comment=str(data.get("comment", ""))
         )
     except (SpecInvalid, SplitError) as exc:
         return _error(str(exc), status.HTTP_400_BAD_REQUEST)
@@ -196,7 +197,8 @@ def campaign_dry_run_api(request: Request, campaign_id: int) -> Response:
 def campaign_spec_api(request: Request, campaign_id: int) -> Response:
     """POST {"spec": "<yaml>", "comment": ""}: a new version of the spec."""
     campaign_get_for_user(request.user, request.auth, campaign_id, write=True)
-    spec = request.data.get("spec") if isinstance(request.data, dict) else None
+    data = request.data if isinstance(request.data, dict) else {}
+    spec = data.get("spec")
     if not isinstance(spec, str):
         return _error("body needs `spec`: the campaign YAML as a string", status.HTTP_400_BAD_REQUEST)
     return _act(
@@ -204,7 +206,7 @@ def campaign_spec_api(request: Request, campaign_id: int) -> Response:
             campaign_id=campaign_id,
             actor=_actor(request),
             spec_yaml=spec,
-            comment=str(request.data.get("comment", "")),
+            comment=str(data.get("comment", "")),
         )
     )
 

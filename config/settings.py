@@ -90,7 +90,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from static/, no CDN (works offline, under the CSP)
     "django_htmx",
@@ -194,8 +193,8 @@ with contextlib.suppress(OSError):
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    # No manifest: a checkout serves its static files without a collectstatic step first.
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Content-hashed, gzipped and cached for a year once collected; plain names before that.
+    "staticfiles": {"BACKEND": "core.staticfiles.HashedStaticFilesStorage"},
 }
 # Serve straight from the app folders when nothing was collected (embedded run, tests).
 WHITENOISE_USE_FINDERS = True
@@ -223,14 +222,13 @@ SESSION_COOKIE_HTTPONLY = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("AILURO_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
 
 # --- REST API ---
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ailuro API",
@@ -242,7 +240,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Celery (the loops of DESIGN §6) ---
+# --- Celery (the loops: docs/architecture.md#loops) ---
 CELERY_BROKER_URL = _env_str("CELERY_BROKER_URL", "memory://")
 if CELERY_BROKER_URL.split("://", 1)[0] not in {"memory", "redis", "rediss", "amqp", "amqps", "pyamqp"}:
     raise ImproperlyConfigured(
@@ -254,7 +252,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = _env_int("AILURO_TASK_SOFT_TIME_LIMIT", 120, minimum=1)
 CELERY_TASK_TIME_LIMIT = _env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
 
-# --- ailuro domain limits (all bounded inputs of DESIGN §7) ---
+# --- ailuro domain limits (every input is bounded: docs/architecture.md#security) ---
 AILURO = {
     "ANONYMOUS_READ": _env_bool("AILURO_ANONYMOUS_READ", True),
     "MAX_DAG_JOBS": _env_int("AILURO_MAX_DAG_JOBS", 200_000, minimum=1),
@@ -269,7 +267,7 @@ AILURO = {
     "PAYLOAD_LOG_CAP_BYTES": _env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
 }
 
-# --- Loops (issue 4: watcher, janitor; the beat schedule itself is code in config/celery.py) ---
+# --- Loops (watcher, janitor; the beat schedule itself is code in config/celery.py) ---
 # PanDA fails `holding` jobs after 3 h (copyArchive.py); the janitor's retentions keep the database
 # from growing with payload output nobody reads any more.
 AILURO["HOLDING_TIMEOUT_S"] = _env_int("AILURO_HOLDING_TIMEOUT", 3 * 3600, minimum=60)
@@ -277,7 +275,7 @@ AILURO["PAYLOAD_LOG_RETENTION_DAYS"] = _env_int("AILURO_PAYLOAD_LOG_RETENTION_DA
 AILURO["ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_ARCHIVE_AFTER_DAYS", 90, minimum=1)
 # --- end of the loops block ---
 
-# --- Pilot protocol (dispatcher/protocol; issue 3) ---
+# --- Pilot protocol (dispatcher/protocol) ---
 # AILURO_PILOT_AUTH: `token` (pilot bearer tokens; the default, also for the embedded run, whose
 # provisioner hands its local pilots a token) or `open` (no check; a demo behind a firewall).
 # AILURO_PILOT_TRF_BASE_URL: base URL put in front of a job's transformation name (default: this
@@ -295,7 +293,7 @@ if AILURO_PILOT["AUTH"] not in {"token", "open"}:
     raise ImproperlyConfigured(f"AILURO_PILOT_AUTH must be token or open, got {AILURO_PILOT['AUTH']!r}")
 # --- end pilot protocol ---
 
-# --- Harvester provisioner (harvester/; issue 5) ---
+# --- Harvester provisioner (harvester/) ---
 # AILURO_HARVESTER_SERVER_URL: the URL pilots use to reach this server (what worker nodes see,
 # e.g. https://ailuro.example.org); the Celery `harvester.provision` task does nothing without it.
 # AILURO_HARVESTER_LOST_AFTER: seconds a worker may be unknown to its batch system before it is
@@ -307,7 +305,7 @@ AILURO_HARVESTER: dict[str, Any] = {
 }
 # --- end harvester provisioner ---
 
-# --- Logging: one JSON object per line on stdout (DESIGN §8) ---
+# --- Logging: one JSON object per line on stdout (docs/architecture.md#errors-and-logs) ---
 LOG_LEVEL = _env_str("AILURO_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(
@@ -342,7 +340,7 @@ LOGGING = {
 }
 
 
-# --- campaigns (issue 8) ---------------------------------------------------------------------------
+# --- campaigns -------------------------------------------------------------------------------------
 def _campaign_catalogs() -> dict[str, Any]:
     """AILURO_CAMPAIGN_CATALOGS: JSON {"name": {"table": t, "column": c, "filters": [col, …]}}.
 
@@ -373,7 +371,7 @@ CAMPAIGNS: dict[str, Any] = {
 }
 # --- end campaigns ---------------------------------------------------------------------------------
 
-# ==== Identity and access: OIDC, bearer tokens, hardening (issue 9; docs/deployment/oidc.md) ====
+# ==== Identity and access: OIDC, bearer tokens, hardening (docs/deployment/oidc.md) ====
 # OIDC is on when OIDC_ISSUER is set; unset, the embedded run works without an identity provider
 # (admin password login and `ail_` API tokens only). Endpoints come from the issuer's discovery
 # document unless set one by one (OIDC_OP_*_ENDPOINT), read lazily so a provider that is down at
@@ -434,7 +432,7 @@ AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 if OIDC_ENABLED:
     AUTHENTICATION_BACKENDS.insert(0, "core.oidc.AiluroOIDCBackend")
 # OIDC bearer tokens after `ail_` tokens; each class leaves the other kind alone.
-REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].insert(1, "core.auth.OIDCBearerAuthentication")  # type: ignore[attr-defined]
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].insert(1, "core.auth.OIDCBearerAuthentication")
 REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
     "core.parsers.GuardedJSONParser",  # depth, NaN and NUL guard: nested JSON is a 400, not a 500
     "rest_framework.parsers.FormParser",

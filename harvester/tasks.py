@@ -1,4 +1,4 @@
-"""Celery interface of the provisioner: a thin task around `provision_one_round` (DESIGN §6).
+"""Celery interface of the provisioner: a thin task around `provision_one_round` (docs/architecture.md#loops).
 
 The beat entry (every ~30 s) belongs in config/celery.py with the other loops.
 """
@@ -18,8 +18,7 @@ from harvester.provisioning import ProvisionerConfig, provision_one_round
 log = logging.getLogger(__name__)
 
 
-# celery ships no type hints, hence the ignore.
-@shared_task(name="harvester.provision", acks_late=True, soft_time_limit=100, time_limit=120)  # type: ignore[untyped-decorator]
+@shared_task(name="harvester.provision", acks_late=True, soft_time_limit=100, time_limit=120)
 def provision() -> int:
     """One provisioning round under the `harvester.provision` lease (a second beat is harmless)."""
     conf = settings.AILURO_HARVESTER

@@ -1,4 +1,4 @@
-"""The brokerage loop's one step: released jobs → activated on a queue (DESIGN §6).
+"""The brokerage loop's one step: released jobs → activated on a queue (docs/architecture.md#loops).
 
 The loops engineer schedules `broker_one_batch` on Celery under a lease; tests call it directly.
 """
@@ -48,7 +48,8 @@ def _queue_infos() -> list[QueueInfo]:
         .values("queue_id", "jobstatus")
         .annotate(n=Count("pandaid"))
     ):
-        counts[row["queue_id"]][row["jobstatus"]] = row["n"]
+        # django-stubs types the `_id` of a to_field="name" key as the target's int primary key.
+        counts[row["queue_id"]][row["jobstatus"]] = row["n"]  # type: ignore[index]
     return [
         QueueInfo(
             name=q.name,

@@ -20,7 +20,10 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# ensure_venv REQUIREMENTS_FILE: a virtual environment in .venv with the pinned packages.
+# ensure_venv REQUIREMENTS_FILE: a virtual environment in .venv with the locked packages. Both
+# requirement files are locks with PyPI's hashes (regenerated as requirements.in says), so pip
+# refuses any package or file the lock does not name. The checkout itself is installed editable
+# with the lock's setuptools (no build isolation: nothing unpinned is fetched to build it).
 ensure_venv() {
   local req="$1" stamp
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv python3-pip; fi
@@ -28,8 +31,8 @@ ensure_venv() {
   stamp=".venv/.installed-$(cat "$req" requirements.txt pyproject.toml | sha1sum | cut -c1-12)-$(basename "$req")"
   if [ ! -e "$stamp" ]; then
     say "installing $req into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -r "$req"
-    .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+    .venv/bin/pip install -q --disable-pip-version-check --require-hashes -r "$req"
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
     touch "$stamp"
   fi
   export PATH="$ROOT/.venv/bin:$PATH"
