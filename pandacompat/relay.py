@@ -92,6 +92,7 @@ def relay_submit_spec(*, owner: Any, translation: Translation) -> int:
         parents = {p for job in jobs for p in job.get("depends_on", ())}
         sinks = [job["name"] for job in jobs if job["name"] not in parents]
         spec["jobs"] = jobs + [{**final, "depends_on": sinks} for final in translation.final_jobs]
+        spec["labels"] = {**spec.get("labels", {}), **translation.final_labels}
     workflow = workflow_submit_spec(owner=owner, spec=spec)
     log.info(
         "BPS workflow %s submitted through the iDDS relay as workflow %s",

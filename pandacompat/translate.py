@@ -43,8 +43,10 @@ class TranslateError(DecodeError):
 @dataclass
 class Translation:
     spec: dict[str, Any]
-    # Jobs of final works, in the spec's job form, to run after every other job has ended.
+    # Jobs of final works, in the spec's job form, to run after every other job has ended, and
+    # their labels' settings (kept out of `spec`, whose labels must all have jobs).
     final_jobs: list[dict[str, Any]] = field(default_factory=list)
+    final_labels: dict[str, Any] = field(default_factory=dict)
 
 
 def pseudo_name_split(pseudo: str) -> tuple[str, dict[str, str]]:
@@ -80,11 +82,14 @@ def workflow_to_spec(
         for job in work.jobs or ():
             job_of[(work.task_name, job.name)] = _job_name(work, job, final)
     labels: dict[str, Any] = {}
+    final_labels: dict[str, Any] = {}
     jobs: list[dict[str, Any]] = []
     final_jobs: list[dict[str, Any]] = []
     for work in works:
-        labels[work.task_name] = _label_settings(work)
         final = work.internal_id in workflow.final_work_ids
+        settings = _label_settings(work)
+        if settings:
+            (final_labels if final else labels)[work.task_name] = settings
         for job in work.jobs or ():
             _, data_id = pseudo_name_split(job.name)
             entry: dict[str, Any] = {
@@ -102,11 +107,10 @@ def workflow_to_spec(
     spec: dict[str, Any] = {"name": workflow.name}
     if priorities:
         spec["priority"] = max(priorities)
-    spec["labels"] = {label: settings for label, settings in labels.items() if settings}
-    if not spec["labels"]:
-        del spec["labels"]
+    if labels:
+        spec["labels"] = labels
     spec["jobs"] = jobs
-    return Translation(spec=spec, final_jobs=final_jobs)
+    return Translation(spec=spec, final_jobs=final_jobs, final_labels=final_labels)
 
 
 def _with_jobs(work: IddsWork, stored: Mapping[str, Sequence[IddsJob]]) -> IddsWork:

@@ -19,9 +19,10 @@ def captured(name: str) -> list[dict[str, Any]]:
 
 
 def captured_envelope(name: str, command: str, index: int = 0) -> dict[str, Any]:
-    """The decoded relay envelope of the index-th `command` request in a transcript."""
+    """The decoded relay envelope of the index-th `command` request in a transcript, as it was on
+    the wire (the capturing stub added `*_decoded_plain_json` copies for readers; dropped)."""
     found = [
-        r["body"]["json"]
+        {k: v for k, v in r["body"]["json"].items() if not k.endswith("_decoded_plain_json")}
         for r in captured(name)
         if r["path"].endswith("relay_idds_command") and r["body"]["json"]["command_name"] == command
     ]
