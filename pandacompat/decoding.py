@@ -334,9 +334,23 @@ def workflow_decode(args: Sequence[Any], *, budget: Budget, max_depth: int) -> I
     )
 
 
+_NUMERIC_TEXT = re.compile(r"\s*[0-9]{1,12}(\.[0-9]{0,6})?\s*")
+
+
 def _number(attrs: Mapping[str, Any], key: str, where: str) -> float | None:
-    value = _get(attrs, key, (int, float), where)
+    """A number, also as text: GenericWorkflowJob declares `request_walltime` a string, and
+    ctrl_bps_panda passes it on as it is (`"600"` arrives as maxWalltime)."""
+    value = _get(attrs, key, (int, float, str), where)
+    if isinstance(value, str):
+        if not _NUMERIC_TEXT.fullmatch(value):
+            raise DecodeError(f"{where}.{key} must be a number, got {value[:40]!r}")
+        return float(value)
     return None if value is None else float(value)
+
+
+def _integer(attrs: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = _number(attrs, key, where)
+    return None if value is None else int(value)
 
 
 def _work_decode(internal_id: str, obj: Any) -> IddsWork:
@@ -369,10 +383,10 @@ def _work_decode(internal_id: str, obj: Any) -> IddsWork:
         rss_max_mb=_number(attrs, "task_rss_max", where),
         rss_retry_step_mb=_number(attrs, "task_rss_retry_step", where),
         rss_retry_offset_mb=_number(attrs, "task_rss_retry_offset", where),
-        core_count=_get(attrs, "core_count", int, where),
-        max_walltime_s=_get(attrs, "maxWalltime", int, where),
-        max_attempt=_get(attrs, "maxAttempt", int, where),
-        priority=_get(attrs, "task_priority", int, where),
+        core_count=_integer(attrs, "core_count", where),
+        max_walltime_s=_integer(attrs, "maxWalltime", where),
+        max_attempt=_integer(attrs, "maxAttempt", where),
+        priority=_integer(attrs, "task_priority", where),
         processing_type=_get(attrs, "processingType", str, where),
         prod_source_label=_get(attrs, "prodSourceLabel", str, where),
         task_type=_get(attrs, "task_type", str, where),

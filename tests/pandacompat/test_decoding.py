@@ -250,7 +250,7 @@ def test_the_budget_is_shared_by_every_idds_zip_field_of_a_request() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("task_rss", "4096", "task_rss has the wrong type"),
+        ("task_rss", [4096], "task_rss has the wrong type"),
         ("core_count", True, "core_count has the wrong type"),
         ("task_name", None, "no task_name"),
         ("_dependency_map", idds_zip([{"dependencies": []}]), "must be a job with a name"),
@@ -281,3 +281,15 @@ def test_submit_takes_exactly_one_workflow() -> None:
 def test_ping_envelope_from_the_helper_round_trips() -> None:
     call = relay_call_parse(body_decode(gzip_body(envelope("ping")), budget=budget()), max_depth=16)
     assert (call.command, call.args, call.kwargs) == ("ping", [], {})
+
+
+def test_numbers_sent_as_text_are_read_as_numbers() -> None:
+    """GenericWorkflowJob.request_walltime is a string; ctrl_bps_panda sends it on as maxWalltime."""
+    args = submit_args()
+    work = next(iter(works(args).values()))
+    work["attributes"].update({"maxWalltime": "600", "task_rss": "2048.0", "core_count": "2"})
+    first = workflow_decode(args, budget=budget(), max_depth=64).works[0]
+    assert (first.max_walltime_s, first.rss_mb, first.core_count) == (600, 2048.0, 2)
+    work["attributes"]["maxWalltime"] = "10 minutes"
+    with pytest.raises(DecodeError, match="maxWalltime must be a number"):
+        workflow_decode(args, budget=budget(), max_depth=64)
