@@ -23,6 +23,7 @@ explicit form, so it goes through the same parser, validation and caps as any ot
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ def _with_jobs(work: IddsWork, stored: Mapping[str, Sequence[IddsJob]]) -> IddsW
             f"task {work.task_name!r} refers to a dependency map sent in a step "
             f"({work.map_file!r}), and no step of this workflow carried it"
         )
-    return IddsWork(**{**work.__dict__, "jobs": tuple(stored[key]), "map_file": None})
+    return dataclasses.replace(work, jobs=tuple(stored[key]), map_file=None)
 
 
 def _job_name(work: IddsWork, job: IddsJob, final: bool) -> str:

@@ -87,10 +87,8 @@ def is_alive(request: HttpRequest) -> HttpResponse:
     return envelope(True, "alive")
 
 
-@csrf_exempt
-@require_POST
-def upload_cache_file(request: HttpRequest) -> HttpResponse:
-    """`POST /api/v1/file_server/upload_cache_file` (multipart, field `file`)."""
+def _submitter(request: HttpRequest) -> tuple[Any, Any] | JsonResponse:
+    """(user, token) of a caller who may submit work, or the error reply in panda-client's envelope."""
     try:
         user, token = _identity(request)
         access.submit_required(user, token)
@@ -98,6 +96,17 @@ def upload_cache_file(request: HttpRequest) -> HttpResponse:
         return envelope(False, exc.message, status=exc.status)
     except PermissionDenied as exc:
         return envelope(False, str(exc), status=403)
+    return user, token
+
+
+@csrf_exempt
+@require_POST
+def upload_cache_file(request: HttpRequest) -> HttpResponse:
+    """`POST /api/v1/file_server/upload_cache_file` (multipart, field `file`)."""
+    submitter = _submitter(request)
+    if isinstance(submitter, JsonResponse):
+        return submitter
+    user, token = submitter
     # Before the body is parsed: a client retrying in a loop costs one cache increment per call.
     over, retry_after = rate_limit_hit(
         scope="cache_upload",
@@ -124,13 +133,10 @@ def upload_cache_file(request: HttpRequest) -> HttpResponse:
 def validate_cache_file(request: HttpRequest) -> HttpResponse:
     """`POST /api/v1/file_server/validate_cache_file` `{"file_size", "checksum"}`: `FOUND:<host>:<name>`
     when the caller already uploaded that file (panda-client then reuses it), else `NOTFOUND`."""
-    try:
-        user, token = _identity(request)
-        access.submit_required(user, token)
-    except _Unauthenticated as exc:
-        return envelope(False, exc.message, status=exc.status)
-    except PermissionDenied as exc:
-        return envelope(False, str(exc), status=403)
+    submitter = _submitter(request)
+    if isinstance(submitter, JsonResponse):
+        return submitter
+    user, token = submitter
     try:
         body = json_loads_guarded(request.body, max_depth=2)
     except JsonInputError as exc:
@@ -142,10 +148,10 @@ def validate_cache_file(request: HttpRequest) -> HttpResponse:
     name = cache_file_find(owner=user, size=size, checksum=checksum)
     if name is None:
         return envelope(True, "NOTFOUND")
-    host = (
-        request.get_host().rsplit(":", 1)[0] if not request.get_host().endswith("]") else request.get_host()
-    )
-    return envelope(True, f"FOUND:{host}:{name}")
+    # panda-client puts the host back together with the port of its own URL (setCacheServer).
+    host = request.get_host()
+    hostname = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return envelope(True, f"FOUND:{hostname}:{name}")
 
 
 def _count(value: Any) -> bool:
