@@ -8,12 +8,15 @@ Butler, no QuantumGraph), against the server named by PANDA_URL.
 Prints one JSON line: {"ping": [status, message]} or {"run_id": N}.
 """
 
+from __future__ import annotations
+
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def _config(work: Path, name: str):
+def _config(work: Path, name: str) -> Any:
     from lsst.ctrl.bps import BpsConfig
 
     return BpsConfig(
@@ -33,7 +36,7 @@ def _config(work: Path, name: str):
     )
 
 
-def _workflow(name: str):
+def _workflow(name: str) -> Any:
     from lsst.ctrl.bps import GenericWorkflow, GenericWorkflowExec, GenericWorkflowJob
 
     workflow = GenericWorkflow(name)
