@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "campaigns",
     "harvester",
     "pandamon",
+    "pandacompat",
 ]
 
 MIDDLEWARE = [
@@ -461,6 +462,9 @@ for _prefix, _size in _env_mapping("AILURO_BODY_CAPS").items():
 AILURO_RATE_LIMITS = {
     "login": _env_str("AILURO_RATE_LOGIN", "20/minute"),
     "pilot": _env_str("AILURO_RATE_PILOT", "300000/minute"),
+    # panda-client and `bps submitcmd` uploads per user: `bps` retries a failed upload in a tight
+    # loop (~140 requests/s) and must meet a 429, not the disk.
+    "cache_upload": _env_str("AILURO_RATE_CACHE_UPLOAD", "30/minute"),
 }
 AILURO_CSP = _env_str(
     "AILURO_CSP",
@@ -495,6 +499,24 @@ AILURO_PILOT_LANE = [
     "/api/v1/pilot/get_job_status",
     "/api/v1/pilot/update_worker_status",
 ]
+# --- PanDA client compatibility (pandacompat/; docs/user-guide/coming-from-panda.md) ---
+AILURO_PANDACOMPAT: dict[str, Any] = {
+    # Bytes the iDDS relay may inflate per request: the gzip body plus every idds_zip field.
+    "RELAY_MAX_DECODED_BYTES": _env_int("AILURO_RELAY_MAX_DECODED_BYTES", 256 * 1024 * 1024, minimum=1024),
+    "RELAY_MAX_DEPTH": _env_int("AILURO_RELAY_MAX_DEPTH", 64, minimum=8),
+    # The user file cache (sandboxes of prun and `bps submitcmd`), served at /cache/<name>.
+    "CACHE_DIR": Path(_env_str("AILURO_PANDA_CACHE_DIR", str(DATA_DIR / "panda-cache"))).resolve(),
+    "CACHE_MAX_FILE_BYTES": _env_int("AILURO_PANDA_CACHE_MAX_FILE", 768 * 1024 * 1024, minimum=1024),
+    "CACHE_QUOTA_BYTES": _env_int("AILURO_PANDA_CACHE_QUOTA", 4 * 1024**3, minimum=1024),
+    # GET /auth/<VO>_auth_config.json: the public client panda-client's device flow logs in with.
+    "AUTH_VOS": _env_list("AILURO_PANDA_AUTH_VOS", []),
+    "AUTH_CLIENT_ID": _env_str("AILURO_PANDA_AUTH_CLIENT_ID", OIDC_CLI_CLIENT_ID),
+    "AUTH_AUDIENCE": _env_str("AILURO_PANDA_AUTH_AUDIENCE", ""),
+}
+AILURO_BODY_CAPS.setdefault(
+    "/api/v1/file_server/upload_cache_file", AILURO_PANDACOMPAT["CACHE_MAX_FILE_BYTES"] + 64 * 1024
+)
+# --- end PanDA client compatibility ---
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",
     "core.schema.error_responses_hook",  # the one error format, documented on every operation

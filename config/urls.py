@@ -15,6 +15,8 @@ urlpatterns = [
     path("", include("dispatcher.protocol.urls")),
     # Pilot-side extras served by the harvester app (payload log chunks, worker callbacks).
     path("", include("harvester.urls")),
+    # PanDA's clients (bps's iDDS relay, panda-client's system calls and file cache), root paths.
+    path("", include("pandacompat.urls")),
     # REST API for users and operators (DRF).
     path("api/v1/", include("dispatcher.api_urls")),
     path("api/v1/", include("campaigns.urls")),
