@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "campaigns",
     "harvester",
     "pandamon",
+    "embedded",  # the top floor: `manage.py up`, `manage.py run_loops` and the demos
 ]
 
 MIDDLEWARE = [
