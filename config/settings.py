@@ -240,7 +240,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Celery (the loops of DESIGN §6) ---
+# --- Celery (the loops: config/loops.py, docs/architecture.md#loops) ---
 CELERY_BROKER_URL = _env_str("CELERY_BROKER_URL", "memory://")
 if CELERY_BROKER_URL.split("://", 1)[0] not in {"memory", "redis", "rediss", "amqp", "amqps", "pyamqp"}:
     raise ImproperlyConfigured(
@@ -249,10 +249,11 @@ if CELERY_BROKER_URL.split("://", 1)[0] not in {"memory", "redis", "rediss", "am
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Defaults for a task without limits of its own; each loop's task has its loop's (config/loops.py).
 CELERY_TASK_SOFT_TIME_LIMIT = _env_int("AILURO_TASK_SOFT_TIME_LIMIT", 120, minimum=1)
 CELERY_TASK_TIME_LIMIT = _env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
 
-# --- ailuro domain limits (all bounded inputs of DESIGN §7) ---
+# --- ailuro domain limits (every input is bounded: docs/architecture.md#security) ---
 AILURO = {
     "ANONYMOUS_READ": _env_bool("AILURO_ANONYMOUS_READ", True),
     "MAX_DAG_JOBS": _env_int("AILURO_MAX_DAG_JOBS", 200_000, minimum=1),
@@ -267,7 +268,7 @@ AILURO = {
     "PAYLOAD_LOG_CAP_BYTES": _env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
 }
 
-# --- Loops (issue 4: watcher, janitor; the beat schedule itself is code in config/celery.py) ---
+# --- Loops: the watcher's and the janitor's limits (the loop table itself is config/loops.py) ---
 # PanDA fails `holding` jobs after 3 h (copyArchive.py); the janitor's retentions keep the database
 # from growing with payload output nobody reads any more.
 AILURO["HOLDING_TIMEOUT_S"] = _env_int("AILURO_HOLDING_TIMEOUT", 3 * 3600, minimum=60)
@@ -275,7 +276,7 @@ AILURO["PAYLOAD_LOG_RETENTION_DAYS"] = _env_int("AILURO_PAYLOAD_LOG_RETENTION_DA
 AILURO["ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_ARCHIVE_AFTER_DAYS", 90, minimum=1)
 # --- end of the loops block ---
 
-# --- Pilot protocol (dispatcher/protocol; issue 3) ---
+# --- Pilot protocol (dispatcher/protocol) ---
 # AILURO_PILOT_AUTH: `token` (pilot bearer tokens; the default, also for the embedded run, whose
 # provisioner hands its local pilots a token) or `open` (no check; a demo behind a firewall).
 # AILURO_PILOT_TRF_BASE_URL: base URL put in front of a job's transformation name (default: this
@@ -293,9 +294,9 @@ if AILURO_PILOT["AUTH"] not in {"token", "open"}:
     raise ImproperlyConfigured(f"AILURO_PILOT_AUTH must be token or open, got {AILURO_PILOT['AUTH']!r}")
 # --- end pilot protocol ---
 
-# --- Harvester provisioner (harvester/; issue 5) ---
+# --- Harvester provisioner (harvester/) ---
 # AILURO_HARVESTER_SERVER_URL: the URL pilots use to reach this server (what worker nodes see,
-# e.g. https://ailuro.example.org); the Celery `harvester.provision` task does nothing without it.
+# e.g. https://ailuro.example.org); the `provisioner` loop (config/loops.py) does nothing without it.
 # AILURO_HARVESTER_LOST_AFTER: seconds a worker may be unknown to its batch system before it is
 # marked missed (sacct lags sbatch by ~1 s with slurmdbd; be generous).
 AILURO_HARVESTER: dict[str, Any] = {
@@ -305,7 +306,7 @@ AILURO_HARVESTER: dict[str, Any] = {
 }
 # --- end harvester provisioner ---
 
-# --- Logging: one JSON object per line on stdout (DESIGN §8) ---
+# --- Logging: one JSON object per line on stdout (docs/architecture.md#errors-and-logs) ---
 LOG_LEVEL = _env_str("AILURO_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(
@@ -340,7 +341,7 @@ LOGGING = {
 }
 
 
-# --- campaigns (issue 8) ---------------------------------------------------------------------------
+# --- campaigns ---------------------------------------------------------------------------------------
 def _campaign_catalogs() -> dict[str, Any]:
     """AILURO_CAMPAIGN_CATALOGS: JSON {"name": {"table": t, "column": c, "filters": [col, …]}}.
 
@@ -371,7 +372,7 @@ CAMPAIGNS: dict[str, Any] = {
 }
 # --- end campaigns ---------------------------------------------------------------------------------
 
-# ==== Identity and access: OIDC, bearer tokens, hardening (issue 9; docs/deployment/oidc.md) ====
+# ==== Identity and access: OIDC, bearer tokens, hardening (docs/deployment/oidc.md) ====
 # OIDC is on when OIDC_ISSUER is set; unset, the embedded run works without an identity provider
 # (admin password login and `ail_` API tokens only). Endpoints come from the issuer's discovery
 # document unless set one by one (OIDC_OP_*_ENDPOINT), read lazily so a provider that is down at

@@ -130,3 +130,34 @@ def rollup_status(counts: dict[str, int]) -> str:
     if finished:
         return TaskStatus.FINISHED
     return TaskStatus.FAILED
+
+
+_WORKFLOW_OF_TASK = {
+    TaskStatus.READY: WorkflowStatus.SUBMITTED,
+    TaskStatus.RUNNING: WorkflowStatus.RUNNING,
+    TaskStatus.DONE: WorkflowStatus.DONE,
+    TaskStatus.FINISHED: WorkflowStatus.FINISHED,
+    TaskStatus.FAILED: WorkflowStatus.FAILED,
+    TaskStatus.ABORTED: WorkflowStatus.CANCELLED,
+}
+
+
+def task_status_derive(current: str, counts: dict[str, int]) -> str:
+    """A task's next status from its exact counts. A paused task stays paused while it has
+    unfinished jobs, and an aborted one stays aborted (both are operators' decisions, not the
+    counters'; a restart sets the status itself)."""
+    if current == TaskStatus.ABORTED:
+        return current
+    derived = rollup_status(counts)
+    if current == TaskStatus.PAUSED and derived not in TASK_FINAL:
+        return current
+    return derived
+
+
+def workflow_status_derive(current: str, counts: dict[str, int]) -> str:
+    """A workflow's next status from the exact counts of all its jobs. Same JEDI semantics as a
+    task; aborted (every job cancelled) reads `cancelled` for a workflow."""
+    derived = _WORKFLOW_OF_TASK[TaskStatus(rollup_status(counts))]
+    if current == WorkflowStatus.PAUSED and derived not in WORKFLOW_FINAL:
+        return current
+    return derived

@@ -6,8 +6,8 @@ Every job status change goes through `job_transition` or `jobs_transition_bulk` 
 from __future__ import annotations
 
 from dispatcher.services.attempts import AttemptOutcome, job_attempt_end
-from dispatcher.services.brokerage import broker_one_batch
 from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
+from dispatcher.services.placement import broker_one_batch
 from dispatcher.services.transitions import (
     TransitionResult,
     job_transition,

@@ -32,11 +32,13 @@ from campaigns.services import (
     group_reject,
     group_rescue,
 )
-from campaigns.tasks import campaigns_advance
+from config.celery import LOOP_TASKS
 from dispatcher.models import Job
 from tests.campaigns.pilots import BAD, OK, OOM, Outcome, ProtocolPilots
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+campaigns_advance = LOOP_TASKS["campaigns"]
 
 ROOT = Path(__file__).resolve().parents[2]
 

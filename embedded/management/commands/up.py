@@ -152,7 +152,9 @@ class Command(BaseCommand):
                 "--chdir",
                 str(settings.BASE_DIR),
             ],
-            [python, manage, "run_loops"],
+            # Every loop but the provisioner, whose embedded form is run_local_pilots: it knows the
+            # web server's URL, serves the local queues every 2 s, and cancels its pilots at exit.
+            [python, manage, "run_loops", "--skip", "provisioner"],
             [python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"],
         ]
         # Each child leads its own process group so Ctrl-C handling stays ours and stop() can end
