@@ -16,7 +16,7 @@ urlpatterns = [
     # Pilot-side extras served by the harvester app (payload log chunks, worker callbacks).
     path("", include("harvester.urls")),
     # REST API for users and operators (DRF).
-    path("api/v1/", include("dispatcher.api_urls")),
+    path("api/v1/", include("dispatcher.api.urls")),
     path("api/v1/", include("campaigns.urls")),
     # Login, logout, OIDC callbacks.
     path("", include("core.urls")),
