@@ -31,7 +31,7 @@ from campaigns.models import (
 )
 from campaigns.notify import notify
 from campaigns.queries import label_runtimes
-from campaigns.services import _chain_jobs, _unsucceeded, campaign_spec, group_submit
+from campaigns.services import campaign_spec, group_chain_jobs, group_submit, group_unsucceeded
 from dispatcher.models import Task
 from dispatcher.queries import task_state_counts
 from dispatcher.states import JOB_FINAL, JobStatus
@@ -221,7 +221,7 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
                 )
                 changes += 1
         else:
-            missing = _unsucceeded(group, _chain_jobs(group), spec)
+            missing = group_unsucceeded(group, group_chain_jobs(group), spec)
             update.update(eta=None, ended_at=now)
             if missing:
                 update["status"] = GroupStatus.FAILED
