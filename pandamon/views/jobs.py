@@ -205,7 +205,9 @@ def job_kill(request: HttpRequest, pandaid: int) -> HttpResponse:
         return job
     if job.jobstatus in JOB_FINAL:
         return bad_request(request, f"job {pandaid} is already {job.jobstatus}")
-    result = workflow_cancel(workflow_id=job.workflow_id, actor=request.user.get_username(), pandaids=[pandaid])
+    result = workflow_cancel(
+        workflow_id=job.workflow_id, actor=request.user.get_username(), pandaids=[pandaid]
+    )
     if result["cancelled"]:
         messages.success(request, f"job {pandaid} cancelled")
     else:
@@ -221,7 +223,9 @@ def job_retry(request: HttpRequest, pandaid: int) -> HttpResponse:
         return job
     if job.jobstatus != JobStatus.FAILED:
         return bad_request(request, f"job {pandaid} is {job.jobstatus}; only failed jobs are retried")
-    result = workflow_retry(workflow_id=job.workflow_id, actor=request.user.get_username(), pandaids=[pandaid])
+    result = workflow_retry(
+        workflow_id=job.workflow_id, actor=request.user.get_username(), pandaids=[pandaid]
+    )
     messages.success(
         request, f"job {pandaid}: {result.get('retried', 0)} retried, {result.get('unpruned', 0)} unpruned"
     )

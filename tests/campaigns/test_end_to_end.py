@@ -47,6 +47,7 @@ def no_retry_rules() -> None:
     the dispatcher retries nothing: the rules migration 0002 seeds, or an earlier test left, go."""
     RetryRule.objects.all().delete()
 
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SPEC = """
