@@ -1,4 +1,4 @@
-"""DAG release benchmark (issue 4): N parents finish, one child each; how fast are children activated?
+"""DAG release benchmark: N parents finish, one child each; how fast are children activated?
 
     python bench/release.py [--parents 100000] [--batch 5000] [--sample 2000]
 

@@ -1,5 +1,5 @@
 """Campaign specs: YAML → validated plain data, per-attempt resolved configs, and the job list of a
-group. Pure (STYLE §7): no ORM here; `campaigns.services` stores what these functions return.
+group. Pure (docs/contributing.md#shape-of-the-code): no ORM here; `campaigns.services` stores what these functions return.
 
 A spec::
 

@@ -1,4 +1,5 @@
-"""Job, task and workflow states, and the one table of allowed job transitions (DESIGN §3).
+"""Job, task and workflow states, and the one table of allowed job transitions
+(docs/architecture.md#job-states).
 
 Everything that changes a job's status asks `check_transition` first; the table below is the only
 place the state machine is written down, and `docs/` renders it for operators.
@@ -32,7 +33,7 @@ JOB_NON_FINAL = frozenset(JobStatus) - JOB_FINAL
 JOB_RESTARTABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED})
 
 _J = JobStatus
-# from-state -> states it may move to. Read with the diagram in DESIGN §3:
+# from-state -> states it may move to. Read with the diagram in docs/architecture.md#job-states:
 # * defined -> activated when parents are done and brokerage picked a queue;
 # * activated -> defined when the queue is taken away (re-brokerage);
 # * a pilot may skip `starting` and report `running` or even the final state straight from `sent`;
@@ -79,7 +80,7 @@ def sources_of(target: str) -> frozenset[JobStatus]:
 
 
 class TaskStatus(models.TextChoices):
-    """JEDI's task states (DESIGN §3)."""
+    """JEDI's task states (docs/architecture.md#job-states)."""
 
     READY = "ready", "ready"
     RUNNING = "running", "running"

@@ -1,4 +1,4 @@
-"""End to end (issue 8 "Must show"): a 3-step campaign over 200 data ids on PostgreSQL, advanced by a
+"""End to end: a 3-step campaign over 200 data ids on PostgreSQL, advanced by a
 real Celery worker, with injected out-of-memory and deterministic failures; a rescue with a memory
 override reruns only the out-of-memory class; accept and reject; final states, counts and the audit
 log checked exactly.
