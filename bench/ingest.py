@@ -245,7 +245,7 @@ def main() -> int:
         "DJANGO_SETTINGS_MODULE": "config.settings",
     }
     manage(env, "migrate", "--noinput")
-    manage(env, "load_queues", str(ROOT / "dispatcher" / "demo" / "queues.yaml"))
+    manage(env, "load_queues", str(ROOT / "embedded" / "demo" / "queues.yaml"))
     token = manage(env, "create_token", "--user", "bench", "--role", "user")
 
     scenarios = [

@@ -1,4 +1,4 @@
-"""DAG release benchmark (issue 4): N parents finish, one child each; how fast are children activated?
+"""DAG release benchmark: N parents finish, one child each; how fast are children activated?
 
     python bench/release.py [--parents 100000] [--batch 5000] [--sample 2000]
 
@@ -9,7 +9,7 @@ Runs against the PostgreSQL of DATABASE_URL in a scratch database it creates and
 3. Finish the parents: `--sample` of them through `job_attempt_end` one by one (the pilot's final
    update: attempt row, transition, release of the child), timed and reported as a rate; the rest
    with a bulk transition and one set-based release UPDATE (not timed), so every child is released.
-4. Timed: the brokerage loop step (`dispatcher.loops.brokerage_one_batch`, bounded by `--batch`)
+4. Timed: the brokerage loop step (`dispatcher.services.broker_one_batch`, bounded by `--batch`)
    until no released child is left. children_activated_per_s = N / elapsed. Target ≥ 5,000/s.
 5. Check: every child activated exactly once, counters exact, and the monitor rollups exact: the
    job summary folded from the deltas of every write above equals a rebuild from the job rows.
@@ -59,10 +59,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from django.db import connection
     from django.db.models import Count
 
-    from dispatcher.loops import brokerage_one_batch
     from dispatcher.models import Job, JobDependency, JobStatusLog, Queue, Site
     from dispatcher.queries import task_state_counts
-    from dispatcher.services import NewJob, job_attempt_end, jobs_transition_bulk, workflow_submit
+    from dispatcher.services import (
+        NewJob,
+        broker_one_batch,
+        job_attempt_end,
+        jobs_transition_bulk,
+        workflow_submit,
+    )
 
     n = args.parents
     Queue.objects.create(name="BENCH", site=Site.objects.create(name="BENCH"), max_rss_mb=8000)
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     activated = steps = 0
     while True:
-        done = brokerage_one_batch(limit=args.batch)
+        done = broker_one_batch(limit=args.batch)
         if not done:
             break
         activated += done

@@ -1,14 +1,12 @@
-"""The campaign advancer (DESIGN §6): one round judges running groups, submits waiting ones, moves
-steps on, flags stalls and sends notifications. `campaigns_advance_one_round` is the one-step
-function; `campaigns.tasks.campaigns_advance` is its Celery wrapper.
+"""The campaign advancer: one round judges running groups, submits waiting ones, moves steps on,
+flags stalls and sends notifications. `campaigns_advance_one_round` is the `campaigns` loop's
+one-step function (config/loops.py; docs/architecture.md#loops), run under the loop's lease.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +31,7 @@ from campaigns.models import (
 )
 from campaigns.notify import notify
 from campaigns.queries import label_runtimes
-from campaigns.services import _chain_jobs, _unsucceeded, campaign_spec, group_submit
+from campaigns.services import campaign_spec, group_chain_jobs, group_submit, group_unsucceeded
 from dispatcher.models import Task
 from dispatcher.queries import task_state_counts
 from dispatcher.states import JOB_FINAL, JobStatus
@@ -41,25 +39,19 @@ from dispatcher.states import JOB_FINAL, JobStatus
 log = logging.getLogger(__name__)
 
 ADVANCER = "advancer"
-LEASE = "campaigns.advance"
 
 
 def campaigns_advance_one_round(*, now: dt.datetime | None = None) -> int:
-    """Advance every running campaign once, under the advancer's lease; returns how many changes
-    (group judged, group submitted, step moved, campaign ended, stall flagged) it made."""
-    from core.leases import leased
-
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    with leased(name=LEASE, holder=holder, ttl_s=300) as held:
-        if not held:
-            return 0
-        changes = 0
-        ids = list(
-            Campaign.objects.filter(status=CampaignStatus.RUNNING).order_by("pk").values_list("pk", flat=True)
-        )
-        for campaign_id in ids:
-            changes += campaign_advance(campaign_id=campaign_id, now=now)
-        return changes
+    """Advance every running campaign once; returns how many changes (group judged, group
+    submitted, step moved, campaign ended, stall flagged) it made. Each campaign is its own
+    transaction with the campaign row locked, so a second round running meanwhile waits for it."""
+    changes = 0
+    ids = list(
+        Campaign.objects.filter(status=CampaignStatus.RUNNING).order_by("pk").values_list("pk", flat=True)
+    )
+    for campaign_id in ids:
+        changes += campaign_advance(campaign_id=campaign_id, now=now)
+    return changes
 
 
 @transaction.atomic
@@ -229,7 +221,7 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
                 )
                 changes += 1
         else:
-            missing = _unsucceeded(group, _chain_jobs(group), spec)
+            missing = group_unsucceeded(group, group_chain_jobs(group), spec)
             update.update(eta=None, ended_at=now)
             if missing:
                 update["status"] = GroupStatus.FAILED

@@ -1,5 +1,5 @@
 """Campaign specs: YAML → validated plain data, per-attempt resolved configs, and the job list of a
-group. Pure (STYLE §7): no ORM here; `campaigns.services` stores what these functions return.
+group. Pure (docs/contributing.md#shape-of-the-code): no ORM here; `campaigns.services` stores what these functions return.
 
 A spec::
 
@@ -39,7 +39,7 @@ import yaml
 
 from campaigns.splitting import SplitError, split_check
 from dispatcher.workflows import WorkflowInvalid
-from dispatcher.workflows.spec import site_rule_parse
+from dispatcher.workflows.spec_check import site_rule_parse
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 LABEL_KEYS = {"command", "parents", "memory_mb", "cores", "walltime_s", "disk_mb", "priority", "per", "sites"}

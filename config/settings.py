@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "harvester",
     "pandamon",
     "pandacompat",
+    "embedded",  # the top floor: `manage.py up`, `manage.py run_loops` and the demos
 ]
 
 MIDDLEWARE = [
@@ -241,7 +242,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Celery (the loops: docs/architecture.md#loops) ---
+# --- Celery (the loops: config/loops.py, docs/architecture.md#loops) ---
 CELERY_BROKER_URL = _env_str("CELERY_BROKER_URL", "memory://")
 if CELERY_BROKER_URL.split("://", 1)[0] not in {"memory", "redis", "rediss", "amqp", "amqps", "pyamqp"}:
     raise ImproperlyConfigured(
@@ -250,6 +251,7 @@ if CELERY_BROKER_URL.split("://", 1)[0] not in {"memory", "redis", "rediss", "am
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Defaults for a task without limits of its own; each loop's task has its loop's (config/loops.py).
 CELERY_TASK_SOFT_TIME_LIMIT = _env_int("AILURO_TASK_SOFT_TIME_LIMIT", 120, minimum=1)
 CELERY_TASK_TIME_LIMIT = _env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
 
@@ -268,7 +270,7 @@ AILURO = {
     "PAYLOAD_LOG_CAP_BYTES": _env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
 }
 
-# --- Loops (watcher, janitor; the beat schedule itself is code in config/celery.py) ---
+# --- Loops: the watcher's and the janitor's limits (the loop table itself is config/loops.py) ---
 # PanDA fails `holding` jobs after 3 h (copyArchive.py); the janitor's retentions keep the database
 # from growing with payload output nobody reads any more.
 AILURO["HOLDING_TIMEOUT_S"] = _env_int("AILURO_HOLDING_TIMEOUT", 3 * 3600, minimum=60)
@@ -296,7 +298,7 @@ if AILURO_PILOT["AUTH"] not in {"token", "open"}:
 
 # --- Harvester provisioner (harvester/) ---
 # AILURO_HARVESTER_SERVER_URL: the URL pilots use to reach this server (what worker nodes see,
-# e.g. https://ailuro.example.org); the Celery `harvester.provision` task does nothing without it.
+# e.g. https://ailuro.example.org); the `provisioner` loop (config/loops.py) does nothing without it.
 # AILURO_HARVESTER_LOST_AFTER: seconds a worker may be unknown to its batch system before it is
 # marked missed (sacct lags sbatch by ~1 s with slurmdbd; be generous).
 AILURO_HARVESTER: dict[str, Any] = {
@@ -341,7 +343,7 @@ LOGGING = {
 }
 
 
-# --- campaigns -------------------------------------------------------------------------------------
+# --- campaigns ---------------------------------------------------------------------------------------
 def _campaign_catalogs() -> dict[str, Any]:
     """AILURO_CAMPAIGN_CATALOGS: JSON {"name": {"table": t, "column": c, "filters": [col, …]}}.
 

@@ -18,7 +18,7 @@ urlpatterns = [
     # PanDA's clients (bps's iDDS relay, panda-client's system calls and file cache), root paths.
     path("", include("pandacompat.urls")),
     # REST API for users and operators (DRF).
-    path("api/v1/", include("dispatcher.api_urls")),
+    path("api/v1/", include("dispatcher.api.urls")),
     path("api/v1/", include("campaigns.urls")),
     # Login, logout, OIDC callbacks.
     path("", include("core.urls")),

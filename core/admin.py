@@ -5,7 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from core.models import ApiToken, Lease, OidcAccount, OidcRobot
+from core.models import ApiToken, Lease, LoopStatus, OidcAccount, OidcRobot
 
 
 @admin.register(ApiToken)
@@ -52,6 +52,19 @@ class ApiTokenAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 @admin.register(Lease)
 class LeaseAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ["name", "holder", "acquired_at", "expires_at"]
+
+
+@admin.register(LoopStatus)
+class LoopStatusAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Written by the loops only; here an operator sees when each one last ran and what it did."""
+
+    list_display = ["name", "finished_at", "duration_s", "done", "steps", "succeeded_at", "error", "holder"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LoopStatus | None = None) -> bool:
+        return False
 
 
 @admin.register(OidcRobot)

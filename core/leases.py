@@ -1,14 +1,13 @@
 """Database leases: at most one holder per name, expiring so a dead holder cannot block forever.
 
-Used by every loop (DESIGN §6): Celery delivers at least once and a second beat duplicates every
-schedule entry, so the loop body runs only where `lease_acquire` returned True.
+Used by every loop (`core.loops.loop_run`; docs/architecture.md#loops): Celery delivers at least
+once and a second beat duplicates every schedule entry, so a loop's steps run only where
+`lease_acquire` returned True.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -43,12 +42,6 @@ def lease_release(*, name: str, holder: str) -> None:
     Lease.objects.filter(name=name, holder=holder).delete()
 
 
-@contextmanager
-def leased(*, name: str, holder: str, ttl_s: float) -> Iterator[bool]:
-    """`with leased(...) as held:` — runs the body either way; `held` says whether we own it."""
-    held = lease_acquire(name=name, holder=holder, ttl_s=ttl_s)
-    try:
-        yield held
-    finally:
-        if held:
-            lease_release(name=name, holder=holder)
+def leases_expired_delete(*, before: dt.datetime) -> int:
+    """Delete leases that expired before `before` (a crashed holder's rows); returns how many."""
+    return Lease.objects.filter(expires_at__lt=before).delete()[0]

@@ -1,4 +1,5 @@
-"""Cross-cutting tables: API tokens and loop leases. No domain models live here."""
+"""Cross-cutting tables: API tokens, OIDC identities, loop leases and the loops' last runs. No
+domain models live here."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class ApiToken(models.Model):
 
 
 class Lease(models.Model):
-    """A named, expiring lock so a loop runs in one place at a time (DESIGN §6)."""
+    """A named, expiring lock so a loop runs in one place at a time (docs/architecture.md#loops)."""
 
     name = models.CharField(max_length=100, primary_key=True)
     holder = models.CharField(max_length=200)
@@ -50,6 +51,30 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder} until {self.expires_at:%H:%M:%S}"
+
+
+class LoopStatus(models.Model):
+    """The latest run of each loop, one row per loop, rewritten by every run that held its lease
+    (`core.loops.loop_run`). A readiness check reads the whole table in one query and compares
+    `succeeded_at` with each loop's period (`config.loops.LOOPS`)."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=200, help_text="host:pid:tag of the process that ran it")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_s = models.FloatField()
+    done = models.BigIntegerField(help_text="work done: the sum of what the run's steps returned")
+    steps = models.IntegerField()
+    # Empty after a run that completed; the exception of a run that raised (step or time limit).
+    error = models.TextField(blank=True)
+    # The end of the last run that completed; kept when a later run fails.
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "loop statuses"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.done} in {self.duration_s:.1f} s at {self.finished_at:%H:%M:%S}"
 
 
 class OidcAccount(models.Model):

@@ -1,5 +1,6 @@
-"""Brokerage ranking: which queue a released job goes to. Pure functions over plain data (STYLE §7);
-`dispatcher.services.brokerage.broker_one_batch` feeds them from the database and applies the result.
+"""Brokerage ranking: which queue a released job goes to. Pure functions over plain data
+(docs/contributing.md#shape-of-the-code); `dispatcher.services.placement.broker_one_batch` feeds them
+from the database and applies the result.
 
 A queue can take a job when (1) its status accepts new jobs: `online`, or `test` for test labels;
 never `brokeroff` or `offline`; (2) the job fits: memory within [min_rss_mb, max_rss_mb], cores ≤

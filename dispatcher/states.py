@@ -1,4 +1,5 @@
-"""Job, task and workflow states, and the one table of allowed job transitions (DESIGN §3).
+"""Job, task and workflow states, and the one table of allowed job transitions
+(docs/architecture.md#job-states).
 
 Everything that changes a job's status asks `check_transition` first; the table below is the only
 place the state machine is written down, and `docs/` renders it for operators.
@@ -32,7 +33,7 @@ JOB_NON_FINAL = frozenset(JobStatus) - JOB_FINAL
 JOB_RESTARTABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED})
 
 _J = JobStatus
-# from-state -> states it may move to. Read with the diagram in DESIGN §3:
+# from-state -> states it may move to. Read with the diagram in docs/architecture.md#job-states:
 # * defined -> activated when parents are done and brokerage picked a queue;
 # * activated -> defined when the queue is taken away (re-brokerage);
 # * a pilot may skip `starting` and report `running` or even the final state straight from `sent`;
@@ -79,7 +80,7 @@ def sources_of(target: str) -> frozenset[JobStatus]:
 
 
 class TaskStatus(models.TextChoices):
-    """JEDI's task states (DESIGN §3)."""
+    """JEDI's task states (docs/architecture.md#job-states)."""
 
     READY = "ready", "ready"
     RUNNING = "running", "running"
@@ -130,3 +131,34 @@ def rollup_status(counts: dict[str, int]) -> str:
     if finished:
         return TaskStatus.FINISHED
     return TaskStatus.FAILED
+
+
+_WORKFLOW_OF_TASK = {
+    TaskStatus.READY: WorkflowStatus.SUBMITTED,
+    TaskStatus.RUNNING: WorkflowStatus.RUNNING,
+    TaskStatus.DONE: WorkflowStatus.DONE,
+    TaskStatus.FINISHED: WorkflowStatus.FINISHED,
+    TaskStatus.FAILED: WorkflowStatus.FAILED,
+    TaskStatus.ABORTED: WorkflowStatus.CANCELLED,
+}
+
+
+def task_status_derive(current: str, counts: dict[str, int]) -> str:
+    """A task's next status from its exact counts. A paused task stays paused while it has
+    unfinished jobs, and an aborted one stays aborted (both are operators' decisions, not the
+    counters'; a restart sets the status itself)."""
+    if current == TaskStatus.ABORTED:
+        return current
+    derived = rollup_status(counts)
+    if current == TaskStatus.PAUSED and derived not in TASK_FINAL:
+        return current
+    return derived
+
+
+def workflow_status_derive(current: str, counts: dict[str, int]) -> str:
+    """A workflow's next status from the exact counts of all its jobs. Same JEDI semantics as a
+    task; aborted (every job cancelled) reads `cancelled` for a workflow."""
+    derived = _WORKFLOW_OF_TASK[TaskStatus(rollup_status(counts))]
+    if current == WorkflowStatus.PAUSED and derived not in WORKFLOW_FINAL:
+        return current
+    return derived

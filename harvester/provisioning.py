@@ -1,8 +1,9 @@
 """The provisioner: keeps each queue supplied with pilots through its batch-system plugin.
 
-`provision_one_round(config=…)` is the one-step loop body (DESIGN §6): the management command
-`run_local_pilots` (embedded run) and a Celery beat task call it periodically. It holds no state
-of its own between rounds: workers and their batch ids are Worker rows.
+`provision_one_round` is the `provisioner` loop's one-step function (config/loops.py;
+docs/architecture.md#loops): Celery beat and `manage.py run_loops` run it with the configuration of
+the settings (AILURO_HARVESTER_*), `manage.py run_local_pilots` (the embedded run) with its own.
+It holds no state of its own between rounds: workers and their batch ids are Worker rows.
 """
 
 from __future__ import annotations
@@ -195,8 +196,23 @@ def _submit(queue: Queue, plugin: Plugin, n: int, config: ProvisionerConfig) -> 
     return submitted
 
 
-def provision_one_round(*, config: ProvisionerConfig) -> int:
+def provisioner_config_from_settings() -> ProvisionerConfig | None:
+    """The provisioner as the settings configure it (AILURO_HARVESTER_*), every plugin and queue;
+    None without AILURO_HARVESTER_SERVER_URL, since pilots would not know where to call."""
+    conf = settings.AILURO_HARVESTER
+    if not conf["SERVER_URL"]:
+        return None
+    return ProvisionerConfig(
+        url=str(conf["SERVER_URL"]).rstrip("/"),
+        lost_after_s=float(conf["LOST_AFTER_S"]),
+        pilot_heartbeat_s=float(conf["PILOT_HEARTBEAT_S"]),
+    )
+
+
+def provision_one_round(*, config: ProvisionerConfig | None = None) -> int:
     """One pass over the queues; returns how many workers were submitted, changed or cancelled.
+    Without `config`, the settings' (`provisioner_config_from_settings`); nothing happens when
+    they name no server URL.
 
     Per queue (online, brokeroff or test; offline queues get no new pilots but are still polled):
     1. poll its live workers through the plugin; record state, exit code, node; mark missed;
@@ -205,6 +221,10 @@ def provision_one_round(*, config: ProvisionerConfig) -> int:
        when they find no work);
     4. otherwise submit `workers_target(...)` new pilots.
     """
+    config = config or provisioner_config_from_settings()
+    if config is None:
+        log.warning("provisioner: AILURO_HARVESTER_SERVER_URL is not set; no pilots submitted")
+        return 0
     queues = Queue.objects.all()
     if config.plugins is not None:
         queues = queues.filter(plugin__in=config.plugins)

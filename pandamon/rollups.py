@@ -376,6 +376,6 @@ def rollups_rebuild() -> None:
 
 
 def monitor_one_batch(*, limit: int = 50_000, now: datetime | None = None) -> int:
-    """The "monitor" loop's step (`dispatcher.loops.LOOPS`): one bounded fold. `now` is accepted for
+    """The "monitor" loop's step (config/loops.py): one bounded fold. `now` is accepted for
     symmetry with the other loops."""
     return rollups_fold(batch=limit)

@@ -1,13 +1,21 @@
 """Writes of the dispatcher, one module per concern; import from here.
 
 Every job status change goes through `job_transition` or `jobs_transition_bulk` (transitions.py).
+Submission is `submit.py`, the actions on a submitted workflow `workflow_actions.py`; the loops'
+writes are `placement.py` (brokerage), `watcher.py`, `rollup.py` and `janitor.py`.
 """
 
 from __future__ import annotations
 
 from dispatcher.services.attempts import AttemptOutcome, job_attempt_end
-from dispatcher.services.brokerage import broker_one_batch
 from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
+from dispatcher.services.placement import broker_one_batch
+from dispatcher.services.submit import (
+    workflow_spec_explicit,
+    workflow_submit,
+    workflow_submit_spec,
+    workflow_validate,
+)
 from dispatcher.services.transitions import (
     TransitionResult,
     job_transition,
@@ -16,11 +24,7 @@ from dispatcher.services.transitions import (
     task_counts_fold,
     task_counts_recompute,
 )
-from dispatcher.services.workflows import (
-    NewJob,
-    WorkflowInvalid,
-    WorkflowTooLarge,
-    dag_find_cycle,
+from dispatcher.services.workflow_actions import (
     jobs_set_memory,
     workflow_boost_priority,
     workflow_cancel,
@@ -28,25 +32,23 @@ from dispatcher.services.workflows import (
     workflow_restart,
     workflow_resume,
     workflow_retry,
-    workflow_submit,
-    workflow_submit_spec,
-    workflow_validate,
 )
+from dispatcher.workflows import NewJob, WorkflowInvalid, WorkflowTooLarge, dag_find_cycle
 
 __all__ = [
     "AttemptOutcome",
     "DispatchRequest",
-    "PilotUpdate",
-    "broker_one_batch",
-    "job_pilot_update",
-    "jobs_dispatch",
-    "job_attempt_end",
     "NewJob",
+    "PilotUpdate",
     "TransitionResult",
     "WorkflowInvalid",
     "WorkflowTooLarge",
+    "broker_one_batch",
     "dag_find_cycle",
+    "job_attempt_end",
+    "job_pilot_update",
     "job_transition",
+    "jobs_dispatch",
     "jobs_set_memory",
     "jobs_transition_bulk",
     "task_count_deltas_add",
@@ -54,11 +56,12 @@ __all__ = [
     "task_counts_recompute",
     "workflow_boost_priority",
     "workflow_cancel",
+    "workflow_pause",
     "workflow_restart",
+    "workflow_resume",
     "workflow_retry",
+    "workflow_spec_explicit",
     "workflow_submit",
     "workflow_submit_spec",
     "workflow_validate",
-    "workflow_pause",
-    "workflow_resume",
 ]

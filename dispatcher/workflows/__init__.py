@@ -1,8 +1,8 @@
 """Workflow specs and DAG checks: pure functions over plain data (no ORM).
 
-`spec.py` turns YAML/JSON text into DAG nodes and back; `dag.py` holds the node type and the
-checks `workflow_submit` runs before writing (names, dependencies, cycles, caps, queues) and
-clustering.
+`spec_text.py` turns YAML/JSON text into data, `spec_check.py` checks its sections, `spec.py`
+expands them into DAG nodes and back; `dag.py` holds the node type and the checks `workflow_submit`
+runs before writing (names, dependencies, cycles, caps, queues) and clustering.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dispatcher.workflows.dag import (
     dag_find_cycle,
     dag_validate,
 )
-from dispatcher.workflows.spec import ParsedSpec, spec_from_jobs, spec_load, spec_parse
+from dispatcher.workflows.spec import ParsedSpec, spec_from_jobs, spec_parse
+from dispatcher.workflows.spec_text import spec_load
 
 __all__ = [
     "LabelSettings",

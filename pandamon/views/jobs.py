@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from dispatcher.access import job_get_for_user
 from dispatcher.models import Job
-from dispatcher.services.workflows import workflow_cancel, workflow_retry
+from dispatcher.services import workflow_cancel, workflow_retry
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from pandamon import charts, queries
 from pandamon.filters import JOB_FIELDS, JOB_UNWINDOWED, FilterError, compile_selection, int_param
@@ -205,7 +205,9 @@ def job_kill(request: HttpRequest, pandaid: int) -> HttpResponse:
         return job
     if job.jobstatus in JOB_FINAL:
         return bad_request(request, f"job {pandaid} is already {job.jobstatus}")
-    result = workflow_cancel(workflow_id=job.workflow_id, actor=request.user, pandaids=[pandaid])
+    result = workflow_cancel(
+        workflow_id=job.workflow_id, actor=request.user.get_username(), pandaids=[pandaid]
+    )
     if result["cancelled"]:
         messages.success(request, f"job {pandaid} cancelled")
     else:
@@ -221,7 +223,9 @@ def job_retry(request: HttpRequest, pandaid: int) -> HttpResponse:
         return job
     if job.jobstatus != JobStatus.FAILED:
         return bad_request(request, f"job {pandaid} is {job.jobstatus}; only failed jobs are retried")
-    result = workflow_retry(workflow_id=job.workflow_id, actor=request.user, pandaids=[pandaid])
+    result = workflow_retry(
+        workflow_id=job.workflow_id, actor=request.user.get_username(), pandaids=[pandaid]
+    )
     messages.success(
         request, f"job {pandaid}: {result.get('retried', 0)} retried, {result.get('unpruned', 0)} unpruned"
     )

@@ -10,6 +10,7 @@ from django.utils import timezone
 from campaigns.advance import campaigns_advance_one_round
 from campaigns.models import ActionLog, Campaign, Group, GroupAttempt, Step
 from campaigns.services import campaign_create, campaign_launch, campaign_pause, step_release
+from config.loops import loop_named
 from core.leases import lease_acquire
 from dispatcher.models import Job
 from tests.campaigns.conftest import spec_text
@@ -165,8 +166,8 @@ def test_a_paused_campaign_is_left_alone(operator, queue):
     assert not GroupAttempt.objects.filter(group__campaign=campaign).exists()
 
 
-def test_the_round_does_nothing_while_another_holder_has_the_lease(operator, queue):
+def test_the_campaigns_loop_does_nothing_while_another_holder_has_its_lease(operator, queue):
     campaign = _launched(operator)
-    assert lease_acquire(name="campaigns.advance", holder="someone-else", ttl_s=60)
-    assert campaigns_advance_one_round() == 0
+    assert lease_acquire(name="loop:campaigns", holder="someone-else", ttl_s=60)
+    assert loop_named("campaigns").run() is None
     assert not GroupAttempt.objects.filter(group__campaign=campaign).exists()

@@ -78,3 +78,34 @@ def test_the_batch_limit_is_respected() -> None:
     assert broker_one_batch(limit=3) == 3
     assert broker_one_batch(limit=3) == 2
     assert broker_one_batch(limit=3) == 0
+
+
+def test_released_jobs_are_activated_on_a_fitting_queue_and_others_wait() -> None:
+    QueueFactory(name="MEDIUM", max_rss_mb=8000)
+    QueueFactory(name="HIMEM", min_rss_mb=8001, max_rss_mb=16000)
+    task = TaskFactory()
+    small = JobFactory(task=task, request_memory_mb=4000)
+    big = JobFactory(task=task, request_memory_mb=16000)
+    blocked = JobFactory(task=task, pending_parents=1)
+    backing_off = JobFactory(task=task, retry_after=timezone.now() + dt.timedelta(minutes=1))
+
+    assert broker_one_batch() == 2
+
+    assert dict(Job.objects.filter(jobstatus="activated").values_list("pandaid", "queue_id")) == {
+        small.pk: "MEDIUM",
+        big.pk: "HIMEM",
+    }
+    assert set(Job.objects.filter(jobstatus="defined").values_list("pandaid", flat=True)) == {
+        blocked.pk,
+        backing_off.pk,
+    }
+    assert task_state_counts([task.pk])[task.pk] == {"activated": 2, "defined": 2}
+    assert broker_one_batch() == 0
+
+
+def test_an_offline_queue_gets_nothing() -> None:
+    QueueFactory(name="DOWN", max_rss_mb=8000, status="offline")
+    job = JobFactory(request_memory_mb=1000)
+
+    assert broker_one_batch() == 0
+    assert Job.objects.get(pk=job.pk).jobstatus == "defined"

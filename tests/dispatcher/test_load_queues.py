@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from dispatcher.models import Queue, ResourceType, Site
 
 pytestmark = pytest.mark.django_db
-DEMO = Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"
+DEMO = Path(settings.BASE_DIR) / "embedded" / "demo" / "queues.yaml"
 
 
 def test_loading_the_demo_twice_is_idempotent() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from dispatcher.loops import brokerage_one_batch
 from dispatcher.models import Job
 from dispatcher.queries import workflow_state_counts
 from dispatcher.services import (
     NewJob,
+    broker_one_batch,
     job_attempt_end,
     job_transition,
     workflow_restart,
@@ -48,14 +48,14 @@ def _diamond() -> tuple[int, dict[str, Job]]:
 def test_a_child_is_released_only_when_all_its_parents_finished() -> None:
     QueueFactory(max_rss_mb=8000)
     wf, jobs = _diamond()
-    assert brokerage_one_batch() == 1
+    assert broker_one_batch() == 1
     _run(jobs["a"])
-    assert brokerage_one_batch() == 2
+    assert broker_one_batch() == 2
     _run(jobs["b"])
-    assert brokerage_one_batch() == 0  # d still waits for c
+    assert broker_one_batch() == 0  # d still waits for c
     assert Job.objects.get(pk=jobs["d"].pk).pending_parents == 1
     _run(jobs["c"])
-    assert brokerage_one_batch() == 1
+    assert broker_one_batch() == 1
     _run(jobs["d"])
     assert workflow_state_counts(wf) == {"finished": 4}
 
@@ -63,14 +63,14 @@ def test_a_child_is_released_only_when_all_its_parents_finished() -> None:
 def test_a_restart_unprunes_the_descendants_and_they_wait_for_the_rerun_parent() -> None:
     QueueFactory(max_rss_mb=8000)
     wf, jobs = _diamond()
-    brokerage_one_batch()
+    broker_one_batch()
     _run(jobs["a"])
-    brokerage_one_batch()
+    broker_one_batch()
     _run(jobs["b"])
     _run(jobs["c"], transexitcode=2)
     assert workflow_state_counts(wf) == {"finished": 2, "failed": 1, "pruned": 1}
 
-    assert workflow_restart(workflow_id=wf) == {"restarted": 2}
+    assert workflow_restart(workflow_id=wf, actor="operator") == {"restarted": 2}
     assert dict(
         Job.objects.filter(workflow_id=wf, name__in=["c", "d"]).values_list("name", "pending_parents")
     ) == {
@@ -79,8 +79,8 @@ def test_a_restart_unprunes_the_descendants_and_they_wait_for_the_rerun_parent()
     }
     assert Job.objects.get(pk=jobs["c"].pk).attemptnr == 2
 
-    assert brokerage_one_batch() == 1  # c only; d waits for it
+    assert broker_one_batch() == 1  # c only; d waits for it
     _run(jobs["c"])
-    assert brokerage_one_batch() == 1
+    assert broker_one_batch() == 1
     _run(jobs["d"])
     assert workflow_state_counts(wf) == {"finished": 4}

@@ -1,44 +1,45 @@
+"""The brokerage loop run as Celery and run_loops run it (`config.loops`): under its lease, once
+per job however many runners start at the same moment."""
+
 from __future__ import annotations
 
-import datetime as dt
 import threading
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
+from config.loops import loop_named
 from core.leases import lease_acquire
-from core.models import Lease
-from dispatcher.loops import loop_run
+from core.models import LoopStatus
 from dispatcher.models import Job, JobStatusLog
 from tests.factories import JobFactory, QueueFactory
 
 
 @pytest.mark.django_db
-def test_a_loop_whose_lease_is_held_elsewhere_does_nothing() -> None:
+def test_the_brokerage_loop_does_nothing_while_its_lease_is_held_elsewhere() -> None:
     QueueFactory(max_rss_mb=8000)
     job = JobFactory()
     assert lease_acquire(name="loop:brokerage", holder="other-worker", ttl_s=60)
 
-    assert loop_run(name="brokerage") is None
+    assert loop_named("brokerage").run() is None
     assert Job.objects.get(pk=job.pk).jobstatus == "defined"
 
 
 @pytest.mark.django_db
-def test_an_expired_lease_is_taken_over_and_released_after_the_step() -> None:
+def test_a_brokerage_run_repeats_its_bounded_step_and_is_recorded() -> None:
     QueueFactory(max_rss_mb=8000)
-    JobFactory()
-    past = timezone.now() - dt.timedelta(minutes=10)
-    Lease.objects.create(name="loop:brokerage", holder="dead-worker", acquired_at=past, expires_at=past)
+    jobs = [JobFactory() for _ in range(5)]
 
-    assert loop_run(name="brokerage") == 1
-    assert not Lease.objects.filter(name="loop:brokerage").exists()
+    assert loop_named("brokerage").run(limit=2) == 5
+
+    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="activated").count() == 5
+    assert LoopStatus.objects.values_list("name", "done", "steps").get() == ("brokerage", 5, 4)
 
 
 @pytest.mark.django_db
 def test_an_unknown_loop_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="unknown loop 'brokrage'"):
-        loop_run(name="brokrage")
+    with pytest.raises(ValueError, match="unknown loop 'brokrage'; the loops are brokerage, watcher"):
+        loop_named("brokrage")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -51,7 +52,7 @@ def test_the_same_loop_started_twice_at_once_activates_each_job_once(postgres_on
     def run() -> None:
         barrier.wait()
         try:
-            results.append(loop_run(name="brokerage"))
+            results.append(loop_named("brokerage").run())
         finally:
             connection.close()
 
@@ -64,23 +65,3 @@ def test_the_same_loop_started_twice_at_once_activates_each_job_once(postgres_on
     assert sum(r or 0 for r in results) == 200
     assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="activated").count() == 200
     assert JobStatusLog.objects.filter(jobstatus="activated").count() == 200
-
-
-@pytest.mark.django_db
-def test_a_run_repeats_its_bounded_step_until_the_work_is_done() -> None:
-    QueueFactory(max_rss_mb=8000)
-    jobs = [JobFactory() for _ in range(5)]
-
-    assert loop_run(name="brokerage", limit=2) == 5
-
-    assert Job.objects.filter(pk__in=[j.pk for j in jobs], jobstatus="activated").count() == 5
-    assert JobStatusLog.objects.filter(jobstatus="activated").count() == 5
-
-
-@pytest.mark.django_db
-def test_a_run_stops_when_its_time_budget_is_used_up() -> None:
-    QueueFactory(max_rss_mb=8000)
-    for _ in range(5):
-        JobFactory()
-
-    assert loop_run(name="brokerage", limit=2, budget_s=0) == 2

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.loops import rollup_one_batch, task_status_derive, workflow_status_derive
+from dispatcher.loops import rollup_one_batch
 from dispatcher.models import Task, TaskCount, TaskCountDelta, Workflow
 from dispatcher.queries import task_state_counts
 from dispatcher.services import jobs_transition_bulk
+from dispatcher.states import task_status_derive, workflow_status_derive
 from tests.factories import JobFactory, TaskFactory, WorkflowFactory
 
 

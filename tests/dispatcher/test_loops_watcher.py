@@ -98,13 +98,19 @@ def test_the_third_lost_heartbeat_is_the_last_attempt() -> None:
 
 def test_a_heartbeat_arriving_after_selection_saves_the_job() -> None:
     """The watcher re-checks under the row lock: a job that heartbeated since is left alone."""
-    from dispatcher.loops import _watcher_fail, _watcher_rules
+    from dispatcher.loops import _watcher_rules
+    from dispatcher.services.watcher import job_fail_silent
 
     job = _in_flight("running", since=NOW - dt.timedelta(hours=3))
     selection, code, diag = _watcher_rules(NOW)[-1]
     Job.objects.filter(pk=job.pk).update(heartbeat_at=NOW)
 
-    assert _watcher_fail(job.pk, 1, "running", selection, code, diag, NOW) is False
+    assert (
+        job_fail_silent(
+            pandaid=job.pk, attemptnr=1, status="running", silence=selection, code=code, diag=diag, now=NOW
+        )
+        is False
+    )
     assert Job.objects.get(pk=job.pk).jobstatus == "running"
     assert not JobAttempt.objects.filter(job=job).exists()
 

@@ -171,5 +171,7 @@ def test_set_memory_is_refused_when_no_queue_of_the_labels_sites_fits(queues: No
     workflow_id = response.json()["id"]
 
     with pytest.raises(WorkflowInvalid, match="no queue of its sites allows more than 8000"):
-        jobs_set_memory(workflow_id=workflow_id, memory_mb=16000, labels=["coadd"])
-    assert jobs_set_memory(workflow_id=workflow_id, memory_mb=16000, labels=["isr"]) == {"jobs": 2}
+        jobs_set_memory(workflow_id=workflow_id, actor="operator", memory_mb=16000, labels=["coadd"])
+    assert jobs_set_memory(workflow_id=workflow_id, actor="operator", memory_mb=16000, labels=["isr"]) == {
+        "jobs": 2
+    }

@@ -203,7 +203,7 @@ def test_restart_after_partial_failure_reruns_exactly_failed_and_pruned_jobs() -
         "c": "pruned", "d": "pruned",
     }  # fmt: skip
 
-    result = workflow_restart(workflow_id=wf.pk, actor=wf.owner)
+    result = workflow_restart(workflow_id=wf.pk, actor=wf.owner.username)
 
     assert result == {"restarted": 3}
     rows = {j.name: j for j in Job.objects.filter(workflow=wf)}
@@ -228,10 +228,10 @@ def test_restart_brings_back_cancelled_jobs_and_never_touches_finished_ones() ->
     wf = workflow_submit(owner=UserFactory(), name="w", jobs=diamond_chain())
     drain(wf.pk, queue, _fail(set()))
     wf2 = workflow_submit(owner=wf.owner, name="w2", jobs=diamond_chain())
-    assert workflow_cancel(workflow_id=wf2.pk) == {"cancelled": 8}
+    assert workflow_cancel(workflow_id=wf2.pk, actor="operator") == {"cancelled": 8}
 
-    assert workflow_restart(workflow_id=wf.pk) == {"restarted": 0}
-    assert workflow_restart(workflow_id=wf2.pk) == {"restarted": 8}
+    assert workflow_restart(workflow_id=wf.pk, actor="operator") == {"restarted": 0}
+    assert workflow_restart(workflow_id=wf2.pk, actor="operator") == {"restarted": 8}
 
     assert set(statuses(wf).values()) == {"finished"}
     assert attempts(wf) == {name: ["finished"] for name in statuses(wf)}
@@ -245,12 +245,14 @@ def test_retry_reruns_failed_jobs_and_unprunes_below_them_but_leaves_cancelled()
     jobs = diamond_chain()
     jobs.append(NewJob(name="lonely", label="e", command="t"))
     wf = workflow_submit(owner=UserFactory(), name="w", jobs=jobs)
-    workflow_cancel(workflow_id=wf.pk, pandaids=[Job.objects.get(workflow=wf, name="lonely").pk])
+    workflow_cancel(
+        actor="operator", workflow_id=wf.pk, pandaids=[Job.objects.get(workflow=wf, name="lonely").pk]
+    )
     drain(wf.pk, queue, _fail({"a2"}))
     assert statuses(wf)["b2"] == "pruned"
     assert statuses(wf)["c"] == "pruned"
 
-    assert workflow_retry(workflow_id=wf.pk) == {"retried": 1, "unpruned": 3}
+    assert workflow_retry(workflow_id=wf.pk, actor="operator") == {"retried": 1, "unpruned": 3}
     drain(wf.pk, queue, _fail(set()))
 
     final = statuses(wf)
@@ -266,7 +268,7 @@ def test_restart_of_one_label_leaves_the_rest() -> None:
     wf = workflow_submit(owner=UserFactory(), name="w", jobs=diamond_chain())
     drain(wf.pk, queue, _fail({"a0", "a1"}))
 
-    assert workflow_restart(workflow_id=wf.pk, labels=["a"]) == {"restarted": 2}
+    assert workflow_restart(workflow_id=wf.pk, actor="operator", labels=["a"]) == {"restarted": 2}
 
     assert statuses(wf)["b0"] == "pruned"
     assert Job.objects.get(workflow=wf, name="a0").jobstatus == "defined"
@@ -285,7 +287,7 @@ def test_cancel_reaches_jobs_in_flight_and_marks_the_workflow() -> None:
     job_transition(pandaid=a0.pk, to="sent", cause="t")
     job_transition(pandaid=a0.pk, to="running", cause="t")
 
-    assert workflow_cancel(workflow_id=wf.pk) == {"cancelled": 8}
+    assert workflow_cancel(workflow_id=wf.pk, actor="operator") == {"cancelled": 8}
 
     assert set(statuses(wf).values()) == {"cancelled"}
     wf.refresh_from_db()
@@ -300,8 +302,8 @@ def test_boost_priority_sets_or_raises_non_final_jobs_only() -> None:
     wf = workflow_submit(owner=UserFactory(), name="w", jobs=diamond_chain(), priority=500)
     run_released(wf.pk, queue, lambda j: "finished" if j.name == "a0" else "failed")
 
-    assert workflow_boost_priority(workflow_id=wf.pk, delta=100)["priority"] == 600
-    assert workflow_boost_priority(workflow_id=wf.pk, priority=1000)["priority"] == 1000
+    assert workflow_boost_priority(workflow_id=wf.pk, actor="operator", delta=100)["priority"] == 600
+    assert workflow_boost_priority(workflow_id=wf.pk, actor="operator", priority=1000)["priority"] == 1000
 
     prios = dict(Job.objects.filter(workflow=wf).values_list("name", "currentpriority"))
     assert prios["a0"] == 500  # finished: untouched
@@ -317,7 +319,7 @@ def test_set_memory_updates_waiting_jobs_and_rebrokers_activated_ones() -> None:
 
     job_transition(pandaid=a0.pk, to="activated", cause="t", fields={"queue_id": queue.name})
 
-    assert jobs_set_memory(workflow_id=wf.pk, memory_mb=12000, labels=["a"]) == {"jobs": 3}
+    assert jobs_set_memory(workflow_id=wf.pk, actor="operator", memory_mb=12000, labels=["a"]) == {"jobs": 3}
 
     a0.refresh_from_db()
     assert (a0.jobstatus, a0.queue_id, a0.request_memory_mb) == ("defined", None, 12000)
@@ -326,14 +328,14 @@ def test_set_memory_updates_waiting_jobs_and_rebrokers_activated_ones() -> None:
     }
     assert Task.objects.get(workflow=wf, label="a").memory_mb == 12000
     with pytest.raises(WorkflowInvalid, match="max_rss_mb of Q_BIG"):
-        jobs_set_memory(workflow_id=wf.pk, memory_mb=64000)
+        jobs_set_memory(workflow_id=wf.pk, actor="operator", memory_mb=64000)
     counters_are_exact(wf)
 
 
 def test_a_big_explicit_job_list_is_kept_as_rows_and_rebuilt_identically(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dispatcher.services import workflows as service
+    from dispatcher.services import submit as service
     from dispatcher.workflows import spec_parse
 
     monkeypatch.setattr(service, "SPEC_INLINE_JOBS", 2)
@@ -377,11 +379,13 @@ def test_selection_by_state_narrows_set_memory_and_restart() -> None:
     drain(wf.pk, queue, _fail({"a1"}))
     assert statuses(wf)["b1"] == "pruned"
 
-    assert jobs_set_memory(workflow_id=wf.pk, memory_mb=9000, jobstatus=["failed"]) == {"jobs": 1}
+    assert jobs_set_memory(workflow_id=wf.pk, actor="operator", memory_mb=9000, jobstatus=["failed"]) == {
+        "jobs": 1
+    }
     memory = dict(Job.objects.filter(workflow=wf).values_list("name", "request_memory_mb"))
     assert memory["a1"] == 9000
     assert memory["b1"] == 2000
-    assert workflow_restart(workflow_id=wf.pk, jobstatus=["pruned"]) == {"restarted": 3}
+    assert workflow_restart(workflow_id=wf.pk, actor="operator", jobstatus=["pruned"]) == {"restarted": 3}
     assert statuses(wf)["a1"] == "failed"
     with pytest.raises(WorkflowInvalid, match="unknown job status 'broken'"):
-        workflow_restart(workflow_id=wf.pk, jobstatus=["broken"])
+        workflow_restart(workflow_id=wf.pk, actor="operator", jobstatus=["broken"])

@@ -87,23 +87,23 @@ def test_pausing_one_label_holds_only_its_task() -> None:
     QueueFactory(name="Q")
     wf = _workflow()
 
-    assert workflow_pause(workflow_id=wf.pk, labels=["c"]) == {"paused_tasks": 1, "held": 0}
+    assert workflow_pause(workflow_id=wf.pk, actor="operator", labels=["c"]) == {"paused_tasks": 1, "held": 0}
 
     assert broker_one_batch(limit=100) == 3
     assert _states(wf)["c"] == "defined"
     assert Workflow.objects.get(pk=wf.pk).status != "paused"
-    assert workflow_resume(workflow_id=wf.pk, labels=["c"]) == {"resumed_tasks": 1}
+    assert workflow_resume(workflow_id=wf.pk, actor="operator", labels=["c"]) == {"resumed_tasks": 1}
     assert broker_one_batch(limit=100) == 1
 
 
 def test_pause_refuses_unknown_labels_and_ended_workflows() -> None:
     wf = _workflow()
     with pytest.raises(WorkflowInvalid, match="no label 'x'") as unknown:
-        workflow_pause(workflow_id=wf.pk, labels=["x"])
+        workflow_pause(workflow_id=wf.pk, actor="operator", labels=["x"])
     assert unknown.value.status_code == 400
-    workflow_cancel(workflow_id=wf.pk)
+    workflow_cancel(workflow_id=wf.pk, actor="operator")
     with pytest.raises(WorkflowInvalid, match="nothing to pause") as ended:
-        workflow_pause(workflow_id=wf.pk)
+        workflow_pause(workflow_id=wf.pk, actor="operator")
     assert ended.value.status_code == 409
     assert not Task.objects.filter(status="paused").exists()
 

@@ -1,4 +1,5 @@
-"""The Celery task around provision_one_round: needs the server URL, runs under a lease."""
+"""The provisioner loop's Celery task (config/loops.py): needs the server URL, runs under the
+loop's lease."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import Any
 
 import pytest
 
+from config.celery import LOOP_TASKS
 from core.leases import lease_acquire
 from harvester.models import Worker
-from harvester.tasks import provision
 from tests.factories import JobFactory, QueueFactory
 
 pytestmark = pytest.mark.django_db
+
+provision = LOOP_TASKS["provisioner"]
 
 
 @pytest.fixture
@@ -47,6 +50,6 @@ def test_the_task_does_nothing_without_a_server_url(harvester_settings: Any) -> 
 
 def test_the_task_yields_when_another_provisioner_holds_the_lease(harvester_settings: Any) -> None:
     JobFactory(jobstatus="activated", queue=QueueFactory(plugin="local"))
-    assert lease_acquire(name="harvester.provision", holder="other-host:1", ttl_s=60)
-    assert provision.apply().get() == 0
+    assert lease_acquire(name="loop:provisioner", holder="other-host:1", ttl_s=60)
+    assert provision.apply().get() is None
     assert not Worker.objects.exists()

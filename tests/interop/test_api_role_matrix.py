@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from core.models import OidcAccount
 from core.services import robot_register, token_create
-from dispatcher.services.workflows import NewJob, workflow_submit
+from dispatcher.services import NewJob, workflow_submit
 from tests.factories import QueueFactory
 from tests.interop.oidc_provider import OidcProvider
 

@@ -1,4 +1,4 @@
-"""campaigns.demo: the embedded run's campaign launches, and its injected failure recovers."""
+"""embedded.demo.campaign: the embedded run's campaign launches, and its injected failure recovers."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import subprocess
 import pytest
 
 from campaigns.advance import campaigns_advance_one_round
-from campaigns.demo import demo_campaign_submit
 from campaigns.models import Group
 from dispatcher.models import Job
+from embedded.demo.campaign import demo_campaign_submit
 
 pytestmark = pytest.mark.django_db
 

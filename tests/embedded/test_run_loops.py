@@ -11,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from core.models import LoopStatus
 from dispatcher.models import Job, Task
 from tests.factories import JobFactory, QueueFactory
 
@@ -29,12 +30,27 @@ def test_run_loops_once_runs_each_selected_loop_and_reports_what_it_did() -> Non
     assert out.getvalue().splitlines()[1].startswith("rollup: ")
     assert Job.objects.get(pk=job.pk).jobstatus == "activated"
     assert Task.objects.get(pk=job.task_id).status == "running"
+    assert dict(LoopStatus.objects.values_list("name", "done"))["brokerage"] == 1
+    assert set(LoopStatus.objects.values_list("name", flat=True)) == {"brokerage", "rollup"}
+
+
+@pytest.mark.django_db
+def test_skipped_loops_are_left_out() -> None:
+    out = io.StringIO()
+
+    call_command("run_loops", "--once", "--skip", "provisioner", "--verbosity", "2", stdout=out)
+
+    ran = [line.split(":")[0] for line in out.getvalue().splitlines()]
+    assert ran == ["brokerage", "watcher", "rollup", "monitor", "campaigns", "janitor"]
+    assert "provisioner" not in set(LoopStatus.objects.values_list("name", flat=True))
 
 
 @pytest.mark.django_db
 def test_an_unknown_loop_name_is_refused() -> None:
     with pytest.raises(CommandError, match="unknown loop"):
         call_command("run_loops", "--once", "--only", "brokerage", "sweeper")
+    with pytest.raises(CommandError, match="unknown loop"):
+        call_command("run_loops", "--once", "--skip", "provisoner")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,6 +1,8 @@
-"""The brokerage loop's one step: released jobs → activated on a queue (docs/architecture.md#loops).
+"""Placing released jobs on queues: the `brokerage` loop's one step (config/loops.py), which feeds
+the pure ranking of `dispatcher.brokerage` from the database and applies its placements.
 
-The loops engineer schedules `broker_one_batch` on Celery under a lease; tests call it directly.
+An out-of-memory retry comes back `defined` with no queue and the raised memory, and lands here on a
+queue whose memory range fits.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def _queue_infos() -> list[QueueInfo]:
     ]
 
 
-def broker_one_batch(*, limit: int = 1000) -> int:
+def broker_one_batch(*, limit: int = 2000) -> int:
     """Activate up to `limit` released jobs (defined, no pending parents, backoff passed) onto
     queues; returns how many were activated.
 

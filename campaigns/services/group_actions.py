@@ -1,311 +1,38 @@
-"""Writes of the campaign manager: create, edit, launch, pause/resume, and the recovery verbs.
-
-Every operator verb is separate, checks its preconditions, can be previewed (`preview=True` checks
-and reports what would happen, writing nothing) and leaves an ActionLog row — refusals included.
-Jobs are created only through `dispatcher.services.workflow_submit` and re-run through the
-dispatcher's `workflow_restart`.
+"""Verbs on a group: submit its next attempt (the advancer's and the recovery verbs' way to make
+jobs), pause and resume it, and the recovery verbs: restart, rescue (a selective re-run, with its
+preview), retry, accept, reject. Jobs are made only through `dispatcher.services.workflow_submit`
+and re-run through `workflow_restart`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-from django.contrib.auth.models import User
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from campaigns.models import (
-    ActionLog,
-    ActionResult,
     AttemptKind,
     Campaign,
     CampaignStatus,
-    CampaignVersion,
     Group,
     GroupAttempt,
     GroupStatus,
     Step,
     StepStatus,
 )
-from campaigns.queries import campaign_dry_run, data_ids_load
 from campaigns.selection import Selection, error_template
-from campaigns.spec import SpecInvalid, config_resolve, downstream_of, jobs_plan, sites_parse, spec_parse
-from campaigns.splitting import SplitError, split
+from campaigns.services.actions import ActionOutcome, ActionRefused, action_run
+from campaigns.services.campaign_actions import campaign_spec
+from campaigns.spec import config_resolve, downstream_of, jobs_plan, sites_parse
 from dispatcher.brokerage import SiteRule
 from dispatcher.models import Job, Workflow
 from dispatcher.retry import ERROR_FIELDS
 from dispatcher.services import NewJob, workflow_pause, workflow_restart, workflow_resume, workflow_submit
 from dispatcher.states import JOB_NON_FINAL, JOB_RESTARTABLE, WORKFLOW_FINAL, JobStatus, WorkflowStatus
 from dispatcher.workflows import LabelSettings
-
-log = logging.getLogger(__name__)
-
-
-class ActionRefused(ValueError):
-    """A verb's precondition failed; the message says which."""
-
-
-@dataclass
-class ActionOutcome:
-    verb: str
-    object_type: str
-    object_id: int
-    preview: bool
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "verb": self.verb,
-            "object_type": self.object_type,
-            "object_id": self.object_id,
-            "preview": self.preview,
-            "message": self.message,
-            **self.details,
-        }
-
-
-def _campaign_of(object_type: str, object_id: int) -> int:
-    if object_type == "campaign":
-        return Campaign.objects.values_list("pk", flat=True).get(pk=object_id)
-    if object_type == "step":
-        return Step.objects.values_list("campaign_id", flat=True).get(pk=object_id)
-    return Group.objects.values_list("campaign_id", flat=True).get(pk=object_id)
-
-
-def _run_action(
-    verb: str,
-    object_type: str,
-    object_id: int,
-    actor: str,
-    params: Mapping[str, Any],
-    preview: bool,
-    body: Callable[[], ActionOutcome],
-) -> ActionOutcome:
-    """Run a verb's body in one transaction and audit it. A refusal is logged in its own transaction
-    (the body's was rolled back) and re-raised; a preview is never logged."""
-    campaign_id = _campaign_of(object_type, object_id)
-    try:
-        with transaction.atomic():
-            outcome = body()
-            if not preview:
-                ActionLog.objects.create(
-                    campaign_id=campaign_id,
-                    actor=actor,
-                    verb=verb,
-                    object_type=object_type,
-                    object_id=object_id,
-                    params=dict(params),
-                    result=ActionResult.OK,
-                    message=outcome.message[:500],
-                )
-    except ActionRefused as exc:
-        if not preview:
-            ActionLog.objects.create(
-                campaign_id=campaign_id,
-                actor=actor,
-                verb=verb,
-                object_type=object_type,
-                object_id=object_id,
-                params=dict(params),
-                result=ActionResult.REFUSED,
-                message=str(exc)[:500],
-            )
-        raise
-    log.info(
-        "%s %s %s:%s%s",
-        actor,
-        verb,
-        object_type,
-        object_id,
-        " (preview)" if preview else "",
-        extra={"event": f"campaign.{verb}", "campaign_id": campaign_id, "preview": preview},
-    )
-    return outcome
-
-
-# --- campaigns ------------------------------------------------------------------------------------
-
-
-@transaction.atomic
-def campaign_create(*, owner: User, spec_yaml: str, comment: str = "") -> Campaign:
-    """A draft campaign with version 1 of its spec. Raises SpecInvalid naming the field."""
-    spec = spec_parse(spec_yaml)
-    if Campaign.objects.filter(name=spec["name"]).exists():
-        raise SpecInvalid(f"a campaign named {spec['name']!r} exists already")
-    campaign = Campaign.objects.create(name=spec["name"], owner=owner)
-    actor = owner.get_username()
-    CampaignVersion.objects.create(
-        campaign=campaign, version=1, spec_yaml=spec_yaml, spec=spec, created_by=actor, comment=comment
-    )
-    ActionLog.objects.create(
-        campaign=campaign,
-        actor=actor,
-        verb="create",
-        object_type="campaign",
-        object_id=campaign.pk,
-        params={"version": 1},
-        result=ActionResult.OK,
-        message=f"created {campaign.name} v1",
-    )
-    return campaign
-
-
-def campaign_spec(campaign: Campaign) -> dict[str, Any]:
-    spec: dict[str, Any] = CampaignVersion.objects.values_list("spec", flat=True).get(
-        campaign=campaign, version=campaign.version
-    )
-    return spec
-
-
-def campaign_edit(*, campaign_id: int, actor: str, spec_yaml: str, comment: str = "") -> ActionOutcome:
-    """A new version of the spec. Allowed while draft or paused; after launch the steps and groups
-    stay as split, and the new version applies to later attempts (retry, rescue)."""
-
-    def body() -> ActionOutcome:
-        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.PAUSED):
-            raise ActionRefused(f"campaign is {campaign.status}; pause it before editing its spec")
-        spec = spec_parse(spec_yaml)
-        old = campaign_spec(campaign)
-        if spec["name"] != campaign.name:
-            raise ActionRefused(
-                f"the spec's name {spec['name']!r} differs from the campaign's {campaign.name!r}"
-            )
-        if campaign.status != CampaignStatus.DRAFT and [s["name"] for s in spec["steps"]] != [
-            s["name"] for s in old["steps"]
-        ]:
-            raise ActionRefused(
-                "a launched campaign keeps its steps; change labels, overrides or resources only"
-            )
-        version = campaign.version + 1
-        CampaignVersion.objects.create(
-            campaign=campaign,
-            version=version,
-            spec_yaml=spec_yaml,
-            spec=spec,
-            created_by=actor,
-            comment=comment,
-        )
-        Campaign.objects.filter(pk=campaign.pk).update(version=version, modified_at=timezone.now())
-        return ActionOutcome(
-            "edit", "campaign", campaign_id, False, f"version {version}", {"version": version}
-        )
-
-    return _run_action("edit", "campaign", campaign_id, actor, {"comment": comment}, False, body)
-
-
-def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    """Split every step into groups and start the campaign; the advancer submits the first step.
-    Refused when the dry run reports errors. The preview is the dry run."""
-
-    def body() -> ActionOutcome:
-        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        if campaign.status != CampaignStatus.DRAFT:
-            raise ActionRefused(f"campaign is {campaign.status}, only a draft can be launched")
-        spec = campaign_spec(campaign)
-        dry = campaign_dry_run(spec, campaign_id=campaign.pk)
-        if dry.errors:
-            raise ActionRefused("dry run failed: " + "; ".join(dry.errors))
-        if preview:
-            return ActionOutcome("launch", "campaign", campaign_id, True, "dry run", dry.as_dict())
-        ids = data_ids_load(spec["data"])
-        groups = 0
-        for position, step_spec in enumerate(spec["steps"]):
-            step = Step.objects.create(
-                campaign=campaign,
-                name=step_spec["name"],
-                position=position,
-                breakpoint=step_spec["breakpoint"],
-                split_rule=step_spec["split"],
-                max_running_groups=step_spec["max_running_groups"],
-            )
-            plans = split(ids, step_spec["split"])
-            Group.objects.bulk_create(
-                [
-                    Group(step=step, campaign=campaign, name=p.name, position=i, data_ids=p.data_ids)
-                    for i, p in enumerate(plans)
-                ],
-                batch_size=1000,
-            )
-            groups += len(plans)
-        Campaign.objects.filter(pk=campaign.pk).update(
-            status=CampaignStatus.RUNNING, launched_at=timezone.now()
-        )
-        return ActionOutcome(
-            "launch",
-            "campaign",
-            campaign_id,
-            False,
-            f"launched: {len(spec['steps'])} steps, {groups} groups",
-            {"dry_run": dry.as_dict()},
-        )
-
-    return _run_action("launch", "campaign", campaign_id, actor, {}, preview, body)
-
-
-def _set_status(
-    model: type[Campaign] | type[Step] | type[Group],
-    object_type: str,
-    verb: str,
-    object_id: int,
-    actor: str,
-    allowed: Mapping[str, str],
-    preview: bool,
-) -> ActionOutcome:
-    """Pause/resume-style verbs: a conditional UPDATE from one of `allowed`'s keys to its value."""
-
-    def body() -> ActionOutcome:
-        current = model.objects.select_for_update().values_list("status", flat=True).get(pk=object_id)
-        if current not in allowed:
-            raise ActionRefused(
-                f"{object_type} is {current}; {verb} needs one of {', '.join(sorted(allowed))}"
-            )
-        target = allowed[current]
-        if not preview:
-            model.objects.filter(pk=object_id, status=current).update(status=target)
-        return ActionOutcome(verb, object_type, object_id, preview, f"{current} -> {target}")
-
-    return _run_action(verb, object_type, object_id, actor, {}, preview, body)
-
-
-def campaign_pause(*, campaign_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    """The advancer leaves a paused campaign alone: no submission, no step change."""
-    return _set_status(Campaign, "campaign", "pause", campaign_id, actor, {"running": "paused"}, preview)
-
-
-def campaign_resume(*, campaign_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    return _set_status(Campaign, "campaign", "resume", campaign_id, actor, {"paused": "running"}, preview)
-
-
-def step_pause(*, step_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    """No new group of a paused step is submitted; groups in flight finish."""
-    allowed = {"waiting": "paused", "running": "paused", "blocked": "paused"}
-    return _set_status(Step, "step", "pause", step_id, actor, allowed, preview)
-
-
-def step_resume(*, step_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    """Back to waiting: the advancer restarts it when it is the campaign's current step."""
-    return _set_status(Step, "step", "resume", step_id, actor, {"paused": "waiting"}, preview)
-
-
-def step_release(*, step_id: int, actor: str, preview: bool = False) -> ActionOutcome:
-    """Open a breakpoint: the blocked step starts."""
-
-    def body() -> ActionOutcome:
-        step = Step.objects.select_for_update().get(pk=step_id)
-        if step.status != StepStatus.BLOCKED:
-            raise ActionRefused(f"step is {step.status}; only a blocked (breakpoint) step can be released")
-        if not preview:
-            Step.objects.filter(pk=step_id).update(status=StepStatus.RUNNING, started_at=timezone.now())
-        return ActionOutcome("release", "step", step_id, preview, "breakpoint released")
-
-    return _run_action("release", "step", step_id, actor, {}, preview, body)
 
 
 def group_pause(*, group_id: int, actor: str, preview: bool = False) -> ActionOutcome:
@@ -327,7 +54,7 @@ def group_pause(*, group_id: int, actor: str, preview: bool = False) -> ActionOu
             "pause", "group", group_id, preview, f"{group.status} -> paused", {"held_jobs": held}
         )
 
-    return _run_action("pause", "group", group_id, actor, {}, preview, body)
+    return action_run("pause", "group", group_id, actor, {}, preview, body)
 
 
 def _group_workflow_pause(group: Group, actor: str) -> int:
@@ -357,7 +84,7 @@ def group_resume(*, group_id: int, actor: str, preview: bool = False) -> ActionO
                 workflow_resume(workflow_id=_current_workflow_id(group), actor=actor)
         return ActionOutcome("resume", "group", group_id, preview, f"paused -> {target}")
 
-    return _run_action("resume", "group", group_id, actor, {}, preview, body)
+    return action_run("resume", "group", group_id, actor, {}, preview, body)
 
 
 # --- groups: submission and the state of an attempt chain -----------------------------------------
@@ -432,7 +159,7 @@ def group_submit(
     return row
 
 
-def _chain_jobs(group: Group) -> list[dict[str, Any]]:
+def group_chain_jobs(group: Group) -> list[dict[str, Any]]:
     """Every job of every attempt of the group, with what a selection and a template need."""
     return list(
         Job.objects.filter(workflow__campaign_attempt__group=group)
@@ -451,7 +178,7 @@ def _chain_jobs(group: Group) -> list[dict[str, Any]]:
     )
 
 
-def _unsucceeded(group: Group, jobs: list[dict[str, Any]], spec: Mapping[str, Any]) -> set[str]:
+def group_unsucceeded(group: Group, jobs: list[dict[str, Any]], spec: Mapping[str, Any]) -> set[str]:
     """Job names of the group's full plan that did not finish in any attempt."""
     config = config_resolve(spec, step=Step.objects.values_list("name", flat=True).get(pk=group.step_id))
     planned = {j["name"] for j in jobs_plan(config, group=group.name, data_ids=group.data_ids, attempt=1)}
@@ -516,7 +243,7 @@ def group_restart(*, group_id: int, actor: str, preview: bool = False) -> Action
         )
         return ActionOutcome("restart", "group", group_id, False, f"restarted {len(rows)} jobs", details)
 
-    return _run_action("restart", "group", group_id, actor, {}, preview, body)
+    return action_run("restart", "group", group_id, actor, {}, preview, body)
 
 
 def rerun_preview(group: Group, selection: Selection) -> dict[str, Any]:
@@ -530,8 +257,8 @@ def rerun_preview(group: Group, selection: Selection) -> dict[str, Any]:
     """
     campaign = Campaign.objects.get(pk=group.campaign_id)
     spec = campaign_spec(campaign)
-    jobs = _chain_jobs(group)
-    unsucceeded = _unsucceeded(group, jobs, spec)
+    jobs = group_chain_jobs(group)
+    unsucceeded = group_unsucceeded(group, jobs, spec)
     latest = {j["name"]: j for j in jobs}  # ordered by pandaid: the last row of a name wins
     failed = [
         j for name, j in sorted(latest.items()) if name in unsucceeded and j["jobstatus"] == JobStatus.FAILED
@@ -628,7 +355,7 @@ def group_rescue(
             details,
         )
 
-    return _run_action("rescue", "group", group_id, actor, params, preview, body)
+    return action_run("rescue", "group", group_id, actor, params, preview, body)
 
 
 def group_retry(*, group_id: int, actor: str, preview: bool = False) -> ActionOutcome:
@@ -657,7 +384,7 @@ def group_retry(*, group_id: int, actor: str, preview: bool = False) -> ActionOu
         details["jobs"] = Job.objects.filter(workflow_id=row.workflow_id).count()
         return ActionOutcome("retry", "group", group_id, False, f"attempt {row.attempt} submitted", details)
 
-    return _run_action("retry", "group", group_id, actor, {}, preview, body)
+    return action_run("retry", "group", group_id, actor, {}, preview, body)
 
 
 def group_accept(*, group_id: int, actor: str, preview: bool = False) -> ActionOutcome:
@@ -667,7 +394,7 @@ def group_accept(*, group_id: int, actor: str, preview: bool = False) -> ActionO
         group = _lock_group(group_id)
         _require_settled(group, {GroupStatus.FAILED}, "accept")
         campaign = Campaign.objects.get(pk=group.campaign_id)
-        missing = sorted(_unsucceeded(group, _chain_jobs(group), campaign_spec(campaign)))
+        missing = sorted(group_unsucceeded(group, group_chain_jobs(group), campaign_spec(campaign)))
         details = {"missing_outputs": len(missing), "missing": missing[:100]}
         if not preview:
             Group.objects.filter(pk=group.pk).update(status=GroupStatus.ACCEPTED, ended_at=timezone.now())
@@ -680,7 +407,7 @@ def group_accept(*, group_id: int, actor: str, preview: bool = False) -> ActionO
             details,
         )
 
-    return _run_action("accept", "group", group_id, actor, {}, preview, body)
+    return action_run("accept", "group", group_id, actor, {}, preview, body)
 
 
 def group_reject(*, group_id: int, actor: str, preview: bool = False) -> ActionOutcome:
@@ -697,29 +424,4 @@ def group_reject(*, group_id: int, actor: str, preview: bool = False) -> ActionO
             Group.objects.filter(pk=group.pk).update(status=GroupStatus.REJECTED, ended_at=timezone.now())
         return ActionOutcome("reject", "group", group_id, preview, f"{group.status} -> rejected")
 
-    return _run_action("reject", "group", group_id, actor, {}, preview, body)
-
-
-__all__ = [
-    "ActionOutcome",
-    "ActionRefused",
-    "SpecInvalid",
-    "SplitError",
-    "campaign_create",
-    "campaign_edit",
-    "campaign_launch",
-    "campaign_pause",
-    "campaign_resume",
-    "group_accept",
-    "group_pause",
-    "group_reject",
-    "group_rescue",
-    "group_restart",
-    "group_resume",
-    "group_retry",
-    "group_submit",
-    "rerun_preview",
-    "step_pause",
-    "step_release",
-    "step_resume",
-]
+    return action_run("reject", "group", group_id, actor, {}, preview, body)

@@ -1,13 +1,14 @@
-"""The embedded run: one command, no services (DESIGN §1).
+"""The embedded run: one command, no services (docs/architecture.md#processes).
 
-Migrates the SQLite database, loads the demo sites and queues, submits a demo workflow, starts the
-web server and whatever loops and pilots the project has, prints the monitor URL and stops
-everything it started on Ctrl-C.
+Migrates the SQLite database, loads the demo sites and queues, submits a demo workflow and a demo
+campaign, starts the web server, the loops (`run_loops`) and local pilots (`run_local_pilots`),
+prints the monitor URL and stops everything it started on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import subprocess
@@ -19,11 +20,13 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management import call_command, get_commands
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from campaigns.demo import demo_campaign_submit
-from dispatcher.demo.workflow import demo_workflow_submit
+from embedded.demo.campaign import demo_campaign_submit
+from embedded.demo.workflow import demo_workflow_submit
+
+DEMO_QUEUES = Path(__file__).resolve().parents[2] / "demo" / "queues.yaml"
 
 
 class Command(BaseCommand):
@@ -48,7 +51,7 @@ class Command(BaseCommand):
         log_path.write_text("", encoding="utf-8")
         # This process's and the children's JSON logs go to one file (appends, so the writers never
         # overwrite each other), and the terminal keeps the banner readable; production processes
-        # log to stdout (DESIGN §8).
+        # log to stdout (docs/architecture.md#errors-and-logs).
         log = log_path.open("a", encoding="utf-8", buffering=1)
         for handler in logging.getLogger().handlers:
             if type(handler) is logging.StreamHandler:
@@ -103,9 +106,7 @@ class Command(BaseCommand):
         the admin password and the banner's demo lines."""
         call_command("migrate", verbosity=0, interactive=False)
         call_command("collectstatic", verbosity=0, interactive=False)
-        call_command(
-            "load_queues", str(Path(settings.BASE_DIR) / "dispatcher" / "demo" / "queues.yaml"), verbosity=0
-        )
+        call_command("load_queues", str(DEMO_QUEUES), verbosity=0)
         password = self._admin_password()
         demo_lines = ""
         if not no_demo:
@@ -151,14 +152,11 @@ class Command(BaseCommand):
                 "--chdir",
                 str(settings.BASE_DIR),
             ],
+            # Every loop but the provisioner, whose embedded form is run_local_pilots: it knows the
+            # web server's URL, serves the local queues every 2 s, and cancels its pilots at exit.
+            [python, manage, "run_loops", "--skip", "provisioner"],
+            [python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"],
         ]
-        available = get_commands()
-        if "run_loops" in available:
-            commands.append([python, manage, "run_loops"])
-        if "run_local_pilots" in available:
-            pilots = [python, manage, "run_local_pilots", "--url", f"http://{host}:{port}"]
-            # Without the loop workers, the provisioner brokers released jobs itself.
-            commands.append(pilots if "run_loops" in available else [*pilots, "--broker"])
         # Each child leads its own process group so Ctrl-C handling stays ours and stop() can end
         # the child's own children too.
         return [
@@ -202,8 +200,6 @@ class Command(BaseCommand):
             time.sleep(0.5)
 
     def _stop(self, children: list[subprocess.Popen[bytes]]) -> None:
-        import os
-
         for child in children:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from campaigns.advance import campaigns_advance_one_round
-from campaigns.demo import demo_campaign_submit
 from campaigns.models import ActionLog, Group
 from campaigns.services import group_restart
 from dispatcher.models import Job, PayloadLog
 from dispatcher.services import broker_one_batch
+from embedded.demo.campaign import demo_campaign_submit
 from tests.ailuro.server import AiluroServer, pilot_token_file, run_pilot
 from tests.factories import QueueFactory
 

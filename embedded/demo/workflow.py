@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth import get_user_model
 
+from dispatcher.models import Workflow
 from dispatcher.services import NewJob, workflow_submit
 
 
-def demo_workflow_submit(*, visits: int = 4, detectors: int = 3) -> Any:
+def demo_workflow_submit(*, visits: int = 4, detectors: int = 3) -> Workflow:
     owner, _ = get_user_model().objects.get_or_create(username="demo")
     jobs: list[NewJob] = []
     for visit in range(visits):

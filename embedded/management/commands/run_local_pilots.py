@@ -2,7 +2,9 @@
 
 By default it serves the queues whose plugin is `local`; `--plugin slurm` (repeatable) takes
 others too, so a small site can run the provisioner as one long-lived process instead of Celery
-beat. SIGTERM / Ctrl-C cancels the workers it manages and exits.
+beat. Each round is a run of the `provisioner` loop of `config/loops.py` with this command's
+configuration: it takes the loop's lease (so it never runs beside a Celery provisioner) and is
+recorded in LoopStatus. SIGTERM / Ctrl-C cancels the workers it manages and exits.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from dispatcher.services import broker_one_batch
-from harvester.provisioning import ProvisionerConfig, provision_one_round, shutdown_workers
+from config.loops import loop_named
+from harvester.provisioning import ProvisionerConfig, shutdown_workers
 
 
 class Command(BaseCommand):
@@ -30,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--broker",
             action="store_true",
-            help="also run a brokerage pass each round (embedded run without the loop workers)",
+            help="also run the brokerage loop each round (when no run_loops or Celery runs it)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -40,8 +42,11 @@ class Command(BaseCommand):
             queues=frozenset(options["queue"]) if options["queue"] else None,
             pilot_heartbeat_s=options["heartbeat"],
         )
+        provisioner = loop_named("provisioner")
+        brokerage = loop_named("brokerage")
         if options["once"]:
-            self.stdout.write(f"{provision_one_round(config=config)} action(s)")
+            done = provisioner.run(config=config)
+            self.stdout.write("lease held elsewhere" if done is None else f"{done} action(s)")
             return
         stop = False
 
@@ -54,8 +59,8 @@ class Command(BaseCommand):
         try:
             while not stop:
                 if options["broker"]:
-                    broker_one_batch(limit=1000)
-                provision_one_round(config=config)
+                    brokerage.run()
+                provisioner.run(config=config)
                 deadline = time.monotonic() + options["period"]
                 while not stop and time.monotonic() < deadline:
                     time.sleep(0.1)

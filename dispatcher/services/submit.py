@@ -1,0 +1,477 @@
+"""Submitting a workflow: validate in memory, then write it in one bulk transaction (tasks per
+label, jobs, edges, files and counters), with COPY on PostgreSQL; and the spec as submitted.
+
+The actions on a submitted workflow are `workflow_actions.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.utils import timezone
+
+from dispatcher.brokerage import SiteRule
+from dispatcher.models import File, Job, JobDependency, Queue, Task, Workflow
+from dispatcher.services.transitions import task_count_deltas_add
+from dispatcher.states import JobStatus
+from dispatcher.workflows import (
+    LabelSettings,
+    NewJob,
+    QueueLimits,
+    WorkflowInvalid,
+    dag_check_queues,
+    dag_cluster,
+    dag_find_cycle,
+    dag_validate,
+    spec_from_jobs,
+    spec_parse,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _cap(key: str, default: int) -> int:
+    return int(settings.AILURO.get(key, default))
+
+
+def max_dag_jobs() -> int:
+    return _cap("MAX_DAG_JOBS", 200_000)
+
+
+def max_dag_edges() -> int:
+    # Rubin gathers make edges outnumber jobs; ten per job allowed by default.
+    return _cap("MAX_DAG_EDGES", 10 * max_dag_jobs())
+
+
+def task_chunk_size() -> int:
+    return _cap("TASK_CHUNK_SIZE", 30_000)
+
+
+def queue_limits() -> list[QueueLimits]:
+    """Every queue's static limits: a job no queue can run is refused at submission (offline
+    queues count, since they come back)."""
+    return [
+        QueueLimits(
+            name=q["name"],
+            max_rss_mb=q["max_rss_mb"],
+            max_cores=q["max_cores"],
+            max_walltime_s=q["max_walltime_s"],
+            max_disk_mb=q["max_disk_mb"],
+            site=q["site__name"],
+        )
+        for q in Queue.objects.values(
+            "name", "max_rss_mb", "max_cores", "max_walltime_s", "max_disk_mb", "site__name"
+        )
+    ]
+
+
+def workflow_validate(
+    jobs: Sequence[NewJob],
+    *,
+    cluster: Mapping[str, int] | None = None,
+    check_queues: bool = True,
+    sites: Mapping[str, SiteRule] | None = None,
+) -> list[NewJob]:
+    """All-or-nothing checks before any write; returns the nodes to write (clustered if asked).
+
+    1. Caps, names, dependencies and cycles of the DAG as given (`dag_validate`).
+    2. Every request fits some queue its label's `sites` allow (reads the queue table, writes
+       nothing).
+    3. Clustering, and the cycle check again on the clustered graph.
+    """
+    dag_validate(jobs, max_jobs=max_dag_jobs(), max_edges=max_dag_edges())
+    if check_queues:
+        dag_check_queues(jobs, queue_limits(), sites)
+    if not cluster:
+        return list(jobs)
+    clustered = dag_cluster(jobs, cluster)
+    loop = dag_find_cycle({job.name: job.parents for job in clustered})
+    if loop:
+        raise WorkflowInvalid("clustering makes a dependency cycle: " + " -> ".join(loop), field="cluster")
+    return clustered
+
+
+# Above this many explicit jobs, a spec's job list is not copied into Workflow.spec: the job rows
+# and edges hold the same nodes, and `workflow_spec_explicit` rebuilds the list from them. Storing a
+# 25 MB list as JSONB would cost more than writing the 100,000 rows themselves.
+SPEC_INLINE_JOBS = 5_000
+JOBS_FROM_ROWS = "jobs_from_rows"
+
+
+def workflow_submit_spec(
+    *,
+    owner: User,
+    spec: Mapping[str, Any],
+    name: str | None = None,
+    workflow_fields: Mapping[str, Any] | None = None,
+) -> Workflow:
+    """Parse a loaded spec (`spec_load`) and submit it; the spec is kept on the workflow (big
+    explicit job lists as rows, see SPEC_INLINE_JOBS). `workflow_fields` as for `workflow_submit`."""
+    parsed = spec_parse(spec, max_jobs=max_dag_jobs(), max_edges=max_dag_edges())
+    stored: Mapping[str, Any] = spec
+    jobs_listed = spec.get("jobs") or []
+    if len(jobs_listed) > SPEC_INLINE_JOBS and not parsed.cluster:
+        stored = {**{k: v for k, v in spec.items() if k != "jobs"}, JOBS_FROM_ROWS: len(jobs_listed)}
+    return workflow_submit(
+        owner=owner,
+        name=name or parsed.name,
+        jobs=parsed.jobs,
+        priority=parsed.priority,
+        spec=stored,
+        labels=parsed.labels,
+        cluster=parsed.cluster,
+        workflow_fields=workflow_fields,
+    )
+
+
+def workflow_spec_explicit(workflow: Workflow) -> dict[str, Any]:
+    """The workflow's spec as submitted; a job list kept as rows is rebuilt in the explicit form
+    (the same nodes, in submission order, with their dependencies and files)."""
+    spec = dict(workflow.spec)
+    if JOBS_FROM_ROWS not in spec:
+        return spec
+    del spec[JOBS_FROM_ROWS]
+    names: dict[int, str] = {}
+    parents: dict[int, list[str]] = {}
+    files: dict[int, list[dict[str, Any]]] = {}
+    edges = (
+        JobDependency.objects.filter(child__workflow=workflow)
+        .order_by("id")
+        .values_list("parent_id", "child_id")
+    )
+    rows = (
+        Job.objects.filter(workflow=workflow)
+        .order_by("pandaid")
+        .values_list(
+            "pandaid",
+            "name",
+            "label",
+            "command",
+            "request_memory_mb",
+            "request_cores",
+            "request_walltime_s",
+            "request_disk_mb",
+            "environment",
+            "container_image",
+            "data_id",
+        )
+    )
+    listed = list(rows.iterator(chunk_size=10_000))
+    names = {row[0]: row[1] for row in listed}
+    for parent, child in edges.iterator(chunk_size=50_000):
+        parents.setdefault(child, []).append(names[parent])
+    file_columns = ("lfn", "role", "dataset", "scope", "guid", "size", "checksum", "location")
+    for job_id, *values in File.objects.filter(job__workflow=workflow).values_list("job_id", *file_columns):
+        entry = {k: v for k, v in zip(file_columns, values, strict=True) if v not in ("", None)}
+        files.setdefault(job_id, []).append(entry)
+    jobs = [
+        NewJob(
+            name, label, command, parents.get(pk, []), memory, cores, walltime, disk, None, env, image, data_id,
+            files.get(pk, []),
+        )
+        for pk, name, label, command, memory, cores, walltime, disk, env, image, data_id in listed
+    ]  # fmt: skip
+    spec["jobs"] = spec_from_jobs(name=workflow.name, jobs=jobs)["jobs"]
+    return spec
+
+
+def workflow_submit(
+    *,
+    owner: User,
+    name: str,
+    jobs: Sequence[NewJob],
+    priority: int = 500,
+    spec: Mapping[str, Any] | None = None,
+    labels: Mapping[str, LabelSettings] | None = None,
+    cluster: Mapping[str, int] | None = None,
+    check_queues: bool = True,
+    workflow_fields: Mapping[str, Any] | None = None,
+) -> Workflow:
+    """Validate and write a workflow: tasks per label (chunked), jobs, edges, files and counters.
+
+    `workflow_fields` are further Workflow columns set at creation (a campaign sets its group and
+    attempt number this way). Returns the Workflow. Jobs start `defined` with `pending_parents` set; brokerage releases those
+    with none pending. Everything is checked in memory first; the writes are one transaction, with
+    COPY on PostgreSQL (`_jobs_write`).
+    """
+    sites = {label: s.sites for label, s in (labels or {}).items() if s.sites}
+    nodes = workflow_validate(jobs, cluster=cluster, check_queues=check_queues, sites=sites)
+    with transaction.atomic():
+        workflow = Workflow.objects.create(
+            name=name, owner=owner, priority=priority, spec=dict(spec or {}), **dict(workflow_fields or {})
+        )
+        task_of = _tasks_create(workflow, nodes, labels or {}, owner.username, priority)
+        ids = _jobs_write(workflow, nodes, task_of, owner.username, priority)
+        _edges_write(nodes, ids)
+        _files_write(nodes, ids)
+        per_task = Counter(task_of[job.name] for job in nodes)
+        task_count_deltas_add({(task_id, JobStatus.DEFINED): n for task_id, n in per_task.items()})
+    log.info(
+        "workflow %s submitted: %d jobs in %d tasks",
+        workflow.pk,
+        len(nodes),
+        len(per_task),
+        extra={"event": "workflow.submit", "workflow_id": workflow.pk, "jobs": len(nodes)},
+    )
+    return workflow
+
+
+def _tasks_create(
+    workflow: Workflow,
+    nodes: Sequence[NewJob],
+    labels: Mapping[str, LabelSettings],
+    username: str,
+    priority: int,
+) -> dict[str, int]:
+    """One task per label, split evenly into ceil(n / chunk size) tasks above the chunk size (as
+    ctrl_bps_panda does); returns job name → jeditaskid."""
+    by_label: dict[str, list[NewJob]] = {}
+    for job in nodes:
+        by_label.setdefault(job.label, []).append(job)
+    chunk = task_chunk_size()
+    default_attempts = int(settings.AILURO.get("DEFAULT_MAX_ATTEMPTS", 3))
+    rows: list[Task] = []
+    members: list[list[NewJob]] = []
+    for label, jobs in by_label.items():
+        first = jobs[0]
+        s = labels.get(label) or LabelSettings(
+            memory_mb=first.memory_mb, cores=first.cores, walltime_s=first.walltime_s, disk_mb=first.disk_mb
+        )
+        n_chunks = max(1, math.ceil(len(jobs) / chunk))
+        per = math.ceil(len(jobs) / n_chunks)
+        for k in range(n_chunks):
+            part = jobs[k * per : (k + 1) * per]
+            if not part:
+                continue
+            members.append(part)
+            rows.append(
+                Task(
+                    workflow=workflow,
+                    label=label,
+                    chunk=k,
+                    name=f"{workflow.name}/{label}" + (f"/{k}" if n_chunks > 1 else ""),
+                    username=username,
+                    priority=priority,
+                    max_attempts=s.max_attempts or default_attempts,
+                    memory_mb=s.memory_mb,
+                    max_memory_mb=max(s.memory_mb, 64000),
+                    cores=s.cores,
+                    walltime_s=s.walltime_s,
+                    disk_mb=s.disk_mb,
+                    retry_policy=dict(s.retry_policy),
+                    included_sites=list(s.sites.include),
+                    excluded_sites=list(s.sites.exclude),
+                )
+            )
+    Task.objects.bulk_create(rows)
+    return {job.name: task.jeditaskid for task, part in zip(rows, members, strict=True) for job in part}
+
+
+# The columns a submission sets per job, in the order `_job_row` returns them.
+_JOB_COLUMNS = (
+    "jeditaskid",
+    "workflow_id",
+    "name",
+    "label",
+    "data_id",
+    "produsername",
+    "currentpriority",
+    "pending_parents",
+    "command",
+    "environment",
+    "container_image",
+    "request_memory_mb",
+    "request_cores",
+    "request_walltime_s",
+    "request_disk_mb",
+)
+
+
+def _job_row(job: NewJob, task_id: int, workflow_id: int, username: str, priority: int) -> tuple[Any, ...]:
+    return (
+        task_id,
+        workflow_id,
+        job.name,
+        job.label,
+        dict(job.data_id or {}),
+        username,
+        job.priority if job.priority is not None else priority,
+        len(job.parents),
+        job.command,
+        dict(job.environment or {}),
+        job.container_image,
+        job.memory_mb,
+        job.cores,
+        job.walltime_s,
+        job.disk_mb,
+    )
+
+
+def _jobs_write(
+    workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
+) -> dict[str, int]:
+    """Insert the job rows; returns job name → pandaid. One function per database vendor."""
+    if connection.vendor == "postgresql":
+        return _jobs_copy(workflow, nodes, task_of, username, priority)
+    now = timezone.now()
+    rows = []
+    for job in nodes:
+        values = dict(
+            zip(_JOB_COLUMNS, _job_row(job, task_of[job.name], workflow.pk, username, priority), strict=True)
+        )
+        values["task_id"] = values.pop("jeditaskid")
+        rows.append(Job(**values, statechangetime=now))
+    Job.objects.bulk_create(rows, batch_size=2000)
+    return {row.name: row.pandaid for row in rows}
+
+
+# A new job was created and entered `defined` now: the monitor's time windows (statechangetime,
+# PanDA's modificationtime) must show it from the start, not only after its first transition.
+_STAMPED_AT_SUBMISSION = frozenset({"creationtime", "statechangetime"})
+
+# COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
+_COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _copy_text(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict | list):
+        return _JSON(value).translate(_COPY_ESCAPE)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value).translate(_COPY_ESCAPE)
+
+
+def _jobs_copy(
+    workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
+) -> dict[str, int]:
+    """PostgreSQL: reserve pandaids from the identity sequence, then COPY the rows as text.
+
+    Raw SQL because COPY is the one way to load 100,000 rows in about a second (docs/architecture.md#hot-paths).
+    Every column is sent, since Django keeps defaults in Python, not in the table; the columns the
+    submission does not set are one precomputed suffix shared by every line, so a row costs one
+    string join.
+    """
+    now = timezone.now()
+    set_here = {"pandaid", *_JOB_COLUMNS}
+    constants = [f for f in Job._meta.concrete_fields if f.column not in set_here]
+    suffix = "\t".join(
+        _copy_text(now if f.attname in _STAMPED_AT_SUBMISSION else f.get_default()) for f in constants
+    )
+    columns = ", ".join(f'"{c}"' for c in ("pandaid", *_JOB_COLUMNS, *(f.column for f in constants)))
+    escape = _COPY_ESCAPE
+    user_text = username.translate(escape)
+    workflow_text = str(workflow.pk)
+    json_cache: dict[int, str] = {}
+
+    def json_text(value: Mapping[str, Any] | None) -> str:
+        if not value:
+            return "{}"
+        key = id(value)
+        cached = json_cache.get(key)
+        if cached is None:
+            cached = _JSON(value).translate(escape)
+            json_cache[key] = cached
+        return cached
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('dispatcher_job', 'pandaid')) FROM generate_series(1, %s)",
+            [len(nodes)],
+        )
+        pandaids = sorted(row[0] for row in cursor.fetchall())
+        raw_cursor: Any = cursor.cursor
+        with raw_cursor.copy(f"COPY dispatcher_job ({columns}) FROM STDIN") as copy:
+            lines: list[str] = []
+            for job, pandaid in zip(nodes, pandaids, strict=True):
+                lines.append(
+                    "\t".join(
+                        (
+                            str(pandaid),
+                            str(task_of[job.name]),
+                            workflow_text,
+                            job.name.translate(escape),
+                            job.label.translate(escape),
+                            _JSON(job.data_id).translate(escape) if job.data_id else "{}",
+                            user_text,
+                            str(job.priority if job.priority is not None else priority),
+                            str(len(job.parents)),
+                            job.command.translate(escape),
+                            json_text(job.environment),
+                            job.container_image.translate(escape),
+                            str(job.memory_mb),
+                            str(job.cores),
+                            str(job.walltime_s),
+                            str(job.disk_mb),
+                            suffix,
+                        )
+                    )
+                )
+                if len(lines) >= 5000:
+                    copy.write("\n".join(lines) + "\n")
+                    lines.clear()
+            if lines:
+                copy.write("\n".join(lines) + "\n")
+    return {job.name: pandaid for job, pandaid in zip(nodes, pandaids, strict=True)}
+
+
+def _edges_write(nodes: Sequence[NewJob], ids: Mapping[str, int]) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            raw_cursor: Any = cursor.cursor
+            with raw_cursor.copy("COPY dispatcher_jobdependency (parent_id, child_id) FROM STDIN") as copy:
+                lines: list[str] = []
+                for job in nodes:
+                    if not job.parents:
+                        continue
+                    child = str(ids[job.name])
+                    lines.extend(f"{ids[parent]}\t{child}" for parent in job.parents)
+                    if len(lines) >= 20000:
+                        copy.write("\n".join(lines) + "\n")
+                        lines.clear()
+                if lines:
+                    copy.write("\n".join(lines) + "\n")
+        return
+    JobDependency.objects.bulk_create(
+        [
+            JobDependency(parent_id=ids[parent], child_id=ids[job.name])
+            for job in nodes
+            for parent in job.parents
+        ],
+        batch_size=5000,
+    )
+
+
+def _files_write(nodes: Sequence[NewJob], ids: Mapping[str, int]) -> None:
+    rows = [
+        File(
+            job_id=ids[job.name],
+            lfn=f["lfn"],
+            role=f.get("role", "input"),
+            dataset=f.get("dataset", ""),
+            scope=f.get("scope", ""),
+            guid=f.get("guid", ""),
+            size=f.get("size"),
+            checksum=f.get("checksum", ""),
+            location=f.get("location", ""),
+        )
+        for job in nodes
+        for f in job.files
+    ]
+    if rows:
+        File.objects.bulk_create(rows, batch_size=5000)

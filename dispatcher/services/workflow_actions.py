@@ -1,0 +1,409 @@
+"""Actions on a submitted workflow: cancel, pause, resume, restart, retry, boost priority, set
+memory. Each locks the workflow row first, so two actions on one workflow never interleave.
+
+Status changes go through `jobs_transition_bulk`; the other columns (priority, memory,
+pending_parents) are set-based UPDATEs. Access checks are the callers' (`dispatcher.access`);
+`actor` is the name of who acts, for the jobs' state-change causes and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from dispatcher.models import Job, Task, Workflow
+from dispatcher.queries import job_descendants, task_site_rules
+from dispatcher.services.submit import queue_limits
+from dispatcher.services.transitions import jobs_transition_bulk
+from dispatcher.states import JOB_NON_FINAL, TASK_FINAL, JobStatus, TaskStatus, WorkflowStatus
+from dispatcher.workflows import NewJob, WorkflowInvalid, dag_check_queues
+
+log = logging.getLogger(__name__)
+
+# Columns of the previous attempt cleared when a job runs again (its history is in JobAttempt).
+_RERUN_RESET: dict[str, Any] = {
+    "queue_id": None,
+    "resource_type": "",
+    "pilot_id": "",
+    "worker_id": None,
+    "batch_id": "",
+    "node": "",
+    "lease": "",
+    "cpu_time_s": None,
+    "max_rss_kb": None,
+    "max_pss_kb": None,
+    "actual_cores": None,
+    "piloterrorcode": 0,
+    "piloterrordiag": "",
+    "exeerrorcode": 0,
+    "exeerrordiag": "",
+    "transexitcode": 0,
+    "ddmerrorcode": 0,
+    "ddmerrordiag": "",
+    "jobdispatchererrorcode": 0,
+    "jobdispatchererrordiag": "",
+    "superrorcode": 0,
+    "superrordiag": "",
+    "taskbuffererrorcode": 0,
+    "taskbuffererrordiag": "",
+    "brokerageerrorcode": 0,
+    "brokerageerrordiag": "",
+    "dispatched_at": None,
+    "starttime": None,
+    "endtime": None,
+    "heartbeat_at": None,
+    "retry_after": None,
+}
+
+
+def _selection(
+    workflow_id: int,
+    labels: Sequence[str] | None,
+    pandaids: Sequence[int] | None,
+    jobstatus: Sequence[str] | None = None,
+) -> Q:
+    """The jobs of a workflow an action applies to; each given part narrows it."""
+    where = Q(workflow_id=workflow_id)
+    if labels:
+        where &= Q(label__in=list(labels))
+    if pandaids:
+        where &= Q(pandaid__in=list(pandaids))
+    if jobstatus:
+        unknown = sorted(set(jobstatus) - set(JobStatus.values))
+        if unknown:
+            raise WorkflowInvalid(f"unknown job status {unknown[0]!r}", field="jobstatus")
+        where &= Q(jobstatus__in=list(jobstatus))
+    return where
+
+
+@transaction.atomic
+def workflow_cancel(
+    *,
+    workflow_id: int,
+    actor: str,
+    labels: Sequence[str] | None = None,
+    pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
+) -> dict[str, int]:
+    """Cancel every non-final job of the workflow (or of the selected labels / jobs).
+
+    Jobs in flight are cancelled too: their pilot learns it at its next heartbeat. Without a
+    selection the workflow itself is marked cancelled. Returns {"cancelled": n}.
+    """
+    _workflow_lock(workflow_id)
+    where = _selection(workflow_id, labels, pandaids, jobstatus)
+    cause = f"cancelled by {actor}"
+    total = 0
+    for source in sorted(JOB_NON_FINAL):
+        total += len(jobs_transition_bulk(source=source, to=JobStatus.CANCELLED, cause=cause, where=where))
+    now = timezone.now()
+    if not labels and not pandaids and not jobstatus:
+        Workflow.objects.filter(pk=workflow_id).update(
+            status=WorkflowStatus.CANCELLED, ended_at=now, modified_at=now
+        )
+        Task.objects.filter(workflow_id=workflow_id).exclude(
+            status__in=[TaskStatus.DONE, TaskStatus.FINISHED, TaskStatus.FAILED]
+        ).update(status=TaskStatus.ABORTED, ended_at=now, modified_at=now)
+    _action_log("workflow.cancel", workflow_id, actor, cancelled=total)
+    return {"cancelled": total}
+
+
+@transaction.atomic
+def workflow_pause(*, workflow_id: int, actor: str, labels: Sequence[str] | None = None) -> dict[str, int]:
+    """Hold a workflow's tasks (or the selected labels' tasks), as JEDI's pauseTask.
+
+    1. Non-final tasks of the selection become `paused`; without a selection the workflow too.
+    2. Their activated jobs go back to `defined` (a pilot can no longer get them); brokerage skips
+       the jobs of paused tasks, so neither they nor children released meanwhile are placed.
+    3. Jobs already dispatched run on and report as usual.
+    Returns {"paused_tasks": n, "held": jobs taken back from their queues}; a final workflow is a
+    409.
+    """
+    _workflow_lock(workflow_id)
+    tasks = _tasks_selected(workflow_id, labels, "pause")
+    now = timezone.now()
+    paused = tasks.exclude(status=TaskStatus.PAUSED).update(status=TaskStatus.PAUSED, modified_at=now)
+    held = jobs_transition_bulk(
+        source=JobStatus.ACTIVATED,
+        to=JobStatus.DEFINED,
+        cause=f"paused by {actor}",
+        where=Q(workflow_id=workflow_id, task__in=tasks),
+        fields={"queue_id": None},
+    )
+    if not labels:
+        Workflow.objects.filter(pk=workflow_id).update(status=WorkflowStatus.PAUSED, modified_at=now)
+    _action_log("workflow.pause", workflow_id, actor, paused_tasks=paused, held=len(held))
+    return {"paused_tasks": paused, "held": len(held)}
+
+
+@transaction.atomic
+def workflow_resume(*, workflow_id: int, actor: str, labels: Sequence[str] | None = None) -> dict[str, int]:
+    """Release what `workflow_pause` held: the paused tasks (of the selection) run again and their
+    jobs go back to brokerage; the rollup derives each task's and the workflow's state from its
+    counts. Returns {"resumed_tasks": n}."""
+    _workflow_lock(workflow_id)
+    tasks = _tasks_selected(workflow_id, labels, "resume").filter(status=TaskStatus.PAUSED)
+    now = timezone.now()
+    resumed = tasks.update(status=TaskStatus.RUNNING, modified_at=now)
+    still_paused = Task.objects.filter(workflow_id=workflow_id, status=TaskStatus.PAUSED).exists()
+    if not still_paused:
+        Workflow.objects.filter(pk=workflow_id, status=WorkflowStatus.PAUSED).update(
+            status=WorkflowStatus.RUNNING, modified_at=now
+        )
+    _action_log("workflow.resume", workflow_id, actor, resumed_tasks=resumed)
+    return {"resumed_tasks": resumed}
+
+
+def _tasks_selected(workflow_id: int, labels: Sequence[str] | None, verb: str) -> QuerySet[Task]:
+    """The non-final tasks of the workflow (of `labels`); refuses labels the workflow lacks and a
+    workflow with nothing left to act on (409)."""
+    tasks = Task.objects.filter(workflow_id=workflow_id)
+    if labels:
+        unknown = sorted(set(labels) - set(tasks.values_list("label", flat=True)))
+        if unknown:
+            raise WorkflowInvalid(f"workflow {workflow_id} has no label {unknown[0]!r}", field="labels")
+        tasks = tasks.filter(label__in=list(labels))
+    tasks = tasks.exclude(status__in=list(TASK_FINAL))
+    if not tasks.exists():
+        raise WorkflowInvalid(f"nothing to {verb}: every selected task has ended", status_code=409)
+    return tasks
+
+
+@transaction.atomic
+def workflow_restart(
+    *,
+    workflow_id: int,
+    actor: str,
+    labels: Sequence[str] | None = None,
+    pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
+) -> dict[str, int]:
+    """Run failed, cancelled and pruned jobs again; finished jobs never re-run.
+
+    1. Move the selected failed / cancelled / pruned jobs back to `defined` (attempt number + 1
+       when their last attempt was dispatched), clearing the previous attempt's columns.
+    2. Recompute `pending_parents` of the restarted jobs from their parents' states, so jobs
+       whose parents all finished are released at once and the rest wait.
+    3. Reopen the workflow and the touched tasks. Returns {"restarted": n}.
+    """
+    _workflow_lock(workflow_id)
+    where = _selection(workflow_id, labels, pandaids, jobstatus)
+    ids = _jobs_rerun(
+        where,
+        sources=(JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED),
+        cause=f"restarted by {actor}",
+    )
+    _workflow_reopen(workflow_id, ids)
+    _action_log("workflow.restart", workflow_id, actor, restarted=len(ids))
+    return {"restarted": len(ids)}
+
+
+@transaction.atomic
+def workflow_retry(
+    *,
+    workflow_id: int,
+    actor: str,
+    labels: Sequence[str] | None = None,
+    pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
+) -> dict[str, int]:
+    """Retry the failed jobs (of the selection) and the jobs pruned because of them.
+
+    Unlike restart, cancelled jobs stay cancelled. The pruned descendants are found by walking
+    down the edges through pruned jobs only (a recursive CTE), then everything goes through the
+    same re-run as restart. Returns {"retried": failed, "unpruned": pruned}.
+    """
+    _workflow_lock(workflow_id)
+    failed = list(
+        Job.objects.filter(
+            _selection(workflow_id, labels, pandaids, jobstatus), jobstatus=JobStatus.FAILED
+        ).values_list("pandaid", flat=True)
+    )
+    pruned = job_descendants(failed, jobstatus=JobStatus.PRUNED)
+    cause = f"retried by {actor}"
+    ids = _jobs_rerun(Q(pandaid__in=failed), sources=(JobStatus.FAILED,), cause=cause)
+    ids += _jobs_rerun(Q(pandaid__in=pruned), sources=(JobStatus.PRUNED,), cause=cause)
+    _workflow_reopen(workflow_id, ids)
+    _action_log("workflow.retry", workflow_id, actor, retried=len(failed), unpruned=len(pruned))
+    return {"retried": len(failed), "unpruned": len(pruned)}
+
+
+def _jobs_rerun(where: Q, *, sources: Iterable[str], cause: str) -> list[int]:
+    """Move the selected jobs in `sources` to `defined`, one bulk transition per (state, attempt,
+    dispatched) group; the attempt number goes up only when the last attempt was handed out."""
+    ids: list[int] = []
+    for source in sources:
+        groups = (
+            Job.objects.filter(where, jobstatus=source)
+            .order_by()
+            .annotate(never=ExpressionWrapper(Q(dispatched_at__isnull=True), output_field=BooleanField()))
+            .values_list("attemptnr", "never")
+            .distinct()
+        )
+        for attemptnr, never_dispatched in sorted(set(groups)):
+            new_attempt = attemptnr if never_dispatched else attemptnr + 1
+            ids += jobs_transition_bulk(
+                source=source,
+                to=JobStatus.DEFINED,
+                cause=cause,
+                where=where & Q(attemptnr=attemptnr, dispatched_at__isnull=never_dispatched),
+                fields={**_RERUN_RESET, "attemptnr": new_attempt},
+            )
+    _pending_parents_recompute(ids)
+    return ids
+
+
+def _pending_parents_recompute(pandaids: Sequence[int]) -> None:
+    """pending_parents := parents not finished, for the given jobs (set-based, batched)."""
+    for start in range(0, len(pandaids), 5000):
+        batch = list(pandaids[start : start + 5000])
+        placeholders = ", ".join(["%s"] * len(batch))
+        sql = f"""
+            UPDATE dispatcher_job SET pending_parents = (
+                SELECT COUNT(*) FROM dispatcher_jobdependency d
+                JOIN dispatcher_job p ON p.pandaid = d.parent_id
+                WHERE d.child_id = dispatcher_job.pandaid AND p.jobstatus <> 'finished'
+            )
+            WHERE pandaid IN ({placeholders})
+        """  # noqa: S608  (only placeholders are interpolated)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, batch)
+
+
+def _workflow_reopen(workflow_id: int, pandaids: Sequence[int]) -> None:
+    if not pandaids:
+        return
+    now = timezone.now()
+    Workflow.objects.filter(pk=workflow_id).update(
+        status=WorkflowStatus.RUNNING, ended_at=None, modified_at=now
+    )
+    task_ids = set()
+    for start in range(0, len(pandaids), 5000):
+        task_ids |= set(
+            Job.objects.filter(pandaid__in=pandaids[start : start + 5000]).values_list("task_id", flat=True)
+        )
+    Task.objects.filter(jeditaskid__in=task_ids).update(
+        status=TaskStatus.RUNNING, ended_at=None, modified_at=now
+    )
+
+
+def _workflow_lock(workflow_id: int) -> None:
+    """Serialise actions on one workflow (a cancel racing a restart would interleave otherwise)."""
+    if not Workflow.objects.select_for_update().filter(pk=workflow_id).exists():
+        raise Workflow.DoesNotExist(f"no workflow {workflow_id}")
+
+
+@transaction.atomic
+def workflow_boost_priority(
+    *,
+    workflow_id: int,
+    priority: int | None = None,
+    delta: int | None = None,
+    actor: str,
+) -> dict[str, int]:
+    """Set (`priority`) or raise (`delta`) the priority of the workflow, its tasks and its
+    non-final jobs; brokerage and dispatch order by `currentpriority`. Returns {"jobs": n,
+    "priority": new workflow priority}."""
+    if (priority is None) == (delta is None):
+        raise WorkflowInvalid("give either priority or delta", field="priority")
+    _workflow_lock(workflow_id)
+    now = timezone.now()
+    jobs = Job.objects.filter(workflow_id=workflow_id, jobstatus__in=sorted(JOB_NON_FINAL))
+    if priority is not None:
+        Workflow.objects.filter(pk=workflow_id).update(priority=priority, modified_at=now)
+        Task.objects.filter(workflow_id=workflow_id).update(priority=priority, modified_at=now)
+        n = jobs.update(currentpriority=priority)
+    else:
+        Workflow.objects.filter(pk=workflow_id).update(priority=F("priority") + delta, modified_at=now)
+        Task.objects.filter(workflow_id=workflow_id).update(priority=F("priority") + delta, modified_at=now)
+        n = jobs.update(currentpriority=F("currentpriority") + delta)
+    new = Workflow.objects.values_list("priority", flat=True).get(pk=workflow_id)
+    _action_log("workflow.boost_priority", workflow_id, actor, jobs=n, priority=new)
+    return {"jobs": n, "priority": new}
+
+
+# States whose memory request may change: not yet dispatched, or final and restartable.
+_MEMORY_SETTABLE = (
+    JobStatus.DEFINED,
+    JobStatus.ACTIVATED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+    JobStatus.PRUNED,
+)
+
+
+@transaction.atomic
+def jobs_set_memory(
+    *,
+    workflow_id: int,
+    memory_mb: int,
+    labels: Sequence[str] | None = None,
+    pandaids: Sequence[int] | None = None,
+    jobstatus: Sequence[str] | None = None,
+    actor: str,
+) -> dict[str, int]:
+    """Set the memory request of the selected jobs that are not in flight or finished.
+
+    1. Refuse a request no queue can satisfy for the selection's cores, walltime and disk (within
+       each label's site constraints).
+    2. Activated jobs go back to `defined` without a queue, so brokerage places them again on a
+       queue that fits; defined and restartable final jobs are updated in place.
+    3. With labels and no job selection, the labels' tasks take the new default too.
+    Returns {"jobs": n}.
+    """
+    if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < 1:
+        raise WorkflowInvalid(f"memory_mb must be a positive integer, got {memory_mb!r}", field="memory_mb")
+    _workflow_lock(workflow_id)
+    where = _selection(workflow_id, labels, pandaids, jobstatus) & Q(jobstatus__in=_MEMORY_SETTABLE)
+    shapes = (
+        Job.objects.filter(where)
+        .order_by()
+        .values_list("label", "request_cores", "request_walltime_s", "request_disk_mb", "name")
+    )
+    probes: dict[tuple[str, int, int, int], str] = {}
+    for label, cores, walltime, disk, name in shapes.iterator():
+        probes.setdefault((label, cores, walltime, disk), name)
+    dag_check_queues(
+        [
+            NewJob(name=name, label=lb, command="", memory_mb=memory_mb, cores=c, walltime_s=w, disk_mb=d)
+            for (lb, c, w, d), name in probes.items()
+        ],
+        queue_limits(),
+        {label: rule for _, label, rule in task_site_rules(Task.objects.filter(workflow_id=workflow_id))},
+    )
+    # In-place first: the activated jobs moved back below would otherwise be counted twice.
+    n = Job.objects.filter(where).exclude(jobstatus=JobStatus.ACTIVATED).update(request_memory_mb=memory_mb)
+    n += len(
+        jobs_transition_bulk(
+            source=JobStatus.ACTIVATED,
+            to=JobStatus.DEFINED,
+            cause=f"memory set to {memory_mb} MB by {actor}",
+            where=where,
+            fields={"queue_id": None, "request_memory_mb": memory_mb},
+        )
+    )
+    if labels and not pandaids and not jobstatus:
+        Task.objects.filter(workflow_id=workflow_id, label__in=list(labels)).update(
+            memory_mb=memory_mb,
+            max_memory_mb=Greatest(F("max_memory_mb"), memory_mb),
+            modified_at=timezone.now(),
+        )
+    _action_log("jobs.set_memory", workflow_id, actor, jobs=n, memory_mb=memory_mb)
+    return {"jobs": n}
+
+
+def _action_log(event: str, workflow_id: int, actor: str, **result: Any) -> None:
+    log.info(
+        "%s on workflow %s by %s: %s",
+        event,
+        workflow_id,
+        actor,
+        result,
+        extra={"event": event, "workflow_id": workflow_id, "actor": actor, **result},
+    )
