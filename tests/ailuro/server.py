@@ -106,6 +106,8 @@ def pilot_token_file(tmp: Path, queues: Sequence[str] = ()) -> Path:
 
 
 def pilot_argv(url: str, queue: str, token_file: Path, workdir: Path, *extra: str) -> list[str]:
+    """`ailuro pilot` for a test: its spool is `<workdir's parent>/spool` (shared by the pilots of
+    one test, as by the pilots of one node), never the node's default."""
     return [
         sys.executable,
         "-m",
@@ -121,6 +123,8 @@ def pilot_argv(url: str, queue: str, token_file: Path, workdir: Path, *extra: st
         str(workdir),
         "--heartbeat",
         "1",
+        "--spool",
+        str(workdir.parent / "spool"),
         *extra,
     ]
 
