@@ -238,18 +238,21 @@ class Server:
     def post(
         self,
         method: str,
-        payload: Mapping[str, Any],
+        payload: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
         *,
         retry: Retry | None = None,
         stop: Callable[[], bool] | None = None,
+        between: Callable[[], object] | None = None,
     ) -> Reply:
         """`call`, retried under `retry` (default: the server's policy) while the server is
-        unavailable and `stop()` is false. Raises ServerRefused at once on a 4xx and
-        ServerUnavailable, the last failure, when the policy is used up or `stop()` said so."""
+        unavailable and `stop()` is false; `between()` runs before each retry, and a callable
+        `payload` is built anew for each try (it may hold times). Raises
+        ServerRefused at once on a 4xx and ServerUnavailable, the last failure, when the policy is
+        used up or `stop()` said so."""
         backoff = Backoff(retry or self.retry)
         while True:
             try:
-                return self.call(method, payload)
+                return self.call(method, payload() if callable(payload) else payload)
             except ServerUnavailable as exc:
                 delay = backoff.next(exc.retry_after)
                 if delay is None:
@@ -257,6 +260,8 @@ class Server:
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 if not sleep_unless(delay, stop, self.sleep):
                     raise
+            if between is not None:
+                between()
 
 
 def _parse_reply(method: str, raw: bytes) -> Reply:

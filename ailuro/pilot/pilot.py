@@ -227,31 +227,31 @@ class Pilot:
         }
 
     def _acquire(self, deadline: float) -> JobSpec | None:
-        """One job, or None (no work, or told to stop). While the server is unavailable: flush the
-        spool and ask again with backoff, until the retry policy is used up (ServerUnavailable)."""
-        backoff = Backoff(self.config.retry)
+        """One job, or None (no work, or told to stop). While the server is unavailable it asks
+        again with backoff, sending the spool's reports before each try, until the retry policy is
+        used up (ServerUnavailable)."""
 
         def give_up() -> bool:
             return self.stopping or time.monotonic() >= deadline
 
-        while True:
-            self._flush_spool()
-            try:
-                reply = self.server.call("acquire_jobs", self._acquire_params(deadline))
-            except ServerUnavailable as exc:
-                delay = backoff.next(exc.retry_after)
-                if delay is None:
-                    raise
-                log.warning("%s; asking again in %.1f s", exc, delay)
-                if not sleep_unless(delay, give_up, time.sleep):
-                    return None
-                continue
-            data = reply.data if isinstance(reply.data, dict) else {}
-            jobs = data.get("jobs") or []
-            if not reply.success or not jobs:
-                log.info("no job: %s", reply.message or "empty reply")
+        self._flush_spool()
+        try:
+            reply = self.server.post(
+                "acquire_jobs",
+                lambda: self._acquire_params(deadline),
+                stop=give_up,
+                between=self._flush_spool,
+            )
+        except ServerUnavailable:
+            if give_up():
                 return None
-            return JobSpec.from_wire(jobs[0])
+            raise
+        data = reply.data if isinstance(reply.data, dict) else {}
+        jobs = data.get("jobs") or []
+        if not reply.success or not jobs:
+            log.info("no job: %s", reply.message or "empty reply")
+            return None
+        return JobSpec.from_wire(jobs[0])
 
     # ------------------------------------------------------------------ the spool
     def _own_pending(self) -> list[Path]:

@@ -5,10 +5,9 @@ Each test starts the server and real pilot processes; what is asserted is what t
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from dispatcher.models import Job, JobAttempt, PayloadLog, RetryRule
 from dispatcher.retry import DEFAULT_RULES
 from dispatcher.services import NewJob, job_transition
 from harvester.services import CAP_MARKER
-from tests.ailuro.server import ROOT, AiluroServer, activated_jobs, pilot_argv, pilot_token_file, run_pilot
+from tests.ailuro.server import AiluroServer, activated_jobs, pilot_process, pilot_token_file, run_pilot
 from tests.factories import QueueFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -103,21 +102,10 @@ def test_a_job_killed_on_the_server_is_stopped_by_its_pilot(server: AiluroServer
         queue,
         [NewJob(name="victim", label="v", command=f"for i in $(seq 60); do touch {marker}; sleep 1; done")],
     )
-    pilot = subprocess.Popen(
-        pilot_argv(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot"),
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    with pilot_process(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot") as pilot:
         wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
         job_transition(pandaid=job.pk, to="cancelled", cause="operator kill")
         _, stderr = pilot.communicate(timeout=30)
-    finally:
-        if pilot.poll() is None:
-            os.killpg(pilot.pid, signal.SIGKILL)
-            pilot.wait()
     assert "killing the payload" in stderr or "tobekilled" in stderr
     assert Job.objects.get(pk=job.pk).jobstatus == "cancelled"
     marker.unlink()
@@ -128,21 +116,10 @@ def test_a_job_killed_on_the_server_is_stopped_by_its_pilot(server: AiluroServer
 def test_sigterm_to_the_pilot_reports_the_job_preempted_1379(server: AiluroServer, tmp_path: Path) -> None:
     queue = QueueFactory(name="PREEMPT_Q")
     [job] = activated_jobs(queue, [NewJob(name="long", label="l", command="sleep 60")])
-    pilot = subprocess.Popen(
-        pilot_argv(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot"),
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    with pilot_process(server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot") as pilot:
         wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
         pilot.send_signal(signal.SIGTERM)
         _, stderr = pilot.communicate(timeout=30)
-    finally:
-        if pilot.poll() is None:
-            os.killpg(pilot.pid, signal.SIGKILL)
-            pilot.wait()
     assert pilot.returncode == 0, stderr
     assert JobAttempt.objects.get(job_id=job.pk, attemptnr=1).piloterrorcode == 1379
 
@@ -151,20 +128,26 @@ def spooled(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "spool").glob("*.json"))
 
 
+@contextlib.contextmanager
+def server_back_at_the_end(server: AiluroServer) -> Iterator[None]:
+    """The module's server is up again after the block, whatever the block did to it."""
+    try:
+        yield
+    finally:
+        if server.proc is None:
+            server.start()
+
+
 def test_a_pilot_rides_out_a_server_outage_and_delivers_its_report_once(
     server: AiluroServer, tmp_path: Path
 ) -> None:
     queue = QueueFactory(name="OUTAGE_Q")
     [job] = activated_jobs(queue, [NewJob(name="j", label="j", command="sleep 3; echo done")])
     token = pilot_token_file(tmp_path)
-    pilot = subprocess.Popen(
-        pilot_argv(server.url, queue.name, token, tmp_path / "pilot", "--retry-cap", "1"),
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    with (
+        server_back_at_the_end(server),
+        pilot_process(server.url, queue.name, token, tmp_path / "pilot", "--retry-cap", "1") as pilot,
+    ):
         wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
         server.stop()  # down while the payload runs: its final report cannot be delivered
         wait_for(lambda: len(spooled(tmp_path)) == 1)
@@ -174,12 +157,6 @@ def test_a_pilot_rides_out_a_server_outage_and_delivers_its_report_once(
         assert Job.objects.get(pk=job.pk).jobstatus == "running"
         server.start()
         _, stderr = pilot.communicate(timeout=60)
-    finally:
-        if pilot.poll() is None:
-            os.killpg(pilot.pid, signal.SIGKILL)
-            pilot.wait()
-        if server.proc is None:
-            server.start()
     assert pilot.returncode == 0, stderr
     assert stderr.count("delivered 1 spooled report") == 1, stderr
     assert "no work for queue OUTAGE_Q" in stderr
@@ -199,16 +176,11 @@ def test_a_pilot_gives_up_on_its_report_only_at_the_horizon_or_after_sigterm_and
 ) -> None:
     queue = QueueFactory(name="GIVEUP_Q")
     [job] = activated_jobs(queue, [NewJob(name="j", label="j", command="sleep 2")])
-    pilot = subprocess.Popen(
-        pilot_argv(
-            server.url, queue.name, pilot_token_file(tmp_path), tmp_path / "pilot", "--retry-cap", "1", *extra
-        ),
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    token = pilot_token_file(tmp_path)
+    with (
+        server_back_at_the_end(server),
+        pilot_process(server.url, queue.name, token, tmp_path / "pilot", "--retry-cap", "1", *extra) as pilot,
+    ):
         wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
         server.stop()
         wait_for(lambda: len(spooled(tmp_path)) == 1)
@@ -217,11 +189,6 @@ def test_a_pilot_gives_up_on_its_report_only_at_the_horizon_or_after_sigterm_and
         started = time.monotonic()
         _, stderr = pilot.communicate(timeout=60)
         waited = time.monotonic() - started
-    finally:
-        if pilot.poll() is None:
-            os.killpg(pilot.pid, signal.SIGKILL)
-            pilot.wait()
-        server.start()
     assert pilot.returncode == 5, stderr
     assert 1 < waited < 15
     assert (
@@ -237,42 +204,23 @@ def test_a_report_stranded_by_a_dead_pilot_is_delivered_once_by_the_pilots_shari
     queue = QueueFactory(name="STRANDED_Q")
     [job] = activated_jobs(queue, [NewJob(name="j", label="j", command="sleep 2; echo done")])
     token = pilot_token_file(tmp_path)
-    dead = subprocess.Popen(
-        pilot_argv(server.url, queue.name, token, tmp_path / "dead", "--retry-cap", "1"),
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    # The first pilot is killed during the outage: its report stays in the node's spool.
+    with (
+        server_back_at_the_end(server),
+        pilot_process(server.url, queue.name, token, tmp_path / "dead", "--retry-cap", "1"),
+    ):
         wait_for(lambda: Job.objects.get(pk=job.pk).jobstatus == "running")
         server.stop()
         wait_for(lambda: len(spooled(tmp_path)) == 1)
-    finally:
-        os.killpg(dead.pid, signal.SIGKILL)  # the pilot dies; its report stays in the node's spool
-        dead.wait()
-        server.start()
     assert Job.objects.get(pk=job.pk).jobstatus == "running"
 
     # Two pilots of the queue start on the node at once; one of them sends the report.
-    pilots = [
-        subprocess.Popen(
-            pilot_argv(server.url, queue.name, token, tmp_path / f"p{i}"),
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for i in range(2)
-    ]
-    logs = []
-    for pilot in pilots:
-        try:
-            logs.append(pilot.communicate(timeout=60)[1])
-        finally:
-            if pilot.poll() is None:
-                os.killpg(pilot.pid, signal.SIGKILL)
-                pilot.wait()
-    assert [p.returncode for p in pilots] == [0, 0], logs
+    with (
+        pilot_process(server.url, queue.name, token, tmp_path / "p0") as first,
+        pilot_process(server.url, queue.name, token, tmp_path / "p1") as second,
+    ):
+        logs = [first.communicate(timeout=60)[1], second.communicate(timeout=60)[1]]
+    assert [first.returncode, second.returncode] == [0, 0], logs
     assert sum(log.count("delivered 1 spooled report") for log in logs) == 1, logs
     assert Job.objects.get(pk=job.pk).jobstatus == "finished"
     assert spooled(tmp_path) == []
