@@ -172,8 +172,19 @@ class Pilot:
         try:
             self.spool.prepare()
         except SpoolError as exc:
-            log.error("%s", exc)
-            return EXIT_SPOOL_UNUSABLE
+            if self.config.spool is not None:
+                log.error("%s", exc)
+                return EXIT_SPOOL_UNUSABLE
+            # The node's default spool is unusable: keep reports in this pilot's own folder (a
+            # later pilot with the same --workdir still finds them) rather than not at all.
+            fallback = self.config.workdir / "spool"
+            log.warning("%s; spooling to %s instead", exc, fallback)
+            self.spool = Spool(fallback, url=self.config.url, queue=self.config.queue)
+            try:
+                self.spool.prepare()
+            except SpoolError as again:
+                log.error("%s", again)
+                return EXIT_SPOOL_UNUSABLE
         self.config.workdir.mkdir(parents=True, exist_ok=True)
         try:
             code = self._loop()

@@ -12,6 +12,8 @@ import fcntl
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -395,3 +397,24 @@ def test_a_spool_others_can_write_to_is_refused(tmp_path: Path) -> None:
     link.symlink_to(real)
     with pytest.raises(SpoolError, match="not a directory"):
         Spool(link, url="http://s", queue="Q").prepare()
+
+
+def run_pilot_command(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
+    argv = [sys.executable, "-m", "ailuro.cli", "pilot", "--url", dead_url(), "--queue", "Q"]
+    argv += ["--workdir", str(tmp_path / "work"), "--retries", "1", *extra]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})}
+    )
+
+
+def test_an_unsafe_spool_given_to_the_pilot_stops_it_and_an_unsafe_default_falls_back(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    given = run_pilot_command(tmp_path, "--spool", str(shared))
+    assert given.returncode == 4, given.stderr
+    assert "writable by others" in given.stderr
+
+    default = run_pilot_command(tmp_path, env={"AILURO_PILOT_SPOOL": str(shared)})
+    assert default.returncode == 2, default.stderr  # it ran, and found no server
+    assert f"spooling to {tmp_path / 'work' / 'spool'} instead" in default.stderr
