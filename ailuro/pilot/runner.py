@@ -43,7 +43,7 @@ class Limits:
 
 @dataclass
 class PayloadResult:
-    exit_code: int | None  # None: killed by the pilot
+    exit_code: int | None  # 128 + N when signal N ended it; None only before the payload ended
     pilot_error_code: int = 0
     pilot_error_diag: str = ""
     max_rss_kb: int = 0
