@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ailuro.protocol import PILOT_RETRY_HORIZON_S
+
 
 def add_pilot_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pilot = sub.add_parser("pilot", help="run jobs of a queue on this node (the ailuro pilot)")
@@ -17,11 +19,37 @@ def add_pilot_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     pilot.add_argument("--max-jobs", type=int, default=0, help="stop after N jobs (0: no limit)")
     pilot.add_argument("--heartbeat", type=float, default=60.0, help="seconds between heartbeats")
     pilot.add_argument("--workdir", type=Path, default=Path("ailuro-pilot"), help="where job dirs go")
-    pilot.add_argument("--spool", type=Path, help="undelivered final reports (default: WORKDIR/spool)")
+    pilot.add_argument(
+        "--spool",
+        type=Path,
+        help="the node's spool of undelivered final reports, shared by its pilots "
+        "(default: $AILURO_PILOT_SPOOL or /var/tmp/ailuro-pilot-spool-<uid>)",
+    )
     pilot.add_argument(
         "--idle-wait", type=float, default=0.0, help="keep asking for work this long before exiting"
     )
-    pilot.add_argument("--retries", type=int, default=5, help="attempts per server call before giving up")
+    pilot.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="attempts of acquire and of a final report before giving up (0: no limit, see --retry-horizon)",
+    )
+    pilot.add_argument(
+        "--retry-horizon",
+        type=float,
+        default=PILOT_RETRY_HORIZON_S,
+        help="seconds to keep retrying while the server is unavailable, and to wait for this pilot's "
+        "undelivered final reports before exiting (default: %(default).0f)",
+    )
+    pilot.add_argument(
+        "--retry-cap", type=float, default=60.0, help="longest wait in seconds between two retries"
+    )
+    pilot.add_argument(
+        "--stop-grace",
+        type=float,
+        default=30.0,
+        help="after SIGTERM, seconds to wait for the server to take this pilot's last reports",
+    )
     pilot.add_argument("--keep-workdirs", action="store_true", help="keep work dirs of finished jobs")
     pilot.set_defaults(func=cmd_pilot)
 
@@ -35,10 +63,10 @@ def cmd_pilot(args: argparse.Namespace) -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s ailuro-pilot %(levelname)s %(message)s"
     )
     token = args.token_file.read_text().strip() if args.token_file else None
-    if args.max_jobs < 0 or args.lifetime <= 0 or args.heartbeat <= 0 or args.retries < 1:
-        raise SystemExit(
-            "ailuro pilot: --max-jobs must be >= 0, --lifetime and --heartbeat > 0, --retries >= 1"
-        )
+    if args.max_jobs < 0 or args.retries < 0 or args.retry_horizon < 0 or args.stop_grace < 0:
+        raise SystemExit("ailuro pilot: --max-jobs, --retries, --retry-horizon and --stop-grace must be >= 0")
+    if args.lifetime <= 0 or args.heartbeat <= 0 or args.retry_cap <= 0:
+        raise SystemExit("ailuro pilot: --lifetime, --heartbeat and --retry-cap must be > 0")
     config = PilotConfig(
         url=args.url,
         queue=args.queue,
@@ -50,6 +78,7 @@ def cmd_pilot(args: argparse.Namespace) -> int:
         spool=args.spool.resolve() if args.spool else None,
         idle_wait_s=args.idle_wait,
         keep_workdirs=args.keep_workdirs,
-        retry=Retry(attempts=args.retries),
+        retry=Retry(attempts=args.retries, horizon_s=args.retry_horizon, cap_s=args.retry_cap),
+        stop_grace_s=args.stop_grace,
     )
     return Pilot(config).run()

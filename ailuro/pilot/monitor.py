@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -75,3 +76,37 @@ def sample_session(sid: int, *, with_pss: bool = True) -> Sample:
             total.pss_kb += rss if pss is None else pss
         total.nprocs += 1
     return total
+
+
+def oom_kill_count(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's memory cgroup
+    (cgroup v2 `memory.events`, v1 `memory.oom_control`), or None when no counter is readable.
+
+    A payload runs in its pilot's cgroup (the batch job's), so a rise of this counter while the
+    payload ran, and its death by SIGKILL, tell an out-of-memory kill from another SIGKILL.
+    """
+    try:
+        text = (proc / "self" / "cgroup").read_text()
+    except OSError:
+        return None
+    candidates: list[Path] = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        relative = path.lstrip("/")
+        if hierarchy == "0" and not controllers:
+            candidates += [cgroup_root / relative / "memory.events", cgroup_root / "memory.events"]
+        elif "memory" in controllers.split(","):
+            v1 = cgroup_root / "memory"
+            candidates += [v1 / relative / "memory.oom_control", v1 / "memory.oom_control"]
+    for candidate in candidates:
+        try:
+            for entry in candidate.read_text().splitlines():
+                key, _, value = entry.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit():
+                    return int(value)
+        except OSError:
+            continue
+    return None

@@ -6,6 +6,7 @@ may answer "kill") and for output chunks, so it is tested without HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shlex
@@ -17,8 +18,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from ailuro.pilot.monitor import Sample, sample_session
+from ailuro.pilot.diagnose import TAIL_BYTES
+from ailuro.pilot.monitor import Sample, oom_kill_count, sample_session
 from ailuro.protocol import (
     PILOT_ERROR_KILLED_BY_SERVER,
     PILOT_ERROR_MEMORY,
@@ -40,7 +43,7 @@ class Limits:
 
 @dataclass
 class PayloadResult:
-    exit_code: int | None  # None: killed by the pilot
+    exit_code: int | None  # 128 + N when signal N ended it; None only before the payload ended
     pilot_error_code: int = 0
     pilot_error_diag: str = ""
     max_rss_kb: int = 0
@@ -54,6 +57,9 @@ class PayloadResult:
     samples: int = 0
     log_bytes: int = 0
     log_chunks: int = 0
+    tail: bytes = b""  # the last TAIL_BYTES of the payload's output, for the diagnosis
+    tail_complete: bool = True  # False: the output was longer than `tail`
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of this pilot's cgroup meanwhile
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -99,8 +105,12 @@ def payload_argv(command: str, *, workdir: Path, image: str = "", runtime: str |
 
 
 class _OutputPump(threading.Thread):
-    """Reads the payload's merged stdout/stderr, keeps a copy in the work dir and hands chunks of
-    at most LOG_CHUNK_BYTES to the sink — at once when a chunk is full, otherwise on `flush`."""
+    """Reads the payload's merged stdout/stderr, keeps a copy in the work dir and the last
+    TAIL_BYTES in memory, and hands chunks of at most LOG_CHUNK_BYTES to the sink — at once when a
+    chunk is full, otherwise on `flush`.
+
+    It never stops reading before the payload closes its output, whatever fails (a full disk under
+    the copy, the sink): a pump that stopped would block the payload on a full pipe."""
 
     def __init__(self, stream: object, copy_path: Path, sink: LogSink | None) -> None:
         super().__init__(daemon=True, name="payload-output")
@@ -109,23 +119,45 @@ class _OutputPump(threading.Thread):
         self.sink = sink
         self.lock = threading.Lock()
         self.pending = bytearray()
+        self.tail = bytearray()
+        self.tail_cut = False
         self.sequence = 0
         self.total = 0
+        self.copy_error = ""
 
     def run(self) -> None:
         read = self.stream.read1  # type: ignore[attr-defined]
-        with self.copy_path.open("ab") as copy:
+        try:
+            copy: BinaryIO | None = self.copy_path.open("ab")
+        except OSError as exc:
+            copy, self.copy_error = None, str(exc)
+        try:
             while True:
                 data = read(65536)
                 if not data:
                     break
-                copy.write(data)
-                copy.flush()
+                if copy is not None:
+                    try:
+                        copy.write(data)
+                        copy.flush()
+                    except OSError as exc:  # e.g. No space left on device: keep streaming
+                        self.copy_error = str(exc)
+                        with contextlib.suppress(OSError):
+                            copy.close()
+                        copy = None
                 with self.lock:
                     self.pending += data
+                    self.tail += data
+                    if len(self.tail) > TAIL_BYTES:
+                        del self.tail[: len(self.tail) - TAIL_BYTES]
+                        self.tail_cut = True
                     full = len(self.pending) >= LOG_CHUNK_BYTES
                 if full:
                     self.flush()
+        finally:
+            if copy is not None:
+                with contextlib.suppress(OSError):
+                    copy.close()
 
     def flush(self) -> None:
         while True:
@@ -194,6 +226,7 @@ def run_payload(
     workdir.mkdir(parents=True, exist_ok=True)
     argv = payload_argv(command, workdir=workdir, image=image, runtime=container_runtime() if image else None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    oom_before = oom_kill_count()
     started = time.time()
     proc = subprocess.Popen(  # noqa: S603  (the job's own command, which is the point of a pilot)
         argv,
@@ -257,8 +290,19 @@ def run_payload(
     result.wall_s = time.monotonic() - t0
     reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result.cpu_s = round(max(cpu_seen, reaped), 3)
+    if after.ru_maxrss > before.ru_maxrss:
+        # The kernel's high-water mark of the largest process this pilot reaped, which a sample
+        # taken every `sample_s` can miss: a new maximum over this pilot's children is this
+        # payload's (kB on Linux).
+        result.max_rss_kb = max(result.max_rss_kb, after.ru_maxrss)
+    oom_after = oom_kill_count()
+    result.oom_killed = oom_before is not None and oom_after is not None and oom_after > oom_before
     result.log_bytes = pump.total
     result.log_chunks = pump.sequence
+    result.tail = bytes(pump.tail)
+    result.tail_complete = not pump.tail_cut
+    if pump.copy_error:
+        result.extra["copy_error"] = pump.copy_error
     code = proc.returncode
     result.exit_code = code if code >= 0 else 128 - code  # killed by signal N: 128+N, as shells say
     if stop is None and code < 0:

@@ -6,14 +6,16 @@ rows. Every process started here is stopped by pid (its own process group).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,8 @@ def pilot_token_file(tmp: Path, queues: Sequence[str] = ()) -> Path:
 
 
 def pilot_argv(url: str, queue: str, token_file: Path, workdir: Path, *extra: str) -> list[str]:
+    """`ailuro pilot` for a test: its spool is `<workdir's parent>/spool` (shared by the pilots of
+    one test, as by the pilots of one node), never the node's default."""
     return [
         sys.executable,
         "-m",
@@ -121,8 +125,32 @@ def pilot_argv(url: str, queue: str, token_file: Path, workdir: Path, *extra: st
         str(workdir),
         "--heartbeat",
         "1",
+        "--spool",
+        str(workdir.parent / "spool"),
         *extra,
     ]
+
+
+@contextlib.contextmanager
+def pilot_process(
+    url: str, queue: str, token_file: Path, workdir: Path, *extra: str
+) -> Iterator[subprocess.Popen[str]]:
+    """A running `ailuro pilot` (stderr piped, text), killed with its group if still alive at the end."""
+    proc = subprocess.Popen(
+        pilot_argv(url, queue, token_file, workdir, *extra),
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def run_pilot(url: str, queue: str, token_file: Path, workdir: Path, *extra: str, timeout: float = 60) -> Any:

@@ -7,10 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from ailuro.cli import main
 from ailuro.config import ConfigError, config_load
@@ -149,6 +152,57 @@ def test_logs_and_ping(server: Any, spec_file: Path, capsys: pytest.CaptureFixtu
     assert ping["user"] == "carol"
     code, out, _ = run(capsys, "ping")
     assert "you are carol" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_logs_follow_prints_new_output_through_a_retry_until_the_job_is_final(
+    server: Any, spec_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_json(capsys, "submit", str(spec_file))
+    job = Job.objects.get(name="isr_1_0")
+    Job.objects.filter(pk=job.pk).update(jobstatus="running", attemptnr=1)
+    PayloadLog.objects.create(job=job, attemptnr=1, sequence=1, text="first\n")
+    seen: list[str] = []
+
+    def payload_and_pilot() -> None:
+        """Plays the pilot and the server meanwhile, each step after the follower printed the last."""
+        try:
+
+            def printed(text: str) -> None:
+                deadline = time.monotonic() + 20
+                while text not in "".join(seen):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+
+            printed("first\n")
+            PayloadLog.objects.create(job=job, attemptnr=1, sequence=2, text="second\n")
+            printed("second\n")
+            # Attempt 1 fails, its last chunk arrives with the report; the retry starts.
+            PayloadLog.objects.create(job=job, attemptnr=1, sequence=3, text="Traceback … KeyError\n")
+            Job.objects.filter(pk=job.pk).update(attemptnr=2, jobstatus="running")
+            PayloadLog.objects.create(job=job, attemptnr=2, sequence=1, text="retry output\n")
+            printed("retry output\n")
+            Job.objects.filter(pk=job.pk).update(jobstatus="finished")
+        finally:
+            connection.close()
+
+    original_write = sys.stdout.write
+
+    def write(text: str) -> int:
+        seen.append(text)
+        return original_write(text)
+
+    helper = threading.Thread(target=payload_and_pilot)
+    sys.stdout.write = write  # type: ignore[method-assign]
+    try:
+        helper.start()
+        code, out, err = run(capsys, "logs", str(job.pk), "--follow", "--interval", "0.1")
+    finally:
+        sys.stdout.write = original_write  # type: ignore[method-assign]
+        helper.join(timeout=30)
+    assert code == 0
+    assert "".join(seen) == "first\nsecond\nTraceback … KeyError\nretry output\n"
+    assert f"[ailuro: job {job.pk} attempt 2]" in err
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
 import sys
 import threading
 import time
@@ -46,9 +49,12 @@ def test_memory_hog_is_killed_with_1212_and_its_measured_rss(tmp_path: Path) -> 
     result = run_payload(HOG, workdir=tmp_path / "w", limits=Limits(memory_kb=100 * 1024), sample_s=0.2)
     assert time.monotonic() - started < 20
     assert result.pilot_error_code == PILOT_ERROR_MEMORY
-    assert f"RSS {result.max_rss_kb} kB > 102400 kB" in result.pilot_error_diag
+    match = re.search(r"RSS (\d+) kB > 102400 kB", result.pilot_error_diag)
+    assert match
+    # The peak reported is at least the RSS that triggered the stop.
+    assert 100 * 1024 < int(match[1]) <= result.max_rss_kb
     # Grows 40 MB every 0.3 s: stopped soon after it passed 100 MB, long before its 800 MB.
-    assert 100 * 1024 < result.max_rss_kb < 400 * 1024
+    assert result.max_rss_kb < 400 * 1024
     assert result.exit_code == 128 + 15  # SIGTERM ended it
 
 
@@ -163,3 +169,47 @@ def test_container_jobs_run_through_the_runtime_when_one_exists(tmp_path: Path) 
     argv = payload_argv("echo hi", workdir=wd, image="alma9", runtime="apptainer")
     assert argv[:2] == ["apptainer", "exec"]
     assert "docker://alma9" in argv
+
+
+def test_the_end_of_the_output_is_kept_for_the_diagnosis(tmp_path: Path) -> None:
+    command = f"{PY} -c \"print('x' * 200_000); raise KeyError('flux')\""
+    result = run_payload(command, workdir=tmp_path / "w", sample_s=0.1)
+    assert result.exit_code == 1
+    assert len(result.tail) == runner.TAIL_BYTES
+    assert not result.tail_complete
+    assert result.tail.endswith(b"KeyError: 'flux'\n")
+
+
+def test_output_keeps_flowing_when_its_copy_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "w" / "payload.out").mkdir(parents=True)  # the copy cannot be opened
+    chunks: list[str] = []
+    command = f"{PY} -c \"import sys\nfor i in range(20000): print('line', i)\""
+    result = run_payload(command, workdir=tmp_path / "w", log_sink=lambda seq, text: chunks.append(text))
+    assert result.exit_code == 0  # did not block on a full pipe
+    assert "".join(chunks).splitlines()[-1] == "line 19999"
+    assert "copy_error" in result.extra
+    assert result.tail.endswith(b"line 19999\n")
+
+
+def test_a_payload_killed_by_sigkill_exits_137(tmp_path: Path) -> None:
+    result = run_payload("echo before; kill -9 $$", workdir=tmp_path / "w", sample_s=0.1)
+    assert result.exit_code == 137
+    assert result.pilot_error_code == 0
+    assert result.tail == b"before\n"
+
+
+def test_a_short_spike_between_samples_is_in_the_peak_rss(tmp_path: Path) -> None:
+    # In a fresh process: the kernel's peak covers every child a process reaped, so an earlier,
+    # bigger child of this test process would hide the payload's.
+    spike = f"{PY} -c \"import time; time.sleep(0.2); s = bytearray(150 * 2**20); s[::4096] = b'x' * len(s[::4096])\""
+    code = (
+        "import json, pathlib\n"
+        "from ailuro.pilot.runner import run_payload\n"
+        f"r = run_payload({spike!r}, workdir=pathlib.Path({str(tmp_path / 'w')!r}), sample_s=5)\n"
+        "print(json.dumps({'rss': r.max_rss_kb, 'samples': r.samples, 'exit': r.exit_code}))"
+    )
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(out.stdout)
+    assert result["exit"] == 0
+    assert result["samples"] <= 1  # sampled once, early, before the spike
+    assert result["rss"] >= 150 * 1024
