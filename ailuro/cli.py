@@ -447,7 +447,7 @@ def _follow_log(client: Client, args: argparse.Namespace) -> int:
                 if current is not None:
                     print(f"[ailuro: job {args.pandaid} attempt {target}]", file=sys.stderr)
                 current = target
-            follower.show(current)
+            follower.show(target)
             if job["jobstatus"] in FINAL_JOB_STATES or (args.attempt and latest > args.attempt):
                 return 0
             time.sleep(args.interval)
