@@ -136,4 +136,5 @@ def test_proxy_headers_match_the_proxy_settings():
     assert {path for path, seconds in long_timeouts if int(seconds) > 60} == {
         "/api/v1/workflows",
         "/api/v1/campaigns",
+        "/api/v1/file_server/upload_cache_file",  # sandboxes up to 768 MiB
     }

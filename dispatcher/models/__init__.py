@@ -1,0 +1,45 @@
+"""The job database.
+
+PanDA's column names are kept where pilots, operators' habits or monitor URLs depend on them
+(`pandaid`, `jeditaskid`, `computingsite`, `jobstatus`, `prodsourcelabel`, `attemptnr`, the error
+families); everything new is plain snake_case. Writes go through `dispatcher.services`. One module
+per family of tables: sites (where jobs run), work (workflows, tasks, jobs and what hangs off them),
+rules (retry rules) and counts (per-task state counts).
+"""
+
+from dispatcher.models.counts import TaskCount, TaskCountDelta
+from dispatcher.models.rules import ErrorFamily, RetryAction, RetryRule
+from dispatcher.models.sites import PilotFlavour, Queue, QueueStatus, ResourceType, Site
+from dispatcher.models.work import (
+    File,
+    FileRole,
+    Job,
+    JobAttempt,
+    JobDependency,
+    JobStatusLog,
+    PayloadLog,
+    Task,
+    Workflow,
+)
+
+__all__ = [
+    "ErrorFamily",
+    "File",
+    "FileRole",
+    "Job",
+    "JobAttempt",
+    "JobDependency",
+    "JobStatusLog",
+    "PayloadLog",
+    "PilotFlavour",
+    "Queue",
+    "QueueStatus",
+    "ResourceType",
+    "RetryAction",
+    "RetryRule",
+    "Site",
+    "Task",
+    "TaskCount",
+    "TaskCountDelta",
+    "Workflow",
+]
