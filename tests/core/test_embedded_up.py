@@ -49,6 +49,7 @@ class Embedded:
     proc: subprocess.Popen[str]
     base: str
     started: float
+    env: dict[str, str]
     lines: list[str] = field(default_factory=list)
     banner: threading.Event = field(default_factory=threading.Event)
 
@@ -106,7 +107,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         text=True,
         start_new_session=True,
     )
-    run = Embedded(proc=proc, base=f"http://127.0.0.1:{port}", started=time.monotonic())
+    run = Embedded(proc=proc, base=f"http://127.0.0.1:{port}", started=time.monotonic(), env=env)
 
     def read() -> None:
         assert proc.stdout is not None
@@ -313,6 +314,31 @@ def test_the_operator_restarts_the_demo_campaigns_failed_group_and_kills_a_job(e
     assert status == 200, page[:2000]
     assert f"job {pandaid} cancelled" in page
     assert embedded.json(f"/job/{pandaid}/?json")["job"]["jobstatus"] == "cancelled"
+
+
+def test_a_second_up_on_the_same_data_directory_exits_non_zero_and_leaves_the_first_alone(
+    embedded: Embedded,
+) -> None:
+    assert embedded.banner.wait(60), embedded.output()
+    first_log = embedded.log_path()
+    before = first_log.read_text()
+    assert before, "the first run has logged nothing yet"
+    second = subprocess.run(
+        [sys.executable, "-m", "ailuro.cli", "up", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=embedded.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0, second.stdout + second.stderr
+    holder = re.search(r"is in use by another `ailuro up` \(pid (\d+)\)", second.stderr)
+    assert holder, second.stderr
+    os.kill(int(holder[1]), 0)  # the pid named is the first run's, alive
+    # The first run's log was neither truncated nor written by the second, and the first still serves.
+    assert first_log.read_text().startswith(before)
+    assert embedded.proc.poll() is None
+    embedded.ok("/")
 
 
 def test_ctrl_c_stops_everything_and_exits_0(embedded: Embedded) -> None:

@@ -7,6 +7,7 @@ prints the monitor URL and stops everything it started on Ctrl-C.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
@@ -21,7 +22,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from embedded.demo.campaign import demo_campaign_submit
 from embedded.demo.workflow import demo_workflow_submit
@@ -47,6 +48,7 @@ class Command(BaseCommand):
     ) -> None:
         started = time.monotonic()
         base = f"http://{host}:{port}"
+        data_lock = self._lock_data_dir()  # before anything of the data directory is touched
         log_path = Path(settings.DATA_DIR) / "up.log"
         log_path.write_text("", encoding="utf-8")
         # This process's and the children's JSON logs go to one file (appends, so the writers never
@@ -60,6 +62,30 @@ class Command(BaseCommand):
             self._run(base, host, port, no_demo, exit_after, started, log, log_path)
         finally:
             log.close()
+            data_lock.close()
+
+    def _lock_data_dir(self) -> IO[str]:
+        """Hold DATA_DIR/up.lock for the life of this process. A second `up` on the same data
+        directory would truncate the first one's log, share its SQLite database and fight over its
+        port; it stops here instead, naming the holder. The kernel releases the lock when the
+        holder exits, however it exits, so a crash leaves nothing stale behind."""
+        path = Path(settings.DATA_DIR) / "up.lock"
+        handle = path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise CommandError(
+                f"the data directory {settings.DATA_DIR} is in use by another `ailuro up` (pid {holder}); "
+                "stop that one first, or give this one another directory with AILURO_DATA_DIR"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return handle
 
     def _run(
         self,
