@@ -35,6 +35,11 @@ STATUS_KEY_MISSING = 80
 
 COMMAND_KILL = "tobekilled"
 
+# The final states of jobs and workflows, as the server names them (dispatcher/states.py: JOB_FINAL,
+# WORKFLOW_FINAL; tests/ailuro/test_cli.py checks they agree): clients stop waiting on these.
+FINAL_JOB_STATES = frozenset({"finished", "failed", "cancelled", "closed", "pruned"})
+FINAL_WORKFLOW_STATES = frozenset({"done", "finished", "failed", "cancelled"})
+
 # How long `ailuro pilot` keeps retrying while the server is unavailable, and keeps its undelivered
 # final reports before exiting: longer than the server's AILURO_HEARTBEAT_TIMEOUT default (7200 s),
 # so a report outlives the attempt's heartbeat timeout.

@@ -1,4 +1,4 @@
-"""Campaign planning benchmark: 1,000,000 data ids into 1,000 groups (issue 8: ≤ 10 s).
+"""Campaign planning benchmark: 1,000,000 data ids into 1,000 groups (target: ≤ 10 s).
 
 Pure planning (normalise + split), no database: `python bench/campaign.py` prints JSON.
 """

@@ -1,4 +1,4 @@
-"""Dispatcher benchmark: the PanDA baseline's load (shared/reference/panda-server-baseline.md §3)
+"""Dispatcher benchmark: the load of PanDA's server baseline (20,000 activated jobs in one queue)
 against ailuro's pilot endpoints, over loopback HTTP to gunicorn and PostgreSQL on this machine.
 
     python bench/dispatch.py [--clients 16 32] [--jobs 20000] [--get-cap 4000] [--workers 3]
@@ -29,7 +29,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from _common import cpu_seconds, database_create, free_port, machine_busy, percentile, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "BENCH_QUEUE"
@@ -61,15 +62,6 @@ def _django(db_url: str) -> None:
     import django
 
     django.setup()
-
-
-def _create_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name from our own command line
 
 
 def _seed(n_jobs: int) -> str:
@@ -151,41 +143,6 @@ def _db_checks(dispatched: set[int]) -> dict[str, Any]:
 
 # --- CPU accounting --------------------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        todo += _children(p)
-    return pids
-
-
-def _machine_busy() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
 
 class CpuMeter:
     def __init__(self, server_pid: int, db_name: str) -> None:
@@ -203,13 +160,13 @@ class CpuMeter:
             return [row[0] for row in cursor.fetchall()]
 
     def snapshot(self) -> dict[str, Any]:
-        pg = {pid: _proc_cpu(pid) for pid in self._pg_pids()}
-        server = {pid: _proc_cpu(pid) for pid in _tree(self.server_pid)}
+        pg = {pid: cpu_seconds(pid) for pid in self._pg_pids()}
+        server = {pid: cpu_seconds(pid) for pid in process_tree(self.server_pid)}
         return {
             "server": sum(server.values()),
             "server_procs": server,
             "pg": pg,
-            "machine": _machine_busy(),
+            "machine": machine_busy(),
         }
 
     @staticmethod
@@ -363,13 +320,6 @@ def _update_body(job: list[Any], state: str) -> dict[str, Any]:
     return body
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
-
-
 def _run_phase(
     pool: Any,
     phase: str,
@@ -429,9 +379,9 @@ def _run_phase(
         "jobs_per_s": round(ok_ops / wall, 1) if wall else 0,
         "calls_per_s": round(calls / wall, 1) if wall else 0,
         "latency_ms": {
-            "p50": round(_percentile(latencies, 0.5), 2),
-            "p90": round(_percentile(latencies, 0.9), 2),
-            "p99": round(_percentile(latencies, 0.99), 2),
+            "p50": round(percentile(latencies, 0.5), 2),
+            "p90": round(percentile(latencies, 0.9), 2),
+            "p99": round(percentile(latencies, 0.99), 2),
             "max": round(max(latencies, default=0), 2),
             "mean": round(sum(latencies) / len(latencies), 2) if latencies else 0,
         },
@@ -455,12 +405,6 @@ def _run_phase(
         if "cpu_ms" in target:
             stats["meets_cpu"] = stats["cpu_ms_per_job"]["server_plus_postgres"] <= target["cpu_ms"]
     return stats, dispatched
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_server(
@@ -542,7 +486,7 @@ def _warm_up(port: int, clients: int) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     admin_url = f"{args.pg}/postgres"
     db_url = f"{args.pg}/{args.db}"
-    _create_database(admin_url, args.db)
+    database_create(admin_url, args.db)
     _django(db_url)
     report: dict[str, Any] = {
         "benchmark": "dispatch",
@@ -554,7 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     for clients in args.clients:
         token = _seed(args.jobs)
-        port = _free_port()
+        port = free_port()
         server = _start_server(db_url, args.workers, args.threads, port, args.gunicorn_args.split())
         procs = min(clients, args.client_procs)
         try:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+from _common import cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "ailuro_bench_ingest"
@@ -92,12 +92,6 @@ def explicit_spec(name: str, visits: int, detectors: int) -> dict[str, Any]:
     return {"name": name, "jobs": jobs}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def scratch_database(base_url: str, name: str) -> str:
     parts = urlsplit(base_url)
     admin = urlunsplit(parts._replace(path="/postgres"))
@@ -129,12 +123,6 @@ def worker_pid(master: int) -> int:
                 return int(pids[0])
         time.sleep(0.05)
     raise RuntimeError("gunicorn started no worker")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def backend_pids(admin_url: str, database: str) -> list[int]:

@@ -4,7 +4,7 @@ Measures, against the real server (gunicorn + PostgreSQL, a scratch database `<d
 * per job, acquire → payload start and payload end → final report accepted, as the pilot logs
   them (median and p90 over N trivial jobs run back to back by one pilot);
 * the resident memory of one idle pilot (asking an empty queue), from /proc/<pid>/status.
-Targets (issue 5): overhead median ≤ 200 ms per job; idle pilot ≤ 60 MB RSS.
+Targets: overhead median ≤ 200 ms per job; idle pilot ≤ 60 MB RSS.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from tempfile import TemporaryDirectory
+
+from _common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,12 +73,6 @@ def _prepare(url: str, n_jobs: int, token_path: Path) -> str:
     return queue_name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=40)
@@ -87,7 +82,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         token = tmp / "token"
         queue = _prepare(url, args.jobs, token)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "AILURO_DATA_DIR": str(tmp / "data")}
         server = subprocess.Popen(
             [

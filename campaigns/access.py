@@ -1,4 +1,4 @@
-"""Who may read and act on a campaign (STYLE §4): one access function, used by API and pages."""
+"""Who may read and act on a campaign (docs/architecture.md#security): one access function, used by API and pages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Campaign → Step → Group → GroupAttempt, and the ActionLog of operator actions (DESIGN §3).
+"""Campaign → Step → Group → GroupAttempt, and the ActionLog of operator actions (docs/architecture.md#entities-and-states).
 
 A campaign's spec is versioned: every edit is a new CampaignVersion, and each group attempt keeps
 the resolved config it ran with, so attempts are rows, never mutations. Writes go through
@@ -199,7 +199,7 @@ class GroupAttempt(models.Model):
 
 
 class ActionLog(models.Model):
-    """Who did what to which object, when, with what result (DESIGN §3). Refusals are logged too."""
+    """Who did what to which object, when, with what result. Refusals are logged too."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="actions")
     actor = models.CharField(max_length=150)

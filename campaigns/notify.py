@@ -1,6 +1,6 @@
 """Campaign notifications: a JSON POST to the campaign's webhook on failure, stall and completion.
 
-Sent after the advancer's transaction commits (no network I/O inside a transaction, STYLE §8); a
+Sent after the advancer's transaction commits (no network I/O inside a transaction, docs/contributing.md#shape-of-the-code); a
 receiver that is down is logged and skipped, never retried in a loop.
 """
 

@@ -1,4 +1,4 @@
-"""Picking failed jobs for a selective rerun, and error templates: pure functions (STYLE §7)."""
+"""Picking failed jobs for a selective rerun, and error templates: pure functions (docs/contributing.md#shape-of-the-code)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _MASKS = (
 
 def error_template(row: Mapping[str, Any]) -> str:
     """`family:code message-template` of a failed job (numbers, hex ids and paths masked); the
-    first family with a non-zero code wins, in DESIGN §8's order. Empty when no family has one."""
+    first family with a non-zero code wins, in the order of `dispatcher.retry.FAMILY_COLUMNS`. Empty when no family has one."""
     for family, (code_col, diag_col) in FAMILY_COLUMNS.items():
         code = int(row.get(code_col) or 0)
         if code:

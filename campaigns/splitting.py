@@ -1,8 +1,8 @@
-"""Campaign data and group splitting: pure functions over plain data (STYLE §7).
+"""Campaign data and group splitting: pure functions over plain data (docs/contributing.md#shape-of-the-code).
 
 Data ids are scalars of one type (ints, e.g. visits, or strings). A step's split rule turns the
 campaign's data ids into groups; every data id lands in exactly one group or the split fails with a
-message naming the problem — nothing is ever dropped silently (reference/campaigns.md §8).
+message naming the problem — nothing is ever dropped silently.
 
 Rules:
 

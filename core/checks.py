@@ -37,7 +37,7 @@ def check_broker(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
 
 @register(deploy=True)
 def check_anonymous_read(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    """DESIGN §7: anonymous read is for the embedded run; a deployment opts in knowingly."""
+    """Anonymous read is for the embedded run; a deployment opts in knowingly."""
     if settings.AILURO["ANONYMOUS_READ"]:
         return [
             Warning(

@@ -1,4 +1,4 @@
-"""Logging helpers: secrets never reach the log stream (DESIGN §7, §8)."""
+"""Logging helpers: secrets never reach the log stream (docs/architecture.md#errors-and-logs)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """OpenID Connect: provider metadata, signing keys, access-token validation, users and robots, and
 the browser login backend (a mozilla-django-oidc subclass).
 
-Why not mozilla-django-oidc's stock DRF class (shared/reference/security.md §2): it sends every
-bearer token to userinfo, so robot (client-credentials) JWTs cannot work, it verifies neither `aud`
-nor `iss` of ID tokens, fetches the JWKS on every login, and an unreachable provider becomes a 500.
+Why not mozilla-django-oidc's stock DRF class: it sends every bearer token to userinfo, so robot
+(client-credentials) JWTs cannot work, it verifies neither `aud` nor `iss` of ID tokens, fetches the JWKS on every login, and an unreachable provider becomes a 500.
 Here JWTs are validated locally against a cached JWKS, opaque tokens go to userinfo with a short
 cache keyed by a hash of the token, and every provider failure is `ProviderUnavailable` (→ 503).
 

@@ -1,9 +1,9 @@
 """JSON input guards shared by the REST API (DRF parser) and the plain pilot views.
 
 DRF's JSONParser lets a RecursionError escape on a deeply nested array (~200 KB of `[[[…` → HTTP
-500, shared/reference/security.md §6 #2). Here every JSON body is parsed by `json_loads_guarded`:
-malformed JSON, NaN/Infinity, nesting deeper than AILURO["MAX_JSON_DEPTH"] and NUL characters
-(PostgreSQL rejects them in text) are all a `JsonInputError`, i.e. a 400 that names the problem.
+500). Here every JSON body is parsed by `json_loads_guarded`: malformed JSON, NaN/Infinity, nesting
+deeper than AILURO["MAX_JSON_DEPTH"] and NUL characters (PostgreSQL rejects them in text) are all a
+`JsonInputError`, i.e. a 400 that names the problem.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The role model of DESIGN §7, shared by tokens, OIDC groups and the access functions."""
+"""The role model (docs/architecture.md#security), shared by tokens, OIDC groups and the access functions."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One access function per object kind: fetch the object for a user, or say 404 / 403.
 
-The rule (DESIGN §7), decided here and nowhere else:
+The rule (docs/architecture.md#security), decided here and nowhere else:
 
 1. A role that cannot read the user API at all (a pilot token, an anonymous user when anonymous
    read is off) gets 403 for every object, existing or not — the answer says nothing about ids.

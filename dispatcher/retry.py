@@ -1,6 +1,6 @@
 """Retry decisions: which failed attempts come back, with how much memory, after how long.
 
-Pure logic over plain data (STYLE §7): `retry_decide` takes the attempt's errors and the active
+Pure logic over plain data (docs/contributing.md#shape-of-the-code): `retry_decide` takes the attempt's errors and the active
 rules and returns a decision; `dispatcher.services.attempts.job_attempt_end` applies it. Rules are
 RetryRule rows, editable in admin; `retry_rules_active` loads them.
 """
@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-# The error families of DESIGN §8 → (code column, diag column) on Job / JobAttempt.
+# The error families (docs/architecture.md#errors-and-logs) → (code column, diag column) on Job / JobAttempt.
 FAMILY_COLUMNS: dict[str, tuple[str, str | None]] = {
     "pilot": ("piloterrorcode", "piloterrordiag"),
     "exe": ("exeerrorcode", "exeerrordiag"),

@@ -1,8 +1,9 @@
 """Job, task and workflow states, and the one table of allowed job transitions
 (docs/architecture.md#job-states).
 
-Everything that changes a job's status asks `check_transition` first; the table below is the only
-place the state machine is written down, and `docs/` renders it for operators.
+Everything that changes a job's status asks `transition_allowed` first (the transition services
+raise `TransitionRefused` otherwise); the table below is the only place the state machine is
+written down, and `docs/` renders it for operators.
 """
 
 from __future__ import annotations

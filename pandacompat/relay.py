@@ -21,7 +21,7 @@ from pandacompat.translate import Translation, workflow_to_spec
 
 log = logging.getLogger(__name__)
 
-# What `PanDAService` and `panda_auth` send (shared/reference: bps-and-panda-client.md §2a).
+# What `PanDAService` and `panda_auth` send (ctrl_bps_panda and panda-client).
 COMMANDS = frozenset(
     {"ping", "submit", "get_requests", "get_status", "get_contents_output_ext", "abort", "retry"}
 )

@@ -86,7 +86,7 @@ class JobFactory(factory.django.DjangoModelFactory):
         return job
 
 
-# --- monitor (issue 7): attempts, payload log chunks, files and workers for the monitor pages ---
+# --- monitor: attempts, payload log chunks, files and workers for the monitor pages ---
 
 
 class JobAttemptFactory(factory.django.DjangoModelFactory):

@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-# Indexes for the monitor's summaries (issue 7):
+# Indexes for the monitor's summaries:
 # * job_active_queue_idx — pandamon.queries.dash_matrix: active jobs per queue and state, any age;
 # * job_window_summary_idx — pandamon.queries.dash_matrix and queue_state_counts: jobs per queue and
 #   state in a time window, answered from the index alone.

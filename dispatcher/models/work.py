@@ -161,7 +161,7 @@ class Job(models.Model):
     max_pss_kb = models.BigIntegerField(null=True, blank=True)
     actual_cores = models.FloatField(null=True, blank=True)
 
-    # Error families, with PanDA's column names (DESIGN §8).
+    # Error families, with PanDA's column names (docs/architecture.md#errors-and-logs).
     piloterrorcode = models.IntegerField(default=0)
     piloterrordiag = models.CharField(max_length=500, blank=True)
     exeerrorcode = models.IntegerField(default=0)
@@ -211,7 +211,7 @@ class Job(models.Model):
             models.UniqueConstraint(fields=["workflow", "name"], name="job_unique_name_in_workflow"),
         ]
         indexes = [
-            # getJob: the partial index on activated jobs per queue, in dispatch order (DESIGN §4).
+            # getJob: the partial index on activated jobs per queue, in dispatch order (docs/architecture.md#hot-paths).
             models.Index(
                 F("queue"),
                 F("currentpriority").desc(),

@@ -1,7 +1,6 @@
 """Pilots as Slurm batch jobs: sbatch / squeue / sacct -c / scancel through the command line.
 
-The CLI works with any Slurm version a site runs and needs nothing compiled (see
-shared/reference/batch-systems.md §2). Rules kept here:
+The CLI works with any Slurm version a site runs and needs nothing compiled. Rules kept here:
 * `sbatch --parsable`; text output parsed with `-P`/explicit formats, never whitespace columns;
 * live state from `squeue -t all` (it keeps finished jobs for MinJobAge), final state and exit
   code from `sacct` — `sacct -c` (the jobcomp file) when the site runs no slurmdbd;

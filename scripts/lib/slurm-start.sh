@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copied from shared/reference/slurm (the project's tested recipe); called by scripts/slurm.sh.
+# The project's tested single-node Slurm recipe; called by scripts/slurm.sh.
 # start-slurm.sh - install (if needed) and start a single-node Slurm cluster on
 # Debian 12 (slurm-wlm 22.05 + munge from Debian's own packages), without
 # systemd and without Docker. Meant for CI (root, fresh machine) and for

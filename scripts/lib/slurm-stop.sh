@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copied from shared/reference/slurm (the project's tested recipe); called by scripts/slurm.sh.
+# The project's tested single-node Slurm recipe; called by scripts/slurm.sh.
 # stop-slurm.sh - stop the daemons that start-slurm.sh started, by recorded PID
 # (and only if that PID is still the same process: the kernel start time is
 # checked, so a reused PID is never signalled). Daemons that start-slurm.sh

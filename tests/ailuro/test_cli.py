@@ -17,8 +17,10 @@ from django.db import connection
 
 from ailuro.cli import main
 from ailuro.config import ConfigError, config_load
+from ailuro.protocol import FINAL_JOB_STATES, FINAL_WORKFLOW_STATES
 from core.services import token_create
 from dispatcher.models import Job, PayloadLog, Workflow
+from dispatcher.states import JOB_FINAL, WORKFLOW_FINAL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,6 +141,12 @@ def test_watch_stops_at_its_timeout(server: Any, spec_file: Path, capsys: pytest
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_clients_final_states_are_the_servers() -> None:
+    """`ailuro status --watch` and `ailuro logs --follow` stop on these; the server decides them."""
+    assert {str(state) for state in JOB_FINAL} == FINAL_JOB_STATES
+    assert {str(state) for state in WORKFLOW_FINAL} == FINAL_WORKFLOW_STATES
+
+
 def test_logs_and_ping(server: Any, spec_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_json(capsys, "submit", str(spec_file))
     job = Job.objects.get(name="isr_1_0")

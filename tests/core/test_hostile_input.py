@@ -1,6 +1,6 @@
-"""The bad-input rows of shared/reference/security.md §6 that the identity layer owns: huge numbers,
-stored XSS in what the page header shows, CSRF on session-authenticated API writes, injection-shaped
-query strings, and misconfiguration caught by the deploy check."""
+"""The bad inputs the identity layer owns: huge numbers, stored XSS in what the page header shows,
+CSRF on session-authenticated API writes, injection-shaped query strings, and misconfiguration
+caught by the deploy check."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Duplicate delivery (shared/reference/security.md §4.2): two workers and two beats on the real
+"""Duplicate delivery (docs/architecture.md#loops): two workers and two beats on the real
 Redis broker send and run every loop twice; each job is still activated once and each lost attempt
 failed once."""
 

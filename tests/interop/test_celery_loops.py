@@ -1,4 +1,4 @@
-"""The loops on a real Celery worker and the real Redis broker (issue 4, "Must show").
+"""The loops on a real Celery worker and the real Redis broker (docs/architecture.md#loops).
 
 In the DAG tests the pilot side goes through the real v1 pilot protocol views in-process
 (acquire_jobs, update_job); in the SIGKILL test the pilot is the real `ailuro pilot` process

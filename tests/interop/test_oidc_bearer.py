@@ -1,5 +1,6 @@
-"""Bearer tokens from a real OIDC provider against the API: robots, users, every forged token of
-shared/reference/security.md §6 #9, and a provider outage (503, then recovery)."""
+"""Bearer tokens from a real OIDC provider against the API: robots, users, every forged token
+(`alg: none`, HS256 key confusion, tampered payload, unknown key, expiry, issuer, audience, missing
+claims), and a provider outage (503, then recovery)."""
 
 from __future__ import annotations
 

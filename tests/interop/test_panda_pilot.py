@@ -9,7 +9,7 @@ ailuro alone (queuedata, storage data, the pilot config's URLs all point at the 
 * a long payload an operator cancels while it runs: the next heartbeat answers `tobekilled`, the
   pilot kills the payload and ends.
 
-SAFETY (pilot-protocol.md §12): the pilot kills every orphan of its user at the end of a job. It
+SAFETY: the pilot kills every orphan of its user at the end of a job. It
 runs here only with PILOT_NOKILL=1 AND inside `unshare --pid --fork --mount-proc`, under
 `timeout`, and every process this test starts is stopped by its own pid.
 """
@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 PILOT_VERSION = "3.7.0.36"
 # 3.7.0.36 only downloads transformations from hard-coded base URLs; with HARVESTER_WORKDIR it
-# copies the script from there instead and never contacts this URL (pilot-protocol.md §9.2).
+# copies the script from there instead and never contacts this URL.
 TRF_BASE = "http://pandaserver-doma.cern.ch:25080/trf/user"
 HEARTBEAT_S = 8
 
@@ -153,7 +153,7 @@ def _pilot_config(source: Path, workdir: Path, base: str) -> Path:
 def _start_pilot(source: Path, workdir: Path, base: str, queue: str, token: str) -> subprocess.Popen[bytes]:
     for sub in ("work", "se", "tok", "trf", "certs"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    (workdir / "tok" / "token").write_text(token)  # no trailing newline (§2.4)
+    (workdir / "tok" / "token").write_text(token)  # no trailing newline, as the pilot's token file has
     script = workdir / "trf" / "runpayload.sh"
     script.write_text(RUNPAYLOAD)
     script.chmod(0o755)

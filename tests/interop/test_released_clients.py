@@ -2,7 +2,7 @@
 
 The clients live in their own pinned virtualenv, var/clients-venv (scripts/clients.sh, built by
 the `clients_venv` fixture on first use). Every client call runs under `timeout`: `bps submitcmd`
-retries a failed upload forever (shared/reference: bps-and-panda-client.md §8.1).
+retries a failed upload forever.
 
 * `bps ping` (the CLI) and PanDAService.ping() through the iDDS relay;
 * panda-client's `Client.hello()` (GET /api/v1/system/is_alive);
