@@ -1,10 +1,11 @@
 """Job status transitions. Every job status change goes through `job_transition` or
 `jobs_transition_bulk`: a compare-and-set UPDATE, a JobStatusLog row, counter deltas (decision
-0002) and the change feed's rows (decision 0006), in one transaction (docs/architecture.md,
-"Entities and states" and "Hot paths").
+0002) and, on PostgreSQL, the change feed's rows (decision 0006: written by the job trigger, or by
+the set-based statement itself), in one transaction (docs/architecture.md, "Entities and states"
+and "Hot paths").
 
 Each operation has one write path; what differs between PostgreSQL and SQLite (the embedded run,
-which may be slower but never means something else) sits in one function next to it:
+which may be slower but never means something else) sits next to it: `_pandaid_in` and
 `_bulk_write` for `jobs_transition_bulk`, `_fold_write` for `task_counts_fold`.
 """
 
