@@ -55,27 +55,6 @@ killed = job_pilot_update(
 )
 assert killed.command == "tobekilled"
 assert task_state_counts([task.pk])[task.pk] == {"finished": 1, "cancelled": 1, "activated": 1}
-
-# The set-based transition and the counter fold: same results as on PostgreSQL.
-from django.db.models import Q
-from dispatcher.models import TaskCount, TaskCountDelta
-from dispatcher.services import jobs_transition_bulk, task_counts_fold
-more = [JobFactory(task=task) for _ in range(4)]
-moved = jobs_transition_bulk(
-    source="defined", to="cancelled", cause="bulk", where=Q(task=task), limit=3, fields={"attemptnr": 2}
-)
-assert moved == [j.pk for j in more[:3]], moved
-logged = JobStatusLog.objects.filter(job_id__in=moved).values_list("attemptnr", "jobstatus", "previous")
-assert list(logged) == [(2, "cancelled", "defined")] * 3, list(logged)
-assert all(j.statechangetime is not None for j in Job.objects.filter(pk__in=moved))
-assert jobs_transition_bulk(source="defined", to="cancelled", cause="x", pandaids=[]) == []
-assert jobs_transition_bulk(source="defined", to="cancelled", cause="x", pandaids=[more[3].pk]) == [more[3].pk]
-exact = {"finished": 1, "cancelled": 5, "activated": 1}
-assert task_state_counts([task.pk])[task.pk] == exact
-assert task_counts_fold(batch=5) == 5
-assert task_counts_fold() > 0 and task_counts_fold() == 0
-assert not TaskCountDelta.objects.exists()
-assert {s: n for s, n in TaskCount.objects.filter(task=task).values_list("jobstatus", "count") if n} == exact
 print("SQLITE-OK")
 """
 
