@@ -116,7 +116,7 @@ def _job_columns() -> tuple[list[str], dict[str, str]]:
 def seed(args: argparse.Namespace) -> dict[str, object]:
     """1. Sites, queues, users, workflows, tasks with the ORM. 2. Drop the job indexes, COPY the
     jobs (one big task of 80k jobs with a 3-label DAG, the rest spread over the other tasks),
-    failed attempts and DAG edges, with the monitor rollup triggers disabled. 3. Rebuild the
+    failed attempts and DAG edges, with the change-feed triggers disabled. 3. Rebuild the
     indexes, fill the task counters and the monitor rollups (`rollups_rebuild`: the migration's
     backfill), ANALYZE."""
     from django.contrib.auth import get_user_model
@@ -172,8 +172,8 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
         fk_defs = cur.fetchall()
         for name, _ in fk_defs:
             cur.execute(f'ALTER TABLE dispatcher_job DROP CONSTRAINT "{name}"')
-        # The monitor rollup triggers (decision 0003) would queue 10M job and 1M attempt deltas;
-        # the rollups are built afterwards in one pass each by the migration's backfill function.
+        # The change-feed triggers (decision 0006) would append 10M job and 1M attempt changes; the
+        # rollups are built afterwards in one pass each by the monitor's backfill (`rollups_rebuild`).
         cur.execute("ALTER TABLE dispatcher_job DISABLE TRIGGER USER")
         cur.execute("ALTER TABLE dispatcher_jobattempt DISABLE TRIGGER USER")
         constraint_like = {"job_unique_name_in_workflow"}

@@ -1,4 +1,4 @@
-"""Cost of the monitor rollup triggers (decision 0003) per job write, on the monitor benchmark's
+"""Cost of the change-feed triggers (decisions 0003 and 0006) per job write, on the monitor benchmark's
 database (`bench/monitor.py` seeds it).
 
     python bench/monitor_triggers.py [--db ailuro_bench_monitor] [--rows 20000]
@@ -9,7 +9,7 @@ statement per job (as the dispatcher issues them), timed server-side in a PL/pgS
 1. a transition (jobstatus and statechangetime change): the row trigger appends −old/+new;
 2. a heartbeat (modificationtime and node change): the trigger's WHEN clause skips it;
 
-each with the rollup triggers enabled and disabled; prints µs per statement and the difference.
+each with the job update trigger enabled and disabled; prints µs per statement and the difference.
 """
 
 from __future__ import annotations
@@ -63,9 +63,11 @@ def main() -> None:
             for triggers in ("enabled", "disabled"):
                 with conn.transaction(force_rollback=True):
                     if triggers == "disabled":
-                        conn.execute("ALTER TABLE dispatcher_job DISABLE TRIGGER pandamon_job_summary_update")
+                        conn.execute(
+                            "ALTER TABLE dispatcher_job DISABLE TRIGGER dispatcher_job_change_update"
+                        )
                     conn.execute(LOOP.format(rows=args.rows, statement=statement))
-                    deltas = conn.execute("SELECT COUNT(*) FROM pandamon_jobsummarydelta").fetchone()
+                    deltas = conn.execute("SELECT COUNT(*) FROM dispatcher_jobchange").fetchone()
                 seconds = float(notices[-1])
                 result[f"{name}_{triggers}_us"] = round(seconds / args.rows * 1e6, 1)
                 result[f"{name}_{triggers}_deltas"] = deltas[0] if deltas else None

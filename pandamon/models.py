@@ -2,43 +2,15 @@
 scanning every job or failed attempt of the window. PostgreSQL only: on SQLite (the embedded mode)
 the tables exist but stay empty and the pages scan, as before.
 
-Writers never touch these tables directly. Triggers on `dispatcher_job` and
-`dispatcher_jobattempt` append delta rows (`pandamon/rollup_sql.py`); the "monitor" loop folds them
-into the summaries (`pandamon.rollups.rollups_fold`). No foreign keys: a delta must never make a
-transition wait on another table's lock, and deleting a job must not cascade into counts.
+Writers never touch these tables. The engine records what changed in its job and attempt tables
+(the change feed, `dispatcher.models.JobChange` and `FailedAttemptChange`, decision 0006); the
+"monitor" loop folds those rows into the summaries (`pandamon.rollups.rollups_fold`). No foreign
+keys: deleting a job must not cascade into counts.
 """
 
 from __future__ import annotations
 
 from django.db import models
-
-
-class JobSummaryDelta(models.Model):
-    """One job tuple entering (+1) or leaving (−1) the summary: appended by the job triggers.
-
-    The raw facet columns, not the exploded facets: the trigger does one INSERT, the fold explodes.
-    `computingsite` is '' for a job without a queue (the summary's value column is NOT NULL).
-    """
-
-    id = models.BigAutoField(primary_key=True)
-    statechangetime = models.DateTimeField()
-    jobstatus = models.CharField(max_length=16)
-    computingsite = models.CharField(max_length=64)
-    produsername = models.CharField(max_length=150)
-    label = models.CharField(max_length=100)
-    jeditaskid = models.BigIntegerField()
-    workflow_id = models.BigIntegerField()
-    attemptnr = models.IntegerField()
-    resource_type = models.CharField(max_length=32)
-    prodsourcelabel = models.CharField(max_length=20)
-    piloterrorcode = models.IntegerField()
-    exeerrorcode = models.IntegerField()
-    ddmerrorcode = models.IntegerField()
-    transexitcode = models.IntegerField()
-    delta = models.SmallIntegerField()
-
-    def __str__(self) -> str:
-        return f"{self.delta:+d} {self.jobstatus} @ {self.statechangetime}"
 
 
 class JobSummary(models.Model):
@@ -61,35 +33,6 @@ class JobSummary(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bucket} {self.jobstatus} {self.facet}={self.value}: {self.count}"
-
-
-class ErrorDelta(models.Model):
-    """One failed attempt entering (+1) or leaving (−1) the error summaries, with its raw codes and
-    diags: the fold masks diags into templates, so the trigger never runs a regex."""
-
-    id = models.BigAutoField(primary_key=True)
-    endtime = models.DateTimeField()
-    job_id = models.BigIntegerField()
-    jeditaskid = models.BigIntegerField()
-    produsername = models.CharField(max_length=150)
-    computingsite = models.CharField(max_length=64)
-    piloterrorcode = models.IntegerField()
-    piloterrordiag = models.CharField(max_length=500)
-    exeerrorcode = models.IntegerField()
-    exeerrordiag = models.CharField(max_length=500)
-    transexitcode = models.IntegerField()
-    ddmerrorcode = models.IntegerField()
-    ddmerrordiag = models.CharField(max_length=500)
-    jobdispatchererrorcode = models.IntegerField()
-    jobdispatchererrordiag = models.CharField(max_length=500)
-    superrorcode = models.IntegerField()
-    superrordiag = models.CharField(max_length=500)
-    taskbuffererrorcode = models.IntegerField()
-    taskbuffererrordiag = models.CharField(max_length=500)
-    delta = models.SmallIntegerField()
-
-    def __str__(self) -> str:
-        return f"{self.delta:+d} attempt of {self.job_id} @ {self.endtime}"
 
 
 class ErrorSummary(models.Model):

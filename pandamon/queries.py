@@ -28,6 +28,7 @@ from django.db import connection
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
+from dispatcher.changefeed import JOB_FACET_FIELDS
 from dispatcher.models import (
     File,
     Job,
@@ -78,21 +79,7 @@ def progress(counts: dict[str, int]) -> dict[str, float | int]:
 # --- /jobs/ -------------------------------------------------------------------------------------
 
 # Facet name (PanDA's) → ORM column. The time bucket rides in the same scan for the chart.
-JOB_FACETS: dict[str, str] = {
-    "jobstatus": "jobstatus",
-    "computingsite": "queue_id",
-    "produsername": "produsername",
-    "label": "label",
-    "jeditaskid": "task_id",
-    "workflow": "workflow_id",
-    "attemptnr": "attemptnr",
-    "resourcetype": "resource_type",
-    "prodsourcelabel": "prodsourcelabel",
-    "piloterrorcode": "piloterrorcode",
-    "exeerrorcode": "exeerrorcode",
-    "ddmerrorcode": "ddmerrorcode",
-    "transexitcode": "transexitcode",
-}
+JOB_FACETS: dict[str, str] = JOB_FACET_FIELDS  # dispatcher/changefeed.py holds the list
 
 
 def bucket_unit(since: datetime | None, until: datetime | None, now: datetime) -> str:

@@ -1,5 +1,7 @@
-"""The SQL of the monitor rollups (decision 0003), PostgreSQL only: trigger functions and triggers,
-the fold and the backfill. Built once from constant column lists; no value is ever interpolated.
+"""The SQL of the monitor rollups (decision 0003), PostgreSQL only: the fold of the engine's change
+feed (`dispatcher_jobchange`, `dispatcher_failedattemptchange`; `dispatcher/changefeed.py`,
+decision 0006) into the summaries, and the backfill from the job and attempt rows. Built once from
+constant column lists; no value is ever interpolated.
 
 Bucket: the UTC hour of the job's `statechangetime` (of the attempt's `endtime` for errors),
 `date_trunc('hour', t, 'UTC')`, so a fold run from any session time zone files a row alike.
@@ -8,28 +10,29 @@ Bucket: the UTC hour of the job's `statechangetime` (of the attempt's `endtime` 
 # ruff: noqa: S608  (the module is SQL built from the constant column lists above; no values)
 from __future__ import annotations
 
-# Facet name (pandamon.queries.JOB_FACETS) → column of dispatcher_job, of the delta table and the
-# SQL giving its text value in the summary (NULL queue → '', the summary's value is NOT NULL).
-JOB_FACET_COLUMNS: dict[str, str] = {
-    "jobstatus": "jobstatus",
-    "computingsite": "computingsite",
-    "produsername": "produsername",
-    "label": "label",
-    "jeditaskid": "jeditaskid",
-    "workflow": "workflow_id",
-    "attemptnr": "attemptnr",
-    "resourcetype": "resource_type",
-    "prodsourcelabel": "prodsourcelabel",
-    "piloterrorcode": "piloterrorcode",
-    "exeerrorcode": "exeerrorcode",
-    "ddmerrorcode": "ddmerrorcode",
-    "transexitcode": "transexitcode",
-}
+from dispatcher.changefeed import JOB_FACET_COLUMNS
+from dispatcher.retry import FAMILY_COLUMNS
+
+__all__ = [
+    "BACKFILL_ERRORS",
+    "BACKFILL_ERROR_ATTEMPTS",
+    "BACKFILL_JOBS",
+    "ERROR_FAMILIES",
+    "FOLD_ERRORS",
+    "FOLD_JOBS",
+    "INT_FACETS",
+    "JOB_FACET_COLUMNS",
+    "SUMMARY_TABLES",
+    "error_explode_values",
+    "job_explode_values",
+    "job_facet_value_sql",
+]
+
+# The facets of `dispatcher.changefeed.JOB_FACET_COLUMNS` whose values are integers (the summary
+# keeps every value as text).
 INT_FACETS = frozenset(
     {"jeditaskid", "workflow", "attemptnr", "piloterrorcode", "exeerrorcode", "ddmerrorcode", "transexitcode"}
 )
-# Delta columns in order: the time, then every facet column.
-_JOB_DELTA_COLS = ["statechangetime", *JOB_FACET_COLUMNS.values()]
 
 
 def job_facet_value_sql(alias: str, name: str) -> str:
@@ -42,187 +45,34 @@ def job_facet_value_sql(alias: str, name: str) -> str:
     return f"{alias}.{column}"
 
 
-def _job_tuple(alias: str, prefix: str = "") -> str:
-    """The delta row of the job row `alias` (columns named `prefix` + column): its time and raw
-    facet columns (NULL queue → '')."""
-    return ", ".join(
-        [f"{alias}.{prefix}statechangetime"]
-        + [
-            f"COALESCE({alias}.{prefix}{c}, '')" if c == "computingsite" else f"{alias}.{prefix}{c}"
-            for c in JOB_FACET_COLUMNS.values()
-        ]
-    )
-
-
 def job_explode_values(alias: str) -> str:
-    """LATERAL VALUES turning one delta/job row of `alias` into (facet, value) rows."""
+    """LATERAL VALUES turning one change/job row of `alias` into (facet, value) rows."""
     return ", ".join(f"('{name}', {job_facet_value_sql(alias, name)})" for name in JOB_FACET_COLUMNS)
 
 
-# Error families (pandamon.queries._FAMILIES): family → (code column, diag column or None).
-ERROR_FAMILIES: tuple[tuple[str, str, str | None], ...] = (
-    ("pilot", "piloterrorcode", "piloterrordiag"),
-    ("exe", "exeerrorcode", "exeerrordiag"),
-    ("trans", "transexitcode", None),
-    ("ddm", "ddmerrorcode", "ddmerrordiag"),
-    ("jobdispatcher", "jobdispatchererrorcode", "jobdispatchererrordiag"),
-    ("sup", "superrorcode", "superrordiag"),
-    ("taskbuffer", "taskbuffererrorcode", "taskbuffererrordiag"),
+# Error families (the engine's, `dispatcher.retry.FAMILY_COLUMNS`): (family, code column, diag
+# column or None), the same columns on the attempt rows and the change rows.
+ERROR_FAMILIES: tuple[tuple[str, str, str | None], ...] = tuple(
+    (family, code, diag) for family, (code, diag) in FAMILY_COLUMNS.items()
 )
-_ERROR_CODE_COLS = [c for _, code, diag in ERROR_FAMILIES for c in (code, diag) if c]
-_ERROR_DELTA_COLS = ["endtime", "job_id", "jeditaskid", "produsername", "computingsite", *_ERROR_CODE_COLS]
 
 
 def error_explode_values(alias: str) -> str:
-    """LATERAL VALUES turning one attempt/delta row into (family, code, diag) rows."""
+    """LATERAL VALUES turning one attempt/change row into (family, code, diag) rows."""
     return ", ".join(
         f"('{family}', {alias}.{code}, {f'{alias}.{diag}' if diag else chr(39) * 2})"
         for family, code, diag in ERROR_FAMILIES
     )
 
 
-# --- triggers -------------------------------------------------------------------------------------
-
-_JOB_DELTA_INSERT = f"INSERT INTO pandamon_jobsummarydelta ({', '.join(_JOB_DELTA_COLS)}, delta)"
-_ERROR_DELTA_INSERT = f"INSERT INTO pandamon_errordelta ({', '.join(_ERROR_DELTA_COLS)}, delta)"
-
-
-def _attempt_select(alias: str, sign: int, source: str) -> str:
-    cols = ", ".join(f"{alias}.{c}" for c in _ERROR_CODE_COLS)
-    return (
-        f"SELECT {alias}.endtime, {alias}.job_id, j.jeditaskid, j.produsername, {alias}.computingsite, "
-        f"{cols}, {sign} FROM {source} JOIN dispatcher_job j ON j.pandaid = {alias}.job_id "
-        f"WHERE {alias}.jobstatus = 'failed'"
-    )
-
-
-# Set-based writers that append the deltas of their own UPDATE (`job_delta_pairs_sql`) set this
-# transaction-local setting around that one statement, so the row trigger skips its rows
-# (`set_based_deltas` in dispatcher/services/transitions.py sets and clears it).
-INLINE_DELTAS_SETTING = "ailuro.rollup_inline_deltas"
-_UPDATE_CHANGED = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in _JOB_DELTA_COLS)
-# The tuple test first: a heartbeat (no summarised column changes) stops there, at no cost.
-_UPDATE_WHEN = (
-    f"({_UPDATE_CHANGED}) AND current_setting('{INLINE_DELTAS_SETTING}', true) IS DISTINCT FROM 'on'"
-)
-_ATTEMPT_UPDATE_WHEN = " OR ".join(
-    f"OLD.{c} IS DISTINCT FROM NEW.{c}"
-    for c in ["jobstatus", "endtime", "job_id", "computingsite", *_ERROR_CODE_COLS]
-)
-
-
-def job_delta_pairs_sql(source: str) -> str:
-    """INSERT … SELECT appending, for each row of the CTE `source`, exactly what the update trigger
-    appends for it: −old tuple and +new tuple when the summarised tuple changed, each only with a
-    state-change time. `source` carries the new columns under their own names and the old ones
-    prefixed `old_`. Used by the set-based writers under
-    INLINE_DELTAS_SETTING, so a 5,000-row UPDATE appends its deltas in one statement instead of
-    calling the trigger function 5,000 times."""
-    old = ", ".join(f"s.old_{c}" for c in _JOB_DELTA_COLS)
-    new = ", ".join(f"s.{c}" for c in _JOB_DELTA_COLS)
-    names = ", ".join(_JOB_DELTA_COLS)
-    return (
-        f"{_JOB_DELTA_INSERT} SELECT v.* FROM {source} AS s CROSS JOIN LATERAL (VALUES "
-        f"({_job_tuple('s', 'old_')}, -1), ({_job_tuple('s')}, 1)) AS v({names}, delta) "
-        f"WHERE ({old}) IS DISTINCT FROM ({new}) AND v.statechangetime IS NOT NULL"
-    )
-
-
-JOB_DELTA_COLUMNS: tuple[str, ...] = tuple(_JOB_DELTA_COLS)
-
-CREATE_JOB_UPDATE_TRIGGER = f"""CREATE TRIGGER pandamon_job_summary_update
-       AFTER UPDATE OF {", ".join(_JOB_DELTA_COLS)} ON dispatcher_job
-       FOR EACH ROW WHEN ({_UPDATE_WHEN})
-       EXECUTE FUNCTION pandamon_job_delta_update()"""
-
-CREATE_TRIGGERS: tuple[str, ...] = (
-    # Bulk writes (workflow submission, COPY ingest) and deletes: one statement-level trigger over
-    # the transition table, one INSERT … SELECT per statement whatever its row count.
-    f"""
-    CREATE OR REPLACE FUNCTION pandamon_job_delta_bulk() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP = 'INSERT' THEN
-            {_JOB_DELTA_INSERT}
-            SELECT {_job_tuple("n")}, 1 FROM pandamon_new_rows n WHERE n.statechangetime IS NOT NULL;
-        ELSE
-            {_JOB_DELTA_INSERT}
-            SELECT {_job_tuple("o")}, -1 FROM pandamon_old_rows o WHERE o.statechangetime IS NOT NULL;
-        END IF;
-        RETURN NULL;
-    END $$""",
-    # Updates: row level, and only for rows whose summarised tuple changed (the WHEN clause is
-    # evaluated before the function is called; a heartbeat changes none of these columns).
-    f"""
-    CREATE OR REPLACE FUNCTION pandamon_job_delta_update() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF OLD.statechangetime IS NOT NULL AND NEW.statechangetime IS NOT NULL THEN
-            {_JOB_DELTA_INSERT} VALUES ({_job_tuple("OLD")}, -1), ({_job_tuple("NEW")}, 1);
-        ELSIF OLD.statechangetime IS NOT NULL THEN
-            {_JOB_DELTA_INSERT} VALUES ({_job_tuple("OLD")}, -1);
-        ELSIF NEW.statechangetime IS NOT NULL THEN
-            {_JOB_DELTA_INSERT} VALUES ({_job_tuple("NEW")}, 1);
-        END IF;
-        RETURN NULL;
-    END $$""",
-    """CREATE TRIGGER pandamon_job_summary_insert AFTER INSERT ON dispatcher_job
-       REFERENCING NEW TABLE AS pandamon_new_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION pandamon_job_delta_bulk()""",
-    """CREATE TRIGGER pandamon_job_summary_delete AFTER DELETE ON dispatcher_job
-       REFERENCING OLD TABLE AS pandamon_old_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION pandamon_job_delta_bulk()""",
-    CREATE_JOB_UPDATE_TRIGGER,
-    # Failed attempts: raw codes and diags plus the job's task and user; no regex here.
-    f"""
-    CREATE OR REPLACE FUNCTION pandamon_attempt_delta_bulk() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP = 'INSERT' THEN
-            {_ERROR_DELTA_INSERT} {_attempt_select("n", 1, "pandamon_new_rows n")};
-        ELSE
-            {_ERROR_DELTA_INSERT} {_attempt_select("o", -1, "pandamon_old_rows o")};
-        END IF;
-        RETURN NULL;
-    END $$""",
-    f"""
-    CREATE OR REPLACE FUNCTION pandamon_attempt_delta_update() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        {_ERROR_DELTA_INSERT}
-        {_attempt_select("a", -1, "(SELECT OLD.*) a")}
-        UNION ALL
-        {_attempt_select("a", 1, "(SELECT NEW.*) a")};
-        RETURN NULL;
-    END $$""",
-    """CREATE TRIGGER pandamon_error_summary_insert AFTER INSERT ON dispatcher_jobattempt
-       REFERENCING NEW TABLE AS pandamon_new_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION pandamon_attempt_delta_bulk()""",
-    """CREATE TRIGGER pandamon_error_summary_delete AFTER DELETE ON dispatcher_jobattempt
-       REFERENCING OLD TABLE AS pandamon_old_rows
-       FOR EACH STATEMENT EXECUTE FUNCTION pandamon_attempt_delta_bulk()""",
-    f"""CREATE TRIGGER pandamon_error_summary_update AFTER UPDATE ON dispatcher_jobattempt
-       FOR EACH ROW WHEN ({_ATTEMPT_UPDATE_WHEN})
-       EXECUTE FUNCTION pandamon_attempt_delta_update()""",
-)
-
-DROP_TRIGGERS: tuple[str, ...] = (
-    "DROP TRIGGER IF EXISTS pandamon_job_summary_insert ON dispatcher_job",
-    "DROP TRIGGER IF EXISTS pandamon_job_summary_delete ON dispatcher_job",
-    "DROP TRIGGER IF EXISTS pandamon_job_summary_update ON dispatcher_job",
-    "DROP TRIGGER IF EXISTS pandamon_error_summary_insert ON dispatcher_jobattempt",
-    "DROP TRIGGER IF EXISTS pandamon_error_summary_delete ON dispatcher_jobattempt",
-    "DROP TRIGGER IF EXISTS pandamon_error_summary_update ON dispatcher_jobattempt",
-    "DROP FUNCTION IF EXISTS pandamon_job_delta_bulk()",
-    "DROP FUNCTION IF EXISTS pandamon_job_delta_update()",
-    "DROP FUNCTION IF EXISTS pandamon_attempt_delta_bulk()",
-    "DROP FUNCTION IF EXISTS pandamon_attempt_delta_update()",
-)
-
 # --- fold -----------------------------------------------------------------------------------------
 
-# Each fold: one DELETE … RETURNING of the oldest `batch` deltas feeding the upsert (decision
+# Each fold: one DELETE … RETURNING of the oldest `batch` change rows feeding the upsert (decision
 # 0002's pattern), then the touched buckets, whose zero rows the caller deletes. %s: the batch.
 FOLD_JOBS = f"""
     WITH moved AS (
-        DELETE FROM pandamon_jobsummarydelta
-        WHERE id IN (SELECT id FROM pandamon_jobsummarydelta ORDER BY id LIMIT %s)
+        DELETE FROM dispatcher_jobchange
+        WHERE id IN (SELECT id FROM dispatcher_jobchange ORDER BY id LIMIT %s)
         RETURNING *
     ), summed AS (
         SELECT date_trunc('hour', m.statechangetime, 'UTC') AS bucket, m.jobstatus, v.facet, v.value,
@@ -242,8 +92,8 @@ FOLD_JOBS = f"""
 # filled with error_explode_values('m') and the template expression of `diag`.
 FOLD_ERRORS = """
     WITH moved AS (
-        DELETE FROM pandamon_errordelta
-        WHERE id IN (SELECT id FROM pandamon_errordelta ORDER BY id LIMIT %s)
+        DELETE FROM dispatcher_failedattemptchange
+        WHERE id IN (SELECT id FROM dispatcher_failedattemptchange ORDER BY id LIMIT %s)
         RETURNING *
     ), fam AS (
         SELECT date_trunc('hour', m.endtime, 'UTC') AS bucket, m.jeditaskid, m.job_id, m.delta,
@@ -328,10 +178,4 @@ BACKFILL_ERROR_ATTEMPTS = """
     WHERE a.jobstatus = 'failed'
     GROUP BY 1, 2, 3, 4
 """
-ROLLUP_TABLES = (
-    "pandamon_jobsummarydelta",
-    "pandamon_jobsummary",
-    "pandamon_errordelta",
-    "pandamon_errorsummary",
-    "pandamon_errorattemptsummary",
-)
+SUMMARY_TABLES = ("pandamon_jobsummary", "pandamon_errorsummary", "pandamon_errorattemptsummary")

@@ -19,6 +19,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from dispatcher import changefeed
 from pandamon import rollup_sql
 from pandamon.sql import _fetch_aggregate, template_expression
 
@@ -127,12 +128,12 @@ def job_facet_rows(
             SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM pandamon_jobsummary s
             WHERE s.facet = 'jobstatus' AND {hours_where} AND {sst}
             UNION ALL
-            SELECT v.facet, v.value, NULL, d.delta FROM pandamon_jobsummarydelta d
+            SELECT v.facet, v.value, NULL, d.delta FROM dispatcher_jobchange d
             CROSS JOIN LATERAL (VALUES {rollup_sql.job_explode_values("d")}) AS v(facet, value)
             WHERE {delta_where} AND {dst}
             UNION ALL
             SELECT '', d.jobstatus, date_trunc(%s, d.statechangetime), d.delta
-            FROM pandamon_jobsummarydelta d WHERE {delta_where} AND {dst}
+            FROM dispatcher_jobchange d WHERE {delta_where} AND {dst}
         )
         SELECT facet, value, bucket, SUM(n) FROM src GROUP BY facet, value, bucket HAVING SUM(n) <> 0
     """  # noqa: S608  (constant names and placeholders only)
@@ -180,7 +181,7 @@ def queue_state_rows(window: Window, *, states: Sequence[str]) -> list[tuple[str
             SELECT value, jobstatus, count FROM pandamon_jobsummary
             WHERE {hours_where} AND facet = 'computingsite' AND jobstatus = ANY(%s) AND value <> ''
             UNION ALL
-            SELECT computingsite, jobstatus, delta FROM pandamon_jobsummarydelta
+            SELECT computingsite, jobstatus, delta FROM dispatcher_jobchange
             WHERE {delta_where} AND jobstatus = ANY(%s) AND computingsite <> ''
         ) t GROUP BY 1, 2 HAVING SUM(n) <> 0
     """  # noqa: S608  (constant names and placeholders only)
@@ -238,7 +239,7 @@ def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int
             UNION ALL
             SELECT 's', NULL, NULL, NULL, NULL, d.computingsite, d.jeditaskid, d.produsername,
                    d.delta, NULL, NULL, NULL
-            FROM pandamon_errordelta d WHERE {delta_where} AND {task_d}
+            FROM dispatcher_failedattemptchange d WHERE {delta_where} AND {task_d}
         """  # noqa: S608  (constant names and placeholders only)
         split_params = [*hours_params, *task_sp, *delta_params, *task_dp]
     sql = f"""
@@ -252,7 +253,7 @@ def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int
             WHERE v.code <> 0
             UNION ALL
             SELECT d.job_id, date_trunc(%s, d.endtime), d.delta, v.family, v.code, v.diag
-            FROM pandamon_errordelta d
+            FROM dispatcher_failedattemptchange d
             CROSS JOIN LATERAL (VALUES {rollup_sql.error_explode_values("d")}) AS v(family, code, diag)
             WHERE v.code <> 0 AND {delta_where} AND {task_d}
         ), src AS (
@@ -318,11 +319,13 @@ def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int
 
 
 def rollups_fold(*, batch: int = 50_000) -> int:
-    """Fold up to `batch` job deltas and `batch` error deltas into the summaries; returns how many
-    deltas were folded. The "monitor" loop runs it (pandamon/apps.py registers it).
+    """Fold up to `batch` job changes and `batch` failed-attempt changes of the engine's change feed
+    (`dispatcher/changefeed.py`) into the summaries; returns how many change rows were folded. The
+    "monitor" loop runs it (pandamon/apps.py registers it). The monitor is the feed's one reader:
+    what it folds it deletes.
 
-    1. Under an advisory lock (folds never interleave), one DELETE … RETURNING per delta table
-       feeding the upserts: a delta committed meanwhile is folded now or next time, never lost.
+    1. Under an advisory lock (folds never interleave), one DELETE … RETURNING per change table
+       feeding the upserts: a change committed meanwhile is folded now or next time, never lost.
     2. Summary rows of the touched buckets that reached zero are deleted.
     """
     if not enabled():
@@ -367,11 +370,13 @@ def rollups_backfill(cursor: Any) -> None:
 
 
 def rollups_rebuild() -> None:
-    """Truncate the summaries and deltas and backfill them, in one transaction: writers of jobs and
-    attempts wait on a SHARE lock meanwhile (readers do not), so no delta is lost or counted twice."""
+    """Truncate the summaries and the change feed and backfill the summaries, in one transaction:
+    writers of jobs and attempts wait on a SHARE lock meanwhile (readers do not), so no change is
+    lost or counted twice. The backfill counts every change recorded so far, so the feed is emptied
+    with the summaries (the monitor is its one reader)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("LOCK TABLE dispatcher_job, dispatcher_jobattempt IN SHARE MODE")
-        cursor.execute(f"TRUNCATE {', '.join(rollup_sql.ROLLUP_TABLES)}")
+        cursor.execute(f"TRUNCATE {', '.join([*rollup_sql.SUMMARY_TABLES, *changefeed.TABLES])}")
         rollups_backfill(cursor)
 
 

@@ -4,9 +4,10 @@ PanDA's column names are kept where pilots, operators' habits or monitor URLs de
 (`pandaid`, `jeditaskid`, `computingsite`, `jobstatus`, `prodsourcelabel`, `attemptnr`, the error
 families); everything new is plain snake_case. Writes go through `dispatcher.services`. One module
 per family of tables: sites (where jobs run), work (workflows, tasks, jobs and what hangs off them),
-rules (retry rules) and counts (per-task state counts).
+rules (retry rules), counts (per-task state counts) and changes (the change feed).
 """
 
+from dispatcher.models.changes import FailedAttemptChange, JobChange
 from dispatcher.models.counts import TaskCount, TaskCountDelta
 from dispatcher.models.rules import ErrorFamily, RetryAction, RetryRule
 from dispatcher.models.sites import PilotFlavour, Queue, QueueStatus, ResourceType, Site
@@ -24,10 +25,12 @@ from dispatcher.models.work import (
 
 __all__ = [
     "ErrorFamily",
+    "FailedAttemptChange",
     "File",
     "FileRole",
     "Job",
     "JobAttempt",
+    "JobChange",
     "JobDependency",
     "JobStatusLog",
     "PayloadLog",

@@ -1,14 +1,19 @@
 """Job status transitions. Every job status change goes through `job_transition` or
-`jobs_transition_bulk`: a compare-and-set UPDATE, a JobStatusLog row and counter deltas, in one
-transaction (DESIGN §3).
+`jobs_transition_bulk`: a compare-and-set UPDATE, a JobStatusLog row, counter deltas (decision
+0002) and, on PostgreSQL, the change feed's rows (decision 0006: written by the job trigger, or by
+the set-based statement itself), in one transaction (docs/architecture.md, "Entities and states"
+and "Hot paths").
+
+Each operation has one write path; what differs between PostgreSQL and SQLite (the embedded run,
+which may be slower but never means something else) sits next to it: `_pandaid_in` and
+`_bulk_write` for `jobs_transition_bulk`, `_fold_write` for `task_counts_fold`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +23,9 @@ from django.db.models import BooleanField, Count, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from dispatcher.changefeed import JOB_CHANGE_COLUMNS, job_change_pairs_sql, set_based_changes
 from dispatcher.models import Job, JobStatusLog, TaskCount, TaskCountDelta
 from dispatcher.states import JobStatus, TransitionRefused, transition_allowed
-from pandamon import rollup_sql
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +59,6 @@ def task_count_deltas_add(deltas: Mapping[tuple[int, str], int]) -> None:
 
 _FIELDS_BY_ATTNAME = {f.attname: f for f in Job._meta.concrete_fields}
 _ATTNAME_BY_COLUMN = {f.column: f.attname for f in Job._meta.concrete_fields}
-
-
-@contextmanager
-def set_based_deltas() -> Iterator[None]:
-    """Around ONE statement that appends the monitor deltas of its own job UPDATE
-    (`pandamon.rollup_sql.job_delta_pairs_sql`): the row trigger skips that statement's rows
-    (its WHEN clause reads this transaction-local setting), so no row is counted twice or missed.
-
-    Must run inside a transaction (the setting is SET LOCAL). It is cleared right after the
-    statement; if the statement fails, the transaction or savepoint that catches the error rolls the
-    setting back with it, as there is no savepoint between the two.
-    """
-    if not connection.in_atomic_block:
-        raise RuntimeError("set_based_deltas needs a transaction")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config(%s, 'on', true)", [rollup_sql.INLINE_DELTAS_SETTING])
-        yield
-        cursor.execute("SELECT set_config(%s, 'off', true)", [rollup_sql.INLINE_DELTAS_SETTING])
 
 
 def _check_fields(fields: Mapping[str, Any]) -> None:
@@ -157,137 +144,126 @@ def jobs_transition_bulk(
     fields: Mapping[str, Any] | None = None,
     limit: int | None = None,
 ) -> list[int]:
-    """Move every job in `source` selected by `pandaids` and/or `where` to `to`; returns their ids.
+    """Move every job in `source` selected by `pandaids` and/or `where` (at most `limit`, in
+    pandaid order) to `to`; returns their ids in pandaid order. `fields` are values (no expressions).
 
-    Set-based: one locking SELECT in pandaid order (locks are taken in pk order, so two bulk
-    transitions cannot deadlock each other), one UPDATE, one bulk insert of log rows and one of
-    counter deltas, whatever the number of jobs.
+    Set-based, whatever the number of jobs:
+
+    1. `sel`: the selection in pandaid order, locked (FOR UPDATE on PostgreSQL, in pk order, so two
+       bulk transitions cannot deadlock each other; SQLite's IMMEDIATE transaction holds the write
+       lock), with the job's change-feed tuple as it is under the lock;
+    2. the compare-and-set UPDATE of the selected rows still in `source`;
+    3. from the rows it updated: one status-log row each and the per-task counter deltas;
+    4. on PostgreSQL, the change-feed pairs of the UPDATE (`dispatcher/changefeed.py`).
     """
     if not transition_allowed(source, to):
         raise TransitionRefused(0, source, to)
     fields = dict(fields or {})
     _check_fields(fields)
+    if any(hasattr(v, "resolve_expression") for v in fields.values()):
+        raise ValueError("jobs_transition_bulk sets values, not expressions")
     selection = Job.objects.filter(jobstatus=source)
     if pandaids is not None:
-        if connection.vendor == "postgresql":
-            # One array parameter instead of one placeholder per id (5,000 in a brokerage step).
-            selection = selection.filter(
-                RawSQL('"dispatcher_job"."pandaid" = ANY(%s::bigint[])', (list(pandaids),), BooleanField())
-            )
-        else:
-            selection = selection.filter(pandaid__in=list(pandaids))
+        selection = selection.filter(_pandaid_in(pandaids))
     if where is not None:
         selection = selection.filter(where)
     selection = selection.order_by("pandaid")
     if limit is not None:
         selection = selection[:limit]
-    if connection.vendor == "postgresql" and not any(
-        hasattr(v, "resolve_expression") for v in fields.values()
-    ):
-        return _jobs_transition_bulk_postgresql(selection, source=source, to=to, cause=cause, fields=fields)
-    rows = list(selection.select_for_update().values_list("pandaid", "task_id", "attemptnr"))
-    if not rows:
-        return []
-    now = timezone.now()
-    fields.setdefault("statechangetime", now)
-    ids = [pandaid for pandaid, _, _ in rows]
-    for start in range(0, len(ids), 5000):
-        Job.objects.filter(pandaid__in=ids[start : start + 5000], jobstatus=source).update(
-            jobstatus=to, **fields
-        )
-    JobStatusLog.objects.bulk_create(
-        [
-            JobStatusLog(
-                job_id=pandaid,
-                attemptnr=int(fields.get("attemptnr", attempt)),
-                jobstatus=to,
-                previous=source,
-                time=now,
-                cause=cause[:300],
-            )
-            for pandaid, _, attempt in rows
-        ],
-        batch_size=5000,
-    )
-    per_task = Counter(task_id for _, task_id, _ in rows)
-    deltas: dict[tuple[int, str], int] = {}
-    for task_id, n in per_task.items():
-        deltas[(task_id, source)] = -n
-        deltas[(task_id, to)] = n
-    task_count_deltas_add(deltas)
-    _log_bulk(len(ids), per_task, source, to, cause)
-    return ids
-
-
-def _jobs_transition_bulk_postgresql(
-    selection: Any, *, source: str, to: str, cause: str, fields: dict[str, Any]
-) -> list[int]:
-    """`jobs_transition_bulk` on PostgreSQL: ONE statement whatever the number of jobs.
-
-    1. `sel`: the selection, locked in pandaid order (Django compiles it: `where`, `limit`), with
-       the summarised columns as they are under the lock;
-    2. `upd`: the compare-and-set UPDATE (still in `source`), returning new and old tuples;
-    3. `logged`, `counted`: the status-log rows and the per-task counter deltas, set-based;
-    4. `deltas`: the monitor rollup deltas of the UPDATE, set-based, under `set_based_deltas` so
-       the row trigger skips these rows (pandamon/rollup_sql.py, decision 0003).
-    """
-    now = timezone.now()
-    fields.setdefault("statechangetime", now)
-    delta_cols = rollup_sql.JOB_DELTA_COLUMNS
     locked = selection.select_for_update().values_list(
-        "pandaid", *(_ATTNAME_BY_COLUMN[c] for c in delta_cols)
+        "pandaid", *(_ATTNAME_BY_COLUMN[c] for c in JOB_CHANGE_COLUMNS)
     )
     try:
         sel_sql, sel_params = locked.query.sql_with_params()
     except EmptyResultSet:  # e.g. `where` selects no pandaid at all
         return []
+    now = timezone.now()
+    fields.setdefault("statechangetime", now)
     sets = ['"jobstatus" = %s']
     set_params: list[Any] = [to]
     for attname, value in sorted(fields.items()):
         field = _FIELDS_BY_ATTNAME[attname]
         sets.append(f'"{field.column}" = %s')
         set_params.append(field.get_db_prep_save(value, connection))
-    new_cols = ", ".join(f"j.{c}" for c in delta_cols)
-    old_names = ", ".join(f"old_{c}" for c in delta_cols)
-    old_cols = ", ".join(f"sel.old_{c}" for c in delta_cols)
-    sql = f"""
-        WITH sel (pandaid, {old_names}) AS ({sel_sql}),
-        upd AS (
-            UPDATE dispatcher_job AS j SET {", ".join(sets)} FROM sel
-            WHERE j.pandaid = sel.pandaid AND j.jobstatus = %s
-            RETURNING j.pandaid, {new_cols}, {old_cols}
-        ),
-        logged AS (
-            INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
-            SELECT pandaid, attemptnr, %s, %s, %s, %s FROM upd
-        ),
-        counted AS (
-            INSERT INTO dispatcher_taskcountdelta (jeditaskid, jobstatus, delta)
-            SELECT upd.jeditaskid, v.status, SUM(v.delta) FROM upd
-            CROSS JOIN LATERAL (VALUES (%s, -1), (%s, 1)) AS v(status, delta)
-            GROUP BY upd.jeditaskid, v.status
-        ),
-        deltas AS ({rollup_sql.job_delta_pairs_sql("upd")})
-        SELECT pandaid, jeditaskid FROM upd ORDER BY pandaid
-    """  # noqa: S608  (column names from the model and the rollup's constant lists; values are parameters)
-    params = [
-        *sel_params,
-        *set_params,
-        source,
-        to,
-        source,
-        now,
-        cause[:300],
-        source,
-        to,
-    ]
-    with set_based_deltas(), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if not rows:
-        return []
-    _log_bulk(len(rows), Counter(task_id for _, task_id in rows), source, to, cause)
+    old_names = ", ".join(f"old_{c}" for c in JOB_CHANGE_COLUMNS)
+    with_sel = f"WITH sel (pandaid, {old_names}) AS ({sel_sql})"
+    update = f"""
+        UPDATE dispatcher_job AS j SET {", ".join(sets)} FROM sel
+        WHERE j.pandaid = sel.pandaid AND j.jobstatus = %s RETURNING"""  # noqa: S608  (model columns)
+    rows = _bulk_write(
+        with_sel,
+        update,
+        [*sel_params, *set_params, source],
+        source=source,
+        to=to,
+        cause=cause[:300],
+        now=now,
+    )
+    if rows:
+        _log_bulk(len(rows), Counter(task_id for _, task_id in rows), source, to, cause)
     return [pandaid for pandaid, _ in rows]
+
+
+def _pandaid_in(pandaids: Sequence[int]) -> Q | RawSQL:
+    if connection.vendor == "postgresql":
+        # One array parameter instead of one placeholder per id (5,000 in a brokerage step).
+        return RawSQL('"dispatcher_job"."pandaid" = ANY(%s::bigint[])', (list(pandaids),), BooleanField())
+    return Q(pandaid__in=list(pandaids))
+
+
+def _bulk_write(
+    with_sel: str, update: str, params: list[Any], *, source: str, to: str, cause: str, now: Any
+) -> list[tuple[int, int]]:
+    """Steps 2–4 of `jobs_transition_bulk`: the UPDATE (`with_sel` + `update`, ending in
+    RETURNING), the status log, the counter deltas and the change feed; returns (pandaid, task id)
+    of the moved jobs in pandaid order.
+
+    PostgreSQL: ONE statement, the UPDATE in a CTE whose rows (new tuple and old, `old_`) feed the
+    log, the counter deltas and the change-feed pairs, under `set_based_changes` so the row trigger
+    skips these rows. SQLite has no data-modifying CTEs and no change feed: the UPDATE … RETURNING,
+    then the log rows and counter deltas of the rows it returned.
+    """
+    if connection.vendor == "postgresql":
+        new_cols = ", ".join(f"j.{c}" for c in JOB_CHANGE_COLUMNS)
+        old_cols = ", ".join(f"sel.old_{c}" for c in JOB_CHANGE_COLUMNS)
+        sql = f"""
+            {with_sel},
+            upd AS ({update} j.pandaid, {new_cols}, {old_cols}),
+            logged AS (
+                INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
+                SELECT pandaid, attemptnr, %s, %s, %s, %s FROM upd
+            ),
+            counted AS (
+                INSERT INTO dispatcher_taskcountdelta (jeditaskid, jobstatus, delta)
+                SELECT upd.jeditaskid, v.status, SUM(v.delta) FROM upd
+                CROSS JOIN LATERAL (VALUES (%s, -1), (%s, 1)) AS v(status, delta)
+                GROUP BY upd.jeditaskid, v.status
+            ),
+            changes AS ({job_change_pairs_sql("upd")})
+            SELECT pandaid, jeditaskid FROM upd ORDER BY pandaid
+        """  # noqa: S608  (column names from the model and the change feed's constant lists; values are parameters)
+        with set_based_changes(), connection.cursor() as cursor:
+            cursor.execute(sql, [*params, to, source, now, cause, source, to])
+            return [(int(p), int(t)) for p, t in cursor.fetchall()]
+    with connection.cursor() as cursor:
+        cursor.execute(f"{with_sel} {update} pandaid, jeditaskid, attemptnr", params)
+        moved = sorted(cursor.fetchall())
+    JobStatusLog.objects.bulk_create(
+        [
+            JobStatusLog(
+                job_id=pandaid, attemptnr=attempt, jobstatus=to, previous=source, time=now, cause=cause
+            )
+            for pandaid, _, attempt in moved
+        ],
+        batch_size=5000,
+    )
+    per_task = Counter(task_id for _, task_id, _ in moved)
+    deltas: dict[tuple[int, str], int] = {}
+    for task_id, n in per_task.items():
+        deltas[(task_id, source)] = -n
+        deltas[(task_id, to)] = n
+    task_count_deltas_add(deltas)
+    return [(int(p), int(t)) for p, t, _ in moved]
 
 
 def _log_bulk(n: int, per_task: Counter[int], source: str, to: str, cause: str) -> None:
@@ -307,67 +283,63 @@ def _log_bulk(n: int, per_task: Counter[int], source: str, to: str, cause: str) 
     )
 
 
+_FOLD_LOCK_KEY = 0x61696C75726F01  # "ailuro" + 1: the advisory lock id of the counter fold
+# The oldest `batch` counter deltas (%s), deleted and returned: a delta committed meanwhile is
+# folded now or by the next fold, never lost.
+_TASK_COUNT_MOVE = """
+    DELETE FROM dispatcher_taskcountdelta
+    WHERE id IN (SELECT id FROM dispatcher_taskcountdelta ORDER BY id LIMIT %s)
+    RETURNING jeditaskid, jobstatus, delta
+"""
+_TASK_COUNT_UPSERT = """
+    INSERT INTO dispatcher_taskcount (jeditaskid, jobstatus, count) {rows}
+    ON CONFLICT (jeditaskid, jobstatus) DO UPDATE SET count = dispatcher_taskcount.count + excluded.count
+"""
+
+
 def task_counts_fold(*, batch: int = 50_000) -> int:
     """Fold up to `batch` counter deltas into TaskCount; returns how many deltas were folded.
 
-    The rollup loop calls this under its lease. One function per database vendor: on PostgreSQL a
-    single DELETE … RETURNING feeds the upsert, so a delta committed concurrently is either folded
-    or left for the next run, never lost; SQLite's IMMEDIATE transaction excludes other writers.
-    """
-    if connection.vendor == "postgresql":
-        return _task_counts_fold_postgresql(batch)
-    return _task_counts_fold_sqlite(batch)
-
-
-_FOLD_LOCK_KEY = 0x61696C75726F01  # "ailuro" + 1: the advisory lock id of the counter fold
-
-
-def _task_counts_fold_postgresql(batch: int) -> int:
-    sql = """
-        WITH moved AS (
-            DELETE FROM dispatcher_taskcountdelta
-            WHERE id IN (SELECT id FROM dispatcher_taskcountdelta ORDER BY id LIMIT %s)
-            RETURNING jeditaskid, jobstatus, delta
-        ), summed AS (
-            SELECT jeditaskid, jobstatus, SUM(delta) AS delta, COUNT(*) AS n FROM moved GROUP BY jeditaskid, jobstatus
-        ), upserted AS (
-            INSERT INTO dispatcher_taskcount (jeditaskid, jobstatus, count)
-            SELECT jeditaskid, jobstatus, delta FROM summed ORDER BY jeditaskid, jobstatus
-            ON CONFLICT (jeditaskid, jobstatus) DO UPDATE SET count = dispatcher_taskcount.count + EXCLUDED.count
-        )
-        SELECT COALESCE(SUM(n), 0) FROM summed
+    The rollup loop calls this under its lease. One write path: in one transaction, the oldest
+    deltas are deleted and returned, summed per (task, state) and added to the counts with an
+    upsert. Folds never interleave (a second fold could otherwise apply a −1 whose +1 the first one
+    holds uncommitted). `_fold_write` holds the database specifics.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        # Folds must not interleave: a second fold could otherwise apply a -1 whose +1 the first
-        # one holds uncommitted, and trip the non-negative check. The lock ends with the transaction.
+        return _fold_write(cursor, batch)
+
+
+def _fold_write(cursor: Any, batch: int) -> int:
+    """PostgreSQL: an advisory lock keeps folds apart, and the DELETE … RETURNING feeds the upsert
+    in the same statement. SQLite (no data-modifying CTEs): the IMMEDIATE transaction's write lock
+    keeps folds apart; the returned rows are summed here and upserted."""
+    if connection.vendor == "postgresql":
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK_KEY])
-        cursor.execute(sql, [batch])
+        rows = "SELECT jeditaskid, jobstatus, delta FROM summed ORDER BY jeditaskid, jobstatus"
+        cursor.execute(
+            f"""
+            WITH moved AS ({_TASK_COUNT_MOVE}),
+            summed AS (
+                SELECT jeditaskid, jobstatus, SUM(delta) AS delta, COUNT(*) AS n
+                FROM moved GROUP BY jeditaskid, jobstatus
+            ),
+            upserted AS ({_TASK_COUNT_UPSERT.format(rows=rows)})
+            SELECT COALESCE(SUM(n), 0) FROM summed
+            """,  # noqa: S608  (constant SQL)
+            [batch],
+        )
         (folded,) = cursor.fetchone()
-    return int(folded)
-
-
-def _task_counts_fold_sqlite(batch: int) -> int:
-    with transaction.atomic():
-        ids = list(TaskCountDelta.objects.order_by("id").values_list("id", flat=True)[:batch])
-        if not ids:
-            return 0
-        sums: Counter[tuple[int, str]] = Counter()
-        for task_id, status, delta in TaskCountDelta.objects.filter(id__lte=ids[-1]).values_list(
-            "task_id", "jobstatus", "delta"
-        ):
-            sums[(task_id, status)] += delta
-        _upsert_counts(sums.items())
-        TaskCountDelta.objects.filter(id__lte=ids[-1]).delete()
-    return len(ids)
-
-
-def _upsert_counts(items: Iterable[tuple[tuple[int, str], int]]) -> None:
-    sql = """
-        INSERT INTO dispatcher_taskcount (jeditaskid, jobstatus, count) VALUES (%s, %s, %s)
-        ON CONFLICT (jeditaskid, jobstatus) DO UPDATE SET count = dispatcher_taskcount.count + excluded.count
-    """
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, [(task_id, status, delta) for (task_id, status), delta in sorted(items)])
+        return int(folded)
+    cursor.execute(_TASK_COUNT_MOVE, [batch])
+    moved = cursor.fetchall()
+    sums: Counter[tuple[int, str]] = Counter()
+    for task_id, status, delta in moved:
+        sums[(task_id, status)] += delta
+    cursor.executemany(
+        _TASK_COUNT_UPSERT.format(rows="VALUES (%s, %s, %s)"),
+        [(task_id, status, delta) for (task_id, status), delta in sorted(sums.items())],
+    )
+    return len(moved)
 
 
 def task_counts_recompute(*, task_id: int) -> dict[str, int]:

@@ -4,13 +4,14 @@ from django.db import migrations, models
 
 
 def create_triggers_and_backfill(apps, schema_editor):  # type: ignore[no-untyped-def]
-    """PostgreSQL only (decision 0003): the delta triggers, then the summaries filled from the
-    existing rows. One transaction with the table creation: CREATE TRIGGER locks out writers of
+    """PostgreSQL only (decision 0003): the monitor's delta triggers (`_monitor_triggers.py`;
+    migration 0003 hands them over to the engine's change feed, decision 0006), then the summaries
+    filled from the existing rows. One transaction with the table creation: CREATE TRIGGER locks out writers of
     dispatcher_job and dispatcher_jobattempt until the backfill commits, so no write is missed or
     counted twice. SQLite (embedded mode) keeps empty tables and the pages' scans."""
     if schema_editor.connection.vendor != "postgresql":
         return
-    from pandamon.rollup_sql import CREATE_TRIGGERS
+    from pandamon.migrations._monitor_triggers import CREATE_TRIGGERS
     from pandamon.rollups import rollups_backfill
 
     with schema_editor.connection.cursor() as cursor:
@@ -22,7 +23,7 @@ def create_triggers_and_backfill(apps, schema_editor):  # type: ignore[no-untype
 def drop_triggers(apps, schema_editor):  # type: ignore[no-untyped-def]
     if schema_editor.connection.vendor != "postgresql":
         return
-    from pandamon.rollup_sql import DROP_TRIGGERS
+    from pandamon.migrations._monitor_triggers import DROP_TRIGGERS
 
     with schema_editor.connection.cursor() as cursor:
         for statement in DROP_TRIGGERS:

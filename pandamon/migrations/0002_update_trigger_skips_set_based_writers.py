@@ -1,7 +1,7 @@
 """The job update trigger skips the rows of a statement that appends its own deltas (decision 0003,
 "Set-based writers"): its WHEN clause also reads the transaction-local setting
-`ailuro.rollup_inline_deltas`, which `dispatcher.services.transitions.set_based_deltas` sets around
-exactly one such statement. Same function, same delta table: no delta is converted or lost.
+`ailuro.rollup_inline_deltas`, which the set-based transitions set around exactly one such
+statement. Same function, same delta table: no delta is converted or lost.
 
 Replacing the trigger takes the table lock of DROP/CREATE TRIGGER inside the migration's
 transaction, so no update runs between the two and none is left without a trigger."""
@@ -40,7 +40,7 @@ _DROP = "DROP TRIGGER IF EXISTS pandamon_job_summary_update ON dispatcher_job"
 def guard_trigger(apps, schema_editor):  # type: ignore[no-untyped-def]
     if schema_editor.connection.vendor != "postgresql":
         return
-    from pandamon.rollup_sql import CREATE_JOB_UPDATE_TRIGGER
+    from pandamon.migrations._monitor_triggers import CREATE_JOB_UPDATE_TRIGGER
 
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(_DROP)

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
-from dispatcher.models import Job, JobAttempt
+from dispatcher.models import FailedAttemptChange, Job, JobAttempt, JobChange
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.states import JOB_FINAL, JOB_TRANSITIONS, JobStatus
 from pandamon import queries, rollup_sql, rollups
-from pandamon.models import ErrorDelta, ErrorSummary, JobSummary, JobSummaryDelta
+from pandamon.models import ErrorSummary, JobSummary
 from tests.factories import JobAttemptFactory, JobFactory, QueueFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
@@ -227,7 +227,7 @@ def test_a_rebuild_gives_the_same_summaries_as_the_folds() -> None:
     folded = snapshot()
     rollups.rollups_rebuild()
     assert snapshot() == folded
-    assert not JobSummaryDelta.objects.exists() and not ErrorDelta.objects.exists()
+    assert not JobChange.objects.exists() and not FailedAttemptChange.objects.exists()
 
 
 def test_heartbeats_add_no_delta_rows() -> None:
@@ -237,7 +237,7 @@ def test_heartbeats_add_no_delta_rows() -> None:
 
     queue = QueueFactory(name="Q_A")
     job = JobFactory(jobstatus="running", queue_id=queue.name, statechangetime=NOW, attemptnr=1)
-    before = JobSummaryDelta.objects.count()
+    before = JobChange.objects.count()
     params = {
         "pandaid": job.pandaid,
         "attemptnr": 1,
@@ -262,11 +262,11 @@ def test_heartbeats_add_no_delta_rows() -> None:
         assert cursor.fetchall() == [("running",)]
     job.refresh_from_db()
     assert job.heartbeat_at == NOW + timedelta(minutes=5)
-    assert JobSummaryDelta.objects.count() == before
+    assert JobChange.objects.count() == before
     # A state change through the same statement does add its −old/+new pair.
     with connection.cursor() as cursor:
         cursor.execute(_HEARTBEAT_SQL, {**params, "rank": 3, "status": "holding"})
-    assert JobSummaryDelta.objects.count() == before + 2
+    assert JobChange.objects.count() == before + 2
 
 
 def test_a_bulk_transition_writes_one_pair_per_job_and_leaves_the_trigger_on() -> None:
@@ -292,10 +292,10 @@ def test_a_bulk_transition_writes_one_pair_per_job_and_leaves_the_trigger_on() -
         )
         assert sorted(moved) == sorted(j.pandaid for j in [*jobs, nulls])
         # five −old/+new pairs and one +new (the job without a state-change time had no tuple)
-        assert JobSummaryDelta.objects.filter(delta=-1).count() == 5
-        assert JobSummaryDelta.objects.filter(delta=1).count() == 6
+        assert JobChange.objects.filter(delta=-1).count() == 5
+        assert JobChange.objects.filter(delta=1).count() == 6
         job_transition(pandaid=jobs[0].pandaid, to="sent", cause="test")
-        assert JobSummaryDelta.objects.count() == 13
+        assert JobChange.objects.count() == 13
     while rollups.rollups_fold(batch=5):
         pass
     folded = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
@@ -316,7 +316,7 @@ def test_a_failed_bulk_transition_leaves_the_trigger_on() -> None:
         with pytest.raises(IntegrityError):  # activated without a queue: job_activated_has_queue
             jobs_transition_bulk(source="defined", to="activated", cause="test", pandaids=[job.pandaid])
         job_transition(pandaid=other.pandaid, to="cancelled", cause="test")
-        assert JobSummaryDelta.objects.count() == 2
+        assert JobChange.objects.count() == 2
 
 
 def test_the_summary_facets_are_the_page_facets() -> None:
@@ -335,4 +335,4 @@ def test_the_rebuild_command_refills_the_summaries() -> None:
     JobSummary.objects.all().delete()
     call_command("monitor_rollup_rebuild", stdout=io.StringIO())
     assert JobSummary.objects.filter(facet="computingsite", value="Q_A", jobstatus="running").get().count == 1
-    assert not JobSummaryDelta.objects.exists()
+    assert not JobChange.objects.exists()

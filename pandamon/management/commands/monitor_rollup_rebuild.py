@@ -1,9 +1,9 @@
 """Rebuild the monitor rollups from the job and attempt rows (decision 0003).
 
 For operators: after restoring a backup of only some tables, after a manual repair, or to check the
-folds (the summaries after a rebuild equal the folded ones). One transaction: the summaries and
-pending deltas are truncated and refilled while writers of jobs and attempts wait (readers do not);
-about three minutes for 10 million jobs.
+folds (the summaries after a rebuild equal the folded ones). One transaction: the summaries and the
+engine's change feed not folded yet (decision 0006) are truncated and the summaries refilled while
+writers of jobs and attempts wait (readers do not); about three minutes for 10 million jobs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,147 @@
+"""Upgrading a database whose monitor recorded its own deltas (pandamon 0002) to the engine's change
+feed (dispatcher 0006, pandamon 0003; decision 0006): folded and unfolded deltas, and writes made
+while both sets of triggers ran, end up counted exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from dispatcher.services.transitions import job_transition, jobs_transition_bulk
+from pandamon import rollups
+from pandamon.models import ErrorSummary, JobSummary
+from tests.factories import JobAttemptFactory, JobFactory, QueueFactory, TaskFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
+
+BEFORE = [
+    ("dispatcher", "0005_task_site_constraints"),
+    ("pandamon", "0002_update_trigger_skips_set_based_writers"),
+]
+BOTH_TRIGGERS = [
+    ("dispatcher", "0006_change_feed"),
+    ("pandamon", "0002_update_trigger_skips_set_based_writers"),
+]
+NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
+
+
+def _migrate(targets: list[tuple[str, str]] | None) -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets if targets is not None else executor.loader.graph.leaf_nodes())
+
+
+def _scalar(sql: str) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
+def _triggers() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+            " AND tgrelid IN ('dispatcher_job'::regclass, 'dispatcher_jobattempt'::regclass)"
+        )
+        return {name for (name,) in cursor.fetchall()}
+
+
+def _summaries() -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    jobs = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
+    errors = set(
+        ErrorSummary.objects.values_list("bucket", "family", "code", "template", "jeditaskid", "count")
+    )
+    return jobs, errors
+
+
+def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebuild() -> None:
+    try:
+        _migrate(BEFORE)
+        assert {"pandamon_job_summary_update", "pandamon_error_summary_insert"} <= _triggers()
+        for name in ("Q_A", "Q_B"):
+            QueueFactory(name=name)
+        task = TaskFactory()
+        jobs = [
+            JobFactory(task=task, jobstatus="defined", statechangetime=NOW - timedelta(minutes=37 * i))
+            for i in range(8)
+        ]
+        # Folded: the summaries hold every job so far and no delta is left.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "TRUNCATE pandamon_jobsummary, pandamon_errorsummary, pandamon_errorattemptsummary,"
+                " pandamon_jobsummarydelta, pandamon_errordelta"
+            )
+            rollups.rollups_backfill(cursor)
+        # Unfolded, in the monitor's own tables.
+        for i, job in enumerate(jobs[:4]):
+            job_transition(
+                pandaid=job.pandaid,
+                to="activated",
+                cause="test",
+                fields={"queue_id": ("Q_A", "Q_B")[i % 2], "statechangetime": NOW - timedelta(minutes=7 * i)},
+            )
+        JobAttemptFactory(
+            job=jobs[0],
+            endtime=NOW - timedelta(minutes=90),
+            piloterrorcode=1201,
+            piloterrordiag="Lost heartbeat from wn7 after 7200 s",
+        )
+        JobFactory(task=task, jobstatus="defined", statechangetime=NOW - timedelta(hours=3))
+        unfolded = _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta")
+        assert unfolded > 0 and _scalar("SELECT COUNT(*) FROM pandamon_errordelta") == 1
+
+        # The engine's triggers are on, the monitor's still too: every write is recorded twice.
+        _migrate(BOTH_TRIGGERS)
+        job_transition(pandaid=jobs[4].pandaid, to="cancelled", cause="test", fields={"statechangetime": NOW})
+        JobAttemptFactory(
+            job=jobs[1], endtime=NOW - timedelta(minutes=20), exeerrorcode=137, exeerrordiag="Payload killed"
+        )
+        assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 2
+        assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == unfolded + 2
+
+        _migrate(None)
+        triggers = _triggers()
+        assert not {t for t in triggers if t.startswith("pandamon_")}
+        assert {"dispatcher_job_change_update", "dispatcher_attempt_change_insert"} <= triggers
+        assert _scalar("SELECT to_regclass('pandamon_jobsummarydelta')") is None
+        assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == unfolded + 2
+        assert _scalar("SELECT COUNT(*) FROM dispatcher_failedattemptchange") == 2
+
+        # The new writers, then fold everything: the summaries equal a rebuild from the rows.
+        jobs_transition_bulk(
+            source="activated",
+            to="sent",
+            cause="test",
+            pandaids=[j.pandaid for j in jobs[:3]],
+            fields={"statechangetime": NOW + timedelta(minutes=1)},
+        )
+        job_transition(pandaid=jobs[5].pandaid, to="cancelled", cause="test")
+        while rollups.rollups_fold(batch=3):
+            pass
+        folded = _summaries()
+        rollups.rollups_rebuild()
+        assert _summaries() == folded
+        assert folded[1]  # the failed attempts were counted
+    finally:
+        _migrate(None)
+
+
+def test_the_hand_over_reverses() -> None:
+    try:
+        QueueFactory(name="Q_A")
+        job = JobFactory(jobstatus="defined", statechangetime=NOW)
+        job_transition(pandaid=job.pandaid, to="activated", cause="test", fields={"queue_id": "Q_A"})
+        changes = _scalar("SELECT COUNT(*) FROM dispatcher_jobchange")
+        assert changes == 3  # +insert, −old/+new
+        _migrate([("pandamon", "0002_update_trigger_skips_set_based_writers")])
+        assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == changes
+        assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 0
+        assert "pandamon_job_summary_update" in _triggers()
+        _migrate(None)
+        assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == changes
+        assert not {t for t in _triggers() if t.startswith("pandamon_")}
+    finally:
+        _migrate(None)
