@@ -172,7 +172,7 @@ def main() -> None:
                 "idle_pilot_rss_mb": round(rss_kb / 1024, 1),
                 "idle_rss_target_mb": 60,
                 "ok": median <= 200 and rss_kb / 1024 <= 60,
-                "note": "2-core machine shared with other engineers' test runs: figures are noisy",
+                "note": "figures are noisy when other work shares the machine: compare runs made back to back",
             },
             indent=2,
         )

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "database": connection.vendor,
         "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "note": "2-core machine shared with other engineers' test runs; figures are noisy",
+        "note": "figures are noisy when other work shares the machine: compare runs made back to back",
     }
 
 
