@@ -1,16 +1,22 @@
-"""The embedded run's SQLite path of dispatch and heartbeat (the suite itself runs on PostgreSQL):
-a subprocess migrates a fresh SQLite database and drives the same services through it."""
+"""The embedded run's SQLite path of dispatch, heartbeat and final update (the suite itself runs on
+PostgreSQL): a subprocess migrates a fresh SQLite database and drives the same services through it,
+and a bulk scenario run on both databases must give the same replies and the same rows."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
 SCRIPT = r"""
+import json
 import django
 django.setup()
 from django.core.management import call_command
@@ -56,10 +62,99 @@ killed = job_pilot_update(
 assert killed.command == "tobekilled"
 assert task_state_counts([task.pk])[task.pk] == {"finished": 1, "cancelled": 1, "activated": 1}
 print("SQLITE-OK")
+
+from tests.dispatcher.protocol.test_sqlite_equivalent import bulk_scenario
+print("BULK " + json.dumps(bulk_scenario()))
 """
 
 
-def test_dispatch_and_updates_behave_the_same_on_sqlite(tmp_path: Path) -> None:
+def bulk_scenario() -> dict[str, Any]:
+    """Dispatch, then one update_jobs_bulk mixing heartbeats (one job twice: its last update
+    counts), a finished job reported twice, a failed attempt, a stale lease and an unknown job;
+    returns what a pilot and the monitor would see, with pandaids replaced by their rank."""
+    from dispatcher.models import Job, JobAttempt, JobStatusLog, Queue, Site
+    from dispatcher.queries import task_state_counts
+    from dispatcher.services.pilot_calls import (
+        DispatchRequest,
+        PilotUpdate,
+        jobs_dispatch,
+        jobs_pilot_update_bulk,
+    )
+    from dispatcher.services.transitions import task_counts_fold
+    from tests.factories import JobFactory, TaskFactory
+
+    queue = Queue.objects.create(name="BULK_Q", site=Site.objects.create(name="BULK_S"))
+    task = TaskFactory(max_attempts=3)
+    for priority in range(6):
+        JobFactory(task=task, jobstatus="activated", queue=queue, currentpriority=priority)
+    got = jobs_dispatch(request=DispatchRequest(queue="BULK_Q", n_jobs=5, node="wn"))
+    a, b, c, d, e = got
+    order = {job["pandaid"]: n for n, job in enumerate(got)}
+
+    def up(job: dict[str, Any], status: str, **kw: Any) -> PilotUpdate:
+        kw.setdefault("lease", job["lease"])
+        return PilotUpdate(pandaid=job["pandaid"], status=status, attemptnr=job["attemptnr"], **kw)
+
+    replies = jobs_pilot_update_bulk(
+        updates=[
+            up(a, "running", metrics={"max_rss_kb": 10}),
+            up(a, "starting", node="wn2"),
+            up(b, "holding"),
+            up(c, "finished", errors={"transexitcode": 0}),
+            up(c, "finished"),
+            up(d, "failed", errors={"piloterrorcode": 1099}),  # not retried
+            up(e, "running", lease="x" * 32),
+            PilotUpdate(pandaid=-1, status="running", attemptnr=1),
+        ],
+        queues=None,
+    )
+    task_counts_fold()
+    jobs = Job.objects.filter(pk__in=order).order_by("pandaid")
+    return {
+        "replies": [(r.command, r.status, r.note) for r in replies],  # type: ignore[union-attr]
+        "jobs": [
+            (order[j.pandaid], j.jobstatus, j.attemptnr, j.node, j.max_rss_kb, j.starttime is None)
+            for j in jobs
+        ],
+        "attempts": sorted(
+            (order[job_id], n, status, code)
+            for job_id, n, status, code in JobAttempt.objects.filter(job_id__in=order).values_list(
+                "job_id", "attemptnr", "jobstatus", "piloterrorcode"
+            )
+        ),
+        "log": sorted(
+            (order[job_id], n, status, previous, cause)
+            for job_id, n, status, previous, cause in JobStatusLog.objects.filter(
+                job_id__in=order
+            ).values_list("job_id", "attemptnr", "jobstatus", "previous", "cause")
+        ),
+        "counts": task_state_counts([task.pk])[task.pk],
+    }
+
+
+@pytest.mark.django_db
+def test_a_bulk_update_means_the_same_on_postgresql_and_sqlite(tmp_path: Path) -> None:
+    sqlite = json.loads(json.dumps(_run_on_sqlite(tmp_path)["bulk"]))
+    postgresql = json.loads(json.dumps(bulk_scenario()))
+
+    assert postgresql == sqlite
+    # And the comparison compared something: the outcomes the scenario was written for.
+    assert postgresql["counts"] == {
+        "starting": 1,
+        "holding": 1,
+        "finished": 1,
+        "failed": 1,
+        "sent": 1,
+        "activated": 1,
+    }
+    assert [r[1] for r in postgresql["replies"]] == [
+        "starting", "starting", "holding", "finished", "finished", "failed", "sent", ""
+    ]  # fmt: skip
+    assert postgresql["replies"][4][2] == "duplicate update of an ended attempt"
+    assert postgresql["replies"][6][0] == postgresql["replies"][7][0] == "tobekilled"
+
+
+def _run_on_sqlite(tmp_path: Path) -> dict[str, Any]:
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}},
         "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
@@ -73,3 +168,9 @@ def test_dispatch_and_updates_behave_the_same_on_sqlite(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SQLITE-OK" in result.stdout
+    [bulk] = [line[5:] for line in result.stdout.splitlines() if line.startswith("BULK ")]
+    return {"bulk": json.loads(bulk)}
+
+
+def test_dispatch_and_updates_behave_the_same_on_sqlite(tmp_path: Path) -> None:
+    assert _run_on_sqlite(tmp_path)["bulk"]["replies"]
