@@ -65,6 +65,8 @@ print("SQLITE-OK")
 
 from tests.dispatcher.protocol.test_sqlite_equivalent import bulk_scenario
 print("BULK " + json.dumps(bulk_scenario()))
+from tests.dispatcher.protocol.test_sqlite_equivalent import submission_scenario
+print("SUBMIT " + json.dumps(submission_scenario(), default=str))
 """
 
 
@@ -133,8 +135,8 @@ def bulk_scenario() -> dict[str, Any]:
 
 
 @pytest.mark.django_db
-def test_a_bulk_update_means_the_same_on_postgresql_and_sqlite(tmp_path: Path) -> None:
-    sqlite = json.loads(json.dumps(_run_on_sqlite(tmp_path)["bulk"]))
+def test_a_bulk_update_means_the_same_on_postgresql_and_sqlite(on_sqlite: dict[str, Any]) -> None:
+    sqlite = on_sqlite["bulk"]
     postgresql = json.loads(json.dumps(bulk_scenario()))
 
     assert postgresql == sqlite
@@ -154,7 +156,65 @@ def test_a_bulk_update_means_the_same_on_postgresql_and_sqlite(tmp_path: Path) -
     assert postgresql["replies"][6][0] == postgresql["replies"][7][0] == "tobekilled"
 
 
-def _run_on_sqlite(tmp_path: Path) -> dict[str, Any]:
+def submission_scenario() -> dict[str, Any]:
+    """Submit a small DAG whose text needs escaping in COPY's format; returns its job rows (every
+    column but identities and clocks) and edges by job name."""
+    from django.contrib.auth.models import User
+
+    from dispatcher.models import Job, JobDependency
+    from dispatcher.services import NewJob, workflow_submit
+
+    nodes = [
+        NewJob("a", "x", "echo 'tab\there' \\ back\nslash", environment={"K": "v 1\t2"}),
+        NewJob("b", "y", "true", parents=["a"], priority=7, data_id={"visit": 1003, "band": "r"}),
+        NewJob("c", "y", "true", parents=["a", "b"], container_image="img:1", memory_mb=4000, cores=4),
+    ]
+    workflow = workflow_submit(
+        owner=User.objects.create_user("alice"), name="twin", jobs=nodes, check_queues=False
+    )
+    jobs = list(Job.objects.filter(workflow=workflow).order_by("name"))
+    skip = {"pandaid", "task", "workflow", "creationtime", "statechangetime"}
+    names = {job.pandaid: job.name for job in jobs}
+    return {
+        "jobs": [
+            {f.name: getattr(job, f.attname) for f in Job._meta.concrete_fields if f.name not in skip}
+            | {
+                "task_label": job.task.label,
+                "stamped": job.creationtime is not None and job.statechangetime is not None,
+            }
+            for job in jobs
+        ],
+        "edges": sorted(
+            (names[parent], names[child])
+            for parent, child in JobDependency.objects.filter(child__workflow=workflow).values_list(
+                "parent_id", "child_id"
+            )
+        ),
+    }
+
+
+@pytest.mark.django_db
+def test_a_submission_writes_the_same_rows_on_postgresql_and_sqlite(on_sqlite: dict[str, Any]) -> None:
+    sqlite = on_sqlite["submit"]
+    postgresql = json.loads(json.dumps(submission_scenario(), default=str))
+
+    assert postgresql == sqlite
+    assert postgresql["edges"] == [["a", "b"], ["a", "c"], ["b", "c"]]
+    a, b, c = postgresql["jobs"]
+    assert a["command"] == "echo 'tab\there' \\ back\nslash" and a["environment"] == {"K": "v 1\t2"}
+    assert (b["currentpriority"], b["data_id"], c["pending_parents"], c["container_image"]) == (
+        7,
+        {"visit": 1003, "band": "r"},
+        2,
+        "img:1",
+    )
+    assert all(job["jobstatus"] == "defined" and job["stamped"] for job in postgresql["jobs"])
+
+
+@pytest.fixture(scope="module")
+def on_sqlite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The script run once on a fresh SQLite database: its checks pass, and the scenarios' results."""
+    tmp_path = tmp_path_factory.mktemp("embedded")
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}},
         "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
@@ -169,8 +229,9 @@ def _run_on_sqlite(tmp_path: Path) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SQLITE-OK" in result.stdout
     [bulk] = [line[5:] for line in result.stdout.splitlines() if line.startswith("BULK ")]
-    return {"bulk": json.loads(bulk)}
+    [submit] = [line[7:] for line in result.stdout.splitlines() if line.startswith("SUBMIT ")]
+    return {"bulk": json.loads(bulk), "submit": json.loads(submit)}
 
 
-def test_dispatch_and_updates_behave_the_same_on_sqlite(tmp_path: Path) -> None:
-    assert _run_on_sqlite(tmp_path)["bulk"]["replies"]
+def test_dispatch_and_updates_behave_the_same_on_sqlite(on_sqlite: dict[str, Any]) -> None:
+    assert on_sqlite["bulk"]["replies"] and on_sqlite["submit"]["jobs"]
