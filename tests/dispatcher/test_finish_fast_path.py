@@ -206,9 +206,9 @@ def test_the_hot_statements_fit_psycopg_parse_cache() -> None:
 
     from dispatcher.services.pilot_calls.dispatch import DISPATCH_SQL
     from dispatcher.services.pilot_calls.final_update import FINISH_SQL
-    from dispatcher.services.pilot_calls.heartbeat import HEARTBEAT_SQL
+    from dispatcher.services.pilot_calls.heartbeat import HEARTBEAT_MANY_SQL, HEARTBEAT_ONE_SQL
 
     # Longer statements are re-parsed by psycopg on every call (~0.3 ms of the final update).
     assert _queries.MAX_CACHED_STATEMENT_LENGTH == 4096
-    for sql in (DISPATCH_SQL, HEARTBEAT_SQL, FINISH_SQL):
+    for sql in (DISPATCH_SQL, HEARTBEAT_ONE_SQL, HEARTBEAT_MANY_SQL, FINISH_SQL):
         assert len(sql.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH, sql[:80]

@@ -231,11 +231,10 @@ def test_a_rebuild_gives_the_same_summaries_as_the_folds() -> None:
 
 
 def test_heartbeats_add_no_delta_rows() -> None:
-    """The dispatcher's heartbeat statement (pilot_calls.heartbeat.HEARTBEAT_SQL) changes no
-    summarised column when the state does not move: the trigger's WHEN clause keeps it from running
-    at all."""
+    """The dispatcher's heartbeat statement (pilot_calls.heartbeat) changes no summarised column
+    when the state does not move: the trigger's WHEN clause keeps it from running at all."""
     from dispatcher.services.pilot_calls import PilotUpdate
-    from dispatcher.services.pilot_calls.heartbeat import HEARTBEAT_SQL, heartbeat_params
+    from dispatcher.services.pilot_calls.heartbeat import heartbeat_statement
 
     queue = QueueFactory(name="Q_A")
     job = JobFactory(jobstatus="running", queue_id=queue.name, statechangetime=NOW, attemptnr=1)
@@ -249,16 +248,16 @@ def test_heartbeats_add_no_delta_rows() -> None:
         batch_id="42",
         metrics={"cpu_time_s": 12.0, "max_rss_kb": 1000, "max_pss_kb": 900, "actual_cores": 1},
     )
-    params = heartbeat_params([update], None, now=NOW + timedelta(minutes=5))
+    sql, params = heartbeat_statement([update], None, now=NOW + timedelta(minutes=5))
     with connection.cursor() as cursor:
-        cursor.execute(HEARTBEAT_SQL, params)
+        cursor.execute(sql, params)
         assert cursor.fetchall() == [(job.pandaid, "running")]
     job.refresh_from_db()
     assert job.heartbeat_at == NOW + timedelta(minutes=5)
     assert JobSummaryDelta.objects.count() == before
     # A state change through the same statement does add its −old/+new pair.
     with connection.cursor() as cursor:
-        cursor.execute(HEARTBEAT_SQL, {**params, "ranks": [3], "statuses": ["holding"]})
+        cursor.execute(sql, {**params, "rank": 3, "status": "holding"})
     assert JobSummaryDelta.objects.count() == before + 2
 
 

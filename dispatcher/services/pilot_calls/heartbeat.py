@@ -16,7 +16,8 @@ A job twice in one batch: its last update counts, on both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connection, transaction
@@ -55,19 +56,33 @@ def jobs_heartbeat(updates: Sequence[PilotUpdate], queues: frozenset[str] | None
     ]
 
 
-HEARTBEAT_SQL = """
-WITH u AS (
-    SELECT * FROM unnest(
-        %(ids)s::bigint[], %(attempts)s::int[], %(leases)s::text[], %(statuses)s::text[], %(ranks)s::int[],
-        %(starts)s::timestamptz[], %(nodes)s::text[], %(pilots)s::text[], %(batches)s::text[],
-        %(cpu)s::float8[], %(rss)s::bigint[], %(pss)s::bigint[], %(cores)s::float8[]
-    ) AS u(id, attempt, lease, status, rank, start, node, pilot, batch, cpu, rss, pss, cores)
-), cur AS (
+# What each update brings to the statement: (name in SQL and in the parameters, SQL type, value).
+_INPUT: tuple[tuple[str, str, Callable[[PilotUpdate], Any]], ...] = (
+    ("id", "bigint", lambda u: u.pandaid),
+    ("attempt", "int", lambda u: u.attemptnr),
+    ("lease", "text", lambda u: u.lease),
+    ("status", "text", lambda u: u.status),
+    ("rank", "int", lambda u: RANK[JobStatus(u.status)]),
+    ("start", "timestamptz", lambda u: u.starttime),
+    ("node", "text", lambda u: u.node[:128]),
+    ("pilot", "text", lambda u: u.pilot_id[:200]),
+    ("batch", "text", lambda u: u.batch_id[:80]),
+    ("cpu", "float8", lambda u: u.metrics.get("cpu_time_s")),
+    ("rss", "bigint", lambda u: u.metrics.get("max_rss_kb")),
+    ("pss", "bigint", lambda u: u.metrics.get("max_pss_kb")),
+    ("cores", "float8", lambda u: u.metrics.get("actual_cores")),
+)
+
+# The heartbeat, written once. `u` holds the updates: one row of scalar parameters for a single
+# update, the rows of unnested array parameters for a batch (arrays cost a single update ~0.1 ms
+# more CPU, client and server together).
+_HEARTBEAT_SQL = """
+WITH u AS ({updates}), cur AS (
     SELECT j.pandaid, j.jobstatus AS prev,
            CASE j.jobstatus WHEN 'sent' THEN 0 WHEN 'starting' THEN 1 WHEN 'running' THEN 2 ELSE 3 END AS prev_rank,
            u.*
     FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
-    WHERE j.pandaid = ANY(%(ids)s::bigint[]) AND j.jobstatus = ANY(%(in_flight)s::text[])
+    WHERE {by_key} AND j.jobstatus = ANY(%(in_flight)s::text[])
       AND j.attemptnr = u.attempt
       AND (u.lease = '' OR j.lease = u.lease)
       AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
@@ -101,37 +116,40 @@ WITH u AS (
 )
 SELECT pandaid, jobstatus FROM upd
 """
+_NAMES = ", ".join(name for name, _, _ in _INPUT)
+# Our column names and placeholders only, no values (hence the noqa: S608).
+HEARTBEAT_ONE_SQL = _HEARTBEAT_SQL.format(
+    updates="SELECT " + ", ".join(f"%({name})s::{kind} AS {name}" for name, kind, _ in _INPUT),  # noqa: S608
+    by_key="j.pandaid = %(id)s",
+)
+HEARTBEAT_MANY_SQL = _HEARTBEAT_SQL.format(
+    updates=f"SELECT * FROM unnest({', '.join(f'%({name})s::{kind}[]' for name, kind, _ in _INPUT)}) AS u({_NAMES})",  # noqa: S608
+    by_key="j.pandaid = ANY(%(id)s::bigint[])",
+)
 
 
-def heartbeat_params(
-    updates: Sequence[PilotUpdate], queues: frozenset[str] | None, *, now: Any
-) -> dict[str, Any]:
-    """HEARTBEAT_SQL's parameters: one array per column, one element per update (each job once)."""
-    return {
-        "ids": [u.pandaid for u in updates],
-        "attempts": [u.attemptnr for u in updates],
-        "leases": [u.lease for u in updates],
-        "statuses": [u.status for u in updates],
-        "ranks": [RANK[JobStatus(u.status)] for u in updates],
-        "starts": [u.starttime for u in updates],
-        "nodes": [u.node[:128] for u in updates],
-        "pilots": [u.pilot_id[:200] for u in updates],
-        "batches": [u.batch_id[:80] for u in updates],
-        "cpu": [u.metrics.get("cpu_time_s") for u in updates],
-        "rss": [u.metrics.get("max_rss_kb") for u in updates],
-        "pss": [u.metrics.get("max_pss_kb") for u in updates],
-        "cores": [u.metrics.get("actual_cores") for u in updates],
+def heartbeat_statement(
+    updates: Sequence[PilotUpdate], queues: frozenset[str] | None, *, now: dt.datetime
+) -> tuple[str, dict[str, Any]]:
+    """The heartbeat statement for `updates` (each job once) and its parameters."""
+    params: dict[str, Any] = {
         "any_queue": queues is None,
         "queues": sorted(queues or ()),
         "now": now,
         "in_flight": IN_FLIGHT,
     }
+    if len(updates) == 1:
+        [update] = updates
+        params.update((name, value(update)) for name, _, value in _INPUT)
+        return HEARTBEAT_ONE_SQL, params
+    params.update((name, [value(u) for u in updates]) for name, _, value in _INPUT)
+    return HEARTBEAT_MANY_SQL, params
 
 
 def _jobs_heartbeat_postgresql(
     updates: Sequence[PilotUpdate], queues: frozenset[str] | None
 ) -> dict[int, str]:
-    rows = fetch_prepared(HEARTBEAT_SQL, heartbeat_params(updates, queues, now=timezone.now()))
+    rows = fetch_prepared(*heartbeat_statement(updates, queues, now=timezone.now()))
     return {int(pandaid): str(status) for pandaid, status in rows}
 
 
