@@ -1,5 +1,5 @@
-"""The bulk inserts of a workflow submission: its job rows and dependency edges, 100,000 of
-them in about a second (docs/architecture.md "Hot paths").
+"""The bulk inserts of a workflow submission: its job rows and dependency edges
+(docs/architecture.md "Hot paths").
 
 * PostgreSQL: COPY in text format; pandaids are reserved from the identity sequence first.
 * Otherwise (SQLite, the embedded run): `bulk_create`.

@@ -17,7 +17,7 @@ A job twice in one batch: its last update counts, on both.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, transaction
@@ -56,22 +56,43 @@ def jobs_heartbeat(updates: Sequence[PilotUpdate], queues: frozenset[str] | None
     ]
 
 
-# What each update brings to the statement: (name in SQL and in the parameters, SQL type, value).
-_INPUT: tuple[tuple[str, str, Callable[[PilotUpdate], Any]], ...] = (
-    ("id", "bigint", lambda u: u.pandaid),
-    ("attempt", "int", lambda u: u.attemptnr),
-    ("lease", "text", lambda u: u.lease),
-    ("status", "text", lambda u: u.status),
-    ("rank", "int", lambda u: RANK[JobStatus(u.status)]),
-    ("start", "timestamptz", lambda u: u.starttime),
-    ("node", "text", lambda u: u.node[:128]),
-    ("pilot", "text", lambda u: u.pilot_id[:200]),
-    ("batch", "text", lambda u: u.batch_id[:80]),
-    ("cpu", "float8", lambda u: u.metrics.get("cpu_time_s")),
-    ("rss", "bigint", lambda u: u.metrics.get("max_rss_kb")),
-    ("pss", "bigint", lambda u: u.metrics.get("max_pss_kb")),
-    ("cores", "float8", lambda u: u.metrics.get("actual_cores")),
+# What each update brings to the statement: (name in SQL and in the parameters, SQL type), in the
+# order of `_input_row`.
+_INPUT = (
+    ("id", "bigint"),
+    ("attempt", "int"),
+    ("lease", "text"),
+    ("status", "text"),
+    ("rank", "int"),
+    ("start", "timestamptz"),
+    ("node", "text"),
+    ("pilot", "text"),
+    ("batch", "text"),
+    ("cpu", "float8"),
+    ("rss", "bigint"),
+    ("pss", "bigint"),
+    ("cores", "float8"),
 )
+
+
+def _input_row(u: PilotUpdate) -> tuple[Any, ...]:
+    m = u.metrics
+    return (
+        u.pandaid,
+        u.attemptnr,
+        u.lease,
+        u.status,
+        RANK[JobStatus(u.status)],
+        u.starttime,
+        u.node[:128],
+        u.pilot_id[:200],
+        u.batch_id[:80],
+        m.get("cpu_time_s"),
+        m.get("max_rss_kb"),
+        m.get("max_pss_kb"),
+        m.get("actual_cores"),
+    )
+
 
 # The heartbeat, written once. `u` holds the updates: one row of scalar parameters for a single
 # update, the rows of unnested array parameters for a batch (arrays cost a single update ~0.1 ms
@@ -116,14 +137,14 @@ WITH u AS ({updates}), cur AS (
 )
 SELECT pandaid, jobstatus FROM upd
 """
-_NAMES = ", ".join(name for name, _, _ in _INPUT)
+_NAMES = tuple(name for name, _ in _INPUT)
 # Our column names and placeholders only, no values (hence the noqa: S608).
 HEARTBEAT_ONE_SQL = _HEARTBEAT_SQL.format(
-    updates="SELECT " + ", ".join(f"%({name})s::{kind} AS {name}" for name, kind, _ in _INPUT),  # noqa: S608
+    updates="SELECT " + ", ".join(f"%({name})s::{kind} AS {name}" for name, kind in _INPUT),  # noqa: S608
     by_key="j.pandaid = %(id)s",
 )
 HEARTBEAT_MANY_SQL = _HEARTBEAT_SQL.format(
-    updates=f"SELECT * FROM unnest({', '.join(f'%({name})s::{kind}[]' for name, kind, _ in _INPUT)}) AS u({_NAMES})",  # noqa: S608
+    updates=f"SELECT * FROM unnest({', '.join(f'%({name})s::{kind}[]' for name, kind in _INPUT)}) AS u({', '.join(_NAMES)})",  # noqa: S608
     by_key="j.pandaid = ANY(%(id)s::bigint[])",
 )
 
@@ -139,10 +160,10 @@ def heartbeat_statement(
         "in_flight": IN_FLIGHT,
     }
     if len(updates) == 1:
-        [update] = updates
-        params.update((name, value(update)) for name, _, value in _INPUT)
+        params.update(zip(_NAMES, _input_row(updates[0]), strict=True))
         return HEARTBEAT_ONE_SQL, params
-    params.update((name, [value(u) for u in updates]) for name, _, value in _INPUT)
+    columns = zip(*map(_input_row, updates), strict=True)  # one array parameter per column
+    params.update(zip(_NAMES, map(list, columns), strict=True))
     return HEARTBEAT_MANY_SQL, params
 
 
