@@ -1,6 +1,7 @@
-"""The embedded run's SQLite path of dispatch, heartbeat and final update (the suite itself runs on
-PostgreSQL): a subprocess migrates a fresh SQLite database and drives the same services through it,
-and a bulk scenario run on both databases must give the same replies and the same rows."""
+"""The embedded run's SQLite path of dispatch, heartbeat, final update and submission (the suite
+itself runs on PostgreSQL): a subprocess migrates a fresh SQLite database and drives the same
+services through it; a bulk update and a submission run on both databases must give the same
+replies and the same rows."""
 
 from __future__ import annotations
 
