@@ -23,7 +23,7 @@ from dispatcher.protocol.codec import (
     pick,
 )
 from dispatcher.queries import jobs_status_for_pilot, queue_exists
-from dispatcher.services.dispatch import (
+from dispatcher.services.pilot_calls import (
     PILOT_STATES,
     UNLIMITED,
     DispatchRequest,

@@ -1,7 +1,7 @@
 """The two thin adapters of the pilot protocol (legacy `/server/panda/*`, v1 `/api/v1/pilot/*`)
 and the static resources a pilot downloads (`/cache/*`, `/trf/*`).
 
-Plain Django views, no DRF: these are the hot path (DESIGN §4). Each view authenticates, decodes,
+Plain Django views, no DRF: these are the hot path (docs/architecture.md "Hot paths"). Each view authenticates, decodes,
 calls one function of `pilot.py` and wraps the result in its API's envelope. Bad input is a
 `ProtocolError` answered with its 4xx and a message, in the envelope of the API asked.
 """

@@ -1,14 +1,16 @@
 """Writes of the dispatcher, one module per concern; import from here.
 
 Every job status change goes through `job_transition` or `jobs_transition_bulk` (transitions.py).
-Submission is `submit.py`, the actions on a submitted workflow `workflow_actions.py`; the loops'
-writes are `placement.py` (brokerage), `watcher.py`, `rollup.py` and `janitor.py`.
+The pilot calls (dispatch, heartbeat, final update) are the package `pilot_calls`. Submission is
+`submit.py` (its bulk inserts `job_insert.py`), the actions on a submitted workflow
+`workflow_actions.py`; the loops' writes are `placement.py` (brokerage), `watcher.py`, `rollup.py`
+and `janitor.py`.
 """
 
 from __future__ import annotations
 
 from dispatcher.services.attempts import AttemptOutcome, job_attempt_end
-from dispatcher.services.dispatch import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
+from dispatcher.services.pilot_calls import DispatchRequest, PilotUpdate, job_pilot_update, jobs_dispatch
 from dispatcher.services.placement import broker_one_batch
 from dispatcher.services.submit import (
     workflow_spec_explicit,

@@ -1,6 +1,7 @@
-"""The end of an attempt, in one transaction (DESIGN §4 "Final update"): the JobAttempt row, the
-job's new state, counters, DAG release of the children or pruning of the descendants, and the retry
-decision. Called by the pilot protocol's final update and by the watcher.
+"""The end of an attempt, in one transaction (docs/architecture.md "Hot paths"): the JobAttempt
+row, the job's new state, counters, DAG release of the children or pruning of the descendants, and
+the retry decision. Called by the pilots' final update (`pilot_calls.final_update`: a failed
+attempt, and every attempt on SQLite) and by the watcher.
 """
 
 from __future__ import annotations

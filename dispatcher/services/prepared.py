@@ -18,9 +18,10 @@ def fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]
     once per connection — with `plan_cache_mode=force_generic_plan` (config/settings.py), since
     PostgreSQL would otherwise keep building custom plans. Each statement must therefore have a good
     plan whatever its parameters: look up rows by key, and pass state lists as parameters where a
-    literal list would match a partial index's predicate (see finish.IN_FLIGHT). The statement still goes through Django's error translation and is
-    recorded in `connection.queries` when queries are logged (tests pin query counts). Not for
-    PgBouncer in transaction mode without prepared-statement support.
+    literal list would match a partial index's predicate (`pilot_calls.messages.IN_FLIGHT`). The
+    statement still goes through Django's error translation and is recorded in `connection.queries`
+    when queries are logged (tests pin query counts). Not for PgBouncer in transaction mode without
+    prepared-statement support (docs/decisions/0004).
     """
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
     db.ensure_connection()

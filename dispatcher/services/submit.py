@@ -6,7 +6,6 @@ The actions on a submitted workflow are `workflow_actions.py`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -15,11 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import transaction
 
 from dispatcher.brokerage import SiteRule
 from dispatcher.models import File, Job, JobDependency, Queue, Task, Workflow
+from dispatcher.services.job_insert import job_edges_insert, jobs_insert
 from dispatcher.services.transitions import task_count_deltas_add
 from dispatcher.states import JobStatus
 from dispatcher.workflows import (
@@ -200,7 +199,7 @@ def workflow_submit(
     `workflow_fields` are further Workflow columns set at creation (a campaign sets its group and
     attempt number this way). Returns the Workflow. Jobs start `defined` with `pending_parents` set; brokerage releases those
     with none pending. Everything is checked in memory first; the writes are one transaction, with
-    COPY on PostgreSQL (`_jobs_write`).
+    COPY on PostgreSQL (`job_insert.jobs_insert`).
     """
     sites = {label: s.sites for label, s in (labels or {}).items() if s.sites}
     nodes = workflow_validate(jobs, cluster=cluster, check_queues=check_queues, sites=sites)
@@ -209,8 +208,8 @@ def workflow_submit(
             name=name, owner=owner, priority=priority, spec=dict(spec or {}), **dict(workflow_fields or {})
         )
         task_of = _tasks_create(workflow, nodes, labels or {}, owner.username, priority)
-        ids = _jobs_write(workflow, nodes, task_of, owner.username, priority)
-        _edges_write(nodes, ids)
+        ids = jobs_insert(workflow, nodes, task_of, owner.username, priority)
+        job_edges_insert(nodes, ids)
         _files_write(nodes, ids)
         per_task = Counter(task_of[job.name] for job in nodes)
         task_count_deltas_add({(task_id, JobStatus.DEFINED): n for task_id, n in per_task.items()})
@@ -273,188 +272,6 @@ def _tasks_create(
             )
     Task.objects.bulk_create(rows)
     return {job.name: task.jeditaskid for task, part in zip(rows, members, strict=True) for job in part}
-
-
-# The columns a submission sets per job, in the order `_job_row` returns them.
-_JOB_COLUMNS = (
-    "jeditaskid",
-    "workflow_id",
-    "name",
-    "label",
-    "data_id",
-    "produsername",
-    "currentpriority",
-    "pending_parents",
-    "command",
-    "environment",
-    "container_image",
-    "request_memory_mb",
-    "request_cores",
-    "request_walltime_s",
-    "request_disk_mb",
-)
-
-
-def _job_row(job: NewJob, task_id: int, workflow_id: int, username: str, priority: int) -> tuple[Any, ...]:
-    return (
-        task_id,
-        workflow_id,
-        job.name,
-        job.label,
-        dict(job.data_id or {}),
-        username,
-        job.priority if job.priority is not None else priority,
-        len(job.parents),
-        job.command,
-        dict(job.environment or {}),
-        job.container_image,
-        job.memory_mb,
-        job.cores,
-        job.walltime_s,
-        job.disk_mb,
-    )
-
-
-def _jobs_write(
-    workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
-) -> dict[str, int]:
-    """Insert the job rows; returns job name → pandaid. One function per database vendor."""
-    if connection.vendor == "postgresql":
-        return _jobs_copy(workflow, nodes, task_of, username, priority)
-    now = timezone.now()
-    rows = []
-    for job in nodes:
-        values = dict(
-            zip(_JOB_COLUMNS, _job_row(job, task_of[job.name], workflow.pk, username, priority), strict=True)
-        )
-        values["task_id"] = values.pop("jeditaskid")
-        rows.append(Job(**values, statechangetime=now))
-    Job.objects.bulk_create(rows, batch_size=2000)
-    return {row.name: row.pandaid for row in rows}
-
-
-# A new job was created and entered `defined` now: the monitor's time windows (statechangetime,
-# PanDA's modificationtime) must show it from the start, not only after its first transition.
-_STAMPED_AT_SUBMISSION = frozenset({"creationtime", "statechangetime"})
-
-# COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
-_COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def _copy_text(value: Any) -> str:
-    """One value in PostgreSQL's COPY text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, dict | list):
-        return _JSON(value).translate(_COPY_ESCAPE)
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat())
-    return str(value).translate(_COPY_ESCAPE)
-
-
-def _jobs_copy(
-    workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
-) -> dict[str, int]:
-    """PostgreSQL: reserve pandaids from the identity sequence, then COPY the rows as text.
-
-    Raw SQL because COPY is the one way to load 100,000 rows in about a second (docs/architecture.md#hot-paths).
-    Every column is sent, since Django keeps defaults in Python, not in the table; the columns the
-    submission does not set are one precomputed suffix shared by every line, so a row costs one
-    string join.
-    """
-    now = timezone.now()
-    set_here = {"pandaid", *_JOB_COLUMNS}
-    constants = [f for f in Job._meta.concrete_fields if f.column not in set_here]
-    suffix = "\t".join(
-        _copy_text(now if f.attname in _STAMPED_AT_SUBMISSION else f.get_default()) for f in constants
-    )
-    columns = ", ".join(f'"{c}"' for c in ("pandaid", *_JOB_COLUMNS, *(f.column for f in constants)))
-    escape = _COPY_ESCAPE
-    user_text = username.translate(escape)
-    workflow_text = str(workflow.pk)
-    json_cache: dict[int, str] = {}
-
-    def json_text(value: Mapping[str, Any] | None) -> str:
-        if not value:
-            return "{}"
-        key = id(value)
-        cached = json_cache.get(key)
-        if cached is None:
-            cached = _JSON(value).translate(escape)
-            json_cache[key] = cached
-        return cached
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence('dispatcher_job', 'pandaid')) FROM generate_series(1, %s)",
-            [len(nodes)],
-        )
-        pandaids = sorted(row[0] for row in cursor.fetchall())
-        raw_cursor: Any = cursor.cursor
-        with raw_cursor.copy(f"COPY dispatcher_job ({columns}) FROM STDIN") as copy:
-            lines: list[str] = []
-            for job, pandaid in zip(nodes, pandaids, strict=True):
-                lines.append(
-                    "\t".join(
-                        (
-                            str(pandaid),
-                            str(task_of[job.name]),
-                            workflow_text,
-                            job.name.translate(escape),
-                            job.label.translate(escape),
-                            _JSON(job.data_id).translate(escape) if job.data_id else "{}",
-                            user_text,
-                            str(job.priority if job.priority is not None else priority),
-                            str(len(job.parents)),
-                            job.command.translate(escape),
-                            json_text(job.environment),
-                            job.container_image.translate(escape),
-                            str(job.memory_mb),
-                            str(job.cores),
-                            str(job.walltime_s),
-                            str(job.disk_mb),
-                            suffix,
-                        )
-                    )
-                )
-                if len(lines) >= 5000:
-                    copy.write("\n".join(lines) + "\n")
-                    lines.clear()
-            if lines:
-                copy.write("\n".join(lines) + "\n")
-    return {job.name: pandaid for job, pandaid in zip(nodes, pandaids, strict=True)}
-
-
-def _edges_write(nodes: Sequence[NewJob], ids: Mapping[str, int]) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            raw_cursor: Any = cursor.cursor
-            with raw_cursor.copy("COPY dispatcher_jobdependency (parent_id, child_id) FROM STDIN") as copy:
-                lines: list[str] = []
-                for job in nodes:
-                    if not job.parents:
-                        continue
-                    child = str(ids[job.name])
-                    lines.extend(f"{ids[parent]}\t{child}" for parent in job.parents)
-                    if len(lines) >= 20000:
-                        copy.write("\n".join(lines) + "\n")
-                        lines.clear()
-                if lines:
-                    copy.write("\n".join(lines) + "\n")
-        return
-    JobDependency.objects.bulk_create(
-        [
-            JobDependency(parent_id=ids[parent], child_id=ids[job.name])
-            for job in nodes
-            for parent in job.parents
-        ],
-        batch_size=5000,
-    )
 
 
 def _files_write(nodes: Sequence[NewJob], ids: Mapping[str, int]) -> None:

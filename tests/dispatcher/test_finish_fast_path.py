@@ -1,5 +1,6 @@
-"""The one-statement `finished` update (dispatcher/services/finish.py) writes exactly what the
-generic path (`job_attempt_end`) writes: both run on twin worlds and every row is compared."""
+"""The one-statement `finished` update (dispatcher/services/pilot_calls/final_update.py) writes
+exactly what the generic path (the fence, then `job_attempt_end`) writes: both run on twin worlds
+and every row is compared."""
 
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ from django.utils import timezone
 
 from dispatcher.models import Job, JobAttempt, JobDependency, JobStatusLog, Queue, Task
 from dispatcher.queries import task_state_counts
-from dispatcher.services.dispatch import (
-    ForeignJob,
-    PilotUpdate,
-    UpdateReply,
-    _job_final_update_generic,
-    jobs_pilot_update_bulk,
-)
+from dispatcher.services.pilot_calls import ForeignJob, PilotUpdate, UpdateReply, jobs_pilot_update_bulk
+from dispatcher.services.pilot_calls.final_update import job_final_update_generic
+from dispatcher.services.pilot_calls.updates import job_update_diagnose
 from dispatcher.services.transitions import task_counts_fold
 from dispatcher.states import JobStatus
 from tests.factories import JobFactory, QueueFactory, TaskFactory
@@ -164,7 +161,9 @@ def test_the_fast_path_writes_what_job_attempt_end_writes() -> None:
     slow_replies: list[UpdateReply | ForeignJob] = []
     for update in _updates(slow_world):
         try:
-            slow_replies.append(_job_final_update_generic(update, queues))
+            slow_replies.append(
+                job_final_update_generic(update, queues) or job_update_diagnose(update, queues)
+            )
         except ForeignJob as exc:
             slow_replies.append(exc)
 
@@ -202,10 +201,14 @@ def test_a_single_finished_update_releases_children_and_counts(django_assert_num
     assert task_state_counts([task.pk])[task.pk] == {"finished": 1, "defined": 1}
 
 
-def test_the_statement_fits_psycopg_parse_cache() -> None:
+def test_the_hot_statements_fit_psycopg_parse_cache() -> None:
     from psycopg import _queries
 
-    from dispatcher.services.finish import _FINISH_SQL
+    from dispatcher.services.pilot_calls.dispatch import DISPATCH_SQL
+    from dispatcher.services.pilot_calls.final_update import FINISH_SQL
+    from dispatcher.services.pilot_calls.heartbeat import HEARTBEAT_MANY_SQL, HEARTBEAT_ONE_SQL
 
     # Longer statements are re-parsed by psycopg on every call (~0.3 ms of the final update).
-    assert len(_FINISH_SQL.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH == 4096
+    assert _queries.MAX_CACHED_STATEMENT_LENGTH == 4096
+    for sql in (DISPATCH_SQL, HEARTBEAT_ONE_SQL, HEARTBEAT_MANY_SQL, FINISH_SQL):
+        assert len(sql.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH, sql[:80]

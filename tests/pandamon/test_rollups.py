@@ -231,41 +231,33 @@ def test_a_rebuild_gives_the_same_summaries_as_the_folds() -> None:
 
 
 def test_heartbeats_add_no_delta_rows() -> None:
-    """The dispatcher's heartbeat statement (dispatch._HEARTBEAT_SQL) changes no summarised column
+    """The dispatcher's heartbeat statement (pilot_calls.heartbeat) changes no summarised column
     when the state does not move: the trigger's WHEN clause keeps it from running at all."""
-    from dispatcher.services.dispatch import _HEARTBEAT_SQL
+    from dispatcher.services.pilot_calls import PilotUpdate
+    from dispatcher.services.pilot_calls.heartbeat import heartbeat_statement
 
     queue = QueueFactory(name="Q_A")
     job = JobFactory(jobstatus="running", queue_id=queue.name, statechangetime=NOW, attemptnr=1)
     before = JobChange.objects.count()
-    params = {
-        "pandaid": job.pandaid,
-        "attemptnr": 1,
-        "lease": "",
-        "any_queue": True,
-        "queues": [],
-        "rank": 2,
-        "status": "running",
-        "now": NOW + timedelta(minutes=5),
-        "starttime": None,
-        "node": "wn1.example.org",
-        "pilot_id": "pilot-1",
-        "batch_id": "42",
-        "cpu_time_s": 12.0,
-        "max_rss_kb": 1000,
-        "max_pss_kb": 900,
-        "actual_cores": 1,
-        "cause": "pilot reported running",
-    }
+    update = PilotUpdate(
+        pandaid=job.pandaid,
+        status="running",
+        attemptnr=1,
+        node="wn1.example.org",
+        pilot_id="pilot-1",
+        batch_id="42",
+        metrics={"cpu_time_s": 12.0, "max_rss_kb": 1000, "max_pss_kb": 900, "actual_cores": 1},
+    )
+    sql, params = heartbeat_statement([update], None, now=NOW + timedelta(minutes=5))
     with connection.cursor() as cursor:
-        cursor.execute(_HEARTBEAT_SQL, params)
-        assert cursor.fetchall() == [("running",)]
+        cursor.execute(sql, params)
+        assert cursor.fetchall() == [(job.pandaid, "running")]
     job.refresh_from_db()
     assert job.heartbeat_at == NOW + timedelta(minutes=5)
     assert JobChange.objects.count() == before
     # A state change through the same statement does add its −old/+new pair.
     with connection.cursor() as cursor:
-        cursor.execute(_HEARTBEAT_SQL, {**params, "rank": 3, "status": "holding"})
+        cursor.execute(sql, {**params, "rank": 3, "status": "holding"})
     assert JobChange.objects.count() == before + 2
 
 

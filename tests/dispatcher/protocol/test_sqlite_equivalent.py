@@ -1,16 +1,23 @@
-"""The embedded run's SQLite path of dispatch and heartbeat (the suite itself runs on PostgreSQL):
-a subprocess migrates a fresh SQLite database and drives the same services through it."""
+"""The embedded run's SQLite path of dispatch, heartbeat, final update and submission (the suite
+itself runs on PostgreSQL): a subprocess migrates a fresh SQLite database and drives the same
+services through it; a bulk update and a submission run on both databases must give the same
+replies and the same rows."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
 SCRIPT = r"""
+import json
 import django
 django.setup()
 from django.core.management import call_command
@@ -56,10 +63,159 @@ killed = job_pilot_update(
 assert killed.command == "tobekilled"
 assert task_state_counts([task.pk])[task.pk] == {"finished": 1, "cancelled": 1, "activated": 1}
 print("SQLITE-OK")
+
+from tests.dispatcher.protocol.test_sqlite_equivalent import bulk_scenario
+print("BULK " + json.dumps(bulk_scenario()))
+from tests.dispatcher.protocol.test_sqlite_equivalent import submission_scenario
+print("SUBMIT " + json.dumps(submission_scenario(), default=str))
 """
 
 
-def test_dispatch_and_updates_behave_the_same_on_sqlite(tmp_path: Path) -> None:
+def bulk_scenario() -> dict[str, Any]:
+    """Dispatch, then one update_jobs_bulk mixing heartbeats (one job twice: its last update
+    counts), a finished job reported twice, a failed attempt, a stale lease and an unknown job;
+    returns what a pilot and the monitor would see, with pandaids replaced by their rank."""
+    from dispatcher.models import Job, JobAttempt, JobStatusLog, Queue, Site
+    from dispatcher.queries import task_state_counts
+    from dispatcher.services.pilot_calls import (
+        DispatchRequest,
+        PilotUpdate,
+        jobs_dispatch,
+        jobs_pilot_update_bulk,
+    )
+    from dispatcher.services.transitions import task_counts_fold
+    from tests.factories import JobFactory, TaskFactory
+
+    queue = Queue.objects.create(name="BULK_Q", site=Site.objects.create(name="BULK_S"))
+    task = TaskFactory(max_attempts=3)
+    for priority in range(6):
+        JobFactory(task=task, jobstatus="activated", queue=queue, currentpriority=priority)
+    got = jobs_dispatch(request=DispatchRequest(queue="BULK_Q", n_jobs=5, node="wn"))
+    a, b, c, d, e = got
+    order = {job["pandaid"]: n for n, job in enumerate(got)}
+
+    def up(job: dict[str, Any], status: str, **kw: Any) -> PilotUpdate:
+        kw.setdefault("lease", job["lease"])
+        return PilotUpdate(pandaid=job["pandaid"], status=status, attemptnr=job["attemptnr"], **kw)
+
+    replies = jobs_pilot_update_bulk(
+        updates=[
+            up(a, "running", metrics={"max_rss_kb": 10}),
+            up(a, "starting", node="wn2"),
+            up(b, "holding"),
+            up(c, "finished", errors={"transexitcode": 0}),
+            up(c, "finished"),
+            up(d, "failed", errors={"piloterrorcode": 1099}),  # not retried
+            up(e, "running", lease="x" * 32),
+            PilotUpdate(pandaid=-1, status="running", attemptnr=1),
+        ],
+        queues=None,
+    )
+    task_counts_fold()
+    jobs = Job.objects.filter(pk__in=order).order_by("pandaid")
+    return {
+        "replies": [(r.command, r.status, r.note) for r in replies],  # type: ignore[union-attr]
+        "jobs": [
+            (order[j.pandaid], j.jobstatus, j.attemptnr, j.node, j.max_rss_kb, j.starttime is None)
+            for j in jobs
+        ],
+        "attempts": sorted(
+            (order[job_id], n, status, code)
+            for job_id, n, status, code in JobAttempt.objects.filter(job_id__in=order).values_list(
+                "job_id", "attemptnr", "jobstatus", "piloterrorcode"
+            )
+        ),
+        "log": sorted(
+            (order[job_id], n, status, previous, cause)
+            for job_id, n, status, previous, cause in JobStatusLog.objects.filter(
+                job_id__in=order
+            ).values_list("job_id", "attemptnr", "jobstatus", "previous", "cause")
+        ),
+        "counts": task_state_counts([task.pk])[task.pk],
+    }
+
+
+@pytest.mark.django_db
+def test_a_bulk_update_means_the_same_on_postgresql_and_sqlite(on_sqlite: dict[str, Any]) -> None:
+    sqlite = on_sqlite["bulk"]
+    postgresql = json.loads(json.dumps(bulk_scenario()))
+
+    assert postgresql == sqlite
+    # And the comparison compared something: the outcomes the scenario was written for.
+    assert postgresql["counts"] == {
+        "starting": 1,
+        "holding": 1,
+        "finished": 1,
+        "failed": 1,
+        "sent": 1,
+        "activated": 1,
+    }
+    assert [r[1] for r in postgresql["replies"]] == [
+        "starting", "starting", "holding", "finished", "finished", "failed", "sent", ""
+    ]  # fmt: skip
+    assert postgresql["replies"][4][2] == "duplicate update of an ended attempt"
+    assert postgresql["replies"][6][0] == postgresql["replies"][7][0] == "tobekilled"
+
+
+def submission_scenario() -> dict[str, Any]:
+    """Submit a small DAG whose text needs escaping in COPY's format; returns its job rows (every
+    column but identities and clocks) and edges by job name."""
+    from django.contrib.auth.models import User
+
+    from dispatcher.models import Job, JobDependency
+    from dispatcher.services import NewJob, workflow_submit
+
+    nodes = [
+        NewJob("a", "x", "echo 'tab\there' \\ back\nslash", environment={"K": "v 1\t2"}),
+        NewJob("b", "y", "true", parents=["a"], priority=7, data_id={"visit": 1003, "band": "r"}),
+        NewJob("c", "y", "true", parents=["a", "b"], container_image="img:1", memory_mb=4000, cores=4),
+    ]
+    workflow = workflow_submit(
+        owner=User.objects.create_user("alice"), name="twin", jobs=nodes, check_queues=False
+    )
+    jobs = list(Job.objects.filter(workflow=workflow).order_by("name"))
+    skip = {"pandaid", "task", "workflow", "creationtime", "statechangetime"}
+    names = {job.pandaid: job.name for job in jobs}
+    return {
+        "jobs": [
+            {f.name: getattr(job, f.attname) for f in Job._meta.concrete_fields if f.name not in skip}
+            | {
+                "task_label": job.task.label,
+                "stamped": job.creationtime is not None and job.statechangetime is not None,
+            }
+            for job in jobs
+        ],
+        "edges": sorted(
+            (names[parent], names[child])
+            for parent, child in JobDependency.objects.filter(child__workflow=workflow).values_list(
+                "parent_id", "child_id"
+            )
+        ),
+    }
+
+
+@pytest.mark.django_db
+def test_a_submission_writes_the_same_rows_on_postgresql_and_sqlite(on_sqlite: dict[str, Any]) -> None:
+    sqlite = on_sqlite["submit"]
+    postgresql = json.loads(json.dumps(submission_scenario(), default=str))
+
+    assert postgresql == sqlite
+    assert postgresql["edges"] == [["a", "b"], ["a", "c"], ["b", "c"]]
+    a, b, c = postgresql["jobs"]
+    assert a["command"] == "echo 'tab\there' \\ back\nslash" and a["environment"] == {"K": "v 1\t2"}
+    assert (b["currentpriority"], b["data_id"], c["pending_parents"], c["container_image"]) == (
+        7,
+        {"visit": 1003, "band": "r"},
+        2,
+        "img:1",
+    )
+    assert all(job["jobstatus"] == "defined" and job["stamped"] for job in postgresql["jobs"])
+
+
+@pytest.fixture(scope="module")
+def on_sqlite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The script run once on a fresh SQLite database: its checks pass, and the scenarios' results."""
+    tmp_path = tmp_path_factory.mktemp("embedded")
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL"}},
         "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
@@ -73,3 +229,10 @@ def test_dispatch_and_updates_behave_the_same_on_sqlite(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SQLITE-OK" in result.stdout
+    [bulk] = [line[5:] for line in result.stdout.splitlines() if line.startswith("BULK ")]
+    [submit] = [line[7:] for line in result.stdout.splitlines() if line.startswith("SUBMIT ")]
+    return {"bulk": json.loads(bulk), "submit": json.loads(submit)}
+
+
+def test_dispatch_and_updates_behave_the_same_on_sqlite(on_sqlite: dict[str, Any]) -> None:
+    assert on_sqlite["bulk"]["replies"] and on_sqlite["submit"]["jobs"]

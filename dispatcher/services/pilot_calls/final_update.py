@@ -1,44 +1,56 @@
-"""The `finished` final update on PostgreSQL: every write of `job_attempt_end` for a successful
-attempt, for one job or a whole `update_jobs_bulk`, in ONE prepared statement.
+"""The final update: a pilot reports its attempt `finished` or `failed`, for one job or a whole
+`update_jobs_bulk`.
 
-What it writes is exactly what the generic path (`_job_final_update` → `job_attempt_end`) writes
-for `finished` — tests/dispatcher/test_finish_fast_path.py runs both on twin jobs and compares every
-row — but in one round trip instead of sixteen:
+For every update whose fence matches (`messages.fence_matches`), the attempt ends as
+`job_attempt_end` ends it: the JobAttempt row, the job's new state, its status log row and counter
+deltas, and the DAG (children released, or descendants pruned after a final failure).
 
-1. `cur`: lock the fenced rows (pandaid + attemptnr + lease + queue, in flight) in pandaid order;
-2. `upd`: the job becomes `finished` with its end time, metrics and errors (start time, node,
-   pilot and batch ids filled in when the pilot sends them);
-3. `attempt`, `logged`, `counted`: the JobAttempt row, the JobStatusLog row and the counter deltas;
-4. `children`, `released`: the children's `pending_parents` drop by the number of their parents
-   that finished here; children are locked in pandaid order first (two parents finishing at once
-   lock their shared children in the same order and cannot deadlock).
+* PostgreSQL, `finished`: every write of `job_attempt_end` for a successful attempt, for the whole
+  batch, in ONE prepared statement (docs/decisions/0004) instead of sixteen round trips:
 
-A failed attempt needs the retry decision (rules, the task's caps) and pruning; it stays on
-`job_attempt_end`, as does SQLite.
+  1. `cur`: lock the fenced rows (pandaid + attemptnr + lease + queue, in flight) in pandaid order;
+  2. `upd`: the job becomes `finished` with its end time, metrics and errors (start time, node,
+     pilot and batch ids filled in when the pilot sends them);
+  3. `attempt`, `logged`, `counted`: the JobAttempt row, the JobStatusLog row and the counter deltas;
+  4. `children`, `released`: the children's `pending_parents` drop by the number of their parents
+     that finished here; children are locked in pandaid order first (two parents finishing at once
+     lock their shared children in the same order and cannot deadlock).
+
+  tests/dispatcher/test_finish_fast_path.py runs it and `job_final_update_generic` on twin jobs and
+  compares every row.
+* `failed` (the retry decision needs the rules and the task's caps; pruning), and every final
+  update elsewhere (SQLite, the embedded run): `job_final_update_generic`, the fence then
+  `job_attempt_end`, one transaction per update.
+
+A job twice in one batch: its first final update counts, the next ones are duplicates, as when
+they arrive one by one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from dispatcher.models import Job
 from dispatcher.retry import FAMILY_COLUMNS
-from dispatcher.services.attempts import DIAG_MAX
+from dispatcher.services.attempts import DIAG_MAX, job_attempt_end
+from dispatcher.services.pilot_calls.messages import (
+    IN_FLIGHT,
+    METRIC_NAMES,
+    PILOT_FINAL,
+    PilotUpdate,
+    UpdateReply,
+    fence_matches,
+)
 from dispatcher.services.prepared import fetch_prepared
-from dispatcher.states import JOB_ACTIVE
-
-if TYPE_CHECKING:  # dispatch.py imports this module
-    from dispatcher.services.dispatch import PilotUpdate
+from dispatcher.states import JobStatus
 
 log = logging.getLogger(__name__)
-
-# A parameter, not literals: the generic plan must find the rows by primary key, and with literal
-# states the planner may prefer scanning the partial index of in-flight jobs (prepared.py).
-IN_FLIGHT = sorted(s.value for s in JOB_ACTIVE)
 # What a pilot can report (dispatcher.protocol.pilot): the job dispatcher's and the task buffer's
 # families are the server's own, so the attempt row gets them empty.
 PILOT_ERROR_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -136,11 +148,10 @@ SELECT pandaid, attemptnr, jeditaskid, workflow_id,
     return sql
 
 
-_FINISH_SQL = _build_sql()
+FINISH_SQL = _build_sql()
 
 
 _PILOT_ERROR_KINDS = dict(PILOT_ERROR_COLUMNS)
-_METRIC_NAMES = tuple(c for c, _ in METRIC_COLUMNS)
 
 
 def _params(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> dict[str, Any]:
@@ -161,7 +172,7 @@ def _params(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> di
         if u.endtime:
             row["stop"] = u.endtime.isoformat()
         for name, value in u.metrics.items():
-            if value is not None and name in _METRIC_NAMES:
+            if value is not None and name in METRIC_NAMES:
                 row[name] = value
         for column, value in u.errors.items():
             kind = _PILOT_ERROR_KINDS.get(column)
@@ -182,7 +193,7 @@ def _params(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> di
     }
 
 
-def jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> dict[int, int]:
+def _jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> dict[int, int]:
     """End the attempts of `updates` as finished where the fence matches; returns {pandaid: attemptnr}
     of the jobs finished here. The others (duplicate, stale, killed, another queue's job) are left
     untouched for the caller to diagnose. A job twice in `updates`: its first update counts and the
@@ -194,7 +205,7 @@ def jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[str
     batch = list(first.values())
     if not batch:
         return {}
-    rows = fetch_prepared(_FINISH_SQL, _params(batch, queues))
+    rows = fetch_prepared(FINISH_SQL, _params(batch, queues))
     for pandaid, attemptnr, task_id, workflow_id, released in rows if log.isEnabledFor(logging.INFO) else ():
         log.info(
             "job %s attempt %s ended finished -> finished",
@@ -214,3 +225,70 @@ def jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[str
             },
         )
     return {int(pandaid): int(attemptnr) for pandaid, attemptnr, *_ in rows}
+
+
+def jobs_final_update(
+    updates: Sequence[PilotUpdate], queues: frozenset[str] | None
+) -> list[UpdateReply | None]:
+    """End the attempts of the updates whose fence matches; one entry per update, in order: the
+    reply (the job's status after the call: finished, failed, or defined for a retry), or None
+    where nothing was written (unknown job, stale attempt or lease, duplicate, a job no longer in
+    flight, another queue's job) for the caller to diagnose.
+
+    The batch's `finished` updates are applied first, then its `failed` ones in order.
+    """
+    for u in updates:
+        if u.status not in PILOT_FINAL:
+            raise ValueError(f"a final update reports finished or failed, not {u.status!r}")
+    replies: list[UpdateReply | None] = [None] * len(updates)
+    finished = [i for i, u in enumerate(updates) if u.status == JobStatus.FINISHED]
+    if finished and connection.vendor == "postgresql":
+        ended = _jobs_finish_postgresql([updates[i] for i in finished], queues)
+        for i in finished:
+            if ended.pop(updates[i].pandaid, None) == updates[i].attemptnr:  # once: the next is a duplicate
+                replies[i] = UpdateReply(command=None, status=JobStatus.FINISHED)
+    else:
+        for i in finished:
+            replies[i] = job_final_update_generic(updates[i], queues)
+    for i, u in enumerate(updates):
+        if u.status == JobStatus.FAILED:
+            replies[i] = job_final_update_generic(u, queues)
+    return replies
+
+
+def job_final_update_generic(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply | None:
+    """The fence, then `job_attempt_end`, in one transaction; None when the fence does not match
+    (nothing written). A failed attempt's path everywhere, a finished one's on SQLite, and the
+    oracle of FINISH_SQL."""
+    with transaction.atomic():
+        row = (
+            Job.objects.select_for_update()
+            .filter(pandaid=update.pandaid)
+            .values(
+                "jobstatus", "attemptnr", "lease", "queue_id", "starttime", "node", "pilot_id", "batch_id"
+            )
+            .first()
+        )
+        if row is None or not fence_matches(row, update, queues):
+            return None
+        pending: dict[str, Any] = {}
+        if row["starttime"] is None:
+            pending["starttime"] = update.starttime or timezone.now()
+        for name in ("node", "pilot_id", "batch_id"):
+            value = getattr(update, name)[: Job._meta.get_field(name).max_length]  # type: ignore[union-attr]
+            if value and value != row[name]:
+                pending[name] = value
+        if pending:
+            Job.objects.filter(pandaid=update.pandaid).update(**pending)
+        outcome = job_attempt_end(
+            pandaid=update.pandaid,
+            attemptnr=row["attemptnr"],
+            status=update.status,
+            cause=f"pilot reported {update.status}",
+            errors=update.errors,
+            metrics={k: update.metrics[k] for k in METRIC_NAMES if update.metrics.get(k) is not None},
+            endtime=update.endtime,
+        )
+    if outcome is None:  # cannot happen under the row lock, but never report a write that did not occur
+        return None
+    return UpdateReply(command=None, status=outcome.status)

@@ -1,0 +1,210 @@
+"""The bulk inserts of a workflow submission: its job rows and dependency edges
+(docs/architecture.md "Hot paths").
+
+* PostgreSQL: COPY in text format; pandaids are reserved from the identity sequence first.
+* Otherwise (SQLite, the embedded run): `bulk_create`.
+
+Both write the same rows: every column the submission sets, the model's defaults for the others,
+`creationtime` and `statechangetime` now.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from dispatcher.models import Job, JobDependency, Workflow
+from dispatcher.workflows import NewJob
+
+# The columns a submission sets per job, in the order `_job_row` returns them.
+_JOB_COLUMNS = (
+    "jeditaskid",
+    "workflow_id",
+    "name",
+    "label",
+    "data_id",
+    "produsername",
+    "currentpriority",
+    "pending_parents",
+    "command",
+    "environment",
+    "container_image",
+    "request_memory_mb",
+    "request_cores",
+    "request_walltime_s",
+    "request_disk_mb",
+)
+
+
+def _job_row(job: NewJob, task_id: int, workflow_id: int, username: str, priority: int) -> tuple[Any, ...]:
+    return (
+        task_id,
+        workflow_id,
+        job.name,
+        job.label,
+        dict(job.data_id or {}),
+        username,
+        job.priority if job.priority is not None else priority,
+        len(job.parents),
+        job.command,
+        dict(job.environment or {}),
+        job.container_image,
+        job.memory_mb,
+        job.cores,
+        job.walltime_s,
+        job.disk_mb,
+    )
+
+
+def jobs_insert(
+    workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
+) -> dict[str, int]:
+    """Insert the job rows of a submission (`defined`, `pending_parents` set, created and stamped
+    now); returns job name → pandaid."""
+    if connection.vendor == "postgresql":
+        return _jobs_copy(workflow, nodes, task_of, username, priority)
+    return _jobs_bulk_create(workflow, nodes, task_of, username, priority)
+
+
+def _jobs_bulk_create(
+    workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
+) -> dict[str, int]:
+    now = timezone.now()
+    rows = []
+    for job in nodes:
+        values = dict(
+            zip(_JOB_COLUMNS, _job_row(job, task_of[job.name], workflow.pk, username, priority), strict=True)
+        )
+        values["task_id"] = values.pop("jeditaskid")
+        rows.append(Job(**values, statechangetime=now))
+    Job.objects.bulk_create(rows, batch_size=2000)
+    return {row.name: row.pandaid for row in rows}
+
+
+# A new job was created and entered `defined` now: the monitor's time windows (statechangetime,
+# PanDA's modificationtime) must show it from the start, not only after its first transition.
+_STAMPED_AT_SUBMISSION = frozenset({"creationtime", "statechangetime"})
+
+# COPY text format: backslash, tab, newline and carriage return are escaped; NULL is \N.
+_COPY_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _copy_text(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict | list):
+        return _JSON(value).translate(_COPY_ESCAPE)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    return str(value).translate(_COPY_ESCAPE)
+
+
+def _jobs_copy(
+    workflow: Workflow, nodes: Sequence[NewJob], task_of: Mapping[str, int], username: str, priority: int
+) -> dict[str, int]:
+    """PostgreSQL: reserve pandaids from the identity sequence, then COPY the rows as text.
+
+    Raw SQL because COPY is the one way to load 100,000 rows in about a second (docs/architecture.md#hot-paths).
+    Every column is sent, since Django keeps defaults in Python, not in the table; the columns the
+    submission does not set are one precomputed suffix shared by every line, so a row costs one
+    string join.
+    """
+    now = timezone.now()
+    set_here = {"pandaid", *_JOB_COLUMNS}
+    constants = [f for f in Job._meta.concrete_fields if f.column not in set_here]
+    suffix = "\t".join(
+        _copy_text(now if f.attname in _STAMPED_AT_SUBMISSION else f.get_default()) for f in constants
+    )
+    columns = ", ".join(f'"{c}"' for c in ("pandaid", *_JOB_COLUMNS, *(f.column for f in constants)))
+    escape = _COPY_ESCAPE
+    user_text = username.translate(escape)
+    workflow_text = str(workflow.pk)
+    json_cache: dict[int, str] = {}
+
+    def json_text(value: Mapping[str, Any] | None) -> str:
+        if not value:
+            return "{}"
+        key = id(value)
+        cached = json_cache.get(key)
+        if cached is None:
+            cached = _JSON(value).translate(escape)
+            json_cache[key] = cached
+        return cached
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('dispatcher_job', 'pandaid')) FROM generate_series(1, %s)",
+            [len(nodes)],
+        )
+        pandaids = sorted(row[0] for row in cursor.fetchall())
+        raw_cursor: Any = cursor.cursor
+        with raw_cursor.copy(f"COPY dispatcher_job ({columns}) FROM STDIN") as copy:
+            lines: list[str] = []
+            for job, pandaid in zip(nodes, pandaids, strict=True):
+                lines.append(
+                    "\t".join(
+                        (
+                            str(pandaid),
+                            str(task_of[job.name]),
+                            workflow_text,
+                            job.name.translate(escape),
+                            job.label.translate(escape),
+                            _JSON(job.data_id).translate(escape) if job.data_id else "{}",
+                            user_text,
+                            str(job.priority if job.priority is not None else priority),
+                            str(len(job.parents)),
+                            job.command.translate(escape),
+                            json_text(job.environment),
+                            job.container_image.translate(escape),
+                            str(job.memory_mb),
+                            str(job.cores),
+                            str(job.walltime_s),
+                            str(job.disk_mb),
+                            suffix,
+                        )
+                    )
+                )
+                if len(lines) >= 5000:
+                    copy.write("\n".join(lines) + "\n")
+                    lines.clear()
+            if lines:
+                copy.write("\n".join(lines) + "\n")
+    return {job.name: pandaid for job, pandaid in zip(nodes, pandaids, strict=True)}
+
+
+def job_edges_insert(nodes: Sequence[NewJob], ids: Mapping[str, int]) -> None:
+    """Insert the dependency edges of a submission (`ids`: job name → pandaid)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            raw_cursor: Any = cursor.cursor
+            with raw_cursor.copy("COPY dispatcher_jobdependency (parent_id, child_id) FROM STDIN") as copy:
+                lines: list[str] = []
+                for job in nodes:
+                    if not job.parents:
+                        continue
+                    child = str(ids[job.name])
+                    lines.extend(f"{ids[parent]}\t{child}" for parent in job.parents)
+                    if len(lines) >= 20000:
+                        copy.write("\n".join(lines) + "\n")
+                        lines.clear()
+                if lines:
+                    copy.write("\n".join(lines) + "\n")
+        return
+    JobDependency.objects.bulk_create(
+        [
+            JobDependency(parent_id=ids[parent], child_id=ids[job.name])
+            for job in nodes
+            for parent in job.parents
+        ],
+        batch_size=5000,
+    )
