@@ -1,6 +1,5 @@
-"""Low-level SQL helpers shared by the named reads (`queries`) and the rollups (`rollups`): a
-plain fetch, an aggregate with its session settings (PostgreSQL), and the diag-masking
-expression."""
+"""Low-level SQL helpers of the PostgreSQL reads (`rollups`, `queries.tasks`) and the rollup fold:
+an aggregate with its session settings, and the diag-masking expression."""
 
 from __future__ import annotations
 
@@ -10,12 +9,6 @@ from typing import Any
 from django.db import connection
 
 from pandamon.errortext import MASKS
-
-
-def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, list(params))
-        return list(cursor.fetchall())
 
 
 def _fetch_aggregate(sql: str, params: Sequence[Any], *, bitmap: bool = False) -> list[tuple[Any, ...]]:

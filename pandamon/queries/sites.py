@@ -14,14 +14,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, FloatField, Max, Q, Sum
 
 from dispatcher.models import Job, Queue, Site
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from harvester.models import Worker
 from pandamon import rollups
-from pandamon.sql import _fetch
 
 
 def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any]:
@@ -133,54 +131,35 @@ def site_queue_stats(site: Site, since: datetime | None, until: datetime | None)
         window &= Q(statechangetime__gte=since)
     if until is not None:
         window &= Q(statechangetime__lt=until)
-    rows = _fetch(
-        *_wrap_stats(Job.objects.filter(window).order_by()),
+    rows: Iterable[Mapping[str, Any]] = (
+        Job.objects.filter(window)
+        .order_by()
+        .values("queue_id")
+        .annotate(
+            finished=Count("pandaid", filter=Q(jobstatus=JobStatus.FINISHED)),
+            failed=Count("pandaid", filter=Q(jobstatus=JobStatus.FAILED)),
+            wall=Avg(ExpressionWrapper(F("endtime") - F("starttime"), output_field=DurationField())),
+            cpu=Avg(ExpressionWrapper(F("cpu_time_s") / F("request_cores"), output_field=FloatField())),
+            max_rss=Max("max_rss_kb"),
+        )
+        .order_by("queue_id")
     )
     result = []
-    for queue, finished, failed, wall, cpu, max_rss in rows:
+    for row in rows:
+        finished, failed, cpu, max_rss = row["finished"], row["failed"], row["cpu"], row["max_rss"]
+        wall = row["wall"].total_seconds() if row["wall"] is not None else None
         result.append(
             {
-                "queue": queue,
-                "finished": int(finished),
-                "failed": int(failed),
+                "queue": row["queue_id"],
+                "finished": finished,
+                "failed": failed,
                 "failure_pct": 100 * failed / (finished + failed) if finished + failed else None,
-                "mean_walltime_s": float(wall) if wall is not None else None,
-                "cpu_efficiency_pct": 100 * float(cpu) / float(wall) if wall and cpu is not None else None,
+                "mean_walltime_s": wall,
+                "cpu_efficiency_pct": 100 * float(cpu) / wall if wall and cpu is not None else None,
                 "max_rss_mb": int(max_rss) // 1024 if max_rss is not None else None,
             }
         )
     return result
-
-
-def _wrap_stats(qs: QuerySet[Job]) -> tuple[str, tuple[Any, ...]]:
-    sql, params = (
-        qs.values(
-            s_queue=F("queue_id"),
-            s_status=F("jobstatus"),
-            s_start=F("starttime"),
-            s_end=F("endtime"),
-            s_cpu=F("cpu_time_s"),
-            s_cores=F("request_cores"),
-            s_rss=F("max_rss_kb"),
-        )
-    ).query.sql_with_params()
-    # Walltime in seconds: an interval's epoch on PostgreSQL; on SQLite, where datetimes are UTC
-    # text, the difference of their Julian days (exact to well under a millisecond).
-    walltime = (
-        "(julianday(s_end) - julianday(s_start)) * 86400.0"
-        if connection.vendor == "sqlite"
-        else "EXTRACT(EPOCH FROM (s_end - s_start))"
-    )
-    return (
-        f"""SELECT s_queue,
-                   COUNT(*) FILTER (WHERE s_status = 'finished'),
-                   COUNT(*) FILTER (WHERE s_status = 'failed'),
-                   AVG({walltime}),
-                   AVG(s_cpu / s_cores),
-                   MAX(s_rss)
-            FROM ({sql}) t GROUP BY s_queue ORDER BY s_queue""",  # noqa: S608
-        params,
-    )
 
 
 def site_node_outliers(site: Site, since: datetime | None) -> list[dict[str, Any]]:
