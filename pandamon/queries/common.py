@@ -1,9 +1,11 @@
-"""What the monitor's named reads share: progress of a set of state counts and the chart's bucket
-width."""
+"""What the monitor's named reads share: progress of a set of state counts, the chart's bucket
+width, and the chart's bucket in the ORM reads."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from django.db.models.functions import Left
 
 from dispatcher.states import JobStatus
 
@@ -25,3 +27,21 @@ def bucket_unit(since: datetime | None, until: datetime | None, now: datetime) -
     """The chart's bucket: hours for windows up to three days, days beyond (all time: 30 days)."""
     span = (until or now) - (since or now - timedelta(days=30))
     return "hour" if span <= timedelta(days=3) else "day"
+
+
+# The length of 'YYYY-MM-DD HH' and of 'YYYY-MM-DD'.
+_BUCKET_CHARS = {"hour": 13, "day": 10}
+
+
+def utc_bucket_text(column: str, unit: str) -> Left:
+    """The UTC hour or day of a datetime column as text ('YYYY-MM-DD HH' or 'YYYY-MM-DD'), for the
+    ORM reads, which run on SQLite only (PostgreSQL reads the rollups). Django stores a datetime
+    in SQLite as UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]', so the bucket is a native substring per
+    row, where `Trunc` calls a Python function per row (measured: the 12-hour chart of 16,000 jobs
+    in 20 ms instead of 100 ms)."""
+    return Left(column, _BUCKET_CHARS[unit])
+
+
+def bucket_time(text: str) -> datetime:
+    """A bucket from `utc_bucket_text` as the aware UTC datetime PostgreSQL's date_trunc gives."""
+    return datetime.fromisoformat(text if len(text) == 10 else f"{text}:00").replace(tzinfo=UTC)

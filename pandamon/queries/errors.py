@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.db.models import Count, F, Max, Min, Q
-from django.db.models.functions import Trunc
 
 from dispatcher.models import JobAttempt
 from dispatcher.states import JobStatus
 from pandamon import rollups
 from pandamon.errortext import message_template
+from pandamon.queries.common import bucket_time, utc_bucket_text
 
 # Error family → (code column, diag column or None), as the attempts and jobs store them.
 _FAMILIES: tuple[tuple[str, str, str | None], ...] = (
@@ -99,7 +99,7 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     3. with `split`, attempts per (site, task, user), added up per marginal.
     """
     failed = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
-    rows = failed.values(*_ERROR_COLUMNS, bucket=Trunc("endtime", unit, tzinfo=UTC)).annotate(
+    rows = failed.values(*_ERROR_COLUMNS, bucket=utc_bucket_text("endtime", unit)).annotate(
         n=Count("*"), newest=Max("job"), oldest=Min("job")
     )
     templates: dict[str, str] = {}
@@ -123,7 +123,7 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
                 part[1] = max(part[1], row["newest"])
                 part[2] = min(part[2], row["oldest"])
                 part[3] = min(part[3], diag)
-            over_time[row["bucket"], f"{family}:{code}"] += n
+            over_time[bucket_time(row["bucket"]), f"{family}:{code}"] += n
     groups = [_error_group(*key, *part) for key, part in merged.items()]
     groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
     over = sorted((bucket, key, n) for (bucket, key), n in over_time.items())

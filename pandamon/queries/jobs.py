@@ -4,7 +4,8 @@
 Facet counts are exact. On PostgreSQL they are one statement of the rollup read
 (`rollups.job_facet_rows`, decision 0003): per-hour summaries plus the live edges for a window
 and its states, or every row scanned live for a selection the summaries cannot answer. On SQLite
-(the embedded run) they are one ORM GROUP BY over the facet columns, added up per facet in Python.
+(the embedded run) they are ORM GROUP BYs: one over the facet columns, added up per facet in
+Python, one for the chart.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import base64
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, F, Q
-from django.db.models.functions import Trunc
 
 from dispatcher.models import File, Job, JobAttempt, JobDependency, JobStatusLog, PayloadLog
 from dispatcher.states import JobStatus
 from pandamon import rollups
+from pandamon.queries.common import bucket_time, utc_bucket_text
 
 # Facet name (PanDA's) → ORM column. The time bucket rides in the same read for the chart.
 JOB_FACETS: dict[str, str] = {
@@ -81,7 +82,7 @@ def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) ->
 
     `rollup` is the same selection in rollup form (`job_rollup_selection`): the per-hour summary
     plus the edges. Without it, PostgreSQL scans the selection in the same statement
-    (`rollups.job_facet_rows` with `live`) and SQLite counts it with the ORM (`_jobs_facets_orm`).
+    (`rollups.job_facet_rows` with `live`). SQLite counts it with the ORM (`_jobs_facets_orm`).
     """
     if not rollups.enabled():
         return _jobs_facets_orm(q, unit=unit)
@@ -101,22 +102,19 @@ def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) ->
 
 
 def _jobs_facets_orm(q: Q, *, unit: str) -> JobFacets:
-    """One GROUP BY over every facet column and the time bucket (UTC), added up per facet."""
-    columns = list(JOB_FACETS.values())
+    """Two GROUP BYs: over every facet column (added up per facet in Python), and over the state
+    and the UTC time bucket for the chart."""
+    selected = Job.objects.filter(q).order_by()
     facets: dict[str, Counter[Any]] = {n: Counter() for n in JOB_FACETS}
-    over_time: Counter[tuple[datetime, str]] = Counter()
-    rows = (
-        Job.objects.filter(q)
-        .order_by()
-        .values(*columns, bucket=Trunc("statechangetime", unit, tzinfo=UTC))
-        .annotate(n=Count("*"))
-    )
-    for row in rows:
-        n = row["n"]
+    for row in selected.values(*JOB_FACETS.values()).annotate(n=Count("*")):
         for name, column in JOB_FACETS.items():
-            facets[name][row[column]] += n
-        if row["bucket"] is not None:
-            over_time[row["bucket"], row["jobstatus"]] += n
+            facets[name][row[column]] += row["n"]
+    over_time: Counter[tuple[datetime, str]] = Counter()
+    chart = selected.filter(statechangetime__isnull=False).values_list(
+        "jobstatus", utc_bucket_text("statechangetime", unit)
+    )
+    for state, bucket, n in chart.annotate(n=Count("*")):
+        over_time[bucket_time(bucket), state] += n
     return _facets_finish(facets, over_time)
 
 
