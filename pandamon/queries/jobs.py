@@ -106,9 +106,10 @@ def _jobs_facets_orm(q: Q, *, unit: str) -> JobFacets:
     and the UTC time bucket for the chart."""
     selected = Job.objects.filter(q).order_by()
     facets: dict[str, Counter[Any]] = {n: Counter() for n in JOB_FACETS}
-    for row in selected.values(*JOB_FACETS.values()).annotate(n=Count("*")):
-        for name, column in JOB_FACETS.items():
-            facets[name][row[column]] += row["n"]
+    counters = list(facets.values())
+    for *values, n in selected.values_list(*JOB_FACETS.values()).annotate(n=Count("*")):
+        for counter, value in zip(counters, values, strict=True):
+            counter[value] += n
     over_time: Counter[tuple[datetime, str]] = Counter()
     chart = selected.filter(statechangetime__isnull=False).values_list(
         "jobstatus", utc_bucket_text("statechangetime", unit)

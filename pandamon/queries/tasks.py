@@ -8,10 +8,10 @@ of the task's timed jobs, binned and sorted in Python.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Q
@@ -20,6 +20,7 @@ from dispatcher.models import Job, Task
 from dispatcher.queries import task_state_counts
 from dispatcher.states import JobStatus
 from pandamon import rollups
+from pandamon.queries.common import utc_text
 from pandamon.queries.errors import task_error_groups
 from pandamon.sql import _fetch_aggregate
 
@@ -137,24 +138,36 @@ def _task_profile_rows(
 
 
 def _task_profile_orm(jeditaskid: int, wall_bin_s: int, rss_bin_kb: int, slowest: int) -> _Profile:
-    """The same from one ORM read of the task's ended or timed jobs, binned as PostgreSQL bins."""
+    """The same from one ORM read of the task's ended or timed jobs, binned as PostgreSQL bins.
+    The times are read as their stored UTC text (`utc_text`) and parsed here: through the
+    DateTimeField converter, 2 × 20,000 of them took most of the page for a 20,000-job task."""
     wall: Counter[int] = Counter()
     rss: Counter[int] = Counter()
-    timed: list[dict[str, Any]] = []
-    jobs: Iterable[Mapping[str, Any]] = Job.objects.filter(
+    timed: list[tuple[timedelta, int, str, str, str | None, int | None]] = []
+    jobs = Job.objects.filter(
         Q(jobstatus__in=_ENDED) | Q(starttime__isnull=False, endtime__isnull=False), task_id=jeditaskid
-    ).values("pandaid", "name", "jobstatus", "queue_id", "starttime", "endtime", "max_rss_kb")
-    for job in jobs:
-        walltime = job["endtime"] - job["starttime"] if job["starttime"] and job["endtime"] else None
-        if job["jobstatus"] in _ENDED:
+    ).values_list(
+        "pandaid", "name", "jobstatus", "queue_id", utc_text("starttime"), utc_text("endtime"), "max_rss_kb"
+    )
+    for pandaid, name, status, queue, start, end, max_rss in jobs:
+        # Both UTC: the difference of the naive times is the walltime.
+        walltime = datetime.fromisoformat(end) - datetime.fromisoformat(start) if start and end else None
+        if status in _ENDED:
             if walltime is not None:
                 wall[_trunc_div(_whole_seconds(walltime), wall_bin_s)] += 1
-            if job["max_rss_kb"] is not None:
-                rss[_trunc_div(job["max_rss_kb"], rss_bin_kb)] += 1
+            if max_rss is not None:
+                rss[_trunc_div(max_rss, rss_bin_kb)] += 1
         if walltime is not None:
-            timed.append({**{k: job[k] for k in _SLOW_FIELDS if k != "walltime"}, "walltime": walltime})
-    timed.sort(key=lambda j: (-j["walltime"], j["pandaid"]))
-    return dict(wall), dict(rss), timed[:slowest]
+            timed.append((walltime, pandaid, name, status, queue, max_rss))
+    slow = heapq.nsmallest(slowest, timed, key=lambda j: (-j[0], j[1]))
+    return (
+        dict(wall),
+        dict(rss),
+        [
+            dict(zip(_SLOW_FIELDS, (pandaid, name, status, queue, walltime, max_rss), strict=True))
+            for walltime, pandaid, name, status, queue, max_rss in slow
+        ],
+    )
 
 
 def _whole_seconds(d: timedelta) -> int:
