@@ -133,9 +133,12 @@ def job_facet_rows(
     est, est_p = _states_sql("j.jobstatus", states)
     sst, sst_p = _states_sql("s.jobstatus", states)
     dst, dst_p = _states_sql("d.jobstatus", states)
-    edge_cols = ", ".join(f"{rollup_sql.job_facet_value_sql('j', n)} AS f_{n}" for n in _NAMES)
-    sets = ", ".join(f"(f_{n})" for n in _NAMES) + ", (bucket, f_jobstatus)"
-    grouping = ", ".join(f"GROUPING(f_{n}) AS g_{n}" for n in _NAMES)
+    # Grouped on the raw columns; only the grouped values become the summary's text.
+    columns = [rollup_sql.JOB_FACET_COLUMNS[n] for n in _NAMES]
+    edge_cols = ", ".join(f"j.{c}" for c in columns)
+    sets = ", ".join(f"(e.{c})" for c in columns) + ", (e.bucket, e.jobstatus)"
+    grouping = ", ".join(f"GROUPING(e.{c}) AS g_{n}" for n, c in zip(_NAMES, columns, strict=True))
+    values = ", ".join(f"{rollup_sql.job_facet_value_sql('e', n)} AS f_{n}" for n in _NAMES)
     facet_case = " ".join(f"WHEN g_{n} = 0 THEN '{n}'" for n in _NAMES)
     value_case = " ".join(f"WHEN g_{n} = 0 THEN f_{n}" for n in _NAMES)
     sql = f"""
@@ -143,9 +146,8 @@ def job_facet_rows(
             SELECT {edge_cols}, date_trunc(%s, j.statechangetime) AS bucket
             FROM {source} j WHERE {edge_where} AND {est}
         ), edge_sets AS (
-            SELECT {grouping}, GROUPING(bucket) AS g_bucket, {", ".join(f"f_{n}" for n in _NAMES)},
-                   bucket, COUNT(*) AS n
-            FROM edge GROUP BY GROUPING SETS ({sets})
+            SELECT {grouping}, GROUPING(e.bucket) AS g_bucket, {values}, e.bucket, COUNT(*) AS n
+            FROM edge e GROUP BY GROUPING SETS ({sets})
         ), src AS (
             SELECT CASE {facet_case} END AS facet, CASE {value_case} END AS value,
                    NULL::timestamptz AS bucket, n FROM edge_sets WHERE g_bucket = 1
