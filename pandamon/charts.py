@@ -1,4 +1,4 @@
-"""Plotly figure dicts built from plain data (STYLE §15): no ORM, no I/O, unit-tested alone.
+"""Plotly figure dicts built from plain data: no ORM, no I/O, unit-tested alone.
 
 The page embeds a figure with `json_script` and `static/js/pandamon.js` draws it with the vendored
 plotly.js. State colours are the ones of `static/css/ailuro.css`.

@@ -1,8 +1,8 @@
 """Error-message templates: the variable parts of a diag masked so messages group (monitor.md §4).
 
 The same pattern runs in Python (here: single messages, and the `/errors/` grouping on SQLite, which
-groups raw messages and masks them here) and in PostgreSQL (the `/errors/` grouping,
-`queries.template_expression`); it uses only syntax both engines read alike
+groups raw messages and masks them here) and in PostgreSQL (the error rollups and their live reads,
+`sql.template_expression`); it uses only syntax both engines read alike
 (classes, greedy repetition, one alternation whose branches share a placeholder), and
 tests/pandamon/test_errortext.py checks both engines give the same template.
 """

@@ -7,7 +7,10 @@ yet; the edges are scanned live from the job (attempt) table. The three parts ar
 statement, so one snapshot: a fold committing meanwhile moves deltas into the summary atomically
 and is seen entirely or not at all. The result equals the plain scan of the window, always.
 
-PostgreSQL only (`enabled()`); on SQLite the pages keep their scans.
+The same reads answer a selection the summaries cannot (a filter other than the state, no window,
+a window without a whole hour): with `live`, every row is scanned from that selection through the
+same statement, so each aggregate has one read on PostgreSQL. PostgreSQL only (`enabled()`); on
+SQLite the pages count with the ORM (pandamon/queries/).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from dispatcher import changefeed
 from pandamon import rollup_sql
@@ -86,36 +90,65 @@ def _states_sql(column: str, states: Sequence[str] | None) -> tuple[str, list[An
 _NAMES = list(rollup_sql.JOB_FACET_COLUMNS)
 
 
+def _live_source(live: QuerySet[Any] | None, table: str) -> tuple[str, list[Any]]:
+    """The rows scanned live: `table`, or the ORM-compiled selection `live` (bound parameters; its
+    columns keep their names, so the statement reads it as it reads the table)."""
+    if live is None:
+        return table, []
+    sql, params = live.order_by().query.sql_with_params()
+    return f"({sql})", list(params)
+
+
+def _cut(
+    window: Window | None, live: QuerySet[Any] | None, edges: str, hours: str, deltas: str
+) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]], tuple[str, list[Any]]]:
+    """The WHERE of the live scan, the summary and the deltas: the window's edges and whole hours,
+    or with `live` the whole selection scanned and nothing from the summary."""
+    if live is not None:
+        return ("TRUE", []), ("FALSE", []), ("FALSE", [])
+    if window is None:
+        raise ValueError("a rollup read needs a window or a live selection")
+    return window.edges_sql(edges), window.hours_sql(hours), window.hours_sql(deltas)
+
+
 def job_facet_rows(
-    window: Window, *, states: Sequence[str] | None, unit: str
+    window: Window | None,
+    *,
+    states: Sequence[str] | None,
+    unit: str,
+    live: QuerySet[Any] | None = None,
 ) -> list[tuple[str, str, datetime | None, int]]:
     """(facet, value, None, count) per facet value and ('', jobstatus, bucket, count) per chart
-    bucket, for the jobs of the window (optionally only those in `states`). One statement:
+    bucket, for the jobs of the window (optionally only those in `states`), or with `live` (and
+    `window` None) for every job of that selection. One statement:
 
-    1. edges: the facet GROUPING SETS of today's scan over the partial hours, reshaped to rows;
+    1. edges (or the live selection): the facet GROUPING SETS of the scanned rows, as rows;
     2. whole hours: the summary rows, and its `jobstatus` facet re-bucketed by `unit` for the chart;
     3. the deltas not folded yet, exploded the way the fold does;
     4. summed per (facet, value, bucket); zero sums dropped (a +1 and −1 not folded yet).
     """
-    edge_where, edge_params = window.edges_sql("j.statechangetime")
-    hours_where, hours_params = window.hours_sql("s.bucket")
-    delta_where, delta_params = window.hours_sql("d.statechangetime")
+    source, source_params = _live_source(live, "dispatcher_job")
+    (edge_where, edge_params), (hours_where, hours_params), (delta_where, delta_params) = _cut(
+        window, live, "j.statechangetime", "s.bucket", "d.statechangetime"
+    )
     est, est_p = _states_sql("j.jobstatus", states)
     sst, sst_p = _states_sql("s.jobstatus", states)
     dst, dst_p = _states_sql("d.jobstatus", states)
-    edge_cols = ", ".join(f"{rollup_sql.job_facet_value_sql('j', n)} AS f_{n}" for n in _NAMES)
-    sets = ", ".join(f"(f_{n})" for n in _NAMES) + ", (bucket, f_jobstatus)"
-    grouping = ", ".join(f"GROUPING(f_{n}) AS g_{n}" for n in _NAMES)
+    # Grouped on the raw columns; only the grouped values become the summary's text.
+    columns = [rollup_sql.JOB_FACET_COLUMNS[n] for n in _NAMES]
+    edge_cols = ", ".join(f"j.{c}" for c in columns)
+    sets = ", ".join(f"(e.{c})" for c in columns) + ", (e.bucket, e.jobstatus)"
+    grouping = ", ".join(f"GROUPING(e.{c}) AS g_{n}" for n, c in zip(_NAMES, columns, strict=True))
+    values = ", ".join(f"{rollup_sql.job_facet_value_sql('e', n)} AS f_{n}" for n in _NAMES)
     facet_case = " ".join(f"WHEN g_{n} = 0 THEN '{n}'" for n in _NAMES)
     value_case = " ".join(f"WHEN g_{n} = 0 THEN f_{n}" for n in _NAMES)
     sql = f"""
         WITH edge AS (
             SELECT {edge_cols}, date_trunc(%s, j.statechangetime) AS bucket
-            FROM dispatcher_job j WHERE {edge_where} AND {est}
+            FROM {source} j WHERE {edge_where} AND {est}
         ), edge_sets AS (
-            SELECT {grouping}, GROUPING(bucket) AS g_bucket, {", ".join(f"f_{n}" for n in _NAMES)},
-                   bucket, COUNT(*) AS n
-            FROM edge GROUP BY GROUPING SETS ({sets})
+            SELECT {grouping}, GROUPING(e.bucket) AS g_bucket, {values}, e.bucket, COUNT(*) AS n
+            FROM edge e GROUP BY GROUPING SETS ({sets})
         ), src AS (
             SELECT CASE {facet_case} END AS facet, CASE {value_case} END AS value,
                    NULL::timestamptz AS bucket, n FROM edge_sets WHERE g_bucket = 1
@@ -139,6 +172,7 @@ def job_facet_rows(
     """  # noqa: S608  (constant names and placeholders only)
     params: list[Any] = [
         unit,
+        *source_params,
         *edge_params,
         *est_p,
         *hours_params,
@@ -152,11 +186,14 @@ def job_facet_rows(
         *delta_params,
         *dst_p,
     ]
-    return [(f, v, b, int(n)) for f, v, b, n in _fetch_aggregate(sql, params)]
+    # A live selection of one table: a bitmap scan reads each page once (see `_fetch_aggregate`).
+    return [(f, v, b, int(n)) for f, v, b, n in _fetch_aggregate(sql, params, bitmap=live is not None)]
 
 
-def facet_value(name: str, text: str) -> Any:
+def facet_value(name: str, text: str | None) -> Any:
     """A summary value back to the facet's type (ints; '' queue → None)."""
+    if text is None:
+        return None
     if name in rollup_sql.INT_FACETS:
         return int(text)
     if name == "computingsite" and text == "":
@@ -202,8 +239,16 @@ class ErrorRows:
     splits: list[tuple[str, Any, int]]
 
 
-def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int | None = None) -> ErrorRows:
-    """The failed attempts of a window (or of all time with `window` None), for `/errors/`:
+def error_rows(
+    window: Window | None,
+    *,
+    unit: str,
+    split: bool,
+    jeditaskid: int | None = None,
+    live: QuerySet[Any] | None = None,
+) -> ErrorRows:
+    """The failed attempts of a window (or of all time with `window` None), for `/errors/`, or with
+    `live` those of that selection of attempts (scanned, nothing from the summaries):
 
     * groups: (family, code, template, count, newest pandaid, oldest pandaid, example diag);
     * over time: (bucket, family, code, count);
@@ -212,15 +257,16 @@ def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int
     One statement: the edges scanned from the attempts (templates masked here: a few thousand rows
     an hour), the whole hours from the summaries, the unfolded deltas masked on the fly.
     """
+    source, source_params = _live_source(live, "dispatcher_jobattempt")
     edge_params: list[Any] = []
     hours_params: list[Any] = []
     delta_params: list[Any] = []
-    if window is None:
+    if window is None and live is None:
         edge_where, hours_where, delta_where = "FALSE", "TRUE", "TRUE"
     else:
-        edge_where, edge_params = window.edges_sql("a.endtime")
-        hours_where, hours_params = window.hours_sql("s.bucket")
-        delta_where, delta_params = window.hours_sql("d.endtime")
+        (edge_where, edge_params), (hours_where, hours_params), (delta_where, delta_params) = _cut(
+            window, live, "a.endtime", "s.bucket", "d.endtime"
+        )
     task_j, task_jp = ("j.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
     task_s, task_sp = ("s.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
     task_d, task_dp = ("d.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
@@ -245,7 +291,7 @@ def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int
     sql = f"""
         WITH edge AS (
             SELECT a.*, j.jeditaskid, j.produsername, date_trunc(%s, a.endtime) AS t_bucket
-            FROM dispatcher_jobattempt a JOIN dispatcher_job j ON j.pandaid = a.job_id
+            FROM {source} a JOIN dispatcher_job j ON j.pandaid = a.job_id
             WHERE a.jobstatus = 'failed' AND {edge_where} AND {task_j}
         ), fam AS (
             SELECT e.job_id, e.t_bucket, 1 AS delta, v.family, v.code, v.diag FROM edge e
@@ -285,6 +331,7 @@ def error_rows(window: Window | None, *, unit: str, split: bool, jeditaskid: int
     """  # noqa: S608  (constant names and placeholders only)
     params: list[Any] = [
         unit,
+        *source_params,
         *edge_params,
         *task_jp,
         unit,

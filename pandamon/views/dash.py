@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from dispatcher.states import JobStatus
-from pandamon import queries
 from pandamon.filters import compile_selection
+from pandamon.queries import sites as reads
 from pandamon.views._common import monitor_view, params_of, respond
 
 
@@ -14,7 +14,7 @@ from pandamon.views._common import monitor_view, params_of, respond
 def dashboard(request: HttpRequest) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=12)
-    matrix = queries.dash_matrix(sel.since, sel.until)
+    matrix = reads.dash_matrix(sel.since, sel.until)
     context = {
         "sel": sel,
         "params": params,

@@ -6,9 +6,11 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from pandamon import charts, queries
+from pandamon import charts
 from pandamon.errortext import FAMILY_ADVICE
 from pandamon.filters import ERROR_FIELDS, compile_selection
+from pandamon.queries import common
+from pandamon.queries import errors as reads
 from pandamon.views._common import monitor_view, params_of, query_without, respond
 
 
@@ -18,9 +20,9 @@ def error_summary(request: HttpRequest) -> HttpResponse:
     sel = compile_selection(
         params, ERROR_FIELDS, time_column="endtime", default_hours=12, unwindowed_by=frozenset({"jeditaskid"})
     )
-    unit = queries.bucket_unit(sel.since, sel.until, timezone.now())
-    rollup = queries.error_rollup_window(sel.since, sel.until, sel.applied)
-    summary = queries.errors_summary(sel.q, unit=unit, rollup=rollup)
+    unit = common.bucket_unit(sel.since, sel.until, timezone.now())
+    rollup = reads.error_rollup_window(sel.since, sel.until, sel.applied)
+    summary = reads.errors_summary(sel.q, unit=unit, rollup=rollup)
     families: dict[str, int] = {}
     for g in summary.groups:
         families[g["family"]] = families.get(g["family"], 0) + g["count"]

@@ -16,8 +16,10 @@ from dispatcher.access import job_get_for_user
 from dispatcher.models import Job
 from dispatcher.services import workflow_cancel, workflow_retry
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
-from pandamon import charts, queries
+from pandamon import charts
 from pandamon.filters import JOB_FIELDS, JOB_UNWINDOWED, FilterError, compile_selection, int_param
+from pandamon.queries import common
+from pandamon.queries import jobs as reads
 from pandamon.views._common import bad_request, can_act, monitor_view, params_of, query_without, respond
 
 FACET_SHOWN = 25
@@ -37,16 +39,16 @@ def job_list(request: HttpRequest) -> HttpResponse:
         unwindowed_by=JOB_UNWINDOWED | ({"jobstatus"} if active_only else set()),
     )
     sort = params.get("sortby") or "pandaid"
-    if sort not in queries.JOB_SORTS:
-        raise FilterError(f"sortby: {sort!r} is not one of {', '.join(queries.JOB_SORTS)}")
+    if sort not in reads.JOB_SORTS:
+        raise FilterError(f"sortby: {sort!r} is not one of {', '.join(reads.JOB_SORTS)}")
     limit = int_param(params, "display_limit", default=100, maximum=5000)
     try:
-        rows, next_cursor = queries.jobs_page(sel.q, sort=sort, cursor=params.get("cursor"), limit=limit)
+        rows, next_cursor = reads.jobs_page(sel.q, sort=sort, cursor=params.get("cursor"), limit=limit)
     except ValueError as exc:
         raise FilterError(str(exc)) from None
-    unit = queries.bucket_unit(sel.since, sel.until, timezone.now())
-    rollup = queries.job_rollup_selection(sel.since, sel.until, sel.applied)
-    facets = queries.jobs_facets(sel.q, unit=unit, rollup=rollup)
+    unit = common.bucket_unit(sel.since, sel.until, timezone.now())
+    rollup = reads.job_rollup_selection(sel.since, sel.until, sel.applied)
+    facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup)
     base = query_without(params, "cursor")
     context = {
         "sel": sel,
@@ -59,7 +61,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "base_query": query_without(params, "cursor", "sortby"),
         "params": params,
         "sort": sort,
-        "sorts": list(queries.JOB_SORTS),
+        "sorts": list(reads.JOB_SORTS),
         "locked": sel.locked_query(params),
         "chart": charts.stacked_over_time(facets.over_time, title=f"Jobs by state per {unit}", unit=unit),
     }
@@ -81,7 +83,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 
 def _job_or_404(pandaid: int) -> Job:
-    job = queries.job_detail(pandaid)
+    job = reads.job_detail(pandaid)
     if job is None:
         raise Http404(f"no job {pandaid}")
     return job
@@ -110,11 +112,11 @@ def reproduce_script(job: Job, inputs: list[str]) -> str:
 @monitor_view
 def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
     job = _job_or_404(pandaid)
-    attempts = queries.job_attempts(pandaid)
-    history = queries.job_status_history(pandaid)
-    files = queries.job_files(pandaid)
-    parents, children = queries.job_relatives(pandaid)
-    chunks = queries.job_log_chunks(pandaid, after=0, attemptnr=job.attemptnr)
+    attempts = reads.job_attempts(pandaid)
+    history = reads.job_status_history(pandaid)
+    files = reads.job_files(pandaid)
+    parents, children = reads.job_relatives(pandaid)
+    chunks = reads.job_log_chunks(pandaid, after=0, attemptnr=job.attemptnr)
     inputs = [f.lfn for f in files if f.role == "input"]
     final = job.jobstatus in JOB_FINAL
     context = {
@@ -169,7 +171,7 @@ def job_log_tail(request: HttpRequest, pandaid: int) -> HttpResponse:
     if not after_text.isdigit():
         raise FilterError(f"after: {after_text!r} is not a non-negative integer")
     after = int(after_text)
-    chunks = queries.job_log_chunks(pandaid, after=after, attemptnr=job.attemptnr)
+    chunks = reads.job_log_chunks(pandaid, after=after, attemptnr=job.attemptnr)
     final = job.jobstatus in JOB_FINAL
     if "json" in request.GET:
         return JsonResponse(

@@ -7,7 +7,9 @@ from django.http import HttpRequest, HttpResponse
 
 from pandamon import charts
 from pandamon.filters import window
-from pandamon.queries import dash_matrix, latest_failures, workflows_page
+from pandamon.queries.sites import dash_matrix
+from pandamon.queries.users import latest_failures
+from pandamon.queries.workflows import workflows_page
 from pandamon.views._common import monitor_view, params_of, respond
 
 

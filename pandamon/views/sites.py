@@ -7,8 +7,9 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 
 from dispatcher.states import JobStatus
-from pandamon import charts, queries
+from pandamon import charts
 from pandamon.filters import compile_selection
+from pandamon.queries import sites as reads
 from pandamon.views._common import monitor_view, params_of, respond
 
 
@@ -16,8 +17,8 @@ from pandamon.views._common import monitor_view, params_of, respond
 def site_list(request: HttpRequest) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=12)
-    queues = queries.queues_with_sites()
-    counts = queries.queue_state_counts(sel.since, sel.until)
+    queues = reads.queues_with_sites()
+    counts = reads.queue_state_counts(sel.since, sel.until)
     rows: list[dict[str, Any]] = []
     for qu in queues:
         c = counts.get(qu.name, {})
@@ -61,14 +62,14 @@ def site_list(request: HttpRequest) -> HttpResponse:
 
 @monitor_view
 def site_detail(request: HttpRequest, name: str) -> HttpResponse:
-    site = queries.site_detail(name)
+    site = reads.site_detail(name)
     if site is None:
         raise Http404(f"no site {name}")
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=12)
-    queue_stats = queries.site_queue_stats(site, sel.since, sel.until)
-    nodes = queries.site_node_outliers(site, sel.since)
-    workers = queries.site_workers_by_state(site)
+    queue_stats = reads.site_queue_stats(site, sel.since, sel.until)
+    nodes = reads.site_node_outliers(site, sel.since)
+    workers = reads.site_workers_by_state(site)
     queues = list(site.queues.order_by("name"))
     context = {
         "site": site,

@@ -8,8 +8,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 
 from dispatcher.queries import task_state_counts
 from dispatcher.states import TASK_FINAL
-from pandamon import charts, queries
+from pandamon import charts
 from pandamon.filters import TASK_FIELDS, compile_selection, int_param
+from pandamon.queries import common
+from pandamon.queries import tasks as reads
 from pandamon.views._common import monitor_view, params_of, query_without, respond
 
 
@@ -25,10 +27,10 @@ def task_list(request: HttpRequest) -> HttpResponse:
     )
     limit = int_param(params, "display_limit", default=100, maximum=2000)
     cursor = int_param(params, "cursor", default=0, maximum=2**62) or None
-    tasks, counts, next_cursor = queries.tasks_page(sel.q, cursor=cursor, limit=limit)
-    facets = queries.task_facets(sel.q)
+    tasks, counts, next_cursor = reads.tasks_page(sel.q, cursor=cursor, limit=limit)
+    facets = reads.task_facets(sel.q)
     rows: list[dict[str, Any]] = [
-        {"task": t, "counts": counts[t.jeditaskid], **queries.progress(counts[t.jeditaskid])} for t in tasks
+        {"task": t, "counts": counts[t.jeditaskid], **common.progress(counts[t.jeditaskid])} for t in tasks
     ]
     base = query_without(params, "cursor")
     context = {
@@ -69,19 +71,19 @@ def task_list(request: HttpRequest) -> HttpResponse:
 
 @monitor_view
 def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
-    task = queries.task_detail(jeditaskid)
+    task = reads.task_detail(jeditaskid)
     if task is None:
         raise Http404(f"no task {jeditaskid}")
     counts = task_state_counts([jeditaskid])[jeditaskid]
-    top_errors = queries.task_top_errors(jeditaskid)
-    profile = queries.task_job_profile(task)
+    top_errors = reads.task_top_errors(jeditaskid)
+    profile = reads.task_job_profile(task)
     hist, slowest = profile.histograms, profile.slowest
     context = {
         "task": task,
         "final": task.status in TASK_FINAL,
         "state_link": f"jeditaskid={task.jeditaskid}",
         "counts": charts.ordered_states(counts),
-        "progress": queries.progress(counts),
+        "progress": common.progress(counts),
         "top_errors": top_errors,
         "slowest": slowest,
         "wall_chart": charts.histogram(
@@ -101,7 +103,7 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
             "included_sites": task.included_sites,
             "excluded_sites": task.excluded_sites,
             "counts": counts,
-            "progress": queries.progress(counts),
+            "progress": common.progress(counts),
             "top_errors": top_errors,
             "histograms": hist,
             "slowest_jobs": slowest,

@@ -7,8 +7,10 @@ from urllib.parse import urlencode
 
 from django.http import Http404, HttpRequest, HttpResponse
 
-from pandamon import charts, queries
+from pandamon import charts
 from pandamon.filters import compile_selection
+from pandamon.queries import common
+from pandamon.queries import users as reads
 from pandamon.views._common import monitor_view, params_of, respond
 
 
@@ -16,7 +18,7 @@ from pandamon.views._common import monitor_view, params_of, respond
 def user_list(request: HttpRequest) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=24 * 7)
-    rows = queries.users_summary(sel.since)
+    rows = reads.users_summary(sel.since)
     context = {"sel": sel, "params": params, "rows": rows, "locked": sel.locked_query(params)}
     return respond(
         request,
@@ -30,15 +32,15 @@ def user_list(request: HttpRequest) -> HttpResponse:
 def user_detail(request: HttpRequest, name: str) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=24 * 7)
-    tasks, counts = queries.user_tasks(name, sel.since)
-    if not tasks and queries.user_last_activity(name) is None:
+    tasks, counts = reads.user_tasks(name, sel.since)
+    if not tasks and reads.user_last_activity(name) is None:
         raise Http404(f"no tasks of user {name}")
     total: dict[str, int] = {}
     for c in counts.values():
         for status, n in c.items():
             total[status] = total.get(status, 0) + n
     rows: list[dict[str, Any]] = [
-        {"task": t, "counts": counts[t.jeditaskid], **queries.progress(counts[t.jeditaskid])} for t in tasks
+        {"task": t, "counts": counts[t.jeditaskid], **common.progress(counts[t.jeditaskid])} for t in tasks
     ]
     context = {
         "name": name,
@@ -47,7 +49,7 @@ def user_detail(request: HttpRequest, name: str) -> HttpResponse:
         "params": params,
         "rows": rows,
         "total": charts.ordered_states(total),
-        "progress": queries.progress(total),
+        "progress": common.progress(total),
     }
     return respond(
         request,

@@ -23,9 +23,11 @@ from dispatcher.services import (
     workflow_retry,
 )
 from dispatcher.states import WORKFLOW_FINAL, TaskStatus, WorkflowStatus
-from pandamon import charts, queries
+from pandamon import charts
 from pandamon.dag import layered_layout
 from pandamon.filters import WORKFLOW_FIELDS, FilterError, compile_selection, int_param
+from pandamon.queries import common
+from pandamon.queries import workflows as reads
 from pandamon.views._common import bad_request, can_act, monitor_view, params_of, query_without, respond
 
 SLICE_LIMIT = 5000
@@ -45,7 +47,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     sel = compile_selection(params, WORKFLOW_FIELDS, time_column="modified_at", default_hours=None)
     limit = int_param(params, "display_limit", default=50, maximum=1000)
     cursor = int_param(params, "cursor", default=0, maximum=2**62) or None
-    rows, next_cursor = queries.workflows_page(sel.q, cursor=cursor, limit=limit)
+    rows, next_cursor = reads.workflows_page(sel.q, cursor=cursor, limit=limit)
     base = query_without(params, "cursor")
     context = {
         "sel": sel,
@@ -83,11 +85,11 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
 
 @monitor_view
 def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
-    workflow = queries.workflow_detail(workflow_id)
+    workflow = reads.workflow_detail(workflow_id)
     if workflow is None:
         raise Http404(f"no workflow {workflow_id}")
     params = params_of(request)
-    tasks, counts = queries.workflow_tasks(workflow_id)
+    tasks, counts = reads.workflow_tasks(workflow_id)
     total: dict[str, int] = {}
     for c in counts.values():
         for status, n in c.items():
@@ -99,7 +101,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
             raise FilterError(f"data_id.{key}: not a data-id key")
     unknown = sorted(k for k in params if k not in {"json", "label"} and not k.startswith("data_id."))
     if label or data_id:
-        jobs, edges, truncated = queries.workflow_job_slice(
+        jobs, edges, truncated = reads.workflow_job_slice(
             workflow_id, label=label, data_id=data_id, limit=SLICE_LIMIT
         )
         nodes = [
@@ -121,12 +123,12 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         )
         level = "job"
     else:
-        edges = queries.workflow_task_edges(workflow)
+        edges = reads.workflow_task_edges(workflow)
         task_edges = [(a, b) for a, b in edges]
         nodes = []
         for t in tasks:
             c = counts[t.jeditaskid]
-            p = queries.progress(c)
+            p = common.progress(c)
             nodes.append(
                 {
                     "id": t.jeditaskid,
@@ -141,13 +143,13 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         level = "task"
     final = workflow.status in WORKFLOW_FINAL
     rows: list[dict[str, Any]] = [
-        {"task": t, "counts": counts[t.jeditaskid], **queries.progress(counts[t.jeditaskid])} for t in tasks
+        {"task": t, "counts": counts[t.jeditaskid], **common.progress(counts[t.jeditaskid])} for t in tasks
     ]
     context = {
         "workflow": workflow,
         "rows": rows,
         "total": charts.ordered_states(total),
-        "progress": queries.progress(total),
+        "progress": common.progress(total),
         "figure": figure,
         "level": level,
         "label": label,

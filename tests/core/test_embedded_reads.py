@@ -1,9 +1,9 @@
 """The monitor's read tests (tests/pandamon/) once more on SQLite, the embedded run's database.
 
-The suite runs on PostgreSQL; the monitor's aggregates have a SQLite sibling per vendor
-(pandamon/queries.py, STYLE 13). Running the same fixtures and assertions on SQLite in a
-subprocess (the database is chosen at settings import) checks the siblings give the same answers:
-tests/pandamon/test_scans_agree.py recounts each aggregate with the ORM, the page tests pin
+The suite runs on PostgreSQL; each monitor aggregate has one read per database, the rollup read
+on PostgreSQL and plain ORM GROUP BYs on SQLite (pandamon/queries/). Running the same fixtures and
+assertions on SQLite in a subprocess (the database is chosen at settings import) checks the SQLite
+reads: tests/pandamon/test_scans_agree.py recounts each aggregate in Python, the page tests pin
 content and query counts (`conftest.pinned`). The browser test and the rollups (PostgreSQL only)
 stay out.
 """

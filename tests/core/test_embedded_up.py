@@ -3,8 +3,8 @@ the demo workflow and campaign), then every page family of the monitor, as HTML,
 partial, and the REST lists, checked for content against what the API reports.
 
 The suite otherwise runs on PostgreSQL, so this is what catches a monitor read that only
-PostgreSQL understands (/jobs/, /errors/, /tasks/, /task/<id>/ and /site/<name>/ answered 500 on
-SQLite before the vendor siblings in pandamon/queries.py).
+PostgreSQL understands (the monitor's aggregates read the rollups on PostgreSQL and count with the
+ORM on SQLite, pandamon/queries/).
 """
 
 from __future__ import annotations

@@ -20,7 +20,10 @@ from pandamon import queries, rollup_sql, rollups
 from pandamon.models import ErrorSummary, JobSummary
 from tests.factories import JobAttemptFactory, JobFactory, QueueFactory, TaskFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the rollups are PostgreSQL only"),
+]
 
 NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 QUEUES = ("Q_A", "Q_B", "Q_C")

@@ -1,0 +1,55 @@
+"""What the monitor's named reads share: progress of a set of state counts, the chart's bucket
+width, and for the ORM reads (SQLite) the chart's bucket and datetimes read as their stored text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import CharField
+from django.db.models.functions import Cast, Left
+
+from dispatcher.states import JobStatus
+
+
+def progress(counts: dict[str, int]) -> dict[str, float | int]:
+    total = sum(counts.values())
+    finished = counts.get(JobStatus.FINISHED, 0)
+    failed = counts.get(JobStatus.FAILED, 0)
+    pruned = counts.get(JobStatus.PRUNED, 0)
+    return {
+        "total": total,
+        "finished_pct": 100 * finished / total if total else 0.0,
+        "failed_pct": 100 * failed / total if total else 0.0,
+        "pruned_pct": 100 * pruned / total if total else 0.0,
+    }
+
+
+def bucket_unit(since: datetime | None, until: datetime | None, now: datetime) -> str:
+    """The chart's bucket: hours for windows up to three days, days beyond (all time: 30 days)."""
+    span = (until or now) - (since or now - timedelta(days=30))
+    return "hour" if span <= timedelta(days=3) else "day"
+
+
+# The length of 'YYYY-MM-DD HH' and of 'YYYY-MM-DD'.
+_BUCKET_CHARS = {"hour": 13, "day": 10}
+
+
+def utc_bucket_text(column: str, unit: str) -> Left:
+    """The UTC hour or day of a datetime column as text ('YYYY-MM-DD HH' or 'YYYY-MM-DD'), for the
+    ORM reads, which run on SQLite only (PostgreSQL reads the rollups). Django stores a datetime
+    in SQLite as UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]', so the bucket is a native substring per
+    row, where `Trunc` calls a Python function per row (measured: the 12-hour chart of 16,000 jobs
+    in 20 ms instead of 100 ms)."""
+    return Left(column, _BUCKET_CHARS[unit])
+
+
+def bucket_time(text: str) -> datetime:
+    """A bucket from `utc_bucket_text` as the aware UTC datetime PostgreSQL's date_trunc gives."""
+    return datetime.fromisoformat(text if len(text) == 10 else f"{text}:00").replace(tzinfo=UTC)
+
+
+def utc_text(column: str) -> Cast:
+    """A datetime column as its stored UTC text ('YYYY-MM-DD HH:MM:SS[.ffffff]'), for the ORM reads
+    on SQLite that need many of them in Python: `datetime.fromisoformat` reads one in well under a
+    microsecond, the DateTimeField converter takes several."""
+    return Cast(column, CharField())

@@ -1,0 +1,262 @@
+"""Named reads of `/jobs/` (exact facets and the chart of states over time, keyset pages) and of
+`/job/<pandaid>/`.
+
+Facet counts are exact. On PostgreSQL they are one statement of the rollup read
+(`rollups.job_facet_rows`, decision 0003): per-hour summaries plus the live edges for a window
+and its states, or every row scanned live for a selection the summaries cannot answer. On SQLite
+(the embedded run) they are ORM GROUP BYs: one over the facet columns, added up per facet in
+Python, one for the chart.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, F, Q
+
+from dispatcher.changefeed import JOB_FACET_FIELDS
+from dispatcher.models import File, Job, JobAttempt, JobDependency, JobStatusLog, PayloadLog
+from dispatcher.states import JobStatus
+from pandamon import rollups
+from pandamon.queries.common import bucket_time, utc_bucket_text
+
+# Facet name (PanDA's) → ORM field; the list is the change feed's (dispatcher/changefeed.py holds it).
+# The time bucket rides in the same read for the chart.
+JOB_FACETS: dict[str, str] = JOB_FACET_FIELDS
+_CODE_FACETS = ("piloterrorcode", "exeerrorcode", "ddmerrorcode", "transexitcode")
+
+
+@dataclass
+class JobFacets:
+    facets: dict[str, list[tuple[Any, int]]]
+    total: int
+    over_time: list[tuple[datetime, str, int]]
+
+
+@dataclass(frozen=True)
+class JobRollupSelection:
+    """A /jobs/ selection the rollup answers: a time window and optionally a set of states."""
+
+    window: rollups.Window
+    states: tuple[str, ...] | None
+
+
+def job_rollup_selection(
+    since: datetime | None, until: datetime | None, applied: dict[str, str]
+) -> JobRollupSelection | None:
+    """The rollup form of a /jobs/ selection, or None when the summaries cannot answer it: not on
+    PostgreSQL, no window (all time), a filter other than `jobstatus`, a `jobstatus` with globs,
+    negations or "Not specified", or a window without a whole hour. Other filters narrow the rows
+    and have indexes, so those selections are scanned."""
+    if not rollups.enabled() or since is None or set(applied) - {"jobstatus"}:
+        return None
+    states = None
+    if "jobstatus" in applied:
+        alternatives = [a for a in applied["jobstatus"].split("|") if a]
+        if not alternatives or any(a not in JobStatus.values for a in alternatives):
+            return None
+        states = tuple(alternatives)
+    window = rollups.Window.of(since, until)
+    return JobRollupSelection(window, states) if window is not None else None
+
+
+def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) -> JobFacets:
+    """Exact attribute summary of the selected jobs plus jobs by state over time.
+
+    `rollup` is the same selection in rollup form (`job_rollup_selection`): the per-hour summary
+    plus the edges. Without it, PostgreSQL scans the selection in the same statement
+    (`rollups.job_facet_rows` with `live`). SQLite counts it with the ORM (`_jobs_facets_orm`).
+    """
+    if not rollups.enabled():
+        return _jobs_facets_orm(q, unit=unit)
+    if rollup is not None:
+        rows = rollups.job_facet_rows(rollup.window, states=rollup.states, unit=unit)
+    else:
+        live = Job.objects.filter(q).only("pandaid", "statechangetime", *JOB_FACETS.values())
+        rows = rollups.job_facet_rows(None, states=None, unit=unit, live=live)
+    facets: dict[str, Counter[Any]] = {n: Counter() for n in JOB_FACETS}
+    over_time: Counter[tuple[datetime, str]] = Counter()
+    for facet, value, bucket, n in rows:
+        if facet == "" and bucket is not None:
+            over_time[bucket, value] += n
+        elif facet:
+            facets[facet][rollups.facet_value(facet, value)] += n
+    return _facets_finish(facets, over_time)
+
+
+def _jobs_facets_orm(q: Q, *, unit: str) -> JobFacets:
+    """Two GROUP BYs: over every facet column (added up per facet in Python), and over the state
+    and the UTC time bucket for the chart."""
+    selected = Job.objects.filter(q).order_by()
+    facets: dict[str, Counter[Any]] = {n: Counter() for n in JOB_FACETS}
+    counters = list(facets.values())
+    for *values, n in selected.values_list(*JOB_FACETS.values()).annotate(n=Count("*")):
+        for counter, value in zip(counters, values, strict=True):
+            counter[value] += n
+    over_time: Counter[tuple[datetime, str]] = Counter()
+    chart = selected.filter(statechangetime__isnull=False).values_list(
+        "jobstatus", utc_bucket_text("statechangetime", unit)
+    )
+    for state, bucket, n in chart.annotate(n=Count("*")):
+        over_time[bucket_time(bucket), state] += n
+    return _facets_finish(facets, over_time)
+
+
+def _facets_finish(facets: dict[str, Counter[Any]], over_time: Counter[tuple[datetime, str]]) -> JobFacets:
+    """Facets largest first (zero error codes left out), the total, the chart rows in time order."""
+    lists = {
+        name: sorted(((v, n) for v, n in counts.items() if n), key=lambda vn: (-vn[1], str(vn[0])))
+        for name, counts in facets.items()
+    }
+    for code_facet in _CODE_FACETS:
+        lists[code_facet] = [(v, n) for v, n in lists[code_facet] if v]
+    return JobFacets(
+        facets=lists,
+        total=sum(n for _, n in lists["jobstatus"]),
+        over_time=sorted((bucket, state, n) for (bucket, state), n in over_time.items() if n),
+    )
+
+
+# Sort keys (PanDA's names) → (column, descending).
+JOB_SORTS: dict[str, tuple[str, bool]] = {
+    "pandaid": ("pandaid", True),
+    "pandaid-asc": ("pandaid", False),
+    "time-descending": ("statechangetime", True),
+    "time-ascending": ("statechangetime", False),
+    "priority": ("currentpriority", True),
+    "attemptnr": ("attemptnr", True),
+}
+JOB_LIST_FIELDS = (
+    "pandaid",
+    "name",
+    "jobstatus",
+    "task_id",
+    "workflow_id",
+    "label",
+    "queue_id",
+    "produsername",
+    "attemptnr",
+    "currentpriority",
+    "creationtime",
+    "statechangetime",
+    "starttime",
+    "endtime",
+    "piloterrorcode",
+    "exeerrorcode",
+    "transexitcode",
+    "max_rss_kb",
+)
+
+
+def cursor_encode(value: Any, pandaid: int) -> str:
+    v = value.isoformat() if isinstance(value, datetime) else value
+    return base64.urlsafe_b64encode(json.dumps([v, pandaid]).encode()).decode()
+
+
+def cursor_decode(text: str, column: str) -> tuple[Any, int]:
+    """Raises ValueError on anything that is not a cursor this page produced."""
+    try:
+        value, pandaid = json.loads(base64.urlsafe_b64decode(text.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("cursor: not a cursor produced by this page") from exc
+    if not isinstance(pandaid, int):
+        raise ValueError("cursor: not a cursor produced by this page")
+    if value is not None and column == "statechangetime":
+        value = datetime.fromisoformat(str(value))
+    elif value is not None and not isinstance(value, int):
+        raise ValueError("cursor: not a cursor produced by this page")
+    return value, pandaid
+
+
+def _after_q(column: str, desc: bool, value: Any, pandaid: int) -> Q:
+    """Rows strictly after (value, pandaid) in the page order; NULLs sort last."""
+    if column == "pandaid":
+        return Q(pandaid__lt=pandaid) if desc else Q(pandaid__gt=pandaid)
+    op = "lt" if desc else "gt"
+    if value is None:
+        return Q(**{f"{column}__isnull": True}) & Q(**{f"pandaid__{op}": pandaid})
+    return (
+        Q(**{f"{column}__{op}": value})
+        | (Q(**{column: value}) & Q(**{f"pandaid__{op}": pandaid}))
+        | Q(**{f"{column}__isnull": True})
+    )
+
+
+def jobs_page(q: Q, *, sort: str, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the job list in keyset order; returns rows and the next page's cursor."""
+    column, desc = JOB_SORTS[sort]
+    qs = Job.objects.filter(q)
+    if cursor:
+        value, pandaid = cursor_decode(cursor, column)
+        qs = qs.filter(_after_q(column, desc, value, pandaid))
+    if column == "pandaid":
+        order = [F("pandaid").desc() if desc else F("pandaid").asc()]
+    else:
+        order = [
+            F(column).desc(nulls_last=True) if desc else F(column).asc(nulls_last=True),
+            F("pandaid").desc() if desc else F("pandaid").asc(),
+        ]
+    rows = list(qs.order_by(*order).values(*JOB_LIST_FIELDS)[: limit + 1])
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = cursor_encode(last[column], last["pandaid"])
+    return rows, next_cursor
+
+
+# --- /job/<pandaid>/ ----------------------------------------------------------------------------
+
+
+def job_detail(pandaid: int) -> Job | None:
+    return Job.objects.select_related("queue__site", "task", "workflow").filter(pandaid=pandaid).first()
+
+
+def job_attempts(pandaid: int) -> list[JobAttempt]:
+    return list(JobAttempt.objects.filter(job_id=pandaid).order_by("attemptnr"))
+
+
+def job_status_history(pandaid: int) -> list[JobStatusLog]:
+    return list(JobStatusLog.objects.filter(job_id=pandaid).order_by("time", "id"))
+
+
+def job_files(pandaid: int) -> list[File]:
+    return list(File.objects.filter(job_id=pandaid).order_by("role", "lfn"))
+
+
+def job_relatives(pandaid: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Parents and children with their states, in one query (edges of both directions)."""
+    edges = list(
+        JobDependency.objects.filter(Q(child_id=pandaid) | Q(parent_id=pandaid)).values(
+            "parent_id",
+            "child_id",
+            "parent__name",
+            "parent__jobstatus",
+            "child__name",
+            "child__jobstatus",
+        )
+    )
+    parents = [
+        {"pandaid": e["parent_id"], "name": e["parent__name"], "jobstatus": e["parent__jobstatus"]}
+        for e in edges
+        if e["child_id"] == pandaid
+    ]
+    children = [
+        {"pandaid": e["child_id"], "name": e["child__name"], "jobstatus": e["child__jobstatus"]}
+        for e in edges
+        if e["parent_id"] == pandaid
+    ]
+    return parents, children
+
+
+def job_log_chunks(pandaid: int, *, after: int, attemptnr: int | None, limit: int = 200) -> list[PayloadLog]:
+    """Payload-log chunks after sequence `after` of the given attempt (the live tail)."""
+    qs = PayloadLog.objects.filter(job_id=pandaid, sequence__gt=after)
+    if attemptnr is not None:
+        qs = qs.filter(attemptnr=attemptnr)
+    return list(qs.order_by("attemptnr", "sequence")[:limit])

@@ -1,0 +1,76 @@
+"""Named reads of the overview (`/`) and of `/users/` and `/user/<name>/`: latest failures, users
+with their tasks and exact job counts (from the task counters)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Max
+from django.db.models.functions import Coalesce
+
+from dispatcher.models import Job, Task
+from dispatcher.queries import task_state_counts
+from dispatcher.states import JobStatus
+from pandamon.queries.common import progress
+
+
+def latest_failures(limit: int = 10) -> list[dict[str, Any]]:
+    return [
+        dict(row)
+        for row in (
+            Job.objects.filter(jobstatus=JobStatus.FAILED, statechangetime__isnull=False)
+            .order_by("-statechangetime", "-pandaid")
+            .values(
+                "pandaid",
+                "name",
+                "queue_id",
+                "task_id",
+                "statechangetime",
+                "piloterrorcode",
+                "piloterrordiag",
+                "exeerrorcode",
+                "exeerrordiag",
+                "transexitcode",
+            )[:limit]
+        )
+    ]
+
+
+def users_summary(since: datetime | None) -> list[dict[str, Any]]:
+    """Users with tasks modified in the window, with exact job counts from the task counters."""
+    qs = Task.objects.all()
+    if since is not None:
+        qs = qs.filter(modified_at__gte=since)
+    task_rows = list(qs.values_list("jeditaskid", "username"))
+    counts = task_state_counts([t for t, _ in task_rows])
+    per_user: dict[str, dict[str, Any]] = {}
+    for task_id, username in task_rows:
+        u = per_user.setdefault(username, {"username": username, "tasks": 0, "counts": defaultdict(int)})
+        u["tasks"] += 1
+        for status, n in counts[task_id].items():
+            u["counts"][status] += n
+    rows = []
+    for u in per_user.values():
+        c = dict(u["counts"])
+        rows.append({"username": u["username"], "tasks": u["tasks"], "counts": c, **progress(c)})
+    rows.sort(key=lambda r: (-r["total"], r["username"]))
+    return rows
+
+
+def user_tasks(
+    username: str, since: datetime | None, limit: int = 200
+) -> tuple[list[Task], dict[int, dict[str, int]]]:
+    qs = Task.objects.filter(username=username).select_related("workflow")
+    if since is not None:
+        qs = qs.filter(modified_at__gte=since)
+    tasks = list(qs.order_by("-jeditaskid")[:limit])
+    return tasks, task_state_counts([t.jeditaskid for t in tasks])
+
+
+def user_last_activity(username: str) -> datetime | None:
+    found: datetime | None = Task.objects.filter(username=username).aggregate(
+        m=Max(Coalesce("modified_at", "created_at"))
+    )["m"]
+    return found

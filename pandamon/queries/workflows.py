@@ -1,0 +1,104 @@
+"""Named reads of `/workflows/` and `/workflow/<id>/`: workflow pages with exact per-state counts
+(the task counters), the task graph and slices of the job graph."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import F, Q
+
+from dispatcher.models import Job, JobDependency, Task, Workflow
+from dispatcher.queries import task_state_counts
+from pandamon.queries.common import progress
+
+
+def workflows_page(q: Q, *, cursor: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of workflows, newest first, with exact per-state counts and progress. Three queries."""
+    qs = Workflow.objects.filter(q).select_related("owner")
+    if cursor is not None:
+        qs = qs.filter(id__lt=cursor)
+    workflows = list(qs.order_by("-id")[: limit + 1])
+    next_cursor = None
+    if len(workflows) > limit:
+        workflows = workflows[:limit]
+        next_cursor = workflows[-1].pk
+    task_rows = list(Task.objects.filter(workflow__in=workflows).values_list("jeditaskid", "workflow_id"))
+    counts = task_state_counts([t for t, _ in task_rows])
+    per_wf: dict[int, dict[str, int]] = {wf.pk: defaultdict(int) for wf in workflows}
+    for task_id, wf_id in task_rows:
+        for status, n in counts[task_id].items():
+            per_wf[wf_id][status] += n
+    rows = []
+    for wf in workflows:
+        c = dict(per_wf[wf.pk])
+        rows.append({"workflow": wf, "counts": c, **progress(c)})
+    return rows, next_cursor
+
+
+def workflow_detail(workflow_id: int) -> Workflow | None:
+    return Workflow.objects.select_related("owner").filter(pk=workflow_id).first()
+
+
+def workflow_tasks(workflow_id: int) -> tuple[list[Task], dict[int, dict[str, int]]]:
+    tasks = list(Task.objects.filter(workflow_id=workflow_id).order_by("jeditaskid"))
+    return tasks, task_state_counts([t.jeditaskid for t in tasks])
+
+
+def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
+    """Task-level edges (parent task → child task) derived from the job edges.
+
+    A workflow's graph is fixed at submission, so the result is cached for good after the first
+    read (one query the first time, none after).
+    """
+    workflow_id = workflow.pk
+    key = f"pandamon:wf-task-edges:{workflow_id}:{workflow.created_at.timestamp()}"
+    cached = cache.get(key)
+    if cached is not None:
+        return [(int(a), int(b)) for a, b in cached]
+    edges = (
+        JobDependency.objects.filter(child__workflow_id=workflow_id)
+        .exclude(parent__task_id=F("child__task_id"))
+        .order_by()
+        .values_list("parent__task_id", "child__task_id")
+        .distinct()
+    )
+    result = sorted((int(a), int(b)) for a, b in edges)
+    cache.set(key, result, timeout=None)
+    return result
+
+
+def workflow_job_slice(
+    workflow_id: int, *, label: str | None, data_id: dict[str, str], limit: int
+) -> tuple[list[dict[str, Any]], list[tuple[int, int]], bool]:
+    """Jobs of one label or data-id slice of a workflow and the edges among them (two queries)."""
+    qs = Job.objects.filter(workflow_id=workflow_id)
+    if label:
+        # Through the label's tasks, so the read uses job_task_status_idx, not the whole workflow.
+        qs = qs.filter(
+            task__in=Task.objects.filter(workflow_id=workflow_id, label=label).values("jeditaskid")
+        )
+    for key, value in data_id.items():
+        qs = qs.filter(Q(**{f"data_id__{key}": value}) | Q(**{f"data_id__{key}": _maybe_int(value)}))
+    jobs: list[dict[str, Any]] = [
+        dict(j) for j in qs.order_by("pandaid").values("pandaid", "name", "label", "jobstatus")[: limit + 1]
+    ]
+    truncated = len(jobs) > limit
+    jobs = jobs[:limit]
+    ids = [j["pandaid"] for j in jobs]
+    edges: list[tuple[int, int]] = []
+    if ids:
+        edges = list(
+            JobDependency.objects.filter(child_id__in=ids, parent_id__in=ids).values_list(
+                "parent_id", "child_id"
+            )
+        )
+    return jobs, edges, truncated
+
+
+def _maybe_int(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
