@@ -32,6 +32,7 @@ from dispatcher.workflows.dag import LabelSettings, NewJob, WorkflowInvalid, dag
 from dispatcher.workflows.spec_check import (
     JOB_KEYS,
     SETTINGS_KEYS,
+    CompactLabel,
     SettingsLayer,
     SpecSections,
     expect,
@@ -42,6 +43,7 @@ from dispatcher.workflows.spec_check import (
     template_check,
     unknown_keys,
 )
+from dispatcher.workflows.spec_sizes_check import spec_sizes_check
 
 
 @dataclass
@@ -60,8 +62,10 @@ def spec_parse(data: Mapping[str, Any], *, max_jobs: int, max_edges: int) -> Par
     """Turn a loaded spec into DAG nodes (in spec order: explicit jobs, then compact labels).
 
     1. Check the sections (`spec_sections`).
-    2. Count the jobs every compact label fans out to (product of its dimensions) and refuse the
-       spec over `max_jobs` before expanding anything.
+    2. Size it from the spec alone (`spec_sizes_check`): the jobs every compact label fans out to
+       (product of its dimensions' lengths), the edges every `after` makes (per shared key), the
+       text every template renders to; over `max_jobs` or `max_edges` is 413 naming the field,
+       before anything is expanded.
     3. Expand explicit jobs, then compact labels, resolving settings builtin < defaults < label <
        job < override.
     4. Wire compact `after` dependencies by shared data-id keys, counting edges against
@@ -70,8 +74,8 @@ def spec_parse(data: Mapping[str, Any], *, max_jobs: int, max_edges: int) -> Par
     Structural checks of the result (names, cycles) are `dag_validate`'s.
     """
     sections = spec_sections(data)
+    spec_sizes_check(sections, max_jobs=max_jobs, max_edges=max_edges)
     caps = _Caps(jobs=sections.job_count(), max_jobs=max_jobs, max_edges=max_edges)
-    dag_check_caps(jobs=caps.jobs, edges=0, max_jobs=max_jobs, max_edges=max_edges)
     explicit = _explicit_jobs(sections, caps)
     compact = _compact_jobs(sections)
     _after_wire(sections, explicit, compact, caps)
@@ -149,38 +153,50 @@ def _compact_jobs(sections: SpecSections) -> dict[str, list[NewJob]]:
         if name_t is not None:
             expect(name_t, str, f"{c.where}.name", "a string")
             template_check(name_t, allowed, f"{c.where}.name")
-        s = sections.resolve(c.label)
-        r = s.resources
-        memory_mb, cores, walltime_s, disk_mb = r["memory_mb"], r["cores"], r["walltime_s"], r["disk_mb"]
-        environment, image, job_priority = s.environment, s.container_image or "", s.priority
-        label_name, keys = c.label, c.keys
         made: list[NewJob] = []
-        for data_id in c.data_ids:
-            values = {**data_id, "label": label_name}
-            if name_t is not None:
-                job_name = name_t.format_map(values)
-            else:
-                job_name = "_".join([label_name, *[str(data_id[k]) for k in keys]])
-            # Jobs of a label share one environment mapping: nothing downstream mutates it.
-            made.append(
-                NewJob(
-                    job_name,
-                    label_name,
-                    command_t.format_map(values),
-                    [],
-                    memory_mb,
-                    cores,
-                    walltime_s,
-                    disk_mb,
-                    job_priority,
-                    environment,
-                    image,
-                    data_id,
-                    (),
-                )
-            )
+        try:
+            _compact_fill(c, made, command_t, name_t, sections.resolve(c.label))
+        except (ValueError, TypeError) as exc:
+            raise WorkflowInvalid(
+                f"{c.where}: a template does not fit a data id of this label: {exc}",
+                field=f"{c.where}.command",
+            ) from None
         by_label.setdefault(c.label, []).extend(made)
     return by_label
+
+
+def _compact_fill(
+    c: CompactLabel, made: list[NewJob], command_t: str, name_t: str | None, s: SettingsLayer
+) -> None:
+    """Append one job per data id of a compact label, its templates filled in."""
+    r = s.resources
+    memory_mb, cores, walltime_s, disk_mb = r["memory_mb"], r["cores"], r["walltime_s"], r["disk_mb"]
+    environment, image, job_priority = s.environment, s.container_image or "", s.priority
+    label_name, keys = c.label, c.keys
+    for data_id in c.data_ids:
+        values = {**data_id, "label": label_name}
+        if name_t is not None:
+            job_name = name_t.format_map(values)
+        else:
+            job_name = "_".join([label_name, *[str(data_id[k]) for k in keys]])
+        # Jobs of a label share one environment mapping: nothing downstream mutates it.
+        made.append(
+            NewJob(
+                job_name,
+                label_name,
+                command_t.format_map(values),
+                [],
+                memory_mb,
+                cores,
+                walltime_s,
+                disk_mb,
+                job_priority,
+                environment,
+                image,
+                data_id,
+                (),
+            )
+        )
 
 
 def _after_wire(

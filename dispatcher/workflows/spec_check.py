@@ -9,13 +9,18 @@ Pure (no ORM). Settings come in layers (builtin < defaults < label < job < overr
 from __future__ import annotations
 
 import itertools
-import math
-import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.workflows.dag import WorkflowInvalid
+from dispatcher.workflows.spec_size import (
+    MAX_LABEL_AXES,
+    RANGE_BOUND,
+    product_len,
+    template_fields,
+    values_len,
+)
 from dispatcher.workflows.spec_text import type_name
 
 RESOURCE_KEYS = ("memory_mb", "cores", "walltime_s", "disk_mb")
@@ -186,41 +191,37 @@ def dimension_values(spec: Any, where: str) -> Sequence[Any]:
                 f"{where}.range must be [start, stop] or [start, stop, step] integers (stop excluded, step not 0)",
                 field=f"{where}.range",
             )
+        if not all(-RANGE_BOUND <= b < RANGE_BOUND for b in bounds):
+            raise WorkflowInvalid(
+                f"{where}.range bounds must be 64-bit integers (-2**63 to 2**63 - 1)", field=f"{where}.range"
+            )
         return range(*bounds)
     raise WorkflowInvalid(f"{where} must be a list of values or {{range: [start, stop]}}", field=where)
 
 
-_FORMATTER = string.Formatter()
-
-
 def template_check(template: str, allowed: Sequence[str], where: str) -> None:
-    try:
-        parsed = list(_FORMATTER.parse(template))
-    except ValueError as exc:
-        raise WorkflowInvalid(f"{where} is not a valid template: {exc}", field=where) from None
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if name not in allowed:
-            raise WorkflowInvalid(
-                f"{where} uses {{{name}}}; the data-id keys of this label are: {', '.join(allowed) or 'none'}",
-                field=where,
-            )
-        if spec and "{" in spec:
-            raise WorkflowInvalid(f"{where}: nested template fields are not supported", field=where)
-        del conversion
+    """Every field names an allowed key with a bounded width (`spec_size.template_fields`)."""
+    template_fields(template, allowed, where)
 
 
 @dataclass
 class CompactLabel:
     """A label given as a command template: its data-id keys, how many jobs it makes, and the data
-    ids themselves, made one at a time as the label is expanded."""
+    ids themselves, made one at a time as the label is expanded. `axes` (the `over` form) or
+    `ids` (the `data_ids` form) is what the size checks count from."""
 
     label: str
     keys: list[str]
     count: int
     data_ids: Iterator[dict[str, Any]]
     where: str
+    axes: dict[str, Sequence[Any]] | None = None
+    ids: list[dict[str, Any]] | None = None
+
+    @property
+    def size_field(self) -> str:
+        """The field a size refusal names: where the label's fan-out is given."""
+        return f"{self.where}.data_ids" if self.ids is not None else f"{self.where}.over"
 
 
 def compact_label(
@@ -242,7 +243,7 @@ def compact_label(
                     f"{where}.data_ids[{index}] has keys {sorted(item)}; the first one has {sorted(keys)}",
                     field=f"{where}.data_ids[{index}]",
                 )
-        return CompactLabel(label, keys, len(ids), iter([dict(i) for i in ids]), where)
+        return CompactLabel(label, keys, len(ids), iter([dict(i) for i in ids]), where, ids=ids)
     over = entry.get("over") or []
     axes: list[tuple[str, Sequence[Any]]] = []
     if isinstance(over, list):
@@ -260,9 +261,21 @@ def compact_label(
             f"{where}.over must be a list of dimension names or a mapping", field=f"{where}.over"
         )
     keys = [key for key, _ in axes]
-    count = math.prod(len(values) for _, values in axes)
-    product = (dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes)))
-    return CompactLabel(label, keys, count, product, where)
+    if len(set(keys)) != len(keys):
+        raise WorkflowInvalid(f"{where}.over names a dimension twice", field=f"{where}.over")
+    if len(keys) > MAX_LABEL_AXES:
+        raise WorkflowInvalid(
+            f"{where}.over names {len(keys)} dimensions; at most {MAX_LABEL_AXES}", field=f"{where}.over"
+        )
+    count = product_len(values_len(values) for _, values in axes)
+    return CompactLabel(label, keys, count, _product(keys, [v for _, v in axes]), where, axes=dict(axes))
+
+
+def _product(keys: list[str], axes: list[Sequence[Any]]) -> Iterator[dict[str, Any]]:
+    """The data ids of an `over` label, made one at a time once it is iterated (a generator, so
+    not even itertools.product's copy of each axis is made before the caps have been checked)."""
+    for combo in itertools.product(*axes):
+        yield dict(zip(keys, combo, strict=True))
 
 
 def files_check(raw: Any, where: str) -> list[dict[str, Any]]:
