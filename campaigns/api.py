@@ -110,7 +110,9 @@ def campaign_list_api(request: Request) -> Response:
         campaign = services.campaign_create(
             owner=request.user, spec_yaml=spec, comment=str(data.get("comment", ""))
         )
-    except (SpecInvalid, SplitError) as exc:
+    except SpecInvalid as exc:
+        return Response(exc.as_dict(), status=exc.status_code)
+    except SplitError as exc:
         return _error(str(exc), status.HTTP_400_BAD_REQUEST)
     return Response(campaign_as_dict(campaign), status=status.HTTP_201_CREATED)
 
@@ -216,7 +218,9 @@ def _act(call: Callable[[], services.ActionOutcome]) -> Response:
         outcome = call()
     except services.ActionRefused as exc:
         return _error(str(exc), status.HTTP_409_CONFLICT)
-    except (SpecInvalid, SplitError, ValueError) as exc:
+    except SpecInvalid as exc:
+        return Response(exc.as_dict(), status=exc.status_code)
+    except (SplitError, ValueError) as exc:
         return _error(str(exc), status.HTTP_400_BAD_REQUEST)
     return Response(outcome.as_dict())
 

@@ -37,19 +37,30 @@ from dispatcher.states import JobStatus
 
 
 def data_ids_load(data: Mapping[str, Any]) -> list[DataId]:
-    """The campaign's data ids, sorted and unique; raises SplitError naming the problem."""
+    """The campaign's data ids, sorted and unique; raises SplitError naming the problem, or the
+    size against `CAMPAIGNS["MAX_DATA_IDS"]` (ranges are counted before they are made, a catalog
+    query reads at most one row over the cap)."""
     source, body = next(iter(data.items()))
+    limit = int(settings.CAMPAIGNS["MAX_DATA_IDS"])
+    ids: list[Any]
     if source == "ids":
         if not isinstance(body, list):
             raise SplitError("data.ids must be a list")
-        return data_ids_normalise(body)
-    if source == "ranges":
-        return data_ids_normalise(data_ids_from_ranges(body))
-    if source == "file":
-        return data_ids_normalise(_data_file_read(body))
-    if source == "query":
-        return data_ids_normalise(_catalog_query(body))
-    raise SplitError(f"unknown data source {source!r}")
+        ids = body
+    elif source == "ranges":
+        ids = data_ids_from_ranges(body, limit=limit)
+    elif source == "file":
+        ids = _data_file_read(body)
+    elif source == "query":
+        ids = _catalog_query(body, limit=limit)
+    else:
+        raise SplitError(f"unknown data source {source!r}")
+    if len(ids) > limit:
+        raise SplitError(
+            f"data.{source} holds {'more than ' if source == 'query' else ''}{limit if source == 'query' else len(ids)} "
+            f"data ids; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)"
+        )
+    return data_ids_normalise(ids)
 
 
 def _data_file_read(body: Mapping[str, Any]) -> list[DataId]:
@@ -64,7 +75,7 @@ def _data_file_read(body: Mapping[str, Any]) -> list[DataId]:
     )
 
 
-def _catalog_query(body: Mapping[str, Any]) -> list[DataId]:
+def _catalog_query(body: Mapping[str, Any], *, limit: int) -> list[DataId]:
     """SELECT DISTINCT over a configured catalog table.
 
     Raw SQL because the table is not a Django model (it belongs to the site's data catalog); the
@@ -97,7 +108,8 @@ def _catalog_query(body: Mapping[str, Any]) -> list[DataId]:
             clauses.append(f"{q(column)} = %s")
             params.append(value)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    sql = f"SELECT DISTINCT {q(catalog['column'])} FROM {q(catalog['table'])}{where}"  # noqa: S608  (names from settings, quoted; values are parameters)
+    sql = f"SELECT DISTINCT {q(catalog['column'])} FROM {q(catalog['table'])}{where} LIMIT %s"  # noqa: S608  (names from settings, quoted; values are parameters)
+    params.append(limit + 1)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]

@@ -36,8 +36,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
+from django.conf import settings
 
-from campaigns.splitting import SplitError, split_check
+from campaigns.splitting import SplitError, ranges_size, split_check, split_size
 from dispatcher.workflows import WorkflowInvalid
 from dispatcher.workflows.spec_check import site_rule_parse
 
@@ -50,7 +51,24 @@ MAX_SPEC_BYTES = 1024 * 1024
 
 
 class SpecInvalid(ValueError):
-    """The spec cannot be used; the message names the field."""
+    """The spec cannot be used; the message names the field (also in `field` when known).
+    `status_code` is the HTTP answer: 400, or 413 for a size over a cap (`SpecTooLarge`)."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"detail": str(self), **({"field": self.field} if self.field else {})}
+
+
+class SpecTooLarge(SpecInvalid):
+    """The data or the groups a spec describes are over a cap (`CAMPAIGNS["MAX_DATA_IDS"]`,
+    `["MAX_GROUPS"]`); found from the spec's numbers, before any id or group is made."""
+
+    status_code = 413
 
 
 def _require(cond: bool, message: str) -> None:
@@ -172,6 +190,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
     )
     source = next(iter(data))
     _require(source in ("ids", "ranges", "file", "query"), f"data.{source}: unknown source")
+    n_ids = _data_size(source, data[source])
     if source == "file":
         body = data["file"]
         _require(isinstance(body, Mapping) and isinstance(body.get("path"), str), "data.file needs a path")
@@ -205,7 +224,8 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         try:
             split_check(split)
         except SplitError as exc:
-            raise SpecInvalid(f"{where}.split: {exc}") from exc
+            raise SpecInvalid(f"{where}.split: {exc}", field=f"{where}.split") from exc
+        _groups_check(split, n_ids, f"{where}.split")
         overrides = body.get("overrides", {})
         resources = _resources(overrides, f"{where}.overrides", sites=True)
         label_overrides: dict[str, dict[str, Any]] = {}
@@ -249,6 +269,44 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         "notifications": {"webhook": webhook, "events": events},
         "stall_after_s": _int_field(raw.get("stall_after_s", 3600), "stall_after_s", minimum=1),
     }
+
+
+def _data_size(source: str, body: Any) -> int | None:
+    """How many data ids `data` names, when the spec alone says (ids, ranges: counted, not made);
+    over `CAMPAIGNS["MAX_DATA_IDS"]` is refused (413)."""
+    limit = int(settings.CAMPAIGNS["MAX_DATA_IDS"])
+    if source == "ids":
+        _require(isinstance(body, list), "data.ids must be a list")
+        n = len(body)
+    elif source == "ranges":
+        try:
+            n = ranges_size(body)
+        except SplitError as exc:
+            raise SpecInvalid(f"data.ranges: {exc}", field="data.ranges") from None
+    else:
+        return None
+    if n > limit:
+        raise SpecTooLarge(
+            f"data.{source} holds {n} data ids; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)",
+            field=f"data.{source}",
+        )
+    return n
+
+
+def _groups_check(split: Mapping[str, Any], n_ids: int | None, where: str) -> None:
+    """A step's group count from its rule and the data size (arithmetic, nothing split) against
+    `CAMPAIGNS["MAX_GROUPS"]` (413 naming the rule's field)."""
+    limit = int(settings.CAMPAIGNS["MAX_GROUPS"])
+    groups = split_size(split, n_ids)
+    if groups > limit:
+        kind = split.get("rule", "none")
+        if kind == "query":
+            # min_groups when it alone sets the count, else the group size that cuts too fine.
+            kind = "min_groups" if groups == split.get("min_groups") else "max_group_size"
+        raise SpecTooLarge(
+            f"{where} makes {groups} groups; the limit is {limit} (AILURO_CAMPAIGN_MAX_GROUPS)",
+            field=f"{where}.{kind}",
+        )
 
 
 def _label_order(pipeline: Mapping[str, Mapping[str, Any]]) -> list[str]:

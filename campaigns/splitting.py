@@ -63,17 +63,53 @@ def data_ids_normalise(ids: Iterable[Any]) -> list[DataId]:
     return ordered
 
 
-def data_ids_from_ranges(ranges: Sequence[Sequence[int]]) -> list[int]:
-    """Inclusive integer ranges [[first, last], …]."""
-    out: list[int] = []
+def ranges_size(ranges: Any) -> int:
+    """How many ids inclusive integer ranges [[first, last], …] hold, counted without making them
+    (ranges may overlap; the count is then an upper bound and normalising finds the duplicates)."""
+    if not isinstance(ranges, list):
+        raise SplitError(f"data ranges are a list of [first, last] pairs, got {ranges!r}")
+    total = 0
     for pair in ranges:
-        if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        if (
+            not isinstance(pair, list | tuple)
+            or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+        ):
             raise SplitError(f"a range is [first, last] with two integers, got {pair!r}")
         first, last = pair
         if last < first:
             raise SplitError(f"range [{first}, {last}] ends before it starts")
+        total += last - first + 1
+    return total
+
+
+def data_ids_from_ranges(ranges: Sequence[Sequence[int]], *, limit: int | None = None) -> list[int]:
+    """Inclusive integer ranges [[first, last], …]; refused (before any id is made) when they hold
+    more than `limit` ids."""
+    size = ranges_size(ranges)
+    if limit is not None and size > limit:
+        raise SplitError(
+            f"data.ranges holds {size} data ids; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)"
+        )
+    out: list[int] = []
+    for first, last in ranges:
         out.extend(range(first, last + 1))
     return out
+
+
+def split_size(rule: Mapping[str, Any], n: int | None) -> int:
+    """How many groups a checked split rule makes of `n` ids (None: not known before launch; the
+    rule's own minimum then), computed without splitting."""
+    kind = rule.get("rule", "none")
+    if kind == "values":
+        return len(rule.get("values") or [])
+    if kind == "ranges":
+        return len(rule.get("ranges") or [])
+    if kind == "query":
+        size = int(rule["max_group_size"])
+        min_groups = int(rule.get("min_groups", 1))
+        return max(min_groups, -(-n // size)) if n is not None and size >= 1 else min_groups
+    return 1
 
 
 def data_ids_from_text(text: str, *, fmt: str, column: str | None = None) -> list[DataId]:
@@ -258,8 +294,16 @@ def split_check(rule: Mapping[str, Any]) -> None:
     unknown = set(rule) - allowed
     if unknown:
         raise SplitError(f"split rule {kind} does not take {', '.join(sorted(unknown))}")
-    if kind == "query" and not isinstance(rule.get("max_group_size"), int):
-        raise SplitError("split rule query needs an integer max_group_size")
+    if kind == "query":
+        size, min_groups = rule.get("max_group_size"), rule.get("min_groups", 1)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise SplitError("split rule query needs an integer max_group_size")
+        if size < 1:
+            raise SplitError("max_group_size must be at least 1")
+        if not isinstance(min_groups, int) or isinstance(min_groups, bool) or min_groups < 1:
+            raise SplitError("min_groups must be an integer, at least 1")
+    if kind in ("values", "ranges") and not isinstance(rule.get(kind, []), list):
+        raise SplitError(f"split rule {kind} needs a list of {kind}")
 
 
 def split(ids: Sequence[DataId], rule: Mapping[str, Any]) -> list[GroupPlan]:

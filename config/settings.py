@@ -371,6 +371,9 @@ CAMPAIGNS: dict[str, Any] = {
     "WEBHOOK_TIMEOUT_S": _env_int("AILURO_CAMPAIGN_WEBHOOK_TIMEOUT", 5, minimum=1),
     # Groups submitted per advancer round and campaign, so one huge step cannot hog a round.
     "SUBMIT_PER_ROUND": _env_int("AILURO_CAMPAIGN_SUBMIT_PER_ROUND", 50, minimum=1),
+    # Size caps, checked from the spec before any id or group is made: over them is 413.
+    "MAX_DATA_IDS": _env_int("AILURO_CAMPAIGN_MAX_DATA_IDS", 1_000_000, minimum=1),
+    "MAX_GROUPS": _env_int("AILURO_CAMPAIGN_MAX_GROUPS", 100_000, minimum=1),
 }
 # --- end campaigns ---------------------------------------------------------------------------------
 
