@@ -73,6 +73,7 @@ def test_loading_a_stored_spec_over_a_lowered_cap_counts_before_making_ids() -> 
 def test_the_api_answers_413_with_the_field_in_milliseconds() -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_create(username='alice', role='user')}")
+    client.get("/api/v1/campaigns/")  # the first request of a process imports the URL conf: not timed
     started = time.perf_counter()
     response = client.post(
         "/api/v1/campaigns/", {"spec": _with_data("ranges: [[0, 999999999999]]")}, format="json"
