@@ -48,6 +48,8 @@ RESOURCE_KEYS = {"memory_mb", "cores", "walltime_s", "disk_mb", "priority"}
 NOTIFY_EVENTS = ("failure", "stall", "completion")
 _PLACEHOLDER = re.compile(r"\{(data_id|group|step|campaign|attempt|label)\}")
 MAX_SPEC_BYTES = 1024 * 1024
+# A pipeline command template, as workflow templates are bounded per job.
+MAX_COMMAND_CHARS = 64 * 1024
 
 
 class SpecInvalid(ValueError):
@@ -162,6 +164,12 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
         command = body.get("command")
         _require(isinstance(command, str) and bool(command.strip()), f"{where}.command is required")
+        if len(command) > MAX_COMMAND_CHARS:
+            raise SpecInvalid(
+                f"{where}.command is {len(command)} characters; at most {MAX_COMMAND_CHARS} "
+                "(it is copied into every job of the label)",
+                field=f"{where}.command",
+            )
         parents = body.get("parents", [])
         _require(
             isinstance(parents, list) and all(isinstance(p, str) for p in parents),

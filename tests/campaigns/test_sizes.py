@@ -58,6 +58,13 @@ def test_bad_ranges_and_rules_are_400() -> None:
     assert (info.value.status_code, info.value.field) == (400, "steps[0].split")
 
 
+def test_a_giant_pipeline_command_is_400_naming_it() -> None:
+    text = spec_text().replace('"run isr {data_id}"', '"run isr {data_id} ' + "x" * 70_000 + '"')
+    with pytest.raises(SpecInvalid) as info:
+        spec_parse(text)
+    assert (info.value.status_code, info.value.field) == (400, "pipeline.isr.command")
+
+
 @pytest.mark.django_db
 def test_loading_a_stored_spec_over_a_lowered_cap_counts_before_making_ids() -> None:
     with override_settings(CAMPAIGNS={**settings.CAMPAIGNS, "MAX_DATA_IDS": 1000}):
