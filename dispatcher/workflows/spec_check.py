@@ -204,6 +204,9 @@ def template_check(template: str, allowed: Sequence[str], where: str) -> None:
     template_fields(template, allowed, where)
 
 
+_ID_SCALARS = (str, int, float, bool, type(None))
+
+
 @dataclass
 class CompactLabel:
     """A label given as a command template: its data-id keys, how many jobs it makes, and the data
@@ -243,6 +246,14 @@ def compact_label(
                     f"{where}.data_ids[{index}] has keys {sorted(item)}; the first one has {sorted(keys)}",
                     field=f"{where}.data_ids[{index}]",
                 )
+            for key, value in item.items():
+                # Scalars only: a value is rendered into every template that names it, and a
+                # nested (YAML-aliased) structure could render to any size.
+                if type(value) not in _ID_SCALARS:
+                    raise WorkflowInvalid(
+                        f"{where}.data_ids[{index}].{key} must be a string or number, got {type_name(value)}",
+                        field=f"{where}.data_ids[{index}].{key}",
+                    )
         return CompactLabel(label, keys, len(ids), iter([dict(i) for i in ids]), where, ids=ids)
     over = entry.get("over") or []
     axes: list[tuple[str, Sequence[Any]]] = []

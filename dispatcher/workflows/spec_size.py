@@ -85,8 +85,11 @@ def range_intersection_len(a: range, b: range) -> int:
 
 def _contains(values: Sequence[Any], value: Any) -> bool:
     if isinstance(values, range):
-        # `in` on a range is arithmetic only for ints; for anything else it would iterate.
-        return type(value) is int and value in values
+        # `in` on a range is arithmetic only for ints; for anything else it would iterate. A bool
+        # or an integral float equals its int, as when jobs are matched through a dict.
+        if isinstance(value, float):
+            return value.is_integer() and int(value) in values
+        return isinstance(value, int) and value in values
     return value in values
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from dispatcher.workflows import WorkflowInvalid, spec_parse
+from dispatcher.workflows import WorkflowInvalid, spec_load, spec_parse
 from dispatcher.workflows.spec_size import (
     LabelShape,
     edge_count,
@@ -155,6 +155,15 @@ def test_a_wide_name_template_is_400_naming_the_name() -> None:
 def test_a_template_that_does_not_fit_its_values_is_400() -> None:
     exc = refused({"labels": {"x": {"command": "t {i:d}", "over": {"i": ["a"]}}}})
     assert (exc.status_code, exc.field) == (400, "labels.x.command")
+
+
+def test_a_data_ids_value_must_be_a_scalar() -> None:
+    text = "nest: &n [[1, 2], [3, 4]]\nlabels: {x: {command: 't {k}', data_ids: [{k: *n}]}}\n"
+    data = spec_load(text, max_bytes=10**6, max_depth=32)
+    data.pop("nest")
+    with pytest.raises(WorkflowInvalid) as info:
+        spec_parse(data, **CAPS)
+    assert (info.value.status_code, info.value.field) == (400, "labels.x.data_ids[0].k")
 
 
 # --- the arithmetic against the expansion ------------------------------------------------------
