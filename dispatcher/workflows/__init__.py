@@ -1,7 +1,8 @@
 """Workflow specs and DAG checks: pure functions over plain data (no ORM).
 
-`spec_text.py` turns YAML/JSON text into data, `spec_check.py` checks its sections, `spec.py`
-expands them into DAG nodes and back; `dag.py` holds the node type and the checks `workflow_submit`
+`spec_text.py` turns YAML/JSON text into data, `spec_check.py` checks its sections,
+`spec_sizes_check.py` (with the arithmetic of `spec_size.py`) sizes them against the caps before
+anything is expanded, `spec.py` expands them into DAG nodes and back; `dag.py` holds the node type and the checks `workflow_submit`
 runs before writing (names, dependencies, cycles, caps, queues) and clustering.
 """
 
