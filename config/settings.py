@@ -474,19 +474,26 @@ AILURO_CSP = _env_str(
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'none'",
 )
-# Outermost first: headers on every response (also the JSON errors and 413s of the next two).
+# Seconds a client should wait before retrying when the database or the broker is unavailable: the
+# Retry-After of the 503 every interface answers with then (core.unavailable).
+AILURO_RETRY_AFTER_S = _env_int("AILURO_RETRY_AFTER_S", 5, minimum=1)
+# Outermost first: headers on every response (also the JSON errors and 413s of the next two), and
+# the 503 for a database or broker that is down (core.middleware.DependencyUnavailableMiddleware).
 MIDDLEWARE[1:1] = [
     "core.middleware.SecurityHeadersMiddleware",
     "core.middleware.ApiJsonErrorsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
+    "core.middleware.DependencyUnavailableMiddleware",
 ]
 # The pilot protocol's calls (token-authenticated, CSRF-exempt, no session or user) run only these
-# middleware when served by config.wsgi (core.middleware.PilotLaneWSGIHandler): the security ones.
+# middleware when served by config.wsgi (core.middleware.PilotLaneWSGIHandler): the security ones
+# and the 503 for a database that is down.
 AILURO_PILOT_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.SecurityHeadersMiddleware",
     "core.middleware.ApiJsonErrorsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
+    "core.middleware.DependencyUnavailableMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 AILURO_PILOT_LANE = [
