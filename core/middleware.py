@@ -3,7 +3,6 @@ Retry-After when the database or the broker is down, and the WSGI handler that g
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +13,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.module_loading import import_string
 
-from core.unavailable import discard_broken_connections, unavailable_dependency, unavailable_response
-
-log = logging.getLogger(__name__)
+from core.unavailable import answer_unavailable, unavailable_dependency
 
 
 def body_cap_for_path(path: str, caps: dict[str, int]) -> int:
@@ -118,23 +115,7 @@ class DependencyUnavailableMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         part = unavailable_dependency(exception)
-        if part is None:
-            return None
-        log.warning(
-            "%s unavailable: %s %s answered 503 (%s: %s)",
-            part,
-            request.method,
-            request.path,
-            type(exception).__name__,
-            str(exception).strip().splitlines()[0][:200] if str(exception).strip() else "",
-            extra={"event": "dependency.unavailable", "part": part, "path": request.path, "status": 503},
-        )
-        discard_broken_connections()
-        response = unavailable_response(request, part)
-        # The warning above is this request's log line: Django's handler would add an ERROR line
-        # ("Service Unavailable: …") for every 5xx it has not seen logged.
-        response._has_been_logged = True  # type: ignore[attr-defined]
-        return response
+        return None if part is None else answer_unavailable(request, exception, part)
 
 
 class _LeanChainHandler(BaseHandler):

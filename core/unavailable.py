@@ -128,3 +128,24 @@ def unavailable_response(request: HttpRequest, part: str) -> HttpResponse:
     response["Retry-After"] = str(seconds)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def answer_unavailable(request: HttpRequest, exception: BaseException, part: str) -> HttpResponse:
+    """The request failed because `part` is unavailable: log one warning line (no traceback),
+    drop the broken database connections, and answer the 503."""
+    first_line = (str(exception).strip().splitlines() or [""])[0][:200]
+    log.warning(
+        "%s unavailable: %s %s answered 503 (%s: %s)",
+        part,
+        request.method,
+        request.path,
+        type(exception).__name__,
+        first_line,
+        extra={"event": "dependency.unavailable", "part": part, "path": request.path, "status": 503},
+    )
+    discard_broken_connections()
+    response = unavailable_response(request, part)
+    # The warning above is this request's log line: Django's handler would add an ERROR line
+    # ("Service Unavailable: …", with the traceback from handler500) for a 5xx not logged yet.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response

@@ -124,7 +124,9 @@ def client(settings: Any) -> Client:
         for prefix in ("server/panda/", "api/v1/pilot/", "api/v1/", "")
         for name, view in (("lost", _lost), ("bug", _bug))
     ]
-    settings.ROOT_URLCONF = type("urls", (), {"urlpatterns": urlpatterns})
+    settings.ROOT_URLCONF = type(
+        "urls", (), {"urlpatterns": urlpatterns, "handler500": "core.views.server_error"}
+    )
     settings.AILURO_RETRY_AFTER_S = 3
     return Client(raise_request_exception=False)
 
@@ -150,7 +152,7 @@ def test_each_interface_answers_503_in_its_format(client: Client, caplog: pytest
     assert page_json.json() == {"error": message}
     assert fragment.content.decode() == '<p class="error">The database is unavailable; retry in 3 s.</p>'
     # One warning line per failed request, no traceback.
-    warnings = [r for r in caplog.records if r.name == "core.middleware"]
+    warnings = [r for r in caplog.records if r.name == "core.unavailable"]
     assert len(warnings) == 6
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in warnings)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -161,3 +163,34 @@ def test_a_programming_error_stays_a_500(client: Client) -> None:
         response = client.get(url)
         assert response.status_code == 500, url
         assert "Retry-After" not in response
+
+
+class LostInMiddleware:
+    """A middleware that meets the database outage itself (outside any view)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.endswith("/bug"):
+            _syntax_error()
+        raise _refused()
+
+
+def test_an_outage_met_in_a_middleware_is_a_503_too(
+    client: Client, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.core.test_dependency_unavailable.LostInMiddleware"]
+
+    with caplog.at_level(logging.WARNING):
+        rest = client.get("/api/v1/anything")
+        page = client.get("/anything")
+
+    assert rest.status_code == 503
+    assert rest["Retry-After"] == "3"
+    assert rest.json() == {"detail": "the database is unavailable; retry in 3 s"}
+    assert page.status_code == 503
+    assert "<h1>Service unavailable</h1>" in page.content.decode()
+    assert len([r for r in caplog.records if r.name == "core.unavailable"]) == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert client.get("/api/v1/bug").status_code == 500
