@@ -181,6 +181,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
     response = JsonResponse(report.as_json(), status=503 if report.failing else 200)
     if report.failing:
         response["Retry-After"] = str(READYZ_RETRY_AFTER_S)
+        # Each failing part logged its warning (core.health); no ERROR line per probe on top.
+        response._has_been_logged = True  # type: ignore[attr-defined]
     response["Cache-Control"] = "no-store"
     return response
 

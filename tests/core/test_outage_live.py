@@ -5,8 +5,10 @@ is back, without a restart. The database is a private cluster started for this m
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 RETRY_AFTER = "7"  # AILURO_RETRY_AFTER_S of the server under test (the default is 5)
 DB = "ailuro_outage_live"
+ADMIN_PASSWORD = "outage-test-password"  # noqa: S105 - a throwaway superuser of the private cluster
 
 
 @dataclass
@@ -46,11 +49,11 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
 
 
-def _manage(url: str, *args: str) -> str:
+def _manage(url: str, *args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env={**_env(), "DATABASE_URL": url, "CELERY_BROKER_URL": "memory://"},
+        env={**_env(), "DATABASE_URL": url, "CELERY_BROKER_URL": "memory://", **(env or {})},
         check=True,
         timeout=300,
         capture_output=True,
@@ -65,6 +68,7 @@ class Deployment:
     server: AiluroServer
     pilot_token: str
     user_token: str
+    browser: urllib.request.OpenerDirector  # with the session cookie of a logged-in admin
 
     def ask(
         self,
@@ -78,8 +82,12 @@ class Deployment:
         request = urllib.request.Request(self.server.url + path, data=data, headers=dict(headers or {}))
         if token:
             request.add_header("Authorization", f"Bearer {token}")
+        return self.send(request)
+
+    def send(self, request: urllib.request.Request, *, browser: bool = False) -> Answer:
+        opener = self.browser if browser else urllib.request.build_opener()
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with opener.open(request, timeout=30) as response:
                 return Answer(response.status, dict(response.headers), response.read())
         except urllib.error.HTTPError as error:
             return Answer(error.code, dict(error.headers), error.read())
@@ -102,6 +110,22 @@ class Deployment:
     def monitor(self, suffix: str = "", headers: dict[str, str] | None = None) -> Answer:
         return self.ask("/jobs/" + suffix, headers=headers)
 
+    def admin(self) -> Answer:
+        return self.send(urllib.request.Request(self.server.url + "/admin/dispatcher/job/"), browser=True)
+
+    def log_in_to_admin(self) -> None:
+        form = self.send(urllib.request.Request(self.server.url + "/admin/login/"), browser=True)
+        found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        assert found, form.text[:2000]
+        fields = {"csrfmiddlewaretoken": found.group(1), "username": "admin", "password": ADMIN_PASSWORD}
+        request = urllib.request.Request(
+            self.server.url + "/admin/login/?next=/admin/",
+            data=urllib.parse.urlencode(fields).encode(),
+            headers={"Referer": self.server.url + "/admin/login/"},
+        )
+        answer = self.send(request, browser=True)
+        assert answer.status == 200 and "Log out" in answer.text, answer.text[:2000]
+
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
@@ -114,6 +138,16 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         _manage(url, "migrate", "--noinput", "-v", "0")
         pilot_token = _manage(url, "create_token", "--user", "pilots", "--role", "pilot").splitlines()[-1]
         user_token = _manage(url, "create_token", "--user", "alice", "--role", "user").splitlines()[-1]
+        _manage(
+            url,
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "admin",
+            "--email",
+            "admin@example.org",
+            env={"DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
+        )
         server = AiluroServer(
             tmp_path_factory.mktemp("outage"),
             env={
@@ -125,7 +159,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             },
         )
         server.start()
-        yield Deployment(pg, server, pilot_token, user_token)
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        deployment = Deployment(pg, server, pilot_token, user_token, browser)
+        deployment.log_in_to_admin()
+        yield deployment
     finally:
         if server is not None:
             server.stop()
@@ -157,6 +194,7 @@ def _all_ok(d: Deployment) -> None:
         "monitor": d.monitor(),
         "monitor json": d.monitor("?json"),
         "readyz": d.ask("/readyz"),
+        "admin": d.admin(),
     }
     failed = {name: (a.status, a.text[:300]) for name, a in answers.items() if a.status != 200}
     assert not failed, failed
@@ -210,6 +248,11 @@ def test_every_interface_answers_503_while_the_database_is_down_and_200_after(de
         _assert_503(answer)
         assert answer.text.startswith('<p class="error">The database is unavailable')
 
+        # Admin (the session is in the database): the same plain page.
+        answer = d.admin()
+        _assert_503(answer)
+        assert "The database is unavailable" in answer.text
+
         # Probes: alive, not ready, and the database named.
         assert d.ask("/healthz").status == 200
         answer = d.ask("/readyz")
@@ -231,4 +274,5 @@ def test_every_interface_answers_503_while_the_database_is_down_and_200_after(de
 
     log = (d.server.tmp / "server.log").read_text()
     assert "Traceback" not in log, log[-3000:]
+    assert '"level": "ERROR"' not in log, log[-3000:]  # one warning per failed request, no error
     assert "database unavailable" in log
