@@ -8,7 +8,7 @@ takes no more connections (53300). Anything else — a constraint violation, a s
 missing table, a statement timeout — stays what it is (a 500 when nobody handles it).
 
 `unavailable_response(request, part)` is the answer in the caller's own format: the pilot
-protocol's envelopes, the REST API's `{"detail": …}`, the monitor's `{"error": …}` for `?json`, a
+protocol's and panda-client's envelopes, the REST API's `{"detail": …}`, the monitor's `{"error": …}` for `?json`, a
 fragment for htmx, a plain HTML page otherwise. It renders no template and touches no database
 (the page's base template would look up the logged-in user).
 """
@@ -106,25 +106,51 @@ _PAGE = """<!doctype html>
 """
 
 
+def _v1_envelope(message: str) -> JsonResponse:
+    return JsonResponse({"success": False, "message": message, "data": None}, status=503)
+
+
+def _legacy_envelope(message: str) -> JsonResponse:
+    # StatusCode 30 is the legacy protocol's "failed"; the HTTP status says "retry".
+    return JsonResponse({"StatusCode": 30, "errorDialog": message}, status=503)
+
+
+def _relay_envelope(message: str) -> JsonResponse:
+    return JsonResponse([False, message], status=503, safe=False)
+
+
+def _rest_error(message: str) -> JsonResponse:
+    return JsonResponse({"detail": message}, status=503)
+
+
+# The JSON interfaces by path prefix, first match wins: the pilot protocol (v1 and legacy),
+# panda-client's calls and the iDDS relay (pandacompat), then the REST API's one error format.
+_JSON_FORMATS = (
+    ("/server/panda/relay_idds_command", _relay_envelope),
+    ("/server/panda/", _legacy_envelope),
+    ("/api/v1/pilot/", _v1_envelope),
+    ("/api/v1/system/", _v1_envelope),
+    ("/api/v1/file_server/", _v1_envelope),
+    ("/api/", _rest_error),
+)
+
+
+def _reply(request: HttpRequest, part: str, seconds: int) -> HttpResponse:
+    message = _message(part, seconds)
+    for prefix, reply in _JSON_FORMATS:
+        if request.path.startswith(prefix):
+            return reply(message)
+    if _wants_json(request):  # the monitor's `?json`
+        return JsonResponse({"error": message}, status=503)
+    if request.headers.get("HX-Request") == "true":
+        return HttpResponse(f'<p class="error">{message[0].upper()}{message[1:]}.</p>', status=503)
+    return HttpResponse(_PAGE.format(part=part, seconds=seconds), status=503)
+
+
 def unavailable_response(request: HttpRequest, part: str) -> HttpResponse:
     """The 503 with Retry-After for `part` (DATABASE or BROKER) in the format of `request.path`."""
     seconds = retry_after_s()
-    message = _message(part, seconds)
-    path = request.path
-    response: HttpResponse
-    if path.startswith("/api/v1/pilot/"):
-        response = JsonResponse({"success": False, "message": message, "data": None}, status=503)
-    elif path.startswith("/server/panda/"):
-        # StatusCode 30 is the legacy protocol's "failed"; the HTTP status says "retry".
-        response = JsonResponse({"StatusCode": 30, "errorDialog": message}, status=503)
-    elif path.startswith("/api/"):
-        response = JsonResponse({"detail": message}, status=503)
-    elif _wants_json(request):
-        response = JsonResponse({"error": message}, status=503)
-    elif request.headers.get("HX-Request") == "true":
-        response = HttpResponse(f'<p class="error">{message[0].upper()}{message[1:]}.</p>', status=503)
-    else:
-        response = HttpResponse(_PAGE.format(part=part, seconds=seconds), status=503)
+    response = _reply(request, part, seconds)
     response["Retry-After"] = str(seconds)
     response["Cache-Control"] = "no-store"
     return response

@@ -121,9 +121,10 @@ def _bug(request: HttpRequest) -> HttpResponse:
 def client(settings: Any) -> Client:
     urlpatterns = [
         path(prefix + name, view)
-        for prefix in ("server/panda/", "api/v1/pilot/", "api/v1/", "")
+        for prefix in ("server/panda/", "api/v1/pilot/", "api/v1/system/", "api/v1/", "")
         for name, view in (("lost", _lost), ("bug", _bug))
     ]
+    urlpatterns.append(path("server/panda/relay_idds_command", _lost))
     settings.ROOT_URLCONF = type(
         "urls", (), {"urlpatterns": urlpatterns, "handler500": "core.views.server_error"}
     )
@@ -140,8 +141,10 @@ def test_each_interface_answers_503_in_its_format(client: Client, caplog: pytest
         page = client.get("/lost")
         page_json = client.get("/lost?json")
         fragment = client.get("/lost", headers={"HX-Request": "true"})
+        panda_client = client.post("/api/v1/system/lost")
+        relay = client.post("/server/panda/relay_idds_command")
 
-    for response in (legacy, v1, rest, page, page_json, fragment):
+    for response in (legacy, v1, rest, page, page_json, fragment, panda_client, relay):
         assert response.status_code == 503
         assert response["Retry-After"] == "3"
     assert legacy.json() == {"StatusCode": 30, "errorDialog": message}
@@ -150,10 +153,12 @@ def test_each_interface_answers_503_in_its_format(client: Client, caplog: pytest
     assert page["Content-Type"].startswith("text/html")
     assert "<h1>Service unavailable</h1>" in page.content.decode()
     assert page_json.json() == {"error": message}
+    assert panda_client.json() == {"success": False, "message": message, "data": None}
+    assert relay.json() == [False, message]
     assert fragment.content.decode() == '<p class="error">The database is unavailable; retry in 3 s.</p>'
     # One warning line per failed request, no traceback.
     warnings = [r for r in caplog.records if r.name == "core.unavailable"]
-    assert len(warnings) == 6
+    assert len(warnings) == 8
     assert all(r.levelno == logging.WARNING and r.exc_info is None for r in warnings)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
