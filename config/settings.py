@@ -165,6 +165,9 @@ def _database() -> dict[str, Any]:
         generic = "-c plan_cache_mode=force_generic_plan"
         config["OPTIONS"]["options"] = f"{config['OPTIONS'].get('options', '')} {generic}".strip()
         config["CONN_HEALTH_CHECKS"] = True
+        # A database host that does not answer at all (not even a refusal) fails a request within
+        # seconds, as a 503 (core.unavailable), instead of holding it for the kernel's TCP timeout.
+        config["OPTIONS"].setdefault("connect_timeout", 5)
     else:
         raise ImproperlyConfigured(
             f"DATABASE_URL must be a sqlite:// or postgres:// URL, got engine {engine!r}"

@@ -59,6 +59,12 @@ def test_a_refused_connection_is_the_database_unavailable() -> None:
     assert unavailable_dependency(raw) == DATABASE
 
 
+def test_connecting_gives_up_within_seconds(postgres_only: None) -> None:
+    """A host that drops packets is an OperationalError (a 503) in seconds, not a request held for
+    minutes; `?connect_timeout=N` in DATABASE_URL overrides the default."""
+    assert connection.settings_dict["OPTIONS"]["connect_timeout"] == 5
+
+
 def test_bugs_are_not_an_outage() -> None:
     assert unavailable_dependency(_raised(_syntax_error)) is None
     assert unavailable_dependency(_raised(lambda: 1 / 0)) is None
