@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from ailuro.pilot.client import Server, ServerUnavailable
 from tests.ailuro.server import ROOT, AiluroServer
 from tests.pgcluster import PrivateCluster
 
@@ -228,6 +229,14 @@ def test_every_interface_answers_503_while_the_database_is_down_and_200_after(de
             "message": f"the database is unavailable; retry in {RETRY_AFTER} s",
             "data": None,
         }
+
+        # The pilot's own client takes it as "unavailable, retry after Retry-After".
+        client = Server(d.server.url, token=d.pilot_token)
+        with pytest.raises(ServerUnavailable) as unavailable:
+            client.call("acquire_jobs", {"site_name": "NO_SUCH_QUEUE"})
+        client.close()
+        assert unavailable.value.status == 503
+        assert unavailable.value.retry_after == float(RETRY_AFTER)
 
         # REST API: the one error format.
         answer = d.rest_list()
