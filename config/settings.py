@@ -165,6 +165,9 @@ def _database() -> dict[str, Any]:
         generic = "-c plan_cache_mode=force_generic_plan"
         config["OPTIONS"]["options"] = f"{config['OPTIONS'].get('options', '')} {generic}".strip()
         config["CONN_HEALTH_CHECKS"] = True
+        # A database host that does not answer at all (not even a refusal) fails a request within
+        # seconds, as a 503 (core.unavailable), instead of holding it for the kernel's TCP timeout.
+        config["OPTIONS"].setdefault("connect_timeout", 5)
     else:
         raise ImproperlyConfigured(
             f"DATABASE_URL must be a sqlite:// or postgres:// URL, got engine {engine!r}"
@@ -477,19 +480,26 @@ AILURO_CSP = _env_str(
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'none'",
 )
-# Outermost first: headers on every response (also the JSON errors and 413s of the next two).
+# Seconds a client should wait before retrying when the database or the broker is unavailable: the
+# Retry-After of the 503 every interface answers with then (core.unavailable).
+AILURO_RETRY_AFTER_S = _env_int("AILURO_RETRY_AFTER_S", 5, minimum=1)
+# Outermost first: headers on every response (also the JSON errors and 413s of the next two), and
+# the 503 for a database or broker that is down (core.middleware.DependencyUnavailableMiddleware).
 MIDDLEWARE[1:1] = [
     "core.middleware.SecurityHeadersMiddleware",
     "core.middleware.ApiJsonErrorsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
+    "core.middleware.DependencyUnavailableMiddleware",
 ]
 # The pilot protocol's calls (token-authenticated, CSRF-exempt, no session or user) run only these
-# middleware when served by config.wsgi (core.middleware.PilotLaneWSGIHandler): the security ones.
+# middleware when served by config.wsgi (core.middleware.PilotLaneWSGIHandler): the security ones
+# and the 503 for a database that is down.
 AILURO_PILOT_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.SecurityHeadersMiddleware",
     "core.middleware.ApiJsonErrorsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
+    "core.middleware.DependencyUnavailableMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 AILURO_PILOT_LANE = [

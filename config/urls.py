@@ -26,3 +26,6 @@ urlpatterns = [
     path("", include((campaign_page_urlpatterns, "campaign_pages"))),
     path("", include("pandamon.urls")),
 ]
+
+# Django's 500 page, or the 503 of a database or broker that is down when a middleware met it.
+handler500 = "core.views.server_error"

@@ -1,5 +1,5 @@
-"""Hardening middleware: per-endpoint body caps and security headers (CSP and friends), and the
-WSGI handler that gives the pilot protocol's hot endpoints a lean middleware chain."""
+"""Hardening middleware: per-endpoint body caps, security headers (CSP and friends), a 503 with
+Retry-After when the database or the broker is down, and the WSGI handler that gives the pilot protocol's hot endpoints a lean middleware chain."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.module_loading import import_string
+
+from core.unavailable import answer_unavailable, unavailable_dependency
 
 
 def body_cap_for_path(path: str, caps: dict[str, int]) -> int:
@@ -96,6 +98,24 @@ class ApiJsonErrorsMiddleware:
                     replacement[header] = response[header]
             return replacement
         return response
+
+
+class DependencyUnavailableMiddleware:
+    """A view that failed because the database or the broker is unavailable answers 503 with
+    Retry-After (settings.AILURO_RETRY_AFTER_S) in its interface's format (core.unavailable), logs
+    one warning line instead of a traceback, and drops the broken database connection so the
+    process reconnects on its own once the database is back. Every other exception goes on to
+    Django's handling (a 500 and its traceback in the log)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        part = unavailable_dependency(exception)
+        return None if part is None else answer_unavailable(request, exception, part)
 
 
 class _LeanChainHandler(BaseHandler):

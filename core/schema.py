@@ -37,7 +37,7 @@ ERROR_RESPONSES = {
     "409": "The object is not in a state that allows this.",
     "413": "The request body exceeds this endpoint's limit.",
     "429": "Rate limit of this identity exceeded; see Retry-After.",
-    "503": "The identity provider or the database is unavailable; retry later.",
+    "503": "The identity provider, the database or the broker is unavailable; retry after Retry-After seconds.",
 }
 
 

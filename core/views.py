@@ -1,8 +1,9 @@
 """Login, logout and the OIDC browser callbacks; `whoami` and the CLI's login configuration; the
-liveness and readiness probes."""
+liveness and readiness probes; the 500 handler."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views import View
+from django.views import View, defaults
 from django.views.decorators.http import require_GET, require_POST, require_safe
 from drf_spectacular.utils import extend_schema, inline_serializer
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
@@ -26,6 +27,7 @@ from rest_framework.views import APIView
 from core import health, oidc
 from core.ratelimit import rate_limited
 from core.roles import user_roles
+from core.unavailable import answer_unavailable, unavailable_dependency
 
 # Seconds a client (a load balancer, a deploy script) should wait before asking /readyz again.
 READYZ_RETRY_AFTER_S = 10
@@ -179,5 +181,22 @@ def readyz(request: HttpRequest) -> JsonResponse:
     response = JsonResponse(report.as_json(), status=503 if report.failing else 200)
     if report.failing:
         response["Retry-After"] = str(READYZ_RETRY_AFTER_S)
+        # Each failing part logged its warning (core.health); no ERROR line per probe on top.
+        response._has_been_logged = True  # type: ignore[attr-defined]
     response["Cache-Control"] = "no-store"
     return response
+
+
+# --- Errors ---------------------------------------------------------------------------------------
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: Django's 500 page, except when the exception being handled says the database or
+    the broker is unavailable — raised outside a view (in a middleware), where
+    core.middleware.DependencyUnavailableMiddleware does not see it — then the same 503 with
+    Retry-After as from a view."""
+    exception = sys.exc_info()[1]
+    part = unavailable_dependency(exception) if exception is not None else None
+    if exception is None or part is None:
+        return defaults.server_error(request)
+    return answer_unavailable(request, exception, part)
