@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # The error families (docs/architecture.md#errors-and-logs) → (code column, diag column) on Job / JobAttempt.
@@ -130,7 +130,7 @@ def retry_decide(
     measured_rss_kb: int | None = None,
     policy: ResizePolicy | None = None,
     walltime_s: int = 0,
-    max_walltime_s: int = 0,
+    max_walltime_s: int | Callable[[], int] = 0,
 ) -> RetryDecision:
     """Decide what happens after a failed attempt.
 
@@ -141,7 +141,8 @@ def retry_decide(
        memory × factor without a measurement; capped at the task's max; already at the cap → no
        retry.
     4. increase_walltime: walltime × factor (default 2), capped at `max_walltime_s` (the longest a
-       queue that can take jobs allows); already there → no retry.
+       queue that can take jobs allows; a callable is asked only for this action); already there
+       → no retry.
     """
     rule = next((r for r in rules if _matches(r, errors, label)), None)
     if rule is None:
@@ -175,6 +176,8 @@ def retry_decide(
     if rule.action == "increase_walltime":
         factor = float(str(rule.params.get("factor", 2)))
         wanted = int(walltime_s * factor)
+        if callable(max_walltime_s):
+            max_walltime_s = max_walltime_s()
         new_walltime = min(wanted, max_walltime_s)
         if new_walltime <= walltime_s:
             return RetryDecision(

@@ -96,7 +96,7 @@ def job_attempt_end(
             measured_rss_kb=metrics.get("max_rss_kb", job.max_rss_kb),
             policy=_resize_policy(),
             walltime_s=job.request_walltime_s,
-            max_walltime_s=_longest_queue_walltime_s(),
+            max_walltime_s=_longest_queue_walltime_s,
         )
     walltime = (endtime - job.starttime).total_seconds() if job.starttime else None
     JobAttempt.objects.create(
