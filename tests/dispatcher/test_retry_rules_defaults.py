@@ -226,3 +226,35 @@ def test_a_walltime_overrun_at_the_longest_queue_is_not_retried() -> None:
     stop = (PILOT_ERROR_WALLTIME, "payload exceeded its walltime of 86400 s")
     errors = _pilot_report(Outcome(exit_code=143, pilot_stop=stop), "")
     assert _decide(errors, walltime_s=86400, max_walltime_s=86400)[0] == "no_retry"
+
+
+def test_migration_0007_adds_its_rules_and_widens_only_unedited_patterns() -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from dispatcher.retry import DB_ERRORS_0002, RULES_SEEDED_0007
+
+    migration = importlib.import_module("dispatcher.migrations.0007_retry_walltime_and_network_rules")
+    # A database as 0002 left it, with one default rule edited by an operator.
+    RetryRule.objects.filter(name__in=[r["name"] for r in RULES_SEEDED_0007]).delete()
+    RetryRule.objects.filter(name="database-connection-exe").update(diag_regex=DB_ERRORS_0002)
+    RetryRule.objects.filter(name="database-connection-taskbuffer").update(diag_regex="edited by an operator")
+
+    migration.seed(apps, None)
+
+    assert set(
+        RetryRule.objects.filter(name__in=["walltime-exceeded", "network-exe"]).values_list(
+            "action", flat=True
+        )
+    ) == {
+        "increase_walltime",
+        "retry",
+    }
+    widened = RetryRule.objects.get(name="database-connection-exe").diag_regex
+    assert widened != DB_ERRORS_0002 and "the database system is" in widened
+    assert RetryRule.objects.get(name="database-connection-taskbuffer").diag_regex == "edited by an operator"
+
+    migration.unseed(apps, None)
+    assert not RetryRule.objects.filter(name__in=["walltime-exceeded", "network-exe"]).exists()
+    assert RetryRule.objects.get(name="database-connection-exe").diag_regex == DB_ERRORS_0002
