@@ -49,6 +49,19 @@ def _env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def _env_float(name: str, default: float, *, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
 def _env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:
@@ -271,6 +284,11 @@ AILURO = {
     "SENT_TIMEOUT_S": _env_int("AILURO_SENT_TIMEOUT", 1800, minimum=60),
     "DEFAULT_MAX_ATTEMPTS": _env_int("AILURO_DEFAULT_MAX_ATTEMPTS", 3, minimum=1),
     "PAYLOAD_LOG_CAP_BYTES": _env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
+    # An out-of-memory retry asks the attempt's measured peak RSS × margin, rounded up to a multiple
+    # of ROUND_MB, and at least the previous request + STEP_MB (dispatcher.retry.memory_request).
+    "OOM_RETRY_MARGIN": _env_float("AILURO_OOM_RETRY_MARGIN", 1.25, minimum=1.0),
+    "OOM_RETRY_ROUND_MB": _env_int("AILURO_OOM_RETRY_ROUND_MB", 100, minimum=1),
+    "OOM_RETRY_STEP_MB": _env_int("AILURO_OOM_RETRY_STEP_MB", 500, minimum=1),
 }
 
 # --- Loops: the watcher's and the janitor's limits (the loop table itself is config/loops.py) ---

@@ -237,6 +237,7 @@ class ErrorRows:
     groups: list[tuple[str, int, str, int, int | None, int | None, str | None]]
     over_time: list[tuple[datetime, str, int, int]]
     splits: list[tuple[str, Any, int]]
+    attempts: int | None = None
 
 
 def error_rows(
@@ -246,13 +247,16 @@ def error_rows(
     split: bool,
     jeditaskid: int | None = None,
     live: QuerySet[Any] | None = None,
+    count_attempts: bool = True,
 ) -> ErrorRows:
     """The failed attempts of a window (or of all time with `window` None), for `/errors/`, or with
     `live` those of that selection of attempts (scanned, nothing from the summaries):
 
     * groups: (family, code, template, count, newest pandaid, oldest pandaid, example diag);
     * over time: (bucket, family, code, count);
-    * with `split`, ('site'|'task'|'user', value, count), one count per attempt.
+    * with `split`, ('site'|'task'|'user', value, count), one count per attempt;
+    * attempts: how many failed attempts (with or without an error code; an attempt with codes in
+      several families is one attempt), None when neither `split` nor `count_attempts` asked it.
 
     One statement: the edges scanned from the attempts (templates masked here: a few thousand rows
     an hour), the whole hours from the summaries, the unfolded deltas masked on the fly.
@@ -273,7 +277,7 @@ def error_rows(
     tmpl_sql, tmpl_params = template_expression("diag")
     split_sql = ""
     split_params: list[Any] = []
-    if split:
+    if split or count_attempts:
         split_sql = f"""
             UNION ALL
             SELECT 's', NULL, NULL, NULL, NULL::timestamptz, computingsite, jeditaskid, produsername,
@@ -288,6 +292,12 @@ def error_rows(
             FROM dispatcher_failedattemptchange d WHERE {delta_where} AND {task_d}
         """  # noqa: S608  (constant names and placeholders only)
         split_params = [*hours_params, *task_sp, *delta_params, *task_dp]
+    # The attempts' marginals with `split`, else only their total (kind).
+    split_sets = "(kind, site), (kind, task), (kind, username), (kind)" if split else "(kind)"
+    split_columns = (
+        "GROUPING(site), GROUPING(task), GROUPING(username)" if split else "1, 1, 1",
+        "site, task, username" if split else "NULL, NULL::bigint, NULL",
+    )
     sql = f"""
         WITH edge AS (
             SELECT a.*, j.jeditaskid, j.produsername, date_trunc(%s, a.endtime) AS t_bucket
@@ -321,12 +331,11 @@ def error_rows(
             FROM pandamon_errorsummary s WHERE {hours_where} AND {task_s}
             {split_sql}
         )
-        SELECT kind, GROUPING(tmpl), GROUPING(bucket), GROUPING(site), GROUPING(task),
-               family, code, tmpl, bucket, site, task, username,
+        SELECT kind, GROUPING(tmpl), GROUPING(bucket), {split_columns[0]},
+               family, code, tmpl, bucket, {split_columns[1]},
                SUM(n), MAX(newest), MIN(oldest), MIN(example)
         FROM src
-        GROUP BY GROUPING SETS ((kind, family, code, tmpl), (kind, bucket, family, code),
-                                (kind, site), (kind, task), (kind, username))
+        GROUP BY GROUPING SETS ((kind, family, code, tmpl), (kind, bucket, family, code), {split_sets})
         HAVING SUM(n) <> 0
     """  # noqa: S608  (constant names and placeholders only)
     params: list[Any] = [
@@ -345,10 +354,10 @@ def error_rows(
         *task_sp,
         *split_params,
     ]
-    result = ErrorRows(groups=[], over_time=[], splits=[])
+    result = ErrorRows(groups=[], over_time=[], splits=[], attempts=0 if split or count_attempts else None)
     for row in _fetch_aggregate(sql, params):
-        kind, g_tmpl, g_bucket, g_site, g_task = row[:5]
-        family, code, tmpl, bucket, site, task, username, n, newest, oldest, example = row[5:]
+        kind, g_tmpl, g_bucket, g_site, g_task, g_user = row[:6]
+        family, code, tmpl, bucket, site, task, username, n, newest, oldest, example = row[6:]
         if kind == "g" and g_tmpl == 0:
             result.groups.append((family, int(code), tmpl, int(n), newest, oldest, example))
         elif kind == "t" and g_bucket == 0:
@@ -357,8 +366,10 @@ def error_rows(
             result.splits.append(("site", site, int(n)))
         elif kind == "s" and g_task == 0:
             result.splits.append(("task", task, int(n)))
-        elif kind == "s" and g_tmpl == 1 and g_bucket == 1 and g_site == 1 and g_task == 1:
+        elif kind == "s" and g_user == 0:
             result.splits.append(("user", username, int(n)))
+        elif kind == "s":
+            result.attempts = int(n)
     return result
 
 

@@ -1,10 +1,10 @@
-"""Seed the default retry rules (dispatcher.retry.DEFAULT_RULES); operators edit them in admin."""
+"""Seed the default retry rules (dispatcher.retry.RULES_SEEDED_0002); operators edit them in admin."""
 
 from django.db import migrations
 
 
 def seed(apps, schema_editor):
-    from dispatcher.retry import DEFAULT_RULES
+    from dispatcher.retry import RULES_SEEDED_0002 as DEFAULT_RULES
 
     RetryRule = apps.get_model("dispatcher", "RetryRule")
     for rule in DEFAULT_RULES:
@@ -13,7 +13,7 @@ def seed(apps, schema_editor):
 
 
 def unseed(apps, schema_editor):
-    from dispatcher.retry import DEFAULT_RULES
+    from dispatcher.retry import RULES_SEEDED_0002 as DEFAULT_RULES
 
     RetryRule = apps.get_model("dispatcher", "RetryRule")
     RetryRule.objects.filter(name__in=[rule["name"] for rule in DEFAULT_RULES]).delete()

@@ -1,4 +1,5 @@
-"""Retry rules: what an error family and code lead to (retry, retry with more memory, fail)."""
+"""Retry rules: what an error family and code lead to (retry, retry with more memory or walltime,
+fail)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class ErrorFamily(models.TextChoices):
 class RetryAction(models.TextChoices):
     RETRY = "retry", "retry (transient)"
     INCREASE_MEMORY = "increase_memory", "retry with more memory"
+    INCREASE_WALLTIME = "increase_walltime", "retry with more walltime"
     NO_RETRY = "no_retry", "no retry (deterministic)"
 
 

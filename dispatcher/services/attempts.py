@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from dispatcher.models import Job, JobAttempt, JobDependency, Task
+from dispatcher.models import Job, JobAttempt, JobDependency, Queue, QueueStatus, Task
 from dispatcher.queries import job_descendants
-from dispatcher.retry import ERROR_FIELDS, RetryDecision, retry_decide, retry_rules_active
+from dispatcher.retry import ERROR_FIELDS, ResizePolicy, RetryDecision, retry_decide, retry_rules_active
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.states import JOB_ACTIVE, JOB_NON_FINAL, JobStatus
 
@@ -92,6 +93,10 @@ def job_attempt_end(
             max_attempts=task.max_attempts,
             memory_mb=job.request_memory_mb,
             max_memory_mb=task.max_memory_mb,
+            measured_rss_kb=metrics.get("max_rss_kb", job.max_rss_kb),
+            policy=_resize_policy(),
+            walltime_s=job.request_walltime_s,
+            max_walltime_s=_longest_queue_walltime_s,
         )
     walltime = (endtime - job.starttime).total_seconds() if job.starttime else None
     JobAttempt.objects.create(
@@ -136,11 +141,15 @@ def job_attempt_end(
             "endtime": None,
             "heartbeat_at": None,
             "retry_after": now + dt.timedelta(seconds=decision.backoff_s) if decision.backoff_s else None,
-            # The row describes the next attempt; the failed one's errors live on its JobAttempt.
+            # The row describes the next attempt; the failed one's errors and measurements live
+            # on its JobAttempt.
             **{k: (0 if k.endswith("code") else "") for k in ERROR_FIELDS},
+            **dict.fromkeys(METRIC_FIELDS - {"actual_cores"}),
         }
         if decision.memory_mb:
             fields["request_memory_mb"] = decision.memory_mb
+        if decision.walltime_s:
+            fields["request_walltime_s"] = decision.walltime_s
         job_transition(
             pandaid=pandaid, to=JobStatus.DEFINED, cause=f"{cause}; {decision.reason}", fields=fields
         )
@@ -181,6 +190,25 @@ def job_attempt_end(
         released=released,
         pruned=pruned,
     )
+
+
+def _resize_policy() -> ResizePolicy:
+    return ResizePolicy(
+        margin=float(settings.AILURO["OOM_RETRY_MARGIN"]),
+        round_mb=int(settings.AILURO["OOM_RETRY_ROUND_MB"]),
+        step_mb=int(settings.AILURO["OOM_RETRY_STEP_MB"]),
+    )
+
+
+def _longest_queue_walltime_s() -> int:
+    """The longest walltime a queue brokerage may place a job on allows (0: no such queue)."""
+    longest = (
+        Queue.objects.exclude(status__in=(QueueStatus.BROKEROFF, QueueStatus.OFFLINE))
+        .order_by("-max_walltime_s")
+        .values_list("max_walltime_s", flat=True)
+        .first()
+    )
+    return int(longest or 0)
 
 
 def _release_children(pandaid: int) -> int:

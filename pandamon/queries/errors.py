@@ -62,7 +62,9 @@ def errors_summary(
 ) -> ErrorSummary:
     """The failed attempts selected by `q` (on the attempts) grouped by family:code → message
     template → sample jobs, failures over time by family:code, and with `split` the split by site,
-    task and user (one count per attempt).
+    task and user (one count per attempt). `total_attempts` counts each failed attempt once, in
+    both modes: an attempt with codes in several families is in one group of each, and one
+    without any code in none.
 
     `rollup` is the same selection in rollup form (`error_rollup_window`). Without it, PostgreSQL
     scans the selection in the same statement and SQLite counts it with the ORM.
@@ -85,7 +87,7 @@ def task_error_groups(jeditaskid: int) -> list[dict[str, Any]]:
     the task's size) plus its unfolded deltas; on SQLite counted from its attempts."""
     if not rollups.enabled():
         return _errors_summary_orm(Q(job__task_id=jeditaskid), unit="day", split=False).groups
-    rows = rollups.error_rows(None, unit="day", split=False, jeditaskid=jeditaskid)
+    rows = rollups.error_rows(None, unit="day", split=False, jeditaskid=jeditaskid, count_attempts=False)
     return _errors_from_rows(rows, split=False).groups
 
 
@@ -105,8 +107,10 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     templates: dict[str, str] = {}
     merged: dict[tuple[str, int, str], list[Any]] = {}
     over_time: Counter[tuple[datetime, str]] = Counter()
+    attempts = 0  # each attempt is in one row, whatever families it has codes in
     for row in rows:
         n = row["n"]
+        attempts += n
         for family, code_column, diag_column in _FAMILIES:
             code = row[code_column]
             if code == 0:
@@ -128,7 +132,7 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
     over = sorted((bucket, key, n) for (bucket, key), n in over_time.items())
     if not split:
-        return ErrorSummary(groups, over, [], [], [], sum(g["count"] for g in groups))
+        return ErrorSummary(groups, over, [], [], [], attempts)
     by_site: Counter[str] = Counter()
     by_task: Counter[int] = Counter()
     by_user: Counter[str] = Counter()
@@ -172,8 +176,9 @@ def _errors_from_rows(rows: rollups.ErrorRows, *, split: bool) -> ErrorSummary:
     groups = [_error_group(*g) for g in rows.groups]
     groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
     over_time = sorted((bucket, f"{family}:{code}", n) for bucket, family, code, n in rows.over_time)
+    attempts = rows.attempts or 0
     if not split:
-        return ErrorSummary(groups, over_time, [], [], [], sum(g["count"] for g in groups))
+        return ErrorSummary(groups, over_time, [], [], [], attempts)
     by: dict[str, list[Any]] = {"site": [], "task": [], "user": []}
     for kind, value, n in rows.splits:
         by[kind].append((value, n))
@@ -185,5 +190,5 @@ def _errors_from_rows(rows: rollups.ErrorRows, *, split: bool) -> ErrorSummary:
         by_site=by["site"],
         by_task=by["task"],
         by_user=by["user"],
-        total_attempts=sum(n for _, n in by["site"]),
+        total_attempts=attempts,
     )

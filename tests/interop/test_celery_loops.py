@@ -104,9 +104,10 @@ _PROTOCOL_NAMES = {
 }
 
 
-def _pilot_run(job: Job, *, errors: dict[str, object] | None = None) -> None:
+def _pilot_run(job: Job, *, errors: dict[str, object] | None = None, peak_rss_kb: int | None = None) -> None:
     """A pilot's whole life through the real v1 protocol views: acquire the job, report starting and
-    running, then the final update (finished, or failed with the given errors)."""
+    running, then the final update (finished, or failed with the given errors, and the measured
+    peak RSS when given)."""
     token = token_create(username="pilot-fleet", role="pilot")
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
 
@@ -123,7 +124,9 @@ def _pilot_run(job: Job, *, errors: dict[str, object] | None = None) -> None:
     ident = {"job_id": got["PandaID"], "attempt_nr": got["attemptNr"], "lease": got["lease"]}
     call("update_job", {**ident, "job_status": "starting"})
     call("update_job", {**ident, "job_status": "running", "max_rss": 1000})
-    final = {_PROTOCOL_NAMES[k]: v for k, v in (errors or {}).items()}
+    final: dict[str, object] = {_PROTOCOL_NAMES[k]: v for k, v in (errors or {}).items()}
+    if peak_rss_kb is not None:
+        final["max_rss"] = peak_rss_kb
     call("update_job", {**ident, "job_status": "failed" if errors else "finished", **final})
 
 
@@ -143,7 +146,7 @@ def _chain(names: list[str], **memory: int) -> Workflow:
 
 def test_an_out_of_memory_middle_job_is_retried_with_doubled_memory_on_the_bigger_queue(worker: Path) -> None:
     # Disjoint memory ranges, so whatever brokerage ranks by, 8000 MB runs only on MEDIUM and the
-    # doubled 16000 MB only on HIMEM.
+    # raised 16000 MB only on HIMEM.
     QueueFactory(name="MEDIUM", max_rss_mb=8000)
     QueueFactory(name="HIMEM", min_rss_mb=8001, max_rss_mb=16000)
     wf = _chain(["a", "b", "c"], b=8000)
@@ -156,7 +159,12 @@ def test_an_out_of_memory_middle_job_is_retried_with_doubled_memory_on_the_bigge
     assert _exact(wf) == {"finished": 1, "defined": 2}
 
     assert _brokered(b, worker).queue_id == "MEDIUM"
-    _pilot_run(b, errors={"piloterrorcode": 1212, "piloterrordiag": "payload exceeded memory"})
+    # The pilot measured a peak of 12800 MB: the retry asks 12800 × 1.25 = 16000 MB.
+    _pilot_run(
+        b,
+        errors={"piloterrorcode": 1212, "piloterrordiag": "payload exceeded memory"},
+        peak_rss_kb=12800 * 1024,
+    )
     b.refresh_from_db()
     assert (b.jobstatus, b.attemptnr, b.request_memory_mb, b.queue_id) == ("defined", 2, 16000, None)
     assert _exact(wf) == {"finished": 1, "defined": 2}
