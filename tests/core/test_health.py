@@ -12,34 +12,16 @@ from django.utils import timezone
 from config.loops import LOOPS, loop_named
 from core.models import LoopStatus
 from tests.ailuro.server import free_port
+from tests.loop_runs import record_fresh_runs, record_run
 
 LIVE_BROKER = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-
-
-def record_run(name: str, *, ago_s: float, error: str = "") -> None:
-    """The row a run of loop `name` that ended `ago_s` seconds ago leaves (core.loops.loop_run)."""
-    at = timezone.now() - dt.timedelta(seconds=ago_s)
-    LoopStatus.objects.update_or_create(
-        name=name,
-        defaults={
-            "holder": "worker-1:42:abcd",
-            "started_at": at - dt.timedelta(seconds=1),
-            "finished_at": at,
-            "duration_s": 1.0,
-            "done": 3,
-            "steps": 2,
-            "error": error,
-            "succeeded_at": None if error else at,
-        },
-    )
 
 
 @pytest.fixture
 def fresh_loops(db: None) -> None:
     """Every loop of the table ran a second ago: the state of a deployment whose beat and
     workers are up (this test process runs none of them)."""
-    for loop in LOOPS:
-        record_run(loop.name, ago_s=1)
+    record_fresh_runs()
 
 
 def test_healthz_answers_alive_without_touching_the_database(client):
