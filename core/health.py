@@ -7,7 +7,8 @@ not host names or credentials). A part joins by adding a function to `CHECKS`.
 
 The parts: the database (reachable, migrated), the broker (reachable), and the loops (each ran
 within its allowed lag, `core.loop_health`). The loops part is judged only from the database; when
-the database cannot be read it is skipped, so an outage is named once, as the database.
+the database part fails it is skipped (`NEEDS_DATABASE`), so an outage is named once, as the
+database.
 """
 
 from __future__ import annotations
@@ -159,5 +160,18 @@ class Readiness:
         }
 
 
+# Parts judged from the database: skipped without a query when the database part failed, so an
+# outage is named once and a database that does not answer is waited for once per probe (each
+# wait is up to the connect timeout, and a probe has a few seconds).
+NEEDS_DATABASE = frozenset({"loops"})
+
+
 def readiness(checks: dict[str, Callable[[], Part]] | None = None) -> Readiness:
-    return Readiness({name: check() for name, check in (checks or CHECKS).items()})
+    parts: dict[str, Part] = {}
+    for name, check in (checks or CHECKS).items():
+        database = parts.get("database")
+        if name in NEEDS_DATABASE and database is not None and database.status == FAILING:
+            parts[name] = Part(SKIPPED, {"detail": "the database is failing"})
+        else:
+            parts[name] = check()
+    return Readiness(parts)

@@ -93,6 +93,7 @@ def test_readyz_names_the_database_when_a_migration_is_missing(client, settings,
     assert body["failing"] == ["database"]
     assert body["checks"]["database"]["error"] == "1 unapplied migrations (run manage.py migrate)"
     assert body["checks"]["database"]["unapplied"] == [f"core.{newest.name}"]
+    assert body["checks"]["loops"] == {"status": "skipped", "detail": "the database is failing"}
 
 
 @pytest.mark.django_db
