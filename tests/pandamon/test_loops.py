@@ -60,6 +60,9 @@ def test_a_stalled_loop_turns_the_strip_red_on_every_view(client, fresh_loops, s
     dash = client.get("/dash/").content.decode()
     assert "Loops stalled: monitor" in dash
     assert client.get("/dash/?json").json()["loops"]["stalled"] == ["monitor"]
+    assert (
+        "Loops stalled: monitor" in client.get("/dash/", HTTP_HX_REQUEST="true").content.decode()
+    )  # its refresh
 
     # Every other page's header loads the strip by htmx: the fragment alone, stalled and red.
     assert 'hx-get="/loops/"' in client.get("/jobs/").content.decode()
