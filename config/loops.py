@@ -45,6 +45,14 @@ class Loop:
     def lease_ttl_s(self) -> float:
         return self.time_limit_s + LIMIT_MARGIN_S
 
+    def max_lag_s(self, factor: float) -> float:
+        """How long after its last completed run the loop counts as stalled (readiness and the
+        monitor's loop strip, decision 0007): `factor` periods, so a busy pool may drop a tick or
+        two (beat's ticks expire after one period in the queue), but never less than a period plus
+        the hard time limit, since a run records its success only when it ends and may last that
+        long (the campaign advancer's 300 s against its 30 s period)."""
+        return max(factor * self.period_s, self.period_s + self.time_limit_s)
+
     def step_function(self) -> Callable[..., int]:
         return cast("Callable[..., int]", import_string(self.step))
 

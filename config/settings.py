@@ -17,6 +17,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.loops import LOOPS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -270,6 +272,18 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Defaults for a task without limits of its own; each loop's task has its loop's (config/loops.py).
 CELERY_TASK_SOFT_TIME_LIMIT = _env_int("AILURO_TASK_SOFT_TIME_LIMIT", 120, minimum=1)
 CELERY_TASK_TIME_LIMIT = _env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
+# How stale each loop may get before /readyz names it and the monitor's loop strip turns red
+# (core.loop_health, decision 0007): the loop table's periods, carried here as plain data so the
+# lower layers (core, pandamon) read them without importing config. A loop is stalled when its
+# last completed run is older than max(LAG_FACTOR × period, period + hard time limit); a loop
+# that has not completed a run yet is measured from this process's start and gets GRACE_S more,
+# the time a fresh deployment's workers and beat take to come up.
+AILURO_LOOP_LAG_FACTOR = _env_int("AILURO_LOOP_LAG_FACTOR", 3, minimum=1)
+AILURO_LOOP_GRACE_S = _env_int("AILURO_LOOP_GRACE_S", 300, minimum=0)
+AILURO_LOOPS: dict[str, dict[str, float]] = {
+    loop.name: {"period_s": loop.period_s, "max_lag_s": loop.max_lag_s(AILURO_LOOP_LAG_FACTOR)}
+    for loop in LOOPS
+}
 
 # --- ailuro domain limits (every input is bounded: docs/architecture.md#security) ---
 AILURO = {

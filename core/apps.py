@@ -10,5 +10,6 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         from core import (
             checks,  # noqa: F401  (registers the system checks)
+            loop_health,  # noqa: F401  (stamps PROCESS_STARTED_AT as the process starts Django)
             schema,  # noqa: F401  (registers the OpenAPI bearer schemes)
         )

@@ -3,7 +3,12 @@
 Each check returns a `Part` — a status and a few plain facts — and never raises: a probe must get
 an answer, not a 500. `readiness()` runs them all and says which ones fail. Error details go to the
 log (the endpoint is unauthenticated, so the body names the failing part and the kind of failure,
-not host names or credentials). More parts (loop lag, say) join by adding a function to `CHECKS`.
+not host names or credentials). A part joins by adding a function to `CHECKS`.
+
+The parts: the database (reachable, migrated), the broker (reachable), and the loops (each ran
+within its allowed lag, `core.loop_health`). The loops part is judged only from the database; when
+the database part fails it is skipped (`NEEDS_DATABASE`), so an outage is named once, as the
+database.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
+
+from core.loop_health import loop_states
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +107,40 @@ def broker_part(url: str | None = None) -> Part:
     return Part(OK, {"transport": transport, "latency_ms": _elapsed_ms(start)})
 
 
+def loops_part() -> Part:
+    """Each loop of the table (`settings.AILURO_LOOPS`) completed a run within its allowed lag, or
+    has not had the time to (a loop with no completed run gets this process's uptime and a grace,
+    `core.loop_health`). Failing names each stalled loop with its lag and the lag it is allowed;
+    not the error of its last run, which may carry host names (the monitor's loop strip shows it)."""
+    try:
+        states = loop_states()
+    except DatabaseError as exc:  # the database part says why
+        log.warning("readiness: loop runs unreadable: %s", exc)
+        return Part(SKIPPED, {"detail": f"cannot read the loop runs ({type(exc).__name__})"})
+    if not states:
+        return Part(SKIPPED, {"detail": "no loops configured"})
+    stalled = {
+        state.name: {
+            "lag_s": state.lag_s,
+            "max_lag_s": state.max_lag_s,
+            "succeeded_at": state.succeeded_at.isoformat() if state.succeeded_at else None,
+        }
+        for state in states
+        if state.stalled
+    }
+    if stalled:
+        named = ", ".join(
+            f"{name} ({facts['lag_s']:.0f} s > {facts['max_lag_s']:.0f} s)" for name, facts in stalled.items()
+        )
+        log.warning("readiness: loops stalled: %s", named)
+        return Part(FAILING, {"error": f"loops stalled: {named}", "stalled": stalled})
+    return Part(OK, {"loops": len(states)})
+
+
 CHECKS: dict[str, Callable[[], Part]] = {
     "database": database_part,
     "broker": broker_part,
+    "loops": loops_part,
 }
 
 
@@ -122,5 +160,18 @@ class Readiness:
         }
 
 
+# Parts judged from the database: skipped without a query when the database part failed, so an
+# outage is named once and a database that does not answer is waited for once per probe (each
+# wait is up to the connect timeout, and a probe has a few seconds).
+NEEDS_DATABASE = frozenset({"loops"})
+
+
 def readiness(checks: dict[str, Callable[[], Part]] | None = None) -> Readiness:
-    return Readiness({name: check() for name, check in (checks or CHECKS).items()})
+    parts: dict[str, Part] = {}
+    for name, check in (checks or CHECKS).items():
+        database = parts.get("database")
+        if name in NEEDS_DATABASE and database is not None and database.status == FAILING:
+            parts[name] = Part(SKIPPED, {"detail": "the database is failing"})
+        else:
+            parts[name] = check()
+    return Readiness(parts)

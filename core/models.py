@@ -55,8 +55,8 @@ class Lease(models.Model):
 
 class LoopStatus(models.Model):
     """The latest run of each loop, one row per loop, rewritten by every run that held its lease
-    (`core.loops.loop_run`). A readiness check reads the whole table in one query and compares
-    `succeeded_at` with each loop's period (`config.loops.LOOPS`)."""
+    (`core.loops.loop_run`). `core.loop_health` reads it in one query and compares `succeeded_at`
+    with each loop's allowed lag (`settings.AILURO_LOOPS`), for /readyz and the monitor."""
 
     name = models.CharField(max_length=100, primary_key=True)
     holder = models.CharField(max_length=200, help_text="host:pid:tag of the process that ran it")

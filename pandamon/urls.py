@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from pandamon.views import dash, errors, jobs, overview, sites, tasks, users, workflows
+from pandamon.views import dash, errors, jobs, loops, overview, sites, tasks, users, workflows
 
 app_name = "pandamon"
 
@@ -23,6 +23,7 @@ urlpatterns = [
     path("errors/", errors.error_summary, name="errors"),
     path("sites/", sites.site_list, name="sites"),
     path("site/<str:name>/", sites.site_detail, name="site"),
+    path("loops/", loops.loop_list, name="loops"),
     path("users/", users.user_list, name="users"),
     path("user/<str:name>/", users.user_detail, name="user"),
 ]

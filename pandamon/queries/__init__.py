@@ -7,6 +7,7 @@ query count (tests/pandamon/test_queries.py):
 * `workflows` — `/workflows/`, `/workflow/<id>/` (task graph, job slices);
 * `sites` — `/dash/`, `/sites/`, `/site/<name>/`;
 * `users` — the overview's latest failures, `/users/`, `/user/<name>/`;
+* `loops` — the loop strip (every page's header, `/dash/`, `/loops/`);
 * `common` — progress and chart buckets.
 
 Counts are exact: they come from the task counters (`dispatcher.queries.task_state_counts`), from
@@ -42,6 +43,7 @@ from pandamon.queries.jobs import (
     jobs_facets,
     jobs_page,
 )
+from pandamon.queries.loops import loop_strip
 from pandamon.queries.sites import (
     dash_matrix,
     queue_state_counts,
@@ -94,6 +96,7 @@ __all__ = [
     "jobs_facets",
     "jobs_page",
     "latest_failures",
+    "loop_strip",
     "progress",
     "queue_state_counts",
     "queues_with_sites",

@@ -1,4 +1,4 @@
-"""`/dash/`: the shifter's region → site → queue × job-state matrix."""
+"""`/dash/`: the shifter's region → site → queue × job-state matrix, under the loop strip."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from dispatcher.states import JobStatus
 from pandamon.filters import compile_selection
 from pandamon.queries import sites as reads
+from pandamon.queries.loops import loop_strip
 from pandamon.views._common import monitor_view, params_of, respond
 
 
@@ -15,7 +16,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=12)
     matrix = reads.dash_matrix(sel.since, sel.until)
+    loops = loop_strip()
     context = {
+        "loops": loops,
         "sel": sel,
         "params": params,
         "matrix": matrix,
@@ -27,6 +30,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         request,
         "pandamon/dash.html",
         context,
-        lambda: {"window": sel.window_label, "unknown_filters": sel.unknown, **matrix},
+        lambda: {"window": sel.window_label, "unknown_filters": sel.unknown, **matrix, "loops": loops},
         partial="dash-body",
     )
