@@ -19,6 +19,7 @@ from dispatcher.services.pilot_calls.messages import (
     ForeignJob,
     PilotUpdate,
     UpdateReply,
+    lease_matches,
 )
 from dispatcher.states import JobStatus
 
@@ -59,10 +60,10 @@ def jobs_pilot_update_bulk(
 def job_update_diagnose(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply:
     """The answer to an update whose fence did not match: ForeignJob (403) for another queue's job;
     a duplicate of an ended attempt is fine; anything else (unknown job, stale attempt or lease,
-    killed job) is told to die."""
+    killed job, an update without the lease its queue requires) is told to die."""
     row = (
         Job.objects.filter(pandaid=update.pandaid)
-        .values("jobstatus", "attemptnr", "lease", "queue_id")
+        .values("jobstatus", "attemptnr", "lease", "queue_id", "queue__require_lease")
         .first()
     )
     if row is None:
@@ -70,12 +71,14 @@ def job_update_diagnose(update: PilotUpdate, queues: frozenset[str] | None) -> U
     queue = str(row["queue_id"] or "")
     if queues is not None and queue not in queues:
         raise ForeignJob(update.pandaid, queue)
-    if row["attemptnr"] != update.attemptnr or (update.lease and row["lease"] != update.lease):
+    if row["attemptnr"] != update.attemptnr:
         return UpdateReply(
             command=KILL,
             status=row["jobstatus"],
             note=f"stale attempt {update.attemptnr} (current {row['attemptnr']})",
         )
+    if not lease_matches(row["lease"], row["queue__require_lease"], update.lease):
+        return UpdateReply(command=KILL, status=row["jobstatus"], note="the lease is not this attempt's")
     if row["jobstatus"] in (JobStatus.FINISHED, JobStatus.FAILED):
         return UpdateReply(command=None, status=row["jobstatus"], note="duplicate update of an ended attempt")
     return UpdateReply(command=KILL, status=row["jobstatus"], note=f"job is {row['jobstatus']}")

@@ -51,6 +51,10 @@ assert update("running").status == "running"
 assert update("starting").status == "running"  # never backwards
 assert update("running", attemptnr=5).command == "tobekilled"
 assert update("running", lease="x" * 32).command == "tobekilled"
+unleased = {f.attname: getattr(Job.objects.get(pk=first["pandaid"]), f.attname) for f in Job._meta.concrete_fields}
+assert update("running", lease="").command == "tobekilled"  # the queue requires the lease
+assert update("finished", lease="").command == "tobekilled"
+assert {f.attname: getattr(Job.objects.get(pk=first["pandaid"]), f.attname) for f in Job._meta.concrete_fields} == unleased
 assert update("finished").status == "finished"
 assert update("finished").command is None  # duplicate
 assert JobAttempt.objects.filter(job_id=first["pandaid"]).count() == 1
@@ -73,7 +77,8 @@ print("SUBMIT " + json.dumps(submission_scenario(), default=str))
 
 def bulk_scenario() -> dict[str, Any]:
     """Dispatch, then one update_jobs_bulk mixing heartbeats (one job twice: its last update
-    counts), a finished job reported twice, a failed attempt, a stale lease and an unknown job;
+    counts), a finished job reported twice, a failed attempt, a stale lease, an unknown job and
+    updates without the lease the queue requires;
     returns what a pilot and the monitor would see, with pandaids replaced by their rank."""
     from dispatcher.models import Job, JobAttempt, JobStatusLog, Queue, Site
     from dispatcher.queries import task_state_counts
@@ -108,6 +113,9 @@ def bulk_scenario() -> dict[str, Any]:
             up(d, "failed", errors={"piloterrorcode": 1099}),  # not retried
             up(e, "running", lease="x" * 32),
             PilotUpdate(pandaid=-1, status="running", attemptnr=1),
+            up(b, "finished", lease=""),  # BULK_Q requires the lease
+            up(b, "failed", lease=""),
+            up(e, "running", lease=""),
         ],
         queues=None,
     )
@@ -151,10 +159,12 @@ def test_a_bulk_update_means_the_same_on_postgresql_and_sqlite(on_sqlite: dict[s
         "activated": 1,
     }
     assert [r[1] for r in postgresql["replies"]] == [
-        "starting", "starting", "holding", "finished", "finished", "failed", "sent", ""
+        "starting", "starting", "holding", "finished", "finished", "failed", "sent", "",
+        "holding", "holding", "sent",
     ]  # fmt: skip
     assert postgresql["replies"][4][2] == "duplicate update of an ended attempt"
     assert postgresql["replies"][6][0] == postgresql["replies"][7][0] == "tobekilled"
+    assert {r[0] for r in postgresql["replies"][8:]} == {"tobekilled"}
 
 
 def submission_scenario() -> dict[str, Any]:
