@@ -110,6 +110,7 @@ def job_attempt_end(
         endtime=endtime,
         retry_action=decision.action if decision else "",
         retry_reason=decision.reason[:300] if decision else "",
+        lease=job.lease,
         **{k: metrics.get(k, getattr(job, k)) for k in METRIC_FIELDS - {"actual_cores"}},
         **errors,
     )
@@ -121,7 +122,7 @@ def job_attempt_end(
             cause=cause,
             fields={"endtime": endtime, **errors, **metrics},
         )
-        released = _release_children(pandaid)
+        released = job_children_release(pandaid)
         final = JobStatus.FINISHED
     elif decision is not None and decision.retries:
         fields: dict[str, Any] = {
@@ -183,7 +184,7 @@ def job_attempt_end(
     )
 
 
-def _release_children(pandaid: int) -> int:
+def job_children_release(pandaid: int) -> int:
     """Decrement the children's pending_parents; returns how many reached zero.
 
     Children are locked in pandaid order first (two parents finishing at once then lock their shared

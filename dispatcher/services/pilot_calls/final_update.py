@@ -121,11 +121,11 @@ upd AS (
 attempt AS (
   INSERT INTO dispatcher_jobattempt (job_id, attemptnr, jobstatus, computingsite, node, pilot_id,
     worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb, walltime_s,
-    {errors}, {server_errors}, retry_action, retry_reason, dispatched_at, starttime, endtime)
+    {errors}, {server_errors}, retry_action, retry_reason, dispatched_at, starttime, endtime, lease)
   SELECT pandaid, attemptnr, 'finished', COALESCE(computingsite, ''), modificationhost, pilot_id,
     worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb,
     EXTRACT(EPOCH FROM (endtime - starttime))::float8, {errors}, {server_empty}, '', '',
-    dispatched_at, starttime, endtime
+    dispatched_at, starttime, endtime, lease
   FROM upd),
 logged AS (
   INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
