@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from dispatcher.loops import watcher_one_batch
+from dispatcher.loops import rollup_one_batch, watcher_one_batch
 from dispatcher.models import Job, JobAttempt, JobDependency, JobStatusLog, Queue, Task
 from dispatcher.queries import task_state_counts
 from dispatcher.services.pilot_calls import (
@@ -226,3 +226,22 @@ def test_a_report_after_an_attempt_the_pilot_failed_itself_is_refused() -> None:
 
     assert (reply.status, reply.note) == ("failed", "duplicate update of an ended attempt")
     assert _rows({"job": job}) == before
+
+
+def test_a_task_the_rollup_ended_failed_is_done_after_the_late_report() -> None:
+    queue = QueueFactory(name="LATE_Q")
+    task: Task = TaskFactory(max_attempts=1)
+    start = timezone.now() - dt.timedelta(hours=2)
+    job = JobFactory(
+        task=task, jobstatus=JobStatus.RUNNING, queue=queue, lease=LEASE, starttime=start, heartbeat_at=start
+    )
+    watcher_one_batch(now=timezone.now() + dt.timedelta(days=1))
+    rollup_one_batch()
+    task.refresh_from_db()
+    assert task.status == "failed" and task.workflow.status == "failed"
+
+    assert _report(job).status == "finished"
+    rollup_one_batch()
+
+    task.refresh_from_db()
+    assert (task.status, task.workflow.status) == ("done", "done")

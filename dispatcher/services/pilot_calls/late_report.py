@@ -6,7 +6,8 @@ attempt N + 1) or failed for good at attempt N — the payload's result wins ins
 again: attempt N's row becomes `finished` with the report's data, the job is finished at attempt
 N (its status log says it was reconciled from a late report, counters and change feed move like
 any transition), and its children are released; after a final failure the descendants pruned
-because of it are brought back to `defined` (unless another parent of theirs failed too). Once a later attempt was dispatched, the report is refused
+because of it are brought back to `defined` (unless another parent of theirs failed too), and a
+task or workflow the rollup had ended is derived again. Once a later attempt was dispatched, the report is refused
 like any stale update (the caller answers `tobekilled`).
 
 The report passes the same fence as a live one, against attempt N's row: its queue among the
@@ -24,14 +25,14 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from dispatcher.models import Job, JobAttempt, JobDependency, Queue
+from dispatcher.models import Job, JobAttempt, JobDependency, Queue, Task, Workflow
 from dispatcher.queries import job_descendants
 from dispatcher.retry import ERROR_FIELDS
 from dispatcher.services.attempts import DIAG_MAX, job_children_release
 from dispatcher.services.pilot_calls.messages import METRIC_NAMES, PilotUpdate, UpdateReply, lease_matches
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.services.watcher import EC_LOST_HEARTBEAT
-from dispatcher.states import JobStatus
+from dispatcher.states import JobStatus, TaskStatus, WorkflowStatus
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ _WAITING_FOR_RETRY = (JobStatus.DEFINED, JobStatus.ACTIVATED)
 # A parent in one of these keeps its pruned children pruned.
 _BLOCKING = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.CLOSED, JobStatus.PRUNED)
 _ATTEMPT_METRICS = ("cpu_time_s", "max_rss_kb", "max_pss_kb")
+_REOPENED_TASK = (TaskStatus.DONE, TaskStatus.FINISHED, TaskStatus.FAILED)
+_REOPENED_WORKFLOW = (WorkflowStatus.DONE, WorkflowStatus.FINISHED, WorkflowStatus.FAILED)
 
 
 def job_late_finish_reconcile(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply | None:
@@ -51,7 +54,7 @@ def job_late_finish_reconcile(update: PilotUpdate, queues: frozenset[str] | None
         job = (
             Job.objects.select_for_update()
             .filter(pandaid=update.pandaid)
-            .values("jobstatus", "attemptnr", "workflow_id")
+            .values("jobstatus", "attemptnr", "task_id", "workflow_id")
             .first()
         )
         n = update.attemptnr
@@ -76,6 +79,7 @@ def job_late_finish_reconcile(update: PilotUpdate, queues: frozenset[str] | None
         if not lease_matches(attempt.lease, require, update.lease):
             return None
         _reconcile(update, attempt, previous=job["jobstatus"], previous_attempt=job["attemptnr"])
+        _task_reopen(job["task_id"], job["workflow_id"])
     return UpdateReply(command=None, status=JobStatus.FINISHED, note="reconciled from a late report")
 
 
@@ -154,6 +158,18 @@ def _reconcile(update: PilotUpdate, attempt: JobAttempt, *, previous: str, previ
             "released": released,
             "unpruned": len(unpruned),
         },
+    )
+
+
+def _task_reopen(task_id: int, workflow_id: int) -> None:
+    """A task or workflow the rollup had ended (done, finished, failed) is derived again from its
+    new counts: back to running until the next rollup; aborted and cancelled ones stay."""
+    now = timezone.now()
+    Task.objects.filter(pk=task_id, status__in=_REOPENED_TASK).update(
+        status=TaskStatus.RUNNING, ended_at=None, modified_at=now
+    )
+    Workflow.objects.filter(pk=workflow_id, status__in=_REOPENED_WORKFLOW).update(
+        status=WorkflowStatus.RUNNING, ended_at=None, modified_at=now
     )
 
 
