@@ -245,3 +245,31 @@ def test_a_task_the_rollup_ended_failed_is_done_after_the_late_report() -> None:
 
     task.refresh_from_db()
     assert (task.status, task.workflow.status) == ("done", "done")
+
+
+@pytest.mark.parametrize("api", ["legacy", "v1-bulk"])
+def test_a_late_report_through_the_protocol(api: str) -> None:
+    from core.services import token_create
+    from tests.dispatcher.protocol.conftest import Pilot
+
+    w = _world(max_attempts=3)
+    pilot = Pilot(token_create(username="fleet", role="pilot", queues=["LATE_Q"]))
+    pandaid = w["parent"].pandaid
+    if api == "legacy":
+        form = {
+            "jobId": pandaid,
+            "state": "finished",
+            "attemptNr": 1,
+            "lease": LEASE,
+            "cpuConsumptionTime": 42,
+        }
+        command = pilot.form("/server/panda/updateJob", form).json()["command"]
+    else:
+        entry = {"job_id": pandaid, "job_status": "finished", "attempt_nr": 1, "lease": LEASE}
+        [reply] = pilot.json("/api/v1/pilot/update_jobs_bulk", {"job_list": [entry]}).json()["data"]
+        command = reply["data"]["command"]
+
+    assert command in ("NULL", None)
+    assert Job.objects.get(pk=pandaid).jobstatus == "finished"
+    assert Job.objects.get(pk=w["child"].pk).pending_parents == 0
+    _assert_counters_and_feed_exact(w["parent"].task_id)
