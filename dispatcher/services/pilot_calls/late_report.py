@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -48,21 +48,13 @@ _REOPENED_WORKFLOW = (WorkflowStatus.DONE, WorkflowStatus.FINISHED, WorkflowStat
 def job_late_finish_reconcile(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply | None:
     """Finish the job from a late `finished` report of an attempt the watcher failed for a lost
     heartbeat, if no later attempt has started; None (nothing written) otherwise."""
-    if update.status != JobStatus.FINISHED:
-        return None
+    if update.status != JobStatus.FINISHED or not _waiting(Job.objects.all(), update):
+        return None  # the common miss (a duplicate, a stale pilot) costs one read, no lock
     with transaction.atomic():
-        job = (
-            Job.objects.select_for_update()
-            .filter(pandaid=update.pandaid)
-            .values("jobstatus", "attemptnr", "task_id", "workflow_id")
-            .first()
-        )
-        n = update.attemptnr
-        if job is None or not (
-            (job["attemptnr"] == n and job["jobstatus"] == JobStatus.FAILED)
-            or (job["attemptnr"] == n + 1 and job["jobstatus"] in _WAITING_FOR_RETRY)
-        ):
+        job = _waiting(Job.objects.select_for_update(), update)
+        if job is None:
             return None
+        n = update.attemptnr
         attempt = (
             JobAttempt.objects.select_for_update()
             .filter(
@@ -81,6 +73,21 @@ def job_late_finish_reconcile(update: PilotUpdate, queues: frozenset[str] | None
         _reconcile(update, attempt, previous=job["jobstatus"], previous_attempt=job["attemptnr"])
         _task_reopen(job["task_id"], job["workflow_id"])
     return UpdateReply(command=None, status=JobStatus.FINISHED, note="reconciled from a late report")
+
+
+def _waiting(jobs: QuerySet[Job], update: PilotUpdate) -> dict[str, Any] | None:
+    """The job's row if it is at the report's attempt and failed, or one attempt later and not
+    dispatched yet; else None."""
+    n = update.attemptnr
+    job = (
+        jobs.filter(pandaid=update.pandaid).values("jobstatus", "attemptnr", "task_id", "workflow_id").first()
+    )
+    if job is None or not (
+        (job["attemptnr"] == n and job["jobstatus"] == JobStatus.FAILED)
+        or (job["attemptnr"] == n + 1 and job["jobstatus"] in _WAITING_FOR_RETRY)
+    ):
+        return None
+    return dict(job)
 
 
 def _reconcile(update: PilotUpdate, attempt: JobAttempt, *, previous: str, previous_attempt: int) -> None:
