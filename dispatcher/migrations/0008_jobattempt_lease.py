@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
             name="lease",
             field=models.CharField(
                 blank=True,
-                help_text="The lease of the attempt's dispatch: a late final report must echo it.",
+                help_text="A failed attempt's dispatch lease: a late finished report must echo it.",
                 max_length=32,
             ),
         ),

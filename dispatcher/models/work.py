@@ -301,7 +301,7 @@ class JobAttempt(models.Model):
     lease = models.CharField(
         max_length=32,
         blank=True,
-        help_text="The lease of the attempt's dispatch: a late final report must echo it.",
+        help_text="A failed attempt's dispatch lease: a late finished report must echo it.",
     )
 
     class Meta:

@@ -110,7 +110,9 @@ def job_attempt_end(
         endtime=endtime,
         retry_action=decision.action if decision else "",
         retry_reason=decision.reason[:300] if decision else "",
-        lease=job.lease,
+        # A failed attempt keeps its dispatch's lease: a late `finished` report must echo it
+        # (pilot_calls.late_report); a finished one needs none.
+        lease=job.lease if status == JobStatus.FAILED else "",
         **{k: metrics.get(k, getattr(job, k)) for k in METRIC_FIELDS - {"actual_cores"}},
         **errors,
     )

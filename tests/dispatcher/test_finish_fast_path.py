@@ -182,6 +182,7 @@ def test_the_fast_path_writes_what_job_attempt_end_writes() -> None:
     assert fast["replies"][11] == ("tobekilled", "running", "the lease is not this attempt's")
     assert fast["job:unleased"]["jobstatus"] == "running" and fast["attempts:unleased"] == []
     assert len(fast["job:sent"]["exeerrordiag"]) == 500
+    assert fast["attempts:plain"][0]["lease"] == ""  # only a failed attempt keeps its lease
     # One statement for the six finished jobs, one diagnosis read per update it did not fence in.
     finishes = [q for q in queries if "dispatcher_jobattempt" in q["sql"]]
     assert len(finishes) == 1

@@ -128,7 +128,12 @@ def _assert_reconciled(w: dict[str, Job]) -> None:
     assert (parent.cpu_time_s, parent.max_rss_kb, parent.node, parent.worker_id) == (42.0, 1234, "wn01", 7)
     [attempt] = JobAttempt.objects.filter(job=parent)
     assert (attempt.attemptnr, attempt.jobstatus, attempt.jobdispatchererrorcode) == (1, "finished", 0)
-    assert (attempt.retry_action, attempt.cpu_time_s, attempt.max_rss_kb) == ("", 42.0, 1234)
+    assert (attempt.retry_action, attempt.cpu_time_s, attempt.max_rss_kb, attempt.lease) == (
+        "",
+        42.0,
+        1234,
+        "",
+    )
     assert attempt.endtime == parent.endtime and attempt.walltime_s and attempt.walltime_s > 3000
     last = JobStatusLog.objects.filter(job=parent).order_by("id").last()
     assert last is not None and (last.jobstatus, last.attemptnr) == ("finished", 1)

@@ -125,7 +125,7 @@ attempt AS (
   SELECT pandaid, attemptnr, 'finished', COALESCE(computingsite, ''), modificationhost, pilot_id,
     worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb,
     EXTRACT(EPOCH FROM (endtime - starttime))::float8, {errors}, {server_empty}, '', '',
-    dispatched_at, starttime, endtime, lease
+    dispatched_at, starttime, endtime, ''
   FROM upd),
 logged AS (
   INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)

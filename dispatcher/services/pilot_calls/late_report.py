@@ -120,6 +120,7 @@ def _reconcile(update: PilotUpdate, attempt: JobAttempt, *, previous: str, previ
     attempt.starttime, attempt.endtime = starttime, endtime
     attempt.walltime_s = (endtime - starttime).total_seconds()
     attempt.retry_action = attempt.retry_reason = ""
+    lease, attempt.lease = attempt.lease, ""  # a finished attempt keeps no lease
     attempt.save()
 
     n = attempt.attemptnr
@@ -137,7 +138,7 @@ def _reconcile(update: PilotUpdate, attempt: JobAttempt, *, previous: str, previ
         fields={
             "attemptnr": n,
             "queue_id": queue_id,
-            "lease": attempt.lease,
+            "lease": lease,
             "node": node,
             "pilot_id": pilot_id,
             "worker_id": attempt.worker_id,
