@@ -101,6 +101,7 @@ class QueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     "plugin",
                     "plugin_params",
                     "pilot_flavour",
+                    "require_lease",
                     "max_workers",
                     "max_queued_workers",
                     "heartbeat_timeout_s",

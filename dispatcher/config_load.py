@@ -12,7 +12,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from dispatcher.models import Queue, ResourceType, Site
+from dispatcher.models import PilotFlavour, Queue, ResourceType, Site
 
 
 class ConfigInvalid(ValueError):
@@ -80,6 +80,9 @@ def queues_load(document: Mapping[str, Any]) -> dict[str, int]:
             raise ConfigInvalid(f"{where}: site {site_name!r} is not defined")
         rt_names = data.pop("resource_types", None)
         queue = Queue.objects.filter(name=data["name"]).first() or Queue()
+        if data.get("pilot_flavour") == PilotFlavour.PANDA:
+            # The real PanDA pilot does not echo the lease; a file may still say otherwise.
+            data.setdefault("require_lease", False)
         queue.site = queue_site
         for key, value in data.items():
             setattr(queue, key, value)

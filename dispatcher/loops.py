@@ -21,14 +21,13 @@ from dispatcher.models import Job, Queue
 from dispatcher.services.janitor import jobs_archive, payload_logs_trim
 from dispatcher.services.rollup import statuses_rollup
 from dispatcher.services.transitions import task_counts_fold
-from dispatcher.services.watcher import job_fail_silent
+from dispatcher.services.watcher import (
+    EC_HOLDING_TIMEOUT,
+    EC_LOST_HEARTBEAT,
+    EC_SEND_TIMEOUT,
+    job_fail_silent,
+)
 from dispatcher.states import JobStatus
-
-# jobdispatchererrorcode values the watcher sets (PanDA's EC_* of jobdispatcher/Watcher.py).
-EC_LOST_HEARTBEAT = 100
-EC_SEND_TIMEOUT = 102
-EC_HOLDING_TIMEOUT = 103
-
 
 # --- watcher ----------------------------------------------------------------------------------
 

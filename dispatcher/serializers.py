@@ -217,6 +217,7 @@ class QueueSerializer(serializers.ModelSerializer[Queue]):
             "resource_types",
             "plugin",
             "pilot_flavour",
+            "require_lease",
             "max_workers",
             "max_queued_workers",
             "description",

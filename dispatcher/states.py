@@ -40,16 +40,19 @@ _J = JobStatus
 # * a pilot may skip `starting` and report `running` or even the final state straight from `sent`;
 # * a failed attempt that may be retried goes back to `defined` with attemptnr + 1;
 # * any non-final state may be cancelled (user), closed (superseded) or pruned (a parent failed);
-# * restart takes failed / cancelled / pruned back to `defined`.
+# * restart takes failed / cancelled / pruned back to `defined`;
+# * a late `finished` report of an attempt the watcher failed for a lost heartbeat, before any
+#   later attempt was dispatched, finishes the job from `defined`, `activated` (waiting for the
+#   retry) or `failed` (no retry left): `pilot_calls.late_report`.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    _J.DEFINED: frozenset({_J.ACTIVATED}),
-    _J.ACTIVATED: frozenset({_J.SENT, _J.DEFINED}),
+    _J.DEFINED: frozenset({_J.ACTIVATED, _J.FINISHED}),
+    _J.ACTIVATED: frozenset({_J.SENT, _J.DEFINED, _J.FINISHED}),
     _J.SENT: frozenset({_J.STARTING, _J.RUNNING, _J.HOLDING, _J.FINISHED, _J.FAILED, _J.DEFINED}),
     _J.STARTING: frozenset({_J.RUNNING, _J.HOLDING, _J.FINISHED, _J.FAILED, _J.DEFINED}),
     _J.RUNNING: frozenset({_J.HOLDING, _J.FINISHED, _J.FAILED, _J.DEFINED}),
     _J.HOLDING: frozenset({_J.FINISHED, _J.FAILED, _J.DEFINED}),
     _J.FINISHED: frozenset(),
-    _J.FAILED: frozenset({_J.DEFINED}),
+    _J.FAILED: frozenset({_J.DEFINED, _J.FINISHED}),
     _J.CANCELLED: frozenset({_J.DEFINED}),
     _J.CLOSED: frozenset(),
     _J.PRUNED: frozenset({_J.DEFINED}),

@@ -101,6 +101,13 @@ class Queue(models.Model):
         blank=True,
         help_text="Seconds without heartbeat before a job is lost (default: AILURO_HEARTBEAT_TIMEOUT).",
     )
+    require_lease = models.BooleanField(
+        default=True,
+        help_text=(
+            "Pilot updates must echo the lease of their dispatch; off only for queues served by the "
+            "real PanDA pilot, which does not echo it (then the attempt number alone fences)."
+        ),
+    )
     description = models.CharField(max_length=200, blank=True)
 
     class Meta:

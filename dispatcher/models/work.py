@@ -298,6 +298,11 @@ class JobAttempt(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     starttime = models.DateTimeField(null=True, blank=True)
     endtime = models.DateTimeField()
+    lease = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="A failed attempt's dispatch lease: a late finished report must echo it.",
+    )
 
     class Meta:
         ordering = ["job", "attemptnr"]

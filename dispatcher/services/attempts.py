@@ -115,6 +115,9 @@ def job_attempt_end(
         endtime=endtime,
         retry_action=decision.action if decision else "",
         retry_reason=decision.reason[:300] if decision else "",
+        # A failed attempt keeps its dispatch's lease: a late `finished` report must echo it
+        # (pilot_calls.late_report); a finished one needs none.
+        lease=job.lease if status == JobStatus.FAILED else "",
         **{k: metrics.get(k, getattr(job, k)) for k in METRIC_FIELDS - {"actual_cores"}},
         **errors,
     )
@@ -126,7 +129,7 @@ def job_attempt_end(
             cause=cause,
             fields={"endtime": endtime, **errors, **metrics},
         )
-        released = _release_children(pandaid)
+        released = job_children_release(pandaid)
         final = JobStatus.FINISHED
     elif decision is not None and decision.retries:
         fields: dict[str, Any] = {
@@ -211,7 +214,7 @@ def _longest_queue_walltime_s() -> int:
     return int(longest or 0)
 
 
-def _release_children(pandaid: int) -> int:
+def job_children_release(pandaid: int) -> int:
     """Decrement the children's pending_parents; returns how many reached zero.
 
     Children are locked in pandaid order first (two parents finishing at once then lock their shared

@@ -12,6 +12,11 @@ from dispatcher.models import Job
 from dispatcher.services.attempts import job_attempt_end
 from dispatcher.states import JobStatus
 
+# jobdispatchererrorcode values the watcher sets (PanDA's EC_* of jobdispatcher/Watcher.py).
+EC_LOST_HEARTBEAT = 100
+EC_SEND_TIMEOUT = 102
+EC_HOLDING_TIMEOUT = 103
+
 
 @transaction.atomic
 def job_fail_silent(

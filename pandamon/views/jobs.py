@@ -142,7 +142,10 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
             "job": {
                 f.attname: getattr(job, f.attname) for f in Job._meta.concrete_fields if f.attname != "lease"
             },
-            "attempts": [{k: v for k, v in a.__dict__.items() if not k.startswith("_")} for a in attempts],
+            "attempts": [
+                {k: v for k, v in a.__dict__.items() if not k.startswith("_") and k != "lease"}
+                for a in attempts
+            ],
             "status_history": [
                 {
                     "time": h.time,

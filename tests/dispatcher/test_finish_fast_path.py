@@ -42,8 +42,9 @@ _JOB_SKIP = {
 _ATTEMPT_SKIP = {"id", "job", "endtime", "starttime", "walltime_s"}
 
 
-def _world(queue: Queue, other_queue: Queue) -> dict[str, Job]:
-    """Running jobs in every situation a final update meets, and their children."""
+def _world(queue: Queue, other_queue: Queue, panda_queue: Queue) -> dict[str, Job]:
+    """Running jobs in every situation a final update meets, and their children. `queue` requires
+    the lease, `panda_queue` (the real PanDA pilot's) does not."""
     task = TaskFactory()
 
     def running(**kw: Any) -> Job:
@@ -68,12 +69,13 @@ def _world(queue: Queue, other_queue: Queue) -> dict[str, Job]:
         "no_start": running(starttime=None, jobstatus=JobStatus.STARTING),
         "sent": running(jobstatus=JobStatus.SENT, starttime=None, node=""),
         "parent_a": running(),
-        "parent_b": running(),
+        "parent_b": running(queue=panda_queue),
         "lone_parent": running(),
         "stale": running(attemptnr=2),
         "foreign": running(queue=other_queue),
         "done": JobFactory(task=task, jobstatus=JobStatus.FINISHED, queue=queue, lease="lease-a"),
         "holding": running(jobstatus=JobStatus.HOLDING),
+        "unleased": running(),
     }
     # shared: two parents finishing in the same batch; single: released by lone_parent; later:
     # a child with one more parent still to finish.
@@ -104,13 +106,14 @@ def _updates(w: dict[str, Job]) -> list[PilotUpdate]:
         fin("no_start", starttime=T0 - dt.timedelta(minutes=5), endtime=end, pilot_id="pilot-2"),
         fin("sent", errors={"exeerrordiag": "warning: " + "x" * 600, "piloterrorcode": 0}, batch_id="b1"),
         fin("parent_a", endtime=end, metrics={"max_pss_kb": 900, "actual_cores": 1.5}),
-        fin("parent_b", endtime=end, lease=""),  # no lease echoed: attempt number alone fences
+        fin("parent_b", endtime=end, lease=""),  # no lease echoed, none required: the attempt fences
         fin("lone_parent", endtime=end, errors={"transexitcode": 0}),
         fin("stale", endtime=end),  # attempt 1 reported, the job is at attempt 2
         fin("foreign", endtime=end),
         fin("done", endtime=end),  # duplicate of an ended attempt
         PilotUpdate(pandaid=w["holding"].pandaid, status="finished", attemptnr=1, lease="wrong", endtime=end),
         fin("plain", endtime=end, metrics={"cpu_time_s": 600.0, "max_rss_kb": 1500000}, node="wn02"),
+        fin("unleased", endtime=end, lease=""),  # no lease echoed where one is required
     ]
 
 
@@ -153,8 +156,9 @@ def _snapshot(w: dict[str, Job], replies: list[UpdateReply | ForeignJob]) -> dic
 def test_the_fast_path_writes_what_job_attempt_end_writes() -> None:
     queue = QueueFactory(name="FAST_Q")
     other = QueueFactory(name="OTHER_Q")
-    fast_world, slow_world = _world(queue, other), _world(queue, other)
-    queues = frozenset({queue.name})
+    panda = QueueFactory(name="PANDA_Q", pilot_flavour="panda", require_lease=False)
+    fast_world, slow_world = _world(queue, other, panda), _world(queue, other, panda)
+    queues = frozenset({queue.name, panda.name})
 
     with CaptureQueriesContext(connection) as queries:
         fast_replies = jobs_pilot_update_bulk(updates=_updates(fast_world), queues=queues)
@@ -171,11 +175,14 @@ def test_the_fast_path_writes_what_job_attempt_end_writes() -> None:
     for key in slow:
         assert fast[key] == slow[key], key
     # And the comparison compared something: the outcomes the test was written for.
-    assert fast["counts"] == {"finished": 7, "running": 2, "defined": 3, "holding": 1}
+    assert fast["counts"] == {"finished": 7, "running": 3, "defined": 3, "holding": 1}
     assert [fast_world[n].pending_parents for n in ("shared", "single", "later")] == [0, 0, 1]
     assert fast["replies"][6][0] == "tobekilled" and fast["replies"][7][0] == "403"
     assert fast["replies"][10] == (None, "finished", "duplicate update of an ended attempt")
+    assert fast["replies"][11] == ("tobekilled", "running", "the lease is not this attempt's")
+    assert fast["job:unleased"]["jobstatus"] == "running" and fast["attempts:unleased"] == []
     assert len(fast["job:sent"]["exeerrordiag"]) == 500
+    assert fast["attempts:plain"][0]["lease"] == ""  # only a failed attempt keeps its lease
     # One statement for the six finished jobs, one diagnosis read per update it did not fence in.
     finishes = [q for q in queries if "dispatcher_jobattempt" in q["sql"]]
     assert len(finishes) == 1

@@ -67,3 +67,20 @@ def test_bad_files_are_refused_with_the_reason_and_load_nothing(
     assert message in str(err.value)
     assert list(Queue.objects.order_by("name").values_list("name", "max_rss_mb")) == before
     assert not Site.objects.filter(name="NEWSITE").exists()
+
+
+def test_queues_require_the_lease_except_the_real_panda_pilots(tmp_path: Path) -> None:
+    call_command("load_queues", str(DEMO))
+    doc = tmp_path / "q.yaml"
+    doc.write_text(
+        "queues:\n"
+        "  - {name: P3, site: SLAC, pilot_flavour: panda}\n"
+        "  - {name: P3_STRICT, site: SLAC, pilot_flavour: panda, require_lease: true}\n"
+        "  - {name: OURS, site: SLAC}\n"
+    )
+
+    call_command("load_queues", str(doc))
+
+    required = dict(Queue.objects.values_list("name", "require_lease"))
+    assert (required["P3"], required["P3_STRICT"], required["OURS"]) == (False, True, True)
+    assert required["SLAC_Rubin_Medium"] is True

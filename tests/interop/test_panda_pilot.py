@@ -230,7 +230,15 @@ def test_the_real_panda_pilot_runs_finishes_fails_and_is_killed(server: str, tmp
     site = SiteFactory(name="INTEROP_SITE")
     names = {"ok": "INTEROP_OK", "fail": "INTEROP_FAIL", "kill": "INTEROP_KILL"}
     for name in names.values():
-        QueueFactory(name=name, site=site, max_rss_mb=64000, max_disk_mb=10**6)
+        # The real pilot does not echo the lease: its queues fence on the attempt number alone.
+        QueueFactory(
+            name=name,
+            site=site,
+            max_rss_mb=64000,
+            max_disk_mb=10**6,
+            pilot_flavour="panda",
+            require_lease=False,
+        )
     token = token_create(username="interop-pilots", role="pilot", queues=list(names.values()))
     task = TaskFactory()
     commands = {

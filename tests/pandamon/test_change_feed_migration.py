@@ -14,7 +14,7 @@ from django.db.migrations.executor import MigrationExecutor
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from pandamon import rollups
 from pandamon.models import ErrorSummary, JobSummary
-from tests.factories import JobAttemptFactory, JobFactory, QueueFactory, TaskFactory
+from tests.factories import JobFactory, QueueFactory, TaskFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
@@ -32,6 +32,20 @@ NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 def _migrate(targets: list[tuple[str, str]] | None) -> None:
     executor = MigrationExecutor(connection)
     executor.migrate(targets if targets is not None else executor.loader.graph.leaf_nodes())
+
+
+def _historical(model: str, targets: list[tuple[str, str]]) -> Any:
+    """The dispatcher model as the schema at `targets` has it (the current one may have columns
+    added by later migrations)."""
+    return MigrationExecutor(connection).loader.project_state(targets).apps.get_model("dispatcher", model)
+
+
+def _old_attempt(targets: list[tuple[str, str]], job: Any, **fields: Any) -> Any:
+    """A failed attempt, as JobAttemptFactory makes one, written with the schema at `targets`."""
+    attempt = _historical("JobAttempt", targets)
+    return attempt.objects.create(
+        job_id=job.pandaid, attemptnr=1, jobstatus="failed", queue=job.queue_id or "", **fields
+    )
 
 
 def _scalar(sql: str) -> Any:
@@ -61,8 +75,9 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
     try:
         _migrate(BEFORE)
         assert {"pandamon_job_summary_update", "pandamon_error_summary_insert"} <= _triggers()
+        site = _historical("Site", BEFORE).objects.create(name="SITE_CF", region="US")
         for name in ("Q_A", "Q_B"):
-            QueueFactory(name=name)
+            _historical("Queue", BEFORE).objects.create(name=name, site_id=site.pk, max_rss_mb=8000)
         task = TaskFactory()
         jobs = [
             JobFactory(task=task, jobstatus="defined", statechangetime=NOW - timedelta(minutes=37 * i))
@@ -83,8 +98,9 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
                 cause="test",
                 fields={"queue_id": ("Q_A", "Q_B")[i % 2], "statechangetime": NOW - timedelta(minutes=7 * i)},
             )
-        JobAttemptFactory(
-            job=jobs[0],
+        _old_attempt(
+            BEFORE,
+            jobs[0],
             endtime=NOW - timedelta(minutes=90),
             piloterrorcode=1201,
             piloterrordiag="Lost heartbeat from wn7 after 7200 s",
@@ -96,8 +112,12 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         # The engine's triggers are on, the monitor's still too: every write is recorded twice.
         _migrate(BOTH_TRIGGERS)
         job_transition(pandaid=jobs[4].pandaid, to="cancelled", cause="test", fields={"statechangetime": NOW})
-        JobAttemptFactory(
-            job=jobs[1], endtime=NOW - timedelta(minutes=20), exeerrorcode=137, exeerrordiag="Payload killed"
+        _old_attempt(
+            BOTH_TRIGGERS,
+            jobs[1],
+            endtime=NOW - timedelta(minutes=20),
+            exeerrorcode=137,
+            exeerrordiag="Payload killed",
         )
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 2
         assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == unfolded + 2

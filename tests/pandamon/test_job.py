@@ -28,6 +28,7 @@ def test_job_json_has_status_history_and_attempts(client, world: World) -> None:
     assert [a["attemptnr"] for a in data["attempts"]] == [1, 2]
     assert data["job"]["max_rss_kb"] == 1_500_000
     assert "lease" not in data["job"]
+    assert all("lease" not in a for a in data["attempts"])  # an ended attempt's lease fences late reports
 
 
 def test_log_tail_returns_only_new_chunks_and_keeps_polling_while_running(client, world: World) -> None:

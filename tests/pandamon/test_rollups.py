@@ -240,12 +240,13 @@ def test_heartbeats_add_no_delta_rows() -> None:
     from dispatcher.services.pilot_calls.heartbeat import heartbeat_statement
 
     queue = QueueFactory(name="Q_A")
-    job = JobFactory(jobstatus="running", queue_id=queue.name, statechangetime=NOW, attemptnr=1)
+    job = JobFactory(jobstatus="running", queue_id=queue.name, statechangetime=NOW, attemptnr=1, lease="l1")
     before = JobChange.objects.count()
     update = PilotUpdate(
         pandaid=job.pandaid,
         status="running",
         attemptnr=1,
+        lease="l1",
         node="wn1.example.org",
         pilot_id="pilot-1",
         batch_id="42",

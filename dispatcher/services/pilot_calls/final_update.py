@@ -8,7 +8,9 @@ deltas, and the DAG (children released, or descendants pruned after a final fail
 * PostgreSQL, `finished`: every write of `job_attempt_end` for a successful attempt, for the whole
   batch, in ONE prepared statement (docs/decisions/0004) instead of sixteen round trips:
 
-  1. `cur`: lock the fenced rows (pandaid + attemptnr + lease + queue, in flight) in pandaid order;
+  1. `cur`: lock the fenced rows (pandaid + attemptnr + lease + queue, in flight; the lease as
+     `messages.lease_matches` wants it, read from the queue's `require_lease` in the same
+     statement) in pandaid order;
   2. `upd`: the job becomes `finished` with its end time, metrics and errors (start time, node,
      pilot and batch ids filled in when the pilot sends them);
   3. `attempt`, `logged`, `counted`: the JobAttempt row, the JobStatusLog row and the counter deltas;
@@ -103,8 +105,9 @@ def _build_sql() -> str:
 WITH u AS (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS u({record})),
 cur AS (
   SELECT j.pandaid, j.jobstatus AS prev, u.* FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
+  LEFT JOIN dispatcher_queue AS q ON q.name = j.computingsite
   WHERE j.pandaid = ANY(%(ids)s::bigint[]) AND j.jobstatus = ANY(%(in_flight)s::text[])
-    AND j.attemptnr = u.attempt AND (u.lease = '' OR j.lease = u.lease)
+    AND j.attemptnr = u.attempt AND CASE u.lease WHEN '' THEN q.require_lease IS NOT TRUE ELSE j.lease = u.lease END
     AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
   ORDER BY j.pandaid FOR UPDATE OF j),
 upd AS (
@@ -118,11 +121,11 @@ upd AS (
 attempt AS (
   INSERT INTO dispatcher_jobattempt (job_id, attemptnr, jobstatus, computingsite, node, pilot_id,
     worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb, walltime_s,
-    {errors}, {server_errors}, retry_action, retry_reason, dispatched_at, starttime, endtime)
+    {errors}, {server_errors}, retry_action, retry_reason, dispatched_at, starttime, endtime, lease)
   SELECT pandaid, attemptnr, 'finished', COALESCE(computingsite, ''), modificationhost, pilot_id,
     worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb,
     EXTRACT(EPOCH FROM (endtime - starttime))::float8, {errors}, {server_empty}, '', '',
-    dispatched_at, starttime, endtime
+    dispatched_at, starttime, endtime, ''
   FROM upd),
 logged AS (
   INSERT INTO dispatcher_jobstatuslog (job_id, attemptnr, jobstatus, previous, time, cause)
@@ -262,10 +265,18 @@ def job_final_update_generic(update: PilotUpdate, queues: frozenset[str] | None)
     oracle of FINISH_SQL."""
     with transaction.atomic():
         row = (
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .filter(pandaid=update.pandaid)
             .values(
-                "jobstatus", "attemptnr", "lease", "queue_id", "starttime", "node", "pilot_id", "batch_id"
+                "jobstatus",
+                "attemptnr",
+                "lease",
+                "queue_id",
+                "queue__require_lease",
+                "starttime",
+                "node",
+                "pilot_id",
+                "batch_id",
             )
             .first()
         )

@@ -103,9 +103,10 @@ WITH u AS ({updates}), cur AS (
            CASE j.jobstatus WHEN 'sent' THEN 0 WHEN 'starting' THEN 1 WHEN 'running' THEN 2 ELSE 3 END AS prev_rank,
            u.*
     FROM dispatcher_job AS j JOIN u ON j.pandaid = u.id
+    LEFT JOIN dispatcher_queue AS q ON q.name = j.computingsite
     WHERE {by_key} AND j.jobstatus = ANY(%(in_flight)s::text[])
       AND j.attemptnr = u.attempt
-      AND (u.lease = '' OR j.lease = u.lease)
+      AND CASE u.lease WHEN '' THEN q.require_lease IS NOT TRUE ELSE j.lease = u.lease END
       AND (%(any_queue)s OR j.computingsite = ANY(%(queues)s))
     ORDER BY j.pandaid
     FOR UPDATE OF j
@@ -180,9 +181,9 @@ def _jobs_heartbeat_generic(updates: Sequence[PilotUpdate], queues: frozenset[st
     status: dict[int, str] = {}
     for update in sorted(updates, key=lambda u: u.pandaid):  # rows locked in pandaid order, as above
         row = (
-            Job.objects.select_for_update()
+            Job.objects.select_for_update(of=("self",))
             .filter(pandaid=update.pandaid)
-            .values("jobstatus", "attemptnr", "lease", "queue_id", "starttime")
+            .values("jobstatus", "attemptnr", "lease", "queue_id", "queue__require_lease", "starttime")
             .first()
         )
         if row is None or not fence_matches(row, update, queues):

@@ -83,13 +83,21 @@ class ForeignJob(Exception):
         super().__init__(f"job {pandaid} belongs to queue {queue!r}, which this pilot token is not bound to")
 
 
+def lease_matches(row_lease: str, require_lease: bool | None, update_lease: str) -> bool:
+    """The lease part of the fence: an echoed lease must be the job's; none echoed passes only on a
+    queue that does not require it (the real PanDA pilot's; `require_lease` None: the job has no
+    queue). The statements of this package test the same in SQL."""
+    return row_lease == update_lease if update_lease else not require_lease
+
+
 def fence_matches(row: Mapping[str, Any], update: PilotUpdate, queues: frozenset[str] | None) -> bool:
-    """Whether `update` may write the job `row` (jobstatus, attemptnr, lease, queue_id): the job is
-    in flight at the update's attempt, with its lease when the pilot echoes one, in a queue of the
-    pilot's token (`queues` None: any). The statements of this package test the same in SQL."""
+    """Whether `update` may write the job `row` (jobstatus, attemptnr, lease, queue_id and the
+    queue's require_lease as `queue__require_lease`): the job is in flight at the update's attempt,
+    with its lease (`lease_matches`), in a queue of the pilot's token (`queues` None: any). The
+    statements of this package test the same in SQL."""
     return (
         row["jobstatus"] in JOB_ACTIVE
         and row["attemptnr"] == update.attemptnr
-        and (not update.lease or row["lease"] == update.lease)
+        and lease_matches(row["lease"], row["queue__require_lease"], update.lease)
         and (queues is None or str(row["queue_id"]) in queues)
     )

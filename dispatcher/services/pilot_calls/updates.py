@@ -3,7 +3,8 @@ heartbeat or the final update) and answer the ones that wrote nothing.
 
 One path for one update and for a bulk: a single update is a batch of one. A batch applies its
 heartbeats first (`heartbeat.jobs_heartbeat`, one statement on PostgreSQL), then its final updates
-(`final_update.jobs_final_update`); an update whose fence did not match is diagnosed alone.
+(`final_update.jobs_final_update`); an update whose fence did not match is diagnosed alone, after a
+`finished` one had its chance as a late report (`late_report.job_late_finish_reconcile`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from collections.abc import Sequence
 from dispatcher.models import Job
 from dispatcher.services.pilot_calls.final_update import jobs_final_update
 from dispatcher.services.pilot_calls.heartbeat import jobs_heartbeat
+from dispatcher.services.pilot_calls.late_report import job_late_finish_reconcile
 from dispatcher.services.pilot_calls.messages import (
     KILL,
     PILOT_FINAL,
     ForeignJob,
     PilotUpdate,
     UpdateReply,
+    lease_matches,
 )
 from dispatcher.states import JobStatus
 
@@ -46,6 +49,8 @@ def jobs_pilot_update_bulk(
                 replies[i] = reply
     out: list[UpdateReply | ForeignJob] = []
     for update, reply in zip(updates, replies, strict=True):
+        if reply is None and update.status == JobStatus.FINISHED:
+            reply = job_late_finish_reconcile(update, queues)
         if reply is None:
             try:
                 reply = job_update_diagnose(update, queues)
@@ -57,25 +62,28 @@ def jobs_pilot_update_bulk(
 
 
 def job_update_diagnose(update: PilotUpdate, queues: frozenset[str] | None) -> UpdateReply:
-    """The answer to an update whose fence did not match: ForeignJob (403) for another queue's job;
+    """The answer to an update whose fence did not match: ForeignJob (403) for another queue's job
+    (a job waiting for brokerage has none: a retried job's former pilot is told to die);
     a duplicate of an ended attempt is fine; anything else (unknown job, stale attempt or lease,
-    killed job) is told to die."""
+    killed job, an update without the lease its queue requires) is told to die."""
     row = (
         Job.objects.filter(pandaid=update.pandaid)
-        .values("jobstatus", "attemptnr", "lease", "queue_id")
+        .values("jobstatus", "attemptnr", "lease", "queue_id", "queue__require_lease")
         .first()
     )
     if row is None:
         return UpdateReply(command=KILL, status="", note=f"unknown job {update.pandaid}")
     queue = str(row["queue_id"] or "")
-    if queues is not None and queue not in queues:
+    if queues is not None and queue and queue not in queues:
         raise ForeignJob(update.pandaid, queue)
-    if row["attemptnr"] != update.attemptnr or (update.lease and row["lease"] != update.lease):
+    if row["attemptnr"] != update.attemptnr:
         return UpdateReply(
             command=KILL,
             status=row["jobstatus"],
             note=f"stale attempt {update.attemptnr} (current {row['attemptnr']})",
         )
+    if not lease_matches(row["lease"], row["queue__require_lease"], update.lease):
+        return UpdateReply(command=KILL, status=row["jobstatus"], note="the lease is not this attempt's")
     if row["jobstatus"] in (JobStatus.FINISHED, JobStatus.FAILED):
         return UpdateReply(command=None, status=row["jobstatus"], note="duplicate update of an ended attempt")
     return UpdateReply(command=KILL, status=row["jobstatus"], note=f"job is {row['jobstatus']}")

@@ -45,8 +45,8 @@ def test_legacy_update_jobs_in_bulk_takes_a_json_string_job_list(queue, pilot: P
     import json
 
     job = activated_job(queue)
-    pilot.form("/server/panda/getJob", {"siteName": queue.name})
-    job_list = json.dumps([{"jobId": job.pandaid, "state": "running", "attemptNr": 1}])
+    got = pilot.form("/server/panda/getJob", {"siteName": queue.name}).json()
+    job_list = json.dumps([{"jobId": job.pandaid, "state": "running", "attemptNr": 1, "lease": got["lease"]}])
 
     body = pilot.form("/server/panda/updateJobsInBulk", {"jobList": job_list, "harvesterID": "h1"}).json()
 
@@ -208,15 +208,17 @@ def test_a_bulk_refuses_another_queues_job_alone(queue, pilot: Pilot) -> None:
     from tests.factories import QueueFactory
 
     mine = activated_job(queue)
-    pilot.json("/api/v1/pilot/acquire_jobs", {"site_name": queue.name})
+    [got] = pilot.json("/api/v1/pilot/acquire_jobs", {"site_name": queue.name}).json()["data"]["jobs"]
     other_queue = QueueFactory(name="OTHER")
     theirs = activated_job(other_queue)
-    Pilot(token_create(username="o", role="pilot", queues=["OTHER"])).json(
-        "/api/v1/pilot/acquire_jobs", {"site_name": "OTHER"}
+    [their_job] = (
+        Pilot(token_create(username="o", role="pilot", queues=["OTHER"]))
+        .json("/api/v1/pilot/acquire_jobs", {"site_name": "OTHER"})
+        .json()["data"]["jobs"]
     )
     updates = [
-        {"job_id": mine.pandaid, "job_status": "running", "attempt_nr": 1},
-        {"job_id": theirs.pandaid, "job_status": "running", "attempt_nr": 1},
+        {"job_id": mine.pandaid, "job_status": "running", "attempt_nr": 1, "lease": got["lease"]},
+        {"job_id": theirs.pandaid, "job_status": "running", "attempt_nr": 1, "lease": their_job["lease"]},
     ]
 
     data = pilot.json("/api/v1/pilot/update_jobs_bulk", {"job_list": updates}).json()["data"]

@@ -51,6 +51,10 @@ assert update("running").status == "running"
 assert update("starting").status == "running"  # never backwards
 assert update("running", attemptnr=5).command == "tobekilled"
 assert update("running", lease="x" * 32).command == "tobekilled"
+unleased = {f.attname: getattr(Job.objects.get(pk=first["pandaid"]), f.attname) for f in Job._meta.concrete_fields}
+assert update("running", lease="").command == "tobekilled"  # the queue requires the lease
+assert update("finished", lease="").command == "tobekilled"
+assert {f.attname: getattr(Job.objects.get(pk=first["pandaid"]), f.attname) for f in Job._meta.concrete_fields} == unleased
 assert update("finished").status == "finished"
 assert update("finished").command is None  # duplicate
 assert JobAttempt.objects.filter(job_id=first["pandaid"]).count() == 1
@@ -68,12 +72,15 @@ from tests.dispatcher.protocol.test_sqlite_equivalent import bulk_scenario
 print("BULK " + json.dumps(bulk_scenario()))
 from tests.dispatcher.protocol.test_sqlite_equivalent import submission_scenario
 print("SUBMIT " + json.dumps(submission_scenario(), default=str))
+from tests.dispatcher.protocol.test_sqlite_equivalent import late_report_scenario
+print("LATE " + json.dumps(late_report_scenario()))
 """
 
 
 def bulk_scenario() -> dict[str, Any]:
     """Dispatch, then one update_jobs_bulk mixing heartbeats (one job twice: its last update
-    counts), a finished job reported twice, a failed attempt, a stale lease and an unknown job;
+    counts), a finished job reported twice, a failed attempt, a stale lease, an unknown job and
+    updates without the lease the queue requires;
     returns what a pilot and the monitor would see, with pandaids replaced by their rank."""
     from dispatcher.models import Job, JobAttempt, JobStatusLog, Queue, Site
     from dispatcher.queries import task_state_counts
@@ -108,6 +115,9 @@ def bulk_scenario() -> dict[str, Any]:
             up(d, "failed", errors={"piloterrorcode": 1099}),  # not retried
             up(e, "running", lease="x" * 32),
             PilotUpdate(pandaid=-1, status="running", attemptnr=1),
+            up(b, "finished", lease=""),  # BULK_Q requires the lease
+            up(b, "failed", lease=""),
+            up(e, "running", lease=""),
         ],
         queues=None,
     )
@@ -151,10 +161,12 @@ def test_a_bulk_update_means_the_same_on_postgresql_and_sqlite(on_sqlite: dict[s
         "activated": 1,
     }
     assert [r[1] for r in postgresql["replies"]] == [
-        "starting", "starting", "holding", "finished", "finished", "failed", "sent", ""
+        "starting", "starting", "holding", "finished", "finished", "failed", "sent", "",
+        "holding", "holding", "sent",
     ]  # fmt: skip
     assert postgresql["replies"][4][2] == "duplicate update of an ended attempt"
     assert postgresql["replies"][6][0] == postgresql["replies"][7][0] == "tobekilled"
+    assert {r[0] for r in postgresql["replies"][8:]} == {"tobekilled"}
 
 
 def submission_scenario() -> dict[str, Any]:
@@ -212,6 +224,100 @@ def test_a_submission_writes_the_same_rows_on_postgresql_and_sqlite(on_sqlite: d
     assert all(job["jobstatus"] == "defined" and job["stamped"] for job in postgresql["jobs"])
 
 
+def late_report_scenario() -> dict[str, Any]:
+    """Three attempts the watcher failed for a lost heartbeat, then their late `finished` reports
+    in one bulk: one job waits for its retry, one failed for good (its descendants pruned), one
+    was dispatched again; returns replies, rows, attempts, logs and counts by job rank."""
+    import datetime as dt
+
+    from django.db.models import Q
+
+    from dispatcher.models import Job, JobAttempt, JobDependency, JobStatusLog, Queue, Site
+    from dispatcher.queries import task_state_counts
+    from dispatcher.services.pilot_calls import (
+        DispatchRequest,
+        PilotUpdate,
+        jobs_dispatch,
+        jobs_pilot_update_bulk,
+    )
+    from dispatcher.services.transitions import job_transition, task_counts_fold
+    from dispatcher.services.watcher import EC_LOST_HEARTBEAT, job_fail_silent
+    from tests.factories import JobFactory, TaskFactory
+
+    queue = Queue.objects.create(name="LATE_Q", site=Site.objects.create(name="LATE_S"))
+    start = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+    retried, final = TaskFactory(max_attempts=3), TaskFactory(max_attempts=1)
+    leases = ["a" * 32, "b" * 32, "c" * 32]
+    jobs = [
+        JobFactory(task=task, jobstatus="running", queue=queue, lease=lease, starttime=start, node="wn")
+        for task, lease in zip((retried, final, retried), leases, strict=True)
+    ]
+    child, grandchild = JobFactory(task=final, pending_parents=1), JobFactory(task=final, pending_parents=1)
+    JobDependency.objects.create(parent=jobs[1], child=child)
+    JobDependency.objects.create(parent=child, child=grandchild)
+    for job in jobs:
+        assert job_fail_silent(
+            pandaid=job.pandaid,
+            attemptnr=1,
+            status="running",
+            silence=Q(),
+            code=EC_LOST_HEARTBEAT,
+            diag="lost heartbeat: none for 600 s",
+            now=start + dt.timedelta(hours=1),
+        )
+    job_transition(pandaid=jobs[2].pandaid, to="activated", cause="brokered", fields={"queue_id": "LATE_Q"})
+    assert [j["pandaid"] for j in jobs_dispatch(request=DispatchRequest(queue="LATE_Q"))] == [jobs[2].pandaid]
+    replies = jobs_pilot_update_bulk(
+        updates=[
+            PilotUpdate(
+                pandaid=job.pandaid, status="finished", attemptnr=1, lease=lease, metrics={"cpu_time_s": 9.0}
+            )
+            for job, lease in zip(jobs, leases, strict=True)
+        ],
+        queues=None,
+    )
+    task_counts_fold()
+    rank = {job.pandaid: n for n, job in enumerate([*jobs, child, grandchild])}
+    return {
+        "replies": [(r.command, r.status, r.note) for r in replies],  # type: ignore[union-attr]
+        "jobs": sorted(
+            (rank[p], *rest)
+            for p, *rest in Job.objects.filter(pk__in=rank).values_list(
+                "pandaid", "jobstatus", "attemptnr", "pending_parents", "jobdispatchererrorcode", "cpu_time_s"
+            )
+        ),
+        "attempts": sorted(
+            (rank[p], *rest)
+            for p, *rest in JobAttempt.objects.filter(job_id__in=rank).values_list(
+                "job_id", "attemptnr", "jobstatus", "jobdispatchererrorcode", "cpu_time_s", "retry_action"
+            )
+        ),
+        "log": sorted(
+            (rank[p], n, status, previous, cause.replace(f"parent {jobs[1].pandaid} ", "parent #1 "))
+            for p, n, status, previous, cause in JobStatusLog.objects.filter(job_id__in=rank).values_list(
+                "job_id", "attemptnr", "jobstatus", "previous", "cause"
+            )
+        ),
+        "counts": [task_state_counts([t.pk])[t.pk] for t in (retried, final)],
+    }
+
+
+@pytest.mark.django_db
+def test_a_late_report_is_reconciled_the_same_on_postgresql_and_sqlite(on_sqlite: dict[str, Any]) -> None:
+    sqlite = on_sqlite["late"]
+    postgresql = json.loads(json.dumps(late_report_scenario()))
+
+    assert postgresql == sqlite
+    # And the comparison compared something: two reconciled, the one dispatched again refused.
+    assert [r[:2] for r in postgresql["replies"]] == [
+        [None, "finished"],
+        [None, "finished"],
+        ["tobekilled", "sent"],
+    ]
+    assert postgresql["counts"] == [{"finished": 1, "sent": 1}, {"finished": 1, "defined": 2}]
+    assert [j[3] for j in postgresql["jobs"][3:]] == [0, 1]  # the child released, the grandchild waits
+
+
 @pytest.fixture(scope="module")
 def on_sqlite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The script run once on a fresh SQLite database: its checks pass, and the scenarios' results."""
@@ -231,7 +337,8 @@ def on_sqlite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert "SQLITE-OK" in result.stdout
     [bulk] = [line[5:] for line in result.stdout.splitlines() if line.startswith("BULK ")]
     [submit] = [line[7:] for line in result.stdout.splitlines() if line.startswith("SUBMIT ")]
-    return {"bulk": json.loads(bulk), "submit": json.loads(submit)}
+    [late] = [line[5:] for line in result.stdout.splitlines() if line.startswith("LATE ")]
+    return {"bulk": json.loads(bulk), "submit": json.loads(submit), "late": json.loads(late)}
 
 
 def test_dispatch_and_updates_behave_the_same_on_sqlite(on_sqlite: dict[str, Any]) -> None:

@@ -152,7 +152,11 @@ def test_a_wrong_lease_is_told_to_die_and_changes_nothing(queue, pilot: Pilot) -
     assert not JobAttempt.objects.exists()
 
 
-def test_an_update_without_lease_is_fenced_by_the_attempt_alone(queue, pilot: Pilot) -> None:
+def test_an_update_without_lease_is_fenced_by_the_attempt_alone_where_no_lease_is_required(
+    queue, pilot: Pilot
+) -> None:
+    queue.require_lease = False  # a queue of the real PanDA pilot, which does not echo the lease
+    queue.save(update_fields=["require_lease"])
     activated_job(queue)
     job = _dispatch(pilot, queue)
 
