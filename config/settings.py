@@ -303,6 +303,12 @@ if AILURO_PILOT["AUTH"] not in {"token", "open"}:
 # AILURO_METRICS_TOKEN: when set, /metrics answers only `Authorization: Bearer <token>` (401 else);
 # empty, it answers anyone who reaches it (nginx keeps it off the public address).
 AILURO_METRICS_TOKEN = _env_str("AILURO_METRICS_TOKEN", "")
+# PROMETHEUS_MULTIPROC_DIR (read by prometheus_client itself): under gunicorn or Celery, the folder
+# where every process of the host writes its counters, which /metrics sums. It must exist before a
+# process counts anything, so every process that loads these settings makes it.
+PROMETHEUS_MULTIPROC_DIR = _env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- Harvester provisioner (harvester/) ---
 # AILURO_HARVESTER_SERVER_URL: the URL pilots use to reach this server (what worker nodes see,

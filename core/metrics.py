@@ -54,6 +54,8 @@ HTTP_SECONDS = Histogram(
 )
 PROCESS_LOCAL: tuple[Collector, ...] = (HTTP_REQUESTS, HTTP_SECONDS)
 
+_REQUESTS_BY_VIEW_STATUS: dict[tuple[str, int], Counter] = {}
+
 UNRESOLVED = "<unresolved>"  # a path no route matched (a 404): one label value for all of them
 
 
@@ -77,7 +79,11 @@ class RequestMetricsMiddleware:
         response = self.get_response(request)
         view = route_label(request)
         HTTP_SECONDS.labels(view).observe(time.perf_counter() - start)
-        HTTP_REQUESTS.labels(view, str(response.status_code)).inc()
+        key = (view, response.status_code)
+        requests = _REQUESTS_BY_VIEW_STATUS.get(key)
+        if requests is None:  # the first response of this route and status: bind its child once
+            requests = _REQUESTS_BY_VIEW_STATUS.setdefault(key, HTTP_REQUESTS.labels(view, str(key[1])))
+        requests.inc()
         return response
 
 

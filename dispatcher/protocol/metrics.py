@@ -58,6 +58,13 @@ JOBS_FINAL = PILOT_JOBS.labels("final")
 FINAL_STATES = frozenset({"finished", "failed"})
 
 
+_CALLS_BY_OP_STATUS: dict[tuple[str, int], Counter] = {}
+
+
 def call_record(op: str, status: int, seconds: float) -> None:
+    """One call of `op` answered with `status` after `seconds`: an observation and an increment."""
     SECONDS_BY_OP[op].observe(seconds)
-    PILOT_CALLS.labels(op, str(status)).inc()
+    calls = _CALLS_BY_OP_STATUS.get((op, status))
+    if calls is None:  # the first call with this status: bind its child once
+        calls = _CALLS_BY_OP_STATUS.setdefault((op, status), PILOT_CALLS.labels(op, str(status)))
+    calls.inc()
