@@ -20,6 +20,7 @@ them to `scrape` with the process-local families, each scrape into a registry of
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +33,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from core.models import LoopStatus
+from core.unavailable import discard_broken_connections, unavailable_dependency
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -137,6 +141,46 @@ def multiprocess_dir() -> str:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
+class _DatabaseCollectors:
+    """The scrape-time collectors. When the database is unavailable (`core.unavailable`), the
+    collector that met it and those after it are left out, without waiting for the database once
+    more each, and logged; the counted families still answer, and `ailuro_metrics_collector_up`
+    says which collectors were read. Any other error (a bug) propagates: a 500 with its traceback."""
+
+    def __init__(self, collectors: Sequence[Collector]) -> None:
+        self.collectors = collectors
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "ailuro_metrics_collector_up",
+            "1 when the collector's database read succeeded in this scrape, 0 when the database was unavailable.",
+            labels=["collector"],
+        )
+        unavailable = False
+        for collector in self.collectors:
+            name = type(collector).__name__
+            if not unavailable:
+                try:
+                    families = list(collector.collect())
+                except Exception as exc:
+                    if unavailable_dependency(exc) is None:
+                        raise
+                    unavailable = True
+                    discard_broken_connections()
+                    log.warning(
+                        "metrics: the database is unavailable (%s); database gauges left out",
+                        type(exc).__name__,
+                        extra={"event": "dependency.unavailable", "collector": name},
+                    )
+            up.add_metric([name], 0 if unavailable else 1)
+            if not unavailable:
+                yield from families
+        yield up
+
+
 def scrape(*, process_local: Sequence[Collector], collectors: Sequence[Collector]) -> bytes:
     """One scrape in the text format: the process-local families (summed over every process of
     the host in multi-process mode) and the scrape-time collectors."""
@@ -146,8 +190,7 @@ def scrape(*, process_local: Sequence[Collector], collectors: Sequence[Collector
     else:
         for metric in process_local:
             registry.register(metric)
-    for collector in collectors:
-        registry.register(collector)
+    registry.register(_DatabaseCollectors(collectors))
     return generate_latest(registry)
 
 

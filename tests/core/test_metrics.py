@@ -15,14 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import ProgrammingError, connection
+from django.db.backends.postgresql.base import DatabaseWrapper
 from django.db.models import Count
 from django.test import Client, override_settings
 from django.test.client import ClientHandler
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
+from config import metrics as config_metrics
 from config.loops import loop_named
+from core.metrics import LoopCollector
+from core.metrics import scrape as scrape_text
 from core.middleware import PilotLaneMixin
 from core.models import LoopStatus
 from core.services import token_create
@@ -30,6 +34,7 @@ from dispatcher.models import Job, JobChange
 from dispatcher.protocol.auth import pilot_token_cache_clear
 from harvester.models import WorkerStatus
 from harvester.services import worker_create, worker_set_state
+from tests.ailuro.server import free_port
 from tests.factories import QueueFactory
 
 pytestmark = pytest.mark.django_db
@@ -256,3 +261,63 @@ def test_the_metrics_tests_pass_on_sqlite(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+class RefusedCollector:
+    """Reads from a PostgreSQL port nobody listens on: the database is unavailable."""
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        wrapper = DatabaseWrapper({**connection.settings_dict, "HOST": "127.0.0.1", "PORT": str(free_port())})
+        try:
+            wrapper.ensure_connection()
+        finally:
+            wrapper.close()
+        yield from ()
+
+
+class BrokenSqlCollector:
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELEC 1")
+        yield from ()
+
+
+@pytest.mark.usefixtures("postgres_only")
+def test_an_unavailable_database_leaves_the_gauges_out_and_the_counters_in() -> None:
+    class LaterCollector(LoopCollector):
+        """Read after the outage was met: left out without trying."""
+
+    LoopStatus.objects.create(
+        name="brokerage",
+        holder="h",
+        started_at=datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+        duration_s=0.5,
+        done=1,
+        steps=1,
+    )
+    text = scrape_text(
+        process_local=config_metrics.PROCESS_LOCAL,
+        collectors=[LoopCollector(), RefusedCollector(), LaterCollector()],
+    ).decode()
+    samples = parse(text)
+    assert family(samples, "ailuro_metrics_collector_up") == {
+        frozenset({("collector", "LoopCollector")}): 1,
+        frozenset({("collector", "RefusedCollector")}): 0,
+        frozenset({("collector", "LaterCollector")}): 0,
+    }
+    assert value(samples, "ailuro_loop_last_done", loop="brokerage") == 1  # read once, before the outage
+    assert "# TYPE ailuro_pilot_calls_total counter" in text
+    assert "ailuro_pilot_call_duration_seconds_bucket" in text
+
+
+@pytest.mark.usefixtures("postgres_only")
+def test_a_broken_query_is_a_bug_and_raises() -> None:
+    with pytest.raises(ProgrammingError):
+        scrape_text(process_local=(), collectors=[BrokenSqlCollector()])
