@@ -2,8 +2,11 @@
 (two clock reads, one histogram observation, one counter increment, one jobs increment) and what
 the HTTP middleware adds to any other request, in a single process and in prometheus_client's
 multi-process mode (values in mmap'd files, as under gunicorn); and the time of one scrape.
+With `--db NAME` (a database seeded by `bench/monitor.py --seed-only --db NAME`), the time of each
+scrape-time collector's read instead, and the plans of the job and worker reads.
 
-    python bench/metrics.py [N]      # prints one JSON object
+    python bench/metrics.py [N]                         # prints one JSON object
+    python bench/metrics.py --db ailuro_bench_monitor   # the database reads of one scrape
 """
 
 from __future__ import annotations
@@ -77,7 +80,52 @@ def child(n: int) -> dict[str, float]:
     }
 
 
+def database_reads(db: str, repeat: int = 20) -> dict[str, object]:
+    """Median milliseconds of each scrape-time collector on `db`, and the plans of the job and
+    worker reads (EXPLAIN ANALYZE, buffers)."""
+    import statistics
+
+    base = os.environ.get("DATABASE_URL", "postgres://ailuro:ailuro@127.0.0.1:5432/ailuro")
+    os.environ["DATABASE_URL"] = base.rsplit("/", 1)[0] + "/" + db
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from config.metrics import scrape_collectors
+    from harvester.metrics import WORKERS_BY_QUEUE_STATE_SQL
+    from pandamon.queries.metrics import JOBS_BY_QUEUE_STATE_SQL
+
+    result: dict[str, object] = {"db": db}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'dispatcher_job'")
+        result["jobs"] = cursor.fetchone()[0]
+        cursor.execute("SELECT COUNT(*) FROM pandamon_jobsummary")
+        result["summary_rows"] = cursor.fetchone()[0]
+        cursor.execute("SELECT COUNT(*) FROM harvester_worker")
+        result["workers"] = cursor.fetchone()[0]
+        for name, sql in (
+            ("jobs_plan", JOBS_BY_QUEUE_STATE_SQL),
+            ("workers_plan", WORKERS_BY_QUEUE_STATE_SQL),
+        ):
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql)
+            result[name] = [row[0] for row in cursor.fetchall()]
+    for collector in scrape_collectors():
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            list(collector.collect())
+            times.append((time.perf_counter() - start) * 1000)
+        result[type(collector).__name__ + "_ms"] = round(statistics.median(times), 2)
+    return result
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--db":
+        print(json.dumps(database_reads(sys.argv[2]), indent=2))
+        return
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         print(json.dumps(child(int(sys.argv[2]))))
         return
