@@ -321,3 +321,20 @@ def test_an_unavailable_database_leaves_the_gauges_out_and_the_counters_in() -> 
 def test_a_broken_query_is_a_bug_and_raises() -> None:
     with pytest.raises(ProgrammingError):
         scrape_text(process_local=(), collectors=[BrokenSqlCollector()])
+
+
+@pytest.mark.parametrize("collector", config_metrics.scrape_collectors(), ids=lambda c: type(c).__name__)
+def test_each_scrape_time_collector_is_one_query(collector: Any, django_assert_num_queries: Any) -> None:
+    queue = QueueFactory(name="PINNED_Q")
+    worker_create(queue=queue, plugin="local")
+    LoopStatus.objects.create(
+        name="janitor",
+        holder="h",
+        started_at=datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+        duration_s=1,
+        done=0,
+        steps=1,
+    )
+    with django_assert_num_queries(1):
+        assert list(collector.collect())
