@@ -93,10 +93,12 @@ def database_reads(db: str, repeat: int = 20) -> dict[str, object]:
 
     django.setup()
     from django.db import connection
+    from django.utils import timezone
 
     from config.metrics import scrape_collectors
     from harvester.metrics import WORKERS_BY_QUEUE_STATE_SQL
-    from pandamon.queries.metrics import JOBS_BY_QUEUE_STATE_SQL
+    from pandamon.queries.metrics import FINAL_WINDOW, _sql
+    from pandamon.rollups import Window
 
     result: dict[str, object] = {"db": db}
     with connection.cursor() as cursor:
@@ -106,11 +108,15 @@ def database_reads(db: str, repeat: int = 20) -> dict[str, object]:
         result["summary_rows"] = cursor.fetchone()[0]
         cursor.execute("SELECT COUNT(*) FROM harvester_worker")
         result["workers"] = cursor.fetchone()[0]
-        for name, sql in (
-            ("jobs_plan", JOBS_BY_QUEUE_STATE_SQL),
-            ("workers_plan", WORKERS_BY_QUEUE_STATE_SQL),
+        window = Window.of(timezone.now() - FINAL_WINDOW, None)
+        if window is None:
+            raise ValueError("no window")
+        jobs_sql, jobs_params = _sql(window)
+        for name, sql, params in (
+            ("jobs_plan", jobs_sql, jobs_params),
+            ("workers_plan", WORKERS_BY_QUEUE_STATE_SQL, []),
         ):
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql)
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
             result[name] = [row[0] for row in cursor.fetchall()]
     for collector in scrape_collectors():
         times = []

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,18 @@ from core.models import LoopStatus
 from core.services import token_create
 from dispatcher.models import Job, JobChange
 from dispatcher.protocol.auth import pilot_token_cache_clear
+from dispatcher.services import NewJob, job_transition
+from dispatcher.states import JOB_FINAL
 from harvester.models import WorkerStatus
 from harvester.services import worker_create, worker_set_state
-from tests.ailuro.server import free_port
+from pandamon.queries.metrics import jobs_by_queue_state
+from tests.ailuro.server import activated_jobs, free_port
 from tests.factories import QueueFactory
 
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parents[2]
+FINAL = {s.value for s in JOB_FINAL}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -154,8 +158,11 @@ def test_metrics_after_a_scripted_workload_equal_the_database_and_the_calls_made
         frozenset({("queue", row["queue_id"] or ""), ("state", row["jobstatus"])}): float(row["n"])
         for row in Job.objects.order_by().values("queue_id", "jobstatus").annotate(n=Count("*"))
     }
-    assert family(after, "ailuro_jobs") == db_counts
-    assert value(after, "ailuro_jobs", queue=queue.name, state="finished") == 3
+    active = {labels: n for labels, n in db_counts.items() if dict(labels)["state"] not in FINAL}
+    final = {labels: n for labels, n in db_counts.items() if dict(labels)["state"] in FINAL}
+    assert family(after, "ailuro_jobs") == active
+    assert family(after, "ailuro_jobs_final_last_hour") == final  # every job here ended minutes ago
+    assert value(after, "ailuro_jobs_final_last_hour", queue=queue.name, state="finished") == 3
     assert value(after, "ailuro_jobs", queue=queue.name, state="sent") == 1
 
     # Pilot calls and jobs: the deltas are the calls just made.
@@ -196,9 +203,8 @@ def test_metrics_after_a_scripted_workload_equal_the_database_and_the_calls_made
     assert rows["brokerage"].done == 4
 
     # Workers per queue and state.
-    assert family(after, "ailuro_workers") == {
+    assert family(after, "ailuro_workers") == {  # the live ones: the failed worker is not counted
         frozenset({("queue", queue.name), ("state", "running")}): 2,
-        frozenset({("queue", queue.name), ("state", "failed")}): 1,
         frozenset({("queue", queue.name), ("state", "submitted")}): 1,
     }
 
@@ -338,3 +344,25 @@ def test_each_scrape_time_collector_is_one_query(collector: Any, django_assert_n
     )
     with django_assert_num_queries(1):
         assert list(collector.collect())
+
+
+def test_final_jobs_are_counted_in_the_last_hour_only_folded_or_not() -> None:
+    """Jobs ended at several ages, half of the changes folded: the window's count equals the
+    database's, whatever part comes from the summary, the change feed or the live edge."""
+    queue = QueueFactory(name="WINDOW_Q")
+    jobs = activated_jobs(queue, [NewJob(name=f"w{i}", label="l", command="true") for i in range(8)])
+    now = datetime.now(UTC)
+    ages_min = [5, 20, 50, 70, 95, 130, 10, 65]
+    for job, age in zip(jobs, ages_min, strict=True):
+        job_transition(pandaid=job.pandaid, to="sent", cause="test")
+        job_transition(pandaid=job.pandaid, to="finished" if age % 2 else "failed", cause="test")
+        Job.objects.filter(pandaid=job.pandaid).update(statechangetime=now - timedelta(minutes=age))
+        if age == 50:
+            loop_named("monitor").run()  # some changes folded, the rest left in the feed
+    counts = jobs_by_queue_state(now=now)
+    since = now - timedelta(hours=1)
+    expected: dict[tuple[str, str], int] = {}
+    for job in Job.objects.filter(jobstatus__in=FINAL, statechangetime__gte=since):
+        expected[(job.queue_id, job.jobstatus)] = expected.get((job.queue_id, job.jobstatus), 0) + 1
+    assert {k: v for k, v in counts.items() if k[1] in FINAL} == expected
+    assert sum(expected.values()) == 4  # 5, 20, 50 and 10 minutes ago
