@@ -331,6 +331,17 @@ if AILURO_PILOT["AUTH"] not in {"token", "open"}:
     raise ImproperlyConfigured(f"AILURO_PILOT_AUTH must be token or open, got {AILURO_PILOT['AUTH']!r}")
 # --- end pilot protocol ---
 
+# --- Prometheus (/metrics, config/metrics.py) ---
+# AILURO_METRICS_TOKEN: when set, /metrics answers only `Authorization: Bearer <token>` (401 else);
+# empty, it answers anyone who reaches it (nginx keeps it off the public address).
+AILURO_METRICS_TOKEN = _env_str("AILURO_METRICS_TOKEN", "")
+# PROMETHEUS_MULTIPROC_DIR (read by prometheus_client itself): under gunicorn or Celery, the folder
+# where every process of the host writes its counters, which /metrics sums. It must exist before a
+# process counts anything, so every process that loads these settings makes it.
+PROMETHEUS_MULTIPROC_DIR = _env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+
 # --- Harvester provisioner (harvester/) ---
 # AILURO_HARVESTER_SERVER_URL: the URL pilots use to reach this server (what worker nodes see,
 # e.g. https://ailuro.example.org); the `provisioner` loop (config/loops.py) does nothing without it.
@@ -523,6 +534,9 @@ MIDDLEWARE[1:1] = [
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.DependencyUnavailableMiddleware",
 ]
+# Outermost of all: counts and times every response by route name and status (core/metrics.py).
+# Not in the pilot lane below: the pilot calls have their own families (dispatcher/protocol/metrics.py).
+MIDDLEWARE.insert(0, "core.metrics.RequestMetricsMiddleware")
 # The pilot protocol's calls (token-authenticated, CSRF-exempt, no session or user) run only these
 # middleware when served by config.wsgi (core.middleware.PilotLaneWSGIHandler): the security ones
 # and the 503 for a database that is down.

@@ -5,9 +5,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from campaigns.urls import page_urlpatterns as campaign_page_urlpatterns
+from config.metrics import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Prometheus (config/metrics.py); nginx keeps it off the public address.
+    path("metrics", metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its initialiser as a script file: the CSP allows no inline script.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection
@@ -162,3 +163,18 @@ def task_site_rules(tasks: QuerySet[Task]) -> list[tuple[int, str, SiteRule]]:
         )
         if include or exclude
     ]
+
+
+def job_change_oldest() -> datetime | None:
+    """The state-change time of the oldest unfolded entering job change (`JobChange`, delta +1),
+    None when there is none: the lag of the monitor's fold.
+
+    The feed has no insertion time; an entering change carries its job's new state-change time,
+    which a transition sets to the moment it writes. One read from the start of the primary key,
+    which stops at the first entering change (nearly always the first or second row).
+    """
+    from dispatcher.models import JobChange
+
+    return (
+        JobChange.objects.filter(delta__gt=0).order_by("id").values_list("statechangetime", flat=True).first()
+    )

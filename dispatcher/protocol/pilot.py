@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from dispatcher.protocol import metrics
 from dispatcher.protocol.auth import PilotIdentity, check_queue
 from dispatcher.protocol.codec import (
     ProtocolError,
@@ -129,6 +130,7 @@ def acquire(
     request = dispatch_request(params, identity, max_jobs=max_jobs)
     jobs = jobs_dispatch(request=request)
     if jobs:
+        metrics.JOBS_DISPATCHED.inc(len(jobs))
         return [job_description(job, trf_base_url=trf_base_url) for job in jobs], ""
     if not queue_exists(request.queue):
         return [], f"{NO_JOBS}: unknown queue {request.queue!r}"
@@ -206,6 +208,7 @@ def pilot_update(params: Mapping[str, Any]) -> PilotUpdate:
 def update(params: Mapping[str, Any], identity: PilotIdentity) -> UpdateReply:
     """One updateJob; ProtocolError 403 for a job of a queue the token is not bound to."""
     parsed = pilot_update(params)
+    (metrics.JOBS_FINAL if parsed.status in metrics.FINAL_STATES else metrics.JOBS_HEARTBEAT).inc()
     try:
         return job_pilot_update(update=parsed, queues=identity.queues)
     except ForeignJob as exc:
@@ -238,6 +241,11 @@ def update_bulk(
             results.append((None, "", 0))
         except ProtocolError as exc:
             results.append((None, exc.message, exc.status))
+    finals = sum(1 for update in parsed if update.status in metrics.FINAL_STATES)
+    if finals:
+        metrics.JOBS_FINAL.inc(finals)
+    if len(parsed) > finals:
+        metrics.JOBS_HEARTBEAT.inc(len(parsed) - finals)
     replies = iter(jobs_pilot_update_bulk(updates=parsed, queues=identity.queues))
     for i, (_, _, status) in enumerate(results):
         if status == 0:

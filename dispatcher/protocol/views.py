@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from dispatcher.models import Site
-from dispatcher.protocol import pilot
+from dispatcher.protocol import metrics, pilot
 from dispatcher.protocol.auth import PilotIdentity, pilot_authenticate
 from dispatcher.protocol.codec import ProtocolError, request_params
 from dispatcher.protocol.queuedata import TRF_SCRIPTS, ddmendpoints, queuedata
@@ -49,34 +50,51 @@ def _max_jobs() -> int:
     return int(settings.AILURO_PILOT["MAX_JOBS_PER_CALL"])
 
 
+def _pilot_answer(
+    request: HttpRequest, handler: Handler, *, legacy: bool, methods: tuple[str, ...]
+) -> HttpResponse:
+    """Authenticate, decode, run the handler; a ProtocolError becomes the API's error envelope."""
+    try:
+        if request.method not in methods:
+            raise ProtocolError(f"use {' or '.join(methods)}", 405)
+        identity = pilot_authenticate(request)
+        try:
+            params = request_params(request)
+        except RequestDataTooBig:
+            raise ProtocolError("request body too large", 413) from None
+        return _json(handler(request, params, identity))
+    except ProtocolError as exc:
+        log.info(
+            "pilot call refused: %s",
+            exc.message,
+            extra={"event": "pilot.refused", "path": request.path, "status": exc.status},
+        )
+        if legacy:
+            body = {"StatusCode": _LEGACY_CODES.get(exc.status, 30), "errorDialog": exc.message}
+        else:
+            body = {"success": False, "message": exc.message, "data": None}
+        return _json(body, exc.status)
+
+
 def _pilot_view(
     *, legacy: bool, methods: tuple[str, ...] = ("POST",)
 ) -> Callable[[Handler], Callable[[HttpRequest], HttpResponse]]:
-    """Authenticate, decode, run the handler; errors become the API's error envelope."""
+    """The view of a handler: `_pilot_answer`, timed and counted by operation and status
+    (`dispatcher.protocol.metrics`)."""
 
     def wrap(handler: Handler) -> Callable[[HttpRequest], HttpResponse]:
+        op = metrics.OPERATIONS[handler.__name__]
+
         @csrf_exempt
         def view(request: HttpRequest) -> HttpResponse:
+            start = time.perf_counter()
+            status = 500  # an exception leaves the view (a database that is down: a 503 outside)
             try:
-                if request.method not in methods:
-                    raise ProtocolError(f"use {' or '.join(methods)}", 405)
-                identity = pilot_authenticate(request)
-                try:
-                    params = request_params(request)
-                except RequestDataTooBig:
-                    raise ProtocolError("request body too large", 413) from None
-                return _json(handler(request, params, identity))
-            except ProtocolError as exc:
-                log.info(
-                    "pilot call refused: %s",
-                    exc.message,
-                    extra={"event": "pilot.refused", "path": request.path, "status": exc.status},
-                )
-                if legacy:
-                    body = {"StatusCode": _LEGACY_CODES.get(exc.status, 30), "errorDialog": exc.message}
-                else:
-                    body = {"success": False, "message": exc.message, "data": None}
-                return _json(body, exc.status)
+                response = _pilot_answer(request, handler, legacy=legacy, methods=methods)
+                status = response.status_code
+                return response
+            finally:
+                metrics.call_record(op, status, time.perf_counter() - start)
 
         view.__name__ = handler.__name__
         view.__doc__ = handler.__doc__

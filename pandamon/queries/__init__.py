@@ -8,6 +8,7 @@ query count (tests/pandamon/test_queries.py):
 * `sites` — `/dash/`, `/sites/`, `/site/<name>/`;
 * `users` — the overview's latest failures, `/users/`, `/user/<name>/`;
 * `loops` — the loop strip (every page's header, `/dash/`, `/loops/`);
+* `metrics` — the `ailuro_jobs` gauge of `/metrics` (pandamon/metrics.py);
 * `common` — progress and chart buckets.
 
 Counts are exact: they come from the task counters (`dispatcher.queries.task_state_counts`), from
@@ -44,6 +45,7 @@ from pandamon.queries.jobs import (
     jobs_page,
 )
 from pandamon.queries.loops import loop_strip
+from pandamon.queries.metrics import jobs_by_queue_state
 from pandamon.queries.sites import (
     dash_matrix,
     queue_state_counts,
@@ -93,6 +95,7 @@ __all__ = [
     "job_relatives",
     "job_rollup_selection",
     "job_status_history",
+    "jobs_by_queue_state",
     "jobs_facets",
     "jobs_page",
     "latest_failures",

@@ -44,7 +44,11 @@ def test_database_url() -> str:
 class AiluroServer:
     """gunicorn serving config.wsgi on 127.0.0.1:<port>, restartable on the same port."""
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, env: dict[str, str] | None = None, *, workers: int = 1, threads: int = 8
+    ) -> None:
+        self.workers = workers
+        self.threads = threads
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
@@ -70,9 +74,9 @@ class AiluroServer:
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
-                "1",
+                str(self.workers),
                 "--threads",
-                "8",
+                str(self.threads),
                 "--log-level",
                 "warning",
                 "--graceful-timeout",

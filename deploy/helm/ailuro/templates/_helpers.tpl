@@ -51,6 +51,9 @@ AILURO_ANONYMOUS_READ: {{ .Values.config.anonymousRead | toString | quote }}
 AILURO_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 AILURO_MAX_SPEC_BYTES: {{ .Values.config.maxSpecBytes | int64 | toString | quote }}
 AILURO_DATA_DIR: "/var/lib/ailuro"
+# prometheus_client's multi-process mode: the processes of a pod sum their counters there (/tmp is
+# the pod's own emptyDir).
+PROMETHEUS_MULTIPROC_DIR: "/tmp/prometheus"
 {{- with .Values.config.harvesterServerUrl }}
 AILURO_HARVESTER_SERVER_URL: {{ . | quote }}
 {{- end }}
