@@ -176,8 +176,19 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: 200 when every part (core.health.CHECKS) is ok or skipped, else 503 with
-    Retry-After and the failing parts named; each part's status is in the body either way."""
-    report = health.readiness()
+    Retry-After and the failing parts named; each part's status is in the body either way.
+
+    `?part=database&part=broker` judges only those parts: what a load balancer's readiness probe
+    should ask, so that a stalled loop (a stopped beat) is reported by /readyz without taking every
+    web instance out of service, pilots and the monitor with it. An unknown part is a 400."""
+    wanted = request.GET.getlist("part")
+    unknown = sorted(set(wanted) - set(health.CHECKS))
+    if unknown:
+        return JsonResponse(
+            {"detail": f"unknown readiness part {', '.join(unknown)}; parts: {', '.join(health.CHECKS)}"},
+            status=400,
+        )
+    report = health.readiness({name: health.CHECKS[name] for name in wanted} if wanted else None)
     response = JsonResponse(report.as_json(), status=503 if report.failing else 200)
     if report.failing:
         response["Retry-After"] = str(READYZ_RETRY_AFTER_S)

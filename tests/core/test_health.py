@@ -162,6 +162,27 @@ def test_readyz_names_the_loop_whose_last_run_is_older_than_its_lag(client, sett
 
 
 @pytest.mark.django_db
+def test_a_probe_asking_for_some_parts_is_judged_on_those_alone(client, settings, fresh_loops):
+    """The load balancer's probe (`?part=database&part=broker`) keeps a web instance in service
+    while a stopped beat makes /readyz name the stalled loop."""
+    settings.CELERY_BROKER_URL = "memory://"
+    record_run("brokerage", ago_s=settings.AILURO_LOOPS["brokerage"]["max_lag_s"] + 30)
+    assert client.get("/readyz").status_code == 503
+
+    response = client.get("/readyz?part=database&part=broker")
+    assert response.status_code == 200, response.json()
+    assert set(response.json()["checks"]) == {"database", "broker"}
+
+    response = client.get("/readyz?part=loops")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["loops"]
+
+    response = client.get("/readyz?part=database&part=disk")
+    assert response.status_code == 400
+    assert "unknown readiness part disk" in response.json()["detail"]
+
+
+@pytest.mark.django_db
 def test_readyz_keeps_a_loop_fresh_while_its_last_run_failed_within_the_lag(client, settings, fresh_loops):
     """A failed run leaves `succeeded_at` alone: stalled only once the last success is too old."""
     settings.CELERY_BROKER_URL = "memory://"

@@ -123,7 +123,7 @@ def test_web_probes_health_and_readiness_with_an_allowed_host(rendered):
     container = web["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz?part=database&part=broker"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["httpHeaders"] == [{"name": "Host", "value": "ailuro.example.org"}]
     annotations = web["spec"]["template"]["metadata"]["annotations"]
