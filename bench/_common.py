@@ -61,12 +61,36 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
 
 
-def database_create(admin_url: str, name: str) -> None:
-    """Create database `name` unless it exists (`admin_url` points at a database the role may
-    connect to, e.g. postgres)."""
+# The comment a benchmark puts on each database it creates: only such a database is ever emptied
+# or dropped by a benchmark, so a mistyped --db cannot wipe a real one.
+SCRATCH_MARK = "ailuro benchmark scratch database: benchmarks may empty or drop it"
+
+
+class NotScratch(SystemExit):
+    """A benchmark was asked to empty or drop a database it did not create."""
+
+
+def database_claim(admin_url: str, name: str, *, drop: bool = False) -> bool:
+    """Make `name` a benchmark's scratch database: create it (marked) when missing; when it exists,
+    go on only if a benchmark created it (its comment is SCRATCH_MARK), else raise NotScratch and
+    touch nothing. With `drop`, an existing scratch database is dropped and created afresh.
+    Returns whether the database was created now. `admin_url` points at a database the role may
+    connect to (postgres)."""
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name from our own command line
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if row is not None and row[0] != SCRATCH_MARK:
+            raise NotScratch(
+                f"database {name} exists and was not created by a benchmark: refusing to empty it; "
+                "pass another name (--db) or drop it yourself"
+            )
+        if row is not None and not drop:
+            return False
+        if row is not None:
+            conn.execute(f'DROP DATABASE "{name}"')  # a scratch database, name from our command line
+        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{SCRATCH_MARK}'")
+        return True

@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, database_create, free_port, machine_busy, percentile, process_tree
+from _common import cpu_seconds, database_claim, free_port, machine_busy, percentile, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "BENCH_QUEUE"
@@ -486,7 +486,7 @@ def _warm_up(port: int, clients: int) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     admin_url = f"{args.pg}/postgres"
     db_url = f"{args.pg}/{args.db}"
-    database_create(admin_url, args.db)
+    database_claim(admin_url, args.db)  # refuses a database a benchmark did not create
     _django(db_url)
     report: dict[str, Any] = {
         "benchmark": "dispatch",

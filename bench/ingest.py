@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from _common import cpu_seconds, free_port
+from _common import cpu_seconds, database_claim, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "ailuro_bench_ingest"
@@ -95,10 +95,7 @@ def explicit_spec(name: str, visits: int, detectors: int) -> dict[str, Any]:
 def scratch_database(base_url: str, name: str) -> str:
     parts = urlsplit(base_url)
     admin = urlunsplit(parts._replace(path="/postgres"))
-    subprocess.run(
-        ["psql", admin, "-qc", f'DROP DATABASE IF EXISTS "{name}"'], check=True, capture_output=True
-    )
-    subprocess.run(["psql", admin, "-qc", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    database_claim(admin, name, drop=True)  # afresh each run; never a database a benchmark did not create
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 

@@ -60,16 +60,12 @@ def parse_args() -> argparse.Namespace:
 
 
 def setup_django(args: argparse.Namespace) -> None:
-    import psycopg
+    from _common import database_claim
 
     base = args.base_url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.db]).fetchone()
-        if exists and args.reseed:
-            conn.execute(f'DROP DATABASE "{args.db}"')
-            exists = None
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{args.db}"')
+    # An existing database is reused (seeded if it is not yet) or, with --reseed, dropped: only one
+    # a benchmark created; anything else stops here untouched.
+    database_claim(f"{base}/postgres", args.db, drop=args.reseed)
     os.environ["DATABASE_URL"] = f"{base}/{args.db}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("AILURO_LOG_LEVEL", "WARNING")
