@@ -15,10 +15,28 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_init, setup_logging
 
 from config.loops import LOOPS, Loop
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+
+@celeryd_init.connect
+@setup_logging.connect
+def _logging_from_settings(**_: Any) -> None:
+    """Workers and beat log like every other process: Django's LOGGING, one JSON object per line on
+    stdout (docs/architecture.md#errors-and-logs), not Celery's text format. Celery leaves logging
+    to a receiver of `setup_logging`; `celeryd_init` comes earlier, before the worker's start-up
+    checks, whose warnings (running as root, say) become log records too, as do Celery's
+    deprecation notices. Started with `celery -q`, nothing else reaches the output (no banner)."""
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    logging.captureWarnings(True)
+
 
 app = Celery("ailuro")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -46,7 +46,7 @@ def broker_purge() -> None:
 def celery_start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", *args],
+            [sys.executable, "-m", "celery", "-q", "-A", "config", *args],
             cwd=ROOT,
             env=child_environment(),
             stdout=out,
