@@ -367,8 +367,11 @@ LOGGING = {
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # `severity` (what Cloud Logging reads; ECS shippers map it to log.level) and `time`, the
+            # record's UTC time in RFC 3339 (2026-12-06T10:27:36.185336+00:00).
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "severity", "name": "logger"},
+            "timestamp": "time",
         },
     },
     "handlers": {

@@ -283,5 +283,5 @@ def test_every_interface_answers_503_while_the_database_is_down_and_200_after(de
 
     log = (d.server.tmp / "server.log").read_text()
     assert "Traceback" not in log, log[-3000:]
-    assert '"level": "ERROR"' not in log, log[-3000:]  # one warning per failed request, no error
+    assert '"severity": "ERROR"' not in log, log[-3000:]  # one warning per failed request, no error
     assert "database unavailable" in log

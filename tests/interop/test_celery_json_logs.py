@@ -1,11 +1,12 @@
 """Celery worker and beat, started as the deployments start them (`celery -q`), write nothing but
-one JSON object per line with the time, the level and the logger while they run: a log shipper
+one JSON object per line with the time (UTC, RFC 3339), the severity and the logger while they run: a log shipper
 needs no parser for them. (At SIGTERM the worker's signal handler still prints one plain line,
 "worker: Warm shutdown (MainProcess)", which Celery writes outside logging.)"""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,11 @@ def _events(log: Path, text: str) -> list[dict[str, object]]:
         except json.JSONDecodeError:
             raise AssertionError(f"{log.name} line {number} is not JSON: {line!r}") from None
         assert isinstance(event, dict), line
-        assert {"time", "level", "logger", "message"} <= set(event), line
-        assert event["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, line
+        assert {"time", "severity", "logger", "message"} <= set(event), line
+        assert event["severity"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, line
+        # UTC, RFC 3339: what Cloud Logging and ECS shippers read without a parser of their own.
+        assert datetime.fromisoformat(str(event["time"])).utcoffset() == timedelta(0), line
+        assert "T" in str(event["time"]), line
         events.append(event)
     return events
 
