@@ -23,17 +23,11 @@ from dispatcher.states import JobStatus
 from pandamon import rollups
 from pandamon.errortext import message_template
 from pandamon.queries.common import bucket_time, utc_bucket_text
+from pandamon.rollup_sql import ERROR_FAMILIES
 
-# Error family → (code column, diag column or None), as the attempts and jobs store them.
-_FAMILIES: tuple[tuple[str, str, str | None], ...] = (
-    ("pilot", "piloterrorcode", "piloterrordiag"),
-    ("exe", "exeerrorcode", "exeerrordiag"),
-    ("trans", "transexitcode", None),
-    ("ddm", "ddmerrorcode", "ddmerrordiag"),
-    ("jobdispatcher", "jobdispatchererrorcode", "jobdispatchererrordiag"),
-    ("sup", "superrorcode", "superrordiag"),
-    ("taskbuffer", "taskbuffererrorcode", "taskbuffererrordiag"),
-)
+# Error family → (code column, diag column or None), as the attempts and jobs store them: the
+# engine's list (dispatcher.retry.FAMILY_COLUMNS), through the rollup SQL that uses it too.
+_FAMILIES = ERROR_FAMILIES
 _V = TypeVar("_V")
 _ERROR_COLUMNS = [c for _, code, diag in _FAMILIES for c in (code, diag) if c]
 
