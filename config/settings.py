@@ -8,11 +8,13 @@ start-up instead of failing on the first request. The README's configuration tab
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -520,6 +522,49 @@ AILURO_RATE_LIMITS = {
     # loop (~140 requests/s) and must meet a 429, not the disk.
     "cache_upload": _env_str("AILURO_RATE_CACHE_UPLOAD", "30/minute"),
 }
+
+
+# --- State shared by every web process ---
+# Rate-limit windows, OIDC token claims and memoised reads live in Django's cache. Several
+# processes (gunicorn workers, web hosts behind a balancer) must share one: AILURO_CACHE_URL =
+# redis://host:6379/1 (core/shared_cache.py; a cache that goes away is a miss, never a 500).
+# Unset, each process keeps its own: fine for the embedded run, warned by check --deploy.
+def _caches(url: str) -> dict[str, Any]:
+    if not url:
+        return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"AILURO_CACHE_URL must be a redis://, rediss:// or unix:// URL, got {url!r}"
+        )
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": "ailuro",
+            # A cache that does not answer within a second counts as down (a miss), not a hang.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+
+
+AILURO_CACHE_URL = _env_str("AILURO_CACHE_URL", "")
+CACHES = _caches(AILURO_CACHE_URL)
+
+
+# Behind a balancer every request comes from the balancer's address. The client's own address
+# (rate limits of anonymous callers, logs) is then the last X-Forwarded-For entry added by a
+# proxy listed here (CIDRs); a header from anyone else is ignored (core/ratelimit.client_address).
+def _networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in _env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an address or network (CIDR)") from None
+    return tuple(networks)
+
+
+AILURO_TRUSTED_PROXIES = _networks("AILURO_TRUSTED_PROXIES")
 AILURO_CSP = _env_str(
     "AILURO_CSP",
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "

@@ -100,3 +100,18 @@ def check_oidc_https(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register(deploy=True)
+def check_shared_cache(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Without a shared cache every process counts rate limits on its own: four gunicorn workers
+    on two hosts let a client through eight times the configured rate."""
+    if not settings.AILURO_CACHE_URL:
+        return [
+            Warning(
+                "No shared cache: rate limits and token caches are per process.",
+                hint="Set AILURO_CACHE_URL=redis://host:6379/1 (the broker's Redis, another database, does).",
+                id="ailuro.W015",
+            )
+        ]
+    return []

@@ -24,7 +24,6 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation
 from django.db import IntegrityError, transaction
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
@@ -32,6 +31,7 @@ from mozilla_django_oidc.utils import import_from_settings
 
 from core.models import OidcAccount, OidcRobot
 from core.roles import ROLE_GROUP_PREFIX, Role
+from core.shared_cache import cache_get, cache_set
 
 MAX_TOKEN_LENGTH = 8192  # longer bearer values are refused before any parsing or provider call
 METADATA_CACHE_SECONDS = 3600
@@ -270,7 +270,7 @@ def jwt_claims(raw: str, *, audience: list[str], nonce: str | None = None) -> di
 def userinfo_claims(raw: str) -> dict[str, Any]:
     """Claims of an opaque access token from userinfo, cached briefly under a digest of the token."""
     key = token_cache_key("oidc:userinfo", raw)
-    cached = cache.get(key)
+    cached = cache_get(key)
     if isinstance(cached, dict):
         return cached
     url = endpoint("userinfo_endpoint")
@@ -291,7 +291,7 @@ def userinfo_claims(raw: str) -> dict[str, Any]:
     if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise InvalidToken("userinfo carries no subject")
     if settings.OIDC_USERINFO_CACHE_SECONDS:
-        cache.set(key, claims, settings.OIDC_USERINFO_CACHE_SECONDS)
+        cache_set(key, claims, settings.OIDC_USERINFO_CACHE_SECONDS)
     return claims
 
 

@@ -1,13 +1,16 @@
 """Per-identity rate limits on Django's cache (fixed windows), for the login and the pilot endpoints.
 
 Keyed by who the caller is — the user, the `ail_` token, the OIDC robot — and only for anonymous
-requests by REMOTE_ADDR, never by a client-supplied X-Forwarded-For (BigMon's TrafficControl
-mistake). Rates are "count/second|minute|hour" strings in settings.AILURO_RATE_LIMITS.
+requests by the client's address (`client_address`): REMOTE_ADDR, or behind a proxy listed in
+AILURO_TRUSTED_PROXIES the address that proxy saw; never an X-Forwarded-For anyone else wrote
+(BigMon's TrafficControl mistake). The windows live in the shared cache (core/shared_cache.py), so
+several web processes and hosts count together. Rates are "count/second|minute|hour" strings in settings.AILURO_RATE_LIMITS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
+
+from core.shared_cache import CacheDown, cache_down
 
 _UNITS = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "h": 3600}
 
@@ -44,19 +49,27 @@ def rate_limit_hit(*, scope: str, identity: str, rate: Rate, now: float | None =
     window = int(moment // rate.seconds)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
     key = f"rl:{scope}:{digest}:{window}"
-    try:  # the window's first call misses; every other call is this one cache operation
-        count = cache.incr(key)
-    except ValueError:
-        if cache.add(key, 1, timeout=rate.seconds + 1):
-            count = 1
-        else:  # another call opened the window in between
-            try:
-                count = cache.incr(key)
-            except ValueError:  # and it expired already
-                cache.add(key, 1, timeout=rate.seconds + 1)
-                count = 1
     retry_after = max(1, int((window + 1) * rate.seconds - moment))
+    try:
+        count = _window_count(key, rate.seconds + 1)
+    except CacheDown as exc:  # availability first: the limit is open while the cache is away
+        cache_down("rate limit", exc)
+        return False, retry_after
     return count > rate.count, retry_after
+
+
+def _window_count(key: str, timeout: int) -> int:
+    """Count one call in the window `key` (shared by every process using the same cache)."""
+    try:  # the window's first call misses; every other call is this one cache operation
+        return int(cache.incr(key))
+    except ValueError:
+        if cache.add(key, 1, timeout=timeout):
+            return 1
+        try:  # another call opened the window in between
+            return int(cache.incr(key))
+        except ValueError:  # and it expired already
+            cache.add(key, 1, timeout=timeout)
+            return 1
 
 
 def request_identity(request: HttpRequest | Request, auth: Any = None) -> str:
@@ -70,7 +83,33 @@ def request_identity(request: HttpRequest | Request, auth: Any = None) -> str:
     user = getattr(request, "user", None)
     if user is not None and getattr(user, "is_authenticated", False):
         return f"user:{user.pk}"
-    return f"addr:{request.META.get('REMOTE_ADDR', '')}"
+    return f"addr:{client_address(request)}"
+
+
+def client_address(request: HttpRequest | Request) -> str:
+    """REMOTE_ADDR; when that is a trusted proxy, the X-Forwarded-For entry the nearest untrusted
+    hop is known by (read right to left, skipping trusted proxies, as each proxy appends)."""
+    remote = str(request.META.get("REMOTE_ADDR", ""))
+    proxies = settings.AILURO_TRUSTED_PROXIES
+    if not proxies or not _trusted(remote, proxies):
+        return remote
+    hops = [hop.strip() for hop in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
+    for hop in reversed([hop for hop in hops if hop]):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return remote  # a hop no proxy of ours wrote: not to be believed
+        if not any(address in network for network in proxies):
+            return hop
+    return remote
+
+
+def _trusted(address: str, proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in proxies)
 
 
 def too_many(scope: str, retry_after: int) -> JsonResponse:

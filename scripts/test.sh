@@ -30,7 +30,7 @@ mypy .
 say "migrations are up to date"
 python manage.py makemigrations --check --dry-run >/dev/null
 say "check --deploy with production-like settings"
-SECRET_KEY="ci-$(head -c 48 /dev/urandom | base64 | tr -d '/+=')" DEBUG=false AILURO_HTTPS=true AILURO_ANONYMOUS_READ=false \
+SECRET_KEY="ci-$(head -c 48 /dev/urandom | base64 | tr -d '/+=')" DEBUG=false AILURO_CACHE_URL=redis://127.0.0.1:6379/1 AILURO_HTTPS=true AILURO_ANONYMOUS_READ=false \
   ALLOWED_HOSTS=ailuro.example.org python manage.py check --deploy --fail-level WARNING
 say "docs (warnings are errors)"
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$ROOT/var/docs-site"

@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from django.core.cache import cache
 from django.db.models import F, Q
 
+from core.shared_cache import cache_get, cache_set
 from dispatcher.models import Job, JobDependency, Task, Workflow
 from dispatcher.queries import task_state_counts
 from pandamon.queries.common import progress
+
+# A workflow's graph is fixed at submission: its task edges are kept a day after a read.
+TASK_EDGES_CACHE_S = 24 * 3600
 
 
 def workflows_page(q: Q, *, cursor: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
@@ -49,12 +52,12 @@ def workflow_tasks(workflow_id: int) -> tuple[list[Task], dict[int, dict[str, in
 def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
     """Task-level edges (parent task → child task) derived from the job edges.
 
-    A workflow's graph is fixed at submission, so the result is cached for good after the first
-    read (one query the first time, none after).
+    A workflow's graph is fixed at submission, so the result is cached after the first read (one
+    query the first time, none after while it is cached).
     """
     workflow_id = workflow.pk
     key = f"pandamon:wf-task-edges:{workflow_id}:{workflow.created_at.timestamp()}"
-    cached = cache.get(key)
+    cached = cache_get(key)
     if cached is not None:
         return [(int(a), int(b)) for a, b in cached]
     edges = (
@@ -65,7 +68,7 @@ def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
         .distinct()
     )
     result = sorted((int(a), int(b)) for a, b in edges)
-    cache.set(key, result, timeout=None)
+    cache_set(key, result, timeout=TASK_EDGES_CACHE_S)
     return result
 
 

@@ -1,13 +1,24 @@
 from __future__ import annotations
 
+import ipaddress
+import logging
+import socket
 from typing import Any
 
 import pytest
 from django.core.cache import cache
 from django.test import Client, RequestFactory
 
+from core import shared_cache
 from core.auth import api_token_lookup
-from core.ratelimit import Rate, rate_limit_check, rate_limit_hit, rate_parse, request_identity
+from core.ratelimit import (
+    Rate,
+    client_address,
+    rate_limit_check,
+    rate_limit_hit,
+    rate_parse,
+    request_identity,
+)
 from core.services import token_create
 from tests.factories import UserFactory
 
@@ -100,3 +111,64 @@ def test_the_drf_throttle_keys_on_the_token_and_answers_429(settings: Any) -> No
     assert codes == [200, 200, 429]
     assert call(first)["Retry-After"]
     assert call(second).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("remote", "forwarded", "expected"),
+    [
+        ("10.0.0.1", "203.0.113.9", "203.0.113.9"),  # the balancer saw the client
+        ("10.0.0.1", "198.51.100.7, 203.0.113.9", "203.0.113.9"),  # a spoofed left entry is skipped
+        ("10.0.0.1", "203.0.113.9, 10.0.0.2", "203.0.113.9"),  # two trusted proxies in a row
+        ("10.0.0.1", "", "10.0.0.1"),  # no header: the proxy itself
+        ("10.0.0.1", "not-an-address", "10.0.0.1"),  # garbage no proxy of ours wrote
+        ("10.0.0.1", "10.0.0.3", "10.0.0.1"),  # only trusted hops: the nearest proxy
+        ("192.0.2.50", "203.0.113.9", "192.0.2.50"),  # an untrusted peer's header is ignored
+        ("2001:db8::5", "203.0.113.9", "203.0.113.9"),  # IPv6 networks too
+    ],
+)
+def test_the_client_address_is_taken_from_a_trusted_proxys_header_only(
+    settings: Any, remote: str, forwarded: str, expected: str
+) -> None:
+    settings.AILURO_TRUSTED_PROXIES = (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("2001:db8::/32"),
+    )
+    request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_address(request) == expected
+    assert request_identity(request) == f"addr:{expected}"
+
+
+def test_without_trusted_proxies_the_header_is_never_read(settings: Any) -> None:
+    settings.AILURO_TRUSTED_PROXIES = ()
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert client_address(request) == "10.0.0.1"
+
+
+def test_a_shared_cache_that_is_down_leaves_requests_unlimited_and_logs_once(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that refuses connections: the limiter answers "not over" at once (no 500, no hang)
+    and one warning names the cause; the port is a closed loopback port."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+    shared_cache._last_warning = 0.0
+    caplog.set_level(logging.WARNING, logger="core.shared_cache")
+    rate = Rate(1, 60)
+    answers = [rate_limit_hit(scope="t", identity="a", rate=rate, now=600.0) for _ in range(3)]
+    assert [over for over, _ in answers] == [False, False, False]
+    assert shared_cache.cache_get("k") is None
+    shared_cache.cache_set("k", 1, 10)
+    warnings = [r for r in caplog.records if r.name == "core.shared_cache"]
+    assert len(warnings) == 1
+    assert "shared cache unavailable" in warnings[0].getMessage()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

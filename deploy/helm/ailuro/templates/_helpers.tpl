@@ -47,6 +47,7 @@ ALLOWED_HOSTS: {{ join "," .Values.config.allowedHosts | quote }}
 CSRF_TRUSTED_ORIGINS: {{ join "," .Values.config.csrfTrustedOrigins | quote }}
 AILURO_HTTPS: {{ .Values.config.https | toString | quote }}
 AILURO_BEHIND_PROXY: {{ .Values.config.behindProxy | toString | quote }}
+AILURO_TRUSTED_PROXIES: {{ join "," .Values.config.trustedProxies | quote }}
 AILURO_ANONYMOUS_READ: {{ .Values.config.anonymousRead | toString | quote }}
 AILURO_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 AILURO_MAX_SPEC_BYTES: {{ .Values.config.maxSpecBytes | int64 | toString | quote }}
@@ -76,7 +77,7 @@ OIDC_ROLE_GROUPS: {{ join "," $pairs | quote }}
 {{/* env entries read from the existing Secrets. */}}
 {{- define "ailuro.secretEnv" -}}
 {{- $default := .Values.secrets.existingSecret -}}
-{{- $entries := dict "SECRET_KEY" .Values.secrets.secretKey "DATABASE_URL" .Values.secrets.databaseUrl "CELERY_BROKER_URL" .Values.secrets.brokerUrl -}}
+{{- $entries := dict "SECRET_KEY" .Values.secrets.secretKey "DATABASE_URL" .Values.secrets.databaseUrl "CELERY_BROKER_URL" .Values.secrets.brokerUrl "AILURO_CACHE_URL" .Values.secrets.cacheUrl -}}
 {{- if .Values.oidc.enabled -}}
 {{- $_ := set $entries "OIDC_RP_CLIENT_SECRET" .Values.secrets.oidcClientSecret -}}
 {{- end -}}
