@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, setup_logging
+from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun
 
 from config.loops import LOOPS, Loop
 
@@ -36,6 +36,27 @@ def _logging_from_settings(**_: Any) -> None:
 
     logging.config.dictConfig(settings.LOGGING)
     logging.captureWarnings(True)
+
+
+_task_log_context: dict[str, Any] = {}
+
+
+@task_prerun.connect
+def _task_log_fields(task_id: str = "", task: Any = None, **_: Any) -> None:
+    """Every line a task writes carries its Celery task id and name (and, through loop_run, its
+    loop); one task at a time per worker process, so the token waits here until postrun."""
+    from core.logging import log_context_set
+
+    _task_log_context[task_id] = log_context_set(task_id=task_id, task=getattr(task, "name", ""))
+
+
+@task_postrun.connect
+def _task_log_fields_end(task_id: str = "", **_: Any) -> None:
+    from core.logging import log_context_reset
+
+    token = _task_log_context.pop(task_id, None)
+    if token is not None:
+        log_context_reset(token)
 
 
 app = Celery("ailuro")

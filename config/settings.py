@@ -365,7 +365,10 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "core.logging.RedactSecretsFilter"}},
+    "filters": {
+        "redact": {"()": "core.logging.RedactSecretsFilter"},
+        "context": {"()": "core.logging.LogContextFilter"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -381,7 +384,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "json",
-            "filters": ["redact"],
+            "filters": ["redact", "context"],
         },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
@@ -585,10 +588,13 @@ MIDDLEWARE[1:1] = [
 # Outermost of all: counts and times every response by route name and status (core/metrics.py).
 # Not in the pilot lane below: the pilot calls have their own families (dispatcher/protocol/metrics.py).
 MIDDLEWARE.insert(0, "core.metrics.RequestMetricsMiddleware")
+# Outermost of all: every log line of a request carries its id, echoed as X-Request-ID.
+MIDDLEWARE.insert(0, "core.middleware.RequestIdMiddleware")
 # The pilot protocol's calls (token-authenticated, CSRF-exempt, no session or user) run only these
 # middleware when served by config.wsgi (core.middleware.PilotLaneWSGIHandler): the security ones
 # and the 503 for a database that is down.
 AILURO_PILOT_MIDDLEWARE = [
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.SecurityHeadersMiddleware",
     "core.middleware.ApiJsonErrorsMiddleware",

@@ -24,6 +24,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from core.leases import lease_acquire, lease_release
+from core.logging import log_context_reset, log_context_set
 from core.models import LoopStatus
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def loop_run(
     started = timezone.now()
     clock = time.monotonic()
     total = steps = 0
+    context = log_context_set(loop=name)  # every line the step writes names its loop
     try:
         while True:
             done = step(**kwargs)
@@ -74,6 +76,7 @@ def loop_run(
     else:
         _status_record(name, holder, started, clock, total, steps, error="")
     finally:
+        log_context_reset(context)
         lease_release(name=lease, holder=holder)
     log.info(
         "loop %s did %d in %d step(s)",

@@ -1,8 +1,11 @@
-"""Hardening middleware: per-endpoint body caps, security headers (CSP and friends), a 503 with
-Retry-After when the database or the broker is down, and the WSGI handler that gives the pilot protocol's hot endpoints a lean middleware chain."""
+"""Hardening middleware: request ids, per-endpoint body caps, security headers (CSP and friends),
+a 503 with Retry-After when the database or the broker is down, and the WSGI handler that gives
+the pilot protocol's hot endpoints a lean middleware chain."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +16,12 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.module_loading import import_string
 
+from core.logging import log_context_reset, log_context_set
 from core.unavailable import answer_unavailable, unavailable_dependency
+
+# An X-Request-ID a proxy or client sends is kept when it looks like an id (nginx's $request_id,
+# a UUID, a trace id); anything else is replaced, so a log line never carries arbitrary text.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def body_cap_for_path(path: str, caps: dict[str, int]) -> int:
@@ -32,6 +40,25 @@ def _error_reply(path: str, message: str, status: int) -> JsonResponse:
     if path.startswith("/server/panda/"):
         return JsonResponse({"StatusCode": 30, "errorDialog": message}, status=status)
     return JsonResponse({"detail": message}, status=status)
+
+
+class RequestIdMiddleware:
+    """Every log line written while a request is served carries `request_id`: the caller's
+    X-Request-ID when it looks like an id, else a new one; the response echoes it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        given = request.META.get("HTTP_X_REQUEST_ID", "")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = log_context_set(request_id=request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            log_context_reset(token)
+        response["X-Request-ID"] = request_id
+        return response
 
 
 class BodySizeLimitMiddleware:

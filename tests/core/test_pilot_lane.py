@@ -144,3 +144,9 @@ def test_the_lane_keeps_the_body_cap_and_https_redirect(token: str, settings: An
     status, headers, _ = _wsgi(app, "POST", "/api/v1/pilot/update_job", b"{}", **auth)
     assert status == 301
     assert headers["Location"] == "https://testserver/api/v1/pilot/update_job"
+
+
+def test_the_lane_keeps_the_request_id(token: str) -> None:
+    app = PilotLaneWSGIHandler()
+    status, headers, _ = _wsgi(app, "POST", "/api/v1/pilot/update_job", b"{}", HTTP_X_REQUEST_ID="lane-7c1e")
+    assert (status, headers["X-Request-ID"]) == (401, "lane-7c1e")

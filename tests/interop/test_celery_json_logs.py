@@ -54,4 +54,8 @@ def test_worker_and_beat_write_one_json_object_per_line(tmp_path: Path) -> None:
     worker_events, beat_events = _events(worker_log, worker_text), _events(beat_log, beat_text)
     assert any("ready" in str(e["message"]) for e in worker_events), worker_events[:5]
     assert any(str(e["logger"]).startswith("celery") for e in worker_events)
+    # A loop task's lines name the Celery task and the loop they belong to.
+    ran = [e for e in worker_events if e.get("event") == "loop.ran"]
+    assert ran, worker_events[-5:]
+    assert all(e.get("task_id") and str(e.get("task", "")).endswith(f"loop_{e['loop']}") for e in ran), ran
     assert any("Sending due task" in str(e["message"]) for e in beat_events), beat_events[:5]
