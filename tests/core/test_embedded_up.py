@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from embedded.management.commands.up import log_rotate
 from tests.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +95,8 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
+        # Without PYTHONUNBUFFERED, as a user's shell runs it: the banner must still come at once.
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "PYTHONUNBUFFERED"}
     }
     env["AILURO_DATA_DIR"] = str(tmp_path_factory.mktemp("embedded"))
     env["AILURO_LOG_LEVEL"] = "INFO"  # the embedded run's default (the suite runs at WARNING)
@@ -347,3 +349,19 @@ def test_ctrl_c_stops_everything_and_exits_0(embedded: Embedded) -> None:
     assert embedded.proc.wait(timeout=30) == 0, embedded.output()
     time.sleep(0.2)  # the reader thread drains the last lines
     assert "stopped" in embedded.output()
+
+
+def test_each_run_starts_a_fresh_log_and_keeps_the_five_before_it(tmp_path: Path) -> None:
+    log = tmp_path / "up.log"
+    for run in range(7):
+        log_rotate(log, keep=5)
+        log.write_text(f"run {run}\n")
+    kept = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert kept == {
+        "up.log": "run 6\n",
+        "up.log.1": "run 5\n",
+        "up.log.2": "run 4\n",
+        "up.log.3": "run 3\n",
+        "up.log.4": "run 2\n",
+        "up.log.5": "run 1\n",
+    }

@@ -8,6 +8,7 @@ prints the monitor URL and stops everything it started on Ctrl-C.
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
 import os
 import secrets
@@ -28,6 +29,7 @@ from embedded.demo.campaign import demo_campaign_submit
 from embedded.demo.workflow import demo_workflow_submit
 
 DEMO_QUEUES = Path(__file__).resolve().parents[2] / "demo" / "queues.yaml"
+UP_LOGS_KEPT = 5  # up.log.1 … up.log.5: the logs of the five runs before this one
 
 
 class Command(BaseCommand):
@@ -48,9 +50,13 @@ class Command(BaseCommand):
     ) -> None:
         started = time.monotonic()
         base = f"http://{host}:{port}"
+        # Each line reaches a pipe or a file at once (the banner with the URLs above all), not when
+        # a block buffer fills or the process ends.
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(line_buffering=True)
         data_lock = self._lock_data_dir()  # before anything of the data directory is touched
         log_path = Path(settings.DATA_DIR) / "up.log"
-        log_path.write_text("", encoding="utf-8")
+        log_rotate(log_path, keep=UP_LOGS_KEPT)
         # This process's and the children's JSON logs go to one file (appends, so the writers never
         # overwrite each other), and the terminal keeps the banner readable; production processes
         # log to stdout (docs/architecture.md#errors-and-logs).
@@ -236,6 +242,18 @@ class Command(BaseCommand):
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
         self.stdout.write("stopped")
+
+
+def log_rotate(path: Path, *, keep: int) -> None:
+    """up.log → up.log.1 → … → up.log.<keep>; the oldest is dropped. A fresh run starts an empty
+    log and the earlier runs' logs stay readable."""
+    for number in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{number}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{number + 1}"))
+    if path.exists():
+        path.replace(path.with_name(f"{path.name}.1"))
+    path.write_text("", encoding="utf-8")
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:
