@@ -16,15 +16,20 @@ def campaign_get_for_user(user: Any, token: Any, campaign_id: int, *, write: boo
     """404 for an unknown campaign; 403 when the user may not read it (no role, anonymous read
     off) or, for `write`, is neither its owner (role user) nor an operator."""
     campaign = get_object_or_404(Campaign.objects.select_related("owner"), pk=campaign_id)
-    roles = user_roles(user, token)
     if not write:
         require_reader(user, token)
         return campaign
-    if role_allows(roles, Role.OPERATOR):
-        return campaign
-    if role_allows(roles, Role.USER) and campaign.owner_id == getattr(user, "pk", None):
+    if may_act(user, token, campaign):
         return campaign
     raise PermissionDenied("acting on this campaign needs the operator role or ownership")
+
+
+def may_act(user: Any, token: Any, campaign: Campaign) -> bool:
+    """Operators, and the owner with the user role: who gets the campaign's action buttons."""
+    roles = user_roles(user, token)
+    if role_allows(roles, Role.OPERATOR):
+        return True
+    return role_allows(roles, Role.USER) and campaign.owner_id == getattr(user, "pk", None)
 
 
 def require_reader(user: Any, token: Any) -> None:

@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from campaigns import services
-from campaigns.access import campaign_get_for_user, campaign_id_of, require_reader
+from campaigns.access import campaign_get_for_user, campaign_id_of, may_act, require_reader
 from campaigns.api import attempts_as_dicts, campaign_as_dict, group_as_dict
 from campaigns.models import Group
 from campaigns.queries import (
@@ -64,6 +64,7 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "progress": progress,
         "actions": campaign_actions(campaign.pk, limit=50),
         "group_verbs": GROUP_VERBS,
+        "may_act": may_act(request.user, None, campaign),
     }
     return render(request, "campaigns/campaign.html", context)
 

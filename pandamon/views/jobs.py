@@ -119,6 +119,7 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
     chunks = reads.job_log_chunks(pandaid, after=0, attemptnr=job.attemptnr)
     inputs = [f.lfn for f in files if f.role == "input"]
     final = job.jobstatus in JOB_FINAL
+    allowed = can_act(request, job.produsername)
     context = {
         "job": job,
         "attempts": attempts,
@@ -130,8 +131,9 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
         "last_seq": chunks[-1].sequence if chunks else 0,
         "final": final,
         "script": reproduce_script(job, inputs),
-        "can_kill": not final and can_act(request, job.produsername),
-        "can_retry": job.jobstatus == JobStatus.FAILED and can_act(request, job.produsername),
+        "can_kill": not final and allowed,
+        "can_retry": job.jobstatus == JobStatus.FAILED and allowed,
+        "act_hint": (not final or job.jobstatus == JobStatus.FAILED) and not allowed,
         "walltime": (job.endtime - job.starttime) if job.starttime and job.endtime else None,
     }
     return respond(

@@ -161,7 +161,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         "state_link": f"workflow={workflow.pk}",
         "labels": sorted({t.label for t in tasks}),
         "query": query_without(params),
-        "actions": _actions_offered(request, workflow.owner.username, workflow.status, tasks, total),
+        **_actions_offered(request, workflow.owner.username, workflow.status, tasks, total),
     }
     return respond(
         request,
@@ -193,10 +193,15 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
 
 def _actions_offered(
     request: HttpRequest, owner: str, status: str, tasks: Any, total: dict[str, int]
-) -> list[str]:
-    """The buttons that can do something now, for a user allowed to press them."""
-    if not can_act(request, owner):
-        return []
+) -> dict[str, Any]:
+    """`actions`: the buttons that can do something now, for a user allowed to press them;
+    `act_hint`: there would be some, but this user may not press them (the page says how to)."""
+    possible = _actions_possible(status, tasks, total)
+    allowed = can_act(request, owner)
+    return {"actions": possible if allowed else [], "act_hint": bool(possible) and not allowed}
+
+
+def _actions_possible(status: str, tasks: Any, total: dict[str, int]) -> list[str]:
     paused = status == WorkflowStatus.PAUSED or any(t.status == TaskStatus.PAUSED for t in tasks)
     offered = []
     if status not in WORKFLOW_FINAL and status != WorkflowStatus.PAUSED:

@@ -37,16 +37,23 @@ def test_list_page_shows_counts_in_a_fixed_number_of_queries(failed_campaign, dj
 
 
 def test_campaign_page_shows_the_grid_and_actions_for_failed_groups(
-    failed_campaign, django_assert_num_queries
+    failed_campaign, operator, django_assert_num_queries
 ):
     # campaign, steps, their groups, the audit log: whatever the number of groups
     with django_assert_num_queries(4):
-        response = Client().get(f"/campaign/{failed_campaign.pk}/")
-    text = response.content.decode()
-    assert response.status_code == 200
+        anonymous = Client().get(f"/campaign/{failed_campaign.pk}/")
+    text = anonymous.content.decode()
+    assert anonymous.status_code == 200
     assert "step1" in text
+    # Anonymous readers see no buttons, only how to get them.
+    assert 'value="rescue"' not in text
+    assert f'href="/login/?next=/campaign/{failed_campaign.pk}/"' in text
+    client = Client()
+    client.force_login(operator)
+    text = client.get(f"/campaign/{failed_campaign.pk}/").content.decode()
     assert 'value="rescue"' in text
     assert text.count('value="restart"') == 1  # only the failed group offers recovery
+    assert "act-hint" not in text
     data = Client().get(f"/campaign/{failed_campaign.pk}/?json").json()
     assert [g["status"] for g in data["steps"][0]["groups"]] == ["accepted", "failed"]
 
@@ -92,3 +99,14 @@ def test_campaign_and_group_json_carry_group_counts_and_iso_times(failed_campaig
     group = Group.objects.get(status="failed")
     attempts = client.get(f"/campaign/group/{group.pk}/?json").json()["attempts"]
     assert all("T" in a["created_at"] for a in attempts)
+
+
+def test_a_user_who_is_neither_owner_nor_operator_sees_no_buttons(failed_campaign):
+    from tests.factories import UserFactory
+
+    client = Client()
+    client.force_login(UserFactory(username="mallory"))
+    text = client.get(f"/campaign/{failed_campaign.pk}/").content.decode()
+    assert 'value="rescue"' not in text
+    assert 'value="pause"' not in text
+    assert "Only its owner and operators may act on this campaign." in text

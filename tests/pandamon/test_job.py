@@ -120,3 +120,21 @@ def test_a_get_on_an_action_is_refused(client, world: World) -> None:
 
 def test_unknown_job_is_404(client, db) -> None:
     assert client.get("/job/999999/").status_code == 404
+
+
+def test_buttons_only_for_those_allowed_others_see_how_to_get_them(client, world: World) -> None:
+    job = world.jobs["calib_0"]  # running: killable
+    anonymous = client.get(f"/job/{job.pandaid}/").content.decode()
+    assert f'action="/job/{job.pandaid}/kill/"' not in anonymous
+    assert f'href="/login/?next=/job/{job.pandaid}/"' in anonymous
+    client.force_login(UserFactory(username="mallory"))
+    other = client.get(f"/job/{job.pandaid}/").content.decode()
+    assert f'action="/job/{job.pandaid}/kill/"' not in other
+    assert "Only its owner and operators may act on this job." in other
+    client.force_login(world.user)
+    owner = client.get(f"/job/{job.pandaid}/").content.decode()
+    assert f'action="/job/{job.pandaid}/kill/"' in owner
+    assert "act-hint" not in owner
+    # A finished job has nothing to act on: no hint either.
+    client.logout()
+    assert "act-hint" not in client.get(f"/job/{world.jobs['isr_0'].pandaid}/").content.decode()

@@ -66,9 +66,16 @@ def test_workflow_page_query_count_is_pinned(client, world: World, django_assert
 
 def test_the_owner_sees_the_buttons_that_apply_and_others_see_none(client, world: World) -> None:
     url = f"/workflow/{world.workflow.pk}/"
-    assert 'id="workflow-actions"' not in client.get(url).content.decode()  # anonymous reader
+    anonymous = client.get(url).content.decode()
+    assert 'id="workflow-actions"' not in anonymous
+    assert f'href="/login/?next={url}"' in anonymous  # and how to get the buttons
+    client.force_login(UserFactory(username="mallory"))
+    stranger = client.get(url).content.decode()
+    assert 'id="workflow-actions"' not in stranger
+    assert "Only its owner and operators may act on this workflow." in stranger
     client.force_login(world.user)
     page = client.get(url).content.decode()
+    assert "act-hint" not in page
     for verb in ("pause", "retry", "restart", "cancel"):
         assert f'formaction="/workflow/{world.workflow.pk}/{verb}/"' in page
     assert f'formaction="/workflow/{world.workflow.pk}/resume/"' not in page  # nothing is paused
