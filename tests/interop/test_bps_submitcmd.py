@@ -226,6 +226,9 @@ def test_bps_submitcmd_looping_on_a_refused_upload_is_answered_429(
     finally:
         server.stop()  # then the server's log has every answer it gave
     assert looped.returncode == 124, looped.stdout[-2000:] + looped.stderr[-2000:]  # still looping
+    # panda-client prints each answer: the user sees why (the quota), then the 429s.
+    assert "your cache quota of 1024 bytes would be exceeded" in looped.stdout
+    assert "too many uploads; retry later" in looped.stdout
     uploads = refusals_logged(tmp_path, "/api/v1/file_server/upload_cache_file")
     assert uploads.pop(uploads.index(429)) == 429  # the probe's (any one 429 stands for it)
     refused, limited = uploads.count(413), uploads.count(429)
