@@ -122,7 +122,8 @@ def test_bps_submitcmd_job_runs_the_executable_from_the_uploaded_sandbox(
             f'#!/bin/sh\necho "hello from the sandbox: $*"\nprintf "%s\\n" "$*" "$PANDAID" "$(pwd)" > {ran}\n'
         )
         hello.chmod(0o755)
-        env = released.client_env(clients_venv, server, token_create(username="alice"), tmp_path / "home")
+        token = token_create(username="alice")
+        env = released.client_env(clients_venv, server, token, tmp_path / "home")
         submitted = released.run_client(
             [
                 str(clients_venv / "bin" / "bps"),
@@ -170,6 +171,12 @@ def test_bps_submitcmd_job_runs_the_executable_from_the_uploaded_sandbox(
         )
         assert (job.jobstatus, job.transexitcode) == ("finished", 0), output[-3000:] + pilot.stderr[-3000:]
         assert "hello from the sandbox: one two" in output
+        # The user reads it where `ailuro logs <pandaid>` does.
+        request = urllib.request.Request(
+            f"{server.url}/api/v1/jobs/{job.pandaid}/log/", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert "hello from the sandbox: one two" in json.loads(answer.read())["text"]
         arguments, pandaid, workdir = ran.read_text().splitlines()
         assert (arguments, pandaid) == ("one two", str(job.pandaid))
         # It ran in the job's folder, where the decoder had extracted the sandbox.
