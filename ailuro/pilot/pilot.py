@@ -107,6 +107,28 @@ class JobSpec:
         )
 
 
+def payload_environment(server_url: str, node: dict[str, str], job: dict[str, str]) -> dict[str, str]:
+    """The environment of a payload, before the pilot's per-attempt variables: the node's, then the
+    job's, over defaults that point PanDA's own client code in the payload at this server.
+
+    ctrl_bps_panda's `edgenode/cmd_line_decoder.py` (every `bps` job) downloads the job's sandbox
+    with panda-client's `Client.getFile`, which reads `PANDACACHE_URL` when it is imported; a PanDA
+    pilot exports `PANDA_SERVER_URL` to its payloads. `PANDA_BEHIND_REAL_LB` stops panda-client from
+    resolving the server's name and replacing it by a reverse-DNS name of one of its addresses
+    (PanDA's DNS load balancing, which an ailuro server is not behind). A node or job that sets
+    any of these keeps its own value.
+    """
+    base = server_url.rstrip("/")
+    env = {
+        "PANDA_SERVER_URL": base,
+        "PANDACACHE_URL": f"{base}/server/panda",
+        "PANDA_BEHIND_REAL_LB": "1",
+    }
+    env.update(node)
+    env.update(job)
+    return env
+
+
 def _utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -345,8 +367,7 @@ class Pilot:
 
     def _run_job(self, job: JobSpec, acquired_at: float) -> None:
         workdir = self.config.workdir / f"job-{job.pandaid}-{job.attemptnr}"
-        env = dict(os.environ)
-        env.update(job.environment)
+        env = payload_environment(self.config.url, dict(os.environ), job.environment)
         env.update({"PANDAID": str(job.pandaid), "AILURO_ATTEMPT": str(job.attemptnr)})
         if job.taskid:
             env["PanDA_TaskID"] = str(job.taskid)

@@ -175,18 +175,34 @@ def test_the_per_user_quota_is_413_past_it(
 def test_a_client_that_loops_on_uploads_gets_429_with_retry_after(
     client: Client, alice: str, settings: Any
 ) -> None:
-    """bps submitcmd retries a failed upload ~140 times a second and forever."""
-    settings.AILURO_RATE_LIMITS = {**settings.AILURO_RATE_LIMITS, "cache_upload": "5/minute"}
+    """bps submitcmd retries a failed upload ~140 times a second and forever. (Hour-long windows:
+    the 40 calls never straddle two.)"""
+    settings.AILURO_RATE_LIMITS = {**settings.AILURO_RATE_LIMITS, "cache_upload": "5/hour"}
     statuses = [upload(client, alice, f"f{i}.tar.gz", b"x").status_code for i in range(40)]
     assert statuses[:5] == [200] * 5
     assert set(statuses[5:]) == {429}
     limited = upload(client, alice, "again.tar.gz", b"x")
     assert limited.status_code == 429
-    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert 1 <= int(limited["Retry-After"]) <= 3600
     assert limited.json()["success"] is False
     assert CacheFile.objects.count() == 5
+    # Per identity: another user's token has a window of its own.
     bob = token_create(username="bob")
-    assert upload(client, bob, "g.tar.gz", b"x").status_code == 200  # per identity
+    assert upload(client, bob, "g.tar.gz", b"x").status_code == 200
+
+
+def test_refused_uploads_count_against_the_rate_too(
+    client: Client, alice: str, settings: Any, cache_dir: Path
+) -> None:
+    """The loop bps submitcmd enters: the upload is refused (here: over the quota), the client
+    sends it again at once. The quota check runs `rate` times; every later call is answered 429
+    before its multipart body is parsed, and nothing reaches the cache's rows or its folder."""
+    settings.AILURO_RATE_LIMITS = {**settings.AILURO_RATE_LIMITS, "cache_upload": "5/hour"}
+    settings.AILURO_PANDACOMPAT = {**settings.AILURO_PANDACOMPAT, "CACHE_QUOTA_BYTES": 1024}
+    statuses = [upload(client, alice, "jobO.big.tar.gz", b"x" * 2048).status_code for _ in range(30)]
+    assert statuses == [413] * 5 + [429] * 25
+    assert not CacheFile.objects.exists()
+    assert list(cache_dir.iterdir()) == []
 
 
 def test_validate_finds_the_callers_own_file_by_size_and_checksum(client: Client, alice: str) -> None:
