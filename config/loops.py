@@ -148,6 +148,16 @@ LOOPS: tuple[Loop, ...] = (
         time_limit_s=90,
         task="dispatcher.loop_janitor",
     ),
+    # Users' cache files (prun and `bps submitcmd` sandboxes) expire after
+    # AILURO_PANDA_CACHE_KEEP_DAYS, which gives their quota back; an hour of lateness is nothing.
+    Loop(
+        name="cache_expiry",
+        step="pandacompat.cache.cache_files_expire",
+        period_s=3600.0,
+        budget_s=BUDGET_S,
+        time_limit_s=90,
+        task="pandacompat.loop_cache_expiry",
+    ),
 )
 
 

@@ -3,12 +3,15 @@
 Files live flat in AILURO_PANDACOMPAT["CACHE_DIR"] under a safe base name and are served at
 `/cache/<name>` (beside, never over, the pilot's `/cache/schedconfig/…` and
 `/cache/ddmendpoints.json`). A `CacheFile` row says whose each file is: uploads count against a
-per-user quota, and a name another user holds is not overwritten.
+per-user quota, and a name another user holds is not overwritten. Files expire
+AILURO_PANDA_CACHE_KEEP_DAYS after their upload (`cache_files_expire`, the `cache_expiry` loop).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import logging
 import os
 import re
 import struct
@@ -21,8 +24,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from pandacompat.models import CacheFile
+
+log = logging.getLogger(__name__)
 
 # A cache name: what `/cache/<name>` serves. No separators, no leading dot, no "..".
 CACHE_NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}"
@@ -118,10 +124,14 @@ def cache_file_store(*, owner: Any, name: str, chunks: Iterable[bytes]) -> Cache
             used = CacheFile.objects.filter(owner=owner).exclude(name=name).aggregate(n=Sum("size"))["n"] or 0
             if used + size > quota:
                 raise CacheRefused(
-                    f"your cache quota of {quota} bytes would be exceeded ({used} bytes in use)", 413
+                    f"your cache quota of {quota} bytes would be exceeded ({used} bytes in use); "
+                    f"{_space_back(owner)}",
+                    413,
                 )
             row, _ = CacheFile.objects.update_or_create(
-                name=name, defaults={"owner": owner, "size": size, "footer_crc32": checksum}
+                name=name,
+                # A replaced file's keep time starts again.
+                defaults={"owner": owner, "size": size, "footer_crc32": checksum, "created": timezone.now()},
             )
         try:
             os.replace(tmp, directory / name)
@@ -132,3 +142,37 @@ def cache_file_store(*, owner: Any, name: str, chunks: Iterable[bytes]) -> Cache
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _space_back(owner: Any) -> str:
+    """When the owner's oldest file expires, for the quota message."""
+    oldest = (
+        CacheFile.objects.filter(owner=owner).order_by("created").values_list("created", flat=True).first()
+    )
+    if oldest is None:
+        return "the file alone is larger than the quota"
+    expires = oldest + dt.timedelta(days=int(settings.AILURO_PANDACOMPAT["CACHE_KEEP_DAYS"]))
+    return f"your oldest file expires at {expires:%Y-%m-%d %H:%M} UTC"
+
+
+def cache_files_expire(*, limit: int = 1000, now: dt.datetime | None = None) -> int:
+    """Delete up to `limit` cache files uploaded more than CACHE_KEEP_DAYS ago, oldest first: the
+    file, then its row (a file already gone is fine). Returns how many went; the `cache_expiry`
+    loop repeats while there are more."""
+    before = (now or timezone.now()) - dt.timedelta(days=int(settings.AILURO_PANDACOMPAT["CACHE_KEEP_DAYS"]))
+    expired = list(
+        CacheFile.objects.filter(created__lt=before).order_by("created").values_list("pk", "name")[:limit]
+    )
+    directory = cache_dir()
+    for _, name in expired:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+    deleted, _ = CacheFile.objects.filter(pk__in=[pk for pk, _ in expired], created__lt=before).delete()
+    if deleted:
+        log.info(
+            "%d cache file(s) older than %s deleted",
+            deleted,
+            before.isoformat(),
+            extra={"event": "cache.expired", "deleted": deleted},
+        )
+    return deleted

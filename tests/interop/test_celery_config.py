@@ -33,6 +33,7 @@ def test_the_task_names_deployed_beats_and_workers_know_stay_as_they_were() -> N
         "provisioner": "harvester.provision",
         "campaigns": "campaigns.advance",
         "janitor": "dispatcher.loop_janitor",
+        "cache_expiry": "pandacompat.loop_cache_expiry",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import struct
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.test import Client
+from django.utils import timezone
 
+from config.loops import loop_named
 from core.services import token_create
-from pandacompat.cache import cache_name_from_client
+from pandacompat.cache import cache_files_expire, cache_name_from_client
 from pandacompat.models import CacheFile
 
 pytestmark = pytest.mark.django_db
@@ -240,3 +243,46 @@ def test_validate_refuses_malformed_bodies(client: Client, alice: str, body: byt
     )
     assert response.status_code == 400
     assert response.json()["success"] is False
+
+
+def test_files_expire_after_the_keep_time_and_give_their_quota_back(
+    client: Client, alice: str, settings: Any, cache_dir: Path
+) -> None:
+    settings.AILURO_PANDACOMPAT = {
+        **settings.AILURO_PANDACOMPAT,
+        "CACHE_QUOTA_BYTES": 3000,
+        "CACHE_KEEP_DAYS": 7,
+    }
+    assert upload(client, alice, "old.tar.gz", b"x" * 2000).status_code == 200
+    assert upload(client, alice, "new.tar.gz", b"y" * 500).status_code == 200
+    uploaded = CacheFile.objects.get(name="old.tar.gz").created
+    CacheFile.objects.filter(name="old.tar.gz").update(created=uploaded - dt.timedelta(days=8))
+    refused = upload(client, alice, "more.tar.gz", b"z" * 1000)
+    assert refused.status_code == 413
+    # The message says when space comes back: the oldest file's upload + 7 days.
+    expires = (uploaded - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    assert f"your oldest file expires at {expires}" in refused.json()["message"]
+
+    assert cache_files_expire() == 1
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["new.tar.gz"]
+    assert list(CacheFile.objects.values_list("name", flat=True)) == ["new.tar.gz"]
+    assert client.get("/cache/old.tar.gz").status_code == 404
+    assert upload(client, alice, "more.tar.gz", b"z" * 1000).status_code == 200
+    assert cache_files_expire() == 0  # nothing else is old enough
+
+
+def test_expiry_is_bounded_per_call_and_a_missing_file_is_no_error(
+    client: Client, alice: str, settings: Any, cache_dir: Path
+) -> None:
+    for n in range(3):
+        assert upload(client, alice, f"f{n}.tar.gz", b"x" * 10).status_code == 200
+    CacheFile.objects.update(created=timezone.now() - dt.timedelta(days=400))
+    (cache_dir / "f0.tar.gz").unlink()
+    assert cache_files_expire(limit=2) == 2
+    assert cache_files_expire(limit=2) == 1
+    assert not CacheFile.objects.exists()
+
+
+def test_the_cache_expiry_loop_is_in_the_loop_table() -> None:
+    loop = loop_named("cache_expiry")
+    assert loop.step_function() is cache_files_expire
