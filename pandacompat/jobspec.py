@@ -247,7 +247,7 @@ def job_description(job: Mapping[str, Any], files: Sequence[Mapping[str, Any]]) 
         "PandaID": job["pandaid"],
         "jobDefinitionID": job["workflow_id"],
         "jobsetID": job["workflow_id"],
-        "reqID": job["workflow_id"],
+        "reqID": job["task_id"],
         "jediTaskID": job["task_id"],
         "taskID": job["task_id"],
         "jobName": job["name"],

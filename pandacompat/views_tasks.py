@@ -1,7 +1,9 @@
 """panda-client's task calls (`/api/v1/task/…`): prun's `insertTaskParams`, pbook's kill, finish,
 retry, pause and resume, and the status reads pbook shows.
 
-A JEDI task is an ailuro task (`jeditaskid`); its request (`reqID`) is the ailuro workflow. The
+A JEDI task is an ailuro task (`jeditaskid`). Its `reqID` is answered as the task's own id:
+pbook reads any id below 10,000,000 as a reqID (`PBookCore.is_reqid`) and ailuro's ids are small,
+so `pbook kill N` must find task N, not the tasks of workflow N (`workflowID` carries that). The
 verbs answer as JEDI does: HTTP 200 with `data` the return code (0 done, 2 no such task,
 3 permission denied, 4 irrelevant task status) and `success` true only for 0, so panda-client and
 pbook print the message. Authentication and role failures are 401/403 and malformed requests 400,
@@ -43,7 +45,7 @@ OK, NOT_FOUND, DENIED, IRRELEVANT, REFUSED = 0, 2, 3, 4, 1
 MAX_TASKS = 1000
 # pbook's filters (JediTaskSpec attribute names) → Task lookups; status filters are applied to
 # the status derived from the counts, after the query.
-_FILTERS = {"jediTaskID": "jeditaskid", "reqID": "workflow_id", "taskName": "name", "userName": "username"}
+_FILTERS = {"jediTaskID": "jeditaskid", "reqID": "jeditaskid", "taskName": "name", "userName": "username"}
 _STATUS_FILTERS = ("status", "superStatus")
 
 
@@ -218,7 +220,8 @@ def task_dict(row: Mapping[str, Any], counts: Mapping[str, int]) -> dict[str, An
     failed = counts.get(JobStatus.FAILED, 0)
     return {
         "jediTaskID": row["jeditaskid"],
-        "reqID": row["workflow_id"],
+        "reqID": row["jeditaskid"],
+        "workflowID": row["workflow_id"],
         "taskName": row["name"],
         "userName": row["username"],
         "status": status,
