@@ -582,6 +582,8 @@ AILURO_PANDACOMPAT: dict[str, Any] = {
 AILURO_BODY_CAPS.setdefault(
     "/api/v1/file_server/upload_cache_file", AILURO_PANDACOMPAT["CACHE_MAX_FILE_BYTES"] + 64 * 1024
 )
+# Client.submitJobs: up to pandacompat.jobspec.MAX_JOBS_PER_CALL jobs of about 1.5 KiB each.
+AILURO_BODY_CAPS.setdefault("/api/v1/job/submit", 16 * 1024 * 1024)
 # --- end PanDA client compatibility ---
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",

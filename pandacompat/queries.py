@@ -137,3 +137,11 @@ def workflow_task_count(workflow_id: int) -> int:
 def workflow_job_ids(workflow_id: int) -> dict[str, int]:
     """job name → pandaid of a workflow's jobs."""
     return dict(Job.objects.filter(workflow_id=workflow_id).values_list("name", "pandaid"))
+
+
+def workflow_task_ids(workflow_id: int) -> list[int]:
+    return list(
+        Task.objects.filter(workflow_id=workflow_id)
+        .order_by("jeditaskid")
+        .values_list("jeditaskid", flat=True)
+    )

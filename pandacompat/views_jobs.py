@@ -23,7 +23,7 @@ from pandacompat.jobspec import JobSpecInvalid, job_description, jobs_decode, jo
 from pandacompat.queries import jobs_described, jobs_owned, workflow_job_ids
 from pandacompat.views import envelope
 
-MAX_JOBS_TEXT = 16 * 1024 * 1024
+MAX_JOBS_TEXT = 16 * 1024 * 1024  # the body cap of this path (AILURO_BODY_CAPS) bounds it first
 
 
 @csrf_exempt

@@ -37,7 +37,13 @@ from dispatcher.states import TASK_FINAL, JobStatus
 from pandacompat.cache import cache_path
 from pandacompat.client_common import BadRequest, caller, json_object, positive_id, source_url
 from pandacompat.jobspec import wire_datetime
-from pandacompat.queries import task_job_ids, task_status_now, tasks_with_counts, workflow_task_count
+from pandacompat.queries import (
+    task_job_ids,
+    task_status_now,
+    tasks_with_counts,
+    workflow_task_count,
+    workflow_task_ids,
+)
 from pandacompat.taskparams import TaskParamsInvalid, task_plan
 from pandacompat.views import envelope
 
@@ -90,7 +96,7 @@ def task_submit(request: HttpRequest) -> HttpResponse:
         return envelope(False, f"{exc.field}: {exc.message}", REFUSED)
     except WorkflowInvalid as exc:
         return envelope(False, exc.message, REFUSED)
-    task_id = _task_of_workflow(workflow.pk)
+    task_id = workflow_task_ids(workflow.pk)[0]
     return envelope(True, f"succeeded. new jediTaskID={task_id}", task_id)
 
 
@@ -99,10 +105,6 @@ def json_object_text(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         raise BadRequest("task_parameters is not valid JSON") from None
-
-
-def _task_of_workflow(workflow_id: int) -> int:
-    return int(Task.objects.filter(workflow_id=workflow_id).values_list("jeditaskid", flat=True).get())
 
 
 # --- verbs ---------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ def _read(request: HttpRequest, answer: Callable[[Any, Any], JsonResponse]) -> H
         return exc.reply()
 
 
-def _one_task(user: Any, token: Any, task_id: int) -> tuple[dict[str, Any], dict[str, int]] | None:
+def _one_task(task_id: int) -> tuple[dict[str, Any], dict[str, int]] | None:
     found = tasks_with_counts(filters={"jeditaskid": task_id}, since=None, limit=1)
     return found[0] if found else None
 
@@ -265,7 +267,7 @@ def task_get_status(request: HttpRequest) -> HttpResponse:
 
     def answer(user: Any, token: Any) -> JsonResponse:
         task_id = _query_id(request)
-        found = _one_task(user, token, task_id)
+        found = _one_task(task_id)
         if found is None:
             return envelope(False, "Task not found")
         return envelope(True, "", task_status_now(found[0]["status"], found[1]))
@@ -278,7 +280,7 @@ def task_get_details(request: HttpRequest) -> HttpResponse:
     """`GET /api/v1/task/get_details?task_id=N`: the task dict (as in the task lists)."""
 
     def answer(user: Any, token: Any) -> JsonResponse:
-        found = _one_task(user, token, _query_id(request))
+        found = _one_task(_query_id(request))
         if found is None:
             return envelope(False, "Task not found or error retrieving the details")
         return envelope(True, "", task_dict(*found))

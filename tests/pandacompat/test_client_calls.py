@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from core.services import token_create
 from dispatcher.models import Job, Task, Workflow
@@ -485,3 +487,31 @@ def test_rungen_arguments_are_read_as_prun_writes_them() -> None:
         "sub/dir",
         "http://h:1",
     )
+
+
+# --- query counts -------------------------------------------------------------------------------
+
+
+def _queries(path: str, token: str, body: Any = None, **query: Any) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        reply = call(path, body, token, method="get" if body is None else "post", **query)
+    assert reply.status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_reads_cost_the_same_few_queries_for_one_job_or_task_as_for_many() -> None:
+    alice = token_create(username="alice")
+    one = [row[0] for row in submit(alice, [captured_jobs()[0]]).json()["data"]]
+    many = [row[0] for row in submit(alice, [_renamed(f"n{i}") for i in range(6)]).json()["data"]]
+    prun_task(alice, 1)
+    for _ in range(4):
+        prun_task(alice, 3)
+
+    counts = {
+        "describe one": _queries("/api/v1/job/get_description", alice, {"job_ids": one}),
+        "describe many": _queries("/api/v1/job/get_description", alice, {"job_ids": many}),
+        "list": _queries("/api/v1/task/get_tasks_detailed_info_since", alice, n_tasks=1),
+        "list many": _queries("/api/v1/task/get_tasks_detailed_info_since", alice, n_tasks=50),
+    }
+    # The token, then the jobs and their files (or the tasks and their counts): no query per row.
+    assert counts == {"describe one": 3, "describe many": 3, "list": 3, "list many": 3}
