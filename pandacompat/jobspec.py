@@ -53,6 +53,7 @@ NULL = "NULL"
 MAX_JOBS_PER_CALL = 1000
 MAX_FILES_PER_JOB = 200
 MAX_TEXT_CHARS = 64 * 1024  # one attribute's text (jobParameters is the long one)
+MAX_INT = 2**31 - 1  # the database's integer columns
 # Transformations this server runs by reading their arguments (prun's runGen).
 _RUNGEN = re.compile(r"(^|/)runGen(-[0-9-]+)?(\.py)?$")
 _LABEL_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -139,8 +140,10 @@ def _int_of(record: Mapping[str, Any], name: str, where: str) -> int | None:
         raise JobSpecInvalid(f"{where}.{name} must be an integer, got {value!r}", f"{where}.{name}")
     try:
         number = int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise JobSpecInvalid(f"{where}.{name} must be an integer, got {value!r}", f"{where}.{name}") from None
+    if not -MAX_INT <= number <= MAX_INT:
+        raise JobSpecInvalid(f"{where}.{name} is out of range (|value| ≤ {MAX_INT})", f"{where}.{name}")
     return number
 
 

@@ -21,6 +21,7 @@ from pandacompat.rungen import RunGenArgs, RunGenRefused, rungen_parse, runner_c
 
 DELIMITER = "__delimiter__"
 MAX_JOB_PARAMETERS = 200
+MAX_INT = 2**31 - 1  # the database's integer columns
 NO_RUCIO = "input datasets (Rucio) are not supported by this server; use prun without --inDS"
 _LABEL_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -56,8 +57,8 @@ def _positive_int(params: Mapping[str, Any], key: str, default: int | None) -> i
     value = params.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TaskParamsInvalid(f"{key} must be a positive integer, got {value!r}", key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise TaskParamsInvalid(f"{key} must be a positive integer below 2**31, got {value!r}", key)
     return value
 
 
@@ -136,6 +137,8 @@ def task_plan(params: Any, *, source_url: str, max_jobs: int) -> TaskPlan:
     if settings:
         spec["labels"] = {label: settings}
     priority = params.get("taskPriority")
-    if isinstance(priority, int) and not isinstance(priority, bool):
+    if priority is not None:
+        if isinstance(priority, bool) or not isinstance(priority, int) or not -MAX_INT <= priority <= MAX_INT:
+            raise TaskParamsInvalid(f"taskPriority must be an integer, got {priority!r}", "taskPriority")
         spec["priority"] = priority
     return TaskPlan(spec=spec, label=label, sandbox=args.sandbox, n_jobs=n_jobs)

@@ -139,6 +139,22 @@ def test_a_bad_attribute_is_named_by_position_and_name() -> None:
     assert "jobs[1][49] (jobParameters)" in bad_type.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("attribute", "value", "names"),
+    [
+        ("minRamCount", "1e400", "jobs[0].minRamCount must be an integer"),
+        ("currentPriority", 10**12, "jobs[0].currentPriority is out of range"),
+        ("maxWalltime", {"x": 1}, "jobs[0][101] (maxWalltime) must be a string, number or null"),
+    ],
+)
+def test_numbers_out_of_the_databases_range_are_400s(attribute: str, value: Any, names: str) -> None:
+    state = captured_jobs()[0]
+    state[JOB_ATTRIBUTES.index(attribute)] = value
+    reply = submit(token_create(username="alice"), [state])
+    assert reply.status_code == 400
+    assert names in reply.json()["message"]
+
+
 def test_a_transformation_url_other_than_rungen_and_input_options_are_refused() -> None:
     url = captured_jobs()[0]
     url[JOB_ATTRIBUTES.index("transformation")] = "https://example.org/trf/Reco_tf.py"
@@ -305,6 +321,8 @@ def test_the_sandbox_url_is_the_configured_one_when_set(settings: Any) -> None:
         ),
         ({"nEvents": 0}, "nEvents must be a positive integer"),
         ({"nEvents": 10**7}, "the limit is"),
+        ({"nEvents": 10**30}, "nEvents must be a positive integer below 2**31"),
+        ({"taskPriority": 10**12}, "taskPriority must be an integer"),
         ({"taskName": ""}, "taskName must be a non-empty string"),
         ({"jobParameters": [{"type": "constant", "value": "-r ."}]}, "no command to run (-p)"),
         (
