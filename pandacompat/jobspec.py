@@ -203,6 +203,9 @@ def jobs_to_spec(records: Sequence[Mapping[str, Any]], *, name: str, source_url:
         resources = _resources(record, where)
         if resources:
             entry["resources"] = resources
+        files = [_file_entry(f, f"{where}.Files[{k}]") for k, f in enumerate(record.get("Files", ()))]
+        if files:
+            entry["files"] = files
         priority = _int_of(record, "currentPriority", where) or _int_of(record, "assignedPriority", where)
         if priority:
             entry["priority"] = priority
@@ -212,6 +215,40 @@ def jobs_to_spec(records: Sequence[Mapping[str, Any]], *, name: str, source_url:
     if settings_given:
         spec["labels"] = settings_given
     return spec
+
+
+# FileSpec attribute → (ailuro file key, the database column's length).
+_FILE_FIELDS = (
+    ("lfn", "lfn", 400),
+    ("dataset", "dataset", 300),
+    ("scope", "scope", 100),
+    ("GUID", "guid", 64),
+)
+
+
+def _file_entry(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An output or log FileSpec as a spec file (kept on the job, shown by getJobStatus; nothing is
+    staged out). Input files need Rucio and are refused."""
+    kind = spec.get("type")
+    if kind not in ("output", "log"):
+        raise JobSpecInvalid(
+            f"{where}.type {kind!r}: only output and log files are accepted (input files need Rucio, "
+            "which this server does not support)",
+            f"{where}.type",
+        )
+    entry: dict[str, Any] = {"role": kind}
+    for source, key, length in _FILE_FIELDS:
+        value = spec.get(source)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value or len(value) > length:
+            raise JobSpecInvalid(
+                f"{where}.{source} must be a string of 1 to {length} characters", f"{where}.{source}"
+            )
+        entry[key] = value
+    if "lfn" not in entry:
+        raise JobSpecInvalid(f"{where}.lfn is missing", f"{where}.lfn")
+    return entry
 
 
 def _resources(record: Mapping[str, Any], where: str) -> dict[str, int]:

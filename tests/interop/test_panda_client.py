@@ -89,7 +89,10 @@ _, after = Client.getJobStatus(ids + [987654321])
 print(json.dumps({
     "status": status,
     "submitted": [row[:2] for row in submitted],
-    "described": [[j.PandaID, j.jobName, j.jobStatus, j.computingSite, j.minRamCount] for j in described],
+    "described": [
+        [j.PandaID, j.jobName, j.jobStatus, j.computingSite, j.minRamCount, [f.lfn for f in j.Files]]
+        for j in described
+    ],
     "killed": killed,
     "after": [None if j is None else [j.PandaID, j.jobStatus] for j in after],
 }))
@@ -109,8 +112,8 @@ def test_submit_status_and_kill_jobs_with_pandaclient(
     assert out["status"] == 0
     assert out["submitted"] == [[ids[0], "pc-job-0"], [ids[1], "pc-job-1"]]
     assert out["described"] == [
-        [ids[0], "pc-job-0", "defined", "NULL", 1000],
-        [ids[1], "pc-job-1", "defined", "NULL", 1001],
+        [ids[0], "pc-job-0", "defined", "NULL", 1000, ["pc-job-0.log.tgz"]],
+        [ids[1], "pc-job-1", "defined", "NULL", 1001, ["pc-job-1.log.tgz"]],
     ]
     assert out["killed"] == [0, [True]]
     assert out["after"] == [[ids[0], "cancelled"], [ids[1], "defined"], None]

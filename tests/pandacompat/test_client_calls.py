@@ -104,6 +104,9 @@ def test_the_captured_submit_becomes_a_workflow_of_the_tokens_user() -> None:
     )
     assert jobs["ailuro-wire-test-2"].request_memory_mb == 3000
     assert Task.objects.get().included_sites == ["SLAC_Rubin"]
+    assert list(one.files.values_list("lfn", "role", "dataset")) == [
+        ("ailuro-wire-test-1.log.tgz", "log", "user.test.log")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -153,6 +156,24 @@ def test_numbers_out_of_the_databases_range_are_400s(attribute: str, value: Any,
     reply = submit(token_create(username="alice"), [state])
     assert reply.status_code == 400
     assert names in reply.json()["message"]
+
+
+def test_input_files_are_refused_and_file_fields_are_bounded() -> None:
+    state = captured_jobs()[0]
+    files = state[-1]
+    files.append(list(files[0]))
+    files[1][4] = "input"  # FileSpec.type
+    long_lfn = captured_jobs()[0]
+    long_lfn[-1][0][3] = "x" * 401
+
+    inputs = submit(token_create(username="alice"), [state])
+    too_long = submit(token_create(username="alice"), [long_lfn])
+
+    assert inputs.status_code == 400
+    assert "jobs[0].Files[1].type 'input'" in inputs.json()["message"]
+    assert "need Rucio" in inputs.json()["message"]
+    assert too_long.status_code == 400
+    assert "jobs[0].Files[0].lfn must be a string of 1 to 400 characters" in too_long.json()["message"]
 
 
 def test_a_transformation_url_other_than_rungen_and_input_options_are_refused() -> None:
@@ -217,7 +238,9 @@ def test_get_description_answers_jobspec_dicts_and_none_for_unknown_ids() -> Non
     assert described["jobName"] == "ailuro-wire-test-1"
     assert described["transExitCode"] == 0
     assert set(described["creationTime"]) == {"__datetime__"}
-    assert described["Files"] == []
+    assert [(f["lfn"], f["type"], f["dataset"]) for f in described["Files"]] == [
+        ("ailuro-wire-test-1.log.tgz", "log", "user.test.log")
+    ]
 
 
 @pytest.mark.parametrize(
