@@ -37,7 +37,10 @@ def caller(request: HttpRequest, *, submit: bool = False) -> tuple[Any, Any] | J
         else:
             access.read_required(user, token)
     except _Unauthenticated as exc:
-        return envelope(False, exc.message, status=exc.status)
+        response = envelope(False, exc.message, status=exc.status)
+        if exc.status == 503:  # the identity provider is down: the token may be fine
+            response["Retry-After"] = str(settings.AILURO_RETRY_AFTER_S)
+        return response
     except PermissionDenied as exc:
         return envelope(False, str(exc), status=403)
     return user, token

@@ -4,6 +4,7 @@ endpoint (a 4xx naming the problem, 401 without a token, 403 for identities that
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from core import oidc
 from core.services import token_create
 from dispatcher.models import Job, Task, Workflow
 from dispatcher.services import job_transition
@@ -556,3 +558,20 @@ def test_reads_cost_the_same_few_queries_for_one_job_or_task_as_for_many() -> No
     }
     # The token, then the jobs and their files (or the tasks and their counts): no query per row.
     assert counts == {"describe one": 3, "describe many": 3, "list": 3, "list many": 3}
+
+
+def test_an_unreachable_identity_provider_is_a_503_with_retry_after(settings: Any) -> None:
+    settings.OIDC_ISSUER = "http://127.0.0.1:9"  # discard port: nothing answers
+    settings.OIDC_ENABLED = True
+    settings.OIDC_AUDIENCE = ["urn:wms:api"]
+    settings.OIDC_OP_JWKS_ENDPOINT = "http://127.0.0.1:9/jwks"
+    oidc.caches_clear()
+    header = base64.urlsafe_b64encode(b'{"alg":"RS256","kid":"k1","typ":"at+jwt"}').rstrip(b"=").decode()
+    claims = base64.urlsafe_b64encode(b'{"sub":"x","iss":"http://127.0.0.1:9"}').rstrip(b"=").decode()
+
+    reply = call("/api/v1/task/submit", {"task_parameters": prun_params()}, f"{header}.{claims}.c2ln")
+
+    assert reply.status_code == 503
+    assert reply["Retry-After"] == str(settings.AILURO_RETRY_AFTER_S)
+    assert "identity provider unavailable" in reply.json()["message"]
+    oidc.caches_clear()
