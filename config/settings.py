@@ -629,10 +629,14 @@ AILURO_PANDACOMPAT: dict[str, Any] = {
     "AUTH_VOS": _env_list("AILURO_PANDA_AUTH_VOS", []),
     "AUTH_CLIENT_ID": _env_str("AILURO_PANDA_AUTH_CLIENT_ID", OIDC_CLI_CLIENT_ID),
     "AUTH_AUDIENCE": _env_str("AILURO_PANDA_AUTH_AUDIENCE", ""),
+    # Where prun's jobs fetch their sandbox (<url>/cache/<name>); empty: the URL the task came to.
+    "SOURCE_URL": _env_str("AILURO_PANDA_SOURCE_URL", ""),
 }
 AILURO_BODY_CAPS.setdefault(
     "/api/v1/file_server/upload_cache_file", AILURO_PANDACOMPAT["CACHE_MAX_FILE_BYTES"] + 64 * 1024
 )
+# Client.submitJobs: up to pandacompat.jobspec.MAX_JOBS_PER_CALL jobs of about 1.5 KiB each.
+AILURO_BODY_CAPS.setdefault("/api/v1/job/submit", 16 * 1024 * 1024)
 # --- end PanDA client compatibility ---
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     "drf_spectacular.hooks.postprocess_schema_enums",

@@ -96,9 +96,12 @@ const config = {
       },
     },
   },
-  // Put user claims into JWT access tokens too (IAM/WLCG profile puts groups in AT).
+  // Put user claims into JWT access tokens too (IAM/WLCG profile puts groups in AT). The name and
+  // preferred_username are there for panda-client, which reads them from the token it is given
+  // (prun takes the user's nickname from preferred_username and needs a name).
   async extraTokenClaims(ctx, token) {
-    if (token.accountId && ACCOUNTS[token.accountId]) return { groups: ACCOUNTS[token.accountId].groups };
+    const id = token.accountId;
+    if (id && ACCOUNTS[id]) return { groups: ACCOUNTS[id].groups, preferred_username: id, name: `${id} example` };
     return undefined;
   },
   pkce: { required: () => false },

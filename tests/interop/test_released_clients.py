@@ -13,34 +13,22 @@ retries a failed upload forever.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from core.services import token_create
 from dispatcher.models import Job, JobDependency, Task, Workflow
 from pandacompat.models import CacheFile
-from tests.ailuro.server import ROOT, AiluroServer
+from tests.ailuro.server import AiluroServer
 from tests.factories import QueueFactory, SiteFactory
+from tests.interop.conftest import client_env, last_json, run_client
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 DRIVER = Path(__file__).with_name("bps_driver.py")
-CLIENT_TIMEOUT_S = 120
-
-
-@pytest.fixture(scope="session")
-def clients_venv() -> Path:
-    """scripts/clients.sh install: idempotent, ~1 minute on a clean machine."""
-    subprocess.run([str(ROOT / "scripts" / "clients.sh"), "install"], check=True, timeout=1200)
-    venv = ROOT / "var" / "clients-venv"
-    assert (venv / "bin" / "bps").exists()
-    return venv
 
 
 @pytest.fixture
@@ -49,49 +37,6 @@ def server(tmp_path: Path) -> Iterator[AiluroServer]:
     running.start()
     yield running
     running.stop()
-
-
-def client_env(venv: Path, server: AiluroServer, token: str, home: Path, vo: str = "Rubin") -> dict[str, str]:
-    """What a Rubin or ATLAS user exports to point the clients at ailuro (docs: Coming from PanDA)."""
-    home.mkdir(parents=True, exist_ok=True)
-    base = f"{server.url}/server/panda"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PANDA", "DATABASE_URL"))}
-    env.update(
-        {
-            "PANDA_URL": base,
-            "PANDA_URL_SSL": base,
-            "PANDACACHE_URL": base,
-            "PANDA_AUTH": "oidc",
-            "PANDA_AUTH_VO": vo,
-            "PANDA_AUTH_ID_TOKEN": token,
-            "PANDA_BEHIND_REAL_LB": "1",  # else importing pandaclient.Client resolves hosts
-            "PANDA_VERIFY_HOST": "off",
-            "PANDA_CONFIG_ROOT": str(home / ".pathena"),
-            "HOME": str(home),
-            "USER": "alice",
-            "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}",
-            "VIRTUAL_ENV": str(venv),
-            "PANDA_SYS": str(venv),
-        }
-    )
-    return env
-
-
-def run_client(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["timeout", str(CLIENT_TIMEOUT_S), *argv],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT_S + 10,
-        check=False,
-    )
-
-
-def last_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_bps_ping_succeeds_and_a_bad_token_fails(
