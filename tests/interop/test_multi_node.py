@@ -59,8 +59,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from config.celery import app
@@ -95,8 +97,10 @@ QUEUE = "MULTI_NODE"
 
 
 def cache_url() -> str:
-    """The shared cache: database 10 of the broker's Redis."""
-    return "redis://127.0.0.1:6379/10"
+    """The shared cache: database 10 of the broker's Redis (the broker itself uses another)."""
+    broker = urlsplit(settings.CELERY_BROKER_URL)
+    host = broker.hostname if broker.scheme == "redis" and broker.hostname else "127.0.0.1"
+    return f"redis://{host}:{broker.port or 6379}/10"
 
 
 def nginx_binary() -> Path:
