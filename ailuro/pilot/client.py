@@ -395,20 +395,20 @@ class Spool:
             return []
         return [self.folder / n for n in sorted(names, key=_created_ns)]
 
-    def deliver(self, path: Path, server: Server, *, retry: Retry | None = None) -> Delivery:
+    def deliver(
+        self, path: Path, server: Server, *, retry: Retry | None = None, wait_s: float = 0.0
+    ) -> Delivery:
         """Send one report under its lock (retried under `retry`, default one try); delete it when
-        the server took it or refused it for good."""
+        the server took it or refused it for good. While another pilot holds the lock (it is
+        sending the report), wait for it up to `wait_s` seconds: it is then GONE when that pilot
+        delivered it, else this one sends it."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return Delivery.GONE
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    return Delivery.BUSY
-                raise
+            if not _lock(fd, wait_s):
+                return Delivery.BUSY
             if os.fstat(fd).st_nlink == 0:  # delivered and deleted while we waited for the lock
                 return Delivery.GONE
             with os.fdopen(os.dup(fd), "rb") as fh:
@@ -496,6 +496,23 @@ class Spool:
             with contextlib.suppress(OSError):
                 if time.time() - path.stat().st_mtime > older_than_s:
                     path.unlink()
+
+
+def _lock(fd: int, wait_s: float) -> bool:
+    """Take the report's exclusive lock, polling for up to `wait_s` seconds; False when another
+    process still holds it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        else:
+            return True
 
 
 def _read_entry(raw: bytes) -> tuple[str, dict[str, Any]] | None:

@@ -527,7 +527,12 @@ class Pilot:
                 return False
             return True
         self.own[path] = time.monotonic()
-        outcome = self.spool.deliver(path, self.server, retry=FIRST_DELIVERY)
+        # Another pilot of the node may be sending it already (its spool flush found it the moment
+        # it was written): wait for that one try, bounded by the connection timeout, rather than
+        # call it undelivered.
+        outcome = self.spool.deliver(
+            path, self.server, retry=FIRST_DELIVERY, wait_s=self.server.timeout_s + 5
+        )
         if outcome in (Delivery.DELIVERED, Delivery.GONE):
             self.own.pop(path, None)
             return True

@@ -331,6 +331,36 @@ def test_a_report_another_pilot_is_sending_is_skipped(stub: Stub, tmp_path: Path
     assert spool.deliver(path, Server(stub.url)) is Delivery.DELIVERED
 
 
+@pytest.mark.parametrize("delivered", [True, False], ids=["the-other-delivered", "the-other-could-not"])
+def test_the_writer_waits_for_a_pilot_sending_its_report_before_it_says_anything(
+    stub: Stub, tmp_path: Path, delivered: bool
+) -> None:
+    """The pilot that wrote a report finds another pilot's flush sending it: it waits for that one
+    try, then the report is GONE (delivered by the other) or it sends it itself."""
+    spool = spool_for(tmp_path / "spool", stub.url)
+    path = spool.put("update_job", report(1))
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def the_other_pilot() -> None:
+        time.sleep(0.3)
+        if delivered:
+            path.unlink()
+        os.close(fd)
+
+    thread = threading.Thread(target=the_other_pilot)
+    thread.start()
+    try:
+        started = time.monotonic()
+        outcome = spool.deliver(path, Server(stub.url), wait_s=10)
+        assert 0.25 < time.monotonic() - started < 5
+    finally:
+        thread.join()
+    assert outcome is (Delivery.GONE if delivered else Delivery.DELIVERED)
+    assert stub.job_ids() == ([] if delivered else [1])
+    assert not path.exists()
+
+
 def test_a_report_delivered_while_waiting_for_its_lock_is_not_sent_again(stub: Stub, tmp_path: Path) -> None:
     spool = spool_for(tmp_path / "spool", stub.url)
     path = spool.put("update_job", report(1))

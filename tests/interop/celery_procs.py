@@ -17,8 +17,9 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def child_environment() -> dict[str, str]:
-    """The environment a child process needs to use the test database and the test broker."""
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a child process needs to use the test database and the test broker, plus
+    `extra` (settings of the test)."""
     broker = settings.CELERY_BROKER_URL
     assert broker.startswith("redis://"), (
         f"the Celery interop tests need a Redis broker (scripts/test.sh sets one), got {broker!r}"
@@ -32,6 +33,7 @@ def child_environment() -> dict[str, str]:
         AILURO_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra or {})
     return env
 
 
@@ -43,19 +45,19 @@ def broker_purge() -> None:
         conn.default_channel.queue_purge("celery")
 
 
-def celery_start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def celery_start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "celery", "-q", "-A", "config", *args],
             cwd=ROOT,
-            env=child_environment(),
+            env=child_environment(env),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
 
-def worker_start(name: str, log: Path) -> subprocess.Popen[bytes]:
+def worker_start(name: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return celery_start(
         [
             "worker",
@@ -69,11 +71,12 @@ def worker_start(name: str, log: Path) -> subprocess.Popen[bytes]:
             "--without-mingle",
         ],
         log,
+        env,
     )
 
 
-def beat_start(schedule: Path, log: Path) -> subprocess.Popen[bytes]:
-    return celery_start(["beat", "-s", str(schedule), "--loglevel", "INFO"], log)
+def beat_start(schedule: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return celery_start(["beat", "-s", str(schedule), "--loglevel", "INFO"], log, env)
 
 
 def process_stop(proc: subprocess.Popen[bytes]) -> None:
