@@ -103,12 +103,6 @@ def test_commands_outside_the_allowlist_are_refused(client: Client, alice: str, 
     assert "not relayed" in response.json()[1]
 
 
-def test_an_allowed_command_not_served_yet_is_false_with_a_message(client: Client, alice: str) -> None:
-    response = relay(client, alice, gzip_body(envelope("get_requests", kwargs={"request_id": "1001"})))
-    assert response.status_code == 200
-    assert response.json() == [False, "get_requests is not served by this server yet"]
-
-
 def test_a_gzip_bomb_body_is_413(client: Client, alice: str, settings: Any) -> None:
     settings.AILURO_PANDACOMPAT = {**settings.AILURO_PANDACOMPAT, "RELAY_MAX_DECODED_BYTES": 4 * MB}
     response = relay(client, alice, gzip.compress(b" " * (64 * MB), 9))
@@ -218,13 +212,4 @@ def test_a_reader_may_ping_but_not_submit(client: Client, rubin_queues: None) ->
     assert relay(client, reader, gzip_body(envelope("ping"))).json() == [True, {"Status": "OK"}]
     response = relay(client, reader, gzip_body(captured_envelope("bps_direct_PanDAService.jsonl", "submit")))
     assert response.status_code == 403
-    assert not Workflow.objects.exists()
-
-
-def test_a_workflow_sent_in_steps_is_refused_with_advice_for_now(
-    client: Client, alice: str, rubin_queues: None
-) -> None:
-    step = captured_envelope("bps_direct_split_steps.jsonl", "submit", 0)
-    ok, message = relay(client, alice, gzip_body(step)).json()
-    assert ok is False and "maxRequestLength" in message
     assert not Workflow.objects.exists()
