@@ -301,3 +301,54 @@ def test_ten_final_jobs_are_allowed_and_a_label_cannot_say_final() -> None:
             max_edges=10,
         )
     assert refused.value.field == "labels.x.final"
+
+
+def test_the_published_schema_takes_final_jobs_and_refuses_one_with_parents() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from dispatcher.workflows import spec_from_jobs
+
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "docs/reference/workflow-spec.schema.json").read_text()
+    )
+    jsonschema.validate(SPEC, schema)
+    parsed = spec_parse(SPEC, max_jobs=100, max_edges=100)
+    rewritten = spec_from_jobs(name=parsed.name, jobs=parsed.jobs, labels=parsed.labels)
+    jsonschema.validate(rewritten, schema)
+    assert [j["name"] for j in rewritten["jobs"] if j.get("final")] == ["report"]
+    assert [j.final for j in spec_parse(rewritten, max_jobs=100, max_edges=100).jobs] == [False] * 4 + [True]
+    with_parents = {"jobs": [{"name": "f", "label": "f", "command": "t", "final": True, "depends_on": []}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(with_parents, schema)
+
+
+def test_the_api_answers_400_naming_the_field_and_writes_nothing() -> None:
+    import json
+
+    from django.urls import reverse
+
+    from tests.dispatcher.test_api_workflows import client_for
+
+    spec = {
+        "jobs": [
+            {"name": "a", "label": "x", "command": "t"},
+            {"name": "f", "label": "f", "command": "t", "final": True, "depends_on": ["a"]},
+        ]
+    }
+    response = client_for("alice").post(
+        reverse("dispatcher:workflow-list"), json.dumps(spec), content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["field"] == "jobs[1].depends_on"
+    assert "final job" in response.json()["detail"]
+    assert not Workflow.objects.exists()
+    created = client_for("alice").post(
+        reverse("dispatcher:workflow-list"),
+        json.dumps({"jobs": [spec["jobs"][0], {"name": "f", "label": "f", "command": "t", "final": True}]}),
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.content
+    assert created.json()["final_jobs"] == 1
