@@ -104,16 +104,18 @@ def relay_submit_spec(*, owner: Any, translation: Translation) -> int:
     """Submit a translated BPS workflow through the dispatcher's submit service; the request id
     the client keeps is the workflow id.
 
-    Final jobs are added as children of every sink job for now: they run when all else finished
-    but are pruned when a job failed for good, unlike BPS's finalJob, which runs whatever the
-    outcome.
+    BPS's final jobs are submitted as ailuro final jobs (`"final": true`,
+    docs/user-guide/workflows.md#final-jobs): they run once every other job of the workflow has
+    ended, finished, failed for good, pruned or cancelled, as BPS's finalJob does; a final job
+    names no parents (it waits for the whole workflow).
     """
     spec = dict(translation.spec)
     if translation.final_jobs:
-        jobs = list(spec["jobs"])
-        parents = {p for job in jobs for p in job.get("depends_on", ())}
-        sinks = [job["name"] for job in jobs if job["name"] not in parents]
-        spec["jobs"] = jobs + [{**final, "depends_on": sinks} for final in translation.final_jobs]
+        finals = [
+            {**{k: v for k, v in final.items() if k != "depends_on"}, "final": True}
+            for final in translation.final_jobs
+        ]
+        spec["jobs"] = list(spec["jobs"]) + finals
         spec["labels"] = {**spec.get("labels", {}), **translation.final_labels}
     workflow = workflow_submit_spec(owner=owner, spec=spec)
     log.info(

@@ -191,11 +191,21 @@ def test_a_captured_submission_becomes_a_workflow_of_the_authenticated_user(
     edges = set(
         JobDependency.objects.filter(child__workflow=workflow).values_list("parent__name", "child__name")
     )
-    assert edges == {
-        ("isr_903342_10", "calibrate_903342_10"),
-        ("isr_903342_11", "bps_test_wf_03_finalJob_01"),
-        ("calibrate_903342_10", "bps_test_wf_03_finalJob_01"),
-    }
+    assert edges == {("isr_903342_10", "calibrate_903342_10")}
+    # BPS's finalJob is an ailuro final job: no edges, it waits for every other job to end,
+    # whatever the outcome.
+    final = jobs["bps_test_wf_03_finalJob_01"]
+    assert (final.is_final, final.pending_parents) == (True, 1)
+    assert [j.name for j in jobs.values() if j.is_final] == ["bps_test_wf_03_finalJob_01"]
+    assert workflow.final_jobs == 1
+    assert [job for job in workflow.spec["jobs"] if job.get("final")] == [
+        {
+            "name": "bps_test_wf_03_finalJob_01",
+            "label": "bps_test_wf_03_finalJob_01",
+            "command": final.command,
+            "final": True,
+        }
+    ]
 
 
 def test_a_submission_for_a_queue_ailuro_lacks_is_refused_with_the_reason(client: Client, alice: str) -> None:
