@@ -204,6 +204,7 @@ def test_panda_client_uploads_reuses_and_downloads_a_sandbox(
 
 QUEUE = "SLAC_Rubin"
 FAIL_JOB = "calibrate_903342_11"
+FINAL_JOB = "dag_wf_04_finalJob_01"
 LABELS = ["isr", "calibrate", "coadd", "finalJob"]
 
 
@@ -297,6 +298,8 @@ def test_bps_report_restart_and_status_on_a_workflow_with_a_failure(
     jobs = jobs_by_name(run_id)
     assert (jobs[FAIL_JOB].jobstatus, jobs[FAIL_JOB].transexitcode) == ("failed", 3)
     assert jobs["coadd_9813"].jobstatus == "pruned"
+    # BPS's finalJob runs after the failure, as on PanDA (an ailuro final job).
+    assert jobs[FINAL_JOB].jobstatus == "finished"
     assert {jobs[f"isr_903342_{v}"].jobstatus for v in ("10", "11", "12")} == {"finished"}
 
     # PanDAService.report (what `bps report --return-exit-codes` prints) against the monitor.
@@ -318,8 +321,8 @@ def test_bps_report_restart_and_status_on_a_workflow_with_a_failure(
     failed = monitor_json(server, f"/jobs/?json&workflow={run_id}&jobstatus=failed")
     failed_rows = failed["jobs"] if isinstance(failed, dict) else failed
     assert [row["transexitcode"] for row in failed_rows] == [3]
-    # Tasks whose jobs were all pruned are Failed in iDDS terms: bps asks for their exit codes too.
-    assert report["exit_code_summary"] == {"calibrate": [3], "coadd": [], "finalJob": []}
+    # A task whose jobs were all pruned is Failed in iDDS terms: bps asks for its exit codes too.
+    assert report["exit_code_summary"] == {"calibrate": [3], "coadd": []}
 
     # The CLIs.
     text = bps.cli("report", "--id", str(run_id), "--return-exit-codes")
@@ -352,9 +355,12 @@ def test_bps_report_restart_and_status_on_a_workflow_with_a_failure(
     after = jobs_by_name(run_id)
     assert {name: j.jobstatus for name, j in after.items()} == dict.fromkeys(after, "finished")
     assert after[FAIL_JOB].attemptnr == before[FAIL_JOB][1] + 1
+    assert after["coadd_9813"].attemptnr == 1  # pruned, never dispatched: its first attempt runs now
     for name, (status, attemptnr) in before.items():
-        if status == "finished":
+        if status == "finished" and name != FINAL_JOB:
             assert after[name].attemptnr == attemptnr, name
+    # The final job waits again for the jobs run again, and runs once more after them.
+    assert after[FINAL_JOB].attemptnr == before[FINAL_JOB][1] + 1
     assert Workflow.objects.get(pk=run_id).status == "done"
     assert bps.driver("status", str(run_id))["state"] == "SUCCEEDED"
     [report] = bps.driver("report", str(run_id))["reports"]

@@ -104,6 +104,7 @@ def test_get_requests_with_detail_has_a_row_per_task_counted_as_bps_report_reads
     ]
     assert [by_name["bps_test_wf_01_isr_01"][c] for c in counters] == [2, 1, 0, 1, 0, 0, 0]
     assert [by_name["bps_test_wf_02_calibrate_01"][c] for c in counters] == [1, 0, 0, 0, 1, 0, 0]
+    assert [by_name["bps_test_wf_03_finalJob_01"][c] for c in counters] == [1, 1, 0, 0, 0, 0, 0]
     assert by_name["bps_test_wf_01_isr_01"]["transform_status"] == enum("TransformStatus", "SubFinished", 4)
     assert by_name["bps_test_wf_02_calibrate_01"]["transform_status"]["attributes"]["_name_"] == "Failed"
     assert rows[0]["status"]["attributes"]["_name_"] == "SubFinished"
@@ -182,7 +183,10 @@ def test_retry_reruns_the_failed_job_and_its_pruned_descendants_only(client: Cli
     assert after["isr_903342_11"] == before["isr_903342_11"] == ("finished", 1)
     assert after["isr_903342_10"] == ("defined", before["isr_903342_10"][1] + 1)
     assert after["calibrate_903342_10"][0] == "defined"
-    assert result == {"retried": 1, "unpruned": 2}
+    assert result == {"retried": 1, "unpruned": 1}
+    # BPS's finalJob ran after the failure (an ailuro final job) and waits to run again.
+    assert before["bps_test_wf_03_finalJob_01"] == ("finished", 1)
+    assert after["bps_test_wf_03_finalJob_01"] == ("defined", 2)
     pilots_run(queue="SLAC_Rubin", workflow_ids=[request_id])
     rollup_one_batch()
     _, (_, rows) = call(client, alice, "get_requests", request_id=request_id, with_detail=False)
