@@ -4,6 +4,11 @@ ctrl_bps_panda talks to iDDS only through PanDA's relay; ailuro is both, so the 
 here. A reply is `[true, result]` or `[false, message]` (`relay_reply`), the shape
 `pandaclient.idds_api` unwraps. The submitter is always the authenticated identity: the payload's
 `username` (null from every released client) is never read.
+
+Served: `ping`, `submit` (whole, or in steps: `pandacompat.steps`), `get_requests` (bps report,
+status, list), `get_status` (panda_auth), `get_contents_output_ext` (report's exit codes),
+`abort` (bps cancel) and `retry` (bps restart). Reads are `pandacompat.queries`; writes go
+through the dispatcher's services; access follows `dispatcher.access` as the REST API does.
 """
 
 from __future__ import annotations
