@@ -625,6 +625,8 @@ AILURO_PANDACOMPAT: dict[str, Any] = {
     "CACHE_QUOTA_BYTES": _env_int("AILURO_PANDA_CACHE_QUOTA", 4 * 1024**3, minimum=1024),
     # Days a cache file is kept after its upload (the cache_expiry loop deletes it then).
     "CACHE_KEEP_DAYS": _env_int("AILURO_PANDA_CACHE_KEEP_DAYS", 30, minimum=1),
+    # How long the dependency maps of a BPS workflow sent in steps wait for its main workflow.
+    "STEP_TTL_S": _env_int("AILURO_RELAY_STEP_TTL", 24 * 3600, minimum=60),
     # GET /auth/<VO>_auth_config.json: the public client panda-client's device flow logs in with.
     "AUTH_VOS": _env_list("AILURO_PANDA_AUTH_VOS", []),
     "AUTH_CLIENT_ID": _env_str("AILURO_PANDA_AUTH_CLIENT_ID", OIDC_CLI_CLIENT_ID),

@@ -40,7 +40,9 @@ _J = JobStatus
 # * a pilot may skip `starting` and report `running` or even the final state straight from `sent`;
 # * a failed attempt that may be retried goes back to `defined` with attemptnr + 1;
 # * any non-final state may be cancelled (user), closed (superseded) or pruned (a parent failed);
-# * restart takes failed / cancelled / pruned back to `defined`;
+# * restart takes failed / cancelled / pruned back to `defined`; a final job that finished goes back
+#   to `defined` too when a restart or retry runs other jobs of its workflow again (it runs after
+#   them again, as BPS's finalJob); other finished jobs never re-run (`JOB_RESTARTABLE`);
 # * a late `finished` report of an attempt the watcher failed for a lost heartbeat, before any
 #   later attempt was dispatched, finishes the job from `defined`, `activated` (waiting for the
 #   retry) or `failed` (no retry left): `pilot_calls.late_report`.
@@ -51,7 +53,7 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     _J.STARTING: frozenset({_J.RUNNING, _J.HOLDING, _J.FINISHED, _J.FAILED, _J.DEFINED}),
     _J.RUNNING: frozenset({_J.HOLDING, _J.FINISHED, _J.FAILED, _J.DEFINED}),
     _J.HOLDING: frozenset({_J.FINISHED, _J.FAILED, _J.DEFINED}),
-    _J.FINISHED: frozenset(),
+    _J.FINISHED: frozenset({_J.DEFINED}),
     _J.FAILED: frozenset({_J.DEFINED, _J.FINISHED}),
     _J.CANCELLED: frozenset({_J.DEFINED}),
     _J.CLOSED: frozenset(),

@@ -282,7 +282,7 @@ def wire_datetime(value: dt.datetime | None) -> Any:
 
 
 def job_description(job: Mapping[str, Any], files: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """A job row (`pandacompat.queries.jobs_described`) keyed by JobSpec attribute names."""
+    """A job row (`pandacompat.queries.client.jobs_described`) keyed by JobSpec attribute names."""
     out: dict[str, Any] = {
         "PandaID": job["pandaid"],
         "jobDefinitionID": job["workflow_id"],

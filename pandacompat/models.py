@@ -24,3 +24,27 @@ class CacheFile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class WorkflowStep(models.Model):
+    """The dependency map of one task of a BPS workflow sent in steps (a submission larger than
+    the client's `maxRequestLength`): kept until the main workflow names it
+    (`IDDS_WORKFLOW_ADDITIONAL_STORAGE/<task>`), then deleted; `pandacompat.steps` caps and
+    expires them."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    task_name = models.CharField(max_length=250)
+    workflow_name = models.CharField(max_length=250)
+    # [[pseudo input name, [[parent task, parent pseudo input name], …]], …]
+    jobs = models.JSONField()
+    job_count = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "task_name"], name="workflowstep_owner_task"),
+        ]
+        indexes = [models.Index(fields=["created"], name="workflowstep_created")]
+
+    def __str__(self) -> str:
+        return self.task_name

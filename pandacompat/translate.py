@@ -17,8 +17,9 @@ explicit form, so it goes through the same parser, validation and caps as any ot
    (`task_queue`, else `task_site`) as the label's `sites.include`. The memory-retry step and
    offset and the memory cap (`task_rss_max`) are kept in the label's `retry_policy`.
 6. BPS's finalJob (a work triggered by an AndCondition on `is_terminated`) is returned apart in
-   `final_jobs`: ailuro's spec has no dependency kind yet that runs a job whatever its parents'
-   outcome.
+   `final_jobs`, with its label's settings in `final_labels`; the relay submits them as ailuro
+   final jobs (`"final": true`), which run once every other job has ended, whatever the outcome
+   (`pandacompat.relay.relay_submit_spec`).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class TranslateError(DecodeError):
 @dataclass
 class Translation:
     spec: dict[str, Any]
-    # Jobs of final works, in the spec's job form, to run after every other job has ended, and
-    # their labels' settings (kept out of `spec`, whose labels must all have jobs).
+    # Jobs of final works, in the spec's job form (without `final`: the relay marks them), to run
+    # after every other job has ended, and their labels' settings (kept out of `spec`, whose labels
+    # must all have jobs).
     final_jobs: list[dict[str, Any]] = field(default_factory=list)
     final_labels: dict[str, Any] = field(default_factory=dict)
 

@@ -20,7 +20,7 @@ from dispatcher.services import WorkflowInvalid, workflow_cancel, workflow_submi
 from dispatcher.states import JobStatus
 from pandacompat.client_common import BadRequest, caller, id_list, json_object, source_url
 from pandacompat.jobspec import JobSpecInvalid, job_description, jobs_decode, jobs_to_spec
-from pandacompat.queries import jobs_described, jobs_owned, workflow_job_ids
+from pandacompat.queries.client import jobs_described, jobs_owned, workflow_job_ids
 from pandacompat.views import envelope
 
 MAX_JOBS_TEXT = 16 * 1024 * 1024  # the body cap of this path (AILURO_BODY_CAPS) bounds it first

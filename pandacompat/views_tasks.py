@@ -37,7 +37,7 @@ from dispatcher.states import TASK_FINAL, JobStatus
 from pandacompat.cache import cache_path
 from pandacompat.client_common import BadRequest, caller, json_object, positive_id, source_url
 from pandacompat.jobspec import wire_datetime
-from pandacompat.queries import (
+from pandacompat.queries.client import (
     task_job_ids,
     task_status_now,
     tasks_with_counts,

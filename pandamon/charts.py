@@ -110,11 +110,14 @@ def dag_figure(
     *,
     title: str,
     marker_size: int = 28,
+    final_edges: Sequence[tuple[Any, Any]] = (),
 ) -> dict[str, Any]:
     """A layered DAG: one line trace for all edges, one marker trace per state (so the legend is
     the colour key). Each node carries its link in `customdata`; pandamon.js opens it on click.
 
-    nodes: {"id", "state", "text", "url"}; positions: id → (x, y) from `dag.layered_layout`.
+    nodes: {"id", "state", "text", "url"} and optionally "final" (a final job, or a task holding
+    one: drawn as a diamond); positions: id → (x, y) from `dag.layered_layout`. `final_edges` are
+    drawn dashed, in a trace of their own whose legend entry explains them.
     """
     ex: list[float | None] = []
     ey: list[float | None] = []
@@ -134,6 +137,26 @@ def dag_figure(
             "showlegend": False,
         }
     ]
+    fx: list[float | None] = []
+    fy: list[float | None] = []
+    for a, b in final_edges:
+        if a in positions and b in positions:
+            (x0, y0), (x1, y1) = positions[a], positions[b]
+            fx += [x0, x1, None]
+            fy += [y0, y1, None]
+    if any(node.get("final") for node in nodes):
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "◆ final job: runs after every other job has ended",
+                "x": fx,
+                "y": fy,
+                "line": {"color": "#8a94a3", "width": 1, "dash": "dash"},
+                "hoverinfo": "skip",
+                "showlegend": True,
+            }
+        )
     by_state: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for node in nodes:
         by_state[node["state"]].append(node)
@@ -154,6 +177,7 @@ def dag_figure(
                 "marker": {
                     "color": STATE_COLOURS.get(state, "#65707e"),
                     "size": marker_size,
+                    "symbol": ["diamond" if n.get("final") else "circle" for n in group],
                     "line": {"color": "#1d2430", "width": 1},
                 },
             }

@@ -21,6 +21,10 @@ class Workflow(models.Model):
         default=dict, blank=True, help_text="The spec as submitted, for audit and resubmission."
     )
     attempt = models.PositiveIntegerField(default=1, help_text="Attempt number within a campaign group.")
+    final_jobs = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="How many final jobs it has (run once every other job has ended); set at submission.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -118,7 +122,14 @@ class Job(models.Model):
     attemptnr = models.PositiveIntegerField(default=1)
     currentpriority = models.IntegerField(default=500)
     pending_parents = models.PositiveIntegerField(
-        default=0, help_text="Parents not yet finished; 0 releases the job."
+        default=0,
+        help_text="Parents not yet finished (a final job: 1 while other jobs of its workflow have not "
+        "ended); 0 releases the job.",
+    )
+    is_final = models.BooleanField(
+        default=False,
+        help_text="A final job: no parents; released once every other job of the workflow has ended, "
+        "whatever the outcome, and never pruned.",
     )
 
     # Where it runs.

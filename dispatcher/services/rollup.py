@@ -15,6 +15,7 @@ from django.db.models import Q
 
 from dispatcher.models import Task, Workflow
 from dispatcher.queries import task_state_counts
+from dispatcher.services.final_jobs import final_jobs_release
 from dispatcher.states import (
     JOB_NON_FINAL,
     TASK_FINAL,
@@ -34,6 +35,8 @@ def statuses_rollup(*, limit: int, now: dt.datetime) -> int:
     2. Each task's status from exact counts (`task_state_counts`); unchanged tasks move to the back
        of the round robin of step 1.
     3. The same for the candidates' workflows, from the sum of all their tasks' counts.
+    Before that, the final jobs of the candidates' workflows are released where nothing else is
+    left to run (`final_jobs_release`: its safety net).
     """
     reopened = Task.objects.filter(
         status__in=TASK_FINAL, counts__jobstatus__in=JOB_NON_FINAL, counts__count__gt=0
@@ -45,8 +48,14 @@ def statuses_rollup(*, limit: int, now: dt.datetime) -> int:
     )
     if not candidates:
         return 0
+    workflow_ids = {workflow_id for _, _, workflow_id in candidates}
+    # The safety net of the final jobs' release (two last jobs ending at once): a workflow with a
+    # waiting final job has an unfinished task, so it is a candidate.
+    final_jobs_release(
+        Workflow.objects.filter(pk__in=workflow_ids, final_jobs__gt=0).values_list("pk", flat=True)
+    )
     changed = _tasks_rollup(candidates, now)
-    return changed + _workflows_rollup({workflow_id for _, _, workflow_id in candidates}, now)
+    return changed + _workflows_rollup(workflow_ids, now)
 
 
 def _tasks_rollup(candidates: list[tuple[int, str, int]], now: dt.datetime) -> int:

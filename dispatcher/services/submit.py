@@ -161,6 +161,7 @@ def workflow_spec_explicit(workflow: Workflow) -> dict[str, Any]:
             "environment",
             "container_image",
             "data_id",
+            "is_final",
         )
     )
     listed = list(rows.iterator(chunk_size=10_000))
@@ -174,9 +175,9 @@ def workflow_spec_explicit(workflow: Workflow) -> dict[str, Any]:
     jobs = [
         NewJob(
             name, label, command, parents.get(pk, []), memory, cores, walltime, disk, None, env, image, data_id,
-            files.get(pk, []),
+            files.get(pk, []), final,
         )
-        for pk, name, label, command, memory, cores, walltime, disk, env, image, data_id in listed
+        for pk, name, label, command, memory, cores, walltime, disk, env, image, data_id, final in listed
     ]  # fmt: skip
     spec["jobs"] = spec_from_jobs(name=workflow.name, jobs=jobs)["jobs"]
     return spec
@@ -198,17 +199,26 @@ def workflow_submit(
 
     `workflow_fields` are further Workflow columns set at creation (a campaign sets its group and
     attempt number this way). Returns the Workflow. Jobs start `defined` with `pending_parents` set; brokerage releases those
-    with none pending. Everything is checked in memory first; the writes are one transaction, with
+    with none pending. Final jobs start waiting (`pending_parents` 1, `services.final_jobs`). Everything is checked in memory first; the writes are one transaction, with
     COPY on PostgreSQL (`job_insert.jobs_insert`).
     """
     sites = {label: s.sites for label, s in (labels or {}).items() if s.sites}
     nodes = workflow_validate(jobs, cluster=cluster, check_queues=check_queues, sites=sites)
     with transaction.atomic():
+        finals = [job.name for job in nodes if job.final]
         workflow = Workflow.objects.create(
-            name=name, owner=owner, priority=priority, spec=dict(spec or {}), **dict(workflow_fields or {})
+            name=name,
+            owner=owner,
+            priority=priority,
+            spec=dict(spec or {}),
+            final_jobs=len(finals),
+            **dict(workflow_fields or {}),
         )
         task_of = _tasks_create(workflow, nodes, labels or {}, owner.username, priority)
         ids = jobs_insert(workflow, nodes, task_of, owner.username, priority)
+        if finals:
+            # Final jobs wait for every other job of the workflow (services.final_jobs).
+            Job.objects.filter(pandaid__in=[ids[n] for n in finals]).update(is_final=True, pending_parents=1)
         job_edges_insert(nodes, ids)
         _files_write(nodes, ids)
         per_task = Counter(task_of[job.name] for job in nodes)

@@ -25,7 +25,8 @@ from django.utils import timezone
 
 from dispatcher.changefeed import JOB_CHANGE_COLUMNS, job_change_pairs_sql, set_based_changes
 from dispatcher.models import Job, JobStatusLog, TaskCount, TaskCountDelta
-from dispatcher.states import JobStatus, TransitionRefused, transition_allowed
+from dispatcher.services.final_jobs import final_jobs_release, workflows_with_final_jobs
+from dispatcher.states import JOB_FINAL, JobStatus, TransitionRefused, transition_allowed
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,15 @@ def job_transition(
     2. Give up if `attemptnr` or `expect` no longer match; refuse edges outside the table.
     3. Compare-and-set UPDATE on (pandaid, status, attemptnr) — a second guard against lost races.
     4. Write the status log row and the counter deltas.
+    5. A job of a workflow with final jobs that ends: `final_jobs_release`.
     """
     target = JobStatus(to)
     fields = dict(fields or {})
     _check_fields(fields)
     row = (
-        Job.objects.select_for_update()
+        Job.objects.select_for_update(of=("self",))
         .filter(pandaid=pandaid)
-        .values("jobstatus", "attemptnr", "task_id")
+        .values("jobstatus", "attemptnr", "task_id", "workflow_id", "workflow__final_jobs")
         .first()
     )
     if row is None:
@@ -116,6 +118,8 @@ def job_transition(
         job_id=pandaid, attemptnr=new_attempt, jobstatus=target, previous=current, time=now, cause=cause[:300]
     )
     task_count_deltas_add({(row["task_id"], current): -1, (row["task_id"], target): +1})
+    if row["workflow__final_jobs"] and target in JOB_FINAL:
+        final_jobs_release([row["workflow_id"]])
     log.info(
         "job %s: %s -> %s",
         pandaid,
@@ -154,7 +158,8 @@ def jobs_transition_bulk(
        lock), with the job's change-feed tuple as it is under the lock;
     2. the compare-and-set UPDATE of the selected rows still in `source`;
     3. from the rows it updated: one status-log row each and the per-task counter deltas;
-    4. on PostgreSQL, the change-feed pairs of the UPDATE (`dispatcher/changefeed.py`).
+    4. on PostgreSQL, the change-feed pairs of the UPDATE (`dispatcher/changefeed.py`);
+    5. into a final state: the final jobs of the workflows that have some (`final_jobs_release`).
     """
     if not transition_allowed(source, to):
         raise TransitionRefused(0, source, to)
@@ -200,7 +205,10 @@ def jobs_transition_bulk(
         now=now,
     )
     if rows:
-        _log_bulk(len(rows), Counter(task_id for _, task_id in rows), source, to, cause)
+        per_task = Counter(task_id for _, task_id in rows)
+        _log_bulk(len(rows), per_task, source, to, cause)
+        if to in JOB_FINAL:
+            final_jobs_release(workflows_with_final_jobs(per_task))
     return [pandaid for pandaid, _ in rows]
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from dispatcher.models import Job, Task, Workflow
 from dispatcher.queries import job_descendants, task_site_rules
+from dispatcher.services.final_jobs import final_jobs_release
 from dispatcher.services.submit import queue_limits
 from dispatcher.services.transitions import jobs_transition_bulk
 from dispatcher.states import JOB_NON_FINAL, TASK_FINAL, JobStatus, TaskStatus, WorkflowStatus
@@ -190,7 +191,8 @@ def workflow_restart(
        when their last attempt was dispatched), clearing the previous attempt's columns.
     2. Recompute `pending_parents` of the restarted jobs from their parents' states, so jobs
        whose parents all finished are released at once and the rest wait.
-    3. Reopen the workflow and the touched tasks. Returns {"restarted": n}.
+    3. Final jobs wait again for the jobs run again (`_final_jobs_rearm`).
+    4. Reopen the workflow and the touched tasks. Returns {"restarted": n}.
     """
     _workflow_lock(workflow_id)
     where = _selection(workflow_id, labels, pandaids, jobstatus)
@@ -199,6 +201,7 @@ def workflow_restart(
         sources=(JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED),
         cause=f"restarted by {actor}",
     )
+    ids += _final_jobs_rearm(workflow_id, ids, cause=f"restarted by {actor}")
     _workflow_reopen(workflow_id, ids)
     _action_log("workflow.restart", workflow_id, actor, restarted=len(ids))
     return {"restarted": len(ids)}
@@ -217,7 +220,8 @@ def workflow_retry(
 
     Unlike restart, cancelled jobs stay cancelled. The pruned descendants are found by walking
     down the edges through pruned jobs only (a recursive CTE), then everything goes through the
-    same re-run as restart. Returns {"retried": failed, "unpruned": pruned}.
+    same re-run as restart; final jobs wait again for them (`_final_jobs_rearm`). Returns
+    {"retried": failed, "unpruned": pruned}.
     """
     _workflow_lock(workflow_id)
     failed = list(
@@ -229,6 +233,7 @@ def workflow_retry(
     cause = f"retried by {actor}"
     ids = _jobs_rerun(Q(pandaid__in=failed), sources=(JobStatus.FAILED,), cause=cause)
     ids += _jobs_rerun(Q(pandaid__in=pruned), sources=(JobStatus.PRUNED,), cause=cause)
+    ids += _final_jobs_rearm(workflow_id, ids, cause=cause)
     _workflow_reopen(workflow_id, ids)
     _action_log("workflow.retry", workflow_id, actor, retried=len(failed), unpruned=len(pruned))
     return {"retried": len(failed), "unpruned": len(pruned)}
@@ -257,6 +262,38 @@ def _jobs_rerun(where: Q, *, sources: Iterable[str], cause: str) -> list[int]:
             )
     _pending_parents_recompute(ids)
     return ids
+
+
+def _final_jobs_rearm(workflow_id: int, rerun: Sequence[int], *, cause: str) -> list[int]:
+    """Make the workflow's final jobs wait again after a restart or retry ran jobs again; returns
+    the final jobs moved back to `defined` here.
+
+    When some non-final job runs again, every final job that has ended (finished, failed or
+    cancelled) goes back to `defined` (attempt + 1 when it was dispatched), an activated one goes
+    back to `defined` without a queue, and all of them wait (`pending_parents` 1); a final job in
+    flight runs on. Then the release check: a final job run again on its own (every other job has
+    ended) is released at once.
+    """
+    if not rerun or not Workflow.objects.filter(pk=workflow_id, final_jobs__gt=0).exists():
+        return []
+    finals = Q(workflow_id=workflow_id, is_final=True)
+    final_ids = set(Job.objects.filter(finals).values_list("pandaid", flat=True))
+    moved: list[int] = []
+    if any(pandaid not in final_ids for pandaid in rerun):
+        moved = _jobs_rerun(
+            finals, sources=(JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED), cause=cause
+        )
+        jobs_transition_bulk(
+            source=JobStatus.ACTIVATED,
+            to=JobStatus.DEFINED,
+            cause=f"{cause}: the final job waits for the jobs run again",
+            where=finals,
+            fields={"queue_id": None},
+        )
+    # Released again below when no other job is left to run (a final job restarted on its own).
+    Job.objects.filter(finals, jobstatus=JobStatus.DEFINED).update(pending_parents=1)
+    final_jobs_release([workflow_id])
+    return moved
 
 
 def _pending_parents_recompute(pandaids: Sequence[int]) -> None:

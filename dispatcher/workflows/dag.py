@@ -72,6 +72,13 @@ class NewJob:
     container_image: str = ""
     data_id: Mapping[str, Any] | None = None
     files: Sequence[Mapping[str, Any]] = ()
+    # A final job (docs/user-guide/workflows.md#final-jobs): no parents, no children; it runs once
+    # every other job of the workflow has ended, whatever the outcome.
+    final: bool = False
+
+
+# At most this many final jobs in one workflow.
+MAX_FINAL_JOBS = 10
 
 
 @dataclass
@@ -245,10 +252,42 @@ def dag_validate(jobs: Sequence[NewJob], *, max_jobs: int, max_edges: int) -> in
             or (len(parents) > 1 and len(set(parents)) != len(parents))
         ):
             _parents_problem(index, job, names)
+    if any(job.final for job in jobs):
+        _final_jobs_check(jobs)
     cycle = dag_find_cycle({job.name: job.parents for job in jobs})
     if cycle:
         raise WorkflowInvalid("dependency cycle: " + " -> ".join(cycle), field="jobs")
     return n_edges
+
+
+def _final_jobs_check(jobs: Sequence[NewJob]) -> None:
+    """Final jobs: at most MAX_FINAL_JOBS, no parents, no children, and not every job final."""
+    finals = [index for index, job in enumerate(jobs) if job.final]
+    if len(finals) > MAX_FINAL_JOBS:
+        raise WorkflowInvalid(
+            f"a workflow may have at most {MAX_FINAL_JOBS} final jobs, this one has {len(finals)}",
+            field=f"jobs[{finals[MAX_FINAL_JOBS]}].final",
+        )
+    if len(finals) == len(jobs):
+        raise WorkflowInvalid(
+            "every job is final: a final job runs after the other jobs, and there are none",
+            field=f"jobs[{finals[0]}].final",
+        )
+    final_names = {jobs[index].name for index in finals}
+    for index in finals:
+        if jobs[index].parents:
+            raise WorkflowInvalid(
+                f"final job {jobs[index].name!r} has depends_on: a final job waits for every other job "
+                "of the workflow and names no parents",
+                field=f"jobs[{index}].depends_on",
+            )
+    for index, job in enumerate(jobs):
+        named = final_names.intersection(job.parents)
+        if named:
+            raise WorkflowInvalid(
+                f"job {job.name!r} depends on final job {sorted(named)[0]!r}: a final job has no children",
+                field=f"jobs[{index}].depends_on",
+            )
 
 
 def dag_check_queues(
@@ -349,10 +388,16 @@ def dag_cluster(jobs: Sequence[NewJob], cluster: Mapping[str, int]) -> list[NewJ
     if not cluster:
         return list(jobs)
     labels_present = {job.label for job in jobs}
+    final_labels = {job.label for job in jobs if job.final}
     for label, size in cluster.items():
         if label not in labels_present:
             raise WorkflowInvalid(
                 f"cluster names label {label!r}, which has no jobs", field=f"cluster.{label}"
+            )
+        if label in final_labels and size != 1:
+            raise WorkflowInvalid(
+                f"cluster names label {label!r}, which has a final job: final jobs are not clustered",
+                field=f"cluster.{label}",
             )
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise WorkflowInvalid(

@@ -13,7 +13,8 @@ A spec is one mapping with these keys, all optional except that some job must co
 - `overrides`: per label, settings that win even over a job's own values;
 - `dimensions`: named lists or ranges of data-id values the compact labels fan out over;
 - `jobs`: the explicit form, one entry per job (`name`, `label`, `command`, `depends_on`,
-  `resources`, `environment`, `container_image`, `data_id`, `files`, `priority`);
+  `resources`, `environment`, `container_image`, `data_id`, `files`, `priority`, `final`: a final
+  job, run once every other job has ended, whatever the outcome);
 - `cluster`: `{label: N}` packs N jobs of the label into one payload run in sequence.
 
 Three steps, all pure (no ORM) and bounded: `spec_text.spec_load` turns text into data,
@@ -127,6 +128,15 @@ def _explicit_jobs(sections: SpecSections, caps: _Caps) -> list[NewJob]:
             )
         if type(data_id) is not dict:
             expect(data_id, dict, f"jobs[{index}].data_id", "a mapping")
+        final = entry.get("final", False)
+        if type(final) is not bool:
+            expect(final, bool, f"jobs[{index}].final", "true or false")
+        if final and "depends_on" in entry:
+            raise WorkflowInvalid(
+                f"jobs[{index}].depends_on: a final job waits for every other job of the workflow and "
+                "names no parents",
+                field=f"jobs[{index}].depends_on",
+            )
         edges += len(depends)
         if edges > max_edges:
             caps.refuse(edges)
@@ -135,7 +145,10 @@ def _explicit_jobs(sections: SpecSections, caps: _Caps) -> list[NewJob]:
             s = sections.resolve(label, settings_layer(entry, f"jobs[{index}]"))
         else:
             s = plain.get(label) or plain.setdefault(label, sections.resolve(label))
-        jobs.append(_new_job(job_name, label, command, depends, s, data_id, files))
+        job = _new_job(job_name, label, command, depends, s, data_id, files)
+        if final:
+            job.final = True
+        jobs.append(job)
     caps.edges = edges
     return jobs
 
@@ -357,7 +370,7 @@ def spec_from_jobs(
             "name": job.name,
             "label": job.label,
             "command": job.command,
-            "depends_on": list(job.parents),
+            **({} if job.final else {"depends_on": list(job.parents)}),
             "resources": {
                 "memory_mb": job.memory_mb,
                 "cores": job.cores,
@@ -369,6 +382,7 @@ def spec_from_jobs(
             **({"data_id": dict(job.data_id)} if job.data_id else {}),
             **({"files": [dict(f) for f in job.files]} if job.files else {}),
             **({"priority": job.priority} if job.priority is not None else {}),
+            **({"final": True} if job.final else {}),
         }
         for job in jobs
     ]

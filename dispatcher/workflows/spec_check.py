@@ -48,6 +48,7 @@ JOB_KEYS = frozenset(
         "data_id",
         "files",
         "priority",
+        "final",
     }
 )
 FILE_KEYS = frozenset({"lfn", "role", "dataset", "scope", "guid", "size", "checksum", "location"})

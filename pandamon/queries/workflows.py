@@ -13,7 +13,8 @@ from dispatcher.models import Job, JobDependency, Task, Workflow
 from dispatcher.queries import task_state_counts
 from pandamon.queries.common import progress
 
-# A workflow's graph is fixed at submission: its task edges are kept a day after a read.
+# A workflow's graph (its task edges, which jobs are final) is fixed at submission: kept a day
+# after a read.
 TASK_EDGES_CACHE_S = 24 * 3600
 
 
@@ -72,6 +73,36 @@ def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
     return result
 
 
+def workflow_final_jobs(workflow: Workflow) -> list[dict[str, Any]]:
+    """The workflow's final jobs (docs/user-guide/workflows.md#final-jobs) with their live state;
+    no query for a workflow without any. Which jobs are final is fixed at submission: their ids are
+    cached after the first read, then one query by primary key reads their states."""
+    if not workflow.final_jobs:
+        return []
+    key = f"pandamon:wf-final-jobs:{workflow.pk}:{workflow.created_at.timestamp()}"
+    ids = cache_get(key)
+    if ids is None:
+        ids = sorted(
+            Job.objects.filter(workflow_id=workflow.pk, is_final=True).values_list("pandaid", flat=True)
+        )
+        cache_set(key, ids, timeout=TASK_EDGES_CACHE_S)
+    return [
+        dict(row)
+        for row in Job.objects.filter(pk__in=ids)
+        .order_by("pandaid")
+        .values("pandaid", "name", "label", "task_id", "jobstatus", "attemptnr", "pending_parents")
+    ]
+
+
+def final_edges(nodes: list[Any], edges: list[tuple[Any, Any]], finals: set[Any]) -> list[tuple[Any, Any]]:
+    """The DAG view's dashed edges of final jobs: from every sink (a node that is no parent and
+    not final) to every final node. A final job has no edges of its own; these say "runs after
+    all of these have ended"."""
+    parents = {a for a, _ in edges}
+    sinks = [n for n in nodes if n not in parents and n not in finals]
+    return [(sink, final) for final in sorted(finals) for sink in sinks]
+
+
 def workflow_job_slice(
     workflow_id: int, *, label: str | None, data_id: dict[str, str], limit: int
 ) -> tuple[list[dict[str, Any]], list[tuple[int, int]], bool]:
@@ -85,7 +116,10 @@ def workflow_job_slice(
     for key, value in data_id.items():
         qs = qs.filter(Q(**{f"data_id__{key}": value}) | Q(**{f"data_id__{key}": _maybe_int(value)}))
     jobs: list[dict[str, Any]] = [
-        dict(j) for j in qs.order_by("pandaid").values("pandaid", "name", "label", "jobstatus")[: limit + 1]
+        dict(j)
+        for j in qs.order_by("pandaid").values("pandaid", "name", "label", "jobstatus", "is_final")[
+            : limit + 1
+        ]
     ]
     truncated = len(jobs) > limit
     jobs = jobs[:limit]

@@ -161,6 +161,7 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
             "files": [
                 {"lfn": f.lfn, "role": f.role, "dataset": f.dataset, "status": f.status} for f in files
             ],
+            "kind": "final" if job.is_final else "dag",
             "parents": parents,
             "children": children,
         },

@@ -94,6 +94,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
     for c in counts.values():
         for status, n in c.items():
             total[status] = total.get(status, 0) + n
+    final_jobs = reads.workflow_final_jobs(workflow)
     label = params.get("label") or None
     data_id = {k[len("data_id.") :]: v for k, v in params.items() if k.startswith("data_id.")}
     for key in data_id:
@@ -108,18 +109,21 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
             {
                 "id": j["pandaid"],
                 "state": j["jobstatus"],
-                "text": f"{j['pandaid']} {j['name']}",
+                "text": f"{j['pandaid']} {j['name']}" + (" (final)" if j["is_final"] else ""),
                 "url": reverse("pandamon:job", args=[j["pandaid"]]),
+                "final": j["is_final"],
             }
             for j in jobs
         ]
-        positions = layered_layout([n["id"] for n in nodes], edges)
+        dashed = reads.final_edges([n["id"] for n in nodes], edges, {n["id"] for n in nodes if n["final"]})
+        positions = layered_layout([n["id"] for n in nodes], [*edges, *dashed])
         figure = charts.dag_figure(
             nodes,
             positions,
             edges,
             title=f"Jobs of {label or 'all labels'} {data_id or ''}".strip(),
             marker_size=10 if len(nodes) > 200 else 18,
+            final_edges=dashed,
         )
         level = "job"
     else:
@@ -137,10 +141,17 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
                     "url": reverse("pandamon:task", args=[t.jeditaskid]),
                 }
             )
-        positions = layered_layout([n["id"] for n in nodes], task_edges)
-        figure = charts.dag_figure(nodes, positions, task_edges, title="Tasks (click one to open it)")
+        final_tasks = {j["task_id"] for j in final_jobs}
+        for node in nodes:
+            node["final"] = node["id"] in final_tasks
+        dashed = reads.final_edges([n["id"] for n in nodes], task_edges, final_tasks)
+        positions = layered_layout([n["id"] for n in nodes], [*task_edges, *dashed])
+        figure = charts.dag_figure(
+            nodes, positions, task_edges, title="Tasks (click one to open it)", final_edges=dashed
+        )
         truncated = False
         level = "task"
+    dashed_edges = [list(e) for e in dashed]
     final = workflow.status in WORKFLOW_FINAL
     rows: list[dict[str, Any]] = [
         {"task": t, "counts": counts[t.jeditaskid], **common.progress(counts[t.jeditaskid])} for t in tasks
@@ -160,6 +171,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         "final": final,
         "state_link": f"workflow={workflow.pk}",
         "labels": sorted({t.label for t in tasks}),
+        "final_jobs": final_jobs,
         "query": query_without(params),
         **_actions_offered(request, workflow.owner.username, workflow.status, tasks, total),
     }
@@ -184,6 +196,19 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
             "level": level,
             "nodes": nodes,
             "edges": edges,
+            "final_edges": dashed_edges,
+            "final_jobs": [
+                {
+                    "pandaid": j["pandaid"],
+                    "name": j["name"],
+                    "label": j["label"],
+                    "jeditaskid": j["task_id"],
+                    "jobstatus": j["jobstatus"],
+                    "attemptnr": j["attemptnr"],
+                    "waiting": j["jobstatus"] == "defined" and j["pending_parents"] > 0,
+                }
+                for j in final_jobs
+            ],
             "truncated": truncated,
             "unknown_filters": unknown,
         },

@@ -12,7 +12,14 @@ from django.db.models import Q
 from dispatcher.models import Job, JobStatusLog, Task
 from dispatcher.queries import task_state_counts
 from dispatcher.services import job_transition, jobs_transition_bulk, task_counts_fold, task_counts_recompute
-from dispatcher.states import JOB_TRANSITIONS, JobStatus, TransitionRefused, sources_of, transition_allowed
+from dispatcher.states import (
+    JOB_RESTARTABLE,
+    JOB_TRANSITIONS,
+    JobStatus,
+    TransitionRefused,
+    sources_of,
+    transition_allowed,
+)
 from tests.factories import JobFactory, QueueFactory, TaskFactory
 
 ALL_PAIRS = list(itertools.product(JobStatus.values, repeat=2))
@@ -29,11 +36,13 @@ def _job_in(status: str, **kwargs: object) -> Job:
 
 
 def test_the_table_matches_the_design() -> None:
-    assert JOB_TRANSITIONS[JobStatus.FINISHED] == frozenset()
+    # A finished job goes back to defined only as a final job re-armed by a restart or retry
+    # (services.workflow_actions._final_jobs_rearm); restart itself never takes finished jobs.
+    assert JOB_TRANSITIONS[JobStatus.FINISHED] == frozenset({JobStatus.DEFINED})
     assert JOB_TRANSITIONS[JobStatus.CLOSED] == frozenset()
     assert sources_of(JobStatus.SENT) == {JobStatus.ACTIVATED}
     assert JobStatus.DEFINED in JOB_TRANSITIONS[JobStatus.FAILED]  # restart
-    assert JobStatus.DEFINED not in JOB_TRANSITIONS[JobStatus.FINISHED]  # finished never re-runs
+    assert JobStatus.FINISHED not in JOB_RESTARTABLE  # finished never re-runs by restart
     assert len(ALLOWED) + len(REFUSED) == 121
 
 
@@ -167,7 +176,7 @@ def test_bulk_transition_with_an_empty_selection_or_a_limit() -> None:
 @pytest.mark.django_db
 def test_bulk_transition_refuses_an_edge_outside_the_table() -> None:
     with pytest.raises(TransitionRefused):
-        jobs_transition_bulk(source=JobStatus.FINISHED, to=JobStatus.DEFINED, cause="x", pandaids=[1])
+        jobs_transition_bulk(source=JobStatus.CLOSED, to=JobStatus.DEFINED, cause="x", pandaids=[1])
 
 
 @pytest.mark.django_db

@@ -33,11 +33,10 @@ from dispatcher.services import broker_one_batch
 from pandacompat.models import CacheFile
 from tests.ailuro.server import ROOT, AiluroServer, pilot_argv, pilot_token_file
 from tests.factories import QueueFactory, SiteFactory
-from tests.interop import test_released_clients as released
+from tests.interop.conftest import client_env, run_client
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-clients_venv = released.clients_venv
 SITE = "SLAC_Rubin"
 RUNNER = "python3 ${CTRL_BPS_PANDA_DIR}/python/lsst/ctrl/bps/panda/edgenode/cmd_line_decoder.py _cmd_line_"
 
@@ -123,8 +122,8 @@ def test_bps_submitcmd_job_runs_the_executable_from_the_uploaded_sandbox(
         )
         hello.chmod(0o755)
         token = token_create(username="alice")
-        env = released.client_env(clients_venv, server, token, tmp_path / "home")
-        submitted = released.run_client(
+        env = client_env(clients_venv, server, token, tmp_path / "home")
+        submitted = run_client(
             [
                 str(clients_venv / "bin" / "bps"),
                 "submitcmd",
@@ -203,7 +202,7 @@ def test_bps_submitcmd_looping_on_a_refused_upload_is_answered_429(
         # Random text does not compress: the sandbox is larger than the 1 KiB quota.
         hello.write_text("#!/bin/sh\n# " + os.urandom(3000).hex() + "\necho hello\n")
         token = token_create(username="alice")
-        env = released.client_env(clients_venv, server, token, tmp_path / "home")
+        env = client_env(clients_venv, server, token, tmp_path / "home")
         looped = subprocess.run(
             [
                 "timeout",

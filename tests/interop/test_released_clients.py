@@ -8,21 +8,33 @@ retries a failed upload forever.
 * panda-client's `Client.hello()` (GET /api/v1/system/is_alive);
 * PanDAService.prepare()/submit() of a GenericWorkflow built in Python (no Butler): the request
   id the client keeps is a workflow of the token's user, with its tasks named as BPS named them;
-* panda-client's putFile / getFile through the user cache.
+* panda-client's putFile / getFile through the user cache;
+* Rubin's `bps` driving a workflow through ailuro: report, status, restart and cancel, and a
+  submission sent in steps, with real `ailuro pilot` processes running the jobs' commands
+  (brokerage and the rollup are called here, as the loops would). The workflow
+  (bps_driver.py `submit_dag`): isr ×3 → calibrate ×3 → coadd (one job gathering the three
+  calibrates) and a finalJob; the command is a real shell line, and `calibrate_903342_11` exits 3
+  while a flag file exists.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.services import token_create
+from dispatcher.loops import rollup_one_batch
 from dispatcher.models import Job, JobDependency, Task, Workflow
-from pandacompat.models import CacheFile
-from tests.ailuro.server import AiluroServer
+from dispatcher.services import broker_one_batch
+from pandacompat.models import CacheFile, WorkflowStep
+from tests.ailuro.server import AiluroServer, pilot_token_file, run_pilot
 from tests.factories import QueueFactory, SiteFactory
 from tests.interop.conftest import client_env, last_json, run_client
 
@@ -133,3 +145,202 @@ def test_panda_client_uploads_reuses_and_downloads_a_sandbox(
     assert got == 0
     assert out.read_bytes() == sandbox.read_bytes()
     assert CacheFile.objects.get().name == sandbox.name
+
+
+# --- bps on a workflow run by real pilots -----------------------------------------------------
+
+QUEUE = "SLAC_Rubin"
+FAIL_JOB = "calibrate_903342_11"
+FINAL_JOB = "dag_wf_04_finalJob_01"
+LABELS = ["isr", "calibrate", "coadd", "finalJob"]
+
+
+@pytest.fixture
+def rubin_queue() -> str:
+    site = SiteFactory(name=QUEUE)
+    QueueFactory(name=QUEUE, site=site, max_rss_mb=16000, max_cores=4, max_walltime_s=100_000)
+    return QUEUE
+
+
+class Bps:
+    """The released clients as a Rubin user runs them, against one server."""
+
+    def __init__(self, venv: Path, server: AiluroServer, tmp: Path) -> None:
+        self.venv = venv
+        self.tmp = tmp
+        self.env = client_env(venv, server, token_create(username="alice"), tmp / "home")
+
+    def driver(self, *argv: str) -> Any:
+        return last_json(
+            run_client([str(self.venv / "bin" / "python"), str(DRIVER), *argv], self.env, self.tmp)
+        )
+
+    def cli(self, *argv: str) -> str:
+        result = run_client(
+            [
+                str(self.venv / "bin" / "bps"),
+                *argv,
+                "--wms-service-class",
+                "lsst.ctrl.bps.panda.PanDAService",
+            ],
+            self.env,
+            self.tmp,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    def submit_dag(self, name: str, flag: Path, max_request_length: int | None = None) -> tuple[int, bool]:
+        """(run id, whether the client sent the workflow in steps)."""
+        argv = ["submit_dag", str(self.tmp / name), name, str(flag)]
+        if max_request_length is not None:
+            argv.append(str(max_request_length))
+        submitted = self.driver(*argv)
+        return int(submitted["run_id"]), bool(submitted["with_steps"])
+
+
+def settle(server: AiluroServer, queue: str, token: Path, workdir: Path) -> None:
+    """Brokerage and a pilot, wave after wave, until no job is released; then the rollup."""
+    stderr = ""
+    for _ in range(12):
+        broker_one_batch()
+        if not Job.objects.filter(jobstatus="activated").exists():
+            rollup_one_batch()
+            return
+        # BPS asks 25 h for a finalJob (request_walltime 90000 s): the pilot must live longer.
+        result = run_pilot(server.url, queue, token, workdir, "--lifetime", "100000")
+        assert result.returncode == 0, result.stderr[-2000:]
+        stderr = result.stderr
+    states = list(Job.objects.filter(jobstatus="activated").values())
+    raise AssertionError(f"jobs kept coming: {states}; last pilot: {stderr[-2000:]}")
+
+
+def monitor_json(server: AiluroServer, path: str) -> Any:
+    with urllib.request.urlopen(f"{server.url}{path}", timeout=30) as response:  # noqa: S310 (loopback)
+        return json.loads(response.read())
+
+
+def jobs_by_name(workflow_id: int) -> dict[str, Job]:
+    return {j.name: j for j in Job.objects.filter(workflow_id=workflow_id)}
+
+
+def test_bps_report_restart_and_status_on_a_workflow_with_a_failure(
+    clients_venv: Path, server: AiluroServer, rubin_queue: str, tmp_path: Path
+) -> None:
+    bps = Bps(clients_venv, server, tmp_path)
+    token = pilot_token_file(tmp_path, [rubin_queue])
+    flag = tmp_path / "calibrate-fails"
+    flag.touch()
+    run_id, in_steps = bps.submit_dag("dag_wf", flag)
+    assert not in_steps
+    workflow = Workflow.objects.get(pk=run_id)
+    assert (workflow.owner.username, workflow.name) == ("alice", "dag_wf")
+    coadd_parents = JobDependency.objects.filter(child__workflow=workflow, child__name="coadd_9813")
+    assert sorted(coadd_parents.values_list("parent__name", flat=True)) == [
+        "calibrate_903342_10",
+        "calibrate_903342_11",
+        "calibrate_903342_12",
+    ]
+
+    settle(server, rubin_queue, token, tmp_path / "pilot")
+    jobs = jobs_by_name(run_id)
+    assert (jobs[FAIL_JOB].jobstatus, jobs[FAIL_JOB].transexitcode) == ("failed", 3)
+    assert jobs["coadd_9813"].jobstatus == "pruned"
+    # BPS's finalJob runs after the failure, as on PanDA (an ailuro final job).
+    assert jobs[FINAL_JOB].jobstatus == "finished"
+    assert {jobs[f"isr_903342_{v}"].jobstatus for v in ("10", "11", "12")} == {"finished"}
+
+    # PanDAService.report (what `bps report --return-exit-codes` prints) against the monitor.
+    [report] = bps.driver("report", str(run_id))["reports"]
+    monitor = monitor_json(server, f"/workflow/{run_id}/?json")
+    assert (report["wms_id"], report["operator"], report["run"]) == (str(run_id), "alice", "dag_wf")
+    assert report["state"] == "SUCCEEDED"  # `bps report` counts an iDDS SubFinished run as succeeded
+    assert sorted(report["job_summary"]) == sorted(LABELS)
+    by_label: dict[str, dict[str, int]] = {}
+    for task in monitor["tasks"]:
+        label = re.sub(r"^dag_wf_\d+_(.*)_\d+$", r"\1", task["label"])
+        by_label[label] = task["counts"]
+    for label, counts in by_label.items():
+        summary = report["job_summary"][label]
+        assert summary["SUCCEEDED"] == counts.get("finished", 0), label
+        assert summary["FAILED"] == counts.get("failed", 0), label
+        assert summary["PRUNED"] == counts.get("pruned", 0) + counts.get("cancelled", 0), label
+    assert report["total_number_jobs"] == sum(monitor["counts"].values()) == 8
+    failed = monitor_json(server, f"/jobs/?json&workflow={run_id}&jobstatus=failed")
+    failed_rows = failed["jobs"] if isinstance(failed, dict) else failed
+    assert [row["transexitcode"] for row in failed_rows] == [3]
+    # A task whose jobs were all pruned is Failed in iDDS terms: bps asks for its exit codes too.
+    assert report["exit_code_summary"] == {"calibrate": [3], "coadd": []}
+
+    # The CLIs.
+    text = bps.cli("report", "--id", str(run_id), "--return-exit-codes")
+    counts_rows: dict[str, list[str]] = {}
+    error_rows: dict[str, list[str]] = {}
+    for words in (line.split() for line in text.splitlines()):
+        if words and words[0] in LABELS:
+            # The first table has the job counts, the second the exit codes.
+            (error_rows if words[0] in counts_rows else counts_rows)[words[0]] = words[1:]
+    for label in LABELS:
+        counts = by_label[label]
+        # Columns: UNKNOWN MISFIT UNREADY READY PENDING RUNNING DELETED HELD SUCCEEDED FAILED PRUNED EXPECTED
+        assert counts_rows[label][8:] == [
+            str(counts.get("finished", 0)),
+            str(counts.get("failed", 0)),
+            str(counts.get("pruned", 0)),
+            str(sum(counts.values())),
+        ], label
+    # PAYLOAD ERROR COUNT, PAYLOAD ERROR CODES, INFRASTRUCTURE ERROR COUNT, INFRASTRUCTURE ERROR CODES
+    # (bps files exit codes it does not know as payload errors under infrastructure).
+    assert error_rows["calibrate"] == ["0", "None", "1", "3"]
+    assert bps.driver("status", str(run_id))["state"] == "FAILED"
+    assert str(run_id) in json.dumps(bps.driver("list", str(run_id)))
+
+    # `bps restart`: only the failed job and the jobs pruned because of it run again.
+    before = {name: (j.jobstatus, j.attemptnr) for name, j in jobs.items()}
+    flag.unlink()
+    bps.cli("restart", "--id", str(run_id))
+    settle(server, rubin_queue, token, tmp_path / "pilot")
+    after = jobs_by_name(run_id)
+    assert {name: j.jobstatus for name, j in after.items()} == dict.fromkeys(after, "finished")
+    assert after[FAIL_JOB].attemptnr == before[FAIL_JOB][1] + 1
+    assert after["coadd_9813"].attemptnr == 1  # pruned, never dispatched: its first attempt runs now
+    for name, (status, attemptnr) in before.items():
+        if status == "finished" and name != FINAL_JOB:
+            assert after[name].attemptnr == attemptnr, name
+    # The final job waits again for the jobs run again, and runs once more after them.
+    assert after[FINAL_JOB].attemptnr == before[FINAL_JOB][1] + 1
+    assert Workflow.objects.get(pk=run_id).status == "done"
+    assert bps.driver("status", str(run_id))["state"] == "SUCCEEDED"
+    [report] = bps.driver("report", str(run_id))["reports"]
+    assert report["job_state_counts"]["SUCCEEDED"] == 8
+
+
+def test_bps_cancel_stops_a_workflow(
+    clients_venv: Path, server: AiluroServer, rubin_queue: str, tmp_path: Path
+) -> None:
+    bps = Bps(clients_venv, server, tmp_path)
+    run_id, _ = bps.submit_dag("cancelled_wf", tmp_path / "no-flag")
+    bps.cli("cancel", "--id", str(run_id))
+    assert Workflow.objects.get(pk=run_id).status == "cancelled"
+    assert set(Job.objects.filter(workflow_id=run_id).values_list("jobstatus", flat=True)) == {"cancelled"}
+    assert bps.driver("status", str(run_id))["state"] == "DELETED"
+    other = Bps(clients_venv, server, tmp_path / "bob")
+    other.env = client_env(clients_venv, server, token_create(username="bob"), tmp_path / "bob-home")
+    refused = other.driver("cancel", str(run_id))["cancel"]
+    assert refused[0] is False and "belongs to another user" in refused[1]
+    assert Workflow.objects.get(pk=run_id).owner.username == "alice"
+
+
+def test_a_workflow_sent_in_steps_is_accepted_and_runs(
+    clients_venv: Path, server: AiluroServer, rubin_queue: str, tmp_path: Path
+) -> None:
+    bps = Bps(clients_venv, server, tmp_path)
+    run_id, in_steps = bps.submit_dag("steps_wf", tmp_path / "no-flag", max_request_length=3000)
+    assert in_steps
+    assert not WorkflowStep.objects.exists()  # used and deleted
+    workflow = Workflow.objects.get(pk=run_id)
+    assert Task.objects.filter(workflow=workflow).count() == 4
+    assert Job.objects.filter(workflow=workflow).count() == 8
+    assert JobDependency.objects.filter(child__workflow=workflow, child__name="coadd_9813").count() == 3
+    settle(server, rubin_queue, pilot_token_file(tmp_path, [rubin_queue]), tmp_path / "pilot")
+    assert set(Job.objects.filter(workflow=workflow).values_list("jobstatus", flat=True)) == {"finished"}
+    assert "status: SUCCEEDED" in bps.cli("status", "--id", str(run_id))

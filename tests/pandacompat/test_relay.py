@@ -103,12 +103,6 @@ def test_commands_outside_the_allowlist_are_refused(client: Client, alice: str, 
     assert "not relayed" in response.json()[1]
 
 
-def test_an_allowed_command_not_served_yet_is_false_with_a_message(client: Client, alice: str) -> None:
-    response = relay(client, alice, gzip_body(envelope("get_requests", kwargs={"request_id": "1001"})))
-    assert response.status_code == 200
-    assert response.json() == [False, "get_requests is not served by this server yet"]
-
-
 def test_a_gzip_bomb_body_is_413(client: Client, alice: str, settings: Any) -> None:
     settings.AILURO_PANDACOMPAT = {**settings.AILURO_PANDACOMPAT, "RELAY_MAX_DECODED_BYTES": 4 * MB}
     response = relay(client, alice, gzip.compress(b" " * (64 * MB), 9))
@@ -197,11 +191,21 @@ def test_a_captured_submission_becomes_a_workflow_of_the_authenticated_user(
     edges = set(
         JobDependency.objects.filter(child__workflow=workflow).values_list("parent__name", "child__name")
     )
-    assert edges == {
-        ("isr_903342_10", "calibrate_903342_10"),
-        ("isr_903342_11", "bps_test_wf_03_finalJob_01"),
-        ("calibrate_903342_10", "bps_test_wf_03_finalJob_01"),
-    }
+    assert edges == {("isr_903342_10", "calibrate_903342_10")}
+    # BPS's finalJob is an ailuro final job: no edges, it waits for every other job to end,
+    # whatever the outcome.
+    final = jobs["bps_test_wf_03_finalJob_01"]
+    assert (final.is_final, final.pending_parents) == (True, 1)
+    assert [j.name for j in jobs.values() if j.is_final] == ["bps_test_wf_03_finalJob_01"]
+    assert workflow.final_jobs == 1
+    assert [job for job in workflow.spec["jobs"] if job.get("final")] == [
+        {
+            "name": "bps_test_wf_03_finalJob_01",
+            "label": "bps_test_wf_03_finalJob_01",
+            "command": final.command,
+            "final": True,
+        }
+    ]
 
 
 def test_a_submission_for_a_queue_ailuro_lacks_is_refused_with_the_reason(client: Client, alice: str) -> None:
@@ -218,13 +222,4 @@ def test_a_reader_may_ping_but_not_submit(client: Client, rubin_queues: None) ->
     assert relay(client, reader, gzip_body(envelope("ping"))).json() == [True, {"Status": "OK"}]
     response = relay(client, reader, gzip_body(captured_envelope("bps_direct_PanDAService.jsonl", "submit")))
     assert response.status_code == 403
-    assert not Workflow.objects.exists()
-
-
-def test_a_workflow_sent_in_steps_is_refused_with_advice_for_now(
-    client: Client, alice: str, rubin_queues: None
-) -> None:
-    step = captured_envelope("bps_direct_split_steps.jsonl", "submit", 0)
-    ok, message = relay(client, alice, gzip_body(step)).json()
-    assert ok is False and "maxRequestLength" in message
     assert not Workflow.objects.exists()

@@ -14,7 +14,7 @@ from django.db.migrations.executor import MigrationExecutor
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from pandamon import rollups
 from pandamon.models import ErrorSummary, JobSummary
-from tests.factories import JobFactory, QueueFactory, TaskFactory
+from tests.factories import JobFactory, QueueFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
@@ -38,6 +38,35 @@ def _historical(model: str, targets: list[tuple[str, str]]) -> Any:
     """The dispatcher model as the schema at `targets` has it (the current one may have columns
     added by later migrations)."""
     return MigrationExecutor(connection).loader.project_state(targets).apps.get_model("dispatcher", model)
+
+
+def _old_job(targets: list[tuple[str, str]], task: Any, **fields: Any) -> Any:
+    """A job, as JobFactory makes one, written with the schema at `targets`."""
+    n = _historical("Job", targets).objects.count()
+    return _historical("Job", targets).objects.create(
+        task_id=task.pk,
+        workflow_id=task.workflow_id,
+        name=f"cf{n}",
+        label=task.label,
+        command="true",
+        produsername=task.username,
+        **fields,
+    )
+
+
+def _old_task(targets: list[tuple[str, str]]) -> Any:
+    """A workflow and its task, as TaskFactory makes them, written with the schema at `targets`."""
+    owner = UserFactory()
+    workflow = _historical("Workflow", targets).objects.create(name="wf-cf", owner_id=owner.pk)
+    return _historical("Task", targets).objects.create(
+        workflow_id=workflow.pk, label="cf", name="wf-cf/cf", username=owner.username
+    )
+
+
+def _old_transition(targets: list[tuple[str, str]], pandaid: int, to: str, **fields: Any) -> None:
+    """A job's status change as `job_transition` writes the job row (one UPDATE, which the
+    triggers record), with the schema at `targets`."""
+    assert _historical("Job", targets).objects.filter(pk=pandaid).update(jobstatus=to, **fields) == 1
 
 
 def _old_attempt(targets: list[tuple[str, str]], job: Any, **fields: Any) -> Any:
@@ -78,9 +107,11 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         site = _historical("Site", BEFORE).objects.create(name="SITE_CF", region="US")
         for name in ("Q_A", "Q_B"):
             _historical("Queue", BEFORE).objects.create(name=name, site_id=site.pk, max_rss_mb=8000)
-        task = TaskFactory()
+        # Rows and status changes at the old schemas are written with those schemas' models (the
+        # current ones have columns later migrations add).
+        task = _old_task(BEFORE)
         jobs = [
-            JobFactory(task=task, jobstatus="defined", statechangetime=NOW - timedelta(minutes=37 * i))
+            _old_job(BEFORE, task, jobstatus="defined", statechangetime=NOW - timedelta(minutes=37 * i))
             for i in range(8)
         ]
         # Folded: the summaries hold every job so far and no delta is left.
@@ -92,11 +123,12 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
             rollups.rollups_backfill(cursor)
         # Unfolded, in the monitor's own tables.
         for i, job in enumerate(jobs[:4]):
-            job_transition(
-                pandaid=job.pandaid,
-                to="activated",
-                cause="test",
-                fields={"queue_id": ("Q_A", "Q_B")[i % 2], "statechangetime": NOW - timedelta(minutes=7 * i)},
+            _old_transition(
+                BEFORE,
+                job.pandaid,
+                "activated",
+                queue_id=("Q_A", "Q_B")[i % 2],
+                statechangetime=NOW - timedelta(minutes=7 * i),
             )
         _old_attempt(
             BEFORE,
@@ -105,13 +137,13 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
             piloterrorcode=1201,
             piloterrordiag="Lost heartbeat from wn7 after 7200 s",
         )
-        JobFactory(task=task, jobstatus="defined", statechangetime=NOW - timedelta(hours=3))
+        _old_job(BEFORE, task, jobstatus="defined", statechangetime=NOW - timedelta(hours=3))
         unfolded = _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta")
         assert unfolded > 0 and _scalar("SELECT COUNT(*) FROM pandamon_errordelta") == 1
 
         # The engine's triggers are on, the monitor's still too: every write is recorded twice.
         _migrate(BOTH_TRIGGERS)
-        job_transition(pandaid=jobs[4].pandaid, to="cancelled", cause="test", fields={"statechangetime": NOW})
+        _old_transition(BOTH_TRIGGERS, jobs[4].pandaid, "cancelled", statechangetime=NOW)
         _old_attempt(
             BOTH_TRIGGERS,
             jobs[1],

@@ -16,7 +16,9 @@ deltas, and the DAG (children released, or descendants pruned after a final fail
   3. `attempt`, `logged`, `counted`: the JobAttempt row, the JobStatusLog row and the counter deltas;
   4. `children`, `released`: the children's `pending_parents` drop by the number of their parents
      that finished here; children are locked in pandaid order first (two parents finishing at once
-     lock their shared children in the same order and cannot deadlock).
+     lock their shared children in the same order and cannot deadlock);
+  5. each row says whether its workflow has final jobs; only for those, `final_jobs_release`
+     runs after the statement.
 
   tests/dispatcher/test_finish_fast_path.py runs it and `job_final_update_generic` on twin jobs and
   compares every row.
@@ -41,6 +43,7 @@ from psycopg.types.json import Jsonb
 from dispatcher.models import Job
 from dispatcher.retry import FAMILY_COLUMNS
 from dispatcher.services.attempts import DIAG_MAX, job_attempt_end
+from dispatcher.services.final_jobs import final_jobs_release
 from dispatcher.services.pilot_calls.messages import (
     IN_FLIGHT,
     METRIC_NAMES,
@@ -94,7 +97,7 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
 def _build_sql() -> str:
     """The statement, compact: psycopg caches the parsing of statements up to 4 KiB only."""
     empty = {"int": "0", "text": "''", "float8": "NULL", "bigint": "NULL"}
-    record = ", ".join(f"{c} {t}" for c, t in (*_UPDATE_FIELDS, *METRIC_COLUMNS, *PILOT_ERROR_COLUMNS))
+    record = ",".join(f"{c} {t}" for c, t in (*_UPDATE_FIELDS, *METRIC_COLUMNS, *PILOT_ERROR_COLUMNS))
     set_metrics = ", ".join(f"{c} = COALESCE(cur.{c}, j.{c})" for c, _ in METRIC_COLUMNS)
     # A finished attempt's errors are what its pilot reported (an in-flight job carries none).
     set_errors = ", ".join(f"{c} = COALESCE(cur.{c}, {empty[t]})" for c, t in PILOT_ERROR_COLUMNS)
@@ -146,7 +149,8 @@ released AS (
   FROM children WHERE c.pandaid = children.pandaid AND c.pending_parents > 0
   RETURNING c.pending_parents)
 SELECT pandaid, attemptnr, jeditaskid, workflow_id,
-  (SELECT count(*) FROM released WHERE pending_parents = 0) FROM upd
+  (SELECT count(*) FROM released WHERE pending_parents = 0),
+  (SELECT final_jobs FROM dispatcher_workflow WHERE id = workflow_id) FROM upd
 """  # noqa: S608  (constant column names and placeholders only)
     return sql
 
@@ -209,7 +213,12 @@ def _jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[st
     if not batch:
         return {}
     rows = fetch_prepared(FINISH_SQL, _params(batch, queues))
-    for pandaid, attemptnr, task_id, workflow_id, released in rows if log.isEnabledFor(logging.INFO) else ():
+    with_final = [row[3] for row in rows if row[5]]
+    if with_final:
+        final_jobs_release(with_final)
+    for pandaid, attemptnr, task_id, workflow_id, released, _ in (
+        rows if log.isEnabledFor(logging.INFO) else ()
+    ):
         log.info(
             "job %s attempt %s ended finished -> finished",
             pandaid,
