@@ -81,8 +81,11 @@ def _job_tuple(alias: str, prefix: str = "") -> str:
 
 
 _JOB_INSERT = f"INSERT INTO dispatcher_jobchange ({', '.join(JOB_CHANGE_COLUMNS)}, delta)"
+# A failed attempt's cost in core-seconds: whole seconds of walltime × requested cores (integers,
+# so /errors/ totals add up exactly; an attempt that never started costs 0).
+ATTEMPT_CORE_S_SQL = "(COALESCE(ROUND({alias}.walltime_s), 0)::bigint * {alias}.request_cores)"
 _ATTEMPT_INSERT = (
-    f"INSERT INTO dispatcher_failedattemptchange ({', '.join(FAILED_ATTEMPT_CHANGE_COLUMNS)}, delta)"
+    f"INSERT INTO dispatcher_failedattemptchange ({', '.join(FAILED_ATTEMPT_CHANGE_COLUMNS)}, core_s, delta)"
 )
 
 
@@ -127,7 +130,8 @@ def _attempt_select(alias: str, sign: int, source: str) -> str:
     cols = ", ".join(f"{alias}.{c}" for c in ERROR_COLUMNS)
     return (
         f"SELECT {alias}.endtime, {alias}.job_id, j.jeditaskid, j.produsername, {alias}.computingsite, "
-        f"{cols}, {sign} FROM {source} JOIN dispatcher_job j ON j.pandaid = {alias}.job_id "
+        f"{cols}, {ATTEMPT_CORE_S_SQL.format(alias=alias)}, {sign} "
+        f"FROM {source} JOIN dispatcher_job j ON j.pandaid = {alias}.job_id "
         f"WHERE {alias}.jobstatus = 'failed'"
     )
 
@@ -139,7 +143,15 @@ _UPDATE_WHEN = (
 )
 _ATTEMPT_UPDATE_WHEN = " OR ".join(
     f"OLD.{c} IS DISTINCT FROM NEW.{c}"
-    for c in ["jobstatus", "endtime", "job_id", "computingsite", *ERROR_COLUMNS]
+    for c in [
+        "jobstatus",
+        "endtime",
+        "job_id",
+        "computingsite",
+        "walltime_s",
+        "request_cores",
+        *ERROR_COLUMNS,
+    ]
 )
 
 CREATE_TRIGGERS: tuple[str, ...] = (
