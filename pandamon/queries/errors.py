@@ -113,11 +113,12 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     templates: dict[str, str] = {}
     merged: dict[tuple[str, int, str], list[Any]] = {}
     over_time: Counter[tuple[datetime, str]] = Counter()
-    attempts = 0  # each attempt is in one row, whatever families it has codes in
+    attempts = core_total = 0  # each attempt is in one row, whatever families it has codes in
     for row in rows:
         n = row["n"]
         c = int(row["c"] or 0)
         attempts += n
+        core_total += c
         for family, code_column, diag_column in _FAMILIES:
             code = row[code_column]
             if code == 0:
@@ -140,8 +141,7 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
     over = sorted((bucket, key, n) for (bucket, key), n in over_time.items())
     if not split:
-        total = failed.aggregate(c=Sum(_CORE_S))["c"]
-        return ErrorSummary(groups, over, [], [], [], attempts, total_core_s=int(total or 0))
+        return ErrorSummary(groups, over, [], [], [], attempts, total_core_s=core_total)
     by_site: Counter[str] = Counter()
     by_task: Counter[int] = Counter()
     by_user: Counter[str] = Counter()

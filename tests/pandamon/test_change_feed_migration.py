@@ -11,10 +11,10 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from dispatcher.services.transitions import job_transition, jobs_transition_bulk
+from dispatcher.services.transitions import job_transition, jobs_transition_bulk, task_count_deltas_add
 from pandamon import rollups
 from pandamon.models import ErrorSummary, JobSummary
-from tests.factories import JobFactory, QueueFactory, TaskFactory
+from tests.factories import JobFactory, QueueFactory, WorkflowFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
@@ -25,6 +25,10 @@ BEFORE = [
 BOTH_TRIGGERS = [
     ("dispatcher", "0006_change_feed"),
     ("pandamon", "0002_update_trigger_skips_set_based_writers"),
+]
+HANDED_OVER = [
+    ("dispatcher", "0009_jobattempt_lease"),
+    ("pandamon", "0003_change_feed_moves_to_the_engine"),
 ]
 NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 
@@ -46,6 +50,29 @@ def _old_attempt(targets: list[tuple[str, str]], job: Any, **fields: Any) -> Any
     return attempt.objects.create(
         job_id=job.pandaid, attemptnr=1, jobstatus="failed", queue=job.queue_id or "", **fields
     )
+
+
+def _old_task(targets: list[tuple[str, str]]) -> Any:
+    """A task, as TaskFactory makes one, written with the schema at `targets`."""
+    workflow = WorkflowFactory()
+    return _historical("Task", targets).objects.create(
+        workflow_id=workflow.pk, label="isr", name=f"{workflow.name}/isr", username=workflow.owner.username
+    )
+
+
+def _old_job(targets: list[tuple[str, str]], task: Any, **fields: Any) -> Any:
+    """A job, as JobFactory makes one (counted in its task's counters), with the schema at `targets`."""
+    job = _historical("Job", targets).objects.create(
+        task_id=task.pk,
+        workflow_id=task.workflow_id,
+        name=f"job{_historical('Job', targets).objects.count()}",
+        label=task.label,
+        command="true",
+        produsername=task.username,
+        **fields,
+    )
+    task_count_deltas_add({(job.task_id, job.jobstatus): 1})
+    return job
 
 
 def _scalar(sql: str) -> Any:
@@ -78,9 +105,9 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         site = _historical("Site", BEFORE).objects.create(name="SITE_CF", region="US")
         for name in ("Q_A", "Q_B"):
             _historical("Queue", BEFORE).objects.create(name=name, site_id=site.pk, max_rss_mb=8000)
-        task = TaskFactory()
+        task = _old_task(BEFORE)
         jobs = [
-            JobFactory(task=task, jobstatus="defined", statechangetime=NOW - timedelta(minutes=37 * i))
+            _old_job(BEFORE, task, jobstatus="defined", statechangetime=NOW - timedelta(minutes=37 * i))
             for i in range(8)
         ]
         # Folded: the summaries hold every job so far and no delta is left.
@@ -89,7 +116,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
                 "TRUNCATE pandamon_jobsummary, pandamon_errorsummary, pandamon_errorattemptsummary,"
                 " pandamon_jobsummarydelta, pandamon_errordelta"
             )
-            rollups.rollups_backfill(cursor)
+            rollups.rollups_backfill(cursor, core_seconds=False)  # the summaries before pandamon 0004
         # Unfolded, in the monitor's own tables.
         for i, job in enumerate(jobs[:4]):
             job_transition(
@@ -105,7 +132,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
             piloterrorcode=1201,
             piloterrordiag="Lost heartbeat from wn7 after 7200 s",
         )
-        JobFactory(task=task, jobstatus="defined", statechangetime=NOW - timedelta(hours=3))
+        _old_job(BEFORE, task, jobstatus="defined", statechangetime=NOW - timedelta(hours=3))
         unfolded = _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta")
         assert unfolded > 0 and _scalar("SELECT COUNT(*) FROM pandamon_errordelta") == 1
 
@@ -122,7 +149,8 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 2
         assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == unfolded + 2
 
-        _migrate(None)
+        # Handed over (pandamon 0004 then rebuilds the summaries with core-seconds; below).
+        _migrate(HANDED_OVER)
         triggers = _triggers()
         assert not {t for t in triggers if t.startswith("pandamon_")}
         assert {"dispatcher_job_change_update", "dispatcher_attempt_change_insert"} <= triggers
@@ -130,6 +158,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == unfolded + 2
         assert _scalar("SELECT COUNT(*) FROM dispatcher_failedattemptchange") == 2
 
+        _migrate(None)
         # The new writers, then fold everything: the summaries equal a rebuild from the rows.
         jobs_transition_bulk(
             source="activated",
@@ -160,7 +189,7 @@ def test_the_hand_over_reverses() -> None:
         assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == changes
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 0
         assert "pandamon_job_summary_update" in _triggers()
-        _migrate(None)
+        _migrate([("pandamon", "0003_change_feed_moves_to_the_engine")])  # 0004 rebuilds (emptying the feed)
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == changes
         assert not {t for t in _triggers() if t.startswith("pandamon_")}
     finally:
