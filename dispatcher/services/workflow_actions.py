@@ -140,14 +140,17 @@ def _tasks_hold(workflow_id: int, tasks: QuerySet[Task], *, reason: str) -> tupl
     to `defined` (brokerage skips paused tasks, so nothing of theirs is dispatched any more).
     Returns (tasks paused, jobs held). The caller holds the workflow's lock."""
     now = timezone.now()
-    paused = tasks.exclude(status=TaskStatus.PAUSED).update(
-        status=TaskStatus.PAUSED, pause_reason=reason[:500], paused_at=now, modified_at=now
+    ids = list(tasks.values_list("jeditaskid", flat=True))  # before the update moves them out of `tasks`
+    paused = (
+        Task.objects.filter(pk__in=ids)
+        .exclude(status=TaskStatus.PAUSED)
+        .update(status=TaskStatus.PAUSED, pause_reason=reason[:500], paused_at=now, modified_at=now)
     )
     held = jobs_transition_bulk(
         source=JobStatus.ACTIVATED,
         to=JobStatus.DEFINED,
         cause=reason[:300],
-        where=Q(workflow_id=workflow_id, task__in=tasks),
+        where=Q(workflow_id=workflow_id, task__in=ids),
         fields={"queue_id": None},
     )
     return paused, len(held)
