@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from campaigns.advance import campaigns_advance_one_round
@@ -95,6 +96,15 @@ def test_a_budget_pause_is_told_to_the_webhook_once(
         "group",
         isr.pk,
         f"task {isr.pk} (isr) paused: {reason}",
+    )
+
+    # The campaign page counts the wasted core-hours, in total and for the group.
+    page = Client().get(f"/campaign/{campaign.pk}/?json").json()
+    assert page["wasted_core_seconds"] == 2 * 3600
+    assert [g["wasted_core_seconds"] for s in page["steps"] for g in s["groups"]] == [2 * 3600]
+    assert (
+        'id="campaign-wasted"><span class="num">2.00</span>'
+        in Client().get(f"/campaign/{campaign.pk}/").content.decode()
     )
 
     # Resumed and paused again: a new pause, told again.
