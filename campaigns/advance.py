@@ -276,6 +276,8 @@ def _budget_pauses_notify(campaign: Campaign, spec: Mapping[str, Any]) -> int:
     ).values_list("jeditaskid", "workflow_id", "label", "pause_reason", "paused_at")
     told = 0
     for jeditaskid, workflow_id, label, reason, paused_at in paused:
+        if paused_at is None:  # filtered above; for the type checker
+            continue
         group_id = attempts[workflow_id]
         params = {"jeditaskid": jeditaskid, "paused_at": paused_at.isoformat()}
         if ActionLog.objects.filter(

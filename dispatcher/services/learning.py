@@ -132,8 +132,8 @@ def requests_learn(*, limit: int = 200, now: dt.datetime | None = None) -> int:
             continue
         memory_cap, walltime_cap = _caps(task, queues)
         learned = learned_requests(
-            rss_kb=[s[0] for s in samples],
-            walltimes_s=[s[1] for s in samples],
+            rss_kb=[float(s[0] or 0) for s in samples],  # never None: filtered above
+            walltimes_s=[float(s[1] or 0) for s in samples],
             policy=policy,
             memory_mb=task.memory_mb,
             walltime_s=task.walltime_s,
