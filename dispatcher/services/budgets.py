@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from dispatcher.models import JobAttempt, Task
 from dispatcher.queries import CoreUse, tasks_core_use
-from dispatcher.services.workflow_actions import task_budget_pause
+from dispatcher.services.workflow_actions import paused_tasks_hold, task_budget_pause
 from dispatcher.states import TASK_FINAL, JobStatus, TaskStatus
 
 DEFAULT_MIN_ATTEMPTS = 10
@@ -84,8 +84,12 @@ def failure_budgets_check(*, lookback_s: int = 3600, now: dt.datetime | None = N
     2. Their budgets (label's, or the site default); none → not checked.
     3. Their use since `budget_since` (`dispatcher.queries.tasks_core_use`), judged by `budget_exceeded`.
     4. Each task over budget: `task_budget_pause` (locks the workflow, rechecks the state).
+
+    First, `paused_tasks_hold` takes back any job a racing brokerage run activated for a task
+    paused meanwhile.
     """
     now = now or timezone.now()
+    paused_tasks_hold()
     default = budget_default()
     recent = (
         JobAttempt.objects.filter(

@@ -156,6 +156,29 @@ def _tasks_hold(workflow_id: int, tasks: QuerySet[Task], *, reason: str) -> tupl
     return paused, len(held)
 
 
+def paused_tasks_hold() -> int:
+    """Take back to `defined` the activated jobs of paused tasks: those a brokerage run that read
+    the paused tasks just before a pause committed has activated since. The `budgets` loop runs it,
+    so a paused task has nothing to dispatch within one period whatever the race. One indexed read
+    per paused task (few are paused at a time); returns jobs held."""
+    held = 0
+    for jeditaskid, workflow_id, reason in Task.objects.filter(status=TaskStatus.PAUSED).values_list(
+        "jeditaskid", "workflow_id", "pause_reason"
+    ):
+        if Job.objects.filter(task_id=jeditaskid, jobstatus=JobStatus.ACTIVATED).exists():
+            with transaction.atomic():
+                held += len(
+                    jobs_transition_bulk(
+                        source=JobStatus.ACTIVATED,
+                        to=JobStatus.DEFINED,
+                        cause=(reason or "task paused")[:300],
+                        where=Q(workflow_id=workflow_id, task_id=jeditaskid),
+                        fields={"queue_id": None},
+                    )
+                )
+    return held
+
+
 @transaction.atomic
 def task_budget_pause(*, jeditaskid: int, reason: str) -> bool:
     """Pause one task whose failed attempts went over its failure budget (`budgets.py`), as

@@ -25,6 +25,7 @@ from dispatcher.services import (
     PilotUpdate,
     broker_one_batch,
     job_pilot_update,
+    job_transition,
     jobs_dispatch,
     workflow_resume,
 )
@@ -207,3 +208,18 @@ def test_budget_exceeded_reads_core_hours_and_fraction() -> None:
     assert budget_exceeded({"fraction": 0.5}, CoreUse(3601, 7200, 9, 5)) is None  # under 10 attempts
     assert budget_exceeded({"fraction": 0.5}, CoreUse(3601, 7200, 10, 5)) is not None
     assert budget_exceeded({"fraction": 0.5}, CoreUse(0, 0, 10, 10)) is None  # no core-hours used
+
+
+def test_a_job_a_racing_brokerage_activated_after_the_pause_is_taken_back_by_the_next_run(queue: str) -> None:
+    wf = workflow_submit_spec(owner=UserFactory(), spec=_spec({"core_hours": 0.1}))
+    bad = Task.objects.get(workflow=wf, label="bad")
+    _attempt(queue, status="failed", walltime_s=600)
+    assert failure_budgets_check() == 1
+    # A brokerage run that read the paused tasks before the pause committed writes its placement now.
+    late = Job.objects.filter(task=bad, jobstatus="defined").order_by("pandaid").first()
+    assert late is not None
+    job_transition(pandaid=late.pk, to="activated", cause="brokered to Q_BUDGET", fields={"queue_id": queue})
+    assert failure_budgets_check() == 0  # the next run of the loop
+    late.refresh_from_db()
+    assert (late.jobstatus, late.queue_id) == ("defined", None)
+    assert jobs_dispatch(request=DispatchRequest(queue=queue, n_jobs=10, node="wn9")) == []
