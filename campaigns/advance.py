@@ -34,7 +34,8 @@ from campaigns.queries import label_runtimes
 from campaigns.services import campaign_spec, group_chain_jobs, group_submit, group_unsucceeded
 from dispatcher.models import Task
 from dispatcher.queries import task_state_counts
-from dispatcher.states import JOB_FINAL, JobStatus
+from dispatcher.services.budgets import BUDGET_REASON_PREFIX
+from dispatcher.states import JOB_FINAL, JobStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def campaign_advance(*, campaign_id: int, now: dt.datetime | None = None) -> int
     if campaign is None:
         return 0
     spec = campaign_spec(campaign)
-    changes = _groups_judge(campaign, spec, now)
+    changes = _budget_pauses_notify(campaign, spec)
+    changes += _groups_judge(campaign, spec, now)
     while True:
         step = (
             Step.objects.select_for_update()
@@ -252,3 +254,64 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
         if update:
             Group.objects.filter(pk=group.pk).update(**update)
     return changes
+
+
+def _budget_pauses_notify(campaign: Campaign, spec: Mapping[str, Any]) -> int:
+    """Tasks of the campaign's running groups that their failure budget paused
+    (dispatcher/services/budgets.py): each pause is logged once in the audit log (verb
+    `budget_pause` on the group, the task and pause time in its params, which also mark it as
+    told) and sent to the webhook as a `budget` event. Returns pauses told."""
+    attempts = dict(
+        GroupAttempt.objects.filter(group__campaign=campaign, group__status=GroupStatus.RUNNING)
+        .filter(attempt=F("group__attempt"))
+        .values_list("workflow_id", "group_id")
+    )
+    if not attempts:
+        return 0
+    paused = Task.objects.filter(
+        workflow_id__in=list(attempts),
+        status=TaskStatus.PAUSED,
+        pause_reason__startswith=BUDGET_REASON_PREFIX,
+        paused_at__isnull=False,
+    ).values_list("jeditaskid", "workflow_id", "label", "pause_reason", "paused_at")
+    told = 0
+    for jeditaskid, workflow_id, label, reason, paused_at in paused:
+        if paused_at is None:  # filtered above; for the type checker
+            continue
+        group_id = attempts[workflow_id]
+        params = {"jeditaskid": jeditaskid, "paused_at": paused_at.isoformat()}
+        if ActionLog.objects.filter(
+            campaign=campaign,
+            verb="budget_pause",
+            object_type="group",
+            object_id=group_id,
+            params__jeditaskid=jeditaskid,
+            params__paused_at=params["paused_at"],
+        ).exists():
+            continue
+        ActionLog.objects.create(
+            campaign=campaign,
+            actor=ADVANCER,
+            verb="budget_pause",
+            object_type="group",
+            object_id=group_id,
+            params={**params, "workflow_id": workflow_id, "label": label},
+            result=ActionResult.OK,
+            message=f"task {jeditaskid} ({label}) paused: {reason}"[:500],
+        )
+        notify(
+            spec,
+            "budget",
+            {
+                "campaign": campaign.name,
+                "campaign_id": campaign.pk,
+                "group_id": group_id,
+                "workflow_id": workflow_id,
+                "jeditaskid": jeditaskid,
+                "label": label,
+                "reason": reason,
+                "paused_at": params["paused_at"],
+            },
+        )
+        told += 1
+    return told

@@ -265,6 +265,26 @@ def group_attempt_chain(group_id: int) -> list[GroupAttempt]:
     return list(GroupAttempt.objects.filter(group_id=group_id).order_by("attempt").select_related("workflow"))
 
 
+def campaign_wasted(campaign_id: int) -> dict[str, Any]:
+    """Wasted core-hours of a campaign: the core-seconds (whole seconds of walltime × requested
+    cores) of the failed attempts of every workflow its groups ran, in total and per group. One
+    GROUP BY over the failed attempts of the campaign's jobs."""
+    from django.db.models import F, Sum
+    from django.db.models.functions import Coalesce, Round
+
+    core = Coalesce(Round(F("walltime_s")), 0.0) * F("request_cores")
+    rows = (
+        JobAttempt.objects.filter(
+            jobstatus=JobStatus.FAILED, job__workflow__campaign_attempt__group__campaign_id=campaign_id
+        )
+        .order_by()
+        .values(group_id=F("job__workflow__campaign_attempt__group_id"))
+        .annotate(core_s=Sum(core))
+    )
+    by_group = {r["group_id"]: int(r["core_s"] or 0) for r in rows}
+    return {"core_seconds": sum(by_group.values()), "by_group": by_group}
+
+
 def progress_summary(groups: Iterable[Group]) -> dict[str, Any]:
     """Percent done and ETA over groups (a step's or a campaign's): sums of their job counters."""
     groups = list(groups)

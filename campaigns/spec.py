@@ -40,12 +40,25 @@ from django.conf import settings
 
 from campaigns.splitting import SplitError, ranges_size, split_check, split_size
 from dispatcher.workflows import WorkflowInvalid
+from dispatcher.workflows.label_policies import failure_budget_parse, learn_requests_parse
 from dispatcher.workflows.spec_check import site_rule_parse
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-LABEL_KEYS = {"command", "parents", "memory_mb", "cores", "walltime_s", "disk_mb", "priority", "per", "sites"}
+LABEL_KEYS = {
+    "command",
+    "parents",
+    "memory_mb",
+    "cores",
+    "walltime_s",
+    "disk_mb",
+    "priority",
+    "per",
+    "sites",
+    "failure_budget",
+    "learn_requests",
+}
 RESOURCE_KEYS = {"memory_mb", "cores", "walltime_s", "disk_mb", "priority"}
-NOTIFY_EVENTS = ("failure", "stall", "completion")
+NOTIFY_EVENTS = ("failure", "stall", "completion", "budget")
 _PLACEHOLDER = re.compile(r"\{(data_id|group|step|campaign|attempt|label)\}")
 MAX_SPEC_BYTES = 1024 * 1024
 # A pipeline command template, as workflow templates are bounded per job.
@@ -141,6 +154,8 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         "steps",
         "notifications",
         "stall_after_s",
+        "failure_budget",
+        "learn_requests",
     }
     unknown = set(raw) - known
     _require(not unknown, f"spec has unknown key(s) {', '.join(sorted(unknown))}")
@@ -186,6 +201,18 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
             entry["priority"] = _int_field(body["priority"], f"{where}.priority")
         if body.get("sites") is not None:
             entry["sites"] = sites_parse(body["sites"], f"{where}.sites")
+        # Per label, else the campaign's own for every label (docs/user-guide/campaigns.md).
+        for key, parse in (
+            ("failure_budget", failure_budget_parse),
+            ("learn_requests", learn_requests_parse),
+        ):
+            raw_value = body[key] if key in body else raw.get(key)
+            try:
+                value = parse(raw_value, f"{where}.{key}" if key in body else key)
+            except WorkflowInvalid as exc:
+                raise SpecInvalid(exc.message, field=exc.field or "") from None
+            if value is not None:
+                entry[key] = value
         pipeline[label] = entry
     for label, entry in pipeline.items():
         for parent in entry["parents"]:

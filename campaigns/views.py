@@ -19,6 +19,7 @@ from campaigns.models import Group
 from campaigns.queries import (
     campaign_actions,
     campaign_steps_with_groups,
+    campaign_wasted,
     campaigns_for_list,
     group_counts,
     progress_summary,
@@ -43,16 +44,22 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
         for s in steps
     ]
     progress = progress_summary(g for s in steps for g in s.groups.all())
+    wasted = campaign_wasted(campaign.pk)
     if "json" in request.GET:
         return JsonResponse(
             {
                 **campaign_as_dict(campaign, groups=group_counts(g for r in grid for g in r["groups"])),
                 "progress": progress,
+                "wasted_core_seconds": wasted["core_seconds"],
+                "wasted_core_hours": round(wasted["core_seconds"] / 3600, 3),
                 "steps": [
                     {
                         "name": r["step"].name,
                         "status": r["step"].status,
-                        "groups": [group_as_dict(g) for g in r["groups"]],
+                        "groups": [
+                            {**group_as_dict(g), "wasted_core_seconds": wasted["by_group"].get(g.pk, 0)}
+                            for g in r["groups"]
+                        ],
                     }
                     for r in grid
                 ],
@@ -62,6 +69,10 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "campaign": campaign,
         "grid": grid,
         "progress": progress,
+        "wasted": {
+            "core_hours": f"{wasted['core_seconds'] / 3600:.2f}",
+            "hours_by_group": [(gid, f"{c / 3600:.2f}") for gid, c in wasted["by_group"].items()],
+        },
         "actions": campaign_actions(campaign.pk, limit=50),
         "group_verbs": GROUP_VERBS,
         "may_act": may_act(request.user, None, campaign),

@@ -139,6 +139,25 @@ LOOPS: tuple[Loop, ...] = (
         time_limit_s=300,
         task="campaigns.advance",
     ),
+    # Failure budgets: a task over budget keeps burning core-hours until paused, so a minute;
+    # one GROUP BY over the tasks with a failure in the last hour (dispatcher/services/budgets.py).
+    Loop(
+        name="budgets",
+        step="dispatcher.loops.budgets_one_batch",
+        period_s=60.0,
+        budget_s=0,
+        time_limit_s=90,
+        task="dispatcher.loop_budgets",
+    ),
+    # Learned requests: once per task, when enough of its attempts were measured.
+    Loop(
+        name="requests",
+        step="dispatcher.loops.requests_one_batch",
+        period_s=60.0,
+        budget_s=0,
+        time_limit_s=90,
+        task="dispatcher.loop_requests",
+    ),
     # Archiving and trimming are about disk space, measured in days.
     Loop(
         name="janitor",

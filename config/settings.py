@@ -305,6 +305,11 @@ AILURO = {
     "OOM_RETRY_MARGIN": _env_float("AILURO_OOM_RETRY_MARGIN", 1.25, minimum=1.0),
     "OOM_RETRY_ROUND_MB": _env_int("AILURO_OOM_RETRY_ROUND_MB", 100, minimum=1),
     "OOM_RETRY_STEP_MB": _env_int("AILURO_OOM_RETRY_STEP_MB", 500, minimum=1),
+    # The failure budget of a label that sets none (docs/user-guide/workflows.md#failure-budgets):
+    # off by default (0); a site may set core-hours and/or a fraction for every label.
+    "FAILURE_BUDGET_CORE_HOURS": _env_float("AILURO_FAILURE_BUDGET_CORE_HOURS", 0.0, minimum=0.0),
+    "FAILURE_BUDGET_FRACTION": _env_float("AILURO_FAILURE_BUDGET_FRACTION", 0.0, minimum=0.0),
+    "FAILURE_BUDGET_MIN_ATTEMPTS": _env_int("AILURO_FAILURE_BUDGET_MIN_ATTEMPTS", 10, minimum=1),
 }
 
 # --- Loops: the watcher's and the janitor's limits (the loop table itself is config/loops.py) ---

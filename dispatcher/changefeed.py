@@ -81,9 +81,10 @@ def _job_tuple(alias: str, prefix: str = "") -> str:
 
 
 _JOB_INSERT = f"INSERT INTO dispatcher_jobchange ({', '.join(JOB_CHANGE_COLUMNS)}, delta)"
-_ATTEMPT_INSERT = (
-    f"INSERT INTO dispatcher_failedattemptchange ({', '.join(FAILED_ATTEMPT_CHANGE_COLUMNS)}, delta)"
-)
+# A failed attempt's cost in core-seconds: whole seconds of walltime × requested cores (integers,
+# so /errors/ totals add up exactly; an attempt that never started costs 0).
+ATTEMPT_CORE_S_SQL = "(COALESCE(ROUND({alias}.walltime_s::numeric), 0)::bigint * {alias}.request_cores)"
+_ATTEMPT_INSERT = f"INSERT INTO dispatcher_failedattemptchange ({', '.join(FAILED_ATTEMPT_CHANGE_COLUMNS)}"
 
 
 def job_change_pairs_sql(source: str) -> str:
@@ -123,11 +124,17 @@ def set_based_changes() -> Iterator[None]:
 # --- triggers -------------------------------------------------------------------------------------
 
 
-def _attempt_select(alias: str, sign: int, source: str) -> str:
+def _attempt_insert(core_seconds: bool) -> str:
+    return f"{_ATTEMPT_INSERT}{', core_s' if core_seconds else ''}, delta)"
+
+
+def _attempt_select(alias: str, sign: int, source: str, core_seconds: bool) -> str:
     cols = ", ".join(f"{alias}.{c}" for c in ERROR_COLUMNS)
+    core = f"{ATTEMPT_CORE_S_SQL.format(alias=alias)}, " if core_seconds else ""
     return (
         f"SELECT {alias}.endtime, {alias}.job_id, j.jeditaskid, j.produsername, {alias}.computingsite, "
-        f"{cols}, {sign} FROM {source} JOIN dispatcher_job j ON j.pandaid = {alias}.job_id "
+        f"{cols}, {core}{sign} "
+        f"FROM {source} JOIN dispatcher_job j ON j.pandaid = {alias}.job_id "
         f"WHERE {alias}.jobstatus = 'failed'"
     )
 
@@ -139,10 +146,29 @@ _UPDATE_WHEN = (
 )
 _ATTEMPT_UPDATE_WHEN = " OR ".join(
     f"OLD.{c} IS DISTINCT FROM NEW.{c}"
+    for c in [
+        "jobstatus",
+        "endtime",
+        "job_id",
+        "computingsite",
+        "walltime_s",
+        "request_cores",
+        *ERROR_COLUMNS,
+    ]
+)
+_ATTEMPT_UPDATE_WHEN_0006 = " OR ".join(
+    f"OLD.{c} IS DISTINCT FROM NEW.{c}"
     for c in ["jobstatus", "endtime", "job_id", "computingsite", *ERROR_COLUMNS]
 )
 
-CREATE_TRIGGERS: tuple[str, ...] = (
+
+def triggers_sql(*, core_seconds: bool = True) -> tuple[str, ...]:
+    """The statements creating the change-feed triggers; `core_seconds` False: as dispatcher
+    migration 0006 made them, before `dispatcher_failedattemptchange.core_s` (migration 0010)."""
+    return (*_JOB_TRIGGERS, *_attempt_triggers(core_seconds))
+
+
+_JOB_TRIGGERS: tuple[str, ...] = (
     # Bulk writes (workflow submission, COPY ingest) and deletes: one statement-level trigger over
     # the transition table, one INSERT … SELECT per statement whatever its row count.
     f"""
@@ -181,36 +207,46 @@ CREATE_TRIGGERS: tuple[str, ...] = (
        AFTER UPDATE OF {", ".join(JOB_CHANGE_COLUMNS)} ON dispatcher_job
        FOR EACH ROW WHEN ({_UPDATE_WHEN})
        EXECUTE FUNCTION dispatcher_job_change_update()""",
+)
+
+
+def _attempt_triggers(core_seconds: bool) -> tuple[str, ...]:
+    insert = _attempt_insert(core_seconds)
+    when = _ATTEMPT_UPDATE_WHEN if core_seconds else _ATTEMPT_UPDATE_WHEN_0006
     # Failed attempts: raw codes and diags plus the job's task and user (one primary-key read).
-    f"""
+    return (
+        f"""
     CREATE OR REPLACE FUNCTION dispatcher_attempt_change_bulk() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            {_ATTEMPT_INSERT} {_attempt_select("n", 1, "dispatcher_new_rows n")};
+            {insert} {_attempt_select("n", 1, "dispatcher_new_rows n", core_seconds)};
         ELSE
-            {_ATTEMPT_INSERT} {_attempt_select("o", -1, "dispatcher_old_rows o")};
+            {insert} {_attempt_select("o", -1, "dispatcher_old_rows o", core_seconds)};
         END IF;
         RETURN NULL;
     END $$""",
-    f"""
+        f"""
     CREATE OR REPLACE FUNCTION dispatcher_attempt_change_update() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        {_ATTEMPT_INSERT}
-        {_attempt_select("a", -1, "(SELECT OLD.*) a")}
+        {insert}
+        {_attempt_select("a", -1, "(SELECT OLD.*) a", core_seconds)}
         UNION ALL
-        {_attempt_select("a", 1, "(SELECT NEW.*) a")};
+        {_attempt_select("a", 1, "(SELECT NEW.*) a", core_seconds)};
         RETURN NULL;
     END $$""",
-    """CREATE TRIGGER dispatcher_attempt_change_insert AFTER INSERT ON dispatcher_jobattempt
+        """CREATE TRIGGER dispatcher_attempt_change_insert AFTER INSERT ON dispatcher_jobattempt
        REFERENCING NEW TABLE AS dispatcher_new_rows
        FOR EACH STATEMENT EXECUTE FUNCTION dispatcher_attempt_change_bulk()""",
-    """CREATE TRIGGER dispatcher_attempt_change_delete AFTER DELETE ON dispatcher_jobattempt
+        """CREATE TRIGGER dispatcher_attempt_change_delete AFTER DELETE ON dispatcher_jobattempt
        REFERENCING OLD TABLE AS dispatcher_old_rows
        FOR EACH STATEMENT EXECUTE FUNCTION dispatcher_attempt_change_bulk()""",
-    f"""CREATE TRIGGER dispatcher_attempt_change_update AFTER UPDATE ON dispatcher_jobattempt
-       FOR EACH ROW WHEN ({_ATTEMPT_UPDATE_WHEN})
+        f"""CREATE TRIGGER dispatcher_attempt_change_update AFTER UPDATE ON dispatcher_jobattempt
+       FOR EACH ROW WHEN ({when})
        EXECUTE FUNCTION dispatcher_attempt_change_update()""",
-)
+    )
+
+
+CREATE_TRIGGERS: tuple[str, ...] = triggers_sql()
 
 DROP_TRIGGERS: tuple[str, ...] = (
     "DROP TRIGGER IF EXISTS dispatcher_job_change_insert ON dispatcher_job",

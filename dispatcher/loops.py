@@ -18,7 +18,9 @@ from django.utils import timezone
 
 from core.leases import leases_expired_delete
 from dispatcher.models import Job, Queue
+from dispatcher.services.budgets import failure_budgets_check
 from dispatcher.services.janitor import jobs_archive, payload_logs_trim
+from dispatcher.services.learning import requests_learn
 from dispatcher.services.rollup import statuses_rollup
 from dispatcher.services.transitions import task_counts_fold
 from dispatcher.services.watcher import (
@@ -139,3 +141,17 @@ def janitor_one_batch(*, limit: int = 5000, now: dt.datetime | None = None) -> i
     done = jobs_archive(limit=limit, now=now)
     done += payload_logs_trim(limit=limit, now=now)
     return done + leases_expired_delete(before=now - dt.timedelta(hours=1))
+
+
+# --- budgets and learned requests ----------------------------------------------------------------
+
+
+def budgets_one_batch(*, now: dt.datetime | None = None) -> int:
+    """Pause the tasks over their failure budget (`failure_budgets_check`); returns how many."""
+    return failure_budgets_check(now=now or timezone.now())
+
+
+def requests_one_batch(*, limit: int = 200, now: dt.datetime | None = None) -> int:
+    """Learn the requests of up to `limit` opted-in tasks with enough measured attempts
+    (`requests_learn`); returns how many jobs' requests moved."""
+    return requests_learn(limit=limit, now=now or timezone.now())

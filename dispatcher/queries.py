@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,68 @@ if TYPE_CHECKING:
     from django.db.models import QuerySet
 
     from dispatcher.models import Queue, Task
+
+
+@dataclass(frozen=True)
+class CoreUse:
+    """Core-seconds (whole seconds of walltime × requested cores) of a task's ended attempts,
+    failed and all, and the same counted from its `budget_since` (what its failure budget sees)."""
+
+    failed_core_s: int
+    total_core_s: int
+    attempts: int
+    failed: int
+    budget_failed_core_s: int = 0
+    budget_total_core_s: int = 0
+    budget_attempts: int = 0
+    budget_failed: int = 0
+
+    def since_resume(self) -> CoreUse:
+        return CoreUse(
+            self.budget_failed_core_s, self.budget_total_core_s, self.budget_attempts, self.budget_failed
+        )
+
+
+def tasks_core_use(task_ids: Sequence[int]) -> dict[int, CoreUse]:
+    """Per task, the core-seconds its ended attempts used, failed and all (the failed ones are its
+    wasted core-hours), all time and since the task's `budget_since`: one GROUP BY over the tasks'
+    attempts (tasks without attempts are missing)."""
+    from django.db.models import Count, F, Q, Sum
+    from django.db.models.functions import Coalesce, Round
+
+    from dispatcher.models import JobAttempt
+
+    core = Coalesce(Round(F("walltime_s")), 0.0) * F("request_cores")
+    failed = Q(jobstatus=JobStatus.FAILED)
+    since = Q(job__task__budget_since__isnull=True) | Q(endtime__gte=F("job__task__budget_since"))
+    grouped = (
+        JobAttempt.objects.filter(job__task_id__in=list(task_ids))
+        .order_by()
+        .values("job__task_id")
+        .annotate(
+            total=Sum(core),
+            failed_s=Sum(core, filter=failed),
+            n=Count("id"),
+            n_failed=Count("id", filter=failed),
+            b_total=Sum(core, filter=since),
+            b_failed_s=Sum(core, filter=since & failed),
+            b_n=Count("id", filter=since),
+            b_failed=Count("id", filter=since & failed),
+        )
+    )
+    return {
+        r["job__task_id"]: CoreUse(
+            int(r["failed_s"] or 0),
+            int(r["total"] or 0),
+            r["n"],
+            r["n_failed"],
+            int(r["b_failed_s"] or 0),
+            int(r["b_total"] or 0),
+            r["b_n"],
+            r["b_failed"],
+        )
+        for r in grouped
+    }
 
 
 def task_state_counts(task_ids: Sequence[int]) -> dict[int, dict[str, int]]:

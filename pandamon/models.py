@@ -47,6 +47,8 @@ class ErrorSummary(models.Model):
     template = models.CharField(max_length=500)
     jeditaskid = models.BigIntegerField()
     count = models.BigIntegerField()
+    # Walltime × cores of those attempts, in core-seconds (`FailedAttemptChange.core_s`).
+    core_s = models.BigIntegerField(default=0, db_default=0)
     newest = models.BigIntegerField(null=True)
     oldest = models.BigIntegerField(null=True)
     # NULL until a positive delta brings a sample (a row folded from deletions only).
@@ -77,6 +79,7 @@ class ErrorAttemptSummary(models.Model):
     jeditaskid = models.BigIntegerField()
     produsername = models.CharField(max_length=150)
     count = models.BigIntegerField()
+    core_s = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [

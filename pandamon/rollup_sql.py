@@ -10,10 +10,11 @@ Bucket: the UTC hour of the job's `statechangetime` (of the attempt's `endtime` 
 # ruff: noqa: S608  (the module is SQL built from the constant column lists above; no values)
 from __future__ import annotations
 
-from dispatcher.changefeed import JOB_FACET_COLUMNS
+from dispatcher.changefeed import ATTEMPT_CORE_S_SQL, JOB_FACET_COLUMNS
 from dispatcher.retry import FAMILY_COLUMNS
 
 __all__ = [
+    "ATTEMPT_CORE_S_SQL",
     "BACKFILL_ERRORS",
     "BACKFILL_ERROR_ATTEMPTS",
     "BACKFILL_JOBS",
@@ -97,33 +98,37 @@ FOLD_ERRORS = """
         RETURNING *
     ), fam AS (
         SELECT date_trunc('hour', m.endtime, 'UTC') AS bucket, m.jeditaskid, m.job_id, m.delta,
-               v.family, v.code, v.diag
+               m.delta * m.core_s AS core_s, v.family, v.code, v.diag
         FROM moved m CROSS JOIN LATERAL (VALUES {explode}) AS v(family, code, diag)
         WHERE v.code <> 0
     ), grouped AS (
         SELECT bucket, family, code, {template} AS template, jeditaskid, SUM(delta) AS n,
+               SUM(core_s) AS core_s,
                MAX(job_id) FILTER (WHERE delta > 0) AS newest,
                MIN(job_id) FILTER (WHERE delta > 0) AS oldest,
                MIN(diag) FILTER (WHERE delta > 0) AS example
         FROM fam GROUP BY 1, 2, 3, 4, 5
     ), up_groups AS (
         INSERT INTO pandamon_errorsummary
-            (bucket, family, code, template, jeditaskid, count, newest, oldest, example)
+            (bucket, family, code, template, jeditaskid, count, core_s, newest, oldest, example)
         SELECT * FROM grouped WHERE n <> 0 OR newest IS NOT NULL ORDER BY 1, 2, 3, 4, 5
         ON CONFLICT (bucket, family, code, template, jeditaskid) DO UPDATE SET
             count = pandamon_errorsummary.count + EXCLUDED.count,
+            core_s = pandamon_errorsummary.core_s + EXCLUDED.core_s,
             newest = GREATEST(pandamon_errorsummary.newest, EXCLUDED.newest),
             oldest = LEAST(pandamon_errorsummary.oldest, EXCLUDED.oldest),
             example = LEAST(pandamon_errorsummary.example, EXCLUDED.example)
     ), attempts AS (
         SELECT date_trunc('hour', endtime, 'UTC') AS bucket, computingsite, jeditaskid, produsername,
-               SUM(delta) AS n
+               SUM(delta) AS n, SUM(delta * core_s) AS core_s
         FROM moved GROUP BY 1, 2, 3, 4
     ), up_attempts AS (
-        INSERT INTO pandamon_errorattemptsummary (bucket, computingsite, jeditaskid, produsername, count)
+        INSERT INTO pandamon_errorattemptsummary
+            (bucket, computingsite, jeditaskid, produsername, count, core_s)
         SELECT * FROM attempts WHERE n <> 0 ORDER BY 1, 2, 3, 4
         ON CONFLICT (bucket, computingsite, jeditaskid, produsername)
-        DO UPDATE SET count = pandamon_errorattemptsummary.count + EXCLUDED.count
+        DO UPDATE SET count = pandamon_errorattemptsummary.count + EXCLUDED.count,
+                      core_s = pandamon_errorattemptsummary.core_s + EXCLUDED.core_s
     )
     SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(DISTINCT bucket) FROM attempts)
 """
@@ -157,14 +162,17 @@ BACKFILL_JOBS = f"""
     GROUP BY GROUPING SETS ({_SETS})
 """
 
-# %s: the template expression's parameters.
+# %s: the template expression's parameters. {core_col} and {core_sum} are ", core_s" and
+# ", SUM(core_s)" (", SUM(<ATTEMPT_CORE_S_SQL of a>)" for the attempts), or empty for a summary
+# table of before pandamon migration 0004.
 BACKFILL_ERRORS = """
     INSERT INTO pandamon_errorsummary
-        (bucket, family, code, template, jeditaskid, count, newest, oldest, example)
-    SELECT bucket, family, code, {template}, jeditaskid, COUNT(*), MAX(job_id), MIN(job_id), MIN(diag)
+        (bucket, family, code, template, jeditaskid, count{core_col}, newest, oldest, example)
+    SELECT bucket, family, code, {template}, jeditaskid, COUNT(*){core_sum}, MAX(job_id), MIN(job_id),
+           MIN(diag)
     FROM (
         SELECT date_trunc('hour', a.endtime, 'UTC') AS bucket, j.jeditaskid, a.job_id,
-               v.family, v.code, v.diag
+               {core_expr} AS core_s, v.family, v.code, v.diag
         FROM dispatcher_jobattempt a JOIN dispatcher_job j ON j.pandaid = a.job_id
         CROSS JOIN LATERAL (VALUES {explode}) AS v(family, code, diag)
         WHERE a.jobstatus = 'failed' AND v.code <> 0
@@ -172,8 +180,9 @@ BACKFILL_ERRORS = """
     GROUP BY 1, 2, 3, 4, 5
 """
 BACKFILL_ERROR_ATTEMPTS = """
-    INSERT INTO pandamon_errorattemptsummary (bucket, computingsite, jeditaskid, produsername, count)
+    INSERT INTO pandamon_errorattemptsummary (bucket, computingsite, jeditaskid, produsername, count{core_col})
     SELECT date_trunc('hour', a.endtime, 'UTC'), a.computingsite, j.jeditaskid, j.produsername, COUNT(*)
+           {core_sum}
     FROM dispatcher_jobattempt a JOIN dispatcher_job j ON j.pandaid = a.job_id
     WHERE a.jobstatus = 'failed'
     GROUP BY 1, 2, 3, 4

@@ -234,10 +234,11 @@ def queue_state_rows(window: Window, *, states: Sequence[str]) -> list[tuple[str
 
 @dataclass
 class ErrorRows:
-    groups: list[tuple[str, int, str, int, int | None, int | None, str | None]]
+    groups: list[tuple[str, int, str, int, int | None, int | None, str | None, int]]
     over_time: list[tuple[datetime, str, int, int]]
-    splits: list[tuple[str, Any, int]]
+    splits: list[tuple[str, Any, int, int]]
     attempts: int | None = None
+    core_s: int = 0  # walltime × cores of the failed attempts, each once
 
 
 def error_rows(
@@ -281,60 +282,70 @@ def error_rows(
         split_sql = f"""
             UNION ALL
             SELECT 's', NULL, NULL, NULL, NULL::timestamptz, computingsite, jeditaskid, produsername,
-                   1, NULL::bigint, NULL::bigint, NULL FROM edge
+                   1, core_s, NULL::bigint, NULL::bigint, NULL FROM edge
             UNION ALL
             SELECT 's', NULL, NULL, NULL, NULL, s.computingsite, s.jeditaskid, s.produsername,
-                   s.count, NULL, NULL, NULL
+                   s.count, s.core_s, NULL, NULL, NULL
             FROM pandamon_errorattemptsummary s WHERE {hours_where} AND {task_s}
             UNION ALL
             SELECT 's', NULL, NULL, NULL, NULL, d.computingsite, d.jeditaskid, d.produsername,
-                   d.delta, NULL, NULL, NULL
+                   d.delta, d.delta * d.core_s, NULL, NULL, NULL
             FROM dispatcher_failedattemptchange d WHERE {delta_where} AND {task_d}
         """  # noqa: S608  (constant names and placeholders only)
         split_params = [*hours_params, *task_sp, *delta_params, *task_dp]
     # The attempts' marginals with `split`, else only their total (kind).
-    split_sets = "(kind, site), (kind, task), (kind, username), (kind)" if split else "(kind)"
+    split_sets = "(kind, site), (kind, task), (kind, username), (kind, wf), (kind)" if split else "(kind)"
     split_columns = (
-        "GROUPING(site), GROUPING(task), GROUPING(username)" if split else "1, 1, 1",
-        "site, task, username" if split else "NULL, NULL::bigint, NULL",
+        "GROUPING(site), GROUPING(task), GROUPING(username), GROUPING(wf)" if split else "1, 1, 1, 1",
+        "site, task, username, wf" if split else "NULL, NULL::bigint, NULL, NULL::bigint",
+    )
+    # The workflow split: the task split's rows joined to their tasks (a missing task: no row).
+    wf_join = (
+        "(SELECT src.*, tk.workflow_id AS wf FROM src LEFT JOIN dispatcher_task tk "
+        "ON src.kind = 's' AND tk.jeditaskid = src.task) src"
+        if split
+        else "src"
     )
     sql = f"""
         WITH edge AS (
-            SELECT a.*, j.jeditaskid, j.produsername, date_trunc(%s, a.endtime) AS t_bucket
+            SELECT a.*, j.jeditaskid, j.produsername, date_trunc(%s, a.endtime) AS t_bucket,
+                   {rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a")} AS core_s
             FROM {source} a JOIN dispatcher_job j ON j.pandaid = a.job_id
             WHERE a.jobstatus = 'failed' AND {edge_where} AND {task_j}
         ), fam AS (
-            SELECT e.job_id, e.t_bucket, 1 AS delta, v.family, v.code, v.diag FROM edge e
+            SELECT e.job_id, e.t_bucket, 1 AS delta, e.core_s, v.family, v.code, v.diag FROM edge e
             CROSS JOIN LATERAL (VALUES {rollup_sql.error_explode_values("e")}) AS v(family, code, diag)
             WHERE v.code <> 0
             UNION ALL
-            SELECT d.job_id, date_trunc(%s, d.endtime), d.delta, v.family, v.code, v.diag
+            SELECT d.job_id, date_trunc(%s, d.endtime), d.delta, d.delta * d.core_s, v.family, v.code,
+                   v.diag
             FROM dispatcher_failedattemptchange d
             CROSS JOIN LATERAL (VALUES {rollup_sql.error_explode_values("d")}) AS v(family, code, diag)
             WHERE v.code <> 0 AND {delta_where} AND {task_d}
         ), src AS (
             SELECT 'g' AS kind, family, code, {tmpl_sql} AS tmpl, NULL::timestamptz AS bucket,
-                   NULL AS site, NULL::bigint AS task, NULL AS username, delta AS n,
+                   NULL AS site, NULL::bigint AS task, NULL AS username, delta AS n, core_s AS c,
                    CASE WHEN delta > 0 THEN job_id END AS newest,
                    CASE WHEN delta > 0 THEN job_id END AS oldest,
                    CASE WHEN delta > 0 THEN diag END AS example
             FROM fam
             UNION ALL
-            SELECT 't', family, code, NULL, t_bucket, NULL, NULL, NULL, delta, NULL, NULL, NULL FROM fam
+            SELECT 't', family, code, NULL, t_bucket, NULL, NULL, NULL, delta, core_s, NULL, NULL, NULL
+            FROM fam
             UNION ALL
-            SELECT 'g', s.family, s.code, s.template, NULL, NULL, NULL, NULL, s.count, s.newest, s.oldest,
-                   s.example
+            SELECT 'g', s.family, s.code, s.template, NULL, NULL, NULL, NULL, s.count, s.core_s, s.newest,
+                   s.oldest, s.example
             FROM pandamon_errorsummary s WHERE {hours_where} AND {task_s}
             UNION ALL
             SELECT 't', s.family, s.code, NULL, date_trunc(%s, s.bucket), NULL, NULL, NULL, s.count,
-                   NULL, NULL, NULL
+                   s.core_s, NULL, NULL, NULL
             FROM pandamon_errorsummary s WHERE {hours_where} AND {task_s}
             {split_sql}
         )
         SELECT kind, GROUPING(tmpl), GROUPING(bucket), {split_columns[0]},
                family, code, tmpl, bucket, {split_columns[1]},
-               SUM(n), MAX(newest), MIN(oldest), MIN(example)
-        FROM src
+               SUM(n), SUM(c), MAX(newest), MIN(oldest), MIN(example)
+        FROM {wf_join}
         GROUP BY GROUPING SETS ((kind, family, code, tmpl), (kind, bucket, family, code), {split_sets})
         HAVING SUM(n) <> 0
     """  # noqa: S608  (constant names and placeholders only)
@@ -356,20 +367,25 @@ def error_rows(
     ]
     result = ErrorRows(groups=[], over_time=[], splits=[], attempts=0 if split or count_attempts else None)
     for row in _fetch_aggregate(sql, params):
-        kind, g_tmpl, g_bucket, g_site, g_task, g_user = row[:6]
-        family, code, tmpl, bucket, site, task, username, n, newest, oldest, example = row[6:]
+        kind, g_tmpl, g_bucket, g_site, g_task, g_user, g_wf = row[:7]
+        family, code, tmpl, bucket, site, task, username, wf, n, c, newest, oldest, example = row[7:]
+        core_s = int(c or 0)
         if kind == "g" and g_tmpl == 0:
-            result.groups.append((family, int(code), tmpl, int(n), newest, oldest, example))
+            result.groups.append((family, int(code), tmpl, int(n), newest, oldest, example, core_s))
         elif kind == "t" and g_bucket == 0:
             result.over_time.append((bucket, family, int(code), int(n)))
         elif kind == "s" and g_site == 0:
-            result.splits.append(("site", site, int(n)))
+            result.splits.append(("site", site, int(n), core_s))
         elif kind == "s" and g_task == 0:
-            result.splits.append(("task", task, int(n)))
+            result.splits.append(("task", task, int(n), core_s))
         elif kind == "s" and g_user == 0:
-            result.splits.append(("user", username, int(n)))
+            result.splits.append(("user", username, int(n), core_s))
+        elif kind == "s" and g_wf == 0:
+            if wf is not None:
+                result.splits.append(("workflow", wf, int(n), core_s))
         elif kind == "s":
             result.attempts = int(n)
+            result.core_s = core_s
     return result
 
 
@@ -413,18 +429,31 @@ def rollups_fold(*, batch: int = 50_000) -> int:
     return int(jobs) + int(errors)
 
 
-def rollups_backfill(cursor: Any) -> None:
+def rollups_backfill(cursor: Any, *, core_seconds: bool = True) -> None:
     """Fill the empty summaries from the job and attempt rows, one pass each (GROUPING SETS for
-    the job facets). The caller holds the tables still (a migration's lock, or `rollups_rebuild`'s)."""
+    the job facets). The caller holds the tables still (a migration's lock, or `rollups_rebuild`'s).
+    `core_seconds` False: the error summaries as migration 0001 made them (no `core_s` column yet)."""
+    core_col = ", core_s" if core_seconds else ""
     tmpl_sql, tmpl_params = template_expression("diag")
     cursor.execute("SET LOCAL work_mem = '256MB'")
     cursor.execute("SET LOCAL jit = off")
     cursor.execute(rollup_sql.BACKFILL_JOBS)
     cursor.execute(
-        rollup_sql.BACKFILL_ERRORS.format(template=tmpl_sql, explode=rollup_sql.error_explode_values("a")),
+        rollup_sql.BACKFILL_ERRORS.format(
+            template=tmpl_sql,
+            explode=rollup_sql.error_explode_values("a"),
+            core_col=core_col,
+            core_sum=", SUM(core_s)" if core_seconds else "",
+            core_expr=rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a"),
+        ),
         tmpl_params,
     )
-    cursor.execute(rollup_sql.BACKFILL_ERROR_ATTEMPTS)
+    attempt_core = rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a")
+    cursor.execute(
+        rollup_sql.BACKFILL_ERROR_ATTEMPTS.format(
+            core_col=core_col, core_sum=f", SUM({attempt_core})" if core_seconds else ""
+        )
+    )
 
 
 def rollups_rebuild() -> None:

@@ -95,19 +95,23 @@ def _current_workflow_id(group: Group) -> int:
 
 
 def _label_settings_with_sites(config: Mapping[str, Any]) -> dict[str, LabelSettings]:
-    """The task settings of the labels that carry a `sites` rule (the others take their jobs'
-    resources as every workflow does)."""
+    """The task settings of the labels that carry a `sites` rule, a failure budget or learned
+    requests (the others take their jobs' resources as every workflow does)."""
     settings: dict[str, LabelSettings] = {}
     for label, entry in config["labels"].items():
         sites = entry.get("sites") or {}
         rule = SiteRule.of(sites.get("include"), sites.get("exclude"))
-        if rule:
+        budget = entry.get("failure_budget")
+        learn = entry.get("learn_requests")
+        if rule or budget is not None or learn is not None:
             settings[label] = LabelSettings(
                 memory_mb=entry["memory_mb"],
                 cores=entry["cores"],
                 walltime_s=entry["walltime_s"],
                 disk_mb=entry["disk_mb"],
                 sites=rule,
+                failure_budget=budget,
+                learn_requests=learn,
             )
     return settings
 

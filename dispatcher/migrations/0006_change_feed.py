@@ -9,10 +9,10 @@ def create_triggers(apps, schema_editor):  # type: ignore[no-untyped-def]
     after it is recorded. SQLite (the embedded run) keeps the tables empty."""
     if schema_editor.connection.vendor != "postgresql":
         return
-    from dispatcher.changefeed import CREATE_TRIGGERS
+    from dispatcher.changefeed import triggers_sql
 
     with schema_editor.connection.cursor() as cursor:
-        for statement in CREATE_TRIGGERS:
+        for statement in triggers_sql(core_seconds=False):  # core_s comes with migration 0010
             cursor.execute(statement)
 
 

@@ -65,6 +65,8 @@ class FailedAttemptChange(models.Model):
     superrordiag = models.CharField(max_length=500)
     taskbuffererrorcode = models.IntegerField()
     taskbuffererrordiag = models.CharField(max_length=500)
+    # The attempt's cost: whole seconds of walltime × requested cores (integers add up exactly).
+    core_s = models.BigIntegerField(default=0, db_default=0)
     delta = models.SmallIntegerField()
 
     def __str__(self) -> str:

@@ -76,6 +76,24 @@ class Task(models.Model):
     excluded_sites = models.JSONField(
         default=list, blank=True, help_text="Queue or site names (wildcards *) the jobs must not run at."
     )
+    # The failure budget (docs/user-guide/workflows.md#failure-budgets): None takes the site's
+    # default (AILURO_FAILURE_BUDGET_*), False switches it off, a mapping sets the label's own.
+    failure_budget = models.JSONField(
+        null=True, blank=True, default=None, help_text="{core_hours, fraction, min_attempts}, false, or null."
+    )
+    budget_since = models.DateTimeField(
+        null=True, blank=True, help_text="The budget counts failed attempts ended from here (set on resume)."
+    )
+    pause_reason = models.CharField(max_length=500, blank=True, help_text="Why the task is paused.")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # Learned requests (docs/user-guide/workflows.md#learned-requests): None is off, else
+    # {percentile, margin, min_samples}; `learned` records what was learned, once.
+    learn_requests = models.JSONField(
+        null=True, blank=True, default=None, help_text="{percentile, margin, min_samples} or null (off)."
+    )
+    learned = models.JSONField(
+        null=True, blank=True, default=None, help_text="The requests learned from measurements, and why."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -165,6 +183,8 @@ class Job(models.Model):
     request_cores = models.PositiveIntegerField(default=1)
     request_walltime_s = models.PositiveIntegerField(default=3600)
     request_disk_mb = models.PositiveIntegerField(default=1000)
+    # Why the requests are not the submitted ones (learned from measurements, resized by a retry).
+    request_reason = models.CharField(max_length=300, blank=True, default="", db_default="")
 
     # Measured by the pilot.
     cpu_time_s = models.FloatField(null=True, blank=True)

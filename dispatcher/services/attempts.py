@@ -153,6 +153,8 @@ def job_attempt_end(
             fields["request_memory_mb"] = decision.memory_mb
         if decision.walltime_s:
             fields["request_walltime_s"] = decision.walltime_s
+        if decision.memory_mb or decision.walltime_s:
+            fields["request_reason"] = decision.reason[:300]
         job_transition(
             pandaid=pandaid, to=JobStatus.DEFINED, cause=f"{cause}; {decision.reason}", fields=fields
         )

@@ -278,6 +278,10 @@ def _tasks_create(
                     retry_policy=dict(s.retry_policy),
                     included_sites=list(s.sites.include),
                     excluded_sites=list(s.sites.exclude),
+                    failure_budget=(
+                        dict(s.failure_budget) if isinstance(s.failure_budget, Mapping) else s.failure_budget
+                    ),
+                    learn_requests=dict(s.learn_requests) if s.learn_requests else None,
                 )
             )
     Task.objects.bulk_create(rows)

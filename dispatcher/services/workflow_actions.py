@@ -128,30 +128,101 @@ def workflow_pause(*, workflow_id: int, actor: str, labels: Sequence[str] | None
     """
     _workflow_lock(workflow_id)
     tasks = _tasks_selected(workflow_id, labels, "pause")
+    paused, held = _tasks_hold(workflow_id, tasks, reason=f"paused by {actor}")
     now = timezone.now()
-    paused = tasks.exclude(status=TaskStatus.PAUSED).update(status=TaskStatus.PAUSED, modified_at=now)
+    if not labels:
+        Workflow.objects.filter(pk=workflow_id).update(status=WorkflowStatus.PAUSED, modified_at=now)
+    _action_log("workflow.pause", workflow_id, actor, paused_tasks=paused, held=held)
+    return {"paused_tasks": paused, "held": held}
+
+
+def _tasks_hold(workflow_id: int, tasks: QuerySet[Task], *, reason: str) -> tuple[int, int]:
+    """Pause the not yet paused tasks of `tasks` with `reason` and take their activated jobs back
+    to `defined` (brokerage skips paused tasks, so nothing of theirs is dispatched any more).
+    Returns (tasks paused, jobs held). The caller holds the workflow's lock."""
+    now = timezone.now()
+    ids = list(tasks.values_list("jeditaskid", flat=True))  # before the update moves them out of `tasks`
+    paused = (
+        Task.objects.filter(pk__in=ids)
+        .exclude(status=TaskStatus.PAUSED)
+        .update(status=TaskStatus.PAUSED, pause_reason=reason[:500], paused_at=now, modified_at=now)
+    )
     held = jobs_transition_bulk(
         source=JobStatus.ACTIVATED,
         to=JobStatus.DEFINED,
-        cause=f"paused by {actor}",
-        where=Q(workflow_id=workflow_id, task__in=tasks),
+        cause=reason[:300],
+        where=Q(workflow_id=workflow_id, task__in=ids),
         fields={"queue_id": None},
     )
-    if not labels:
-        Workflow.objects.filter(pk=workflow_id).update(status=WorkflowStatus.PAUSED, modified_at=now)
-    _action_log("workflow.pause", workflow_id, actor, paused_tasks=paused, held=len(held))
-    return {"paused_tasks": paused, "held": len(held)}
+    return paused, len(held)
+
+
+def paused_tasks_hold() -> int:
+    """Take back to `defined` the activated jobs of paused tasks: those a brokerage run that read
+    the paused tasks just before a pause committed has activated since. The `budgets` loop runs it,
+    so a paused task has nothing to dispatch within one period whatever the race. One indexed read
+    per paused task (few are paused at a time); returns jobs held."""
+    held = 0
+    for jeditaskid, workflow_id, reason in Task.objects.filter(status=TaskStatus.PAUSED).values_list(
+        "jeditaskid", "workflow_id", "pause_reason"
+    ):
+        if Job.objects.filter(task_id=jeditaskid, jobstatus=JobStatus.ACTIVATED).exists():
+            with transaction.atomic():
+                held += len(
+                    jobs_transition_bulk(
+                        source=JobStatus.ACTIVATED,
+                        to=JobStatus.DEFINED,
+                        cause=(reason or "task paused")[:300],
+                        where=Q(workflow_id=workflow_id, task_id=jeditaskid),
+                        fields={"queue_id": None},
+                    )
+                )
+    return held
+
+
+@transaction.atomic
+def task_budget_pause(*, jeditaskid: int, reason: str) -> bool:
+    """Pause one task whose failed attempts went over its failure budget (`budgets.py`), as
+    `workflow_pause` does for an operator: nothing more of it is dispatched, the reason is kept on
+    the task (its page and its workflow's page show it) and logged as `task.budget_pause`. False
+    when the task is paused or ended meanwhile."""
+    workflow_id = Task.objects.values_list("workflow_id", flat=True).filter(pk=jeditaskid).first()
+    if workflow_id is None:
+        return False
+    _workflow_lock(workflow_id)
+    tasks = Task.objects.filter(pk=jeditaskid).exclude(status__in=[*TASK_FINAL, TaskStatus.PAUSED])
+    if not tasks.exists():
+        return False
+    paused, held = _tasks_hold(workflow_id, tasks, reason=reason)
+    log.warning(
+        "task %s of workflow %s paused: %s",
+        jeditaskid,
+        workflow_id,
+        reason,
+        extra={
+            "event": "task.budget_pause",
+            "jeditaskid": jeditaskid,
+            "workflow_id": workflow_id,
+            "reason": reason,
+            "held": held,
+        },
+    )
+    return paused > 0
 
 
 @transaction.atomic
 def workflow_resume(*, workflow_id: int, actor: str, labels: Sequence[str] | None = None) -> dict[str, int]:
-    """Release what `workflow_pause` held: the paused tasks (of the selection) run again and their
-    jobs go back to brokerage; the rollup derives each task's and the workflow's state from its
-    counts. Returns {"resumed_tasks": n}."""
+    """Release what `workflow_pause` (or a failure budget) held: the paused tasks (of the
+    selection) run again, their pause reason is cleared, their failure budget counts from now on,
+    and their jobs go back to brokerage; the rollup derives each task's and the workflow's state
+    from its counts. Returns {"resumed_tasks": n}."""
     _workflow_lock(workflow_id)
     tasks = _tasks_selected(workflow_id, labels, "resume").filter(status=TaskStatus.PAUSED)
     now = timezone.now()
-    resumed = tasks.update(status=TaskStatus.RUNNING, modified_at=now)
+    # The failure budget counts again from here (docs/user-guide/workflows.md#failure-budgets).
+    resumed = tasks.update(
+        status=TaskStatus.RUNNING, pause_reason="", paused_at=None, budget_since=now, modified_at=now
+    )
     still_paused = Task.objects.filter(workflow_id=workflow_id, status=TaskStatus.PAUSED).exists()
     if not still_paused:
         Workflow.objects.filter(pk=workflow_id, status=WorkflowStatus.PAUSED).update(

@@ -92,6 +92,9 @@ class LabelSettings:
     max_attempts: int | None = None
     retry_policy: Mapping[str, Any] = field(default_factory=dict)
     sites: SiteRule = ANYWHERE
+    # label_policies.failure_budget_parse / learn_requests_parse: None is the site default / off.
+    failure_budget: Mapping[str, Any] | bool | None = None
+    learn_requests: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

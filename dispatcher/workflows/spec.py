@@ -30,6 +30,7 @@ from typing import Any
 
 from dispatcher.brokerage import SiteRule
 from dispatcher.workflows.dag import LabelSettings, NewJob, WorkflowInvalid, dag_check_caps
+from dispatcher.workflows.label_policies import failure_budget_parse, learn_requests_parse
 from dispatcher.workflows.spec_check import (
     JOB_KEYS,
     SETTINGS_KEYS,
@@ -274,7 +275,8 @@ def _label_settings(sections: SpecSections, jobs: Sequence[NewJob]) -> dict[str,
             sections.label_layers.get(job.label, SettingsLayer()),
             sections.override_layers.get(job.label, SettingsLayer()),
         )
-        retry_policy = (sections.labels.get(job.label) or {}).get("retry_policy") or {}
+        entry = sections.labels.get(job.label) or {}
+        retry_policy = entry.get("retry_policy") or {}
         expect(retry_policy, dict, f"labels.{job.label}.retry_policy", "a mapping")
         labels[job.label] = LabelSettings(
             memory_mb=s.resources["memory_mb"],
@@ -284,6 +286,12 @@ def _label_settings(sections: SpecSections, jobs: Sequence[NewJob]) -> dict[str,
             max_attempts=s.max_attempts,
             retry_policy=retry_policy,
             sites=SiteRule.of(s.sites.get("include"), s.sites.get("exclude")),
+            failure_budget=failure_budget_parse(
+                entry.get("failure_budget"), f"labels.{job.label}.failure_budget"
+            ),
+            learn_requests=learn_requests_parse(
+                entry.get("learn_requests"), f"labels.{job.label}.learn_requests"
+            ),
         )
     for label in (*sections.labels, *sections.overrides, *sections.cluster):
         if label not in labels:
@@ -354,6 +362,12 @@ def spec_from_jobs(
             entry["max_attempts"] = settings.max_attempts
         if settings.retry_policy:
             entry["retry_policy"] = dict(settings.retry_policy)
+        if settings.failure_budget is not None:
+            entry["failure_budget"] = (
+                dict(settings.failure_budget) if isinstance(settings.failure_budget, Mapping) else False
+            )
+        if settings.learn_requests is not None:
+            entry["learn_requests"] = dict(settings.learn_requests)
         if settings.sites:
             entry["sites"] = {
                 "include": list(settings.sites.include),

@@ -35,7 +35,16 @@ MAX_SITE_PATTERN_CHARS = 128
 TOP_KEYS = frozenset(
     {"name", "description", "priority", "defaults", "labels", "overrides", "dimensions", "jobs", "cluster"}
 )
-LABEL_KEYS = SETTINGS_KEYS | {"command", "name", "over", "data_ids", "after", "retry_policy"}
+LABEL_KEYS = SETTINGS_KEYS | {
+    "command",
+    "name",
+    "over",
+    "data_ids",
+    "after",
+    "retry_policy",
+    "failure_budget",
+    "learn_requests",
+}
 JOB_KEYS = frozenset(
     {
         "name",

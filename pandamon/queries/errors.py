@@ -12,11 +12,13 @@ attempts by their error columns and time bucket, unpivoted and masked in Python
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db.models import Count, F, Max, Min, Q
+from django.db.models import Count, F, Max, Min, Q, Sum
+from django.db.models.functions import Coalesce, Round
 
 from dispatcher.models import JobAttempt
 from dispatcher.states import JobStatus
@@ -30,6 +32,8 @@ from pandamon.rollup_sql import ERROR_FAMILIES
 _FAMILIES = ERROR_FAMILIES
 _V = TypeVar("_V")
 _ERROR_COLUMNS = [c for _, code, diag in _FAMILIES for c in (code, diag) if c]
+# A failed attempt's cost in core-seconds, as the change feed records it (whole seconds × cores).
+_CORE_S = Coalesce(Round(F("walltime_s")), 0.0) * F("request_cores")
 
 
 @dataclass
@@ -40,6 +44,14 @@ class ErrorSummary:
     by_task: list[tuple[int, int]]
     by_user: list[tuple[str, int]]
     total_attempts: int
+    # Wasted core-hours: walltime × cores of the failed attempts, in core-seconds (integers, so
+    # every total is exactly the sum of its rows): in total, and per split value.
+    total_core_s: int = 0
+    core_by_site: dict[str, int] = field(default_factory=dict)
+    core_by_task: dict[int, int] = field(default_factory=dict)
+    core_by_user: dict[str, int] = field(default_factory=dict)
+    # (workflow id, failed attempts, core-seconds), from the task split.
+    by_workflow: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def error_rollup_window(
@@ -69,7 +81,7 @@ def errors_summary(
         rows = rollups.error_rows(rollup, unit=unit, split=split)
     else:
         live = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).only(
-            "job_id", "jobstatus", "endtime", "queue", *_ERROR_COLUMNS
+            "job_id", "jobstatus", "endtime", "queue", "walltime_s", "request_cores", *_ERROR_COLUMNS
         )
         rows = rollups.error_rows(None, unit=unit, split=split, live=live)
     return _errors_from_rows(rows, split=split)
@@ -96,15 +108,17 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     """
     failed = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
     rows = failed.values(*_ERROR_COLUMNS, bucket=utc_bucket_text("endtime", unit)).annotate(
-        n=Count("*"), newest=Max("job"), oldest=Min("job")
+        n=Count("*"), c=Sum(_CORE_S), newest=Max("job"), oldest=Min("job")
     )
     templates: dict[str, str] = {}
     merged: dict[tuple[str, int, str], list[Any]] = {}
     over_time: Counter[tuple[datetime, str]] = Counter()
-    attempts = 0  # each attempt is in one row, whatever families it has codes in
+    attempts = core_total = 0  # each attempt is in one row, whatever families it has codes in
     for row in rows:
         n = row["n"]
+        c = int(row["c"] or 0)
         attempts += n
+        core_total += c
         for family, code_column, diag_column in _FAMILIES:
             code = row[code_column]
             if code == 0:
@@ -115,9 +129,10 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
                 template = templates[diag] = message_template(diag)
             part = merged.get((family, code, template))
             if part is None:
-                merged[family, code, template] = [n, row["newest"], row["oldest"], diag]
+                merged[family, code, template] = [n, row["newest"], row["oldest"], diag, c]
             else:
                 part[0] += n
+                part[4] += c
                 part[1] = max(part[1], row["newest"])
                 part[2] = min(part[2], row["oldest"])
                 part[3] = min(part[3], diag)
@@ -126,16 +141,27 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     groups.sort(key=lambda g: (-g["count"], g["key"], g["template"]))
     over = sorted((bucket, key, n) for (bucket, key), n in over_time.items())
     if not split:
-        return ErrorSummary(groups, over, [], [], [], attempts)
+        return ErrorSummary(groups, over, [], [], [], attempts, total_core_s=core_total)
     by_site: Counter[str] = Counter()
     by_task: Counter[int] = Counter()
     by_user: Counter[str] = Counter()
+    core_site: Counter[str] = Counter()
+    core_task: Counter[int] = Counter()
+    core_user: Counter[str] = Counter()
+    by_wf: Counter[int] = Counter()
+    core_wf: Counter[int] = Counter()
     for row in failed.values(
-        s_site=F("queue"), s_task=F("job__task_id"), s_user=F("job__produsername")
-    ).annotate(n=Count("*")):
+        s_site=F("queue"), s_task=F("job__task_id"), s_user=F("job__produsername"), s_wf=F("job__workflow_id")
+    ).annotate(n=Count("*"), c=Sum(_CORE_S)):
+        by_wf[row["s_wf"]] += row["n"]
         by_site[row["s_site"]] += row["n"]
         by_task[row["s_task"]] += row["n"]
         by_user[row["s_user"]] += row["n"]
+        c = int(row["c"] or 0)
+        core_site[row["s_site"]] += c
+        core_task[row["s_task"]] += c
+        core_user[row["s_user"]] += c
+        core_wf[row["s_wf"]] += c
     return ErrorSummary(
         groups=groups,
         over_time=over,
@@ -143,7 +169,17 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
         by_task=_largest_first(by_task),
         by_user=_largest_first(by_user),
         total_attempts=sum(by_site.values()),
+        total_core_s=sum(core_site.values()),
+        core_by_site=dict(core_site),
+        core_by_task=dict(core_task),
+        core_by_user=dict(core_user),
+        by_workflow=_by_workflow((wf, n, core_wf[wf]) for wf, n in by_wf.items()),
     )
+
+
+def _by_workflow(rows: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """(workflow, failed attempts, core-seconds), most wasted core-hours first."""
+    return sorted(rows, key=lambda r: (-r[2], -r[1], r[0]))
 
 
 def _largest_first(counts: Counter[_V]) -> list[tuple[_V, int]]:
@@ -151,7 +187,14 @@ def _largest_first(counts: Counter[_V]) -> list[tuple[_V, int]]:
 
 
 def _error_group(
-    family: str, code: int, tmpl: str, n: int, newest: int | None, oldest: int | None, example: str | None
+    family: str,
+    code: int,
+    tmpl: str,
+    n: int,
+    newest: int | None,
+    oldest: int | None,
+    example: str | None,
+    core_s: int = 0,
 ) -> dict[str, Any]:
     return {
         "family": family,
@@ -162,6 +205,8 @@ def _error_group(
         "template": tmpl,
         "example": example,
         "count": n,
+        "core_seconds": core_s,
+        "core_hours": round(core_s / 3600, 3),
         "samples": [newest] if newest == oldest else [newest, oldest],
     }
 
@@ -172,10 +217,12 @@ def _errors_from_rows(rows: rollups.ErrorRows, *, split: bool) -> ErrorSummary:
     over_time = sorted((bucket, f"{family}:{code}", n) for bucket, family, code, n in rows.over_time)
     attempts = rows.attempts or 0
     if not split:
-        return ErrorSummary(groups, over_time, [], [], [], attempts)
-    by: dict[str, list[Any]] = {"site": [], "task": [], "user": []}
-    for kind, value, n in rows.splits:
+        return ErrorSummary(groups, over_time, [], [], [], attempts, total_core_s=rows.core_s)
+    by: dict[str, list[Any]] = {"site": [], "task": [], "user": [], "workflow": []}
+    core: dict[str, dict[Any, int]] = {"site": {}, "task": {}, "user": {}, "workflow": {}}
+    for kind, value, n, core_s in rows.splits:
         by[kind].append((value, n))
+        core[kind][value] = core_s
     for lst in by.values():
         lst.sort(key=lambda vn: (-vn[1], str(vn[0])))
     return ErrorSummary(
@@ -185,4 +232,9 @@ def _errors_from_rows(rows: rollups.ErrorRows, *, split: bool) -> ErrorSummary:
         by_task=by["task"],
         by_user=by["user"],
         total_attempts=attempts,
+        total_core_s=rows.core_s,
+        core_by_site=core["site"],
+        core_by_task=core["task"],
+        core_by_user=core["user"],
+        by_workflow=_by_workflow((wf, n, core["workflow"][wf]) for wf, n in by["workflow"]),
     )

@@ -17,7 +17,8 @@ from typing import Any
 from django.db.models import Count, Q
 
 from dispatcher.models import Job, Task
-from dispatcher.queries import task_state_counts
+from dispatcher.queries import CoreUse, task_state_counts, tasks_core_use
+from dispatcher.services.budgets import budget_default, budget_of
 from dispatcher.states import JobStatus
 from pandamon import rollups
 from pandamon.queries.common import utc_text
@@ -58,6 +59,51 @@ def task_facets(q: Q) -> dict[str, list[tuple[Any, int]]]:
 
 def task_detail(jeditaskid: int) -> Task | None:
     return Task.objects.select_related("workflow__owner").filter(jeditaskid=jeditaskid).first()
+
+
+@dataclass
+class TaskCost:
+    """What a task's attempts cost and what its failure budget allows: wasted core-hours (the
+    failed attempts' walltime × cores) all time and since its last resume, its budget (label's or
+    the site's default, None when off) and what it learned about its requests."""
+
+    wasted_core_s: int
+    total_core_s: int
+    failed_attempts: int
+    attempts: int
+    budget: dict[str, Any] | None
+    budget_failed_core_s: int
+    budget_total_core_s: int
+    learned: dict[str, Any] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "wasted_core_seconds": self.wasted_core_s,
+            "wasted_core_hours": round(self.wasted_core_s / 3600, 3),
+            "core_seconds": self.total_core_s,
+            "failed_attempts": self.failed_attempts,
+            "attempts": self.attempts,
+            "failure_budget": self.budget,
+            "failure_budget_used_core_hours": round(self.budget_failed_core_s / 3600, 3),
+            "learned_requests": self.learned,
+        }
+
+
+def task_cost(task: Task) -> TaskCost:
+    """The task's `TaskCost`: one GROUP BY over its attempts."""
+    use = tasks_core_use([task.pk]).get(task.pk) or CoreUse(0, 0, 0, 0)
+    since = use.since_resume()
+    budget = budget_of(task.failure_budget, budget_default())
+    return TaskCost(
+        wasted_core_s=use.failed_core_s,
+        total_core_s=use.total_core_s,
+        failed_attempts=use.failed,
+        attempts=use.attempts,
+        budget=dict(budget) if budget else None,
+        budget_failed_core_s=since.failed_core_s,
+        budget_total_core_s=since.total_core_s,
+        learned=task.learned,
+    )
 
 
 def task_top_errors(jeditaskid: int, limit: int = 10) -> list[dict[str, Any]]:

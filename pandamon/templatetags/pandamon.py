@@ -79,6 +79,14 @@ def duration(value: timedelta | float | None) -> str:
 
 
 @register.filter
+def core_hours(core_s: int | None) -> str:
+    """Core-seconds as core-hours, two decimals ("–" for none)."""
+    if not core_s:
+        return "0"
+    return f"{core_s / 3600:.2f}"
+
+
+@register.filter
 def kb_to_mb(value: int | None) -> str:
     return "–" if value is None else f"{value / 1024:.0f}"
 

@@ -51,6 +51,13 @@ def error_summary(request: HttpRequest) -> HttpResponse:
             "by_site": summary.by_site,
             "by_task": summary.by_task,
             "by_user": summary.by_user,
+            # Wasted core-hours: walltime × cores of the failed attempts (core-seconds, exact sums).
+            "core_seconds": summary.total_core_s,
+            "core_hours": round(summary.total_core_s / 3600, 3),
+            "core_seconds_by_site": [[v, summary.core_by_site.get(v, 0)] for v, _ in summary.by_site],
+            "core_seconds_by_task": [[v, summary.core_by_task.get(v, 0)] for v, _ in summary.by_task],
+            "core_seconds_by_user": [[v, summary.core_by_user.get(v, 0)] for v, _ in summary.by_user],
+            "by_workflow": [list(r) for r in summary.by_workflow],
             "over_time": summary.over_time,
         },
         partial="error-results",

@@ -78,8 +78,10 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
     top_errors = reads.task_top_errors(jeditaskid)
     profile = reads.task_job_profile(task)
     hist, slowest = profile.histograms, profile.slowest
+    cost = reads.task_cost(task)
     context = {
         "task": task,
+        "cost": cost,
         "final": task.status in TASK_FINAL,
         "state_link": f"jeditaskid={task.jeditaskid}",
         "counts": charts.ordered_states(counts),
@@ -107,6 +109,9 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
             "top_errors": top_errors,
             "histograms": hist,
             "slowest_jobs": slowest,
+            "pause_reason": task.pause_reason,
+            "paused_at": task.paused_at,
+            **cost.as_json(),
         },
         partial="task-body",
     )

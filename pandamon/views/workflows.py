@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from dispatcher.access import workflow_get_for_user
+from dispatcher.queries import tasks_core_use
 from dispatcher.services import (
     WorkflowInvalid,
     workflow_cancel,
@@ -153,11 +154,20 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         level = "task"
     dashed_edges = [list(e) for e in dashed]
     final = workflow.status in WORKFLOW_FINAL
+    cost = tasks_core_use([t.jeditaskid for t in tasks])
     rows: list[dict[str, Any]] = [
-        {"task": t, "counts": counts[t.jeditaskid], **common.progress(counts[t.jeditaskid])} for t in tasks
+        {
+            "task": t,
+            "counts": counts[t.jeditaskid],
+            "wasted_core_s": cost[t.jeditaskid].failed_core_s if t.jeditaskid in cost else 0,
+            **common.progress(counts[t.jeditaskid]),
+        }
+        for t in tasks
     ]
     context = {
         "workflow": workflow,
+        "wasted_core_s": sum(r["wasted_core_s"] for r in rows),
+        "paused_tasks": [t for t in tasks if t.status == "paused"],
         "rows": rows,
         "total": charts.ordered_states(total),
         "progress": common.progress(total),
@@ -189,7 +199,9 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
                     "jeditaskid": t.jeditaskid,
                     "label": t.label,
                     "status": t.status,
+                    "pause_reason": t.pause_reason,
                     "counts": counts[t.jeditaskid],
+                    "wasted_core_seconds": cost[t.jeditaskid].failed_core_s if t.jeditaskid in cost else 0,
                 }
                 for t in tasks
             ],

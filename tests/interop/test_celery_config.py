@@ -33,6 +33,8 @@ def test_the_task_names_deployed_beats_and_workers_know_stay_as_they_were() -> N
         "provisioner": "harvester.provision",
         "campaigns": "campaigns.advance",
         "janitor": "dispatcher.loop_janitor",
+        "budgets": "dispatcher.loop_budgets",
+        "requests": "dispatcher.loop_requests",
         "cache_expiry": "pandacompat.loop_cache_expiry",
     }
 

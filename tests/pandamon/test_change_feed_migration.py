@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from dispatcher.services.transitions import job_transition, jobs_transition_bulk
+from dispatcher.services.transitions import job_transition, jobs_transition_bulk, task_count_deltas_add
 from pandamon import rollups
 from pandamon.models import ErrorSummary, JobSummary
 from tests.factories import JobFactory, QueueFactory, UserFactory
@@ -26,6 +26,10 @@ BOTH_TRIGGERS = [
     ("dispatcher", "0006_change_feed"),
     ("pandamon", "0002_update_trigger_skips_set_based_writers"),
 ]
+HANDED_OVER = [
+    ("dispatcher", "0009_jobattempt_lease"),
+    ("pandamon", "0003_change_feed_moves_to_the_engine"),
+]
 NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 
 
@@ -38,20 +42,6 @@ def _historical(model: str, targets: list[tuple[str, str]]) -> Any:
     """The dispatcher model as the schema at `targets` has it (the current one may have columns
     added by later migrations)."""
     return MigrationExecutor(connection).loader.project_state(targets).apps.get_model("dispatcher", model)
-
-
-def _old_job(targets: list[tuple[str, str]], task: Any, **fields: Any) -> Any:
-    """A job, as JobFactory makes one, written with the schema at `targets`."""
-    n = _historical("Job", targets).objects.count()
-    return _historical("Job", targets).objects.create(
-        task_id=task.pk,
-        workflow_id=task.workflow_id,
-        name=f"cf{n}",
-        label=task.label,
-        command="true",
-        produsername=task.username,
-        **fields,
-    )
 
 
 def _old_task(targets: list[tuple[str, str]]) -> Any:
@@ -75,6 +65,21 @@ def _old_attempt(targets: list[tuple[str, str]], job: Any, **fields: Any) -> Any
     return attempt.objects.create(
         job_id=job.pandaid, attemptnr=1, jobstatus="failed", queue=job.queue_id or "", **fields
     )
+
+
+def _old_job(targets: list[tuple[str, str]], task: Any, **fields: Any) -> Any:
+    """A job, as JobFactory makes one (counted in its task's counters), with the schema at `targets`."""
+    job = _historical("Job", targets).objects.create(
+        task_id=task.pk,
+        workflow_id=task.workflow_id,
+        name=f"job{_historical('Job', targets).objects.count()}",
+        label=task.label,
+        command="true",
+        produsername=task.username,
+        **fields,
+    )
+    task_count_deltas_add({(job.task_id, job.jobstatus): 1})
+    return job
 
 
 def _scalar(sql: str) -> Any:
@@ -120,7 +125,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
                 "TRUNCATE pandamon_jobsummary, pandamon_errorsummary, pandamon_errorattemptsummary,"
                 " pandamon_jobsummarydelta, pandamon_errordelta"
             )
-            rollups.rollups_backfill(cursor)
+            rollups.rollups_backfill(cursor, core_seconds=False)  # the summaries before pandamon 0004
         # Unfolded, in the monitor's own tables.
         for i, job in enumerate(jobs[:4]):
             _old_transition(
@@ -154,7 +159,8 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 2
         assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == unfolded + 2
 
-        _migrate(None)
+        # Handed over (pandamon 0004 then rebuilds the summaries with core-seconds; below).
+        _migrate(HANDED_OVER)
         triggers = _triggers()
         assert not {t for t in triggers if t.startswith("pandamon_")}
         assert {"dispatcher_job_change_update", "dispatcher_attempt_change_insert"} <= triggers
@@ -162,6 +168,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == unfolded + 2
         assert _scalar("SELECT COUNT(*) FROM dispatcher_failedattemptchange") == 2
 
+        _migrate(None)
         # The new writers, then fold everything: the summaries equal a rebuild from the rows.
         jobs_transition_bulk(
             source="activated",
@@ -192,7 +199,7 @@ def test_the_hand_over_reverses() -> None:
         assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == changes
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 0
         assert "pandamon_job_summary_update" in _triggers()
-        _migrate(None)
+        _migrate([("pandamon", "0003_change_feed_moves_to_the_engine")])  # 0004 rebuilds (emptying the feed)
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == changes
         assert not {t for t in _triggers() if t.startswith("pandamon_")}
     finally:

@@ -1,7 +1,8 @@
 """/errors/ totals are the sums of their rows, in every view: whatever failures were recorded (any
-families, codes, diags, tasks, queues, users, times; folded into the rollups or not; jobs deleted
-since), for any window, filter and split mode, each failed attempt is counted once in the total
-and in each split, and once in each family it has a code in.
+families, codes, diags, tasks, queues, users, times, walltimes and cores; folded into the rollups or
+not; jobs deleted since), for any window, filter and split mode, each failed attempt is counted once
+in the total and in each split, and once in each family it has a code in; and so are its wasted
+core-seconds (walltime × cores), in the total, in each split (workflow included) and in each group.
 
 Runs on PostgreSQL (rollups, one statement) and on SQLite (ORM counts):
 `DATABASE_URL=sqlite:////tmp/x.sqlite3 python -m pytest -q tests/pandamon/test_errors_totals.py`.
@@ -64,6 +65,10 @@ ATTEMPTS = st.lists(
         st.tuples(*(st.integers(0, len(DIAGS) - 1) for _ in FAMILIES)),
         st.integers(0, 5).map(lambda n: n == 0),
         st.integers(0, 11).map(lambda n: n == 0),
+        # walltime in quarter seconds (never x.5: rounding is then the same everywhere), or none;
+        # and cores
+        st.one_of(st.none(), st.integers(0, 40_000).filter(lambda q: q % 4 != 2).map(lambda q: q / 4)),
+        st.integers(1, 8),
     ),
     max_size=25,
 )
@@ -91,6 +96,8 @@ class Recorded:
     user: str
     endtime: Any
     codes: tuple[int, ...]
+    core_s: int = 0
+    workflow: int = 0
 
 
 def _when(minutes: int, seconds: int) -> Any:
@@ -106,7 +113,7 @@ def _record(attempts: list[tuple[Any, ...]]) -> list[Recorded]:
     jobs = [JobFactory(task=tasks[i % 3], jobstatus="failed", queue_id=QUEUES[i % 3]) for i in range(6)]
     failed: list[Recorded] = []
     attemptnr: Counter[int] = Counter()
-    for index, minutes, seconds, is_failed, codes, diags, fold, delete in attempts:
+    for index, minutes, seconds, is_failed, codes, diags, fold, delete, walltime, cores in attempts:
         job = jobs[index]
         if not Job.objects.filter(pk=job.pk).exists():
             continue
@@ -123,12 +130,18 @@ def _record(attempts: list[tuple[Any, ...]]) -> list[Recorded]:
             jobstatus="failed" if is_failed else "finished",
             queue=queue,
             endtime=_when(minutes, seconds),
+            walltime_s=walltime,
+            request_cores=cores,
             **fields,
         )
         if is_failed:
+            core_s = round(walltime or 0) * cores
             failed.append(
-                Recorded(job.pk, job.task_id, queue, job.produsername, _when(minutes, seconds), codes)
-            )
+                Recorded(
+                    job.pk, job.task_id, queue, job.produsername, _when(minutes, seconds), codes, core_s,
+                    job.workflow_id,
+                )
+            )  # fmt: skip
         if fold and rollups.enabled():
             rollups.rollups_fold(batch=1 + minutes % 7)
         if delete:
@@ -164,24 +177,28 @@ def _selection(view: tuple[Any, str, int], failed: list[Recorded]) -> tuple[dict
     return params, selected
 
 
-def _families(groups: list[dict[str, Any]]) -> tuple[Counter[str], Counter[str]]:
+def _families(groups: list[dict[str, Any]]) -> tuple[Counter[str], Counter[str], Counter[str]]:
     by_family: Counter[str] = Counter()
     by_key: Counter[str] = Counter()
+    core_by_key: Counter[str] = Counter()
     for g in groups:
         by_family[g["family"]] += g["count"]
         by_key[g["key"]] += g["count"]
-    return by_family, by_key
+        core_by_key[g["key"]] += g["core_seconds"]
+    return by_family, by_key, +core_by_key
 
 
-def _expected(selected: list[Recorded]) -> tuple[Counter[str], Counter[str]]:
+def _expected(selected: list[Recorded]) -> tuple[Counter[str], Counter[str], Counter[str]]:
     by_family: Counter[str] = Counter()
     by_key: Counter[str] = Counter()
+    core_by_key: Counter[str] = Counter()
     for r in selected:
         for (family, _, _), code in zip(FAMILIES, r.codes, strict=True):
             if code:
                 by_family[family] += 1
                 by_key[f"{family}:{code}"] += 1
-    return by_family, by_key
+                core_by_key[f"{family}:{code}"] += r.core_s
+    return by_family, by_key, +core_by_key
 
 
 def _check_view(client: Client, view: tuple[Any, str, int], failed: list[Recorded]) -> None:
@@ -194,9 +211,30 @@ def _check_view(client: Client, view: tuple[Any, str, int], failed: list[Recorde
         rows = {str(v): n for v, n in data[split]}
         assert sum(rows.values()) == total, (params, split)
         assert rows == {str(k): n for k, n in Counter(getattr(r, attr) for r in selected).items()}, split
+    # Wasted core-seconds: each selected failed attempt's once in the total, and each split
+    # (workflow included) adds up to it, value by value.
+    assert data["core_seconds"] == sum(r.core_s for r in selected), params
+    for split, attr in (
+        ("core_seconds_by_site", "queue"),
+        ("core_seconds_by_task", "task"),
+        ("core_seconds_by_user", "user"),
+    ):
+        core_rows = {str(v): c for v, c in data[split]}
+        assert sum(core_rows.values()) == data["core_seconds"], (params, split)
+        expected_core: Counter[str] = Counter()
+        for r in selected:
+            expected_core[str(getattr(r, attr))] += r.core_s
+        assert core_rows == dict(expected_core), (params, split)
+    assert {wf: (n, c) for wf, n, c in data["by_workflow"]} == {
+        wf: (
+            sum(1 for r in selected if r.workflow == wf),
+            sum(r.core_s for r in selected if r.workflow == wf),
+        )
+        for wf in {r.workflow for r in selected}
+    }, params
     # The groups: an attempt once in each family it has a code in; the chart adds up to the groups.
-    by_family, by_key = _families(data["errors"])
-    assert (by_family, by_key) == _expected(selected), params
+    by_family, by_key, _ = _families(data["errors"])
+    assert _families(data["errors"]) == _expected(selected), params
     over_time: Counter[str] = Counter()
     for _, key, n in data["over_time"]:
         over_time[key] += n
@@ -205,6 +243,8 @@ def _check_view(client: Client, view: tuple[Any, str, int], failed: list[Recorde
     # The page shows the same total, and its family table the same sums.
     html = client.get("/errors/", {k: v for k, v in params.items() if k != "json"}).content.decode()
     assert re.search(r'id="error-total">(\d+)<', html)[1] == str(total)  # type: ignore[index]
+    shown_hours = re.search(r'id="error-core-hours">([\d.]+)<', html)[1]  # type: ignore[index]
+    assert float(shown_hours) == round(data["core_seconds"] / 3600, 2), params
     shown = dict(
         re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td>", html.split('id="families"')[1])
     )
@@ -225,9 +265,12 @@ def _check_reads(view: tuple[Any, str, int], failed: list[Recorded]) -> None:
         for window in (None, rollup):
             summary = queries.errors_summary(q, unit="hour", split=split, rollup=window)
             assert summary.total_attempts == len(selected), (params, split, window)
+            assert summary.total_core_s == sum(r.core_s for r in selected), (params, split, window)
             assert _families(summary.groups) == expected, (params, split, window)
             if split:
                 assert sum(n for _, n in summary.by_site) == summary.total_attempts
+                assert sum(summary.core_by_site.values()) == summary.total_core_s
+                assert sum(c for _, _, c in summary.by_workflow) == summary.total_core_s
 
 
 def _check_task(failed: list[Recorded]) -> None:

@@ -53,11 +53,12 @@ def test_workflow_list_query_count_is_pinned(client, world: World, django_assert
 
 def test_workflow_page_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
     cache.clear()
-    with django_assert_num_queries(4):  # workflow, tasks, counters, task edges (first read)
+    # workflow, tasks, counters, the tasks' core-hours, task edges (first read)
+    with django_assert_num_queries(5):
         assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
-    with django_assert_num_queries(3):  # the task graph is fixed at submission: cached after
+    with django_assert_num_queries(4):  # the task graph is fixed at submission: cached after
         assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
-    with django_assert_num_queries(5):  # + job slice and its edges
+    with django_assert_num_queries(6):  # + job slice and its edges
         assert client.get(f"/workflow/{world.workflow.pk}/?label=isr").status_code == 200
 
 
