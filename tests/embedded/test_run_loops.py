@@ -41,7 +41,17 @@ def test_skipped_loops_are_left_out() -> None:
     call_command("run_loops", "--once", "--skip", "provisioner", "--verbosity", "2", stdout=out)
 
     ran = [line.split(":")[0] for line in out.getvalue().splitlines()]
-    assert ran == ["brokerage", "watcher", "rollup", "monitor", "campaigns", "budgets", "requests", "janitor"]
+    assert ran == [
+        "brokerage",
+        "watcher",
+        "rollup",
+        "monitor",
+        "campaigns",
+        "budgets",
+        "requests",
+        "janitor",
+        "cache_expiry",
+    ]
     assert "provisioner" not in set(LoopStatus.objects.values_list("name", flat=True))
 
 

@@ -79,9 +79,10 @@ def test_the_workflow_page_reads_final_jobs_in_two_queries_then_one(
 ) -> None:
     wf, _, _ = _world()
     cache.clear()
-    with django_assert_num_queries(6):  # workflow, final job ids and states, tasks, counters, task edges
+    # workflow, final job ids and states, tasks, counters, the tasks' core-hours, task edges
+    with django_assert_num_queries(7):
         assert client.get(f"/workflow/{wf}/").status_code == 200
-    with django_assert_num_queries(4):  # which jobs are final is fixed at submission: cached
+    with django_assert_num_queries(5):  # which jobs are final is fixed at submission: cached
         assert client.get(f"/workflow/{wf}/").status_code == 200
 
 
