@@ -325,6 +325,9 @@ def test_pilots_ride_out_a_database_outage_and_run_every_job_exactly_once(deploy
     assert list(spool.iterdir()) == []
     log = "".join(logs.values())
     assert "HTTP 503" in log
+    # Payloads that ended during the outage had their final reports spooled, sent once it was over.
+    assert "not delivered yet; it waits in" in log
+    assert "spooled report(s)" in log
     # The server and the loops logged the outage as warnings, one line each, never a traceback.
     server_log = (d.tmp / "server.log").read_text()
     assert "Traceback" not in server_log, server_log[-3000:]
