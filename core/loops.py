@@ -26,6 +26,7 @@ from django.utils import timezone
 from core.leases import lease_acquire, lease_release
 from core.logging import log_context_reset, log_context_set
 from core.models import LoopStatus
+from core.unavailable import unavailable_dependency
 
 log = logging.getLogger(__name__)
 
@@ -120,5 +121,13 @@ def _status_record(
                 unique_fields=["name"],
                 update_fields=_STATUS_FIELDS if error else [*_STATUS_FIELDS, "succeeded_at"],
             )
-    except DatabaseError:
-        log.exception("loop %s: its run could not be recorded", name, extra={"event": "loop.unrecorded"})
+    except DatabaseError as exc:
+        if unavailable_dependency(exc) is not None:  # the database went away during the run
+            log.warning(
+                "loop %s: its run could not be recorded (%s: the database is unavailable)",
+                name,
+                type(exc).__name__,
+                extra={"event": "loop.unrecorded"},
+            )
+        else:
+            log.exception("loop %s: its run could not be recorded", name, extra={"event": "loop.unrecorded"})

@@ -33,13 +33,14 @@ def body_cap_for_path(path: str, caps: dict[str, int]) -> int:
     return caps.get(best, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 
-def _error_reply(path: str, message: str, status: int) -> JsonResponse:
-    """An error in the caller's own format: pilots parse only their protocol's envelope."""
+def _error_reply(path: str, message: str, status: int, *, field: str = "") -> JsonResponse:
+    """An error in the caller's own format: pilots parse only their protocol's envelope; the REST
+    API's names the `field` when there is one."""
     if path.startswith("/api/v1/pilot/"):
         return JsonResponse({"success": False, "message": message, "data": None}, status=status)
     if path.startswith("/server/panda/"):
         return JsonResponse({"StatusCode": 30, "errorDialog": message}, status=status)
-    return JsonResponse({"detail": message}, status=status)
+    return JsonResponse({"detail": message, **({"field": field} if field else {})}, status=status)
 
 
 class RequestIdMiddleware:
@@ -63,13 +64,32 @@ class RequestIdMiddleware:
 
 class BodySizeLimitMiddleware:
     """413 before any view reads the body, when Content-Length exceeds the cap of the path
-    (settings.AILURO_BODY_CAPS). Bodies without a length (chunked) stay bounded by Django's
+    (settings.AILURO_BODY_CAPS); 400 for a URL path or query string holding a NUL character. Bodies without a length (chunked) stay bounded by Django's
     DATA_UPLOAD_MAX_MEMORY_SIZE and by the reverse proxy's limit (docs/deployment/oidc.md)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # `/api/v1/sites/a%00b/`, `?jobname=a%00b`: PostgreSQL refuses NUL in text, so no view
+        # could look such a value up or filter by it.
+        if "\x00" in request.path:
+            return _error_reply(
+                request.path.replace("\x00", ""), "the URL path holds a NUL character (%00)", 400
+            )
+        if "%00" in request.META.get("QUERY_STRING", ""):
+            field = next(
+                (
+                    key
+                    for key, values in request.GET.lists()
+                    if "\x00" in key or any("\x00" in v for v in values)
+                ),
+                "",
+            )
+            where = f"query parameter {field.replace(chr(0), '')!r}" if field else "the query string"
+            return _error_reply(
+                request.path, f"{where} holds a NUL character (%00)", 400, field=field.replace("\x00", "")
+            )
         raw_length = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(raw_length)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -10,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from core.auth import api_token_lookup, bearer_from_request
+from core.parsers import json_loads_guarded
 from core.roles import Role, role_allows, user_roles
 from harvester.services import MAX_CHUNK_BYTES, QueueNotAllowed, StaleDispatch, payload_log_append
 
@@ -46,7 +46,7 @@ def append_log(request: HttpRequest) -> JsonResponse:
     if len(request.body) > _MAX_BODY:
         return _reply(413, f"request body over {_MAX_BODY} bytes; send chunks of at most {MAX_CHUNK_BYTES}")
     try:
-        doc = json.loads(request.body or b"null")
+        doc = json_loads_guarded(request.body or b"null")  # depth, NaN, NUL and surrogates: a 400
         if not isinstance(doc, dict):
             raise ValueError("body must be a JSON object")
         pandaid = _int_field(doc, "job_id", 1)

@@ -205,9 +205,21 @@ class Server:
             self._conn = None
 
     def _post_once(self, path: str, body: bytes) -> tuple[int, bytes, str | None]:
+        """One exchange. A kept-alive connection the server closed while it was idle (its
+        keep-alive timeout: gunicorn's 2 s, a proxy's 75 s) fails without an answer; that request
+        is sent once more at once on a new connection instead of waiting out a backoff step."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        reused = self._conn is not None
+        try:
+            return self._exchange(path, body, headers)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            if not reused:
+                raise
+        return self._exchange(path, body, headers)
+
+    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
         conn = self._connection()
         try:
             conn.request("POST", self.prefix + path, body=body, headers=headers)

@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl
 from django.conf import settings
 from django.http import HttpRequest
 
+from core.parsers import may_hold_surrogates, strings_with_lone_surrogates
+
 # Nothing a pilot or Harvester sends is bigger than a bulk update of a few thousand jobs.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -72,6 +74,10 @@ def json_loads(raw: bytes | str, *, what: str = "request body") -> Any:
         raise ProtocolError(f"{what}: JSON nested deeper than {max_json_depth()} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
+    if may_hold_surrogates(raw):
+        bad = strings_with_lone_surrogates(value)
+        if bad is not None:
+            raise ProtocolError(f"{what}: unpaired UTF-16 surrogate (\\ud800-\\udfff) in {bad!r}")
     limit = max_json_depth()
     opened = raw.count(b"{") + raw.count(b"[") if isinstance(raw, bytes) else raw.count("{") + raw.count("[")
     if opened <= limit:  # fewer brackets than levels allowed: no need to walk the value

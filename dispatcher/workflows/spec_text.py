@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from core.parsers import may_hold_surrogates, strings_with_lone_surrogates
 from dispatcher.workflows.dag import WorkflowInvalid, WorkflowTooLarge
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -69,6 +70,10 @@ def spec_load(raw: bytes | str, *, content_type: str = "", max_bytes: int, max_d
     if not isinstance(data, dict):
         raise WorkflowInvalid(f"the spec must be a mapping at the top level, got {type_name(data)}")
     _check_plain(data, max_depth, scalars=not from_json)
+    if may_hold_surrogates(text):
+        bad = strings_with_lone_surrogates(data)
+        if bad is not None:
+            raise WorkflowInvalid(f"unpaired UTF-16 surrogate (\\ud800-\\udfff) in {bad!r}")
     return data
 
 

@@ -181,6 +181,45 @@ def test_a_connection_error_has_no_status() -> None:
     assert "ConnectionRefusedError" in str(err.value)
 
 
+def test_a_keep_alive_connection_the_server_closed_while_idle_is_replaced_at_once() -> None:
+    """A server that drops idle keep-alive connections (gunicorn after 2 s, a proxy after 75 s)
+    without saying so: the next call finds its connection closed and is sent again on a new one,
+    without failing or waiting a backoff step; a fresh connection that fails is not resent."""
+    seen: list[int] = []
+
+    class Closing(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.client_address[1])
+            raw = json.dumps(OK).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            self.close_connection = True  # closed after the answer, though the answer kept it alive
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Closing)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        server = Server(f"http://127.0.0.1:{httpd.server_address[1]}")
+        for n in range(3):
+            assert server.call("update_job", {"job_id": n}).success  # `call` never retries on its own
+            time.sleep(0.2)  # idle: the server has closed the connection by now
+        assert len(seen) == 3
+        assert len(set(seen)) == 3  # a new connection (client port) for each call
+        server.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_a_2xx_that_is_not_json_is_retried(stub: Stub) -> None:
     stub.answer(200, b"<html>proxy maintenance</html>")
     server = Server(stub.url, retry=Retry(attempts=3, base_s=0.01), sleep=lambda s: None)

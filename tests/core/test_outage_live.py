@@ -6,23 +6,17 @@ is back, without a restart. The database is a private cluster started for this m
 from __future__ import annotations
 
 import http.cookiejar
-import json
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from ailuro.pilot.client import Server, ServerUnavailable
-from tests.ailuro.server import ROOT, AiluroServer
+from tests.ailuro.server import AiluroServer
+from tests.outage import Answer, ask, manage, send, until
 from tests.pgcluster import PrivateCluster
 
 pytestmark = pytest.mark.slow
@@ -30,37 +24,6 @@ pytestmark = pytest.mark.slow
 RETRY_AFTER = "7"  # AILURO_RETRY_AFTER_S of the server under test (the default is 5)
 DB = "ailuro_outage_live"
 ADMIN_PASSWORD = "outage-test-password"  # noqa: S105 - a throwaway superuser of the private cluster
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode(errors="replace")
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-
-
-def _manage(url: str, *args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**_env(), "DATABASE_URL": url, "CELERY_BROKER_URL": "memory://", **(env or {})},
-        check=True,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @dataclass
@@ -79,19 +42,10 @@ class Deployment:
         token: str = "",
         headers: dict[str, str] | None = None,
     ) -> Answer:
-        data = urllib.parse.urlencode(form).encode() if form is not None else None
-        request = urllib.request.Request(self.server.url + path, data=data, headers=dict(headers or {}))
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        return self.send(request)
+        return ask(self.server.url, path, form=form, token=token, headers=headers)
 
     def send(self, request: urllib.request.Request, *, browser: bool = False) -> Answer:
-        opener = self.browser if browser else urllib.request.build_opener()
-        try:
-            with opener.open(request, timeout=30) as response:
-                return Answer(response.status, dict(response.headers), response.read())
-        except urllib.error.HTTPError as error:
-            return Answer(error.code, dict(error.headers), error.read())
+        return send(request, opener=self.browser if browser else None)
 
     def get_job(self) -> Answer:
         return self.ask("/server/panda/getJob", form={"siteName": "NO_SUCH_QUEUE"}, token=self.pilot_token)
@@ -136,10 +90,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         pg.start()
         pg.createdb(DB)
         url = pg.url(DB)
-        _manage(url, "migrate", "--noinput", "-v", "0")
-        pilot_token = _manage(url, "create_token", "--user", "pilots", "--role", "pilot").splitlines()[-1]
-        user_token = _manage(url, "create_token", "--user", "alice", "--role", "user").splitlines()[-1]
-        _manage(
+        manage(url, "migrate", "--noinput", "-v", "0")
+        pilot_token = manage(url, "create_token", "--user", "pilots", "--role", "pilot").splitlines()[-1]
+        user_token = manage(url, "create_token", "--user", "alice", "--role", "user").splitlines()[-1]
+        manage(
             url,
             "createsuperuser",
             "--noinput",
@@ -168,16 +122,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         if server is not None:
             server.stop()
         pg.destroy()  # stops the private cluster if it is running, by its pg_ctl
-
-
-def _until(call: Any, status: int, within_s: float = 20) -> Answer:
-    """The first answer with `status`, or the last answer when none came in time."""
-    deadline = time.monotonic() + within_s
-    while True:
-        answer: Answer = call()
-        if answer.status == status or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.5)
 
 
 def _assert_503(answer: Answer) -> None:
@@ -212,7 +156,7 @@ def test_every_interface_answers_503_while_the_database_is_down_and_200_after(de
     d.cluster.stop()
     try:
         # Pilot protocol, legacy: the envelope the pilot parses, HTTP 503 + Retry-After.
-        answer = _until(d.get_job, 503)
+        answer = until(d.get_job, 503)
         _assert_503(answer)
         body = answer.json()
         assert body["StatusCode"] == 30
@@ -276,7 +220,7 @@ def test_every_interface_answers_503_while_the_database_is_down_and_200_after(de
         d.cluster.start()
 
     # The same server process reconnects on its own.
-    answer = _until(d.get_job, 200)
+    answer = until(d.get_job, 200)
     assert answer.status == 200, answer.text
     for _ in range(3):  # every thread of the worker, not just the first to reconnect
         _all_ok(d)

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
 from config.loops import LOOPS, Loop
+from core.unavailable import unavailable_dependency
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,22 @@ class Command(BaseCommand):
                 close_old_connections()
                 try:
                     self._run(loop)
-                except Exception:
+                except Exception as exc:
                     # One failing loop (database restarting, a bug in one step) must not stop the
                     # others; it is logged (and recorded in LoopStatus) and runs again next period.
+                    # A dependency that is down is a warning of one line, as for a request: every
+                    # loop meets it every period until it is back, and its traceback says nothing.
+                    part = unavailable_dependency(exc)
+                    if part is not None:
+                        log.warning(
+                            "loop %s: the %s is unavailable (%s); it runs again in %.0f s",
+                            loop.name,
+                            part,
+                            type(exc).__name__,
+                            loop.period_s,
+                            extra={"event": "loop.unavailable", "loop": loop.name, "dependency": part},
+                        )
+                        continue
                     log.exception(
                         "loop %s failed", loop.name, extra={"event": "loop.failed", "loop": loop.name}
                     )
