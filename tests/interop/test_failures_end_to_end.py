@@ -284,6 +284,8 @@ def test_failures_explain_themselves_and_the_right_ones_are_retried(tmp_path: Pa
     assert first.retry_action == "retry"
     assert first.retry_reason == "rule database-connection-exe: transient error"
     assert (second.attemptnr, second.jobstatus) == (2, "finished")
+    assert first.endtime is not None and second.starttime is not None
+    assert (second.starttime - first.endtime).total_seconds() >= 2  # the rule's back-off
     template = (
         'sqlalchemy.exc.OperationalError: (*) connection to server at "db.example.org" (*), port * failed: '
         "Connection refused"
