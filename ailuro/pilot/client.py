@@ -192,11 +192,13 @@ class Server:
         self.retry = retry or Retry()
         self.sleep = sleep
         self._conn: http.client.HTTPConnection | None = None
+        self._answered = False  # the open connection has carried an answer: it was kept alive
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
             self._conn = cls(self.host, self.port, timeout=self.timeout_s)
+            self._answered = False
         return self._conn
 
     def close(self) -> None:
@@ -205,29 +207,32 @@ class Server:
             self._conn = None
 
     def _post_once(self, path: str, body: bytes) -> tuple[int, bytes, str | None]:
-        """One exchange. A kept-alive connection the server closed while it was idle (its
-        keep-alive timeout: gunicorn's 2 s, a proxy's 75 s) fails without an answer; that request
-        is sent once more at once on a new connection instead of waiting out a backoff step."""
+        """One POST. A kept-alive connection the server dropped while it was idle (its keep-alive
+        timeout passed: the request meets a closed socket, or the connection closes without an
+        answer) is replaced by a new one at once, once; any other failure is the caller's."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        reused = self._conn is not None
-        try:
-            return self._exchange(path, body, headers)
-        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
-            if not reused:
+        while True:
+            conn = self._connection()
+            # http.client reconnects by itself after an answer that closed the connection.
+            reused = self._answered and conn.sock is not None
+            try:
+                conn.request("POST", self.prefix + path, body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.status, response.read(), response.getheader("Retry-After")
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                # http.client.RemoteDisconnected is a ConnectionResetError.
+                self.close()
+                if reused:
+                    log.debug("%s: the server dropped the idle connection; reconnecting", path)
+                    continue
                 raise
-        return self._exchange(path, body, headers)
-
-    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        conn = self._connection()
-        try:
-            conn.request("POST", self.prefix + path, body=body, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read(), response.getheader("Retry-After")
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+            self._answered = True
+            return answer
 
     def call(self, method: str, payload: Mapping[str, Any]) -> Reply:
         """One POST to /api/v1/pilot/<method>, no retry: a Reply, ServerRefused (4xx) or

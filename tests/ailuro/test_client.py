@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import fcntl
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -44,6 +45,10 @@ class Stub:
         # consumed one per request: (status, headers, body); empty: 200 with OK
         self.replies: list[tuple[int, dict[str, str], bytes]] = []
         self.delay_s = 0.0
+        # Close the connection after each reply without saying so, as a server whose keep-alive
+        # timeout passed does between two calls.
+        self.drop_idle = False
+        self.connections = 0
         self.lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
 
@@ -67,6 +72,11 @@ def stub() -> Iterator[Stub]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self) -> None:
+            super().setup()
+            with state.lock:
+                state.connections += 1
+
         def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
@@ -82,6 +92,8 @@ def stub() -> Iterator[Stub]:
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(raw)
+            if state.drop_idle:
+                self.close_connection = True
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -124,6 +136,32 @@ def test_5xx_is_retried_with_growing_backoff_until_it_succeeds(stub: Stub) -> No
     assert 0.75 <= sleeps[0] <= 1.25
     assert 1.5 <= sleeps[1] <= 2.5
     assert 3.0 <= sleeps[2] <= 5.0
+
+
+def test_a_kept_alive_connection_the_server_dropped_is_replaced_at_once_without_a_warning(
+    stub: Stub, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.drop_idle = True
+    sleeps: list[float] = []
+    server = Server(stub.url, retry=Retry(attempts=1), sleep=sleeps.append)
+    for job_id in (1, 2, 3):
+        assert server.post("update_job", {"job_id": job_id}).success
+        time.sleep(0.1)  # the server has closed its end meanwhile
+    assert stub.job_ids() == [1, 2, 3]
+    assert stub.connections == 3
+    assert sleeps == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_server_that_goes_away_is_still_unavailable_after_one_reconnection(stub: Stub) -> None:
+    stub.drop_idle = True
+    server = Server(stub.url, retry=Retry(attempts=1))
+    assert server.post("update_job", {"job_id": 1}).success
+    assert stub.httpd is not None
+    stub.httpd.shutdown()
+    stub.httpd.server_close()
+    with pytest.raises(ServerUnavailable):
+        server.post("update_job", {"job_id": 2})
 
 
 def test_retry_after_is_honoured_and_its_value_reported(stub: Stub) -> None:
