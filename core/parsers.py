@@ -47,17 +47,19 @@ def json_depth_and_nul_check(value: Any, max_depth: int) -> None:
 
 
 def _json_depth_check(value: Any, max_depth: int) -> None:
-    """`json_depth_and_nul_check` for a value known to hold no NUL: containers only are visited."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    """`json_depth_and_nul_check` for a value known to hold no NUL: the containers only, level by
+    level (`value` is a dict or a list)."""
+    level = [value]
+    depth = 1
+    while level:
         if depth > max_depth:
             raise JsonInputError(f"JSON nested deeper than {max_depth} levels")
-        children = item.values() if type(item) is dict else item
-        for child in children:
-            kind = type(child)
-            if kind is dict or kind is list:
-                stack.append((child, depth + 1))
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            below.extend([c for c in children if type(c) is dict or type(c) is list])
+        level = below
+        depth += 1
 
 
 def json_loads_guarded(body: bytes | str, *, max_depth: int | None = None) -> Any:
