@@ -91,6 +91,22 @@ def json_depth_and_nul_check(value: Any, max_depth: int) -> None:
             stack.extend((child, depth + 1) for child in item)
 
 
+def _json_depth_check(value: Any, max_depth: int) -> None:
+    """`json_depth_and_nul_check` for a value known to hold no NUL: the containers only, level by
+    level (`value` is a dict or a list)."""
+    level = [value]
+    depth = 1
+    while level:
+        if depth > max_depth:
+            raise JsonInputError(f"JSON nested deeper than {max_depth} levels")
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            below.extend([c for c in children if type(c) is dict or type(c) is list])
+        level = below
+        depth += 1
+
+
 def json_loads_guarded(body: bytes | str, *, max_depth: int | None = None) -> Any:
     """Parse a JSON body or raise JsonInputError naming the problem."""
     limit = max_depth if max_depth is not None else int(settings.AILURO["MAX_JSON_DEPTH"])
@@ -106,7 +122,12 @@ def json_loads_guarded(body: bytes | str, *, max_depth: int | None = None) -> An
         raise
     except ValueError as exc:
         raise JsonInputError(f"malformed JSON: {exc}") from None
-    json_depth_and_nul_check(value, limit)
+    # JSON text can carry a NUL only as the escape \u0000 (a raw control character is malformed
+    # JSON): without one in the text, the depth of the containers is all there is to check.
+    if "\\u0000" in text:
+        json_depth_and_nul_check(value, limit)
+    elif type(value) is dict or type(value) is list:
+        _json_depth_check(value, limit)
     return value
 
 

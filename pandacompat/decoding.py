@@ -25,7 +25,7 @@ import base64
 import binascii
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -192,15 +192,19 @@ def walk_plain(value: Any, *, budget: Budget, max_depth: int) -> Any:
                 _check_object(container)
             elif "idds_method" in container and not container.keys() <= _METHOD_KEYS:
                 raise DecodeError("an idds_method reference carries unexpected keys")
-            keys: Sequence[Any] = list(container)
+            items: Iterable[tuple[Any, Any]] = container.items()
         else:
-            keys = range(len(container))
-        for key in keys:
-            child = container[key]
-            if isinstance(child, str) and child.startswith(IDDS_ZIP_PREFIX):
+            items = enumerate(container)
+        # Only values are replaced while a dict is iterated (never a key added or removed).
+        for key, child in items:
+            kind = type(child)
+            if kind is str:
+                if not child.startswith(IDDS_ZIP_PREFIX):
+                    continue
                 child = _unzip(child, budget=budget, max_depth=max_depth)
                 container[key] = child
-            if isinstance(child, dict | list):
+                kind = type(child)
+            if kind is dict or kind is list:
                 stack.append((child, depth + 1))
     return root[0]
 
@@ -399,23 +403,43 @@ def _jobs_decode(entries: Any, where: str) -> tuple[IddsJob, ...]:
         raise DecodeError(f"{where} must be a list of jobs")
     jobs: list[IddsJob] = []
     for index, entry in enumerate(entries):
-        at = f"{where}[{index}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
-            raise DecodeError(f"{at} must be a job with a name")
-        deps_raw = entry.get("dependencies") or []
-        if not isinstance(deps_raw, list):
-            raise DecodeError(f"{at}.dependencies must be a list")
-        deps: list[IddsDependency] = []
-        for d_index, dep in enumerate(deps_raw):
-            if (
-                not isinstance(dep, dict)
-                or not isinstance(dep.get("task"), str)
-                or not isinstance(dep.get("inputname"), str)
-            ):
-                raise DecodeError(f"{at}.dependencies[{d_index}] must name a task and an inputname")
-            deps.append(IddsDependency(task=dep["task"], inputname=dep["inputname"]))
-        jobs.append(IddsJob(name=entry["name"], dependencies=tuple(deps)))
+        # The common case checked inline (a map holds up to 30,000 entries per work); anything
+        # else goes through `_job_decode`, which builds the same job or says what is wrong.
+        if type(entry) is dict:
+            name = entry.get("name")
+            deps_raw = entry.get("dependencies") or []
+            if type(name) is str and name and type(deps_raw) is list:
+                deps: list[IddsDependency] = []
+                for dep in deps_raw:
+                    if type(dep) is not dict:
+                        break
+                    task, inputname = dep.get("task"), dep.get("inputname")
+                    if type(task) is not str or type(inputname) is not str:
+                        break
+                    deps.append(IddsDependency(task=task, inputname=inputname))
+                else:
+                    jobs.append(IddsJob(name=name, dependencies=tuple(deps)))
+                    continue
+        jobs.append(_job_decode(entry, f"{where}[{index}]"))
     return tuple(jobs)
+
+
+def _job_decode(entry: Any, at: str) -> IddsJob:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+        raise DecodeError(f"{at} must be a job with a name")
+    deps_raw = entry.get("dependencies") or []
+    if not isinstance(deps_raw, list):
+        raise DecodeError(f"{at}.dependencies must be a list")
+    deps: list[IddsDependency] = []
+    for d_index, dep in enumerate(deps_raw):
+        if (
+            not isinstance(dep, dict)
+            or not isinstance(dep.get("task"), str)
+            or not isinstance(dep.get("inputname"), str)
+        ):
+            raise DecodeError(f"{at}.dependencies[{d_index}] must name a task and an inputname")
+        deps.append(IddsDependency(task=dep["task"], inputname=dep["inputname"]))
+    return IddsJob(name=entry["name"], dependencies=tuple(deps))
 
 
 def _final_works(conditions: Mapping[str, Any], work_ids: set[str]) -> frozenset[str]:

@@ -28,7 +28,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from pandacompat.decoding import DecodeError, IddsJob, IddsWork, IddsWorkflow
 
@@ -78,34 +78,47 @@ def workflow_to_spec(
     names = {work.task_name for work in works}
     if len(names) != len(works):
         raise TranslateError("two works of the workflow have the same task name")
-    # pseudo input name → ailuro job name, over every task (parents may be in any task).
+    # pseudo input name → ailuro job name, over every task (parents may be in any task); each
+    # pseudo name is split once, its data id kept for the job's entry.
     job_of: dict[tuple[str, str], str] = {}
+    split: list[list[tuple[str, dict[str, str]]]] = []
     for work in works:
         final = work.internal_id in workflow.final_work_ids
+        per_work: list[tuple[str, dict[str, str]]] = []
         for job in work.jobs or ():
-            job_of[(work.task_name, job.name)] = _job_name(work, job, final)
+            head, data_id = pseudo_name_split(job.name)
+            name = _job_name(work, job, head, final)
+            job_of[(work.task_name, job.name)] = name
+            per_work.append((name, data_id))
+        split.append(per_work)
     labels: dict[str, Any] = {}
     final_labels: dict[str, Any] = {}
     jobs: list[dict[str, Any]] = []
     final_jobs: list[dict[str, Any]] = []
-    for work in works:
+    for work, per_work in zip(works, split, strict=True):
         final = work.internal_id in workflow.final_work_ids
         settings = _label_settings(work)
         if settings:
             (final_labels if final else labels)[work.task_name] = settings
-        for job in work.jobs or ():
-            _, data_id = pseudo_name_split(job.name)
+        task_name, executable = work.task_name, work.executable
+        out = final_jobs if final else jobs
+        for job, (name, data_id) in zip(work.jobs or (), per_work, strict=True):
             entry: dict[str, Any] = {
-                "name": job_of[(work.task_name, job.name)],
-                "label": work.task_name,
-                "command": work.executable.replace(IN_PLACEHOLDER, job.name),
+                "name": name,
+                "label": task_name,
+                "command": executable.replace(IN_PLACEHOLDER, job.name),
             }
-            depends = [_parent(job_of, work, job, dep.task, dep.inputname) for dep in job.dependencies]
-            if depends:
+            if job.dependencies:
+                depends = []
+                for dep in job.dependencies:
+                    parent = job_of.get((dep.task, dep.inputname))
+                    if parent is None:
+                        _parent_missing(work, job, dep.task, dep.inputname)
+                    depends.append(parent)
                 entry["depends_on"] = depends
             if data_id:
                 entry["data_id"] = data_id
-            (final_jobs if final else jobs).append(entry)
+            out.append(entry)
     priorities = [work.priority for work in works if work.priority is not None]
     spec: dict[str, Any] = {"name": workflow.name}
     if priorities:
@@ -128,23 +141,17 @@ def _with_jobs(work: IddsWork, stored: Mapping[str, Sequence[IddsJob]]) -> IddsW
     return dataclasses.replace(work, jobs=tuple(stored[key]), map_file=None)
 
 
-def _job_name(work: IddsWork, job: IddsJob, final: bool) -> str:
-    head, _ = pseudo_name_split(job.name)
+def _job_name(work: IddsWork, job: IddsJob, head: str, final: bool) -> str:
     if head == FINAL_PSEUDO_PREFIX or not head:
         return work.task_name if final else job.name
     return head
 
 
-def _parent(
-    job_of: Mapping[tuple[str, str], str], work: IddsWork, job: IddsJob, task: str, inputname: str
-) -> str:
-    parent = job_of.get((task, inputname))
-    if parent is None:
-        raise TranslateError(
-            f"job {job.name!r} of task {work.task_name!r} depends on {inputname!r} of task {task!r}, "
-            "which the workflow does not contain"
-        )
-    return parent
+def _parent_missing(work: IddsWork, job: IddsJob, task: str, inputname: str) -> NoReturn:
+    raise TranslateError(
+        f"job {job.name!r} of task {work.task_name!r} depends on {inputname!r} of task {task!r}, "
+        "which the workflow does not contain"
+    )
 
 
 def _positive(value: float | None) -> int | None:

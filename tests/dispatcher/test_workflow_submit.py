@@ -39,6 +39,35 @@ def test_submit_writes_tasks_jobs_edges_and_counters() -> None:
 
 
 @pytest.mark.django_db
+def test_text_with_copy_escapes_is_stored_as_given() -> None:
+    """Backslash, tab, newline and carriage return are COPY's escapes on PostgreSQL: each text
+    column keeps them as given, next to text that needs no escaping."""
+    odd = "a\\b\tc\nd\re \\N \\t"
+    jobs = [
+        NewJob(
+            name=f"odd{odd}",
+            label=f"lab{odd}",
+            command=f"echo '{odd}'",
+            environment={"K": odd},
+            container_image=f"img{odd}",
+            data_id={"v": odd},
+        ),
+        NewJob(name="plain", label="plain", command="echo plain", parents=[f"odd{odd}"]),
+    ]
+    wf = workflow_submit(owner=UserFactory(username=f"u{odd}"), name="w", jobs=jobs)
+    rows = {
+        row[0]: row[1:]
+        for row in Job.objects.filter(workflow=wf).values_list(
+            "name", "label", "command", "environment", "container_image", "data_id", "produsername"
+        )
+    }
+    assert rows == {
+        f"odd{odd}": (f"lab{odd}", f"echo '{odd}'", {"K": odd}, f"img{odd}", {"v": odd}, f"u{odd}"),
+        "plain": ("plain", "echo plain", {}, "", {}, f"u{odd}"),
+    }
+
+
+@pytest.mark.django_db
 def test_submitted_jobs_enter_the_monitor_time_window_at_once(client) -> None:  # type: ignore[no-untyped-def]
     before = timezone.now()
     wf = workflow_submit(

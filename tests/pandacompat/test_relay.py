@@ -3,6 +3,7 @@ the attacks, and a captured BPS submission landing as an ailuro workflow."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import sys
@@ -15,6 +16,7 @@ from django.test import Client
 
 from core.services import token_create
 from dispatcher.models import Job, JobDependency, Task, Workflow
+from pandacompat.views import gc_paused
 from tests.factories import QueueFactory, SiteFactory
 from tests.pandacompat.payloads import (
     captured_envelope,
@@ -223,3 +225,31 @@ def test_a_reader_may_ping_but_not_submit(client: Client, rubin_queues: None) ->
     response = relay(client, reader, gzip_body(captured_envelope("bps_direct_PanDAService.jsonl", "submit")))
     assert response.status_code == 403
     assert not Workflow.objects.exists()
+
+
+def test_the_garbage_collector_is_on_again_after_each_relay_call(
+    client: Client, alice: str, rubin_queues: None
+) -> None:
+    """A relay call runs with the cyclic collector paused (pandacompat.views.gc_paused): after a
+    submission, and after a refused call, it is on again."""
+    assert gc.isenabled()
+    response = relay(client, alice, gzip_body(captured_envelope("bps_direct_PanDAService.jsonl", "submit")))
+    assert response.status_code == 200 and response.json()[0] is True
+    assert gc.isenabled()
+    assert (
+        relay(client, alice, gzip.compress(b'{"command_name": "submit", "args": "[1,"}')).status_code == 400
+    )
+    assert gc.isenabled()
+
+
+def test_a_collector_that_was_off_stays_off() -> None:
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
