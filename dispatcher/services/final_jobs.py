@@ -78,3 +78,16 @@ def final_jobs_release(workflow_ids: Iterable[int]) -> int:
             extra={"event": "workflow.final_release", "workflow_id": workflow_id, "released": n},
         )
     return released
+
+
+def final_jobs_hold(workflow_id: int) -> int:
+    """Make the workflow's released final jobs that brokerage has not placed yet wait again, when
+    jobs came back to run (a late report bringing back pruned descendants); returns how many."""
+    if not Workflow.objects.filter(pk=workflow_id, final_jobs__gt=0).exists():
+        return 0
+    if not workflow_jobs_pending(workflow_id):
+        return 0
+    tasks = Task.objects.filter(workflow_id=workflow_id).values("jeditaskid")
+    return Job.objects.filter(
+        task__in=tasks, jobstatus=JobStatus.DEFINED, is_final=True, pending_parents=0
+    ).update(pending_parents=1)

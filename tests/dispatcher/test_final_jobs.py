@@ -4,6 +4,7 @@ finished fast path is PostgreSQL's, the generic path SQLite's; both must release
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -352,3 +353,24 @@ def test_the_api_answers_400_naming_the_field_and_writes_nothing() -> None:
     )
     assert created.status_code == 201, created.content
     assert created.json()["final_jobs"] == 1
+
+
+def test_a_late_report_bringing_back_pruned_jobs_makes_a_released_final_job_wait_again() -> None:
+    from dispatcher.loops import watcher_one_batch
+
+    QueueFactory(max_rss_mb=8000)
+    spec = {**SPEC, "labels": {"step1": {"max_attempts": 1}}}
+    wf, ids = _submit(spec)
+    _start(ids["a"])
+    # The watcher fails a for a lost heartbeat: its descendants are pruned, the final job released.
+    assert watcher_one_batch(now=timezone.now() + dt.timedelta(days=1)) == 1
+    assert workflow_state_counts(wf) == {"failed": 1, "pruned": 3, "defined": 1}
+    assert _job(ids["report"]).pending_parents == 0
+    # a's pilot reports finished after all: b, c and d come back, and the final job waits for them.
+    update = PilotUpdate(pandaid=ids["a"], status="finished", attemptnr=1, lease="l")
+    [reply] = jobs_pilot_update_bulk(updates=[update], queues=None)
+    assert isinstance(reply, UpdateReply) and reply.status == JobStatus.FINISHED
+    assert _waiting(ids["report"])
+    for name in ("b", "d", "c"):
+        _run(ids[name])
+    assert _job(ids["report"]).pending_parents == 0

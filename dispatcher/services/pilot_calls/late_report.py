@@ -29,6 +29,7 @@ from dispatcher.models import Job, JobAttempt, JobDependency, Queue, Task, Workf
 from dispatcher.queries import job_descendants
 from dispatcher.retry import ERROR_FIELDS
 from dispatcher.services.attempts import DIAG_MAX, job_children_release
+from dispatcher.services.final_jobs import final_jobs_hold
 from dispatcher.services.pilot_calls.messages import METRIC_NAMES, PilotUpdate, UpdateReply, lease_matches
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.services.watcher import EC_LOST_HEARTBEAT
@@ -72,6 +73,9 @@ def job_late_finish_reconcile(update: PilotUpdate, queues: frozenset[str] | None
             return None
         _reconcile(update, attempt, previous=job["jobstatus"], previous_attempt=job["attemptnr"])
         _task_reopen(job["task_id"], job["workflow_id"])
+        # The failure may have ended the workflow's last jobs and released its final jobs; they
+        # wait again for the descendants brought back (services.final_jobs).
+        final_jobs_hold(job["workflow_id"])
     return UpdateReply(command=None, status=JobStatus.FINISHED, note="reconciled from a late report")
 
 
