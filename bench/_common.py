@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -94,3 +98,37 @@ def database_claim(admin_url: str, name: str, *, drop: bool = False) -> bool:
         conn.execute(f'CREATE DATABASE "{name}"')
         conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{SCRATCH_MARK}'")
         return True
+
+
+# --- a server on a scratch database -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scratch_database(base_url: str, name: str) -> str:
+    parts = urlsplit(base_url)
+    database_claim(urlunsplit(parts._replace(path="/postgres")), name, drop=True)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+def worker_pid(master: int) -> int:
+    for _ in range(200):
+        children = Path(f"/proc/{master}/task/{master}/children")
+        if children.exists():
+            pids = children.read_text().split()
+            if pids:
+                return int(pids[0])
+        time.sleep(0.05)
+    raise RuntimeError("gunicorn started no worker")

@@ -49,7 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from _common import cpu_seconds, database_claim, free_port
+from _common import cpu_seconds, free_port, manage, scratch_database, worker_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPT = ROOT / "tests" / "pandacompat" / "transcripts" / "bps_direct_PanDAService.jsonl"
@@ -198,35 +198,6 @@ def submission(n_jobs: int, detectors: int) -> Submission:
 
 
 # --- the server --------------------------------------------------------------------------------
-
-
-def scratch_database(base_url: str, name: str) -> str:
-    parts = urlsplit(base_url)
-    database_claim(urlunsplit(parts._replace(path="/postgres")), name, drop=True)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip()
-
-
-def worker_pid(master: int) -> int:
-    for _ in range(200):
-        children = Path(f"/proc/{master}/task/{master}/children")
-        if children.exists():
-            pids = children.read_text().split()
-            if pids:
-                return int(pids[0])
-        time.sleep(0.05)
-    raise RuntimeError("gunicorn started no worker")
 
 
 def backend_pids(admin_url: str, database: str) -> list[int]:
