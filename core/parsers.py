@@ -123,8 +123,9 @@ def json_loads_guarded(body: bytes | str, *, max_depth: int | None = None) -> An
     except ValueError as exc:
         raise JsonInputError(f"malformed JSON: {exc}") from None
     # JSON text can carry a NUL only as the escape \u0000 (a raw control character is malformed
-    # JSON): without one in the text, the depth of the containers is all there is to check.
-    if "\\u0000" in text:
+    # JSON) and a lone surrogate only as a \ud800-\udfff escape: without either in the text, the
+    # depth of the containers is all there is to check.
+    if "\\u0000" in text or may_hold_surrogates(text):
         json_depth_and_nul_check(value, limit)
     elif type(value) is dict or type(value) is list:
         _json_depth_check(value, limit)
