@@ -346,6 +346,13 @@ def _check_workflows(client: Client, api: dict[str, str], built: Built) -> None:
             c = by_task.get(node["id"], {})
             done = f"{c.get('finished', 0)}/{sum(c.values())} done, {c.get('failed', 0)} failed"
             assert node["text"].endswith(done), node
+            # Green only when every job finished; red as soon as one failed.
+            if c.get("failed"):
+                assert node["state"] == "failed", node
+            elif c and c.get("finished", 0) + c.get("closed", 0) == sum(c.values()):
+                assert node["state"] == "finished", node
+            else:
+                assert node["state"] not in ("finished", "failed"), node
         detail = client.get(f"/api/v1/workflows/{wf_id}/", **api).json()
         assert _nonzero(detail["counts"]) == expected, wf_id
         for t in detail["tasks"]:
@@ -537,6 +544,33 @@ def _check_all(client: Client, api: dict[str, str], built: Built) -> None:
         _check_campaign(client, api, built.campaign)
 
 
+def _jedi_status(c: dict[str, int]) -> str:
+    """A task's status from its jobs (docs/architecture.md): `done` only when every job finished."""
+    total = sum(c.values())
+    if not total:
+        return "ready"
+    if any(s not in FINAL_NAMES for s in c):
+        return "ready" if c.get("defined", 0) == total else "running"
+    if c.get("cancelled", 0) == total:
+        return "aborted"
+    finished = c.get("finished", 0) + c.get("closed", 0)
+    return "done" if finished == total else "finished" if finished else "failed"
+
+
+def _check_statuses(client: Client) -> None:
+    """After the rollup loop: every task's and workflow's status is the one its job counts give."""
+    by_task = _counts(key="jeditaskid")
+    for t in client.get("/tasks/", {"json": "1"}).json()["tasks"]:
+        assert t["status"] == _jedi_status(by_task.get(t["jeditaskid"], {})), t
+    by_wf = _counts(key="workflow_id")
+    of_task = {"ready": "submitted", "aborted": "cancelled"}
+    for wf in client.get("/workflows/", {"json": "1"}).json()["workflows"]:
+        if wf["status"] in ("cancelled",) and by_wf.get(wf["id"], {}).keys() - FINAL_NAMES:
+            continue  # a workflow cancelled as a whole is marked at once; its jobs follow
+        status = _jedi_status(by_wf.get(wf["id"], {}))
+        assert wf["status"] == of_task.get(status, status), wf
+
+
 def _fold() -> None:
     while rollup_one_batch():
         pass
@@ -548,7 +582,7 @@ def _fold() -> None:
 class TestEveryNumberTrue(HypothesisTestCase):
     @given(workload=WORKLOAD, campaign=st.sampled_from([None, "judged", "unjudged"]))
     @settings(
-        max_examples=12,
+        max_examples=40,
         deadline=None,
         # No shrinking: one example builds a whole world through the services (about a second), so
         # shrinking a failure takes minutes; the failing example is printed as generated.
@@ -567,4 +601,6 @@ class TestEveryNumberTrue(HypothesisTestCase):
         _fold()
         if built.campaign is not None:
             campaigns_advance_one_round()
+            _fold()
         _check_all(self.client, api, built)
+        _check_statuses(self.client)
