@@ -32,7 +32,15 @@ from campaigns.services import campaign_create, campaign_launch
 from core.services import token_create
 from dispatcher.loops import rollup_one_batch
 from dispatcher.models import Job
-from dispatcher.services import NewJob, job_attempt_end, job_transition, workflow_cancel, workflow_submit
+from dispatcher.services import (
+    NewJob,
+    job_attempt_end,
+    job_transition,
+    workflow_cancel,
+    workflow_restart,
+    workflow_retry,
+    workflow_submit,
+)
 from dispatcher.states import JOB_FINAL, JobStatus
 from pandamon import rollups
 from tests.campaigns.conftest import spec_text
@@ -62,6 +70,7 @@ OUTCOMES = (
     "defined",
 )
 FINAL_NAMES = {s.value for s in JOB_FINAL}
+RESTARTABLE = ("failed", "cancelled", "pruned")
 WINDOW = {"hours": "48"}
 # The oracle's form of that window: jobs that changed state in it; active jobs whatever their age.
 IN_WINDOW = "statechangetime >= NOW() - INTERVAL '48 hours'"
@@ -75,6 +84,7 @@ WORKFLOW = st.tuples(
     st.lists(LABEL, min_size=1, max_size=3),
     st.lists(st.tuples(st.sampled_from(OUTCOMES), st.sampled_from(sorted(QUEUES))), min_size=9, max_size=9),
     st.integers(0, 2).map(lambda n: n == 0),
+    st.sampled_from(["", "", "retry", "restart"]),
 )
 WORKLOAD = st.lists(WORKFLOW, min_size=1, max_size=3)
 
@@ -96,7 +106,12 @@ def _run(pandaid: int, queue: str, *, until: str) -> None:
     job_transition(pandaid=pandaid, to="activated", cause="test brokerage", fields={"queue_id": queue})
     if until == "activated":
         return
-    job_transition(pandaid=pandaid, to="sent", cause="test getJob", fields={"node": f"wn-{queue.lower()}"})
+    job_transition(
+        pandaid=pandaid,
+        to="sent",
+        cause="test getJob",
+        fields={"node": f"wn-{queue.lower()}", "dispatched_at": timezone.now()},
+    )
     job_transition(pandaid=pandaid, to="running", cause="test pilot", fields={})
 
 
@@ -119,7 +134,7 @@ DETERMINISTIC = {"exeerrorcode": 65, "exeerrordiag": "ValueError: bad input in /
 
 
 def _workflow(index: int, spec: tuple[Any, ...]) -> int:
-    owner, labels, outcomes, aged = spec
+    owner, labels, outcomes, aged, rerun = spec
     user = UserFactory._meta.model.objects.get(username=USERS[owner])
     jobs: list[NewJob] = []
     previous: list[str] = []
@@ -169,6 +184,18 @@ def _workflow(index: int, spec: tuple[Any, ...]) -> int:
             else:
                 assert _end(pandaid, "finished", {}) == JobStatus.FINISHED
             plan[pandaid] = ("defined", queue)
+    # The owner re-runs what failed (retry: failed jobs and the jobs pruned because of them;
+    # restart: failed, cancelled and pruned), one set-based transition; some of it runs again.
+    if rerun == "retry" and Job.objects.filter(workflow=wf, jobstatus=JobStatus.FAILED).exists():
+        workflow_retry(workflow_id=wf.pk, actor=user.username)
+    elif rerun == "restart" and Job.objects.filter(workflow=wf, jobstatus__in=RESTARTABLE).exists():
+        workflow_restart(workflow_id=wf.pk, actor=user.username)
+    if rerun:
+        for pandaid in Job.objects.filter(
+            workflow=wf, jobstatus=JobStatus.DEFINED, pending_parents=0
+        ).values_list("pandaid", flat=True)[:2]:
+            _run(pandaid, plan[pandaid][1], until="running")
+            _end(pandaid, "finished", {})
     if aged:
         # A workflow run three days ago: its jobs last changed state before the pages' window, its
         # still-active ones included (a manual UPDATE, which the change feed's trigger records).
