@@ -168,11 +168,16 @@ def site_queue_stats(site: Site, since: datetime | None, until: datetime | None)
     return result
 
 
-def site_node_outliers(site: Site, since: datetime | None) -> list[dict[str, Any]]:
-    """Worker nodes of a site with finished/failed counts and PanDA's outlier tags."""
+def site_node_outliers(
+    site: Site, since: datetime | None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Worker nodes of a site with finished/failed counts in the window (the same jobs as
+    `site_queue_stats` counts, by node) and PanDA's outlier tags."""
     window = Q(queue__site=site, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED]) & ~Q(node="")
     if since is not None:
         window &= Q(statechangetime__gte=since)
+    if until is not None:
+        window &= Q(statechangetime__lt=until)
     rows: list[Mapping[str, Any]] = list(
         Job.objects.filter(window)
         .order_by()

@@ -436,8 +436,10 @@ def _check_errors(client: Client) -> None:
     assert got == by_key
 
 
-def _check_dash_and_sites(client: Client) -> None:
-    by_queue = _counts(f"computingsite IS NOT NULL AND {SHOWN}", key="computingsite")
+def _check_dash_and_sites(client: Client, window: dict[str, str], in_window: str) -> None:
+    """/dash/, /sites/ and /site/<name>/ over a window, `in_window` its SQL form."""
+    shown = f"(jobstatus NOT IN ('finished', 'failed', 'cancelled', 'closed', 'pruned') OR {in_window})"
+    by_queue = _counts(f"computingsite IS NOT NULL AND {shown}", key="computingsite")
     workers = _sql(
         """SELECT q.name, w.status, COUNT(*) FROM harvester_worker w JOIN dispatcher_queue q ON q.id = w.queue_id
            WHERE w.status IN ('submitted', 'running') GROUP BY q.name, w.status"""
@@ -450,7 +452,7 @@ def _check_dash_and_sites(client: Client) -> None:
         f, d = c.get("failed", 0), c.get("finished", 0)
         return 100 * f / (f + d) if f + d else None
 
-    dash = client.get("/dash/", {"json": "1", **WINDOW}).json()
+    dash = client.get("/dash/", {"json": "1", **window}).json()
     for row in dash["queues"]:
         expected = by_queue.get(row["name"], {})
         assert _nonzero(row["counts"]) == expected, row
@@ -464,17 +466,17 @@ def _check_dash_and_sites(client: Client) -> None:
         for row in dash[level]:
             assert _nonzero(row["counts"]) == dict(summed.get(row["name"], {})), (level, row)
             assert row["failure_pct"] == pytest.approx(failure_pct(dict(summed.get(row["name"], {}))))
-    sites = client.get("/sites/", {"json": "1", **WINDOW}).json()
+    sites = client.get("/sites/", {"json": "1", **window}).json()
     for row in sites["queues"]:
         expected = by_queue.get(row["name"], {})
         assert _nonzero(row["counts"]) == expected, row
         assert row["failure_pct"] == pytest.approx(failure_pct(expected)), row
     nodes = _counts(
-        f"jobstatus IN ('finished', 'failed') AND modificationhost <> '' AND {IN_WINDOW}",
+        f"jobstatus IN ('finished', 'failed') AND modificationhost <> '' AND {in_window}",
         key="modificationhost",
     )
     for site in ("CERN", "SLAC"):
-        page = client.get(f"/site/{site}/", {"json": "1", **WINDOW}).json()
+        page = client.get(f"/site/{site}/", {"json": "1", **window}).json()
         for row in page["queues"]:
             expected = by_queue.get(row["queue"], {})
             assert (row["finished"], row["failed"]) == (
@@ -565,7 +567,18 @@ def _check_all(client: Client, api: dict[str, str], built: Built) -> None:
     _check_tasks(client, api)
     _check_workflows(client, api, built)
     _check_errors(client)
-    _check_dash_and_sites(client)
+    _check_dash_and_sites(client, WINDOW, IN_WINDOW)
+    # A closed window in the past (from four days ago to one day ago): the aged workflows' final
+    # jobs, and every active job.
+    past = {
+        f"date_{k}": f"{timezone.now() - timedelta(days=d):%Y-%m-%dT%H:%M:%S}"
+        for k, d in (("from", 4), ("to", 1))
+    }
+    _check_dash_and_sites(
+        client,
+        past,
+        "statechangetime >= NOW() - INTERVAL '4 days' AND statechangetime < NOW() - INTERVAL '1 day'",
+    )
     _check_users(client)
     if built.campaign is not None:
         _check_campaign(client, api, built.campaign)
