@@ -31,7 +31,7 @@ from campaigns.models import GroupAttempt
 from campaigns.services import campaign_create, campaign_launch
 from core.services import token_create
 from dispatcher.loops import rollup_one_batch
-from dispatcher.models import Job
+from dispatcher.models import Job, Task
 from dispatcher.services import (
     NewJob,
     job_attempt_end,
@@ -201,6 +201,7 @@ def _workflow(index: int, spec: tuple[Any, ...]) -> int:
         # A workflow run three days ago: its jobs last changed state before the pages' window, its
         # still-active ones included (a manual UPDATE, which the change feed's trigger records).
         Job.objects.filter(workflow=wf).update(statechangetime=timezone.now() - timedelta(days=3))
+        Task.objects.filter(workflow=wf).update(modified_at=timezone.now() - timedelta(days=3))
     return int(wf.pk)
 
 
@@ -496,15 +497,16 @@ def _check_dash_and_sites(client: Client, window: dict[str, str], in_window: str
             assert (row["finished"], row["failed"]) == (c.get("finished", 0), c.get("failed", 0)), row
 
 
-def _check_users(client: Client) -> None:
-    per_task_user = dict(_sql("SELECT jeditaskid, username FROM dispatcher_task"))
+def _check_users(client: Client, window: dict[str, str], modified: str) -> None:
+    """/users/ and /user/<name>/: the users' tasks modified in the window (`modified`, its SQL)."""
+    per_task_user = dict(_sql(f"SELECT jeditaskid, username FROM dispatcher_task WHERE {modified}"))  # noqa: S608
     by_task = _counts(key="jeditaskid")
     per_user: dict[str, Counter[str]] = defaultdict(Counter)
     tasks_of: Counter[str] = Counter()
     for task, user in per_task_user.items():
         tasks_of[user] += 1
         per_user[user].update(by_task.get(task, {}))
-    data = client.get("/users/", {"json": "1", **WINDOW}).json()
+    data = client.get("/users/", {"json": "1", **window}).json()
     assert {u["username"] for u in data["users"]} == set(tasks_of)
     for u in data["users"]:
         expected = dict(per_user[u["username"]])
@@ -514,8 +516,11 @@ def _check_users(client: Client) -> None:
         assert (u["total"], u["finished_pct"], u["failed_pct"], u["pruned_pct"]) == pytest.approx(
             (p["total"], p["finished_pct"], p["failed_pct"], p["pruned_pct"])
         ), u
-        page = client.get(f"/user/{u['username']}/", {"json": "1", **WINDOW}).json()
+        page = client.get(f"/user/{u['username']}/", {"json": "1", **window}).json()
         assert _nonzero(page["counts"]) == _nonzero(expected)
+        assert sorted(t["jeditaskid"] for t in page["tasks"]) == sorted(
+            t for t, user in per_task_user.items() if user == u["username"]
+        )
         for t in page["tasks"]:
             assert _nonzero(t["counts"]) == by_task.get(t["jeditaskid"], {}), t
 
@@ -579,7 +584,10 @@ def _check_all(client: Client, api: dict[str, str], built: Built) -> None:
         past,
         "statechangetime >= NOW() - INTERVAL '4 days' AND statechangetime < NOW() - INTERVAL '1 day'",
     )
-    _check_users(client)
+    _check_users(client, WINDOW, "modified_at >= NOW() - INTERVAL '48 hours'")
+    _check_users(
+        client, past, "modified_at >= NOW() - INTERVAL '4 days' AND modified_at < NOW() - INTERVAL '1 day'"
+    )
     if built.campaign is not None:
         _check_campaign(client, api, built.campaign)
 
