@@ -75,6 +75,7 @@ RESTARTABLE = ("failed", "cancelled", "pruned")
 WINDOW = {"hours": "48"}
 # The oracle's form of that window: jobs that changed state in it; active jobs whatever their age.
 IN_WINDOW = "statechangetime >= NOW() - INTERVAL '48 hours'"
+PAST = "{column} >= NOW() - INTERVAL '4 days' AND {column} < NOW() - INTERVAL '1 day'"
 SHOWN = f"(jobstatus NOT IN ('finished', 'failed', 'cancelled', 'closed', 'pruned') OR {IN_WINDOW})"
 
 # One workflow: owner, then per label (after the first) the width and, per job, its parents in the
@@ -276,12 +277,13 @@ def _check_overview(client: Client) -> None:
         assert _nonzero(row["counts"]) == by_queue.get(row["name"], {}), row
 
 
-def _check_jobs(client: Client) -> None:
-    data = client.get("/jobs/", {"json": "1", **WINDOW}).json()
-    total = _sql(f"SELECT COUNT(*) FROM dispatcher_job WHERE {IN_WINDOW}")[0][0]  # noqa: S608
+def _check_jobs(client: Client, window: dict[str, str] = WINDOW, in_window: str = IN_WINDOW) -> None:
+    """/jobs/ over a window, `in_window` its SQL form: total, facets, and each state's filter."""
+    data = client.get("/jobs/", {"json": "1", **window}).json()
+    total = _sql(f"SELECT COUNT(*) FROM dispatcher_job WHERE {in_window}")[0][0]  # noqa: S608
     assert data["total"] == total
     facets = {name: dict(map(tuple, rows)) for name, rows in data["facets"].items()}
-    assert facets["jobstatus"] == _counts(IN_WINDOW)
+    assert facets["jobstatus"] == _counts(in_window)
     for name, column in (
         ("computingsite", "computingsite"),
         ("produsername", "produsername"),
@@ -297,7 +299,7 @@ def _check_jobs(client: Client) -> None:
         expected = {
             str(v) if v is not None else None: int(n)
             for v, n in _sql(
-                f"SELECT {column}, COUNT(*) FROM dispatcher_job WHERE {IN_WINDOW} GROUP BY {column}"  # noqa: S608
+                f"SELECT {column}, COUNT(*) FROM dispatcher_job WHERE {in_window} GROUP BY {column}"  # noqa: S608
             )
         }
         got = {str(v) if v is not None else None: n for v, n in facets[name].items()}
@@ -308,11 +310,11 @@ def _check_jobs(client: Client) -> None:
     assert sum(facets["jobstatus"].values()) == total
     # A state filter in the window answers the count of its facet value; an active state without
     # a window (the default one dropped) counts its jobs whatever their age.
-    in_window = _counts(IN_WINDOW)
+    in_window = _counts(in_window)
     for state, n in _counts().items():
-        filtered = client.get("/jobs/", {"json": "1", **WINDOW, "jobstatus": state}).json()
+        filtered = client.get("/jobs/", {"json": "1", **window, "jobstatus": state}).json()
         assert filtered["total"] == in_window.get(state, 0), state
-        if state not in FINAL_NAMES:
+        if state not in FINAL_NAMES and window is WINDOW:
             assert client.get("/jobs/", {"json": "1", "jobstatus": state}).json()["total"] == n, state
 
 
@@ -395,7 +397,7 @@ def _check_workflows(client: Client, api: dict[str, str], built: Built) -> None:
             assert row["total"] == sum(got.values())
 
 
-def _failed_attempts() -> list[dict[str, Any]]:
+def _failed_attempts(ended: str = "TRUE") -> list[dict[str, Any]]:
     families = (
         ("pilot", "piloterrorcode"),
         ("exe", "exeerrorcode"),
@@ -409,7 +411,7 @@ def _failed_attempts() -> list[dict[str, Any]]:
     rows = _sql(
         f"""SELECT j.jeditaskid, a.computingsite, j.produsername, {columns}
             FROM dispatcher_jobattempt a JOIN dispatcher_job j ON j.pandaid = a.job_id
-            WHERE a.jobstatus = 'failed'"""  # noqa: S608
+            WHERE a.jobstatus = 'failed' AND {ended}"""  # noqa: S608
     )
     return [
         {
@@ -422,9 +424,10 @@ def _failed_attempts() -> list[dict[str, Any]]:
     ]
 
 
-def _check_errors(client: Client) -> None:
-    attempts = _failed_attempts()
-    data = client.get("/errors/", {"json": "1", **WINDOW}).json()
+def _check_errors(client: Client, window: dict[str, str] = WINDOW, ended: str = "TRUE") -> None:
+    """/errors/ over a window, `ended` its SQL form on the attempt's end."""
+    attempts = _failed_attempts(ended.replace("endtime", "a.endtime"))
+    data = client.get("/errors/", {"json": "1", **window}).json()
     assert data["failed_attempts"] == len(attempts)
     for split, key in (("by_site", "queue"), ("by_task", "task"), ("by_user", "user")):
         assert {str(v): n for v, n in data[split]} == {
@@ -568,26 +571,19 @@ def _check_campaign(client: Client, api: dict[str, str], campaign: int) -> None:
 
 def _check_all(client: Client, api: dict[str, str], built: Built) -> None:
     _check_overview(client)
-    _check_jobs(client)
     _check_tasks(client, api)
     _check_workflows(client, api, built)
-    _check_errors(client)
-    _check_dash_and_sites(client, WINDOW, IN_WINDOW)
-    # A closed window in the past (from four days ago to one day ago): the aged workflows' final
-    # jobs, and every active job.
+    # The last 48 hours (the whole workload but the aged workflows), then a closed window in the
+    # past (from four days ago to one day ago: the aged workflows; active jobs whatever their age).
     past = {
         f"date_{k}": f"{timezone.now() - timedelta(days=d):%Y-%m-%dT%H:%M:%S}"
         for k, d in (("from", 4), ("to", 1))
     }
-    _check_dash_and_sites(
-        client,
-        past,
-        "statechangetime >= NOW() - INTERVAL '4 days' AND statechangetime < NOW() - INTERVAL '1 day'",
-    )
-    _check_users(client, WINDOW, "modified_at >= NOW() - INTERVAL '48 hours'")
-    _check_users(
-        client, past, "modified_at >= NOW() - INTERVAL '4 days' AND modified_at < NOW() - INTERVAL '1 day'"
-    )
+    for window, sql in ((WINDOW, "{column} >= NOW() - INTERVAL '48 hours'"), (past, PAST)):
+        _check_jobs(client, window, sql.format(column="statechangetime"))
+        _check_errors(client, window, sql.format(column="endtime"))
+        _check_dash_and_sites(client, window, sql.format(column="statechangetime"))
+        _check_users(client, window, sql.format(column="modified_at"))
     if built.campaign is not None:
         _check_campaign(client, api, built.campaign)
 
