@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
 from campaigns.advance import campaigns_advance_one_round
-from campaigns.models import GroupAttempt
-from campaigns.services import campaign_create, campaign_launch
+from campaigns.models import Group, GroupAttempt
+from campaigns.services import campaign_create, campaign_launch, group_restart
 from core.services import token_create
 from dispatcher.loops import rollup_one_batch
 from dispatcher.models import Job, Task
@@ -230,8 +230,14 @@ def _build(workload: list[tuple[Any, ...]], campaign: str | None) -> Built:
             GroupAttempt.objects.filter(group__campaign=campaign).values_list("workflow_id", flat=True)
         )
         pilots_run(queue="CERN_Q", workflow_ids=wfs, outcome=lambda j: BAD if j.name == "isr_3" else OK)
-        if judged == "judged":  # else the advancer has not looked at the ended jobs yet
+        if judged != "unjudged":  # else the advancer has not looked at the ended jobs yet
             campaigns_advance_one_round()
+        if judged == "restarted":
+            # The operator restarts the failed groups: their failed and pruned jobs run again.
+            for group_id in Group.objects.filter(campaign=campaign, status="failed").values_list(
+                "pk", flat=True
+            ):
+                group_restart(group_id=group_id, actor="operator")
         built.campaign = campaign.pk
     return built
 
@@ -626,11 +632,11 @@ def _fold() -> None:
 class TestEveryNumberTrue(HypothesisTestCase):
     @given(
         workload=WORKLOAD,
-        campaign=st.sampled_from([None, "judged", "unjudged"]),
+        campaign=st.sampled_from([None, "judged", "unjudged", "restarted"]),
         partial=st.sampled_from([0, 0, 1, 3, 7]),
     )
     @settings(
-        max_examples=40,
+        max_examples=30,
         deadline=None,
         # No shrinking: one example builds a whole world through the services (about a second), so
         # shrinking a failure takes minutes; the failing example is printed as generated.
