@@ -337,6 +337,27 @@ def _check_tasks(client: Client, api: dict[str, str]) -> None:
     rows = api_list.get("results", api_list)
     for t in rows:
         assert _nonzero(t["counts"]) == by_task.get(t["jeditaskid"], {}), t
+    # Filtered: one user's tasks, one workflow's, one label's (and their facets).
+    for name, column, value in (
+        ("username", "username", USERS[0]),
+        (
+            "workflow",
+            "workflow_id",
+            str(min(wf for (wf,) in _sql("SELECT workflow_id FROM dispatcher_task"))),
+        ),
+        ("label", "label", "label0"),
+    ):
+        mine = dict(
+            _sql(
+                f"SELECT jeditaskid, status FROM dispatcher_task WHERE {column}::text = %s",  # noqa: S608
+                [value],
+            )
+        )
+        page = client.get("/tasks/", {"json": "1", name: value}).json()
+        assert sorted(t["jeditaskid"] for t in page["tasks"]) == sorted(mine), name
+        assert dict(map(tuple, page["facets"]["status"])) == dict(Counter(mine.values())), name
+        for t in page["tasks"]:
+            assert _nonzero(t["counts"]) == by_task.get(t["jeditaskid"], {}), t
     attempts = _failed_attempts()
     for jeditaskid, _, _ in tasks:
         page = client.get(f"/task/{jeditaskid}/", {"json": "1"}).json()
@@ -372,6 +393,20 @@ def _check_workflows(client: Client, api: dict[str, str], built: Built) -> None:
     api_list = client.get("/api/v1/workflows/", {"limit": 1000}, **api).json()
     for wf in api_list.get("results", api_list):
         assert _nonzero(wf["counts"]) == by_wf.get(wf["id"], {}), wf
+    for user in USERS:
+        owned = {
+            wf
+            for (wf,) in _sql(
+                "SELECT w.id FROM dispatcher_workflow w JOIN auth_user u ON u.id = w.owner_id WHERE u.username = %s",
+                [user],
+            )
+        }
+        page = client.get("/workflows/", {"json": "1", "username": user}).json()
+        assert {w["id"] for w in page["workflows"]} == owned, user
+        listed = client.get("/api/v1/workflows/", {"limit": 1000, "produsername": user}, **api).json()
+        assert {w["id"] for w in listed.get("results", listed)} == owned, user
+        for wf in page["workflows"]:
+            assert _nonzero(wf["counts"]) == by_wf.get(wf["id"], {}), wf
     for wf_id in all_ids:
         page = client.get(f"/workflow/{wf_id}/", {"json": "1"}).json()
         expected = by_wf.get(wf_id, {})
