@@ -87,7 +87,9 @@ def test_submit_status_report_and_jobs(
 
     mine = run_json(capsys, "status")
     assert [w["id"] for w in mine] == [wf.pk]
-    code, out, _ = run(capsys, "status")
+    with pytest.MonkeyPatch.context() as wide:
+        wide.setenv("COLUMNS", "200")  # the whole table on one line, whatever the terminal
+        code, out, _ = run(capsys, "status")
     header = next(line for line in out.splitlines() if "finished" in line)
     assert [c.strip() for c in header.strip("┃│ ").replace("┃", "│").split("│")][4:8] == [
         "jobs",
