@@ -1,14 +1,19 @@
 """Every number true, everywhere: on random workloads built through the real services (random DAG
 workflows of several labels; per job finished, failed and retried then finished, failed for good
-with its descendants pruned, cancelled, or left running / activated / defined; optionally a
-campaign with a failed group), every count of every page family's `?json`, of the REST API and of
-the CLI's reads equals an independent SQL count over the tables, and every progress figure equals
-finished / total (failed and pruned never counted as done) — before the loops fold the change feed
-and the counters, and after.
+with its descendants pruned, cancelled waiting or running, or left running / activated / defined;
+workflows retried or restarted by their owner; workflows run three days ago; optionally a campaign
+with a failed group, judged by the advancer or not yet, or restarted), every count of every page
+family's `?json` and of the REST API (which the CLI prints) equals an independent SQL count over
+the tables, and every progress figure equals finished / total (failed and pruned never counted as
+done), over the last 48 hours and over a closed window in the past — before the loops fold the
+counters and the change feed, between partial folds, and after (task and workflow states then
+derived from the same counts: `done` only when every job finished).
 
 The oracle is raw SQL written here against the tables (`dispatcher_job`, `dispatcher_jobattempt`,
-`dispatcher_task`, `campaigns_group`), never the product's reads. PostgreSQL: the rollups and the
-change feed exist there (the oracle's SQL uses its interval syntax).
+`dispatcher_task`, `dispatcher_workflow`, `harvester_worker`, `campaigns_group`,
+`campaigns_groupattempt`), never the product's reads. PostgreSQL only: the rollups and the change
+feed exist there (and the oracle's SQL uses its interval syntax). The definitions checked are the
+table "What the numbers mean" of docs/operator-guide/monitoring.md.
 """
 
 from __future__ import annotations
