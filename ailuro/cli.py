@@ -279,10 +279,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         table = Table(title="workflows", title_justify="left")
-        for column in ("id", "name", "owner", "status", "jobs", "finished", "failed", "created"):
-            table.add_column(
-                column, justify="right" if column in ("id", "jobs", "finished", "failed") else "left"
-            )
+        numbers = ("id", "jobs", "finished", "failed", "pruned")
+        for column in ("id", "name", "owner", "status", *numbers[1:], "created"):
+            table.add_column(column, justify="right" if column in numbers else "left")
         for wf in items:
             counts = wf.get("counts", {})
             table.add_row(
@@ -292,7 +291,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 _state(wf["status"]),
                 str(sum(counts.values())),
                 str(counts.get("finished", 0)),
-                str(counts.get("failed", 0) + counts.get("pruned", 0)),
+                str(counts.get("failed", 0)),  # as the pages count them: pruned apart
+                str(counts.get("pruned", 0)),
                 str(wf.get("created_at", ""))[:19].replace("T", " "),
             )
         _console().print(table)

@@ -195,9 +195,9 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
             if wf != workflow_id:
                 continue
             for status, n in counts[task_id].items():
-                if status in JOB_FINAL:
-                    done += n
-                else:
+                if status == JobStatus.FINISHED:
+                    done += n  # progress: finished jobs only; failed, cancelled, pruned are not done
+                if status not in JOB_FINAL:
                     in_flight += n
                     work_s += n * (history[label]["mean_s"] if label in history else walltime)
                 if status == JobStatus.RUNNING:

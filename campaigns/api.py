@@ -29,6 +29,7 @@ from campaigns.queries import (
     campaigns_for_list,
     group_attempt_chain,
     group_counts,
+    groups_jobs_done_live,
     progress_summary,
 )
 from campaigns.spec import SpecInvalid, config_diff
@@ -127,6 +128,7 @@ def campaign_list_api(request: Request) -> Response:
 def campaign_detail_api(request: Request, campaign_id: int) -> Response:
     campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
     steps = campaign_steps_with_groups(campaign.pk)
+    groups_jobs_done_live(g for s in steps for g in s.groups.all())
     body = campaign_as_dict(campaign, groups=group_counts(g for s in steps for g in s.groups.all()))
     body["steps"] = [
         {
@@ -323,6 +325,7 @@ def group_detail_api(request: Request, group_id: int) -> Response:
     """A group with its attempt chain: workflow, kind, job counts and the config diff to the previous."""
     group = get_object_or_404(Group.objects.select_related("step"), pk=group_id)
     campaign_get_for_user(request.user, request.auth, group.campaign_id)
+    groups_jobs_done_live([group])
     return Response({**group_as_dict(group), "step": group.step.name, "attempts": attempts_as_dicts(group)})
 
 

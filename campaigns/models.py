@@ -144,8 +144,10 @@ class Group(models.Model):
     data_ids = models.JSONField(help_text="The data ids of this chunk, sorted.")
     attempt = models.PositiveIntegerField(default=0, help_text="Current attempt number; 0: never submitted.")
     jobs_total = models.PositiveIntegerField(default=0)
-    jobs_done = models.PositiveIntegerField(default=0, help_text="Jobs final in the current attempt.")
-    progress_at = models.DateTimeField(null=True, blank=True, help_text="Last time jobs_done moved.")
+    jobs_done = models.PositiveIntegerField(default=0, help_text="Jobs finished in the current attempt.")
+    progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time jobs_done moved (a job of the attempt finished)."
+    )
     stalled = models.BooleanField(default=False)
     failure_notified = models.BooleanField(default=False)
     eta = models.DateTimeField(null=True, blank=True)

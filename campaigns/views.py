@@ -22,6 +22,7 @@ from campaigns.queries import (
     campaign_wasted,
     campaigns_for_list,
     group_counts,
+    groups_jobs_done_live,
     progress_summary,
 )
 
@@ -39,6 +40,7 @@ def campaign_list_page(request: HttpRequest) -> HttpResponse:
 def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = campaign_get_for_user(request.user, None, campaign_id)
     steps = campaign_steps_with_groups(campaign.pk)
+    groups_jobs_done_live(g for s in steps for g in s.groups.all())
     grid: list[dict[str, Any]] = [
         {"step": s, "progress": progress_summary(s.groups.all()), "groups": list(s.groups.all())}
         for s in steps
@@ -83,6 +85,7 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
 def group_page(request: HttpRequest, group_id: int) -> HttpResponse:
     group = get_object_or_404(Group.objects.select_related("step", "campaign"), pk=group_id)
     campaign_get_for_user(request.user, None, group.campaign_id)
+    groups_jobs_done_live([group])
     attempts = attempts_as_dicts(group)
     if "json" in request.GET:
         return JsonResponse({**group_as_dict(group), "attempts": attempts})

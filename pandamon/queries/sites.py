@@ -23,34 +23,9 @@ from pandamon import rollups
 
 
 def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    """Region → site → queue × job state, with % failure and running slots. Four queries.
-
-    Active states are counted whatever their age (PanDA does the same); final states only in the
-    window, on the indexed (queue, jobstatus, statechangetime).
-    """
-    window = Q(jobstatus__in=[s.value for s in JOB_FINAL], queue__isnull=False)
-    if since is not None:
-        window &= Q(statechangetime__gte=since)
-    if until is not None:
-        window &= Q(statechangetime__lt=until)
-    # Two queries, each on its own index: active jobs (job_active_queue_idx) and final ones in
-    # the window (job_window_summary_idx, index-only). One query with an OR scans the table.
-    active = Q(jobstatus__in=[s.value for s in JOB_NON_FINAL], queue__isnull=False)
-    cut = rollups.Window.of(since, until) if since is not None and rollups.enabled() else None
-    counts: list[Mapping[str, Any]] = [
-        row
-        for selected in ((active,) if cut is not None else (active, window))
-        for row in Job.objects.filter(selected)
-        .order_by()
-        .values("queue_id", "jobstatus")
-        .annotate(n=Count("*"), cores=Sum("request_cores"))  # COUNT(*): answerable from the index
-    ]
-    if cut is not None:
-        # Final jobs of the window from the per-hour summary plus the partial hours (decision 0003).
-        counts += [
-            {"queue_id": queue, "jobstatus": status, "n": n, "cores": 0}
-            for queue, status, n in rollups.queue_state_rows(cut, states=[s.value for s in JOB_FINAL])
-        ]
+    """Region → site → queue × job state (`_queue_state_rows`), with % failure and running slots.
+    Four queries."""
+    counts = _queue_state_rows(since, until)
     workers = (
         Worker.objects.filter(status__in=["submitted", "running"])
         .order_by()
@@ -120,6 +95,37 @@ def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any
     return {"regions": region_rows, "sites": site_rows, "queues": queue_rows}
 
 
+def _queue_state_rows(since: datetime | None, until: datetime | None) -> list[Mapping[str, Any]]:
+    """Placed jobs per (queue, state): `{queue_id, jobstatus, n, cores}` rows, the one definition of
+    a queue's jobs by state that `/`, `/dash/` and `/sites/` show. Active states are counted whatever
+    their age (PanDA does the same); final states only in the window, on the indexed (queue,
+    jobstatus, statechangetime). `cores`: the requested cores, which `/dash/` adds up for running jobs."""
+    window = Q(jobstatus__in=[s.value for s in JOB_FINAL], queue__isnull=False)
+    if since is not None:
+        window &= Q(statechangetime__gte=since)
+    if until is not None:
+        window &= Q(statechangetime__lt=until)
+    # Two queries, each on its own index: active jobs (job_active_queue_idx) and final ones in
+    # the window (job_window_summary_idx, index-only). One query with an OR scans the table.
+    active = Q(jobstatus__in=[s.value for s in JOB_NON_FINAL], queue__isnull=False)
+    cut = rollups.Window.of(since, until) if since is not None and rollups.enabled() else None
+    counts: list[Mapping[str, Any]] = [
+        row
+        for selected in ((active,) if cut is not None else (active, window))
+        for row in Job.objects.filter(selected)
+        .order_by()
+        .values("queue_id", "jobstatus")
+        .annotate(n=Count("*"), cores=Sum("request_cores"))  # COUNT(*): answerable from the index
+    ]
+    if cut is not None:
+        # Final jobs of the window from the per-hour summary plus the partial hours (decision 0003).
+        counts += [
+            {"queue_id": queue, "jobstatus": status, "n": n, "cores": 0}
+            for queue, status, n in rollups.queue_state_rows(cut, states=[s.value for s in JOB_FINAL])
+        ]
+    return counts
+
+
 def site_detail(name: str) -> Site | None:
     return Site.objects.filter(name=name).first()
 
@@ -162,11 +168,16 @@ def site_queue_stats(site: Site, since: datetime | None, until: datetime | None)
     return result
 
 
-def site_node_outliers(site: Site, since: datetime | None) -> list[dict[str, Any]]:
-    """Worker nodes of a site with finished/failed counts and PanDA's outlier tags."""
+def site_node_outliers(
+    site: Site, since: datetime | None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Worker nodes of a site with finished/failed counts in the window (the same jobs as
+    `site_queue_stats` counts, by node) and PanDA's outlier tags."""
     window = Q(queue__site=site, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED]) & ~Q(node="")
     if since is not None:
         window &= Q(statechangetime__gte=since)
+    if until is not None:
+        window &= Q(statechangetime__lt=until)
     rows: list[Mapping[str, Any]] = list(
         Job.objects.filter(window)
         .order_by()
@@ -200,17 +211,10 @@ def site_workers_by_state(site: Site) -> dict[str, int]:
 
 
 def queue_state_counts(since: datetime | None, until: datetime | None) -> dict[str, dict[str, int]]:
-    """Per queue job counts by state in the window (the /sites/ table)."""
-    q = Q(queue__isnull=False)
-    if since is not None:
-        q &= Q(statechangetime__gte=since)
-    if until is not None:
-        q &= Q(statechangetime__lt=until)
+    """Per queue job counts by state (the /sites/ table): active jobs whatever their age, final ones
+    in the window, as `/dash/` counts them (`_queue_state_rows`)."""
     result: dict[str, dict[str, int]] = defaultdict(dict)
-    rows: Iterable[Mapping[str, Any]] = (
-        Job.objects.filter(q).order_by().values("queue_id", "jobstatus").annotate(n=Count("*"))
-    )
-    for row in rows:
+    for row in _queue_state_rows(since, until):
         result[row["queue_id"]][row["jobstatus"]] = row["n"]
     return result
 

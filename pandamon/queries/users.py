@@ -38,11 +38,13 @@ def latest_failures(limit: int = 10) -> list[dict[str, Any]]:
     ]
 
 
-def users_summary(since: datetime | None) -> list[dict[str, Any]]:
+def users_summary(since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:
     """Users with tasks modified in the window, with exact job counts from the task counters."""
     qs = Task.objects.all()
     if since is not None:
         qs = qs.filter(modified_at__gte=since)
+    if until is not None:
+        qs = qs.filter(modified_at__lt=until)
     task_rows = list(qs.values_list("jeditaskid", "username"))
     counts = task_state_counts([t for t, _ in task_rows])
     per_user: dict[str, dict[str, Any]] = {}
@@ -60,11 +62,14 @@ def users_summary(since: datetime | None) -> list[dict[str, Any]]:
 
 
 def user_tasks(
-    username: str, since: datetime | None, limit: int = 200
+    username: str, since: datetime | None, limit: int = 200, *, until: datetime | None = None
 ) -> tuple[list[Task], dict[int, dict[str, int]]]:
+    """The user's tasks modified in the window, newest first, with exact job counts."""
     qs = Task.objects.filter(username=username).select_related("workflow")
     if since is not None:
         qs = qs.filter(modified_at__gte=since)
+    if until is not None:
+        qs = qs.filter(modified_at__lt=until)
     tasks = list(qs.order_by("-jeditaskid")[:limit])
     return tasks, task_state_counts([t.jeditaskid for t in tasks])
 

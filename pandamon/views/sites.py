@@ -68,7 +68,7 @@ def site_detail(request: HttpRequest, name: str) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=12)
     queue_stats = reads.site_queue_stats(site, sel.since, sel.until)
-    nodes = reads.site_node_outliers(site, sel.since)
+    nodes = reads.site_node_outliers(site, sel.since, sel.until)
     workers = reads.site_workers_by_state(site)
     queues = list(site.queues.order_by("name"))
     context = {

@@ -18,7 +18,7 @@ from pandamon.views._common import monitor_view, params_of, respond
 def user_list(request: HttpRequest) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=24 * 7)
-    rows = reads.users_summary(sel.since)
+    rows = reads.users_summary(sel.since, sel.until)
     context = {"sel": sel, "params": params, "rows": rows, "locked": sel.locked_query(params)}
     return respond(
         request,
@@ -32,7 +32,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
 def user_detail(request: HttpRequest, name: str) -> HttpResponse:
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=24 * 7)
-    tasks, counts = reads.user_tasks(name, sel.since)
+    tasks, counts = reads.user_tasks(name, sel.since, until=sel.until)
     if not tasks and reads.user_last_activity(name) is None:
         raise Http404(f"no tasks of user {name}")
     total: dict[str, int] = {}

@@ -87,6 +87,16 @@ def test_submit_status_report_and_jobs(
 
     mine = run_json(capsys, "status")
     assert [w["id"] for w in mine] == [wf.pk]
+    with pytest.MonkeyPatch.context() as wide:
+        wide.setenv("COLUMNS", "200")  # the whole table on one line, whatever the terminal
+        code, out, _ = run(capsys, "status")
+    header = next(line for line in out.splitlines() if "finished" in line)
+    assert [c.strip() for c in header.strip("┃│ ").replace("┃", "│").split("│")][4:8] == [
+        "jobs",
+        "finished",
+        "failed",
+        "pruned",
+    ]
 
     report = run_json(capsys, "report", str(wf.pk))
     assert [(r["label"], r["total"]) for r in report["labels"]] == [("isr", 4), ("calibrate", 4)]

@@ -46,7 +46,7 @@ def test_users_and_user_page_count_jobs_from_the_task_counters(client, world: Wo
 
 @pytest.mark.parametrize(
     ("url", "queries"),
-    [("/", 8), ("/sites/", 2), ("/site/CERN/", 5), ("/users/", 2), ("/user/alice/", 2)],
+    [("/", 8), ("/sites/", 3), ("/site/CERN/", 5), ("/users/", 2), ("/user/alice/", 2)],
 )
 def test_query_counts_are_pinned(
     client, world: World, django_assert_num_queries, url: str, queries: int
