@@ -132,3 +132,20 @@ def worker_pid(master: int) -> int:
                 return int(pids[0])
         time.sleep(0.05)
     raise RuntimeError("gunicorn started no worker")
+
+
+def backend_pids(admin_url: str, database: str) -> list[int]:
+    result = subprocess.run(
+        ["psql", admin_url, "-Atc", f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [int(line) for line in result.stdout.split()]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -49,7 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from _common import cpu_seconds, free_port, manage, scratch_database, worker_pid
+from _common import backend_pids, cpu_seconds, free_port, manage, peak_rss_mb, scratch_database, worker_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPT = ROOT / "tests" / "pandacompat" / "transcripts" / "bps_direct_PanDAService.jsonl"
@@ -198,23 +198,6 @@ def submission(n_jobs: int, detectors: int) -> Submission:
 
 
 # --- the server --------------------------------------------------------------------------------
-
-
-def backend_pids(admin_url: str, database: str) -> list[int]:
-    result = subprocess.run(
-        ["psql", admin_url, "-Atc", f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return [int(line) for line in result.stdout.split()]
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def relay(session: requests.Session, base: str, command: str, **kwargs: Any) -> tuple[float, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from _common import cpu_seconds, database_claim, free_port
+from _common import backend_pids, cpu_seconds, free_port, manage, peak_rss_mb, scratch_database, worker_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "ailuro_bench_ingest"
@@ -90,54 +90,6 @@ def explicit_spec(name: str, visits: int, detectors: int) -> dict[str, Any]:
             }
         )
     return {"name": name, "jobs": jobs}
-
-
-def scratch_database(base_url: str, name: str) -> str:
-    parts = urlsplit(base_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    database_claim(admin, name, drop=True)  # afresh each run; never a database a benchmark did not create
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip()
-
-
-def worker_pid(master: int) -> int:
-    for _ in range(100):
-        children = Path(f"/proc/{master}/task/{master}/children")
-        if children.exists():
-            pids = children.read_text().split()
-            if pids:
-                return int(pids[0])
-        time.sleep(0.05)
-    raise RuntimeError("gunicorn started no worker")
-
-
-def backend_pids(admin_url: str, database: str) -> list[int]:
-    """PostgreSQL backends connected to the scratch database (the server's persistent connection)."""
-    result = subprocess.run(
-        ["psql", admin_url, "-Atc", f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return [int(line) for line in result.stdout.split()]
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_scenario(
