@@ -52,14 +52,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         command.append("--no-demo")
     if args.exit_after:
         command += ["--exit-after", str(args.exit_after)]
-    # manage.py up owns the shutdown of everything it started: on Ctrl-C the terminal signals the
-    # whole foreground group, so here we only wait for it to finish stopping its children.
+    # manage.py up owns the shutdown of everything it started. On Ctrl-C the terminal signals the
+    # whole foreground group; a supervisor (systemd, a container runtime, `kill <pid>`) signals this
+    # process alone, so SIGINT and SIGTERM are passed on, and here we wait for the stop to finish.
     child = subprocess.Popen(command, cwd=root)  # noqa: S603  (our interpreter running our manage.py)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def forward(signum: int, frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return child.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --- client commands -------------------------------------------------------------------------

@@ -158,9 +158,10 @@ def test_every_monitor_page_answers_with_the_demo_and_the_counts_the_api_reports
     workflow = _demo_workflow(embedded)
     wid = workflow["id"]
     assert workflow["status"] == "done", workflow
-    events = [
-        json.loads(line) for line in embedded.log_path().read_text().splitlines() if line.startswith("{")
-    ]
+    # Every line of the log is one JSON object with a time and a severity, the loops' runs included.
+    events = [json.loads(line) for line in embedded.log_path().read_text().splitlines() if line]
+    assert all({"time", "severity"} <= set(e) for e in events)
+    assert any(e.get("event") == "loop.ran" for e in events)
     assert sum(1 for e in events if e.get("event") == "job.attempt_end") >= 25
     jobs = embedded.api_all(f"/api/v1/jobs/?workflow={wid}&limit=100")
     by_state = Counter(j["jobstatus"] for j in jobs)
@@ -349,6 +350,35 @@ def test_ctrl_c_stops_everything_and_exits_0(embedded: Embedded) -> None:
     assert embedded.proc.wait(timeout=30) == 0, embedded.output()
     time.sleep(0.2)  # the reader thread drains the last lines
     assert "stopped" in embedded.output()
+
+
+def test_a_terminate_signal_to_up_alone_stops_everything(tmp_path: Path) -> None:
+    # As systemd or a container runtime stops it: SIGTERM to the `ailuro up` process only.
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
+    env["AILURO_DATA_DIR"] = str(tmp_path)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ailuro.cli", "up", "--no-demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if BANNER_END in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped" in proc.stdout.read()
+        # Nothing of the group is left: the web server's port is free again.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+    finally:
+        stop_process_group(proc, signal.SIGKILL)
 
 
 def test_each_run_starts_a_fresh_log_and_keeps_the_five_before_it(tmp_path: Path) -> None:

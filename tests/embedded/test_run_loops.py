@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_run_loops_keeps_running_until_terminated(tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
-        "AILURO_LOG_LEVEL": "WARNING",
+        "AILURO_LOG_LEVEL": "INFO",
     }
     log = tmp_path / "loops.log"
     with log.open("wb") as out:
@@ -92,4 +93,8 @@ def test_run_loops_keeps_running_until_terminated(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
     assert code == 0
-    assert "brokerage: 1" in log.read_text()
+    # The runs are in the JSON log, one object a line (no plain summary lines outside `--once`).
+    events = [json.loads(line) for line in log.read_text().splitlines() if line]
+    assert {"event": "loop.ran", "loop": "brokerage", "done": 1}.items() <= next(
+        e for e in events if e.get("loop") == "brokerage" and e.get("done")
+    ).items()

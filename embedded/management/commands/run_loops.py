@@ -51,7 +51,7 @@ class Command(BaseCommand):
         loops = [loop for loop in LOOPS if loop.name in (only or NAMES) and loop.name not in skip]
         if once:
             for loop in loops:
-                self._run(loop)
+                self._run(loop, report=True)
             return
         stop = False
 
@@ -71,7 +71,7 @@ class Command(BaseCommand):
                 # timeout) before each run, as Django does around each request.
                 close_old_connections()
                 try:
-                    self._run(loop)
+                    self._run(loop, report=self._verbosity > 1)
                 except Exception as exc:
                     # One failing loop (database restarting, a bug in one step) must not stop the
                     # others; it is logged (and recorded in LoopStatus) and runs again next period.
@@ -93,8 +93,10 @@ class Command(BaseCommand):
                     )
             time.sleep(sleep)
 
-    def _run(self, loop: Loop) -> None:
+    def _run(self, loop: Loop, *, report: bool) -> None:
         done = loop.run()
-        # Quiet when idle: the embedded run shows this output, and "brokerage: 0" every 5 s is noise.
-        if done or self._verbosity > 1:
+        # Each run is logged (one JSON line, `loop.ran`); the plain summary is for `--once` (a
+        # scripted check) or `-v 2`. The embedded run sends stdout to the JSON log, where a plain
+        # line would be the only one a log shipper cannot parse. Quiet when idle unless `-v 2`.
+        if report and (done or self._verbosity > 1):
             self.stdout.write(f"{loop.name}: {'lease held elsewhere' if done is None else done}")
