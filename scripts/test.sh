@@ -34,5 +34,9 @@ SECRET_KEY="ci-$(head -c 48 /dev/urandom | base64 | tr -d '/+=')" DEBUG=false AI
   ALLOWED_HOSTS=ailuro.example.org python manage.py check --deploy --fail-level WARNING
 say "docs (warnings are errors)"
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$ROOT/var/docs-site"
-say "pytest against $(echo "$DATABASE_URL" | sed -E 's#://[^@]*@#://#')"
-python -m pytest "$@"
+# Parallel workers (pytest-xdist): most of the suite's time is spent waiting on servers, pilots and
+# clients it starts, so more workers than cores pay. Each worker has its own test database and
+# broker database (tests/workers.py); AILURO_TEST_WORKERS=0 runs in one process.
+WORKERS="${AILURO_TEST_WORKERS:-3}"
+say "pytest against $(echo "$DATABASE_URL" | sed -E 's#://[^@]*@#://#') with $WORKERS workers"
+python -m pytest -n "$WORKERS" --dist loadgroup "$@"

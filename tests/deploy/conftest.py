@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.workers import install_lock
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
@@ -19,7 +21,8 @@ DEPLOY = ROOT / "deploy"
 @pytest.fixture(scope="session")
 def tools() -> Path:
     """The folder of the check tools, installed (or found installed) by scripts/deploy-tools.sh."""
-    subprocess.run([str(ROOT / "scripts" / "deploy-tools.sh"), "install"], check=True, timeout=900)
+    with install_lock("deploy-tools"):
+        subprocess.run([str(ROOT / "scripts" / "deploy-tools.sh"), "install"], check=True, timeout=900)
     return ROOT / "var" / "deploy-tools" / "bin"
 
 

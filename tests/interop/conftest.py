@@ -13,6 +13,7 @@ from django.core.cache import cache
 from core import oidc
 from tests.ailuro.server import ROOT, AiluroServer
 from tests.interop.oidc_provider import OidcProvider, provider_install
+from tests.workers import install_lock
 
 ROLE_GROUPS = {
     "atlas": "user",
@@ -69,7 +70,8 @@ CLIENT_TIMEOUT_S = 120
 @pytest.fixture(scope="session")
 def clients_venv() -> Path:
     """scripts/clients.sh install: idempotent, ~1 minute on a clean machine."""
-    subprocess.run([str(ROOT / "scripts" / "clients.sh"), "install"], check=True, timeout=1200)
+    with install_lock("clients"):
+        subprocess.run([str(ROOT / "scripts" / "clients.sh"), "install"], check=True, timeout=1200)
     venv = ROOT / "var" / "clients-venv"
     assert (venv / "bin" / "bps").exists()
     return venv

@@ -22,6 +22,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 
+from tests.workers import install_lock
+
 ROOT = Path(__file__).resolve().parents[2]
 OP_DIR = ROOT / "var" / "oidc-provider"
 API_AUDIENCE = "urn:wms:api"
@@ -29,7 +31,8 @@ API_AUDIENCE = "urn:wms:api"
 
 def provider_install() -> None:
     """scripts/oidc.sh install: node + the pinned npm packages into var/oidc-provider (idempotent)."""
-    subprocess.run([str(ROOT / "scripts" / "oidc.sh"), "install"], check=True, capture_output=True)
+    with install_lock("oidc-provider"):
+        subprocess.run([str(ROOT / "scripts" / "oidc.sh"), "install"], check=True, capture_output=True)
 
 
 def free_port() -> int:

@@ -80,6 +80,7 @@ from tests.interop.celery_procs import (
     worker_start,
 )
 from tests.processes import stop_process_group
+from tests.workers import install_lock
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -107,7 +108,8 @@ def nginx_binary() -> Path:
     """Debian's nginx, unpacked by scripts/deploy-tools.sh (installed on first use)."""
     nginx = ROOT / "var" / "deploy-tools" / "bin" / "nginx"
     if not nginx.exists():
-        subprocess.run([str(ROOT / "scripts" / "deploy-tools.sh"), "install"], check=True, timeout=900)
+        with install_lock("deploy-tools"):
+            subprocess.run([str(ROOT / "scripts" / "deploy-tools.sh"), "install"], check=True, timeout=900)
     return nginx
 
 

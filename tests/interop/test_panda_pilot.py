@@ -38,6 +38,7 @@ from dispatcher.protocol.queuedata import RUNPAYLOAD
 from dispatcher.services import job_transition
 from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory
 from tests.processes import stop_process_group
+from tests.workers import install_lock
 
 pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
 
@@ -58,8 +59,13 @@ def _free_port() -> int:
 def _pilot_source() -> Path:
     """The unpacked sdist (cached under var/interop): `pip install` would not give pilot.py."""
     target = ROOT / "var" / "interop" / f"panda-pilot-{PILOT_VERSION}"
-    if (target / "pilot.py").exists():
-        return target
+    with install_lock("panda-pilot"):
+        if not (target / "pilot.py").exists():
+            _pilot_unpack(target)
+    return target
+
+
+def _pilot_unpack(target: Path) -> None:
     download = ROOT / "var" / "interop" / "dl"
     subprocess.run(
         [
@@ -81,7 +87,6 @@ def _pilot_source() -> Path:
     with tarfile.open(download / f"panda-pilot-{PILOT_VERSION}.tar.gz") as archive:
         archive.extractall(target.parent, filter="data")
     assert (target / "pilot.py").exists()
-    return target
 
 
 def _database_url() -> str:

@@ -20,7 +20,8 @@ from harvester.plugins import BatchState, WorkerSpec, plugin_for
 from harvester.provisioning import ProvisionerConfig, provision_one_round
 from tests.factories import JobFactory, QueueFactory
 
-pytestmark = pytest.mark.interop
+# One Slurm for the machine: its tests run on one pytest-xdist worker (tests/workers.py).
+pytestmark = [pytest.mark.interop, pytest.mark.xdist_group("slurm")]
 
 
 @pytest.fixture(scope="module", autouse=True)

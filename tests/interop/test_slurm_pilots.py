@@ -18,7 +18,13 @@ from harvester.provisioning import ProvisionerConfig, provision_one_round
 from tests.ailuro.server import AiluroServer, activated_jobs
 from tests.factories import QueueFactory
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.interop, pytest.mark.slow]
+# One Slurm for the machine: its tests run on one pytest-xdist worker (tests/workers.py).
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.interop,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("slurm"),
+]
 
 
 @pytest.fixture(scope="module")
