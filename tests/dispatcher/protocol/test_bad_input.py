@@ -29,7 +29,7 @@ def _nested(depth: int) -> str:
     [
         (b"\x1f\x8b\x08\x00garbage", "application/json", "not valid gzip"),
         (b"{not json", "application/json", "not valid JSON"),
-        (gzip.compress(b"{not json"), "application/json", "not valid JSON"),
+        (gzip.compress(b"{not json", mtime=0), "application/json", "not valid JSON"),
         (b"[1, 2]", "application/json", "must be a JSON object"),
         (b"\xff\xfe", "application/x-www-form-urlencoded", "not valid UTF-8"),
         (_nested(100).encode(), "application/json", "nested deeper than 32"),
