@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+_MOVED = "AILURO_TEST_WORKER_BROKER"
 
 
 def worker_number() -> int | None:
@@ -34,14 +35,15 @@ def _own_broker() -> None:
     number = worker_number()
     url = os.environ.get("CELERY_BROKER_URL", "")
     match = re.fullmatch(r"(rediss?://[^/]*)/(\d+)", url)
-    if number is None or match is None:
+    # A pytest a test runs in a subprocess inherits the worker's environment: already moved.
+    if number is None or match is None or os.environ.get(_MOVED) == url:
         return
     database = int(match[2]) + 1 + number
     if database > 15:
         raise RuntimeError(
             f"worker gw{number}: Redis database {database} does not exist (0–15); use fewer workers"
         )
-    os.environ["CELERY_BROKER_URL"] = f"{match[1]}/{database}"
+    os.environ["CELERY_BROKER_URL"] = os.environ[_MOVED] = f"{match[1]}/{database}"
 
 
 @contextmanager

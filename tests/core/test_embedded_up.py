@@ -375,7 +375,9 @@ def test_a_terminate_signal_to_up_alone_stops_everything(tmp_path: Path) -> None
         assert proc.wait(timeout=30) == 0
         assert "stopped" in proc.stdout.read()
         # Nothing of the group is left: the web server's port is free again.
+        # (SO_REUSEADDR: closed connections' TIME_WAIT does not count; a listening socket would.)
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
     finally:
         stop_process_group(proc, signal.SIGKILL)
