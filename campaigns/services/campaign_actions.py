@@ -20,10 +20,9 @@ from campaigns.models import (
     Step,
     StepStatus,
 )
-from campaigns.queries import campaign_dry_run, data_ids_load
+from campaigns.queries import StepGroups, campaign_dry_run, data_ids_load, spec_dims, step_groups
 from campaigns.services.actions import ActionOutcome, ActionRefused, action_run
 from campaigns.spec import SpecInvalid, spec_parse
-from campaigns.splitting import split
 
 
 @transaction.atomic
@@ -108,8 +107,9 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
             raise ActionRefused("dry run failed: " + "; ".join(dry.errors))
         if preview:
             return ActionOutcome("launch", "campaign", campaign_id, True, "dry run", dry.as_dict())
-        ids = data_ids_load(spec["data"])
+        ids = data_ids_load(spec["data"], spec_dims(spec))
         groups = 0
+        planned: dict[str, StepGroups] = {}
         for position, step_spec in enumerate(spec["steps"]):
             step = Step.objects.create(
                 campaign=campaign,
@@ -119,10 +119,18 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
                 split_rule=step_spec["split"],
                 max_running_groups=step_spec["max_running_groups"],
             )
-            plans = split(ids, step_spec["split"])
+            sg = planned[step_spec["name"]] = step_groups(spec, step_spec, ids, planned)
+            plans = sg.plans
             Group.objects.bulk_create(
                 [
-                    Group(step=step, campaign=campaign, name=p.name, position=i, data_ids=p.data_ids)
+                    Group(
+                        step=step,
+                        campaign=campaign,
+                        name=p.name,
+                        position=i,
+                        data_ids=p.data_ids,
+                        upstream=sg.upstream.get(p.name, []),
+                    )
                     for i, p in enumerate(plans)
                 ],
                 batch_size=1000,
