@@ -1,6 +1,6 @@
 """Spec checks shared by the campaign spec's parts: the errors, and the data-id dimensions of the
 campaign and its steps (`dimensions`, `data`, `group_by`, `gather`). Pure: counts come from the
-spec's numbers, nothing is expanded (docs/user-guide/campaigns.md#data-ids-with-several-dimensions)."""
+spec's numbers, nothing is expanded (docs/operator-guide/campaigns.md#data-ids-with-several-dimensions)."""
 
 from __future__ import annotations
 
