@@ -194,11 +194,22 @@ def split_group_by(ids: Sequence[Any], dims: Sequence[str], by: Sequence[str]) -
     return plans
 
 
-def link_rows(rows: Any, where: str) -> tuple[list[str], list[Key]]:
+def link_rows(rows: Any, where: str, *, limit: int | None = None) -> tuple[list[str], list[Key]]:
     """Gather link rows (`{tract: 0, patch: 1, visit: [3, 4]}`): every row has the same keys; a list
-    value stands for each of its values. Returns the keys and the expanded rows as tuples."""
+    value stands for each of its values. Returns the keys and the expanded rows as tuples; more
+    than `limit` expanded rows are refused, counted before any is made."""
     if not isinstance(rows, list) or not rows:
         raise SplitError(f"{where} must be a non-empty list of rows")
+    if limit is not None:
+        total = sum(
+            math.prod(len(v) if isinstance(v, list) else 1 for v in row.values())
+            for row in rows
+            if isinstance(row, Mapping)
+        )
+        if total > limit:
+            raise SplitError(
+                f"{where} stands for {total} rows; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)"
+            )
     keys: list[str] | None = None
     out: list[Key] = []
     for i, row in enumerate(rows):

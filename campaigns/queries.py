@@ -219,7 +219,7 @@ def step_groups(
             rows = gather.get("links") or _catalog_query(
                 gather["query"], limit=int(settings.CAMPAIGNS["MAX_DATA_IDS"]), dims=None
             )
-            keys, links = link_rows(rows, "gather links")
+            keys, links = link_rows(rows, "gather links", limit=int(settings.CAMPAIGNS["MAX_DATA_IDS"]))
         by_id = gathers(step_ids, dims, up.ids, up.dims, along=gather["along"], link_keys=keys, links=links)
         up_group = {i: g for g, p in enumerate(up.plans) for i in p.data_ids}
         for p in plans:

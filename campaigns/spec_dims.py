@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
-from campaigns.dataids import link_rows, product_size
+from campaigns.dataids import link_rows, product_size, tuples_normalise
 from campaigns.splitting import SplitError, ranges_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -94,6 +94,11 @@ def data_check(data: Any, dims: list[str], where: str) -> int | None:
         raise SpecInvalid(
             f"{field}: {exc}" if not str(exc).startswith(field) else str(exc), field=field
         ) from None
+    if n <= limit and source == "ids" and len(dims) > 1:
+        try:
+            tuples_normalise(body, dims)
+        except SplitError as exc:
+            raise SpecInvalid(f"{field}: {exc}", field=field) from None
     if n > limit:
         raise SpecTooLarge(
             f"{field} holds {n} data ids; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)",
@@ -222,9 +227,10 @@ def _gather_check(
         raise SpecInvalid(f"{where}: give links or query, not both", field=f"{where}.links")
     if "links" in raw:
         try:
-            keys, _ = link_rows(raw["links"], f"{where}.links")
+            keys, _ = link_rows(raw["links"], f"{where}.links", limit=int(settings.CAMPAIGNS["MAX_DATA_IDS"]))
         except SplitError as exc:
-            raise SpecInvalid(str(exc), field=f"{where}.links") from None
+            cls = SpecTooLarge if "the limit is" in str(exc) else SpecInvalid
+            raise cls(str(exc), field=f"{where}.links") from None
         _names(keys, f"{where}.links", allowed=[*sdims, *[d for d in up_dims if d not in sdims]])
         out["links"] = list(raw["links"])
     elif "query" in raw:

@@ -248,3 +248,41 @@ def test_a_catalog_query_returns_tuples_and_links_steps(settings):
     assert dry.errors == []
     assert dry.data_ids == 3
     assert dry.steps[1].gather == {"step": "step1", "along": [], "edges": 4, "group_edges": 3}
+
+
+def test_link_rows_and_tuple_ids_are_checked_at_creation(settings):
+    settings.CAMPAIGNS = {**settings.CAMPAIGNS, "MAX_DATA_IDS": 1000}
+    visits = ", ".join(str(v) for v in range(1001))
+    huge = (
+        BASE
+        + "  - name: step2\n    dimensions: [tract]\n    data: {product: {tract: [1]}}\n    labels: [isr]\n"
+        + f"    gather: {{links: [{{tract: 1, visit: [{visits}]}}]}}\n"
+    )
+    with pytest.raises(SpecTooLarge) as exc:
+        spec_parse(huge)
+    assert exc.value.field == "steps[1].gather.links"
+    bad_ids = BASE.replace(
+        "product: {visit: {ranges: [[1, 3]]}, detector: [0, 1]}", "ids: [[1, 0], {visit: 1, detector: 0}]"
+    )
+    with pytest.raises(SpecInvalid, match="more than once") as exc:
+        spec_parse(bad_ids)
+    assert exc.value.field == "data.ids"
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_a_bad_dimension_field_with_400_and_a_huge_product_with_413(operator):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(operator)
+    bad = client.post(
+        "/api/v1/campaigns/", {"spec": BASE.replace("group_by: [visit]", "group_by: [band]")}, format="json"
+    )
+    assert bad.status_code == 400, bad.content
+    assert bad.json()["field"] == "steps[0].group_by"
+    huge = BASE.replace("detector: [0, 1]", "detector: {ranges: [[0, 999999999999]]}")
+    t0 = time.perf_counter()
+    response = client.post("/api/v1/campaigns/", {"spec": huge}, format="json")
+    assert response.status_code == 413, response.content
+    assert response.json()["field"] == "data.product"
+    assert time.perf_counter() - t0 < 2
