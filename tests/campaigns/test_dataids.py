@@ -286,3 +286,36 @@ def test_the_api_refuses_a_bad_dimension_field_with_400_and_a_huge_product_with_
     assert response.status_code == 413, response.content
     assert response.json()["field"] == "data.product"
     assert time.perf_counter() - t0 < 2
+
+
+@pytest.mark.django_db
+def test_the_dp02_campaign_runs_its_three_steps_with_data_ids_of_several_dimensions(
+    operator, queue, django_capture_on_commit_callbacks
+):
+    from campaigns.advance import campaigns_advance_one_round
+    from campaigns.models import GroupAttempt
+    from dispatcher.models import Job
+    from tests.campaigns.pilots import pilots_run
+
+    campaign = campaign_create(owner=operator, spec_yaml=dp02_spec_text())
+    campaign_launch(campaign_id=campaign.pk, actor="operator")
+
+    def workflows() -> list[int]:
+        return list(
+            GroupAttempt.objects.filter(group__campaign=campaign).values_list("workflow_id", flat=True)
+        )
+
+    ran = []
+    for _ in range(6):
+        with django_capture_on_commit_callbacks(execute=True):
+            campaigns_advance_one_round()
+        ran.append(pilots_run(queue=queue.name, workflow_ids=workflows()))
+    campaign.refresh_from_db()
+    assert campaign.status == "done"
+    assert sum(ran) == 360 + 20 + 24
+    job = Job.objects.get(name="isr_3_5")
+    assert (job.data_id, job.command) == ({"visit": 3, "detector": 5}, "run isr --visit 3 --detector 5")
+    assert Job.objects.get(name="visit_summary_3").data_id == {"visit": 3}
+    coadd = Job.objects.get(name="assemble_coadd_0_1_r")
+    assert coadd.data_id == {"tract": 0, "patch": 1, "band": "r"}
+    assert list(coadd.parent_edges.values_list("parent__name", flat=True)) == ["make_warp_0_1_r"]
