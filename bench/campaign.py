@@ -8,6 +8,9 @@
    `step_groups` for both steps: step 2 per visit, one group each, gathers each visit's 200 detector
    ids and records its upstream group), and the dry run's count of groups × jobs per label (a
    per-id label and a `per: [visit]` label).
+3. With `--launch`: `campaign_launch_dimensions`, the same campaign created, dry-run and launched
+   (10,000 group rows written) on a scratch database it creates (`ailuro_bench_campaign`, dropped
+   and created afresh; bench/_common.py refuses any database a benchmark did not create).
 """
 
 from __future__ import annotations
@@ -131,9 +134,68 @@ def dimensions_case() -> dict[str, object]:
     }
 
 
+def launch_case() -> dict[str, object]:
+    """Create and launch the 5,000 × 200 campaign on the scratch database this process runs on."""
+    from django.contrib.auth import get_user_model
+
+    from campaigns.models import Group
+    from campaigns.queries import campaign_dry_run
+    from campaigns.services import campaign_create, campaign_launch
+
+    visits, detectors = 5_000, 200
+    text = SPEC.format(visits=visits, last=detectors - 1).replace(
+        "name: bench", f"name: bench-{time.time_ns()}"
+    )
+    owner, _ = get_user_model().objects.get_or_create(username="bench-campaign")
+    t0 = time.perf_counter()
+    campaign = campaign_create(owner=owner, spec_yaml=text)
+    t1 = time.perf_counter()
+    dry = campaign_dry_run(spec_parse(text), campaign_id=campaign.pk)
+    t2 = time.perf_counter()
+    outcome = campaign_launch(campaign_id=campaign.pk, actor="bench")
+    t3 = time.perf_counter()
+    assert not dry.errors, dry.errors
+    assert outcome.message == f"launched: 2 steps, {2 * visits} groups", outcome.message
+    assert Group.objects.filter(campaign=campaign, step__name="step2").exclude(upstream=[]).count() == visits
+    return {
+        "benchmark": "campaign_launch_dimensions",
+        "data_ids": visits * detectors,
+        "groups": 2 * visits,
+        "create_s": round(t1 - t0, 3),
+        "dry_run_s": round(t2 - t1, 3),
+        "launch_s": round(t3 - t2, 3),
+        "target_s": 10,
+        "ok": (t3 - t2) <= 10,
+    }
+
+
+SCRATCH = "ailuro_bench_campaign"
+
+
 def main() -> None:
+    if "--launch-here" in sys.argv:
+        print(json.dumps(launch_case()))
+        return
     print(json.dumps(scalar_case()))
     print(json.dumps(dimensions_case()))
+    if "--launch" in sys.argv:
+        # A scratch database of our own (bench/_common.py), migrated, then the launch in a child
+        # process that runs on it.
+        import subprocess
+
+        from _common import ROOT, manage, scratch_database
+
+        base = os.environ.get("DATABASE_URL", "postgres://ailuro:ailuro@127.0.0.1:5432/ailuro")
+        env = {**os.environ, "DATABASE_URL": scratch_database(base, SCRATCH)}
+        manage(env, "migrate", "--noinput")
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "campaign.py"), "--launch-here"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        print(out.stdout.strip())
 
 
 if __name__ == "__main__":

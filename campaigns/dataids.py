@@ -9,7 +9,7 @@ dimension order (`(3, 5)` for `{visit: 3, detector: 5}`), stored as a JSON list.
 - `tuples_normalise`: rows (mappings or lists) → sorted unique tuples, one type per dimension;
 - `project`: the distinct ids on fewer dimensions (step 2 per visit from step 1's visit × detector);
 - `split_group_by`: one group per distinct value of the `group_by` dimensions;
-- `gathers`: which upstream ids each id of a step depends on (equal along shared dimensions
+- `gather_groups`: which upstream groups each group of a step depends on, from its ids' upstream ids (equal along shared dimensions
   and/or related by link rows).
 """
 
@@ -20,7 +20,8 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from campaigns.splitting import GroupPlan, SplitError, _name_part, _scalar, ranges_size
@@ -141,14 +142,29 @@ def positions(dims: Sequence[str], sub: Sequence[str]) -> list[int]:
     return [list(dims).index(d) for d in sub]
 
 
+def key_getter(dims: Sequence[str], sub: Sequence[str]) -> Callable[[Any], Key]:
+    """A function from an id of `dims` to the tuple of its `sub` values (C-speed where it can)."""
+    idx = positions(dims, sub)
+    if not idx:
+        return lambda _i: ()
+    if len(dims) == 1:
+        return lambda i: (i,)
+    if len(idx) == 1:
+        p = idx[0]
+        return lambda i: (i[p],)
+    return operator.itemgetter(*idx)
+
+
 def project(ids: Sequence[Any], dims: Sequence[str], onto: Sequence[str]) -> list[Any]:
     """The distinct ids on the dimensions `onto` (a subset of `dims`), sorted."""
     if list(onto) == list(dims):
         return list(ids)
     idx = positions(dims, onto)
-    n = len(dims)
-    seen = {tuple(as_key(i, n)[p] for p in idx) for i in ids}
-    return [from_key(k) for k in sorted(seen)]
+    if len(idx) == 1:
+        p = idx[0]
+        return sorted({i[p] for i in ids})
+    get = operator.itemgetter(*idx)
+    return sorted({get(i) for i in ids})
 
 
 def key_text(data_id: Any) -> str:
@@ -230,46 +246,64 @@ def link_rows(rows: Any, where: str, *, limit: int | None = None) -> tuple[list[
     return keys or [], out
 
 
-def gathers(
-    ids: Sequence[Any],
+def gather_groups(
+    plans: Sequence[GroupPlan],
     dims: Sequence[str],
-    up_ids: Sequence[Any],
+    up_plans: Sequence[GroupPlan],
     up_dims: Sequence[str],
     *,
     along: Sequence[str],
     link_keys: Sequence[str] = (),
     links: Sequence[Key] = (),
-) -> dict[Any, list[Any]]:
-    """Each id's upstream ids: those equal on the `along` dimensions and, with link rows, those a row
-    links it to (a row's keys among `dims` pick the id, its keys among `up_dims` the upstream ids).
-    An id that gathers nothing is an error naming it."""
-    n, up_n = len(dims), len(up_dims)
-    on_d, on_u = positions(dims, along), positions(up_dims, along)
+) -> tuple[dict[str, list[str]], int]:
+    """Each group's upstream groups (in upstream order) and the number of (id, upstream id) pairs.
+
+    An id needs the upstream ids equal to it `along` those dimensions and, with link rows, those a
+    row relates it to (a row's keys among `dims` pick the id, its keys among `up_dims` the upstream
+    ids). The upstream ids are indexed once by those values (count, groups), never listed per id.
+    An id that gathers nothing is an error naming it.
+    """
     lk_d = [k for k in link_keys if k in dims and k not in along]
     lk_u = [k for k in link_keys if k in up_dims and k not in along]
-    row_d = [list(link_keys).index(k) for k in lk_d]
-    row_u = [list(link_keys).index(k) for k in lk_u]
-    pd_, pu = positions(dims, lk_d), positions(up_dims, lk_u)
-    linked: dict[Key, set[Key]] | None = None
+    up_key = key_getter(up_dims, [*along, *lk_u])
+    index: dict[Any, list[Any]] = {}  # upstream key → [id count, {group positions}]
+    for g, plan in enumerate(up_plans):
+        for u in plan.data_ids:
+            k = up_key(u)
+            entry = index.get(k)
+            if entry is None:
+                index[k] = [1, {g}]
+            else:
+                entry[0] += 1
+                entry[1].add(g)
+    along_key = key_getter(dims, along)
+    linked: dict[Key, list[Key]] | None = None
+    link_key = key_getter(dims, lk_d)
     if link_keys:
-        linked = {}
+        keys = list(link_keys)
+        row_d, row_u = [keys.index(k) for k in lk_d], [keys.index(k) for k in lk_u]
+        sets: dict[Key, set[Key]] = {}
         for row in links:
-            linked.setdefault(tuple(row[p] for p in row_d), set()).add(tuple(row[p] for p in row_u))
-    index: dict[tuple[Key, Key], list[Any]] = {}
-    for u in up_ids:
-        uk = as_key(u, up_n)
-        index.setdefault((tuple(uk[p] for p in on_u), tuple(uk[p] for p in pu)), []).append(u)
-    out: dict[Any, list[Any]] = {}
-    for d in ids:
-        dk = as_key(d, n)
-        on_v = tuple(dk[p] for p in on_d)
-        targets = [()] if linked is None else sorted(linked.get(tuple(dk[p] for p in pd_), ()))
-        found: list[Any] = []
-        for t in targets:
-            found.extend(index.get((on_v, t), ()))
-        if not found:
-            raise SplitError(
-                f"data id {dict(zip(dims, dk, strict=True))!r} gathers no data id of the step before"
-            )
-        out[d] = found
-    return out
+            sets.setdefault(tuple(row[p] for p in row_d), set()).add(tuple(row[p] for p in row_u))
+        linked = {k: sorted(v) for k, v in sets.items()}
+    upstream: dict[str, list[str]] = {}
+    edges = 0
+    for plan in plans:
+        found: set[int] = set()
+        for d in plan.data_ids:
+            base = along_key(d)
+            targets = [base] if linked is None else [base + t for t in linked.get(link_key(d), ())]
+            hit = False
+            for t in targets:
+                entry = index.get(t)
+                if entry is not None:
+                    hit = True
+                    edges += entry[0]
+                    found |= entry[1]
+            if not hit:
+                values = d if isinstance(d, tuple) else (d,)
+                raise SplitError(
+                    f"data id {dict(zip(dims, values, strict=True))!r} gathers no data id of the step before"
+                )
+        upstream[plan.name] = [up_plans[g].name for g in sorted(found)]
+    return upstream, edges

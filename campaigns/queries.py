@@ -15,7 +15,7 @@ from django.db.models import Avg, Count, F, Q, QuerySet
 
 from campaigns.dataids import (
     data_rows_from_text,
-    gathers,
+    gather_groups,
     key_text,
     link_rows,
     product_ids,
@@ -220,15 +220,9 @@ def step_groups(
                 gather["query"], limit=int(settings.CAMPAIGNS["MAX_DATA_IDS"]), dims=None
             )
             keys, links = link_rows(rows, "gather links", limit=int(settings.CAMPAIGNS["MAX_DATA_IDS"]))
-        by_id = gathers(step_ids, dims, up.ids, up.dims, along=gather["along"], link_keys=keys, links=links)
-        up_group = {i: g for g, p in enumerate(up.plans) for i in p.data_ids}
-        for p in plans:
-            positions: set[int] = set()
-            for i in p.data_ids:
-                found = by_id[i]
-                out.edges += len(found)
-                positions.update(up_group[u] for u in found)
-            out.upstream[p.name] = [up.plans[g].name for g in sorted(positions)]
+        out.upstream, out.edges = gather_groups(
+            plans, dims, up.plans, up.dims, along=gather["along"], link_keys=keys, links=links
+        )
     return out
 
 
@@ -255,9 +249,18 @@ class DryRun:
     estimated_from: dict[str, str]  # label → "history (n attempts)" or "request"
     errors: list[str]
     warnings: list[str]
+    # Each step's ids, groups and gathers, for the launch to write (not part of the answer).
+    planned: dict[str, StepGroups] = field(default_factory=dict, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "data_ids": self.data_ids,
+            "steps": [asdict(s) for s in self.steps],
+            "core_hours": self.core_hours,
+            "estimated_from": self.estimated_from,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
 
 
 def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None) -> DryRun:
@@ -327,9 +330,9 @@ def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None)
                 },
             )
         )
-    warnings.extend(_collisions(spec, {_hashable(i) for i in ids}, campaign_id))
+    warnings.extend(_collisions(spec, ids, campaign_id))
     return DryRun(
-        len(ids), steps, round(sum(s.core_hours for s in steps), 3), estimated_from, errors, warnings
+        len(ids), steps, round(sum(s.core_hours for s in steps), 3), estimated_from, errors, warnings, planned
     )
 
 
@@ -365,9 +368,10 @@ def _hashable(data_id: Any) -> Any:
     return tuple(data_id) if isinstance(data_id, list) else data_id
 
 
-def _collisions(spec: Mapping[str, Any], ids: set[Any], campaign_id: int | None) -> list[str]:
+def _collisions(spec: Mapping[str, Any], ids_list: Sequence[Any], campaign_id: int | None) -> list[str]:
     labels = {label for step in spec["steps"] for label in step["labels"]}
     out: list[str] = []
+    ids: set[Any] | None = None
     live = Campaign.objects.exclude(status__in=[*CAMPAIGN_FINAL, CampaignStatus.DRAFT])
     if campaign_id is not None:
         live = live.exclude(pk=campaign_id)
@@ -379,6 +383,8 @@ def _collisions(spec: Mapping[str, Any], ids: set[Any], campaign_id: int | None)
         if not shared:
             continue
         overlap = 0
+        if ids is None:
+            ids = {_hashable(i) for i in ids_list}  # built only when another campaign shares a label
         for data_ids in Group.objects.filter(campaign=other).values_list("data_ids", flat=True):
             overlap += sum(1 for d in data_ids if _hashable(d) in ids)
         if overlap:

@@ -20,7 +20,7 @@ from campaigns.models import (
     Step,
     StepStatus,
 )
-from campaigns.queries import StepGroups, campaign_dry_run, data_ids_load, spec_dims, step_groups
+from campaigns.queries import campaign_dry_run
 from campaigns.services.actions import ActionOutcome, ActionRefused, action_run
 from campaigns.spec import SpecInvalid, spec_parse
 
@@ -107,9 +107,7 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
             raise ActionRefused("dry run failed: " + "; ".join(dry.errors))
         if preview:
             return ActionOutcome("launch", "campaign", campaign_id, True, "dry run", dry.as_dict())
-        ids = data_ids_load(spec["data"], spec_dims(spec))
         groups = 0
-        planned: dict[str, StepGroups] = {}
         for position, step_spec in enumerate(spec["steps"]):
             step = Step.objects.create(
                 campaign=campaign,
@@ -119,7 +117,7 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
                 split_rule=step_spec["split"],
                 max_running_groups=step_spec["max_running_groups"],
             )
-            sg = planned[step_spec["name"]] = step_groups(spec, step_spec, ids, planned)
+            sg = dry.planned[step_spec["name"]]  # the dry run's plan: the same spec, read once
             plans = sg.plans
             Group.objects.bulk_create(
                 [

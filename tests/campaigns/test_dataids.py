@@ -7,12 +7,12 @@ import time
 import pytest
 from django.db import connection
 
-from campaigns.dataids import gathers, link_rows, product_ids, split_group_by, tuples_normalise
+from campaigns.dataids import gather_groups, link_rows, product_ids, split_group_by, tuples_normalise
 from campaigns.models import Group
 from campaigns.queries import campaign_dry_run, data_ids_load, group_jobs_plan
 from campaigns.services import campaign_create, campaign_launch
 from campaigns.spec import SpecInvalid, SpecTooLarge, config_resolve, jobs_plan, spec_parse
-from campaigns.splitting import SplitError
+from campaigns.splitting import GroupPlan, SplitError
 from tests.campaigns.conftest import spec_text
 from tests.campaigns.dp02 import DP02_OVERLAPS, dp02_spec_text
 
@@ -147,14 +147,20 @@ def test_group_by_cuts_one_group_per_value_of_the_chosen_dimensions():
 
 
 def test_gathers_along_shared_dimensions_and_by_link_rows():
-    visits = [1, 2, 3]
-    vd = [(v, d) for v in visits for d in range(2)]
-    assert gathers(visits, ["visit"], vd, ["visit", "detector"], along=["visit"])[2] == [(2, 0), (2, 1)]
+    visits = [GroupPlan(f"visit-{v}", [v]) for v in (1, 2, 3)]
+    vd = [GroupPlan(f"v{v}", [(v, 0), (v, 1)]) for v in (1, 2, 3)]
+    upstream, edges = gather_groups(visits, ["visit"], vd, ["visit", "detector"], along=["visit"])
+    assert (upstream["visit-2"], edges) == (["v2"], 6)
     keys, links = link_rows([{"patch": 0, "visit": [1, 2]}, {"patch": 1, "visit": 3}], "links")
-    got = gathers([0, 1], ["patch"], visits, ["visit"], along=[], link_keys=keys, links=links)
-    assert got == {0: [1, 2], 1: [3]}
+    patches = [GroupPlan("p01", [0, 1])]
+    assert gather_groups(patches, ["patch"], visits, ["visit"], along=[], link_keys=keys, links=links) == (
+        {"p01": ["visit-1", "visit-2", "visit-3"]},
+        3,
+    )
     with pytest.raises(SplitError, match="gathers no data id"):
-        gathers([0, 1, 2], ["patch"], visits, ["visit"], along=[], link_keys=keys, links=links)
+        gather_groups(
+            [GroupPlan("p2", [2])], ["patch"], visits, ["visit"], along=[], link_keys=keys, links=links
+        )
 
 
 def test_a_label_per_some_dimensions_gathers_its_parents_in_the_group():
