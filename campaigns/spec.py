@@ -215,7 +215,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         where = f"steps[{i}]"
         _require(isinstance(body, Mapping), f"{where} must be a mapping")
         unknown = set(body) - STEP_KEYS
-        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         step_name = body.get("name")
         _require(isinstance(step_name, str) and bool(NAME_RE.match(step_name)), f"{where}.name is required")
         _require(step_name not in seen, f"{where}: step name {step_name!r} is used twice")
@@ -418,7 +418,7 @@ def jobs_plan(
     dims = list(config.get("dimensions") or [config["dimension"]])
     n = len(dims)
     keys = [as_key(i, n) for i in data_ids]
-    placeholder = re.compile(r"\{(" + "|".join([*_PLACEHOLDER_NAMES, *dims]) + r")\}")
+    placeholder = re.compile(r"\{(" + "|".join(map(re.escape, [*_PLACEHOLDER_NAMES, *dims])) + r")\}")
     jobs: list[dict[str, Any]] = []
     # label → (its dimensions, {key on them: [job names]})
     made: dict[str, tuple[list[str], dict[Key, list[str]]]] = {}

@@ -221,7 +221,12 @@ def _gather_check(
         raise SpecInvalid(f"{where}.step: {up_name!r} is not an earlier step", field=f"{where}.step")
     up_dims = up["dimensions"]
     shared = [d for d in sdims if d in up_dims]
-    along = _names(raw["along"], f"{where}.along", allowed=shared) if raw.get("along") else shared
+    if raw.get("along") == []:
+        along: list[str] = []  # explicitly none: only links or a query relate the steps
+    elif "along" in raw:
+        along = _names(raw["along"], f"{where}.along", allowed=shared)
+    else:
+        along = shared
     out: dict[str, Any] = {"step": up_name, "along": along}
     if "links" in raw and "query" in raw:
         raise SpecInvalid(f"{where}: give links or query, not both", field=f"{where}.links")

@@ -115,6 +115,15 @@ def test_step_dimensions_data_and_gathers_are_checked():
     assert exc.value.field == "steps[1].gather.links"
     ok = spec_parse(own + "    gather: {links: [{tract: 1, visit: [1, 2]}, {tract: 2, visit: 3}]}\n")
     assert ok["steps"][1]["gather"]["step"] == "step1"
+    with pytest.raises(SpecInvalid) as exc:
+        spec_parse(own + "    on: [visit]\n")  # YAML reads `on` as true: refused by name, not a 500
+    assert "True" in str(exc.value)
+    same = BASE + "  - name: step2\n    labels: [isr]\n    gather: {along: []}\n"
+    with pytest.raises(SpecInvalid, match="share no dimension"):
+        spec_parse(same)
+    with pytest.raises(SpecInvalid) as exc:
+        spec_parse(BASE + "  - name: step2\n    labels: [isr]\n    gather: {along: [band]}\n")
+    assert exc.value.field == "steps[1].gather.along"
 
 
 def test_group_by_groups_over_the_cap_are_refused_from_the_spec(settings):
@@ -161,6 +170,14 @@ def test_gathers_along_shared_dimensions_and_by_link_rows():
         gather_groups(
             [GroupPlan("p2", [2])], ["patch"], visits, ["visit"], along=[], link_keys=keys, links=links
         )
+
+
+def test_dimension_names_with_dots_are_placeholders_taken_literally():
+    spec = spec_parse(
+        BASE.replace("visit", "v.x").replace('"run isr {v.x} {detector}"', '"run {v.x} {vXx} {detector}"')
+    )
+    jobs = jobs_plan(config_resolve(spec, step="step1"), group="g", data_ids=[[1, 0]], attempt=1)
+    assert jobs[0]["command"] == "run 1 {vXx} 0"
 
 
 def test_a_label_per_some_dimensions_gathers_its_parents_in_the_group():
