@@ -336,6 +336,20 @@ def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None)
     )
 
 
+def dry_run_text(dry: Mapping[str, Any]) -> str:
+    """One line per step of a dry run's answer: dimensions, grouping, groups × jobs per label,
+    gather (`step1 [visit × detector, by visit]: isr 20 × 9, calibrate 20 × 9`)."""
+    lines = []
+    for step in dry.get("steps") or []:
+        dims = " × ".join(step.get("dimensions") or [])
+        by = f", by {' × '.join(step['group_by'])}" if step.get("group_by") else ""
+        labels = ", ".join(f"{label} {v['shape']}" for label, v in (step.get("labels") or {}).items())
+        gather = step.get("gather")
+        gathers = f"; gathers {gather['edges']} ids of {gather['step']}" if gather else ""
+        lines.append(f"{step['name']} [{dims}{by}]: {labels}{gathers}")
+    return "; ".join(lines)
+
+
 def _label_shape(counts: list[int]) -> dict[str, Any]:
     low, high = (min(counts), max(counts)) if counts else (0, 0)
     per_group = str(low) if low == high else f"{low}-{high}"

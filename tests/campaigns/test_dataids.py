@@ -342,3 +342,21 @@ def test_the_dp02_campaign_runs_its_three_steps_with_data_ids_of_several_dimensi
     coadd = Job.objects.get(name="assemble_coadd_0_1_r")
     assert coadd.data_id == {"tract": 0, "patch": 1, "band": "r"}
     assert list(coadd.parent_edges.values_list("parent__name", flat=True)) == ["make_warp_0_1_r"]
+
+
+@pytest.mark.django_db
+def test_the_page_dry_run_shows_groups_times_jobs_per_label_per_step(operator):
+    from django.test import Client
+
+    campaign = campaign_create(owner=operator, spec_yaml=dp02_spec_text())
+    client = Client()
+    client.force_login(operator)
+    response = client.post(
+        f"/campaign/{campaign.pk}/action/",
+        {"object": "campaign", "id": campaign.pk, "verb": "launch", "preview": "1"},
+        follow=True,
+    )
+    text = response.content.decode()
+    assert "step1 [visit × detector, by visit]: isr 20 × 9, calibrate 20 × 9" in text
+    assert "step2 [visit, by visit]: visit_summary 20 × 1; gathers 180 ids of step1" in text
+    assert "step3 [tract × patch × band, by tract × patch]: make_warp 4 × 3, assemble_coadd 4 × 3" in text
