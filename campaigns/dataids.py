@@ -126,6 +126,10 @@ def data_rows_from_text(text: str, *, fmt: str, dims: Sequence[str]) -> list[Any
     if missing:
         raise SplitError(f"the CSV data file has no column {missing[0]!r} (columns: {', '.join(header)})")
     idx = [header.index(d) for d in dims]
+    width = max(idx) + 1
+    short = next((n for n, row in enumerate(rows[1:], start=2) if len(row) < width), None)
+    if short is not None:
+        raise SplitError(f"line {short} of the CSV data file has fewer columns than its header")
     return [[_scalar(row[i]) for i in idx] for row in rows[1:]]
 
 
@@ -234,7 +238,9 @@ def link_rows(rows: Any, where: str, *, limit: int | None = None) -> tuple[list[
         if keys is None:
             keys = list(row)
         elif set(row) != set(keys):
-            raise SplitError(f"{where}[{i}] has keys {sorted(row)}; every row has {sorted(keys)}")
+            raise SplitError(
+                f"{where}[{i}] has keys {sorted(map(str, row))}; every row has {sorted(map(str, keys))}"
+            )
         columns = []
         for k in keys:
             value = row[k]

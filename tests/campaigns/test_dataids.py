@@ -360,3 +360,23 @@ def test_the_page_dry_run_shows_groups_times_jobs_per_label_per_step(operator):
     assert "step1 [visit × detector, by visit]: isr 20 × 9, calibrate 20 × 9" in text
     assert "step2 [visit, by visit]: visit_summary 20 × 1; gathers 180 ids of step1" in text
     assert "step3 [tract × patch × band, by tract × patch]: make_warp 4 × 3, assemble_coadd 4 × 3" in text
+
+
+@pytest.mark.django_db
+def test_data_of_several_dimensions_from_a_file(settings, tmp_path):
+    settings.CAMPAIGNS = {**settings.CAMPAIGNS, "DATA_DIR": tmp_path}
+    (tmp_path / "raws.csv").write_text("band,visit,detector\nr,2,1\ng,1,0\n")
+    (tmp_path / "short.csv").write_text("visit,detector\n1,0\n2\n")
+    (tmp_path / "raws.json").write_text('[{"visit": 2, "detector": 1}, [1, 0]]')
+    dims = ["visit", "detector"]
+    assert data_ids_load({"file": {"path": "raws.csv"}}, dims) == [(1, 0), (2, 1)]
+    assert data_ids_load({"file": {"path": "raws.json", "format": "json"}}, dims) == [(1, 0), (2, 1)]
+    with pytest.raises(SplitError, match="line 3 of the CSV data file has fewer columns"):
+        data_ids_load({"file": {"path": "short.csv"}}, dims)
+    with pytest.raises(SplitError, match="no column 'exposure'"):
+        data_ids_load({"file": {"path": "raws.csv"}}, ["visit", "exposure"])
+
+
+def test_link_rows_with_keys_of_mixed_types_are_refused_by_name():
+    with pytest.raises(SplitError, match=r"links\[1\] has keys"):
+        link_rows([{"patch": 1, "visit": 2}, {1: 2, "visit": 3}], "links")
