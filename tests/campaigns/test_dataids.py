@@ -223,6 +223,10 @@ def test_the_dp02_launch_makes_the_groups_jobs_and_gathers(operator):
     assert jobs[5]["command"] == "run isr --visit 3 --detector 5"
     s2 = Group.objects.get(step__name="step2", name="visit-3")
     assert (s2.data_ids, s2.upstream) == ([3], ["visit-3"])
+    from django.test import Client
+
+    page = Client().get(f"/campaign/group/{s2.pk}/").content.decode()
+    assert "gathers from 1 group of the step before:\n  visit-3</p>" in page
     assert [j["data_id"] for j in group_jobs_plan(s2, spec)] == [{"visit": 3}]
     patch1 = Group.objects.get(step__name="step3", name="tract-0_patch-1")
     overlapping = sorted({v for r in DP02_OVERLAPS if r["patch"] == 1 for v in r["visit"]})
