@@ -313,6 +313,13 @@ def test_the_api_refuses_a_bad_dimension_field_with_400_and_a_huge_product_with_
     assert response.status_code == 413, response.content
     assert response.json()["field"] == "data.product"
     assert time.perf_counter() - t0 < 2
+    created = client.post("/api/v1/campaigns/", {"spec": dp02_spec_text()}, format="json")
+    assert created.status_code == 201, created.content
+    dry = client.get(f"/api/v1/campaigns/{created.json()['id']}/dry-run/").json()
+    step1 = dry["steps"][0]
+    assert (step1["dimensions"], step1["group_by"]) == (["visit", "detector"], ["visit"])
+    assert step1["labels"]["isr"] == {"groups": 20, "jobs": 180, "jobs_per_group": "9", "shape": "20 × 9"}
+    assert dry["steps"][1]["gather"] == {"step": "step1", "along": ["visit"], "edges": 180, "group_edges": 20}
 
 
 @pytest.mark.django_db
