@@ -391,3 +391,27 @@ def test_data_of_several_dimensions_from_a_file(settings, tmp_path):
 def test_link_rows_with_keys_of_mixed_types_are_refused_by_name():
     with pytest.raises(SplitError, match=r"links\[1\] has keys"):
         link_rows([{"patch": 1, "visit": 2}, {1: 2, "visit": 3}], "links")
+
+
+@pytest.mark.django_db
+def test_specs_and_configs_stored_before_dimensions_still_plan_the_same():
+    spec = spec_parse(spec_text(n=6, size=3))
+    old = {k: v for k, v in spec.items() if k != "dimensions"}
+    old["steps"] = [
+        {k: v for k, v in s.items() if k not in ("dimensions", "data", "group_by", "gather")}
+        for s in spec["steps"]
+    ]
+    assert campaign_dry_run(old).as_dict() == campaign_dry_run(spec).as_dict()
+    config = config_resolve(old, step="step1")
+    legacy = {k: v for k, v in config.items() if k != "dimensions"}
+    jobs = jobs_plan(legacy, group="1-3", data_ids=[1, 2, 3], attempt=1)
+    assert [(j["name"], j["parents"], j["data_id"], j["command"]) for j in jobs[:4]] == [
+        ("isr_1", [], {"visit": 1}, "run isr 1"),
+        ("isr_2", [], {"visit": 2}, "run isr 2"),
+        ("isr_3", [], {"visit": 3}, "run isr 3"),
+        ("calibrate_1", ["isr_1"], {"visit": 1}, "run calibrate 1"),
+    ]
+    coadd = jobs_plan(legacy | {"step": "step2"}, group="1-3", data_ids=[1, 2, 3], attempt=1)
+    assert (
+        coadd[-1]["parents"] == ["calibrate_1", "calibrate_2", "calibrate_3"] or coadd[-1]["label"] != "coadd"
+    )
