@@ -411,7 +411,3 @@ def test_specs_and_configs_stored_before_dimensions_still_plan_the_same():
         ("isr_3", [], {"visit": 3}, "run isr 3"),
         ("calibrate_1", ["isr_1"], {"visit": 1}, "run calibrate 1"),
     ]
-    coadd = jobs_plan(legacy | {"step": "step2"}, group="1-3", data_ids=[1, 2, 3], attempt=1)
-    assert (
-        coadd[-1]["parents"] == ["calibrate_1", "calibrate_2", "calibrate_3"] or coadd[-1]["label"] != "coadd"
-    )
