@@ -27,6 +27,11 @@ A spec::
 `sites` ({include, exclude}: queue or site names, `*` wildcards, as in workflow specs) may stand on a
 pipeline label, in a step's overrides (all its labels, or per label) and in a rescue's overrides;
 each key layers on its own. Commands may use `{data_id}`, `{group}`, `{step}`, `{campaign}`, `{attempt}` and `{label}`.
+
+Data ids may have several dimensions (`dimensions: [visit, detector]`; `dimension: visit` is
+`dimensions: [visit]`): a step may name its own `dimensions` and `data`, cut groups with
+`group_by`, and `gather` from an earlier step; a label may run `per: [visit]`, and each dimension is
+a command placeholder (`campaigns/spec_dims.py` checks them, `campaigns/dataids.py` plans them).
 """
 
 from __future__ import annotations
