@@ -291,7 +291,7 @@ def gather_groups(
         sets: dict[Key, set[Key]] = {}
         for row in links:
             sets.setdefault(tuple(row[p] for p in row_d), set()).add(tuple(row[p] for p in row_u))
-        linked = {k: sorted(v) for k, v in sets.items()}
+        linked = {k: list(v) for k, v in sets.items()}  # values may mix types: no order needed
     upstream: dict[str, list[str]] = {}
     edges = 0
     for plan in plans:

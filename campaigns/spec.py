@@ -88,7 +88,7 @@ def _resources(raw: Any, where: str, *, sites: bool = False) -> dict[str, Any]:
     caller's."""
     _require(isinstance(raw, Mapping), f"{where} must be a mapping")
     unknown = set(raw) - RESOURCE_KEYS - {"labels"} - ({"sites"} if sites else set())
-    _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+    _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     out: dict[str, Any] = {
         k: _int_field(v, f"{where}.{k}", minimum=0 if k == "priority" else 1)
         for k, v in raw.items()
@@ -143,7 +143,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         "learn_requests",
     }
     unknown = set(raw) - known
-    _require(not unknown, f"spec has unknown key(s) {', '.join(sorted(unknown))}")
+    _require(not unknown, f"spec has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     name = raw.get("name")
     _require(
         isinstance(name, str) and bool(NAME_RE.match(name)),
@@ -160,7 +160,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         _require(isinstance(label, str) and bool(NAME_RE.match(label)), f"{where}: bad label name")
         _require(isinstance(body, Mapping), f"{where} must be a mapping with a command")
         unknown = set(body) - LABEL_KEYS
-        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         command = body.get("command")
         _require(isinstance(command, str) and bool(command.strip()), f"{where}.command is required")
         if len(command) > MAX_COMMAND_CHARS:
@@ -228,7 +228,9 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         labels = body.get("labels")
         _require(isinstance(labels, list) and bool(labels), f"{where}.labels must be a non-empty list")
         for label in labels:
-            _require(label in pipeline, f"{where}.labels names unknown label {label!r}")
+            _require(
+                isinstance(label, str) and label in pipeline, f"{where}.labels names unknown label {label!r}"
+            )
         shape = step_dims_check(body, where, dims, n_ids, data, pipeline, steps)
         split = body.get("split", {"rule": "none"})
         _require(isinstance(split, Mapping), f"{where}.split must be a mapping")

@@ -411,3 +411,19 @@ def test_specs_and_configs_stored_before_dimensions_still_plan_the_same():
         ("isr_3", [], {"visit": 3}, "run isr 3"),
         ("calibrate_1", ["isr_1"], {"visit": 1}, "run calibrate 1"),
     ]
+
+
+@pytest.mark.django_db
+def test_odd_values_are_refused_or_planned_never_a_crash():
+    with pytest.raises(SpecInvalid, match="unknown label"):
+        spec_parse(BASE.replace("labels: [isr, summary]", "labels: [isr, [summary]]"))
+    with pytest.raises(SpecInvalid, match="unknown key"):
+        spec_parse(BASE.replace("  isr: {command:", "  isr: {1: 2, command:"))
+    mixed = (
+        BASE
+        + "  - name: step2\n    dimensions: [tract]\n    data: {product: {tract: [1]}}\n    labels: [isr]\n"
+        + "    gather: {links: [{tract: 1, visit: [1, x]}]}\n"
+    )
+    dry = campaign_dry_run(spec_parse(mixed))
+    assert dry.errors == []
+    assert dry.steps[1].gather == {"step": "step1", "along": [], "edges": 2, "group_edges": 1}
