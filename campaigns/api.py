@@ -73,6 +73,7 @@ def group_as_dict(g: Group) -> dict[str, Any]:
         "status": g.status,
         "attempt": g.attempt,
         "data_ids": len(g.data_ids),
+        "upstream": g.upstream,
         "jobs_total": g.jobs_total,
         "jobs_done": g.jobs_done,
         "percent": int(100 * g.jobs_done / g.jobs_total) if g.jobs_total else 0,

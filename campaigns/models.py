@@ -141,7 +141,14 @@ class Group(models.Model):
     name = models.CharField(max_length=120)
     position = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=GroupStatus.choices, default=GroupStatus.WAITING)
-    data_ids = models.JSONField(help_text="The data ids of this chunk, sorted.")
+    data_ids = models.JSONField(
+        help_text="The data ids of this chunk, sorted: values, or lists in the step's dimension order."
+    )
+    upstream = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="With the step's `gather`: names of the groups of the gathered step this one needs.",
+    )
     attempt = models.PositiveIntegerField(default=0, help_text="Current attempt number; 0: never submitted.")
     jobs_total = models.PositiveIntegerField(default=0)
     jobs_done = models.PositiveIntegerField(default=0, help_text="Jobs finished in the current attempt.")

@@ -4,7 +4,7 @@ run, and the rows the pages and the API show."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,17 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Avg, Count, F, Q, QuerySet
 
+from campaigns.dataids import (
+    data_rows_from_text,
+    gather_groups,
+    key_text,
+    link_rows,
+    product_ids,
+    product_size,
+    project,
+    split_group_by,
+    tuples_normalise,
+)
 from campaigns.models import (
     CAMPAIGN_FINAL,
     ActionLog,
@@ -25,11 +36,12 @@ from campaigns.models import (
 )
 from campaigns.spec import config_resolve, jobs_plan
 from campaigns.splitting import (
-    DataId,
+    GroupPlan,
     SplitError,
     data_ids_from_ranges,
     data_ids_from_text,
     data_ids_normalise,
+    group_name,
     split,
 )
 from dispatcher.models import JobAttempt, Task
@@ -37,10 +49,11 @@ from dispatcher.queries import task_state_counts
 from dispatcher.states import JobStatus
 
 
-def data_ids_load(data: Mapping[str, Any]) -> list[DataId]:
-    """The campaign's data ids, sorted and unique; raises SplitError naming the problem, or the
-    size against `CAMPAIGNS["MAX_DATA_IDS"]` (ranges are counted before they are made, a catalog
-    query reads at most one row over the cap)."""
+def data_ids_load(data: Mapping[str, Any], dims: Sequence[str] | None = None) -> list[Any]:
+    """The data ids of `dims` (one dimension: scalars; several: tuples), sorted and unique; raises
+    SplitError naming the problem, or the size against `CAMPAIGNS["MAX_DATA_IDS"]` (ranges and
+    products are counted before they are made, a catalog query reads at most one row over the cap)."""
+    dims = list(dims or ["data_id"])
     source, body = next(iter(data.items()))
     limit = int(settings.CAMPAIGNS["MAX_DATA_IDS"])
     ids: list[Any]
@@ -50,10 +63,17 @@ def data_ids_load(data: Mapping[str, Any]) -> list[DataId]:
         ids = body
     elif source == "ranges":
         ids = data_ids_from_ranges(body, limit=limit)
+    elif source == "product":
+        size = product_size(body, dims, "data.product")
+        if size > limit:
+            raise SplitError(
+                f"data.product holds {size} data ids; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)"
+            )
+        return product_ids(body, dims)
     elif source == "file":
-        ids = _data_file_read(body)
+        ids = _data_file_read(body, dims)
     elif source == "query":
-        ids = _catalog_query(body, limit=limit)
+        ids = _catalog_query(body, limit=limit, dims=dims)
     else:
         raise SplitError(f"unknown data source {source!r}")
     if len(ids) > limit:
@@ -61,23 +81,27 @@ def data_ids_load(data: Mapping[str, Any]) -> list[DataId]:
             f"data.{source} holds {'more than ' if source == 'query' else ''}{limit if source == 'query' else len(ids)} "
             f"data ids; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)"
         )
+    if len(dims) > 1:
+        return tuples_normalise(ids, dims)
     return data_ids_normalise(ids)
 
 
-def _data_file_read(body: Mapping[str, Any]) -> list[DataId]:
+def _data_file_read(body: Mapping[str, Any], dims: Sequence[str]) -> list[Any]:
     root = Path(str(settings.CAMPAIGNS["DATA_DIR"]))
     path = (root / str(body["path"])).resolve()
     if not path.is_relative_to(root):
         raise SplitError(f"data.file.path must stay inside the campaign data folder {root}")
     if not path.is_file():
         raise SplitError(f"data file {body['path']!r} not found under {root}")
-    return data_ids_from_text(
-        path.read_text(encoding="utf-8"), fmt=str(body.get("format", "csv")), column=body.get("column")
-    )
+    text, fmt = path.read_text(encoding="utf-8"), str(body.get("format", "csv"))
+    if len(dims) > 1:
+        return data_rows_from_text(text, fmt=fmt, dims=dims)
+    return data_ids_from_text(text, fmt=fmt, column=body.get("column"))
 
 
-def _catalog_query(body: Mapping[str, Any], *, limit: int) -> list[DataId]:
-    """SELECT DISTINCT over a configured catalog table.
+def _catalog_query(body: Mapping[str, Any], *, limit: int, dims: Sequence[str] | None = None) -> list[Any]:
+    """SELECT DISTINCT over a configured catalog table: its `column` (scalars), or its `columns`
+    (tuples in that order; every one of `dims` must be among them, and a row gives the `dims` values).
 
     Raw SQL because the table is not a Django model (it belongs to the site's data catalog); the
     table and column names come from settings (never from the spec) and are quoted, every value is
@@ -109,11 +133,30 @@ def _catalog_query(body: Mapping[str, Any], *, limit: int) -> list[DataId]:
             clauses.append(f"{q(column)} = %s")
             params.append(value)
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    sql = f"SELECT DISTINCT {q(catalog['column'])} FROM {q(catalog['table'])}{where} LIMIT %s"  # noqa: S608  (names from settings, quoted; values are parameters)
+    columns = _catalog_columns(name, catalog, dims)
+    select = ", ".join(q(c) for c in columns)
+    sql = f"SELECT DISTINCT {select} FROM {q(catalog['table'])}{where} LIMIT %s"  # noqa: S608  (names from settings, quoted; values are parameters)
     params.append(limit + 1)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    if dims is None:
+        return [dict(zip(columns, r, strict=True)) for r in rows]
+    return [r[0] for r in rows] if len(columns) == 1 else [list(r) for r in rows]
+
+
+def _catalog_columns(name: str, catalog: Mapping[str, Any], dims: Sequence[str] | None) -> list[str]:
+    """The columns a query reads: the catalog's `column`, or of its `columns` those named `dims`
+    (all of them when `dims` is None: gather link rows)."""
+    if not catalog.get("columns"):
+        return [str(catalog["column"])]
+    columns = [str(c) for c in catalog["columns"]]
+    if dims is None:
+        return columns
+    missing = [d for d in dims if d not in columns]
+    if missing:
+        raise SplitError(f"catalog {name!r} has no column {missing[0]!r} (columns: {', '.join(columns)})")
+    return list(dims)
 
 
 def label_runtimes(labels: Iterable[str]) -> dict[str, dict[str, float]]:
@@ -130,6 +173,60 @@ def label_runtimes(labels: Iterable[str]) -> dict[str, dict[str, float]]:
 
 
 @dataclass
+class StepGroups:
+    """A step's data ids (on its dimensions), its groups and, with `gather`, each group's upstream
+    groups in the step it gathers from (`edges`: the data-id pairs behind them)."""
+
+    dims: list[str]
+    ids: list[Any]
+    plans: list[GroupPlan]
+    upstream: dict[str, list[str]] = field(default_factory=dict)
+    edges: int = 0
+
+
+def spec_dims(spec: Mapping[str, Any], step: Mapping[str, Any] | None = None) -> list[str]:
+    """The data-id dimensions of the campaign, or of one of its steps (specs stored before steps
+    had dimensions have only `dimension`)."""
+    dims = list(spec.get("dimensions") or [spec["dimension"]])
+    return list(step.get("dimensions") or dims) if step is not None else dims
+
+
+def step_groups(
+    spec: Mapping[str, Any], step: Mapping[str, Any], ids: Sequence[Any], earlier: Mapping[str, StepGroups]
+) -> StepGroups:
+    """Plan one step: its ids (its own `data`, else the campaign's projected onto its dimensions),
+    groups (`group_by`, else the split rule) and gathers. Raises SplitError naming the problem."""
+    cdims, dims = spec_dims(spec), spec_dims(spec, step)
+    own = step.get("data")
+    step_ids = data_ids_load(own, dims) if own else project(ids, cdims, dims)
+    if step.get("group_by"):
+        plans = split_group_by(step_ids, dims, step["group_by"])
+    else:
+        plans = split(step_ids, step["split"])
+        if len(dims) > 1 and step["split"].get("rule") == "query":
+            # Names from the first and last ids' values: `3_0-3_8`.
+            plans = [
+                GroupPlan(group_name(key_text(p.data_ids[0]), key_text(p.data_ids[-1])), p.data_ids)
+                for p in plans
+            ]
+    out = StepGroups(dims, step_ids, plans)
+    gather = step.get("gather")
+    if gather:
+        up = earlier[gather["step"]]
+        keys: list[str] = []
+        links: list[Any] = []
+        if gather.get("links") or gather.get("query"):
+            rows = gather.get("links") or _catalog_query(
+                gather["query"], limit=int(settings.CAMPAIGNS["MAX_DATA_IDS"]), dims=None
+            )
+            keys, links = link_rows(rows, "gather links", limit=int(settings.CAMPAIGNS["MAX_DATA_IDS"]))
+        out.upstream, out.edges = gather_groups(
+            plans, dims, up.plans, up.dims, along=gather["along"], link_keys=keys, links=links
+        )
+    return out
+
+
+@dataclass
 class StepPlan:
     name: str
     groups: int
@@ -137,6 +234,11 @@ class StepPlan:
     largest_group_jobs: int
     core_hours: float
     group_names: list[str] = field(default_factory=list)
+    dimensions: list[str] = field(default_factory=list)
+    group_by: list[str] | None = None
+    # label → {groups, jobs, jobs_per_group: "9" or "8-9", shape: "20 × 9"}
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gather: dict[str, Any] | None = None
 
 
 @dataclass
@@ -147,23 +249,34 @@ class DryRun:
     estimated_from: dict[str, str]  # label → "history (n attempts)" or "request"
     errors: list[str]
     warnings: list[str]
+    # Each step's ids, groups and gathers, for the launch to write (not part of the answer).
+    planned: dict[str, StepGroups] = field(default_factory=dict, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "data_ids": self.data_ids,
+            "steps": [asdict(s) for s in self.steps],
+            "core_hours": self.core_hours,
+            "estimated_from": self.estimated_from,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
 
 
 def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None) -> DryRun:
     """What a launch would create, without writing anything.
 
-    1. Load and split the data per step (split errors are reported, not raised).
-    2. Jobs per group from the resolved config; the largest DAG against MAX_DAG_JOBS.
+    1. Load the data; per step, its ids, groups and gathers (`step_groups`; errors are reported,
+       not raised).
+    2. Jobs per label and group from the resolved config (groups × jobs per label); the largest DAG
+       against MAX_DAG_JOBS.
     3. Core-hours: per label, mean walltime of finished attempts × cores, else the requested walltime.
     4. Collisions: other live campaigns running one of the same labels over some of the same ids.
     """
     errors: list[str] = []
     warnings: list[str] = []
     try:
-        ids = data_ids_load(spec["data"])
+        ids = data_ids_load(spec["data"], spec_dims(spec))
     except SplitError as exc:
         return DryRun(0, [], 0.0, {}, [f"data: {exc}"], [])
     history = label_runtimes(spec["pipeline"])
@@ -173,21 +286,24 @@ def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None)
     }
     limit = int(settings.AILURO["MAX_DAG_JOBS"])
     steps: list[StepPlan] = []
+    planned: dict[str, StepGroups] = {}
     for step in spec["steps"]:
         try:
-            plans = split(ids, step["split"])
+            sg = planned[step["name"]] = step_groups(spec, step, ids, planned)
         except SplitError as exc:
             errors.append(f"step {step['name']}: {exc}")
             continue
         config = config_resolve(spec, step=step["name"])
         jobs = core_h = 0.0
         largest = 0
-        for plan in plans:
-            per_label = _jobs_per_label(config, len(plan.data_ids))
+        counts: dict[str, list[int]] = {label: [] for label in config["labels"]}
+        for plan in sg.plans:
+            per_label = _jobs_per_label(config, sg.dims, plan.data_ids)
             n = sum(per_label.values())
             largest = max(largest, n)
             jobs += n
             for label, count in per_label.items():
+                counts[label].append(count)
                 entry = config["labels"][label]
                 seconds = history[label]["mean_s"] if label in history else entry["walltime_s"]
                 core_h += count * seconds * entry["cores"] / 3600
@@ -195,22 +311,81 @@ def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None)
             errors.append(f"step {step['name']}: a group has {largest} jobs, above MAX_DAG_JOBS {limit}")
         steps.append(
             StepPlan(
-                step["name"], len(plans), int(jobs), largest, round(core_h, 3), [p.name for p in plans[:50]]
+                step["name"],
+                len(sg.plans),
+                int(jobs),
+                largest,
+                round(core_h, 3),
+                [p.name for p in sg.plans[:50]],
+                sg.dims,
+                step.get("group_by"),
+                {label: _label_shape(c) for label, c in counts.items()},
+                None
+                if not step.get("gather")
+                else {
+                    "step": step["gather"]["step"],
+                    "along": step["gather"]["along"],
+                    "edges": sg.edges,
+                    "group_edges": sum(len(v) for v in sg.upstream.values()),
+                },
             )
         )
-    warnings.extend(_collisions(spec, set(ids), campaign_id))
+    warnings.extend(_collisions(spec, ids, campaign_id))
     return DryRun(
-        len(ids), steps, round(sum(s.core_hours for s in steps), 3), estimated_from, errors, warnings
+        len(ids), steps, round(sum(s.core_hours for s in steps), 3), estimated_from, errors, warnings, planned
     )
 
 
-def _jobs_per_label(config: Mapping[str, Any], n_ids: int) -> dict[str, int]:
-    return {label: (n_ids if e["per"] == "data_id" else 1) for label, e in config["labels"].items()}
+def dry_run_text(dry: Mapping[str, Any]) -> str:
+    """One line per step of a dry run's answer: dimensions, grouping, groups × jobs per label,
+    gather (`step1 [visit × detector, by visit]: isr 20 × 9, calibrate 20 × 9`)."""
+    lines = []
+    for step in dry.get("steps") or []:
+        dims = " × ".join(step.get("dimensions") or [])
+        by = f", by {' × '.join(step['group_by'])}" if step.get("group_by") else ""
+        labels = ", ".join(f"{label} {v['shape']}" for label, v in (step.get("labels") or {}).items())
+        gather = step.get("gather")
+        gathers = f"; gathers {gather['edges']} ids of {gather['step']}" if gather else ""
+        lines.append(f"{step['name']} [{dims}{by}]: {labels}{gathers}")
+    return "; ".join(lines)
 
 
-def _collisions(spec: Mapping[str, Any], ids: set[DataId], campaign_id: int | None) -> list[str]:
+def _label_shape(counts: list[int]) -> dict[str, Any]:
+    low, high = (min(counts), max(counts)) if counts else (0, 0)
+    per_group = str(low) if low == high else f"{low}-{high}"
+    return {
+        "groups": len(counts),
+        "jobs": sum(counts),
+        "jobs_per_group": per_group,
+        "shape": f"{len(counts)} × {per_group}",
+    }
+
+
+def _jobs_per_label(
+    config: Mapping[str, Any], dims: Sequence[str], data_ids: Sequence[Any]
+) -> dict[str, int]:
+    """Jobs per label in a group: its ids, the distinct values of a `per: [dims]` label's
+    dimensions, or one."""
+    out: dict[str, int] = {}
+    for label, e in config["labels"].items():
+        per = e["per"]
+        if per == "data_id" or (isinstance(per, list) and list(per) == list(dims)):
+            out[label] = len(data_ids)
+        elif per == "group":
+            out[label] = 1
+        else:
+            out[label] = len(project(data_ids, dims, per))
+    return out
+
+
+def _hashable(data_id: Any) -> Any:
+    return tuple(data_id) if isinstance(data_id, list) else data_id
+
+
+def _collisions(spec: Mapping[str, Any], ids_list: Sequence[Any], campaign_id: int | None) -> list[str]:
     labels = {label for step in spec["steps"] for label in step["labels"]}
     out: list[str] = []
+    ids: set[Any] | None = None
     live = Campaign.objects.exclude(status__in=[*CAMPAIGN_FINAL, CampaignStatus.DRAFT])
     if campaign_id is not None:
         live = live.exclude(pk=campaign_id)
@@ -222,8 +397,10 @@ def _collisions(spec: Mapping[str, Any], ids: set[DataId], campaign_id: int | No
         if not shared:
             continue
         overlap = 0
+        if ids is None:
+            ids = {_hashable(i) for i in ids_list}  # built only when another campaign shares a label
         for data_ids in Group.objects.filter(campaign=other).values_list("data_ids", flat=True):
-            overlap += sum(1 for d in data_ids if d in ids)
+            overlap += sum(1 for d in data_ids if _hashable(d) in ids)
         if overlap:
             out.append(
                 f"campaign {other.name} (id {other.pk}) already runs label(s) {', '.join(sorted(shared))} "

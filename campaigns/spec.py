@@ -27,6 +27,11 @@ A spec::
 `sites` ({include, exclude}: queue or site names, `*` wildcards, as in workflow specs) may stand on a
 pipeline label, in a step's overrides (all its labels, or per label) and in a rescue's overrides;
 each key layers on its own. Commands may use `{data_id}`, `{group}`, `{step}`, `{campaign}`, `{attempt}` and `{label}`.
+
+Data ids may have several dimensions (`dimensions: [visit, detector]`; `dimension: visit` is
+`dimensions: [visit]`): a step may name its own `dimensions` and `data`, cut groups with
+`group_by`, and `gather` from an earlier step; a label may run `per: [visit]`, and each dimension is
+a command placeholder (`campaigns/spec_dims.py` checks them, `campaigns/dataids.py` plans them).
 """
 
 from __future__ import annotations
@@ -38,12 +43,17 @@ from typing import Any
 import yaml
 from django.conf import settings
 
-from campaigns.splitting import SplitError, ranges_size, split_check, split_size
+from campaigns.dataids import Key, as_key, from_key, positions
+from campaigns.spec_dims import NAME_RE as NAME_RE
+from campaigns.spec_dims import STEP_KEYS, data_check, dims_parse, step_dims_check
+from campaigns.spec_dims import SpecInvalid as SpecInvalid
+from campaigns.spec_dims import SpecTooLarge as SpecTooLarge
+from campaigns.spec_dims import require as _require
+from campaigns.splitting import SplitError, split_check, split_size
 from dispatcher.workflows import WorkflowInvalid
 from dispatcher.workflows.label_policies import failure_budget_parse, learn_requests_parse
 from dispatcher.workflows.spec_check import site_rule_parse
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 LABEL_KEYS = {
     "command",
     "parents",
@@ -59,36 +69,10 @@ LABEL_KEYS = {
 }
 RESOURCE_KEYS = {"memory_mb", "cores", "walltime_s", "disk_mb", "priority"}
 NOTIFY_EVENTS = ("failure", "stall", "completion", "budget")
-_PLACEHOLDER = re.compile(r"\{(data_id|group|step|campaign|attempt|label)\}")
+_PLACEHOLDER_NAMES = ("data_id", "group", "step", "campaign", "attempt", "label")
 MAX_SPEC_BYTES = 1024 * 1024
 # A pipeline command template, as workflow templates are bounded per job.
 MAX_COMMAND_CHARS = 64 * 1024
-
-
-class SpecInvalid(ValueError):
-    """The spec cannot be used; the message names the field (also in `field` when known).
-    `status_code` is the HTTP answer: 400, or 413 for a size over a cap (`SpecTooLarge`)."""
-
-    status_code = 400
-
-    def __init__(self, message: str, *, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"detail": str(self), **({"field": self.field} if self.field else {})}
-
-
-class SpecTooLarge(SpecInvalid):
-    """The data or the groups a spec describes are over a cap (`CAMPAIGNS["MAX_DATA_IDS"]`,
-    `["MAX_GROUPS"]`); found from the spec's numbers, before any id or group is made."""
-
-    status_code = 413
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise SpecInvalid(message)
 
 
 def _int_field(value: Any, where: str, *, minimum: int = 0) -> int:
@@ -104,7 +88,7 @@ def _resources(raw: Any, where: str, *, sites: bool = False) -> dict[str, Any]:
     caller's."""
     _require(isinstance(raw, Mapping), f"{where} must be a mapping")
     unknown = set(raw) - RESOURCE_KEYS - {"labels"} - ({"sites"} if sites else set())
-    _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+    _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     out: dict[str, Any] = {
         k: _int_field(v, f"{where}.{k}", minimum=0 if k == "priority" else 1)
         for k, v in raw.items()
@@ -148,6 +132,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         "name",
         "description",
         "dimension",
+        "dimensions",
         "priority",
         "pipeline",
         "data",
@@ -158,14 +143,13 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         "learn_requests",
     }
     unknown = set(raw) - known
-    _require(not unknown, f"spec has unknown key(s) {', '.join(sorted(unknown))}")
+    _require(not unknown, f"spec has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     name = raw.get("name")
     _require(
         isinstance(name, str) and bool(NAME_RE.match(name)),
         f"name must match {NAME_RE.pattern}, got {name!r}",
     )
-    dimension = raw.get("dimension", "data_id")
-    _require(isinstance(dimension, str) and bool(NAME_RE.match(dimension)), "dimension must be a plain name")
+    dims = dims_parse(raw, "")
     priority = _int_field(raw.get("priority", 500), "priority")
 
     pipeline_raw: Any = raw.get("pipeline")
@@ -176,7 +160,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         _require(isinstance(label, str) and bool(NAME_RE.match(label)), f"{where}: bad label name")
         _require(isinstance(body, Mapping), f"{where} must be a mapping with a command")
         unknown = set(body) - LABEL_KEYS
-        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         command = body.get("command")
         _require(isinstance(command, str) and bool(command.strip()), f"{where}.command is required")
         if len(command) > MAX_COMMAND_CHARS:
@@ -191,7 +175,13 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
             f"{where}.parents must be a list",
         )
         per = body.get("per", "data_id")
-        _require(per in ("data_id", "group"), f"{where}.per must be data_id or group")
+        _require(
+            per in ("data_id", "group")
+            or (isinstance(per, list) and bool(per) and all(isinstance(d, str) for d in per)),
+            f"{where}.per must be data_id, group or a list of dimensions",
+        )
+        if isinstance(per, list):
+            per = list(per)
         entry: dict[str, Any] = {"command": command, "parents": list(parents), "per": per}
         entry["memory_mb"] = _int_field(body.get("memory_mb", 2000), f"{where}.memory_mb", minimum=1)
         entry["cores"] = _int_field(body.get("cores", 1), f"{where}.cores", minimum=1)
@@ -220,22 +210,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
     _label_order(pipeline)  # refuses cycles
 
     data: Any = raw.get("data")
-    _require(
-        isinstance(data, Mapping) and len(data) == 1, "data must have exactly one of ids, ranges, file, query"
-    )
-    source = next(iter(data))
-    _require(source in ("ids", "ranges", "file", "query"), f"data.{source}: unknown source")
-    n_ids = _data_size(source, data[source])
-    if source == "file":
-        body = data["file"]
-        _require(isinstance(body, Mapping) and isinstance(body.get("path"), str), "data.file needs a path")
-        _require(body.get("format", "csv") in ("csv", "json"), "data.file.format must be csv or json")
-    if source == "query":
-        body = data["query"]
-        _require(
-            isinstance(body, Mapping) and isinstance(body.get("catalog"), str), "data.query needs a catalog"
-        )
-        _require(isinstance(body.get("where", {}), Mapping), "data.query.where must be a mapping")
+    n_ids = data_check(data, dims, "data")
 
     steps_raw: Any = raw.get("steps")
     _require(isinstance(steps_raw, list) and bool(steps_raw), "steps must be a non-empty list")
@@ -244,8 +219,8 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
     for i, body in enumerate(steps_raw):
         where = f"steps[{i}]"
         _require(isinstance(body, Mapping), f"{where} must be a mapping")
-        unknown = set(body) - {"name", "labels", "split", "max_running_groups", "breakpoint", "overrides"}
-        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        unknown = set(body) - STEP_KEYS
+        _require(not unknown, f"{where} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         step_name = body.get("name")
         _require(isinstance(step_name, str) and bool(NAME_RE.match(step_name)), f"{where}.name is required")
         _require(step_name not in seen, f"{where}: step name {step_name!r} is used twice")
@@ -253,14 +228,33 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         labels = body.get("labels")
         _require(isinstance(labels, list) and bool(labels), f"{where}.labels must be a non-empty list")
         for label in labels:
-            _require(label in pipeline, f"{where}.labels names unknown label {label!r}")
+            _require(
+                isinstance(label, str) and label in pipeline, f"{where}.labels names unknown label {label!r}"
+            )
+        shape = step_dims_check(body, where, dims, n_ids, data, pipeline, steps)
         split = body.get("split", {"rule": "none"})
         _require(isinstance(split, Mapping), f"{where}.split must be a mapping")
         try:
             split_check(split)
         except SplitError as exc:
             raise SpecInvalid(f"{where}.split: {exc}", field=f"{where}.split") from exc
-        _groups_check(split, n_ids, f"{where}.split")
+        if shape["group_by"] is not None or len(shape["dimensions"]) > 1:
+            rule = split.get("rule", "none")
+            allowed = ("none",) if shape["group_by"] is not None else ("none", "query")
+            if rule not in allowed:
+                raise SpecInvalid(
+                    f"{where}.split: rule {rule} "
+                    + (
+                        "does not go with group_by (group_by cuts the groups)"
+                        if shape["group_by"] is not None
+                        else "splits one-dimension data; with several dimensions use group_by or query"
+                    ),
+                    field=f"{where}.split",
+                )
+        if shape["group_by"] is not None:
+            _groups_count_check(shape["n_groups"], f"{where}.group_by")
+        else:
+            _groups_check(split, shape["n_ids"], f"{where}.split")
         overrides = body.get("overrides", {})
         resources = _resources(overrides, f"{where}.overrides", sites=True)
         label_overrides: dict[str, dict[str, Any]] = {}
@@ -278,6 +272,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
                 "breakpoint": bool(body.get("breakpoint", False)),
                 "overrides": resources,
                 "label_overrides": label_overrides,
+                **{k: shape[k] for k in ("dimensions", "data", "group_by", "gather")},
             }
         )
 
@@ -296,36 +291,23 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
         "description": str(raw.get("description", "")),
-        "dimension": dimension,
+        "dimension": dims[0],
+        "dimensions": dims,
         "priority": priority,
         "pipeline": pipeline,
-        "data": {source: data[source]},
+        "data": dict(data),
         "steps": steps,
         "notifications": {"webhook": webhook, "events": events},
         "stall_after_s": _int_field(raw.get("stall_after_s", 3600), "stall_after_s", minimum=1),
     }
 
 
-def _data_size(source: str, body: Any) -> int | None:
-    """How many data ids `data` names, when the spec alone says (ids, ranges: counted, not made);
-    over `CAMPAIGNS["MAX_DATA_IDS"]` is refused (413)."""
-    limit = int(settings.CAMPAIGNS["MAX_DATA_IDS"])
-    if source == "ids":
-        _require(isinstance(body, list), "data.ids must be a list")
-        n = len(body)
-    elif source == "ranges":
-        try:
-            n = ranges_size(body)
-        except SplitError as exc:
-            raise SpecInvalid(f"data.ranges: {exc}", field="data.ranges") from None
-    else:
-        return None
-    if n > limit:
+def _groups_count_check(groups: int | None, field: str) -> None:
+    limit = int(settings.CAMPAIGNS["MAX_GROUPS"])
+    if groups is not None and groups > limit:
         raise SpecTooLarge(
-            f"data.{source} holds {n} data ids; the limit is {limit} (AILURO_CAMPAIGN_MAX_DATA_IDS)",
-            field=f"data.{source}",
+            f"{field} makes {groups} groups; the limit is {limit} (AILURO_CAMPAIGN_MAX_GROUPS)", field=field
         )
-    return n
 
 
 def _groups_check(split: Mapping[str, Any], n_ids: int | None, where: str) -> None:
@@ -400,7 +382,8 @@ def config_resolve(
     config: dict[str, Any] = {
         "campaign": spec["name"],
         "step": step,
-        "dimension": spec["dimension"],
+        "dimension": body.get("dimensions", [spec["dimension"]])[0],
+        "dimensions": list(body.get("dimensions", [spec["dimension"]])),
         "priority": spec["priority"],
         "labels": labels,
         "jobs": jobs,
@@ -415,7 +398,15 @@ def _id_part(value: Any) -> str:
 
 
 def job_name(label: str, data_id: Any | None) -> str:
-    return label if data_id is None else f"{label}_{_id_part(data_id)}"
+    if data_id is None:
+        return label
+    if isinstance(data_id, tuple):
+        return "_".join([label, *(_id_part(v) for v in data_id)])
+    return f"{label}_{_id_part(data_id)}"
+
+
+def _label_dims(per: Any, dims: list[str]) -> list[str]:
+    return dims if per == "data_id" else [] if per == "group" else list(per)
 
 
 def jobs_plan(
@@ -423,52 +414,84 @@ def jobs_plan(
 ) -> list[dict[str, Any]]:
     """The job list of one group attempt, as plain dicts shaped like `dispatcher.services.NewJob`.
 
-    1. Per label in dependency order: one job per data id (`per: data_id`) or one for the group.
-    2. Parents: the same data id's job of a per-data-id parent, every job of the parent label
-       otherwise.
+    1. Per label in dependency order: one job per data id (`per: data_id`), per distinct value of
+       the dimensions it names (`per: [visit]`), or one for the group (`per: group`).
+    2. Parents: the jobs of each parent label whose data ids agree with the job's on the
+       dimensions both labels have (the same id; the detector jobs of a visit job: a gather; every
+       job of a `per: group` label).
     3. With `only` (rescue, selective rerun), keep those jobs and drop parents outside the set: they
        succeeded in an earlier attempt.
     """
+    dims = list(config.get("dimensions") or [config["dimension"]])
+    n = len(dims)
+    keys = [as_key(i, n) for i in data_ids]
+    placeholder = re.compile(r"\{(" + "|".join(map(re.escape, [*_PLACEHOLDER_NAMES, *dims])) + r")\}")
     jobs: list[dict[str, Any]] = []
-    names_by_label: dict[str, list[str]] = {}
+    # label → (its dimensions, {key on them: [job names]})
+    made: dict[str, tuple[list[str], dict[Key, list[str]]]] = {}
     for label, entry in config["labels"].items():
-        ids: list[Any] = list(data_ids) if entry["per"] == "data_id" else [None]
-        names_by_label[label] = []
-        for data_id in ids:
+        ldims = _label_dims(entry["per"], dims)
+        idx = positions(dims, ldims)
+        label_keys = keys if ldims == dims else sorted({tuple(k[p] for p in idx) for k in keys})
+        by_key: dict[Key, list[str]] = {}
+        wiring = []
+        for parent in entry["parents"]:
+            pdims, pmade = made[parent]
+            shared = [d for d in ldims if d in pdims]
+            mine, theirs = positions(ldims, shared), positions(pdims, shared)
+            if theirs == list(range(len(pdims))) and mine == list(range(len(ldims))):
+                wiring.append((mine, pmade))  # same dimensions: the same key
+            else:
+                regrouped: dict[Key, list[str]] = {}
+                for pkey, names in pmade.items():
+                    regrouped.setdefault(tuple(pkey[p] for p in theirs), []).extend(names)
+                wiring.append((mine, regrouped))
+        resources = {k: entry[k] for k in ("memory_mb", "cores", "walltime_s", "disk_mb", "priority")}
+        for key in label_keys:
+            data_id = from_key(key) if ldims else None
             name = job_name(label, data_id)
             parents: list[str] = []
-            for parent in entry["parents"]:
-                if config["labels"][parent]["per"] == "data_id" and data_id is not None:
-                    parents.append(job_name(parent, data_id))
-                else:
-                    parents.extend(names_by_label[parent])
+            for mine, table in wiring:
+                parents.extend(table.get(tuple(key[p] for p in mine), ()))
+            id_map = dict(zip(ldims, key, strict=True))
             values = {
-                "data_id": "" if data_id is None else str(data_id),
+                "data_id": _data_id_text(id_map, n),
                 "group": group,
                 "step": config["step"],
                 "campaign": config["campaign"],
                 "attempt": str(attempt),
                 "label": label,
+                **{d: str(id_map.get(d, "")) for d in dims},
             }
-            command = _PLACEHOLDER.sub(lambda m, v=values: v[m.group(1)], entry["command"])  # type: ignore[misc]
-            resources = {k: entry[k] for k in ("memory_mb", "cores", "walltime_s", "disk_mb", "priority")}
-            resources.update(config["jobs"].get(name, {}))
+            command = placeholder.sub(lambda m, v=values: v[m.group(1)], entry["command"])  # type: ignore[misc]
+            job_resources = dict(resources)
+            job_resources.update(config["jobs"].get(name, {}))
             jobs.append(
                 {
                     "name": name,
                     "label": label,
                     "command": command,
                     "parents": parents,
-                    "data_id": {} if data_id is None else {config["dimension"]: data_id},
-                    **resources,
+                    "data_id": id_map,
+                    **job_resources,
                 }
             )
-            names_by_label[label].append(name)
+            by_key.setdefault(key, []).append(name)
+        made[label] = (ldims, by_key)
     only = config.get("only")
     if only is not None:
         keep = set(only)
         jobs = [dict(j, parents=[p for p in j["parents"] if p in keep]) for j in jobs if j["name"] in keep]
     return jobs
+
+
+def _data_id_text(id_map: Mapping[str, Any], n: int) -> str:
+    """`{data_id}`: the value with one dimension (as before), `visit=3,detector=5` with several."""
+    if not id_map:
+        return ""
+    if n == 1 or len(id_map) == 1:
+        return str(next(iter(id_map.values())))
+    return ",".join(f"{d}={v}" for d, v in id_map.items())
 
 
 def downstream_of(jobs: Sequence[Mapping[str, Any]], names: set[str]) -> set[str]:

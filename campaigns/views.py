@@ -21,6 +21,7 @@ from campaigns.queries import (
     campaign_steps_with_groups,
     campaign_wasted,
     campaigns_for_list,
+    dry_run_text,
     group_counts,
     groups_jobs_done_live,
     progress_summary,
@@ -149,5 +150,7 @@ def campaign_action_page(request: HttpRequest, campaign_id: int) -> HttpResponse
         extra = ""
         if outcome.details.get("rerun"):
             extra = f" — reruns {', '.join(outcome.details['rerun'][:20])}"
+        elif verb == "launch":
+            extra = " — " + dry_run_text(outcome.details.get("dry_run") or outcome.details)
         messages.success(request, f"{verb}{' (preview)' if preview else ''}: {outcome.message}{extra}")
     return redirect(f"/campaign/{campaign_id}/")

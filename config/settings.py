@@ -404,10 +404,12 @@ LOGGING = {
 
 # --- campaigns ---------------------------------------------------------------------------------------
 def _campaign_catalogs() -> dict[str, Any]:
-    """AILURO_CAMPAIGN_CATALOGS: JSON {"name": {"table": t, "column": c, "filters": [col, …]}}.
+    """AILURO_CAMPAIGN_CATALOGS: JSON {"name": {"table": t, "column": c, "filters": [col, …]}}, or
+    `"columns": [c1, c2, …]` instead of `column` for a catalog of several dimensions (rows are
+    tuples; a column is named as the dimension it holds).
 
-    The only tables and columns a campaign's `data: {query: …}` may read; the campaign manager
-    quotes these names and passes every value as a parameter.
+    The only tables and columns a campaign's `data: {query: …}` (and a step's `gather: {query: …}`)
+    may read; the campaign manager quotes these names and passes every value as a parameter.
     """
     raw = _env_str("AILURO_CAMPAIGN_CATALOGS", "{}")
     try:
@@ -415,10 +417,21 @@ def _campaign_catalogs() -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ImproperlyConfigured(f"AILURO_CAMPAIGN_CATALOGS is not valid JSON: {exc}") from exc
     if not isinstance(catalogs, dict) or not all(
-        isinstance(v, dict) and isinstance(v.get("table"), str) and isinstance(v.get("column"), str)
+        isinstance(v, dict)
+        and isinstance(v.get("table"), str)
+        and (
+            isinstance(v.get("column"), str)
+            or (
+                isinstance(v.get("columns"), list)
+                and bool(v["columns"])
+                and all(isinstance(c, str) for c in v["columns"])
+            )
+        )
         for v in catalogs.values()
     ):
-        raise ImproperlyConfigured('AILURO_CAMPAIGN_CATALOGS must map names to {"table": …, "column": …}')
+        raise ImproperlyConfigured(
+            'AILURO_CAMPAIGN_CATALOGS must map names to {"table": …, "column": …} or {"table": …, "columns": […]}'
+        )
     return catalogs
 
 

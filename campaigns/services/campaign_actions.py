@@ -20,10 +20,9 @@ from campaigns.models import (
     Step,
     StepStatus,
 )
-from campaigns.queries import campaign_dry_run, data_ids_load
+from campaigns.queries import campaign_dry_run
 from campaigns.services.actions import ActionOutcome, ActionRefused, action_run
 from campaigns.spec import SpecInvalid, spec_parse
-from campaigns.splitting import split
 
 
 @transaction.atomic
@@ -108,7 +107,6 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
             raise ActionRefused("dry run failed: " + "; ".join(dry.errors))
         if preview:
             return ActionOutcome("launch", "campaign", campaign_id, True, "dry run", dry.as_dict())
-        ids = data_ids_load(spec["data"])
         groups = 0
         for position, step_spec in enumerate(spec["steps"]):
             step = Step.objects.create(
@@ -119,10 +117,18 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
                 split_rule=step_spec["split"],
                 max_running_groups=step_spec["max_running_groups"],
             )
-            plans = split(ids, step_spec["split"])
+            sg = dry.planned[step_spec["name"]]  # the dry run's plan: the same spec, read once
+            plans = sg.plans
             Group.objects.bulk_create(
                 [
-                    Group(step=step, campaign=campaign, name=p.name, position=i, data_ids=p.data_ids)
+                    Group(
+                        step=step,
+                        campaign=campaign,
+                        name=p.name,
+                        position=i,
+                        data_ids=p.data_ids,
+                        upstream=sg.upstream.get(p.name, []),
+                    )
                     for i, p in enumerate(plans)
                 ],
                 batch_size=1000,

@@ -272,13 +272,13 @@ def rerun_preview(group: Group, selection: Selection) -> dict[str, Any]:
     if selection.empty:
         picked = list(failed)
         selected = set(unsucceeded)
-    else:
-        picked = [j for j in failed if selection.matches(j, dimension=spec["dimension"])]
-        selected = {j["name"] for j in picked}
     step_name = Step.objects.values_list("name", flat=True).get(pk=group.step_id)
-    plan = jobs_plan(
-        config_resolve(spec, step=step_name), group=group.name, data_ids=group.data_ids, attempt=1
-    )
+    config = config_resolve(spec, step=step_name)
+    if not selection.empty:
+        # data_min / data_max bound the step's first dimension.
+        picked = [j for j in failed if selection.matches(j, dimension=config["dimension"])]
+        selected = {j["name"] for j in picked}
+    plan = jobs_plan(config, group=group.name, data_ids=group.data_ids, attempt=1)
     downstream = (downstream_of(plan, selected) & unsucceeded) - selected
     templates = Counter(error_template(j) for j in picked)
     return {

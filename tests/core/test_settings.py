@@ -19,6 +19,10 @@ from tests.core.startup import manage_check
         ({"CELERY_BROKER_URL": "carrier-pigeon://x"}, "CELERY_BROKER_URL"),
         ({"AILURO_LOG_LEVEL": "LOUD"}, "AILURO_LOG_LEVEL"),
         ({"AILURO_RETRY_AFTER_S": "0"}, "AILURO_RETRY_AFTER_S"),
+        (
+            {"AILURO_CAMPAIGN_CATALOGS": '{"raws": {"table": "raw", "columns": []}}'},
+            "AILURO_CAMPAIGN_CATALOGS",
+        ),
     ],
 )
 def test_bad_configuration_stops_start_up_naming_the_variable(
