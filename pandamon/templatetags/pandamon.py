@@ -12,6 +12,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from ailuro import units
+
 register = template.Library()
 
 
@@ -87,8 +89,15 @@ def core_hours(core_s: int | None) -> str:
 
 
 @register.filter
-def kb_to_mb(value: int | None) -> str:
-    return "–" if value is None else f"{value / 1024:.0f}"
+def memory(kb: int | None) -> str:
+    """A stored kB figure (peak RSS/PSS) as MB or GB with its unit (`ailuro.units.memory_text`)."""
+    return units.memory_text(kb)
+
+
+@register.filter
+def memory_mb(mb: int | None) -> str:
+    """A stored MB figure (a request or limit) by the same rule."""
+    return units.memory_text_mb(mb)
 
 
 _JSON_ESCAPES = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}
