@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -70,6 +71,19 @@ def state(value: str | None) -> SafeString:
 @register.filter
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}%"
+
+
+@register.filter
+def bar_width(value: float | None) -> str:
+    """A progress bar segment's CSS width: two decimals, so a 0.3 % failed share is not drawn as
+    0 % (and the finished share not rounded up over it)."""
+    return f"{value or 0.0:.2f}%"
+
+
+@register.filter
+def done_pct(value: float | None) -> str:
+    """The finished share next to a bar, rounded down: 100 % only when every job finished."""
+    return f"{math.floor(value or 0.0)}%"
 
 
 @register.filter

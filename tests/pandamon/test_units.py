@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.template.loader import render_to_string
 
 from ailuro import units
 from ailuro.cli import main
 from core.services import token_create
 from dispatcher.models import Job
+from pandamon.queries.common import progress
 from tests.pandamon.conftest import build_world
 
 KB = 2 * 1024 + 100  # 2.1 MB: far below the task's 1464.8 MB jobs
@@ -76,3 +78,14 @@ def test_a_jobs_peak_rss_reads_the_same_on_every_surface(
     assert main(["jobs", str(world.workflow.pk)]) == 0
     (line,) = [row for row in capsys.readouterr().out.splitlines() if f" {job.pandaid} " in row]
     assert shown in line
+
+
+def test_a_progress_bar_never_draws_a_failed_or_pruned_share_as_done() -> None:
+    r = progress({"finished": 299, "failed": 1})
+    bar = render_to_string("pandamon/_bar.html", {"r": r})
+    assert 'class="bar-finished" style="width: 99.67%"' in bar
+    assert 'class="bar-failed" style="width: 0.33%; min-width: 2px"' in bar  # visible, not rounded to 0
+    assert 'class="bar-pruned" style="width: 0.00%"' in bar
+    assert ">99%</span>" in bar  # not "100%" while a job failed
+    done = render_to_string("pandamon/_bar.html", {"r": progress({"finished": 5})})
+    assert ">100%</span>" in done and "min-width" not in done
