@@ -62,7 +62,9 @@ def error_summary(request: HttpRequest) -> HttpResponse:
             "core_seconds_by_task": [[v, summary.core_by_task.get(v, 0)] for v, _ in summary.by_task],
             "core_seconds_by_user": [[v, summary.core_by_user.get(v, 0)] for v, _ in summary.by_user],
             "by_workflow": [list(r) for r in summary.by_workflow],
-            "over_time": summary.over_time,
+            "over_time": summary.over_time,  # by `over_time_unit` (UTC); the chart merges `chart_bin_hours`
+            "over_time_unit": unit,
+            "chart_bin_hours": bins.hours,
         },
         partial="error-results",
     )
