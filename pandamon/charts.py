@@ -102,6 +102,8 @@ def stacked_over_time(
 
 def time_bin_start(bucket: datetime, hours: int) -> datetime:
     """The start of the `hours`-wide bin holding a bucket: bins align on UTC midnight."""
+    if bucket.tzinfo is not None:
+        bucket = bucket.astimezone(UTC)
     if hours >= 24:
         return bucket.replace(hour=0, minute=0, second=0, microsecond=0)
     return bucket.replace(hour=bucket.hour // hours * hours, minute=0, second=0, microsecond=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 
 import pytest
@@ -154,3 +154,10 @@ def test_a_task_node_is_red_when_any_job_failed_and_green_only_when_all_finished
 
 def test_ordered_states_lists_every_state_once() -> None:
     assert list(ordered_states({"failed": 1})) == list(STATE_COLOURS)
+
+
+def test_bins_align_on_utc_midnight_whatever_the_buckets_time_zone() -> None:
+    paris = timezone(timedelta(hours=1))
+    bucket = datetime(2026, 11, 22, 4, tzinfo=paris)  # 03:00 UTC
+    (trace,) = stacked_over_time([(bucket, "failed", 1)], title="x", unit="hour", bin_hours=2)["data"]
+    assert trace["customdata"] == [["2026-11-22 02:00", "2026-11-22 04:00"]]
