@@ -129,6 +129,16 @@ def nice_width(span: Fraction | int, *, target: int = 20, finest: Fraction | int
         step *= 10
 
 
+def grain(request: Fraction, *, finest: Fraction | int) -> Fraction:
+    """The grain a histogram's scan counts by: the largest power of ten at most request / 100, and
+    at least `finest` (itself a power of ten), so every `nice_width` of at least it is a multiple
+    of it."""
+    step = Fraction(finest)
+    while step * 10 * 100 <= request:
+        step *= 10
+    return step
+
+
 def bin_counts(values: Iterable[int], width: int) -> dict[int, int]:
     """Values (whole base units: seconds, kB) by bin index ⌊value / width⌋: bin i is
     [i × width, (i + 1) × width)."""

@@ -15,6 +15,7 @@ from pandamon.charts import (
     bin_counts,
     dag_figure,
     dominant_state,
+    grain,
     histogram,
     histogram_bins,
     nice_width,
@@ -108,7 +109,8 @@ def test_nice_widths_are_1_2_or_5_times_a_power_of_ten(
 @given(
     # Values over every scale, from a few seconds or kB to 10^9.
     values=st.integers(1, 9).flatmap(lambda e: st.lists(st.integers(0, 10**e), min_size=1, max_size=200)),
-    unit=st.sampled_from([(6, 60), (1024, 1024)]),
+    # (grain, base units per display unit): minutes by 0.1, 1 and 10; MB by 1, 10 and 100.
+    unit=st.sampled_from([(6, 60), (60, 60), (600, 60), (1024, 1024), (10240, 1024), (102400, 1024)]),
 )
 def test_every_value_lands_in_the_bin_whose_labelled_edges_contain_it(
     values: list[int], unit: tuple[int, int]
@@ -122,6 +124,7 @@ def test_every_value_lands_in_the_bin_whose_labelled_edges_contain_it(
     assert len(widths) == 1
     (width,) = widths
     assert any(width == m * Fraction(10) ** k for m in (1, 2, 5) for k in range(-1, 10))
+    assert width >= Fraction(grain, per_unit)
     recount = [0] * len(bins)
     for v in values:
         shown = Fraction(v, per_unit)
@@ -161,3 +164,19 @@ def test_bins_align_on_utc_midnight_whatever_the_buckets_time_zone() -> None:
     bucket = datetime(2026, 11, 22, 4, tzinfo=paris)  # 03:00 UTC
     (trace,) = stacked_over_time([(bucket, "failed", 1)], title="x", unit="hour", bin_hours=2)["data"]
     assert trace["customdata"] == [["2026-11-22 02:00", "2026-11-22 04:00"]]
+
+
+@pytest.mark.parametrize(
+    ("request_", "finest", "expected"),
+    [
+        (Fraction(30), Fraction(1, 10), Fraction(1, 10)),  # a 30-minute request: by 6 s
+        (Fraction(2880), Fraction(1, 10), Fraction(10)),  # 48 hours: by 10 minutes
+        (Fraction(2000), 1, 10),  # 2000 MB: by 10 MB
+        (Fraction(100), 1, 1),
+        (Fraction(0), 1, 1),
+    ],
+)
+def test_the_scan_grain_is_a_power_of_ten_about_a_hundredth_of_the_request(
+    request_: Fraction, finest: Fraction | int, expected: Fraction | int
+) -> None:
+    assert grain(request_, finest=finest) == expected
