@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ailuro import __version__
+from ailuro import __version__, units
 from ailuro.campaign_cli import add_campaign_parser
 from ailuro.config import ConfigError, config_load
 from ailuro.http import ApiError, Client
@@ -369,8 +369,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"jobs of workflow {args.workflow}", title_justify="left")
-    for column in ("pandaid", "name", "label", "status", "attempt", "site", "memory", "error"):
-        table.add_column(column, justify="right" if column in ("pandaid", "attempt", "memory") else "left")
+    # Memory as the monitor shows it (`ailuro.units`): the request and the measured peak RSS.
+    right = ("pandaid", "attempt", "memory", "peak RSS")
+    for column in ("pandaid", "name", "label", "status", "attempt", "site", "memory", "peak RSS", "error"):
+        table.add_column(
+            column,
+            justify="right" if column in right else "left",
+            no_wrap=column in ("pandaid", "status", "memory", "peak RSS"),
+        )
     for job in items:
         error = ""
         for family in ("piloterror", "exeerror"):
@@ -384,7 +390,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             _state(job["jobstatus"]),
             str(job["attemptnr"]),
             job.get("computingsite") or "",
-            str(job["request_memory_mb"]),
+            units.memory_text_mb(job["request_memory_mb"]),
+            units.memory_text(job.get("max_rss_kb")),
             error[:60],
         )
     _console().print(table)

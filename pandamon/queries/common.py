@@ -3,6 +3,7 @@ width, and for the ORM reads (SQLite) the chart's bucket and datetimes read as t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import CharField
@@ -24,10 +25,46 @@ def progress(counts: dict[str, int]) -> dict[str, float | int]:
     }
 
 
-def bucket_unit(since: datetime | None, until: datetime | None, now: datetime) -> str:
-    """The chart's bucket: hours for windows up to three days, days beyond (all time: 30 days)."""
+@dataclass(frozen=True)
+class TimeBin:
+    """A time chart's bins: `unit` is the grain the query counts by (the rollups' hour, or day), and
+    each bin merges `hours` of it, aligned on UTC midnight (`hours` divides 24, or is 24 for days)."""
+
+    unit: str
+    hours: int
+
+    @property
+    def label(self) -> str:
+        """The bin as a title says it: 'hour', '3 hours', 'day'."""
+        if self.unit == "day":
+            return "day"
+        return "hour" if self.hours == 1 else f"{self.hours} hours"
+
+
+# (longest window, hours per bin), by the hour grain: 12 h → 12 bins of 1 h, 7 d → 56 bins of 3 h,
+# 30 d (all time) → 60 bins of 12 h. The hour is the finest grain the rollups keep.
+_HOUR_BINS = (
+    (timedelta(days=2), 1),
+    (timedelta(days=4), 2),
+    (timedelta(days=8), 3),
+    (timedelta(days=16), 6),
+    (timedelta(days=32), 12),
+)
+
+
+def time_bin(since: datetime | None, until: datetime | None, now: datetime) -> TimeBin:
+    """The chart's bins for a window (all time: 30 days): at most about 60 bins of at least one hour
+    (the rollups' grain; nothing finer is drawn), whole days beyond 32 days."""
     span = (until or now) - (since or now - timedelta(days=30))
-    return "hour" if span <= timedelta(days=3) else "day"
+    for longest, hours in _HOUR_BINS:
+        if span <= longest:
+            return TimeBin("hour", hours)
+    return TimeBin("day", 24)
+
+
+def bucket_unit(since: datetime | None, until: datetime | None, now: datetime) -> str:
+    """The grain a time chart's query counts by: hours up to 32 days, days beyond (`time_bin`)."""
+    return time_bin(since, until, now).unit
 
 
 # The length of 'YYYY-MM-DD HH' and of 'YYYY-MM-DD'.

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, FloatField, Max, Q, Sum
 
+from ailuro import units
 from dispatcher.models import Job, Queue, Site
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from harvester.models import Worker
@@ -162,7 +163,8 @@ def site_queue_stats(site: Site, since: datetime | None, until: datetime | None)
                 "failure_pct": 100 * failed / (finished + failed) if finished + failed else None,
                 "mean_walltime_s": wall,
                 "cpu_efficiency_pct": 100 * float(cpu) / wall if wall and cpu is not None else None,
-                "max_rss_mb": int(max_rss) // 1024 if max_rss is not None else None,
+                "max_rss_kb": int(max_rss) if max_rss is not None else None,
+                "max_rss_mb": units.mb_from_kb(int(max_rss) if max_rss is not None else None),
             }
         )
     return result

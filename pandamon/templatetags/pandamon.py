@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -11,6 +12,8 @@ from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
+
+from ailuro import units
 
 register = template.Library()
 
@@ -71,6 +74,19 @@ def pct(value: float | None) -> str:
 
 
 @register.filter
+def bar_width(value: float | None) -> str:
+    """A progress bar segment's CSS width: two decimals, so a 0.3 % failed share is not drawn as
+    0 % (and the finished share not rounded up over it)."""
+    return f"{value or 0.0:.2f}%"
+
+
+@register.filter
+def done_pct(value: float | None) -> str:
+    """The finished share next to a bar, rounded down: 100 % only when every job finished."""
+    return f"{math.floor(value or 0.0)}%"
+
+
+@register.filter
 def duration(value: timedelta | float | None) -> str:
     if value is None:
         return "–"
@@ -87,8 +103,15 @@ def core_hours(core_s: int | None) -> str:
 
 
 @register.filter
-def kb_to_mb(value: int | None) -> str:
-    return "–" if value is None else f"{value / 1024:.0f}"
+def memory(kb: int | None) -> str:
+    """A stored kB figure (peak RSS/PSS) as MB or GB with its unit (`ailuro.units.memory_text`)."""
+    return units.memory_text(kb)
+
+
+@register.filter
+def memory_mb(mb: int | None) -> str:
+    """A stored MB figure (a request or limit) by the same rule."""
+    return units.memory_text_mb(mb)
 
 
 _JSON_ESCAPES = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}

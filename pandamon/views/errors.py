@@ -20,7 +20,8 @@ def error_summary(request: HttpRequest) -> HttpResponse:
     sel = compile_selection(
         params, ERROR_FIELDS, time_column="endtime", default_hours=12, unwindowed_by=frozenset({"jeditaskid"})
     )
-    unit = common.bucket_unit(sel.since, sel.until, timezone.now())
+    bins = common.time_bin(sel.since, sel.until, timezone.now())
+    unit = bins.unit
     rollup = reads.error_rollup_window(sel.since, sel.until, sel.applied)
     summary = reads.errors_summary(sel.q, unit=unit, rollup=rollup)
     families: dict[str, int] = {}
@@ -35,7 +36,10 @@ def error_summary(request: HttpRequest) -> HttpResponse:
         "base_query": query_without(params),
         "locked": sel.locked_query(params),
         "chart": charts.stacked_over_time(
-            summary.over_time, title=f"Failed attempts per {unit} by family:code", unit=unit
+            summary.over_time,
+            title=f"Failed attempts per {bins.label} (UTC) by family:code",
+            unit=unit,
+            bin_hours=bins.hours,
         ),
     }
     return respond(
@@ -58,7 +62,9 @@ def error_summary(request: HttpRequest) -> HttpResponse:
             "core_seconds_by_task": [[v, summary.core_by_task.get(v, 0)] for v, _ in summary.by_task],
             "core_seconds_by_user": [[v, summary.core_by_user.get(v, 0)] for v, _ in summary.by_user],
             "by_workflow": [list(r) for r in summary.by_workflow],
-            "over_time": summary.over_time,
+            "over_time": summary.over_time,  # by `over_time_unit` (UTC); the chart merges `chart_bin_hours`
+            "over_time_unit": unit,
+            "chart_bin_hours": bins.hours,
         },
         partial="error-results",
     )

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from ailuro import units
 from dispatcher.access import job_get_for_user
 from dispatcher.models import Job
 from dispatcher.services import workflow_cancel, workflow_retry
@@ -46,7 +47,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
         rows, next_cursor = reads.jobs_page(sel.q, sort=sort, cursor=params.get("cursor"), limit=limit)
     except ValueError as exc:
         raise FilterError(str(exc)) from None
-    unit = common.bucket_unit(sel.since, sel.until, timezone.now())
+    bins = common.time_bin(sel.since, sel.until, timezone.now())
+    unit = bins.unit
     rollup = reads.job_rollup_selection(sel.since, sel.until, sel.applied)
     facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup)
     base = query_without(params, "cursor")
@@ -63,7 +65,9 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "sort": sort,
         "sorts": list(reads.JOB_SORTS),
         "locked": sel.locked_query(params),
-        "chart": charts.stacked_over_time(facets.over_time, title=f"Jobs by state per {unit}", unit=unit),
+        "chart": charts.stacked_over_time(
+            facets.over_time, title=f"Jobs by state per {bins.label} (UTC)", unit=unit, bin_hours=bins.hours
+        ),
     }
     return respond(
         request,
@@ -161,6 +165,9 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
             "files": [
                 {"lfn": f.lfn, "role": f.role, "dataset": f.dataset, "status": f.status} for f in files
             ],
+            # The peak memory as every page shows it (kB stored, MB shown: `ailuro.units`).
+            "max_rss_mb": units.mb_from_kb(job.max_rss_kb),
+            "max_pss_mb": units.mb_from_kb(job.max_pss_kb),
             "kind": "final" if job.is_final else "dag",
             "parents": parents,
             "children": children,

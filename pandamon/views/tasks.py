@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 
+from ailuro import units
 from dispatcher.queries import task_state_counts
 from dispatcher.states import TASK_FINAL
 from pandamon import charts
@@ -91,7 +92,9 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
         "wall_chart": charts.histogram(
             hist["walltime_min"], title="Walltime", x_title="minutes", colour="#5b8def"
         ),
-        "rss_chart": charts.histogram(hist["max_rss_mb"], title="Max RSS", x_title="MB", colour="#7c6cf0"),
+        "rss_chart": charts.histogram(
+            hist["max_rss_mb"], title="Peak RSS (finished and failed jobs)", x_title="MB", colour="#7c6cf0"
+        ),
     }
     return respond(
         request,
@@ -108,7 +111,7 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
             "progress": common.progress(counts),
             "top_errors": top_errors,
             "histograms": hist,
-            "slowest_jobs": slowest,
+            "slowest_jobs": [{**j, "max_rss_mb": units.mb_from_kb(j["max_rss_kb"])} for j in slowest],
             "pause_reason": task.pause_reason,
             "paused_at": task.paused_at,
             **cost.as_json(),

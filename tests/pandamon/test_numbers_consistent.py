@@ -377,8 +377,8 @@ def _check_tasks(client: Client, api: dict[str, str]) -> None:
         assert {g["key"]: g["count"] for g in page["top_errors"]} == dict(by_key), jeditaskid
         # The histograms count the task's finished and failed jobs.
         ended = sum(expected.get(s, 0) for s in ("finished", "failed"))
-        assert sum(n for _, n in page["histograms"]["walltime_min"]) <= ended
-        assert sum(n for _, n in page["histograms"]["max_rss_mb"]) == ended
+        assert sum(n for _, _, n in page["histograms"]["walltime_min"]) <= ended
+        assert sum(n for _, _, n in page["histograms"]["max_rss_mb"]) == ended
         detail = client.get(f"/api/v1/tasks/{jeditaskid}/", **api).json()
         assert _nonzero(detail["counts"]) == expected, jeditaskid
 

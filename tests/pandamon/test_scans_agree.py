@@ -8,9 +8,11 @@ tests/core/test_embedded_reads.py runs this directory on SQLite."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -110,16 +112,17 @@ def test_task_histograms_and_slowest_jobs_equal_a_python_recount(world: World) -
             "starttime", "endtime", "max_rss_kb"
         )
     )
-    wall_bin_s = max(task.walltime_s // 20, 30)
-    rss_bin_kb = max(task.memory_mb * 1024 // 20, 16 * 1024)
-    walls = Counter(round((j["endtime"] - j["starttime"]).total_seconds()) // wall_bin_s for j in ended)
-    rss = Counter(j["max_rss_kb"] // rss_bin_kb for j in ended if j["max_rss_kb"] is not None)
-    assert profile.histograms["walltime_min"] == [
-        (round((b + 0.5) * wall_bin_s / 60, 1), n) for b, n in sorted(walls.items())
-    ]
-    assert profile.histograms["max_rss_mb"] == [
-        (round((b + 0.5) * rss_bin_kb / 1024, 1), n) for b, n in sorted(rss.items())
-    ]
+    walls = [Fraction(round((j["endtime"] - j["starttime"]).total_seconds()), 60) for j in ended]
+    rss = [Fraction(j["max_rss_kb"], 1024) for j in ended if j["max_rss_kb"] is not None]
+    for name, values in (("walltime_min", walls), ("max_rss_mb", rss)):
+        bins = profile.histograms[name]
+        # Every value in the bin whose edges contain it; the bins tile the range.
+        recount = Counter(
+            next(i for i, (lo, hi, _) in enumerate(bins) if Fraction(str(lo)) <= v < Fraction(str(hi)))
+            for v in values
+        )
+        assert [n for _, _, n in bins] == [recount.get(i, 0) for i in range(len(bins))]
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bins))
     timed = Job.objects.filter(task=task).exclude(starttime=None).exclude(endtime=None)
     assert [j["pandaid"] for j in profile.slowest] == [
         j.pandaid
@@ -147,7 +150,8 @@ def test_task_facets_and_site_stats_equal_a_python_recount(world: World) -> None
         assert s["failed"] == sum(j.jobstatus == JobStatus.FAILED for j in rows)
         mean = sum((j.endtime - j.starttime).total_seconds() for j in rows) / len(rows)
         assert s["mean_walltime_s"] == pytest.approx(mean, abs=1e-3)
-        assert s["max_rss_mb"] == max(j.max_rss_kb for j in rows) // 1024
+        assert s["max_rss_kb"] == max(j.max_rss_kb for j in rows)
+        assert s["max_rss_mb"] == round(max(j.max_rss_kb for j in rows) / 1024 + 1e-9, 1)
 
 
 def test_window_reads_equal_a_python_recount(world: World) -> None:

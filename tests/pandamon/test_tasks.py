@@ -37,8 +37,8 @@ def test_task_page_shows_progress_top_errors_and_histograms(client, world: World
     # Failed attempts, as /errors/?jeditaskid= counts them (the page links there): two lost
     # heartbeats, and the out-of-memory attempt of a job that finished on its retry.
     assert [(g["key"], g["count"]) for g in data["top_errors"]] == [("pilot:1201", 2), ("exe:137", 1)]
-    assert sum(n for _, n in data["histograms"]["walltime_min"]) == 5
-    assert sum(n for _, n in data["histograms"]["max_rss_mb"]) == 5
+    assert sum(n for _, _, n in data["histograms"]["walltime_min"]) == 5
+    assert sum(n for _, _, n in data["histograms"]["max_rss_mb"]) == 5
     assert data["slowest_jobs"][0]["walltime"]
     page = client.get(f"/task/{task.pk}/").content.decode()
     assert 'data-figure="walltime-hist"' in page
