@@ -204,8 +204,8 @@ def test_every_monitor_page_answers_with_the_demo_and_the_counts_the_api_reports
         detail = embedded.json(f"/task/{task['jeditaskid']}/?json")
         n = sum(j["jeditaskid"] == task["jeditaskid"] for j in jobs)
         assert detail["counts"] == {"finished": n}
-        assert sum(c for _, c in detail["histograms"]["walltime_min"]) == n
-        assert sum(c for _, c in detail["histograms"]["max_rss_mb"]) == n
+        assert sum(c for _, _, c in detail["histograms"]["walltime_min"]) == n
+        assert sum(c for _, _, c in detail["histograms"]["max_rss_mb"]) == n
         assert len(detail["slowest_jobs"]) == min(n, 10)
         assert task["name"] in embedded.ok(f"/task/{task['jeditaskid']}/")
 
