@@ -14,7 +14,7 @@ from config.loops import _TABLE, PERIODS_ENV, periods_override
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_named_periods_replace_the_tables_and_nothing_else_changes():
+def test_named_periods_replace_the_tables_and_nothing_else_changes() -> None:
     loops = periods_override(_TABLE, " campaigns=2, brokerage = 0.5 ,")
     periods = {loop.name: loop.period_s for loop in loops}
     assert (periods["campaigns"], periods["brokerage"]) == (2.0, 0.5)
@@ -36,12 +36,12 @@ def test_named_periods_replace_the_tables_and_nothing_else_changes():
         ("campaigns=nan", "the period of campaigns must be a number of seconds >= 0.5"),
     ],
 )
-def test_a_bad_entry_is_refused_by_name(raw, message):
+def test_a_bad_entry_is_refused_by_name(raw: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         periods_override(_TABLE, raw)
 
 
-def test_beat_and_the_loop_health_read_the_environment():
+def test_beat_and_the_loop_health_read_the_environment() -> None:
     code = (
         "import django; django.setup()\n"
         "from django.conf import settings; from config.celery import app\n"
