@@ -43,8 +43,11 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import F
 
 from core.services import token_create
+from dispatcher.models import Task
+from dispatcher.queries import task_state_counts
 from tests.ailuro.server import ROOT, AiluroServer, pilot_argv, pilot_token_file
 from tests.campaigns.dp02 import DP02_OVERLAPS, dp02_spec_text
 from tests.factories import QueueFactory, UserFactory
@@ -202,6 +205,34 @@ def sql_jobs(campaign_id: int) -> dict[str, dict[str, int]]:
     return out
 
 
+def counted_jobs(campaign_id: int) -> dict[str, dict[str, int]]:
+    """Label → job status → jobs from the dispatcher's task counters (`task_state_counts`, what the
+    advancer and the pages read), over the same current attempts as `sql_jobs`."""
+    tasks = Task.objects.filter(
+        workflow__campaign_attempt__group__campaign_id=campaign_id,
+        workflow__campaign_attempt__attempt=F("workflow__campaign_attempt__group__attempt"),
+    ).values_list("jeditaskid", "label")
+    label_of = dict(tasks)
+    out: dict[str, dict[str, int]] = {}
+    for task_id, counts in task_state_counts(list(label_of)).items():
+        for status, n in counts.items():
+            if n:
+                by_status = out.setdefault(label_of[task_id], {})
+                by_status[status] = by_status.get(status, 0) + n
+    return out
+
+
+def group_jobs_served(api: Api, campaign_id: int, step: str) -> dict[str, dict[str, int]]:
+    """Group → job status → jobs of its current attempt, as the group API serves them."""
+    detail = api.call(f"/api/v1/campaigns/{campaign_id}/")
+    [groups] = [s["groups"] for s in detail["steps"] if s["name"] == step]
+    out = {}
+    for g in groups:
+        chain = api.call(f"/api/v1/campaign-groups/{g['id']}/")["attempts"]
+        out[g["name"]] = {k: v for k, v in chain[-1]["jobs"].items() if v} if chain else {}
+    return out
+
+
 def sql_progress(campaign_id: int) -> dict[str, tuple[int, int]]:
     """Step → (finished jobs of its groups' current attempts, planned jobs of its groups)."""
     rows = sql(
@@ -319,6 +350,10 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
                 {"step1": "running", "step2": "waiting", "step3": "waiting"},
             )
             assert sql_jobs(campaign_id) == {"isr": STEP1_ISR_OK, "calibrate": STEP1_CALIBRATE_OK}
+            assert counted_jobs(campaign_id) == sql_jobs(campaign_id)
+            by_group = group_jobs_served(api, campaign_id, "step1")
+            assert by_group.pop("visit-7") == {"finished": 16, "failed": 1, "pruned": 1}
+            assert by_group == {f"visit-{v}": {"finished": 18} for v in range(1, 21) if v != 7}
             progress1 = {"step1": (358, 360), "step2": (0, 20), "step3": (0, 24)}
             assert sql_progress(campaign_id) == progress1
             assert stage1["step_progress"] == progress1
@@ -392,6 +427,7 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
 
             wait_until(campaign_done, what="the campaign done", timeout=150, logs=[*logs, *fleet.logs])
             end = served(api, server, campaign_id)
+            end_by_group = {step: group_jobs_served(api, campaign_id, step) for step in ("step2", "step3")}
     finally:
         fleet.stop()
         server.stop()
@@ -410,6 +446,11 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
         "visit_summary": {"finished": 20},
         "make_warp": {"finished": 12},
         "assemble_coadd": {"finished": 12},
+    }
+    assert counted_jobs(campaign_id) == sql_jobs(campaign_id)
+    assert end_by_group == {
+        "step2": {f"visit-{v}": {"finished": 1} for v in range(1, 21)},
+        "step3": {f"tract-0_patch-{p}": {"finished": 6} for p in range(4)},
     }
     progress_end = {"step1": (358, 360), "step2": (20, 20), "step3": (24, 24)}
     assert sql_progress(campaign_id) == progress_end
