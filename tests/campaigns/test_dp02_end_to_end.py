@@ -401,7 +401,10 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
             assert not (out / "postisr_7_2").exists()
             assert not any(out.glob("summary_*"))
 
-            # Stage 2: the operator accepts visit-7 with its partial outputs; step 1 is done.
+            # Stage 2: the operator accepts visit-7 with its partial outputs; step 1 is done and
+            # step 2 is submitted whole in the same advancer round. The pilots (idle: nothing is
+            # activated) are stopped first, so step 2 is seen submitted and not yet run.
+            fleet.stop()
             [(visit7_id,)] = sql(
                 "SELECT id FROM campaigns_group WHERE campaign_id = %s AND name = 'visit-7' AND step_id = "
                 "(SELECT id FROM campaigns_step WHERE campaign_id = %s AND name = 'step1')",
@@ -409,6 +412,7 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
             )
             accepted = api.call(f"/api/v1/campaign-groups/{visit7_id}/accept/", {})
             assert accepted["message"] == "accepted with 2 jobs without outputs", accepted
+            assert (accepted["missing_outputs"], accepted["missing"]) == (2, ["calibrate_7_2", "isr_7_2"])
             wait_until(
                 lambda: sql_status(campaign_id)[1]["step1"] == "done",
                 what="step 1 done",
@@ -416,9 +420,26 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
                 logs=logs,
             )
             stage2 = served(api, server, campaign_id)
-            assert stage2["steps"]["step1"] == "done"
-            assert stage2["step_progress"]["step1"] == (358, 360)
-            assert sql_groups(campaign_id)["step1"] == {"accepted": 20}
+            assert sql_groups(campaign_id) == {
+                "step1": {"accepted": 20},
+                "step2": {"running": 20},
+                "step3": {"waiting": 4},
+            }
+            assert stage2["groups"] == {"total": 44, "accepted": 20, "running": 20, "failed": 0}
+            assert sql_status(campaign_id) == (
+                "running",
+                {"step1": "done", "step2": "running", "step3": "waiting"},
+            )
+            assert (stage2["status"], stage2["steps"]) == (
+                "running",
+                {"step1": "done", "step2": "running", "step3": "waiting"},
+            )
+            progress2 = {"step1": (358, 360), "step2": (0, 20), "step3": (0, 24)}
+            assert sql_progress(campaign_id) == progress2
+            assert stage2["step_progress"] == progress2
+            assert stage2["progress"] == (358, 404, 88)
+            summaries = sql_jobs(campaign_id).pop("visit_summary")
+            assert sum(summaries.values()) == 20 and set(summaries) <= {"defined", "activated"}, summaries
 
             # Stage 3: steps 2 and 3 run; the campaign ends done.
             def campaign_done() -> bool:
