@@ -481,6 +481,24 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
     assert {name for name, a in attempts.items() if len(a) > 1} == {"calibrate_3_5"}
     assert sum(len(a) for a in attempts.values()) == 360 + 20 + 24
 
+    # Every group ran one attempt: the retry of calibrate 3/5 was the dispatcher's, inside visit-3's
+    # workflow; visit-7 was recovered by the accept, not by a new attempt.
+    assert sql("SELECT DISTINCT attempt FROM campaigns_group WHERE campaign_id = %s", [campaign_id]) == [(1,)]
+    audit = sql(
+        """SELECT l.actor, l.verb, l.result, l.message FROM campaigns_actionlog l
+           WHERE l.campaign_id = %s AND l.object_type = 'group' AND l.object_id = %s ORDER BY l.id""",
+        [campaign_id, visit7_id],
+    )
+    assert audit == [
+        ("advancer", "fail", "ok", "attempt 1: 2 jobs without outputs"),
+        ("operator", "accept", "ok", "accepted with 2 jobs without outputs"),
+    ]
+    assert sql(
+        "SELECT verb, object_type FROM campaigns_actionlog WHERE campaign_id = %s AND actor = 'advancer' "
+        "AND verb IN ('fail', 'complete') ORDER BY id",
+        [campaign_id],
+    ) == [("fail", "group"), ("complete", "campaign")]
+
     # Step 2's visit-7 ran over the 8 detectors step 1 produced; every other visit over 9.
     assert {v: int((out / f"summary_{v}").read_text()) for v in range(1, 21)} == {
         v: 8 if v == 7 else 9 for v in range(1, 21)
