@@ -251,6 +251,8 @@ class DryRun:
     warnings: list[str]
     # Each step's ids, groups and gathers, for the launch to write (not part of the answer).
     planned: dict[str, StepGroups] = field(default_factory=dict, repr=False, compare=False)
+    # Each step's jobs per group (step → group name → jobs), for the launch's `Group.jobs_total`.
+    group_jobs: dict[str, dict[str, int]] = field(default_factory=dict, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -287,6 +289,7 @@ def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None)
     limit = int(settings.AILURO["MAX_DAG_JOBS"])
     steps: list[StepPlan] = []
     planned: dict[str, StepGroups] = {}
+    group_jobs: dict[str, dict[str, int]] = {}
     for step in spec["steps"]:
         try:
             sg = planned[step["name"]] = step_groups(spec, step, ids, planned)
@@ -297,9 +300,10 @@ def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None)
         jobs = core_h = 0.0
         largest = 0
         counts: dict[str, list[int]] = {label: [] for label in config["labels"]}
+        jobs_of = group_jobs[step["name"]] = {}
         for plan in sg.plans:
             per_label = _jobs_per_label(config, sg.dims, plan.data_ids)
-            n = sum(per_label.values())
+            n = jobs_of[plan.name] = sum(per_label.values())
             largest = max(largest, n)
             jobs += n
             for label, count in per_label.items():
@@ -332,7 +336,14 @@ def campaign_dry_run(spec: Mapping[str, Any], *, campaign_id: int | None = None)
         )
     warnings.extend(_collisions(spec, ids, campaign_id))
     return DryRun(
-        len(ids), steps, round(sum(s.core_hours for s in steps), 3), estimated_from, errors, warnings, planned
+        len(ids),
+        steps,
+        round(sum(s.core_hours for s in steps), 3),
+        estimated_from,
+        errors,
+        warnings,
+        planned,
+        group_jobs,
     )
 
 

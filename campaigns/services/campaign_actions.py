@@ -119,6 +119,9 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
             )
             sg = dry.planned[step_spec["name"]]  # the dry run's plan: the same spec, read once
             plans = sg.plans
+            # Every group counts its planned jobs from the launch, so a step's and the campaign's
+            # progress are over all their work before later steps are submitted.
+            jobs_of = dry.group_jobs[step_spec["name"]]
             Group.objects.bulk_create(
                 [
                     Group(
@@ -128,6 +131,7 @@ def campaign_launch(*, campaign_id: int, actor: str, preview: bool = False) -> A
                         position=i,
                         data_ids=p.data_ids,
                         upstream=sg.upstream.get(p.name, []),
+                        jobs_total=jobs_of[p.name],
                     )
                     for i, p in enumerate(plans)
                 ],

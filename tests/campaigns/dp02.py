@@ -8,6 +8,9 @@ band, from a static link table. `DP02_OVERLAPS` is that table as data.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 VISITS = range(1, 21)
@@ -64,5 +67,19 @@ steps:
 )
 
 
-def dp02_spec_text(*, name: str = "dp02") -> str:
-    return DP02_SPEC.format(name=name)
+def dp02_spec_text(
+    *, name: str = "dp02", commands: Mapping[str, str] | None = None, step1_extra: str = ""
+) -> str:
+    """The spec; `commands` replaces labels' commands (placeholders as in the spec), `step1_extra`
+    is YAML added to step 1 (e.g. its `cluster` key), indented as step 1's keys."""
+    text = DP02_SPEC.format(name=name)
+    for label, command in (commands or {}).items():
+        text, n = re.subn(
+            rf'(\n  {label}: {{command: )"[^"]*"', lambda m, c=command: m[1] + json.dumps(c), text
+        )
+        assert n == 1, label
+    if step1_extra:
+        text = text.replace(
+            "    group_by: [visit]\n  - name: step2", f"    group_by: [visit]\n{step1_extra}  - name: step2"
+        )
+    return text

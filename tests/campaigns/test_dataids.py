@@ -217,14 +217,21 @@ def test_the_dp02_launch_makes_the_groups_jobs_and_gathers(operator):
     spec = spec_parse(dp02_spec_text())
     v3 = Group.objects.get(step__name="step1", name="visit-3")
     assert v3.data_ids == [[3, d] for d in range(9)]
+    # Every group counts its planned jobs from the launch: progress is over the whole campaign.
+    totals = Group.objects.filter(campaign=campaign).values_list("step__name", "jobs_total")
+    assert sorted(set(totals)) == [("step1", 18), ("step2", 1), ("step3", 6)]
+    assert sum(n for _, n in totals) == 360 + 20 + 24
+    from django.test import Client
+
+    page = Client().get(f"/campaign/{campaign.pk}/", {"json": "1"}).json()
+    assert page["progress"]["jobs_total"] == 404
+    assert [sum(g["jobs_total"] for g in s["groups"]) for s in page["steps"]] == [360, 20, 24]
     jobs = group_jobs_plan(v3, spec)
     assert len(jobs) == 18
     assert jobs[5]["data_id"] == {"visit": 3, "detector": 5}
     assert jobs[5]["command"] == "run isr --visit 3 --detector 5"
     s2 = Group.objects.get(step__name="step2", name="visit-3")
     assert (s2.data_ids, s2.upstream) == ([3], ["visit-3"])
-    from django.test import Client
-
     page = Client().get(f"/campaign/group/{s2.pk}/").content.decode()
     assert "gathers from 1 group of the step before:\n  visit-3</p>" in page
     assert [j["data_id"] for j in group_jobs_plan(s2, spec)] == [{"visit": 3}]
