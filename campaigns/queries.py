@@ -399,16 +399,22 @@ def groups_jobs_done_live(groups: Iterable[Group]) -> None:
 
 def progress_summary(groups: Iterable[Group]) -> dict[str, Any]:
     """Percent done and ETA over groups (a step's or a campaign's): finished jobs of their current
-    attempts over their jobs, rounded down (`groups_jobs_done_live` counts them)."""
+    attempts over their jobs, rounded down (`groups_jobs_done_live` counts them); the ETA is the
+    latest group's, with its basis; the stalled groups by name."""
     groups = list(groups)
     total = sum(g.jobs_total for g in groups)
     done = sum(g.jobs_done for g in groups)
-    etas = [g.eta for g in groups if g.eta is not None]
+    with_eta = [g for g in groups if g.eta is not None]
+    last = max(with_eta, key=lambda g: (g.eta, g.pk), default=None)
     return {
         "jobs_total": total,
         "jobs_done": done,
         "percent": math.floor(100 * done / total) if total else 0,
-        "eta": max(etas) if etas else None,
+        "eta": last.eta if last else None,
+        "eta_basis": f"group {last.name} ends last of {len(with_eta)} running: {last.eta_basis}"
+        if last
+        else "",
+        "stalled": [g.name for g in groups if g.stalled],
     }
 
 

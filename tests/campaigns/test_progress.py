@@ -6,14 +6,18 @@ moves (django.utils.timezone.now), heartbeats go through the dispatcher's heartb
 from __future__ import annotations
 
 import datetime as dt
+import html
 
 import pytest
+from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from campaigns.advance import campaigns_advance_one_round
 from campaigns.models import ActionLog, Campaign, Group, GroupAttempt
 from campaigns.progress import human_s
 from campaigns.services import campaign_create, campaign_launch
+from core.services import token_create
 from dispatcher.models import Job
 from dispatcher.services import job_attempt_end, job_transition
 from dispatcher.services.pilot_calls.heartbeat import jobs_heartbeat
@@ -156,6 +160,7 @@ def test_a_job_whose_pilot_stops_heartbeating_is_stalled_once_its_labels_expecte
     stalls = [r for r in received if r["event"] == "stall" and r["group"] == "1-3"]
     assert len(stalls) == 1 and stalls[0]["since"] == silent_from.isoformat()
     assert ActionLog.objects.filter(verb="stall", object_type="group", object_id=group.pk).count() == 1
+    _shown_with_basis(campaign, group)
     # The pilot comes back with CPU progress: the group is no longer stalled.
     clock.tick(60)
     _heartbeat(job, cpu_s=400.0)
@@ -224,3 +229,23 @@ def test_the_eta_stands_still_while_jobs_run_at_a_steady_rate(operator, queue, c
     ]
     # The last round: every isr job has finished, 3 calibrate jobs of this group among the history.
     assert group.eta_basis == "ETA from calibrate: 8 finished, median 5 min; 3 running"
+
+
+def _shown_with_basis(campaign: Campaign, group: Group) -> None:
+    """The group page, the campaign page (and its JSON) and the API (what `ailuro campaign show`
+    prints) show the stall and the ETA with their basis."""
+    pages = Client()
+    assert html.escape(group.stall_basis) in pages.get(f"/campaign/group/{group.pk}/").content.decode()
+    page = pages.get(f"/campaign/{campaign.pk}/").content.decode()
+    assert f'title="{html.escape(group.stall_basis)}"' in page
+    assert (
+        "ETA from calibrate: no history, requested 60 min; isr: 5 finished, median 13 min"
+        in html.unescape(page)
+    )
+    progress = pages.get(f"/campaign/{campaign.pk}/?json").json()["progress"]
+    assert "1-3" in progress["stalled"] and progress["eta_basis"].startswith("group ")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token_create(username='operator', role='user')}")
+    shown = api.get(f"/api/v1/campaign-groups/{group.pk}/").json()
+    assert (shown["stalled"], shown["stall_basis"]) == (True, group.stall_basis)
+    assert shown["eta_basis"] == group.eta_basis and shown["eta_basis"].startswith("ETA from ")
