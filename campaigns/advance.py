@@ -185,7 +185,7 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
         )
     )
     counts = task_state_counts([t[0] for t in tasks])
-    history = label_runtime_history({t[2] for t in tasks})
+    history = label_runtime_history({t[2] for t in tasks}, now=now)
     requests_s: dict[str, float] = {}
     for _task_id, _wf, label, walltime in tasks:
         requests_s[label] = max(requests_s.get(label, 0.0), float(walltime))

@@ -134,6 +134,7 @@ def label_runtimes(labels: Iterable[str]) -> dict[str, dict[str, float]]:
 RUNTIME_SAMPLES = 500  # the newest finished attempts of a label its runtime history holds
 RUNTIME_MIN_SAMPLES = 5  # fewer: the label has no history, its requested walltime stands in
 RUNTIME_EXPECTED_PERCENTILE = 95.0
+RUNTIME_WINDOW = dt.timedelta(days=30)  # older attempts are not history (bounds the scan of endtime)
 
 
 @dataclass(frozen=True)
@@ -145,16 +146,20 @@ class LabelRuntime:
     expected_s: float  # the RUNTIME_EXPECTED_PERCENTILE-th percentile: how long a healthy job may run
 
 
-def label_runtime_history(labels: Iterable[str]) -> dict[str, LabelRuntime]:
-    """Per label with at least RUNTIME_MIN_SAMPLES measured finished attempts: the median and a
-    high percentile of the newest RUNTIME_SAMPLES wall times (the shape of the learned requests'
-    query, dispatcher/services/learning.py). One query per label."""
+def label_runtime_history(labels: Iterable[str], *, now: dt.datetime) -> dict[str, LabelRuntime]:
+    """Per label with at least RUNTIME_MIN_SAMPLES measured finished attempts within
+    RUNTIME_WINDOW: the median and a high percentile of the newest RUNTIME_SAMPLES wall times (the
+    shape of the learned requests' query, dispatcher/services/learning.py). One query per label,
+    read backwards along jobattempt_endtime_idx."""
     out: dict[str, LabelRuntime] = {}
     for label in sorted(set(labels)):
         walls = [
             float(w)
             for w in JobAttempt.objects.filter(
-                job__label=label, jobstatus=JobStatus.FINISHED, walltime_s__isnull=False
+                job__label=label,
+                jobstatus=JobStatus.FINISHED,
+                walltime_s__isnull=False,
+                endtime__gte=now - RUNTIME_WINDOW,
             )
             .order_by("-endtime")
             .values_list("walltime_s", flat=True)[:RUNTIME_SAMPLES]
