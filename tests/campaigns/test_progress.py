@@ -232,8 +232,8 @@ def test_the_eta_stands_still_while_jobs_run_at_a_steady_rate(operator, queue, c
 
 
 def _shown_with_basis(campaign: Campaign, group: Group) -> None:
-    """The group page, the campaign page (and its JSON) and the API (what `ailuro campaign show`
-    prints) show the stall and the ETA with their basis."""
+    """The group page, the campaign page (and its JSON), the workflow page and the API (what
+    `ailuro campaign show` prints) show the stall and the ETA with their basis."""
     pages = Client()
     assert html.escape(group.stall_basis) in pages.get(f"/campaign/group/{group.pk}/").content.decode()
     page = pages.get(f"/campaign/{campaign.pk}/").content.decode()
@@ -244,6 +244,9 @@ def _shown_with_basis(campaign: Campaign, group: Group) -> None:
     )
     progress = pages.get(f"/campaign/{campaign.pk}/?json").json()["progress"]
     assert "1-3" in progress["stalled"] and progress["eta_basis"].startswith("group ")
+    workflow_id = GroupAttempt.objects.get(group=group, attempt=group.attempt).workflow_id
+    workflow_page = pages.get(f"/workflow/{workflow_id}/").content.decode()
+    assert html.escape(group.stall_basis) in workflow_page and html.escape(group.eta_basis) in workflow_page
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token_create(username='operator', role='user')}")
     shown = api.get(f"/api/v1/campaign-groups/{group.pk}/").json()
