@@ -30,7 +30,8 @@ from campaigns.models import (
     StepStatus,
 )
 from campaigns.notify import notify
-from campaigns.queries import label_runtimes
+from campaigns.progress import eta_estimate, stall_judge
+from campaigns.queries import attempts_activity, label_runtime_history
 from campaigns.services import campaign_spec, group_chain_jobs, group_submit, group_unsucceeded
 from dispatcher.models import Task
 from dispatcher.queries import task_state_counts
@@ -184,33 +185,56 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
         )
     )
     counts = task_state_counts([t[0] for t in tasks])
-    history = label_runtimes({t[2] for t in tasks})
-    stall_after = dt.timedelta(seconds=int(spec["stall_after_s"]))
+    history = label_runtime_history({t[2] for t in tasks}, now=now)
+    requests_s: dict[str, float] = {}
+    for _task_id, _wf, label, walltime in tasks:
+        requests_s[label] = max(requests_s.get(label, 0.0), float(walltime))
+    activity = attempts_activity(set(workflow_of.values()))
+    floor_s = float(spec["stall_after_s"])
     changes = 0
     for group in groups:
         workflow_id = workflow_of[group.pk]
-        in_flight = done = running = 0
-        work_s = 0.0
-        for task_id, wf, label, walltime in tasks:
+        done = 0
+        in_flight: dict[str, int] = {}
+        for task_id, wf, label, _walltime in tasks:
             if wf != workflow_id:
                 continue
             for status, n in counts[task_id].items():
                 if status == JobStatus.FINISHED:
                     done += n  # progress: finished jobs only; failed, cancelled, pruned are not done
-                if status not in JOB_FINAL:
-                    in_flight += n
-                    work_s += n * (history[label]["mean_s"] if label in history else walltime)
-                if status == JobStatus.RUNNING:
-                    running += n
+                if status not in JOB_FINAL and n:
+                    in_flight[label] = in_flight.get(label, 0) + n
         update: dict[str, Any] = {}
         if done != group.jobs_done:
-            update.update(jobs_done=min(done, group.jobs_total), progress_at=now, stalled=False)
+            update.update(jobs_done=min(done, group.jobs_total), progress_at=now)
         if in_flight:
-            update["eta"] = now + dt.timedelta(seconds=work_s / max(running, 1))
-            last = update.get("progress_at", group.progress_at) or now
-            if not group.stalled and now - last >= stall_after:
-                update["stalled"] = True
-                _audit(campaign, "stall", "group", group.pk, f"no progress since {last.isoformat()}")
+            act = activity[workflow_id]
+            update["eta"], update["eta_basis"] = eta_estimate(
+                now=now,
+                previous=group.eta,
+                in_flight=in_flight,
+                activity=act,
+                history=history,
+                requests_s=requests_s,
+            )
+            stall = stall_judge(
+                now=now,
+                last_activity=max((t for t in (group.activity_at, group.progress_at) if t), default=now),
+                cpu_seen_s=group.cpu_seen_s,
+                activity=act,
+                history=history,
+                requests_s=requests_s,
+                floor_s=floor_s,
+            )
+            update.update(
+                activity_at=stall.activity_at,
+                cpu_seen_s=stall.cpu_seen_s,
+                stall_basis=stall.basis,
+                stalled=stall.stalled,
+            )
+            if stall.stalled and not group.stalled:
+                since = stall.activity_at.isoformat()
+                _audit(campaign, "stall", "group", group.pk, f"stalled: {stall.basis}")
                 notify(
                     spec,
                     "stall",
@@ -218,13 +242,14 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
                         "campaign": campaign.name,
                         "group": group.name,
                         "group_id": group.pk,
-                        "since": last.isoformat(),
+                        "since": since,
+                        "basis": stall.basis,
                     },
                 )
                 changes += 1
         else:
             missing = group_unsucceeded(group, group_chain_jobs(group), spec)
-            update.update(eta=None, ended_at=now)
+            update.update(eta=None, eta_basis="", stalled=False, stall_basis="", ended_at=now)
             if missing:
                 update["status"] = GroupStatus.FAILED
                 if not group.failure_notified:

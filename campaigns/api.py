@@ -78,7 +78,10 @@ def group_as_dict(g: Group) -> dict[str, Any]:
         "jobs_done": g.jobs_done,
         "percent": int(100 * g.jobs_done / g.jobs_total) if g.jobs_total else 0,
         "eta": g.eta,
+        "eta_basis": g.eta_basis,
         "stalled": g.stalled,
+        "stall_basis": g.stall_basis,
+        "activity_at": g.activity_at,
     }
 
 

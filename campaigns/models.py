@@ -155,9 +155,24 @@ class Group(models.Model):
     progress_at = models.DateTimeField(
         null=True, blank=True, help_text="Last time jobs_done moved (a job of the attempt finished)."
     )
+    activity_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last progress signal of the attempt: a job changed state, or heartbeated with CPU "
+        "progress. A group is stalled when none came for longer than its running labels' expected runtime.",
+    )
+    cpu_seen_s = models.FloatField(
+        default=0.0, help_text="CPU seconds the attempt's jobs in flight reported at the last round."
+    )
     stalled = models.BooleanField(default=False)
+    stall_basis = models.CharField(
+        max_length=300, blank=True, default="", help_text="Why the group is (or is not yet) stalled."
+    )
     failure_notified = models.BooleanField(default=False)
     eta = models.DateTimeField(null=True, blank=True)
+    eta_basis = models.CharField(
+        max_length=300, blank=True, default="", help_text="What the ETA is computed from."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 

@@ -3,6 +3,7 @@ run, and the rows the pages and the API show."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Avg, Count, F, Q, QuerySet
+from django.db.models import Avg, Count, F, Max, Q, QuerySet, Sum
 
 from campaigns.dataids import (
     data_rows_from_text,
@@ -44,9 +45,10 @@ from campaigns.splitting import (
     group_name,
     split,
 )
-from dispatcher.models import JobAttempt, Task
+from dispatcher.models import Job, JobAttempt, Task
 from dispatcher.queries import task_state_counts
-from dispatcher.states import JobStatus
+from dispatcher.services.learning import percentile
+from dispatcher.states import JOB_ACTIVE, JobStatus
 
 
 def data_ids_load(data: Mapping[str, Any], dims: Sequence[str] | None = None) -> list[Any]:
@@ -170,6 +172,92 @@ def label_runtimes(labels: Iterable[str]) -> dict[str, dict[str, float]]:
         .order_by()
     )
     return {r["job__label"]: {"mean_s": float(r["mean"]), "n": float(r["n"])} for r in rows}
+
+
+RUNTIME_SAMPLES = 500  # the newest finished attempts of a label its runtime history holds
+RUNTIME_MIN_SAMPLES = 5  # fewer: the label has no history, its requested walltime stands in
+RUNTIME_EXPECTED_PERCENTILE = 95.0
+RUNTIME_WINDOW = dt.timedelta(days=30)  # older attempts are not history (bounds the scan of endtime)
+
+
+@dataclass(frozen=True)
+class LabelRuntime:
+    """A label's runtime history: its newest finished attempts' wall times."""
+
+    n: int
+    median_s: float
+    expected_s: float  # the RUNTIME_EXPECTED_PERCENTILE-th percentile: how long a healthy job may run
+
+
+def label_runtime_history(labels: Iterable[str], *, now: dt.datetime) -> dict[str, LabelRuntime]:
+    """Per label with at least RUNTIME_MIN_SAMPLES measured finished attempts within
+    RUNTIME_WINDOW: the median and a high percentile of the newest RUNTIME_SAMPLES wall times (the
+    shape of the learned requests' query, dispatcher/services/learning.py). One query per label,
+    read backwards along jobattempt_endtime_idx."""
+    out: dict[str, LabelRuntime] = {}
+    for label in sorted(set(labels)):
+        walls = [
+            float(w)
+            for w in JobAttempt.objects.filter(
+                job__label=label,
+                jobstatus=JobStatus.FINISHED,
+                walltime_s__isnull=False,
+                endtime__gte=now - RUNTIME_WINDOW,
+            )
+            .order_by("-endtime")
+            .values_list("walltime_s", flat=True)[:RUNTIME_SAMPLES]
+            if w is not None
+        ]
+        if len(walls) >= RUNTIME_MIN_SAMPLES:
+            out[label] = LabelRuntime(
+                n=len(walls),
+                median_s=percentile(walls, 50.0),
+                expected_s=percentile(walls, RUNTIME_EXPECTED_PERCENTILE),
+            )
+    return out
+
+
+@dataclass
+class AttemptActivity:
+    """The progress signals of one workflow's jobs."""
+
+    changed_at: dt.datetime | None = None  # the newest state change of any of its jobs
+    heartbeat_at: dt.datetime | None = None  # the newest heartbeat of a job at a pilot
+    cpu_s: float = 0.0  # CPU seconds the jobs at pilots reported
+    cpu_reported: bool = False  # some job at a pilot reported CPU time
+    running: list[tuple[str, dt.datetime | None]] = field(default_factory=list)  # (label, start)
+
+
+def attempts_activity(workflow_ids: Iterable[int]) -> dict[int, AttemptActivity]:
+    """Per workflow: its jobs' newest state change, the newest heartbeat and the CPU seconds of
+    its jobs at pilots (sent, starting, running, holding), and the label and start of each running
+    job. Two queries over the workflows' jobs (job_unique_name_in_workflow leads with workflow)."""
+    ids = list(workflow_ids)
+    out = {wf: AttemptActivity() for wf in ids}
+    if not ids:
+        return out
+    at_pilot = Q(jobstatus__in=list(JOB_ACTIVE))
+    rows = (
+        Job.objects.filter(workflow_id__in=ids)
+        .order_by()
+        .values("workflow_id")
+        .annotate(
+            changed=Max("statechangetime"),
+            heartbeat=Max("heartbeat_at", filter=at_pilot),
+            cpu=Sum("cpu_time_s", filter=at_pilot),
+            cpu_n=Count("cpu_time_s", filter=at_pilot),
+        )
+    )
+    for r in rows:
+        a = out[r["workflow_id"]]
+        a.changed_at, a.heartbeat_at = r["changed"], r["heartbeat"]
+        a.cpu_s, a.cpu_reported = float(r["cpu"] or 0.0), bool(r["cpu_n"])
+    running = Job.objects.filter(workflow_id__in=ids, jobstatus=JobStatus.RUNNING).values_list(
+        "workflow_id", "label", "starttime"
+    )
+    for wf, label, start in running:
+        out[wf].running.append((label, start))
+    return out
 
 
 @dataclass
@@ -504,16 +592,22 @@ def groups_jobs_done_live(groups: Iterable[Group]) -> None:
 
 def progress_summary(groups: Iterable[Group]) -> dict[str, Any]:
     """Percent done and ETA over groups (a step's or a campaign's): finished jobs of their current
-    attempts over their jobs, rounded down (`groups_jobs_done_live` counts them)."""
+    attempts over their jobs, rounded down (`groups_jobs_done_live` counts them); the ETA is the
+    latest group's, with its basis; the stalled groups by name."""
     groups = list(groups)
     total = sum(g.jobs_total for g in groups)
     done = sum(g.jobs_done for g in groups)
-    etas = [g.eta for g in groups if g.eta is not None]
+    with_eta = [g for g in groups if g.eta is not None]
+    last = max(with_eta, key=lambda g: (g.eta, g.pk), default=None)
     return {
         "jobs_total": total,
         "jobs_done": done,
         "percent": math.floor(100 * done / total) if total else 0,
-        "eta": max(etas) if etas else None,
+        "eta": last.eta if last else None,
+        "eta_basis": f"group {last.name} ends last of {len(with_eta)} running: {last.eta_basis}"
+        if last
+        else "",
+        "stalled": [g.name for g in groups if g.stalled],
     }
 
 

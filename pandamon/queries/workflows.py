@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db.models import F, Q
 
+from campaigns.models import Group
 from core.shared_cache import cache_get, cache_set
 from dispatcher.models import Job, JobDependency, Task, Workflow
 from dispatcher.queries import task_state_counts
@@ -42,7 +43,22 @@ def workflows_page(q: Q, *, cursor: int | None, limit: int) -> tuple[list[dict[s
 
 
 def workflow_detail(workflow_id: int) -> Workflow | None:
-    return Workflow.objects.select_related("owner").filter(pk=workflow_id).first()
+    """The workflow with its owner and, when it is a campaign group's attempt, that attempt and its
+    group (for the group's ETA and stall with their basis): one query."""
+    return Workflow.objects.select_related("owner", "campaign_attempt__group").filter(pk=workflow_id).first()
+
+
+def workflow_campaign_group(workflow: Workflow) -> Group | None:
+    """The campaign group whose current attempt the workflow is, else None (no query: loaded by
+    `workflow_detail`)."""
+    from django.core.exceptions import ObjectDoesNotExist
+
+    try:
+        attempt = workflow.campaign_attempt
+    except ObjectDoesNotExist:
+        return None
+    group = attempt.group
+    return group if group.attempt == attempt.attempt else None
 
 
 def workflow_tasks(workflow_id: int) -> tuple[list[Task], dict[int, dict[str, int]]]:

@@ -182,6 +182,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         "state_link": f"workflow={workflow.pk}",
         "labels": sorted({t.label for t in tasks}),
         "final_jobs": final_jobs,
+        "campaign_group": reads.workflow_campaign_group(workflow),
         "query": query_without(params),
         **_actions_offered(request, workflow.owner.username, workflow.status, tasks, total),
     }
