@@ -408,6 +408,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if first_limit else "not reached: raise --phases"
     )  # fmt: skip
     report["drain_s"] = round(drain_s, 1)
+    report["monitor_errors"] = {k: reader_result.get(k) for k in ("errors", "error_samples")}
     report["client_cpu_s"] = round(sum(r["cpu_s"] for r in fleet_results), 1)
     report["reconciliation"] = reconcile(prefix, fleet_results, submitter.n)
     report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]

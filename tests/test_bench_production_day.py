@@ -85,7 +85,17 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report == json.loads(out.read_text())
-    assert {"machine", "existing_jobs", "phases", "limit", "drain_s", "reconciliation"} <= set(report)
+    assert {
+        "machine",
+        "existing_jobs",
+        "phases",
+        "limit",
+        "drain_s",
+        "monitor_errors",
+        "reconciliation",
+    } <= set(report)
+    assert report["monitor_errors"]["errors"] == 0, report["monitor_errors"]
+    assert report["phases"][0]["pilot_call_errors"] == 0
     assert report["existing_jobs"]["jobs"] == 2000
     (phase,) = report["phases"]
     assert set(phase) >= PHASE_FIELDS
