@@ -231,8 +231,8 @@ class FleetProcess:
         self.lat: dict[tuple[int, str], array[float]] = {}
         self.errors: dict[tuple[int, str], int] = {}
         self.late: dict[int, array[float]] = {}
-        self.dispatches: list[tuple[int, int]] = []
-        self.finals: list[tuple[int, int, str, bool]] = []
+        self.dispatches: list[tuple[int, int, float]] = []
+        self.finals: list[tuple[int, int, str, bool, float]] = []
         self.lock = threading.Lock()
 
     def _push(self, due: float, kind: str, job: list[Any]) -> None:
@@ -304,7 +304,7 @@ class FleetProcess:
             for j in jobs:
                 item = [j["PandaID"], j["attemptNr"], j["lease"]]
                 with self.lock:
-                    self.dispatches.append((item[0], item[1]))
+                    self.dispatches.append((item[0], item[1], time.time()))
                 with self.cv:
                     self.inflight += 1
                 runtime = 0.2 if drain else self.cfg["runtime_s"] * self.rng.uniform(0.7, 1.3)
@@ -326,13 +326,14 @@ class FleetProcess:
         if not drain and self.rng.random() < self.cfg["fail_fraction"]:
             label, extra = self.rng.choice(FAILURES)
             state = "failed"
+        sent = time.time()  # the attempt ended no earlier than this
         status, body = conn.post(
             "/api/v1/pilot/update_job", update_body([pandaid, attempt, lease], state, queue, **extra)
         )
         ok = status == 200 and bool(body.get("success")) and body["data"]["StatusCode"] == 0
         self._record(phase, "final", time.perf_counter() - t0, ok)
         with self.lock:
-            self.finals.append((pandaid, attempt, label, ok))
+            self.finals.append((pandaid, attempt, label, ok, sent))
         with self.cv:
             self.inflight -= 1
 

@@ -16,14 +16,15 @@ def reconcile(prefix: str, fleet: list[dict[str, Any]], workflows_submitted: int
 
     from dispatcher.states import JOB_FINAL
 
-    dispatched = Counter(pid for r in fleet for pid, _ in r["dispatches"])
+    dispatched = Counter(d[0] for r in fleet for d in r["dispatches"])
     last_attempt: dict[int, int] = {}
-    pairs = Counter((pid, a) for r in fleet for pid, a in r["dispatches"])
+    pairs = Counter((d[0], d[1]) for r in fleet for d in r["dispatches"])
     for pid, attempt in pairs:
         last_attempt[pid] = max(last_attempt.get(pid, 0), attempt)
-    finals = Counter((pid, a) for r in fleet for pid, a, _, ok in r["finals"] if ok)
-    refused = [(pid, a, kind) for r in fleet for pid, a, kind, ok in r["finals"] if not ok]
-    kinds = Counter(kind for r in fleet for _, _, kind, ok in r["finals"] if ok)
+    finals = Counter((f[0], f[1]) for r in fleet for f in r["finals"] if f[3])
+    refused = [f[:3] for r in fleet for f in r["finals"] if not f[3]]
+    kinds = Counter(f[2] for r in fleet for f in r["finals"] if f[3])
+    overlapping = _overlaps(fleet)
     with connection.cursor() as cur:
         cur.execute(
             "SELECT j.pandaid, j.jobstatus, j.attemptnr, j.request_memory_mb, j.label,"
@@ -57,6 +58,7 @@ def reconcile(prefix: str, fleet: list[dict[str, Any]], workflows_submitted: int
         "attempt_rows_equal_dispatches": not attempt_mismatch,
         "no_attempt_dispatched_twice": dispatched_twice == 0 and sent_twice == 0,
         "no_attempt_ended_twice": ended_twice == 0,
+        "no_job_run_twice_at_once": overlapping == 0,
         "every_final_update_accepted": not refused and never_ended <= 0,
         "every_workflow_stored": workflows == workflows_submitted,
     }
@@ -76,4 +78,21 @@ def reconcile(prefix: str, fleet: list[dict[str, Any]], workflows_submitted: int
         "attempt_mismatches": attempt_mismatch[:10],
         "refused_final_updates": refused[:10],
         "sent_twice_in_status_log": sent_twice,
+        "jobs_dispatched_while_running": overlapping,
     }
+
+
+def _overlaps(fleet: list[dict[str, Any]]) -> int:
+    """Jobs a client was given again before the attempt it held had ended (by the clients' clocks:
+    an attempt's dispatch must come after the final update of the one before)."""
+    spans: dict[int, list[tuple[int, float, float]]] = {}
+    ended = {(f[0], f[1]): f[4] for r in fleet for f in r["finals"] if f[3]}
+    for r in fleet:
+        for pid, attempt, t in r["dispatches"]:
+            spans.setdefault(pid, []).append((attempt, t, ended.get((pid, attempt), float("inf"))))
+    bad = 0
+    for runs in spans.values():
+        runs.sort()
+        if any(nxt[1] < cur[2] for cur, nxt in zip(runs, runs[1:], strict=False)):
+            bad += 1
+    return bad

@@ -242,7 +242,11 @@ def judge(phase: dict[str, Any], offered: dict[str, float]) -> list[str]:
             missed.append(f"server: {kind} p99 {calls[kind]['p99_ms']} ms > {TARGETS['pilot_p99_ms']}")
     got = calls.get("dispatch", {}).get("per_s", 0)
     if got < 0.9 * offered["dispatch_per_s"]:
-        missed.append(f"throughput: {got} dispatches/s < 90 % of {offered['dispatch_per_s']} offered")
+        empty = calls.get("dispatch_empty", {}).get("calls", 0)
+        missed.append(
+            f"throughput: {got} dispatches/s < 90 % of {offered['dispatch_per_s']} offered"
+            f" ({empty} no-job replies)"
+        )
     if phase["client_late_p99_ms"] > 1000:
         missed.append(f"clients: calls start {phase['client_late_p99_ms']} ms late (p99)")
     for page, stats in phase["monitor"].items():
