@@ -390,6 +390,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         probe.stop.set()
         for proc in (beat, worker, server):
             server_stop(proc)
+        for path in log_dir.glob(f"beat-schedule-{os.getpid()}*"):
+            path.unlink()
     fleet_results = [results[i] for i in range(len(fleet)) if i in results]
     reader_result = results.get(-1, {})
     for ph in phases:
