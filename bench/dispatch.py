@@ -28,8 +28,6 @@ import http.client
 import json
 import multiprocessing as mp
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import cpu_seconds, database_claim, free_port, machine_busy, percentile, process_tree
+from _pilots import Conn, server_start, server_stop, update_body
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "BENCH_QUEUE"
@@ -181,37 +180,6 @@ class CpuMeter:
 # --- clients (separate processes, one http.client connection per thread) ---------------------------
 
 
-class Conn:
-    def __init__(self, port: int, token: str) -> None:
-        self.port = port
-        self.headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {token}",
-        }
-        self.conn: http.client.HTTPConnection | None = None
-
-    def post(self, path: str, payload: Any) -> tuple[int, Any]:
-        body = json.dumps(payload)
-        for attempt in range(3):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            try:
-                self.conn.request("POST", path, body, self.headers)
-                reply = self.conn.getresponse()
-                data = reply.read()
-                if reply.getheader("Connection", "").lower() == "close":
-                    self.conn.close()
-                    self.conn = None
-                return reply.status, json.loads(data)
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                self.conn = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-
 # Shared call counters of the get phases, created before the pool forks (inherited, not pickled).
 _COUNTERS: list[Any] = []
 
@@ -253,10 +221,13 @@ def _client_process(args: tuple[str, int, str, int, list[list[Any]], int, int, i
         state = "running" if phase.endswith("heartbeat") else "finished"
         for item in work[slot]:
             if phase.startswith("bulk"):
-                payload: Any = {"job_list": [_update_body(j, state) for j in item], "harvester_id": "bench"}
+                payload: Any = {
+                    "job_list": [update_body(j, state, QUEUE) for j in item],
+                    "harvester_id": "bench",
+                }
                 path = "/api/v1/pilot/update_jobs_bulk"
             else:
-                payload, path = _update_body(item, state), "/api/v1/pilot/update_job"
+                payload, path = update_body(item, state, QUEUE), "/api/v1/pilot/update_job"
             t0 = time.perf_counter()
             status, body = conn.post(path, payload)
             dt = time.perf_counter() - t0
@@ -275,49 +246,6 @@ def _client_process(args: tuple[str, int, str, int, list[list[Any]], int, int, i
     for t in threads:
         t.join()
     return {"results": results, "cpu": sum(os.times()[0:2]) - cpu_start}
-
-
-def _update_body(job: list[Any], state: str) -> dict[str, Any]:
-    pandaid, attempt, lease = job
-    body = {
-        "job_id": pandaid,
-        "job_status": state,
-        "attempt_nr": attempt,
-        "lease": lease,
-        "node": "bench-wn007",
-        "site_name": QUEUE,
-        "cpu_consumption_time": 600,
-        "cpu_consumption_unit": "s",
-        "core_count": 1,
-        "max_rss": 1500000,
-        "max_vmem": 2500000,
-        "max_pss": 1400000,
-        "avg_rss": 1200000,
-        "pilot_id": "bench|PR|3.10.0",
-        "batch_id": "12345",
-        "cpu_architecture_level": "x86_64-v3",
-    }
-    if state == "finished":
-        body.update(
-            {
-                "trans_exit_code": 0,
-                "pilot_error_code": 0,
-                "exe_error_code": 0,
-                "n_events": 100,
-                "start_time": "2026-01-01 00:00:00",
-                "end_time": "2026-01-01 01:00:00",
-                "job_output_report": json.dumps(
-                    {
-                        f"bench_{pandaid}.root": {
-                            "guid": f"{pandaid:08d}-0000-0000-0000-000000000000",
-                            "fsize": 123456,
-                            "adler32": "0a0b0c0d",
-                        }
-                    }
-                ),
-            }
-        )
-    return body
 
 
 def _run_phase(
@@ -407,68 +335,6 @@ def _run_phase(
     return stats, dispatched
 
 
-def _start_server(
-    db_url: str, workers: int, threads: int, port: int, extra: list[str]
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "AILURO_LOG_LEVEL": "WARNING",
-        "AILURO_PILOT_AUTH": "token",
-        "AILURO_DATA_DIR": str(ROOT / "var" / "bench"),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "75",
-            "--backlog",
-            "2048",
-            # As in production (docs/operator-guide/deployment.md): one listening socket per worker,
-            # so the kernel spreads connections over the workers instead of the first worker to wake
-            # accepting a whole burst of keep-alive connections and running them under one GIL.
-            "--reuse-port",
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/trf/user/runpayload.sh")
-            if c.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("gunicorn did not start")
-
-
-def _stop_server(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _warm_up(port: int, clients: int) -> None:
     def hit(n: int) -> None:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -499,7 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for clients in args.clients:
         token = _seed(args.jobs)
         port = free_port()
-        server = _start_server(db_url, args.workers, args.threads, port, args.gunicorn_args.split())
+        server = server_start(db_url, args.workers, args.threads, port, args.gunicorn_args.split())
         procs = min(clients, args.client_procs)
         try:
             _warm_up(port, clients)
@@ -549,7 +415,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_report["database_checks"] = _db_checks(set(ids + bulk_ids))
             report["runs"].append(run_report)
         finally:
-            _stop_server(server)
+            server_stop(server)
     return report
 
 

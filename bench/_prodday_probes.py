@@ -1,0 +1,286 @@
+"""What bench/production_day.py measures besides the pilots' calls: the monitor readers (a forked
+process of threads cycling the shifter's pages), the rollup lag probe, the loop-lag sampler, the
+database's growth, and the Celery processes it starts and stops."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def celery_start(
+    args: list[str], log: Path, db_url: str, env_extra: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """A Celery process (worker or beat) of the project's app on `db_url`, in its own session."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "AILURO_LOG_LEVEL": "WARNING",
+        **env_extra,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-q", "-A", "config", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
+    conn.request("GET", path, headers={"Accept": "text/html"})
+    reply = conn.getresponse()
+    return reply.status, reply.read()
+
+
+# --- monitor readers --------------------------------------------------------------------------------
+
+
+def reader_pages(task: int, workflow: int, queue: str) -> list[tuple[str, str]]:
+    """(name, URL) of the shifter's pages: windows and filters, as bench/monitor.py measures them."""
+    return [
+        ("jobs_12h", "/jobs/?hours=12"),
+        ("jobs_7d", "/jobs/?days=7"),
+        ("jobs_failed_site", "/jobs/?hours=12&computingsite=Q_007&jobstatus=failed"),
+        ("jobs_bench_queue", f"/jobs/?hours=6&computingsite={queue}"),
+        ("errors_12h", "/errors/?hours=12"),
+        ("errors_7d", "/errors/?days=7"),
+        ("dash", "/dash/"),
+        ("dash_7d", "/dash/?days=7"),
+        ("task", f"/task/{task}/"),
+        ("workflow", f"/workflow/{workflow}/"),
+        ("overview", "/"),
+        ("tasks", "/tasks/"),
+        ("workflows", "/workflows/"),
+        ("sites", "/sites/"),
+        ("users", "/users/"),
+        ("loops", "/loops/"),
+    ]
+
+
+def reader_process_main(port: int, pages: list[tuple[str, str]], n: int, control: Any, out: Any) -> None:
+    """`n` reader threads, each cycling the pages from its own offset until the mode is stop (2);
+    puts (-1, {"pages": {phase: {page: [ms, ...]}}, "errors": k}) on `out`."""
+    lat: dict[str, dict[str, list[float]]] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def read(slot: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = slot * 3
+        while control[2] != 2:
+            name, url = pages[i % len(pages)]
+            i += 1
+            phase = str(int(control[0]))
+            t0 = time.perf_counter()
+            try:
+                status, _ = _get(conn, url)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                status = 0
+            dt = (time.perf_counter() - t0) * 1000
+            with lock:
+                if status != 200:
+                    errors.append(f"{url}: {status}")
+                lat.setdefault(phase, {}).setdefault(name, []).append(dt)
+
+    threads = [threading.Thread(target=read, args=(slot,)) for slot in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put((-1, {"pages": lat, "errors": len(errors), "error_samples": errors[:5]}))
+
+
+# --- the database -----------------------------------------------------------------------------------
+
+
+class DbMeter:
+    @staticmethod
+    def backend_pids(db: str) -> list[int]:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [db]
+            )
+            return [row[0] for row in cur.fetchall()]
+
+    @staticmethod
+    def sizes() -> dict[str, int]:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_database_size(current_database())")
+            db = cur.fetchone()[0]  # type: ignore[index]
+            cur.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'dispatcher\\_%%'"
+            )
+            dispatcher = cur.fetchone()[0]  # type: ignore[index]
+        return {"database": int(db), "dispatcher_tables": int(dispatcher)}
+
+    @staticmethod
+    def growth(a: dict[str, int], b: dict[str, int], jobs: int) -> dict[str, Any]:
+        return {
+            "database_bytes": b["database"] - a["database"],
+            "dispatcher_tables_bytes": b["dispatcher_tables"] - a["dispatcher_tables"],
+            "jobs_submitted": jobs,
+            "bytes_per_job": round((b["database"] - a["database"]) / jobs) if jobs else None,
+        }
+
+    @staticmethod
+    def open_jobs(prefix: str) -> int:
+        from django.db import connection
+
+        from dispatcher.states import JOB_FINAL
+
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM dispatcher_job j JOIN dispatcher_workflow w ON w.id = j.workflow_id"
+                " WHERE w.name LIKE %s AND NOT (j.jobstatus = ANY(%s))",
+                [prefix + "%", sorted(JOB_FINAL)],
+            )
+            return int(cur.fetchone()[0])  # type: ignore[index]
+
+
+# --- loops ------------------------------------------------------------------------------------------
+
+
+class LoopSampler(threading.Thread):
+    """Every 5 s: each loop's lag (now − its last completed run, from LoopStatus) and /readyz."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.phase = -1
+        self.stop = threading.Event()
+        self.samples: dict[int, dict[str, list[float]]] = {}
+        self.readyz: dict[int, Counter_] = {}
+        self.durations: dict[str, float] = {}
+
+    def run(self) -> None:
+        from django.db import connection
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self.stop.wait(5):
+            phase = self.phase
+            with connection.cursor() as cur:
+                cur.execute(
+                    "SELECT name, extract(epoch FROM now() - succeeded_at), duration_s FROM core_loopstatus"
+                )
+                rows = cur.fetchall()
+            for name, lag, duration in rows:
+                if lag is not None:
+                    self.samples.setdefault(phase, {}).setdefault(name, []).append(float(lag))
+                self.durations[name] = max(self.durations.get(name, 0.0), float(duration or 0))
+            try:
+                status, _ = _get(conn, "/readyz")
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                status = 0
+            self.readyz.setdefault(phase, Counter_()).add(status)
+        connection.close()
+
+    def stalled(self, phase: int) -> bool:
+        return any(v.get("within_period") is False for v in self.summary(phase).values())
+
+    def summary(self, phase: int) -> dict[str, Any]:
+        from config.loops import LOOPS
+
+        out: dict[str, Any] = {}
+        samples = self.samples.get(phase, {})
+        for loop in LOOPS:
+            lags = samples.get(loop.name, [])
+            allowed = loop.period_s + self.durations.get(loop.name, 0.0) + 5  # + the sampling period
+            out[loop.name] = {
+                "period_s": loop.period_s,
+                "max_lag_s": round(max(lags), 1) if lags else None,
+                # An hourly loop that has not come due within the phase is not judged.
+                "within_period": (max(lags) <= allowed) if lags and loop.period_s <= 600 else None,
+            }
+        out["readyz_statuses"] = self.readyz.get(phase, Counter_()).counts
+        return out
+
+
+class Counter_:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, status: int) -> None:
+        self.counts[str(status)] = self.counts.get(str(status), 0) + 1
+
+
+# --- rollup lag ---------------------------------------------------------------------------------------
+
+
+class RollupProbe(threading.Thread):
+    """Every 10 s: the bench queue's finished jobs counted in SQL, then `/jobs/?json` for that queue
+    and state polled until its total reaches the count; lag = the time until it does."""
+
+    def __init__(self, port: int, queue: str, since: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.queue, self.since = port, queue, since
+        self.phase = -1
+        self.stop = threading.Event()
+        self.lags: dict[int, list[float | None]] = {}
+
+    def run(self) -> None:
+        from django.db import connection
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        since = datetime.fromtimestamp(self.since, UTC)
+        url = f"/jobs/?json&hours=24&computingsite={self.queue}&jobstatus=finished&display_limit=1"
+        while not self.stop.wait(10):
+            phase = self.phase
+            with connection.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM dispatcher_job WHERE computingsite = %s AND jobstatus = 'finished'"
+                    " AND statechangetime >= %s",
+                    [self.queue, since],
+                )
+                truth = int(cur.fetchone()[0])  # type: ignore[index]
+            t0 = time.monotonic()
+            lag: float | None = None
+            while not self.stop.is_set() and time.monotonic() - t0 < 90:
+                try:
+                    conn.request("GET", url, headers={"Accept": "application/json"})
+                    reply = conn.getresponse()
+                    body = reply.read()
+                    total = json.loads(body).get("total", 0) if reply.status == 200 else -1
+                except (OSError, http.client.HTTPException, ValueError):
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                    total = -1
+                if isinstance(total, int) and total >= truth:
+                    lag = time.monotonic() - t0
+                    break
+                time.sleep(0.5)
+            self.lags.setdefault(phase, []).append(lag)
+        connection.close()
+
+    def summary(self, phase: int) -> dict[str, Any]:
+        lags = self.lags.get(phase, [])
+        seen = [x for x in lags if x is not None]
+        return {
+            "probes": len(lags),
+            "not_visible_within_90s": len(lags) - len(seen),
+            "max": round(max(seen), 2) if seen and len(seen) == len(lags) else None,
+            "median": round(sorted(seen)[len(seen) // 2], 2) if seen else None,
+        }

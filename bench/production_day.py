@@ -1,0 +1,440 @@
+"""A compressed production day: PostgreSQL already holding N jobs (default 10,000,000), gunicorn, a
+Celery worker and beat running every loop, lean pilot clients driving the real endpoints, DAG
+workflows submitted throughout, 8 monitor readers, at increasing offered load until a limit.
+
+    python bench/production_day.py                                # 10M jobs, phases 1 1.5 2 3, 30 min each
+    python bench/production_day.py --jobs-existing 200000 --duration 120 --phases 1 2
+
+1. The scratch database (`--db`, default ailuro_bench_prodday; only one a benchmark created) is
+   seeded once by bench/monitor.py's COPY seeder (10 days of jobs over 100 queues) and reused.
+2. The bench starts gunicorn, a Celery worker and a Celery beat (every loop of config/loops.py)
+   on it, one pilot queue for its own workflows, retry back-offs compressed to `--backoff` s.
+3. Per phase (offered load × multiplier, `--duration` s): pilots (processes × threads, one
+   keep-alive http.client connection each) dispatch at `--rate` × m per s; each job runs
+   `--runtime` s with heartbeats at `--heartbeats` × m per s in all, then a final update, failed
+   for `--fail` of them (preempted: retried; OOM: retried with more memory, re-brokered; payload
+   error: final, its descendants pruned); 3-level DAG workflows are submitted at the matching
+   rate (so children are released); `--readers` threads cycle the shifter's pages; a probe
+   measures the rollup lag (a job's end → counted on `/jobs/?json`); loop lags are sampled from
+   LoopStatus and `/readyz`.
+4. Then a drain: no more submissions, every remaining job dispatched and ended, and the exact
+   reconciliation (SQL against the clients' own records): every submitted job in one final state,
+   attempt rows = dispatches per job, no (job, attempt) dispatched or ended twice, no lost report.
+
+Prints one JSON document (also written to var/bench/production_day.json). A phase that misses a
+target (pilot-call p99 ≤ 250 ms, monitor p95 ≤ 1 s, rollup lag ≤ 30 s, loops within their
+period, offered rate achieved, clients on time) is the limit the report names (`limit`: the
+targets missed and the busiest process kind). The load is judged once the clients hand in their
+records, so the phases after a limit still run (they show the trend) unless a loop stalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from _common import cpu_seconds, free_port, machine_busy, percentile, process_tree
+from _pilots import MODE_DRAIN, MODE_RUN, MODE_STOP, Conn, fleet_process_main, server_start, server_stop
+from _prodday_probes import (
+    DbMeter,
+    LoopSampler,
+    RollupProbe,
+    celery_start,
+    reader_pages,
+    reader_process_main,
+)
+from _prodday_reconcile import reconcile
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE = "PRODDAY_Q"
+TARGETS = {
+    "dispatch_per_s": 35,
+    "final_per_s": 35,
+    "heartbeat_per_s": 800,
+    "pilot_p99_ms": 250,
+    "monitor_p95_ms": 1000,
+    "rollup_lag_s": 30,
+}
+PILOT_KINDS = ("dispatch", "dispatch_empty", "heartbeat", "final", "submit")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs-existing", type=int, default=10_000_000, help="jobs seeded before the day")
+    p.add_argument("--duration", type=float, default=1800, help="seconds per phase")
+    p.add_argument("--phases", type=float, nargs="+", default=[1, 1.5, 2, 3], help="load multipliers")
+    p.add_argument("--rate", type=float, default=35, help="dispatches/s offered at multiplier 1")
+    p.add_argument("--heartbeats", type=float, default=800, help="heartbeats/s at multiplier 1")
+    p.add_argument("--runtime", type=float, default=60, help="seconds a job runs (±30 %%)")
+    p.add_argument("--fail", type=float, default=0.05, help="fraction of final updates that fail")
+    p.add_argument("--backoff", type=int, default=2, help="retry back-off in the bench database, s")
+    p.add_argument("--readers", type=int, default=8)
+    p.add_argument("--client-procs", type=int, default=4)
+    p.add_argument("--client-threads", type=int, default=16)
+    p.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    p.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    p.add_argument("--celery-concurrency", type=int, default=2)
+    p.add_argument("--drain", type=float, default=300, help="most seconds the final drain may take")
+    p.add_argument("--db", default="ailuro_bench_prodday")
+    p.add_argument("--reseed", action="store_true", help="drop and seed the scratch database afresh")
+    p.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres://ailuro:ailuro@127.0.0.1:5432"))
+    p.add_argument("--out", default=str(ROOT / "var" / "bench" / "production_day.json"))
+    return p.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Seed (once) with bench/monitor.py's COPY seeder, then the bench's queue, tokens, back-offs."""
+    import monitor
+
+    margs = argparse.Namespace(
+        base_url=f"{args.pg}/{args.db}", db=args.db, reseed=args.reseed, jobs=args.jobs_existing, days=10
+    )
+    monitor.setup_django(margs)  # claims the scratch database (refuses any other), migrates
+    t0 = time.monotonic()
+    seeded = monitor.seed(margs)
+    seeded["seconds"] = round(time.monotonic() - t0, 1)
+
+    from django.contrib.auth import get_user_model
+
+    from core.services import token_create
+    from dispatcher.models import Queue, RetryRule, Site, Task
+
+    site, _ = Site.objects.get_or_create(name="PRODDAY_SITE")
+    Queue.objects.update_or_create(
+        name=QUEUE,
+        defaults={"site": site, "max_rss_mb": 16000, "max_disk_mb": 100000, "max_walltime_s": 86400},
+    )
+    for rule in RetryRule.objects.all():  # a compressed day: back-offs of seconds, not minutes
+        if isinstance(rule.params, dict) and "backoff_s" in rule.params:
+            rule.params = {**rule.params, "backoff_s": args.backoff}
+            rule.save(update_fields=["params"])
+    get_user_model().objects.get_or_create(username="prodday")
+    big = Task.objects.order_by("jeditaskid").first()
+    return {
+        "seed": seeded,
+        "pilot_token": token_create(username="prodday-pilot", role="pilot", queues=[QUEUE]),
+        "user_token": token_create(username="prodday", role="user"),
+        "big_task": big.jeditaskid if big else 0,
+        "big_workflow": big.workflow_id if big else 0,
+    }
+
+
+def workflow_spec(name: str) -> dict[str, Any]:
+    """A 3-level DAG of 13 jobs: 8 → 4 (two parents each) → 1, pinned to the bench's queue."""
+    jobs: list[dict[str, Any]] = [{"name": f"isr_{i}", "label": "isr", "command": "true"} for i in range(8)]
+    jobs += [
+        {
+            "name": f"cal_{i}",
+            "label": "cal",
+            "command": "true",
+            "depends_on": [f"isr_{2 * i}", f"isr_{2 * i + 1}"],
+        }
+        for i in range(4)
+    ]
+    jobs.append(
+        {"name": "sum", "label": "sum", "command": "true", "depends_on": [f"cal_{i}" for i in range(4)]}
+    )
+    return {
+        "name": name,
+        "defaults": {"resources": {"memory_mb": 2000}, "sites": {"include": [QUEUE]}, "max_attempts": 3},
+        "jobs": jobs,
+    }
+
+
+JOBS_PER_WORKFLOW = 13
+
+
+class Submitter(threading.Thread):
+    """Submits workflows over the REST API at `rate` jobs/s (control[1] × base), until stopped."""
+
+    def __init__(self, port: int, token: str, prefix: str, base_rate: float, control: Any) -> None:
+        super().__init__(daemon=True)
+        self.conn = Conn(port, token)
+        self.prefix, self.base_rate, self.control = prefix, base_rate, control
+        self.stop = threading.Event()
+        self.n = 0
+        self.records: list[tuple[int, float, bool]] = []
+
+    def submit(self) -> None:
+        self.n += 1
+        t0 = time.perf_counter()
+        status, _ = self.conn.post("/api/v1/workflows/", workflow_spec(f"{self.prefix}{self.n:06d}"))
+        self.records.append((int(self.control[0]), (time.perf_counter() - t0) * 1000, status == 201))
+
+    def run(self) -> None:
+        next_t = time.monotonic()
+        while not self.stop.is_set():
+            rate = self.base_rate * self.control[1] / JOBS_PER_WORKFLOW
+            if rate <= 0:  # before the first phase
+                self.stop.wait(0.2)
+                next_t = time.monotonic()
+                continue
+            next_t = max(next_t + 1 / rate, time.monotonic() - 5)
+            delay = next_t - time.monotonic()
+            if delay > 0 and self.stop.wait(delay):
+                return
+            self.submit()
+
+
+class Cpu:
+    """CPU seconds per process kind from /proc/<pid>/stat (each kind a process tree; PostgreSQL the
+    backends connected to the bench database)."""
+
+    def __init__(self, kinds: dict[str, list[int]], pg_pids: Any) -> None:
+        self.kinds, self.pg_pids = kinds, pg_pids
+        self.pg_last: dict[int, float] = {}
+
+    def snapshot(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, roots in self.kinds.items():
+            total = 0.0
+            for root in roots:
+                for pid in process_tree(root):
+                    total += cpu_seconds(pid)
+            out[kind] = total
+        self.pg_last = {pid: cpu_seconds(pid) for pid in self.pg_pids()}
+        out.update({f"_pg{pid}": v for pid, v in self.pg_last.items()})
+        out["bench_main"] = sum(os.times()[0:2])
+        busy, total = machine_busy()
+        out["_busy"], out["_total"] = busy, total
+        return out
+
+    @staticmethod
+    def delta(a: dict[str, float], b: dict[str, float], wall: float) -> dict[str, Any]:
+        per = {k: round(b[k] - a[k], 2) for k in b if not k.startswith("_")}
+        # PostgreSQL: per backend, from 0 for one that connected meanwhile; one that disconnected
+        # meanwhile is missing what it used since the first reading.
+        per["postgres"] = round(sum(v - a.get(k, 0.0) for k, v in b.items() if k.startswith("_pg")), 2)
+        cores = {k: round(v / wall, 3) for k, v in per.items()} if wall else {}
+        busy = (b["_busy"] - a["_busy"]) / max(b["_total"] - a["_total"], 1)
+        return {"cpu_s": per, "cores_used": cores, "machine_busy": round(busy, 3)}
+
+
+def merge_phase(chunks: list[dict[str, Any]], phase: int) -> dict[str, list[float]]:
+    merged: dict[str, list[float]] = {}
+    for chunk in chunks:
+        for key, values in chunk.get("latency_ms", {}).items():
+            p, kind = key.split("|", 1)
+            if int(p) == phase:
+                merged.setdefault(kind, []).extend(values)
+    return merged
+
+
+def lat_stats(values: list[float], wall: float) -> dict[str, Any]:
+    return {
+        "calls": len(values),
+        "per_s": round(len(values) / wall, 1) if wall else 0,
+        "p50_ms": round(percentile(values, 0.5), 1),
+        "p95_ms": round(percentile(values, 0.95), 1),
+        "p99_ms": round(percentile(values, 0.99), 1),
+        "max_ms": round(max(values, default=0), 1),
+    }
+
+
+def judge(phase: dict[str, Any], offered: dict[str, float]) -> list[str]:
+    """The targets a phase missed, each named by the component that missed it."""
+    missed = []
+    calls = phase["pilot_calls"]
+    for kind in ("dispatch", "heartbeat", "final"):
+        if calls.get(kind, {}).get("p99_ms", 0) > TARGETS["pilot_p99_ms"]:
+            missed.append(f"server: {kind} p99 {calls[kind]['p99_ms']} ms > {TARGETS['pilot_p99_ms']}")
+    got = calls.get("dispatch", {}).get("per_s", 0)
+    if got < 0.9 * offered["dispatch_per_s"]:
+        empty = calls.get("dispatch_empty", {}).get("calls", 0)
+        missed.append(
+            f"throughput: {got} dispatches/s < 90 % of {offered['dispatch_per_s']} offered"
+            f" ({empty} no-job replies)"
+        )
+    if phase["client_late_p99_ms"] > 1000:
+        missed.append(f"clients: calls start {phase['client_late_p99_ms']} ms late (p99)")
+    for page, stats in phase["monitor"].items():
+        if stats["p95_ms"] > TARGETS["monitor_p95_ms"]:
+            missed.append(f"monitor: {page} p95 {stats['p95_ms']} ms > {TARGETS['monitor_p95_ms']}")
+    lag = phase["rollup_lag_s"]["max"]
+    if lag is None or lag > TARGETS["rollup_lag_s"]:
+        missed.append(f"rollup: lag {lag} s > {TARGETS['rollup_lag_s']}")
+    for name, loop in phase["loops"].items():
+        if loop.get("within_period") is False:
+            missed.append(f"loop {name}: lag {loop['max_lag_s']} s over its period {loop['period_s']} s")
+    return missed
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.time()
+    report: dict[str, Any] = {
+        "benchmark": "production_day",
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "targets": TARGETS,
+    }
+    setup = prepare(args)
+    report["existing_jobs"] = setup["seed"]
+    from django.db import connection, connections
+
+    db_url = f"{args.pg}/{args.db}"
+    env_extra = {
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "AILURO_ANONYMOUS_READ": "1",
+        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    }
+    os.environ.update(env_extra)
+    port = free_port()
+    log_dir = ROOT / "var" / "bench" / "production_day"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = server_start(db_url, args.workers, args.threads, port, [], env_extra)
+    worker = celery_start(
+        ["worker", "-n", f"prodday-{os.getpid()}@%h", "-c", str(args.celery_concurrency),
+         "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+        log_dir / "worker.log", db_url, env_extra,
+    )  # fmt: skip
+    beat = celery_start(
+        ["beat", "-s", str(log_dir / f"beat-schedule-{os.getpid()}"), "--loglevel", "WARNING"],
+        log_dir / "beat.log", db_url, env_extra,
+    )  # fmt: skip
+    ctx = mp.get_context("fork")
+    control = ctx.Array("d", [-1.0, 0.0, float(MODE_RUN)], lock=False)
+    hb_interval = args.runtime * args.rate / max(args.heartbeats, 1e-6)
+    cfg = {
+        "port": port, "token": setup["pilot_token"], "queue": QUEUE, "rate": args.rate,
+        "processes": args.client_procs, "threads": args.client_threads, "runtime_s": args.runtime,
+        "hb_interval_s": hb_interval, "fail_fraction": args.fail, "seed": 7,
+    }  # fmt: skip
+    prefix = f"prodday-{uuid.uuid4().hex[:8]}-"
+    out_q = ctx.Queue()
+    connections.close_all()  # the children fork: they must not share the parent's socket
+    fleet = [
+        ctx.Process(target=fleet_process_main, args=(cfg, control, i, out_q))
+        for i in range(args.client_procs)
+    ]
+    pages = reader_pages(setup["big_task"], setup["big_workflow"], QUEUE)
+    readers = ctx.Process(target=reader_process_main, args=(port, pages, args.readers, control, out_q))
+    submitter = Submitter(port, setup["user_token"], prefix, args.rate, control)
+    cpu = Cpu(
+        {"gunicorn": [server.pid], "celery_worker": [worker.pid], "celery_beat": [beat.pid], "pilots": [],
+         "readers": []},
+        lambda: DbMeter.backend_pids(args.db),
+    )  # fmt: skip
+    loops = LoopSampler(port)
+    probe = RollupProbe(port, QUEUE, started)
+    results: dict[int, Any] = {}
+    phases: list[dict[str, Any]] = []
+    try:
+        # Before the first phase: a backlog of one runtime's worth of work, so the DAG's first
+        # level is not all there is to dispatch until the first parents end.
+        for _ in range(int(args.rate * args.runtime / JOBS_PER_WORKFLOW) + 1):
+            submitter.submit()
+        for p in fleet:
+            p.start()
+        readers.start()
+        cpu.kinds["pilots"] = [p.pid for p in fleet if p.pid]
+        cpu.kinds["readers"] = [readers.pid] if readers.pid else []
+        submitter.start()
+        loops.start()
+        probe.start()
+        for index, mult in enumerate(args.phases):
+            control[1], control[0] = mult, float(index)
+            loops.phase = probe.phase = index
+            size0, cpu0, t0 = DbMeter.sizes(), cpu.snapshot(), time.monotonic()
+            n_sub0 = submitter.n
+            time.sleep(args.duration)
+            wall = time.monotonic() - t0
+            size1, cpu1 = DbMeter.sizes(), cpu.snapshot()
+            phases.append(
+                {
+                    "phase": index,
+                    "multiplier": mult,
+                    "wall_s": round(wall, 1),
+                    "offered": {
+                        "dispatch_per_s": round(args.rate * mult, 1),
+                        "heartbeat_per_s": round(args.heartbeats * mult, 1),
+                        "final_per_s": round(args.rate * mult, 1),
+                        "workflows_submitted": submitter.n - n_sub0,
+                    },
+                    "cpu": Cpu.delta(cpu0, cpu1, wall),
+                    "db_growth": DbMeter.growth(size0, size1, (submitter.n - n_sub0) * JOBS_PER_WORKFLOW),
+                    "loadavg": [round(x, 2) for x in os.getloadavg()],
+                }
+            )
+            # Stop raising the load once the phase just run missed a target; judged below, after
+            # the clients' per-phase records arrive, so also stop here on a quick server check.
+            if index + 1 < len(args.phases) and loops.stalled(index):
+                break
+        # Drain: no new workflows; the fleet dispatches what is left, each new job ending at once.
+        submitter.stop.set()
+        submitter.join()
+        control[0], control[2] = float(len(phases)), float(MODE_DRAIN)
+        loops.phase = probe.phase = len(phases)
+        t_drain = time.monotonic()
+        connection.close()
+        while time.monotonic() - t_drain < args.drain and DbMeter.open_jobs(prefix) > 0:
+            time.sleep(2)
+        drain_s = time.monotonic() - t_drain
+        control[2] = float(MODE_STOP)
+        for _ in range(len(fleet) + 1):
+            index, payload = out_q.get(timeout=max(args.runtime * 2, 120))
+            results[index] = payload
+        for p in [*fleet, readers]:
+            p.join(timeout=30)
+    finally:
+        control[2] = float(MODE_STOP)
+        submitter.stop.set()
+        loops.stop.set()
+        probe.stop.set()
+        for proc in (beat, worker, server):
+            server_stop(proc)
+        for path in log_dir.glob(f"beat-schedule-{os.getpid()}*"):
+            path.unlink()
+    fleet_results = [results[i] for i in range(len(fleet)) if i in results]
+    reader_result = results.get(-1, {})
+    for ph in phases:
+        i, wall = ph["phase"], ph["wall_s"]
+        calls = {k: lat_stats(v, wall) for k, v in merge_phase(fleet_results, i).items()}
+        calls["submit"] = lat_stats([ms for p, ms, _ in submitter.records if p == i], wall)
+        ph["pilot_calls"] = calls
+        ph["pilot_call_errors"] = sum(
+            n for r in fleet_results for k, n in r["errors"].items() if k.startswith(f"{i}|")
+        )
+        late = [v for r in fleet_results for v in r["late_ms"].get(str(i), [])]
+        ph["client_late_p99_ms"] = round(percentile(late, 0.99), 1)
+        ph["monitor"] = {
+            page: {k: v for k, v in lat_stats(vals, wall).items() if k != "p99_ms"}
+            for page, vals in reader_result.get("pages", {}).get(str(i), {}).items()
+        }
+        ph["rollup_lag_s"] = probe.summary(i)
+        ph["loops"] = loops.summary(i)
+        ph["missed"] = judge(ph, ph["offered"])
+        ph["meets_targets"] = not ph["missed"]
+    report["phases"] = phases
+    first_limit = next((ph for ph in phases if ph["missed"]), None)
+    report["limit"] = (
+        {"phase": first_limit["phase"], "multiplier": first_limit["multiplier"], "missed": first_limit["missed"],
+         "busiest_process_kind": max(first_limit["cpu"]["cores_used"].items(), key=lambda kv: kv[1])[0]}
+        if first_limit else "not reached: raise --phases"
+    )  # fmt: skip
+    report["drain_s"] = round(drain_s, 1)
+    report["monitor_errors"] = {k: reader_result.get(k) for k in ("errors", "error_samples")}
+    report["client_cpu_s"] = round(sum(r["cpu_s"] for r in fleet_results), 1)
+    report["reconciliation"] = reconcile(prefix, fleet_results, submitter.n)
+    report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = run(args)
+    text = json.dumps(report, indent=1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""bench/production_day.py end to end at a tiny scale: it seeds its own scratch database, starts
+gunicorn, a Celery worker and beat, drives pilots, submitters and readers for one short phase,
+drains, and prints a report with every field, whose reconciliation passes (every submitted job in
+one final state, attempt rows = dispatches, nothing dispatched or ended twice)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith("postgres")
+        or not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"),
+        reason="needs PostgreSQL and a Redis broker",
+    ),
+]
+
+PHASE_FIELDS = {
+    "phase",
+    "multiplier",
+    "wall_s",
+    "offered",
+    "cpu",
+    "db_growth",
+    "loadavg",
+    "pilot_calls",
+    "pilot_call_errors",
+    "client_late_p99_ms",
+    "monitor",
+    "rollup_lag_s",
+    "loops",
+    "missed",
+    "meets_targets",
+}
+
+# One 20 s phase on 2,000 seeded jobs, a handful of pilots and readers.
+TINY = (
+    "--jobs-existing 2000 --duration 20 --phases 1 --rate 6 --heartbeats 20 --runtime 4 --drain 90"
+    " --client-procs 1 --client-threads 4 --readers 2 --workers 1 --threads 4 --celery-concurrency 1"
+)
+
+
+def _pg() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT'] or 5432}"
+
+
+@pytest.fixture
+def scratch() -> Iterator[str]:
+    name = f"ailuro_bench_prodday_{uuid.uuid4().hex[:8]}"
+    yield name
+    with psycopg.connect(f"{_pg()}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, tmp_path: Path) -> None:
+    out = tmp_path / "day.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/production_day.py",
+            *["--pg", _pg(), "--db", scratch, "--out", str(out)],
+            *TINY.split(),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "AILURO_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report == json.loads(out.read_text())
+    assert {
+        "machine",
+        "existing_jobs",
+        "phases",
+        "limit",
+        "drain_s",
+        "monitor_errors",
+        "reconciliation",
+    } <= set(report)
+    assert report["monitor_errors"]["errors"] == 0, report["monitor_errors"]
+    assert report["phases"][0]["pilot_call_errors"] == 0
+    assert report["existing_jobs"]["jobs"] == 2000
+    (phase,) = report["phases"]
+    assert set(phase) >= PHASE_FIELDS
+    assert {"dispatch", "heartbeat", "final", "submit"} <= set(phase["pilot_calls"])
+    for stats in phase["pilot_calls"].values():
+        assert {"calls", "per_s", "p50_ms", "p99_ms"} <= set(stats)
+    assert phase["pilot_calls"]["dispatch"]["calls"] > 0
+    assert phase["pilot_calls"]["submit"]["calls"] > 0
+    assert {"gunicorn", "celery_worker", "celery_beat", "pilots", "readers", "postgres"} <= set(
+        phase["cpu"]["cpu_s"]
+    )
+    assert phase["cpu"]["cpu_s"]["gunicorn"] > 0
+    assert phase["monitor"], "the readers measured no page"
+    assert all("p95_ms" in page for page in phase["monitor"].values())
+    assert "brokerage" in phase["loops"]
+    assert phase["db_growth"]["jobs_submitted"] > 0
+    reconciliation = report["reconciliation"]
+    assert reconciliation["passes"], reconciliation
+    assert reconciliation["jobs"] > 0
+    assert reconciliation["dispatches"] >= reconciliation["jobs"] - reconciliation["pruned"]
