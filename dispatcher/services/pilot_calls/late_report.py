@@ -28,9 +28,10 @@ from django.utils import timezone
 from dispatcher.models import Job, JobAttempt, JobDependency, Queue, Task, Workflow
 from dispatcher.queries import job_descendants
 from dispatcher.retry import ERROR_FIELDS
-from dispatcher.services.attempts import DIAG_MAX, job_children_release
+from dispatcher.services.attempts import DIAG_MAX
 from dispatcher.services.final_jobs import final_jobs_hold
 from dispatcher.services.pilot_calls.messages import METRIC_NAMES, PilotUpdate, UpdateReply, lease_matches
+from dispatcher.services.release import job_children_release
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.services.watcher import EC_LOST_HEARTBEAT
 from dispatcher.states import JobStatus, TaskStatus, WorkflowStatus
