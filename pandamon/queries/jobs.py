@@ -254,6 +254,23 @@ def job_relatives(pandaid: int) -> tuple[list[dict[str, Any]], list[dict[str, An
     return parents, children
 
 
+def job_cluster_members(pandaid: int) -> list[dict[str, Any]]:
+    """A cluster job's members with their states, in submission order (empty for other jobs: one
+    probe of the partial index of members)."""
+    return list(
+        Job.objects.filter(cluster_id=pandaid)
+        .order_by("pandaid")
+        .values("pandaid", "name", "label", "jobstatus", "attemptnr")
+    )
+
+
+def job_cluster(cluster_id: int | None) -> dict[str, Any] | None:
+    """The cluster job a member belongs to: id, name, state."""
+    if cluster_id is None:
+        return None
+    return Job.objects.filter(pk=cluster_id).values("pandaid", "name", "jobstatus").first()
+
+
 def job_log_chunks(pandaid: int, *, after: int, attemptnr: int | None, limit: int = 200) -> list[PayloadLog]:
     """Payload-log chunks after sequence `after` of the given attempt (the live tail)."""
     qs = PayloadLog.objects.filter(job_id=pandaid, sequence__gt=after)

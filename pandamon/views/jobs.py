@@ -116,6 +116,8 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
     history = reads.job_status_history(pandaid)
     files = reads.job_files(pandaid)
     parents, children = reads.job_relatives(pandaid)
+    members = reads.job_cluster_members(pandaid)
+    cluster = reads.job_cluster(job.cluster_id)
     chunks = reads.job_log_chunks(pandaid, after=0, attemptnr=job.attemptnr)
     inputs = [f.lfn for f in files if f.role == "input"]
     final = job.jobstatus in JOB_FINAL
@@ -127,6 +129,8 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
         "files": files,
         "parents": parents,
         "children": children,
+        "members": members,
+        "cluster": cluster,
         "chunks": chunks,
         "last_seq": chunks[-1].sequence if chunks else 0,
         "final": final,
@@ -164,6 +168,7 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
             "kind": "final" if job.is_final else "dag",
             "parents": parents,
             "children": children,
+            "members": members,
         },
     )
 
