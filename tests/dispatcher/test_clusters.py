@@ -161,3 +161,36 @@ def test_a_failed_cluster_without_markers_fails_its_members_with_its_errors() ->
     states = _states(wf)
     assert (states["isr_1_0"], states["calibrate_1_0"], states["bkg_1_0"]) == ("failed", "pruned", "pruned")
     assert Job.objects.get(name="isr_1_0", workflow_id=wf).exeerrorcode == 2
+
+
+@pytest.mark.parametrize(
+    ("cluster", "field"),
+    [
+        ({"by": ["exposure"], "labels": ["isr", "calibrate"]}, "cluster.by"),
+        ({"by": ["visit"], "labels": ["isr", "coadd"]}, "cluster.labels"),
+        ({"by": ["visit"], "labels": ["isr"], "max_members": 0}, "cluster.max_members"),
+        ({"labels": ["isr"], "target_runtime_s": -5}, "cluster.target_runtime_s"),
+        ({"isr": "ten"}, "cluster.isr"),
+    ],
+)
+def test_the_api_refuses_a_bad_cluster_rule_naming_the_field(cluster: dict[str, Any], field: str) -> None:
+    import json
+
+    from tests.dispatcher.test_api_workflows import client_for, submit
+
+    spec = {**SPEC, "cluster": cluster}
+    response = submit(client_for("alice"), json.dumps(spec), content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert not Job.objects.exists()
+
+
+def test_the_api_submits_a_clustered_spec() -> None:
+    import json
+
+    from tests.dispatcher.test_api_workflows import client_for, submit
+
+    response = submit(client_for("alice"), json.dumps(SPEC), content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert Job.objects.filter(cluster__isnull=False).count() == 4
+    assert Job.objects.filter(label="isr+calibrate_cluster").count() == 2
