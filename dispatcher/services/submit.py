@@ -28,6 +28,7 @@ from dispatcher.workflows import (
     NewJob,
     QueueLimits,
     cluster_rules,
+    dag_check_caps,
     dag_check_queues,
     dag_clusters,
     dag_validate,
@@ -94,7 +95,15 @@ def workflow_validate(
     rules = cluster_rules(cluster)
     if not rules:
         return list(jobs)
-    return dag_clusters(jobs, rules)
+    nodes = dag_clusters(jobs, rules)
+    # Cluster jobs are rows too: the caps hold for what is written.
+    dag_check_caps(
+        jobs=len(nodes),
+        edges=sum(len(job.parents) for job in nodes),
+        max_jobs=max_dag_jobs(),
+        max_edges=max_dag_edges(),
+    )
+    return nodes
 
 
 # Above this many explicit jobs, a spec's job list is not copied into Workflow.spec: the job rows

@@ -194,3 +194,12 @@ def test_the_api_submits_a_clustered_spec() -> None:
     assert response.status_code == 201, response.content
     assert Job.objects.filter(cluster__isnull=False).count() == 4
     assert Job.objects.filter(label="isr+calibrate_cluster").count() == 2
+
+
+def test_cluster_jobs_count_against_the_job_cap(settings: Any) -> None:
+    from dispatcher.workflows import WorkflowTooLarge
+
+    settings.AILURO = {**settings.AILURO, "MAX_DAG_JOBS": 8}  # 7 jobs fit, 7 + 2 clusters do not
+    with pytest.raises(WorkflowTooLarge, match="9 jobs"):
+        workflow_submit_spec(owner=UserFactory(), spec=SPEC)
+    workflow_submit_spec(owner=UserFactory(), spec={k: v for k, v in SPEC.items() if k != "cluster"})
