@@ -169,7 +169,12 @@ def job_attempt_end(
         )
         pruned = descendants_prune(pandaid, cause=f"parent {pandaid} failed for good")
         final = JobStatus.FAILED
-    if Job.objects.filter(cluster_id=pandaid).exists():
+    # A cluster job lists its members in its data id (dag_clusters): other jobs pay no query.
+    if (
+        isinstance(job.data_id, dict)
+        and "members" in job.data_id
+        and Job.objects.filter(cluster_id=pandaid).exists()
+    ):
         cluster_attempt_settle(
             cluster=job, attemptnr=attemptnr, outcome=final, endtime=endtime, errors=errors
         )
