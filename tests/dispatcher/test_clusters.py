@@ -203,3 +203,38 @@ def test_cluster_jobs_count_against_the_job_cap(settings: Any) -> None:
     with pytest.raises(WorkflowTooLarge, match="9 jobs"):
         workflow_submit_spec(owner=UserFactory(), spec=SPEC)
     workflow_submit_spec(owner=UserFactory(), spec={k: v for k, v in SPEC.items() if k != "cluster"})
+
+
+def test_a_late_finished_report_of_a_cluster_finishes_its_waiting_members() -> None:
+    """The watcher fails a cluster attempt for a lost heartbeat (retried: the members wait); the
+    pilot's late `finished` report then finishes the cluster and its members."""
+    import datetime as dt
+
+    from dispatcher.loops import watcher_one_batch
+
+    queue = QueueFactory(name="LATE_Q", max_rss_mb=8000, max_walltime_s=10**6)
+    wf = workflow_submit_spec(owner=UserFactory(), spec=SPEC).pk
+    cluster = _jobs(wf)[C0]
+    assert broker_one_batch() == 2
+    start = timezone.now() - dt.timedelta(hours=2)
+    job_transition(
+        pandaid=cluster.pandaid,
+        to=JobStatus.SENT,
+        cause="pilot",
+        fields={"dispatched_at": start, "lease": "l", "queue_id": queue.name},
+    )
+    job_transition(
+        pandaid=cluster.pandaid,
+        to=JobStatus.RUNNING,
+        cause="pilot",
+        fields={"starttime": start, "heartbeat_at": start, "statechangetime": start},
+    )
+    assert watcher_one_batch(now=timezone.now() + dt.timedelta(days=1)) >= 1
+    states = _states(wf)
+    assert (states[C0], states["isr_1_0"], states["calibrate_1_0"]) == ("defined", "defined", "defined")
+    update = PilotUpdate(pandaid=cluster.pandaid, status="finished", attemptnr=1, lease="l")
+    [reply] = jobs_pilot_update_bulk(updates=[update], queues=None)
+    assert isinstance(reply, UpdateReply) and reply.status == JobStatus.FINISHED
+    states = _states(wf)
+    assert (states[C0], states["isr_1_0"], states["calibrate_1_0"]) == ("finished", "finished", "finished")
+    assert Job.objects.get(workflow_id=wf, name="bkg_1_0").pending_parents == 0
