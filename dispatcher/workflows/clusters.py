@@ -344,8 +344,11 @@ def dag_clusters(jobs: Sequence[NewJob], rules: Sequence[ClusterRule]) -> list[N
         for name, members in _groups(jobs, rule, index):
             if len(members) < 2 and rule.connected:
                 continue
-            if name in names:
-                raise WorkflowInvalid(f"cluster name {name!r} is also a job's name", field=rule.field)
+            if name in names:  # a job's name, or key values that read alike ("a b", "a-b")
+                k = 1
+                while f"{name}~{k}" in names:
+                    k += 1
+                name = f"{name}~{k}"
             names.add(name)
             clusters.append((rule, name, members))
             for m in members:

@@ -414,6 +414,15 @@ def test_cluster_rules_are_refused_naming_the_field(cluster: Any, field: str, me
     assert caught.value.field == field
 
 
+def test_cluster_names_stay_unique_when_key_values_read_alike() -> None:
+    jobs = [
+        NewJob(name=f"a{i}", label="a", command="t", data_id={"k": k}, parents=[f"a{i - 1}"] if i % 2 else [])
+        for i, k in enumerate(["x y", "x y", "x-y", "x-y"])
+    ]
+    nodes = dag_clusters(jobs, cluster_rules_parse({"by": ["k"], "labels": ["a"]}))
+    assert sorted(j.name for j in nodes if j.label == "a_cluster") == ["a_cluster_x-y", "a_cluster_x-y~1"]
+
+
 def test_clusters_that_would_wait_for_each_other_are_refused() -> None:
     # a1 -> x -> a2, with a1 and a2 in one cluster: the cluster waits for x, x for the cluster.
     jobs = [
