@@ -34,9 +34,28 @@ def job_children_release(pandaid: int) -> int:
 
 
 def descendants_prune(pandaid: int, *, cause: str) -> int:
+    """Prune every not-yet-final descendant of the job; returns how many.
+
+    A pruned cluster job takes its members still waiting with it (they run only inside it), and
+    their descendants (docs/decisions/0008-clusters-of-member-jobs.md).
+    """
     ids = job_descendants([pandaid])
-    if not ids:
-        return 0
+    pruned = 0
+    while ids:
+        pruned += _prune(ids, cause=cause)
+        members = list(
+            Job.objects.filter(cluster_id__in=ids, jobstatus__in=JOB_NON_FINAL).values_list(
+                "pandaid", flat=True
+            )
+        )
+        if not members:
+            break
+        cause = f"{cause}; its cluster job was pruned"
+        ids = sorted({*members, *job_descendants(members)})
+    return pruned
+
+
+def _prune(ids: list[int], *, cause: str) -> int:
     pruned = 0
     # Descendants of an unfinished parent are normally `defined`; after a restart some may be in
     # other non-final states. Each source state is one set-based transition.

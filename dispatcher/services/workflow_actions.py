@@ -342,7 +342,8 @@ def _jobs_rerun(where: Q, *, sources: Iterable[str], cause: str) -> list[int]:
 
 def _cluster_partners_rerun(ids: Sequence[int], *, sources: Iterable[str], cause: str) -> list[int]:
     """Clusters run again with their members: the cluster jobs of re-run members and the members of
-    re-run cluster jobs (those in `sources`) go back to `defined` too; then the members wait for
+    re-run cluster jobs (those in `sources`, and the jobs pruned below them) go back to `defined`
+    too; then the members wait for
     their cluster and each cluster's payload runs its unfinished members
     (`clusters.clusters_rerun_prepare`). Returns the jobs moved here."""
     if (
@@ -353,6 +354,10 @@ def _cluster_partners_rerun(ids: Sequence[int], *, sources: Iterable[str], cause
     clusters = Job.objects.filter(pandaid__in=ids, cluster__isnull=False).values("cluster_id")
     partners = (Q(pandaid__in=clusters) | Q(cluster_id__in=ids)) & ~Q(pandaid__in=ids)
     more = _jobs_rerun(partners, sources=sources, cause=cause)
+    if JobStatus.PRUNED in sources and more:
+        # What a pruned cluster took with it through its members comes back with them.
+        below = job_descendants(more, jobstatus=JobStatus.PRUNED)
+        more += _jobs_rerun(Q(pandaid__in=below), sources=(JobStatus.PRUNED,), cause=cause)
     clusters_rerun_prepare([*ids, *more])
     return more
 

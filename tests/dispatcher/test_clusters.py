@@ -238,3 +238,53 @@ def test_a_late_finished_report_of_a_cluster_finishes_its_waiting_members() -> N
     states = _states(wf)
     assert (states[C0], states["isr_1_0"], states["calibrate_1_0"]) == ("finished", "finished", "finished")
     assert Job.objects.get(workflow_id=wf, name="bkg_1_0").pending_parents == 0
+
+
+def test_a_cluster_pruned_by_an_outside_parent_takes_its_waiting_members_and_a_retry_brings_them_back() -> (
+    None
+):
+    """calibrate also needs `prep` (outside the cluster): when prep fails for good, the cluster job
+    is pruned, and its members with it (isr too: it runs only inside the cluster), and what
+    depends on them; a retry runs prep again and brings the cluster and every member back."""
+    QueueFactory(max_rss_mb=8000, max_walltime_s=10**6)
+    spec = {
+        **SPEC,
+        "labels": {
+            **SPEC["labels"],
+            "prep": {"command": "prep {visit} {detector}", "over": ["visit", "detector"]},
+            "calibrate": {**SPEC["labels"]["calibrate"], "after": ["isr", "prep"]},
+        },
+    }
+    wf = workflow_submit_spec(owner=UserFactory(), spec=spec).pk
+    jobs = _jobs(wf)
+    assert list(Job.objects.get(pk=jobs[C0].pandaid).parent_edges.values_list("parent__name", flat=True)) == [
+        "prep_1_0"
+    ]
+    assert broker_one_batch() == 2  # prep_1_0, prep_1_1: the clusters wait for them
+    prep = jobs["prep_1_0"].pandaid
+    job_transition(
+        pandaid=prep, to=JobStatus.SENT, cause="pilot", fields={"dispatched_at": timezone.now(), "lease": "l"}
+    )
+    job_transition(pandaid=prep, to=JobStatus.RUNNING, cause="pilot", fields={"starttime": timezone.now()})
+    update = PilotUpdate(pandaid=prep, status="failed", attemptnr=1, lease="l", errors={"exeerrorcode": 2})
+    [reply] = jobs_pilot_update_bulk(updates=[update], queues=None)
+    assert isinstance(reply, UpdateReply) and reply.status == JobStatus.FAILED
+    states = _states(wf)
+    assert {n: states[n] for n in ("prep_1_0", C0, "isr_1_0", "calibrate_1_0", "bkg_1_0", "table_1")} == {
+        "prep_1_0": "failed",
+        C0: "pruned",
+        "isr_1_0": "pruned",
+        "calibrate_1_0": "pruned",
+        "bkg_1_0": "pruned",
+        "table_1": "pruned",
+    }
+    assert states[C1] == states["isr_1_1"] == JobStatus.DEFINED  # the other key is untouched
+
+    workflow_retry(workflow_id=wf, actor="test")
+    states = _states(wf)
+    assert {states[n] for n in ("prep_1_0", C0, "isr_1_0", "calibrate_1_0", "bkg_1_0", "table_1")} == {
+        "defined"
+    }
+    assert Job.objects.get(pk=jobs[C0].pandaid).pending_parents == 1  # waits for prep again
+    assert Job.objects.get(pk=jobs["isr_1_0"].pandaid).pending_parents == 1  # held for its cluster
+    assert Job.objects.get(pk=jobs["calibrate_1_0"].pandaid).pending_parents == 3  # isr, prep, cluster
