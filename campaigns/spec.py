@@ -50,7 +50,7 @@ from campaigns.spec_dims import SpecInvalid as SpecInvalid
 from campaigns.spec_dims import SpecTooLarge as SpecTooLarge
 from campaigns.spec_dims import require as _require
 from campaigns.splitting import SplitError, split_check, split_size
-from dispatcher.workflows import WorkflowInvalid
+from dispatcher.workflows import WorkflowInvalid, cluster_rules_parse
 from dispatcher.workflows.label_policies import failure_budget_parse, learn_requests_parse
 from dispatcher.workflows.spec_check import site_rule_parse
 
@@ -261,6 +261,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         for label, body_l in (overrides.get("labels") or {}).items():
             _require(label in labels, f"{where}.overrides.labels: {label!r} is not a label of this step")
             label_overrides[label] = _resources(body_l, f"{where}.overrides.labels.{label}", sites=True)
+        cluster = _cluster_check(body.get("cluster"), labels, where)
         steps.append(
             {
                 "name": step_name,
@@ -273,6 +274,7 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
                 "overrides": resources,
                 "label_overrides": label_overrides,
                 **{k: shape[k] for k in ("dimensions", "data", "group_by", "gather")},
+                **({"cluster": cluster} if cluster else {}),
             }
         )
 
@@ -300,6 +302,23 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         "notifications": {"webhook": webhook, "events": events},
         "stall_after_s": _int_field(raw.get("stall_after_s", 3600), "stall_after_s", minimum=1),
     }
+
+
+def _cluster_check(raw: Any, labels: Sequence[str], where: str) -> Any:
+    """A step's `cluster`, as a workflow spec writes it (dispatcher/workflows/clusters.py), naming
+    labels of the step only; the data-id key of a campaign job is the campaign's dimension."""
+    if raw is None:
+        return None
+    try:
+        rules = cluster_rules_parse(raw)
+    except WorkflowInvalid as exc:
+        raise SpecInvalid(f"{where}.{exc.message}", field=f"{where}.{exc.field}") from exc
+    for rule in rules:
+        for label in rule.labels:
+            if label not in labels:
+                field = f"{where}.{rule.field}" + ("" if not rule.connected else ".labels")
+                raise SpecInvalid(f"{field}: {label!r} is not a label of this step", field=field)
+    return raw
 
 
 def _groups_count_check(groups: int | None, field: str) -> None:
@@ -388,6 +407,8 @@ def config_resolve(
         "labels": labels,
         "jobs": jobs,
     }
+    if body.get("cluster"):
+        config["cluster"] = body["cluster"]
     if overrides.get("only") is not None:
         config["only"] = sorted(overrides["only"])
     return config

@@ -25,6 +25,7 @@ STEP_KEYS = {
     "data",
     "group_by",
     "gather",
+    "cluster",
 }
 DATA_SOURCES = ("ids", "ranges", "file", "query", "product")
 # Command placeholders that are not dimensions; a dimension may not take one of these names.

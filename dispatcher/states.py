@@ -45,9 +45,11 @@ _J = JobStatus
 #   them again, as BPS's finalJob); other finished jobs never re-run (`JOB_RESTARTABLE`);
 # * a late `finished` report of an attempt the watcher failed for a lost heartbeat, before any
 #   later attempt was dispatched, finishes the job from `defined`, `activated` (waiting for the
-#   retry) or `failed` (no retry left): `pilot_calls.late_report`.
+#   retry) or `failed` (no retry left): `pilot_calls.late_report`;
+# * a cluster member is never dispatched itself: it goes from `defined` to `finished` or `failed`
+#   when an attempt of its cluster job ends (`services.clusters`).
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    _J.DEFINED: frozenset({_J.ACTIVATED, _J.FINISHED}),
+    _J.DEFINED: frozenset({_J.ACTIVATED, _J.FINISHED, _J.FAILED}),
     _J.ACTIVATED: frozenset({_J.SENT, _J.DEFINED, _J.FINISHED}),
     _J.SENT: frozenset({_J.STARTING, _J.RUNNING, _J.HOLDING, _J.FINISHED, _J.FAILED, _J.DEFINED}),
     _J.STARTING: frozenset({_J.RUNNING, _J.HOLDING, _J.FINISHED, _J.FAILED, _J.DEFINED}),

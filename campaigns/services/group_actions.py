@@ -133,6 +133,7 @@ def group_submit(
         name=f"{campaign.name}/{step_name}/{group.name}#{attempt}",
         jobs=[NewJob(**job) for job in plan],
         labels=_label_settings_with_sites(config),
+        cluster=config.get("cluster"),
         priority=int(config["priority"]),
         spec={"campaign_id": campaign.pk, "group_id": group.pk, "attempt": attempt, "kind": kind},
     )

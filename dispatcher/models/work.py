@@ -149,6 +149,17 @@ class Job(models.Model):
         help_text="A final job: no parents; released once every other job of the workflow has ended, "
         "whatever the outcome, and never pruned.",
     )
+    cluster = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        db_index=False,
+        on_delete=models.CASCADE,
+        related_name="members",
+        help_text="A cluster member: the cluster job that runs it (docs/decisions/0008). A member is "
+        "never dispatched itself (pending_parents keeps one extra count) and takes its state from "
+        "its cluster's attempts.",
+    )
 
     # Where it runs.
     queue = models.ForeignKey(
@@ -263,6 +274,10 @@ class Job(models.Model):
                 fields=["jobstatus", "statechangetime"],
                 name="job_inflight_state_idx",
                 condition=Q(jobstatus__in=["sent", "starting", "running", "holding"]),
+            ),
+            # A cluster job's members (only member rows are in it; the column never changes).
+            models.Index(
+                fields=["cluster"], name="job_cluster_member_idx", condition=Q(cluster__isnull=False)
             ),
             # Task page and counters recomputation.
             models.Index(fields=["task", "jobstatus"], name="job_task_status_idx"),

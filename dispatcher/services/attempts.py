@@ -14,14 +14,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from dispatcher.models import Job, JobAttempt, JobDependency, Queue, QueueStatus, Task
-from dispatcher.queries import job_descendants
+from dispatcher.models import Job, JobAttempt, Queue, QueueStatus, Task
 from dispatcher.retry import ERROR_FIELDS, ResizePolicy, RetryDecision, retry_decide, retry_rules_active
-from dispatcher.services.transitions import job_transition, jobs_transition_bulk
-from dispatcher.states import JOB_ACTIVE, JOB_NON_FINAL, JobStatus
+from dispatcher.services.clusters import cluster_attempt_settle
+from dispatcher.services.release import descendants_prune, job_children_release
+from dispatcher.services.transitions import job_transition
+from dispatcher.states import JOB_ACTIVE, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def job_attempt_end(
        failed → ask the retrier; retry → back to `defined` with attemptnr + 1 (and more memory for
        out-of-memory, and no queue so brokerage places it again); no retry → `failed`, and every
        not-yet-final descendant is pruned.
+    4. A cluster job's members take their share of the attempt (`clusters.cluster_attempt_settle`).
     """
     if status not in (JobStatus.FINISHED, JobStatus.FAILED):
         raise ValueError(f"an attempt ends finished or failed, not {status!r}")
@@ -166,8 +167,17 @@ def job_attempt_end(
             cause=cause,
             fields={"endtime": endtime, **errors, **metrics},
         )
-        pruned = _prune_descendants(pandaid, cause=f"parent {pandaid} failed for good")
+        pruned = descendants_prune(pandaid, cause=f"parent {pandaid} failed for good")
         final = JobStatus.FAILED
+    # A cluster job lists its members in its data id (dag_clusters): other jobs pay no query.
+    if (
+        isinstance(job.data_id, dict)
+        and "members" in job.data_id
+        and Job.objects.filter(cluster_id=pandaid).exists()
+    ):
+        cluster_attempt_settle(
+            cluster=job, attemptnr=attemptnr, outcome=final, endtime=endtime, errors=errors
+        )
     log.info(
         "job %s attempt %s ended %s -> %s",
         pandaid,
@@ -214,40 +224,3 @@ def _longest_queue_walltime_s() -> int:
         .first()
     )
     return int(longest or 0)
-
-
-def job_children_release(pandaid: int) -> int:
-    """Decrement the children's pending_parents; returns how many reached zero.
-
-    Children are locked in pandaid order first (two parents finishing at once then lock their shared
-    children in the same order and cannot deadlock), then updated in one statement.
-    """
-    children = JobDependency.objects.filter(parent_id=pandaid).values("child_id")
-    locked = list(
-        Job.objects.select_for_update()
-        .filter(pandaid__in=children)
-        .order_by("pandaid")
-        .values_list("pandaid", "pending_parents")
-    )
-    if not locked:
-        return 0
-    ids = [child for child, _ in locked]
-    Job.objects.filter(pandaid__in=ids, pending_parents__gt=0).update(
-        pending_parents=F("pending_parents") - 1
-    )
-    return sum(1 for _, pending in locked if pending == 1)
-
-
-def _prune_descendants(pandaid: int, *, cause: str) -> int:
-    ids = job_descendants([pandaid])
-    if not ids:
-        return 0
-    pruned = 0
-    # Descendants of an unfinished parent are normally `defined`; after a restart some may be in
-    # other non-final states. Each source state is one set-based transition.
-    states = set(
-        Job.objects.filter(pandaid__in=ids, jobstatus__in=JOB_NON_FINAL).values_list("jobstatus", flat=True)
-    )
-    for source in sorted(states):
-        pruned += len(jobs_transition_bulk(source=source, to=JobStatus.PRUNED, cause=cause, pandaids=ids))
-    return pruned

@@ -37,6 +37,7 @@ _JOB_COLUMNS = (
     "request_cores",
     "request_walltime_s",
     "request_disk_mb",
+    "cluster_id",
 )
 
 
@@ -49,7 +50,7 @@ def _job_row(job: NewJob, task_id: int, workflow_id: int, username: str, priorit
         dict(job.data_id or {}),
         username,
         job.priority if job.priority is not None else priority,
-        len(job.parents),
+        len(job.parents) + (1 if job.cluster else 0),
         job.command,
         dict(job.environment or {}),
         job.container_image,
@@ -57,6 +58,7 @@ def _job_row(job: NewJob, task_id: int, workflow_id: int, username: str, priorit
         job.cores,
         job.walltime_s,
         job.disk_mb,
+        None,  # cluster_id: set once the cluster's row has its pandaid
     )
 
 
@@ -82,7 +84,14 @@ def _jobs_bulk_create(
         values["task_id"] = values.pop("jeditaskid")
         rows.append(Job(**values, statechangetime=now))
     Job.objects.bulk_create(rows, batch_size=2000)
-    return {row.name: row.pandaid for row in rows}
+    ids = {row.name: row.pandaid for row in rows}
+    clusters: dict[str, list[int]] = {}
+    for job in nodes:
+        if job.cluster:
+            clusters.setdefault(job.cluster, []).append(ids[job.name])
+    for name, members in clusters.items():
+        Job.objects.filter(pandaid__in=members).update(cluster_id=ids[name])
+    return ids
 
 
 # A new job was created and entered `defined` now: the monitor's time windows (statechangetime,
@@ -158,6 +167,7 @@ def _jobs_copy(
             "SELECT array_agg(nextval(%s::regclass)) FROM generate_series(1, %s)", [sequence, len(nodes)]
         )
         pandaids = sorted(cursor.fetchone()[0] or [])
+        ids = {job.name: pandaid for job, pandaid in zip(nodes, pandaids, strict=True)}
         raw_cursor: Any = cursor.cursor
         with raw_cursor.copy(f"COPY dispatcher_job ({columns}) FROM STDIN") as copy:
             lines: list[str] = []
@@ -173,7 +183,7 @@ def _jobs_copy(
                             escape(_JSON(job.data_id)) if job.data_id else "{}",
                             user_text,
                             str(job.priority if job.priority is not None else priority),
-                            str(len(job.parents)),
+                            str(len(job.parents) + 1) if job.cluster else str(len(job.parents)),
                             escape(job.command),
                             json_text(job.environment),
                             escape(job.container_image),
@@ -181,6 +191,7 @@ def _jobs_copy(
                             str(job.cores),
                             str(job.walltime_s),
                             str(job.disk_mb),
+                            str(ids[job.cluster]) if job.cluster else "\\N",
                             suffix,
                         )
                     )
@@ -190,7 +201,7 @@ def _jobs_copy(
                     lines.clear()
             if lines:
                 copy.write("\n".join(lines) + "\n")
-    return {job.name: pandaid for job, pandaid in zip(nodes, pandaids, strict=True)}
+    return ids
 
 
 def job_edges_insert(nodes: Sequence[NewJob], ids: Mapping[str, int]) -> None:

@@ -6,6 +6,7 @@ The actions on a submitted workflow are `workflow_actions.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -22,13 +23,14 @@ from dispatcher.services.job_insert import job_edges_insert, jobs_insert
 from dispatcher.services.transitions import task_count_deltas_add
 from dispatcher.states import JobStatus
 from dispatcher.workflows import (
+    ClusterRule,
     LabelSettings,
     NewJob,
     QueueLimits,
-    WorkflowInvalid,
+    cluster_rules,
+    dag_check_caps,
     dag_check_queues,
-    dag_cluster,
-    dag_find_cycle,
+    dag_clusters,
     dag_validate,
     spec_from_jobs,
     spec_parse,
@@ -75,7 +77,7 @@ def queue_limits() -> list[QueueLimits]:
 def workflow_validate(
     jobs: Sequence[NewJob],
     *,
-    cluster: Mapping[str, int] | None = None,
+    cluster: Sequence[ClusterRule] | Mapping[str, Any] | None = None,
     check_queues: bool = True,
     sites: Mapping[str, SiteRule] | None = None,
 ) -> list[NewJob]:
@@ -84,18 +86,24 @@ def workflow_validate(
     1. Caps, names, dependencies and cycles of the DAG as given (`dag_validate`).
     2. Every request fits some queue its label's `sites` allow (reads the queue table, writes
        nothing).
-    3. Clustering, and the cycle check again on the clustered graph.
+    3. Clustering (`dag_clusters`: the member jobs, then their cluster jobs), refused when the
+       clusters would wait for each other.
     """
     dag_validate(jobs, max_jobs=max_dag_jobs(), max_edges=max_dag_edges())
     if check_queues:
         dag_check_queues(jobs, queue_limits(), sites)
-    if not cluster:
+    rules = cluster_rules(cluster)
+    if not rules:
         return list(jobs)
-    clustered = dag_cluster(jobs, cluster)
-    loop = dag_find_cycle({job.name: job.parents for job in clustered})
-    if loop:
-        raise WorkflowInvalid("clustering makes a dependency cycle: " + " -> ".join(loop), field="cluster")
-    return clustered
+    nodes = dag_clusters(jobs, rules)
+    # Cluster jobs are rows too: the caps hold for what is written.
+    dag_check_caps(
+        jobs=len(nodes),
+        edges=sum(len(job.parents) for job in nodes),
+        max_jobs=max_dag_jobs(),
+        max_edges=max_dag_edges(),
+    )
+    return nodes
 
 
 # Above this many explicit jobs, a spec's job list is not copied into Workflow.spec: the job rows
@@ -191,7 +199,7 @@ def workflow_submit(
     priority: int = 500,
     spec: Mapping[str, Any] | None = None,
     labels: Mapping[str, LabelSettings] | None = None,
-    cluster: Mapping[str, int] | None = None,
+    cluster: Sequence[ClusterRule] | Mapping[str, Any] | None = None,
     check_queues: bool = True,
     workflow_fields: Mapping[str, Any] | None = None,
 ) -> Workflow:
@@ -214,7 +222,9 @@ def workflow_submit(
             final_jobs=len(finals),
             **dict(workflow_fields or {}),
         )
-        task_of = _tasks_create(workflow, nodes, labels or {}, owner.username, priority)
+        task_of = _tasks_create(
+            workflow, nodes, _with_cluster_labels(nodes, labels or {}), owner.username, priority
+        )
         ids = jobs_insert(workflow, nodes, task_of, owner.username, priority)
         if finals:
             # Final jobs wait for every other job of the workflow (services.final_jobs).
@@ -231,6 +241,30 @@ def workflow_submit(
         extra={"event": "workflow.submit", "workflow_id": workflow.pk, "jobs": len(nodes)},
     )
     return workflow
+
+
+def _with_cluster_labels(
+    nodes: Sequence[NewJob], labels: Mapping[str, LabelSettings]
+) -> dict[str, LabelSettings]:
+    """The label settings, with a cluster label's taken from its first member's label (attempts,
+    retry policy, sites; resources from the cluster job itself)."""
+    out = dict(labels)
+    first_label: dict[str, str] = {}
+    for job in nodes:
+        if job.cluster:
+            first_label.setdefault(job.cluster, job.label)
+    for job in nodes:
+        if job.name in first_label and job.label not in out:
+            base = labels.get(first_label[job.name])
+            if base is not None:
+                out[job.label] = dataclasses.replace(
+                    base,
+                    memory_mb=job.memory_mb,
+                    cores=job.cores,
+                    walltime_s=job.walltime_s,
+                    disk_mb=job.disk_mb,
+                )
+    return out
 
 
 def _tasks_create(

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from dispatcher.models import Job, Task, Workflow
 from dispatcher.queries import job_descendants, task_site_rules
+from dispatcher.services.clusters import clusters_rerun_prepare
 from dispatcher.services.final_jobs import final_jobs_release
 from dispatcher.services.submit import queue_limits
 from dispatcher.services.transitions import jobs_transition_bulk
@@ -272,6 +273,9 @@ def workflow_restart(
         sources=(JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED),
         cause=f"restarted by {actor}",
     )
+    ids += _cluster_partners_rerun(
+        ids, sources=(JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED), cause=f"restarted by {actor}"
+    )
     ids += _final_jobs_rearm(workflow_id, ids, cause=f"restarted by {actor}")
     _workflow_reopen(workflow_id, ids)
     _action_log("workflow.restart", workflow_id, actor, restarted=len(ids))
@@ -304,6 +308,7 @@ def workflow_retry(
     cause = f"retried by {actor}"
     ids = _jobs_rerun(Q(pandaid__in=failed), sources=(JobStatus.FAILED,), cause=cause)
     ids += _jobs_rerun(Q(pandaid__in=pruned), sources=(JobStatus.PRUNED,), cause=cause)
+    ids += _cluster_partners_rerun(ids, sources=(JobStatus.FAILED, JobStatus.PRUNED), cause=cause)
     ids += _final_jobs_rearm(workflow_id, ids, cause=cause)
     _workflow_reopen(workflow_id, ids)
     _action_log("workflow.retry", workflow_id, actor, retried=len(failed), unpruned=len(pruned))
@@ -333,6 +338,28 @@ def _jobs_rerun(where: Q, *, sources: Iterable[str], cause: str) -> list[int]:
             )
     _pending_parents_recompute(ids)
     return ids
+
+
+def _cluster_partners_rerun(ids: Sequence[int], *, sources: Iterable[str], cause: str) -> list[int]:
+    """Clusters run again with their members: the cluster jobs of re-run members and the members of
+    re-run cluster jobs (those in `sources`, and the jobs pruned below them) go back to `defined`
+    too; then the members wait for
+    their cluster and each cluster's payload runs its unfinished members
+    (`clusters.clusters_rerun_prepare`). Returns the jobs moved here."""
+    if (
+        not ids
+        or not Job.objects.filter(Q(pandaid__in=ids, cluster__isnull=False) | Q(cluster_id__in=ids)).exists()
+    ):
+        return []
+    clusters = Job.objects.filter(pandaid__in=ids, cluster__isnull=False).values("cluster_id")
+    partners = (Q(pandaid__in=clusters) | Q(cluster_id__in=ids)) & ~Q(pandaid__in=ids)
+    more = _jobs_rerun(partners, sources=sources, cause=cause)
+    if JobStatus.PRUNED in sources and more:
+        # What a pruned cluster took with it through its members comes back with them.
+        below = job_descendants(more, jobstatus=JobStatus.PRUNED)
+        more += _jobs_rerun(Q(pandaid__in=below), sources=(JobStatus.PRUNED,), cause=cause)
+    clusters_rerun_prepare([*ids, *more])
+    return more
 
 
 def _final_jobs_rearm(workflow_id: int, rerun: Sequence[int], *, cause: str) -> list[int]:

@@ -6,7 +6,6 @@ the tests drive them with generated graphs.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +74,8 @@ class NewJob:
     # A final job (docs/user-guide/workflows.md#final-jobs): no parents, no children; it runs once
     # every other job of the workflow has ended, whatever the outcome.
     final: bool = False
+    # A cluster member (dispatcher/workflows/clusters.py): the name of the cluster job that runs it.
+    cluster: str = ""
 
 
 # At most this many final jobs in one workflow.
@@ -352,113 +353,3 @@ def dag_check_queues(
             f"walltime_s={job.walltime_s}, disk_mb={job.disk_mb} and no single queue{among} offers all of them",
             field=f"{job.name}.resources",
         )
-
-
-CLUSTER_MARKER = "ailuro-cluster-member"
-
-
-def cluster_command(members: Sequence[NewJob]) -> str:
-    """One shell payload that runs each member in sequence and keeps each one's result.
-
-    Every member runs in its own subshell with its own environment overrides; a line
-    `ailuro-cluster-member <name> exit=<code>` is printed after each, so the payload log holds every
-    member's result, and the payload exits with the first non-zero member code (the rest still run).
-    """
-    lines = ["rc=0"]
-    for member in members:
-        env = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in (member.environment or {}).items())
-        prefix = f"export {env}; " if env else ""
-        lines.append(f"( {prefix}{member.command} )")
-        lines.append(
-            f'r=$?; echo "{CLUSTER_MARKER} {shlex.quote(member.name)} exit=$r"; '
-            'if [ "$rc" -eq 0 ] && [ "$r" -ne 0 ]; then rc=$r; fi'
-        )
-    lines.append('exit "$rc"')
-    return "\n".join(lines)
-
-
-def dag_cluster(jobs: Sequence[NewJob], cluster: Mapping[str, int]) -> list[NewJob]:
-    """Pack the jobs of each clustered label into payloads of up to N members, run in sequence.
-
-    1. Members are taken in spec order, N at a time, per label; a cluster is named
-       `<label>_cluster<k>` and keeps its members' names and data ids in `data_id.members`.
-    2. A cluster needs the largest memory / cores / disk of its members and the sum of walltimes.
-    3. Its parents are its members' parents outside the cluster, mapped to their own clusters;
-       the children of any member depend on the cluster instead.
-    4. The caller checks the clustered graph for cycles again (two members of one cluster may sit
-       on both ends of a path through another label).
-    """
-    if not cluster:
-        return list(jobs)
-    labels_present = {job.label for job in jobs}
-    final_labels = {job.label for job in jobs if job.final}
-    for label, size in cluster.items():
-        if label not in labels_present:
-            raise WorkflowInvalid(
-                f"cluster names label {label!r}, which has no jobs", field=f"cluster.{label}"
-            )
-        if label in final_labels and size != 1:
-            raise WorkflowInvalid(
-                f"cluster names label {label!r}, which has a final job: final jobs are not clustered",
-                field=f"cluster.{label}",
-            )
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise WorkflowInvalid(
-                f"cluster size of label {label!r} must be a positive integer, got {size!r}",
-                field=f"cluster.{label}",
-            )
-    groups: dict[str, list[list[NewJob]]] = {}
-    owner: dict[str, str] = {}
-    for job in jobs:
-        size = cluster.get(job.label, 1)
-        if size == 1:
-            owner[job.name] = job.name
-            continue
-        chunks = groups.setdefault(job.label, [])
-        if not chunks or len(chunks[-1]) >= size:
-            chunks.append([])
-        chunks[-1].append(job)
-        owner[job.name] = f"{job.label}_cluster{len(chunks) - 1}"
-    result: list[NewJob] = []
-    emitted: set[str] = set()
-    members_of = {
-        f"{label}_cluster{k}": chunk for label, chunks in groups.items() for k, chunk in enumerate(chunks)
-    }
-    for job in jobs:
-        name = owner[job.name]
-        if name in emitted:
-            continue
-        emitted.add(name)
-        if name == job.name:
-            parents = list(dict.fromkeys(owner[p] for p in job.parents))
-            result.append(
-                NewJob(
-                    **{
-                        **job.__dict__,
-                        "parents": parents,
-                    }
-                )
-            )
-            continue
-        members = members_of[name]
-        member_names = {m.name for m in members}
-        parents = list(dict.fromkeys(owner[p] for m in members for p in m.parents if p not in member_names))
-        parents = [p for p in parents if p != name]
-        result.append(
-            NewJob(
-                name=name,
-                label=job.label,
-                command=cluster_command(members),
-                parents=parents,
-                memory_mb=max(m.memory_mb for m in members),
-                cores=max(m.cores for m in members),
-                walltime_s=sum(m.walltime_s for m in members),
-                disk_mb=max(m.disk_mb for m in members),
-                priority=job.priority,
-                environment={},
-                container_image=job.container_image,
-                data_id={"members": [{"name": m.name, "data_id": dict(m.data_id or {})} for m in members]},
-                files=[f for m in members for f in m.files],
-            )
-        )
-    return result

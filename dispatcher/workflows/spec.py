@@ -15,7 +15,9 @@ A spec is one mapping with these keys, all optional except that some job must co
 - `jobs`: the explicit form, one entry per job (`name`, `label`, `command`, `depends_on`,
   `resources`, `environment`, `container_image`, `data_id`, `files`, `priority`, `final`: a final
   job, run once every other job has ended, whatever the outcome);
-- `cluster`: `{label: N}` packs N jobs of the label into one payload run in sequence.
+- `cluster`: `{by: [keys], labels: [labels], max_members: N, target_runtime_s: T}` runs the jobs
+  of those labels sharing the keys' values as one job (`clusters.py`), or `{label: N}` N jobs of
+  one label.
 
 Three steps, all pure (no ORM) and bounded: `spec_text.spec_load` turns text into data,
 `spec_check.spec_sections` checks the sections, and `spec_parse` here expands them into DAG nodes
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.brokerage import SiteRule
+from dispatcher.workflows.clusters import ClusterRule, cluster_rules
 from dispatcher.workflows.dag import LabelSettings, NewJob, WorkflowInvalid, dag_check_caps
 from dispatcher.workflows.label_policies import failure_budget_parse, learn_requests_parse
 from dispatcher.workflows.spec_check import (
@@ -54,7 +57,7 @@ class ParsedSpec:
     priority: int
     jobs: list[NewJob]
     labels: dict[str, LabelSettings] = field(default_factory=dict)
-    cluster: dict[str, int] = field(default_factory=dict)
+    cluster: list[ClusterRule] = field(default_factory=list)
 
 
 # --- data → DAG --------------------------------------------------------------------------------
@@ -293,15 +296,14 @@ def _label_settings(sections: SpecSections, jobs: Sequence[NewJob]) -> dict[str,
                 entry.get("learn_requests"), f"labels.{job.label}.learn_requests"
             ),
         )
-    for label in (*sections.labels, *sections.overrides, *sections.cluster):
+    for rule in sections.cluster:
+        for label in rule.labels:
+            if label not in labels:
+                where = rule.field if not rule.connected else f"{rule.field}.labels"
+                raise WorkflowInvalid(f"{where} names label {label!r}, which has no jobs", field=where)
+    for label in (*sections.labels, *sections.overrides):
         if label not in labels:
-            section = (
-                "labels"
-                if label in sections.labels
-                else "overrides"
-                if label in sections.overrides
-                else "cluster"
-            )
+            section = "labels" if label in sections.labels else "overrides"
             raise WorkflowInvalid(
                 f"{section}.{label} names a label that has no jobs", field=f"{section}.{label}"
             )
@@ -344,7 +346,7 @@ def spec_from_jobs(
     jobs: Sequence[NewJob],
     priority: int = 500,
     labels: Mapping[str, LabelSettings] | None = None,
-    cluster: Mapping[str, int] | None = None,
+    cluster: Sequence[ClusterRule] | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The explicit form of a DAG: every job spelled out, so parsing it gives the same nodes."""
     spec: dict[str, Any] = {"name": name, "priority": priority}
@@ -377,8 +379,9 @@ def spec_from_jobs(
             label_section[label] = entry
     if label_section:
         spec["labels"] = label_section
-    if cluster:
-        spec["cluster"] = dict(cluster)
+    rules = cluster_rules(cluster)
+    if rules:
+        spec["cluster"] = _cluster_spec(rules)
     spec["jobs"] = [
         {
             "name": job.name,
@@ -401,3 +404,12 @@ def spec_from_jobs(
         for job in jobs
     ]
     return spec
+
+
+def _cluster_spec(rules: Sequence[ClusterRule]) -> Any:
+    """The `cluster` section that parses back to `rules`."""
+    if all(not r.connected for r in rules):
+        return {r.labels[0]: r.max_members for r in rules}
+    if len(rules) == 1:
+        return rules[0].as_spec()
+    return [r.as_spec() for r in rules]

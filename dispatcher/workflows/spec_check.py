@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.workflows.clusters import ClusterRule, cluster_rules_parse
 from dispatcher.workflows.dag import WorkflowInvalid
 from dispatcher.workflows.spec_size import (
     MAX_LABEL_AXES,
@@ -328,7 +329,7 @@ class SpecSections:
     overrides: Mapping[str, Mapping[str, Any]]  # the `overrides` section as given
     label_layers: dict[str, SettingsLayer]
     override_layers: dict[str, SettingsLayer]
-    cluster: dict[str, int]
+    cluster: list[ClusterRule]
     jobs: list[Any]
     compact: list[CompactLabel]
 
@@ -371,10 +372,7 @@ def spec_sections(data: Mapping[str, Any]) -> SpecSections:
         key: dimension_values(spec, f"dimensions.{key}")
         for key, spec in _section(data, "dimensions", "a mapping").items()
     }
-    cluster = {
-        label: positive_int(n, f"cluster.{label}")
-        for label, n in _section(data, "cluster", "a mapping of label to a number of jobs").items()
-    }
+    cluster = cluster_rules_parse(data.get("cluster"))
     jobs = data.get("jobs") or []
     expect(jobs, list, "jobs", "a list")
     return SpecSections(

@@ -214,7 +214,12 @@ def jobs_page(q: Q, *, sort: str, cursor: str | None, limit: int) -> tuple[list[
 
 
 def job_detail(pandaid: int) -> Job | None:
-    return Job.objects.select_related("queue__site", "task", "workflow").filter(pandaid=pandaid).first()
+    """The job with its queue, task, workflow and, for a cluster member, its cluster job (one query)."""
+    return (
+        Job.objects.select_related("queue__site", "task", "workflow", "cluster")
+        .filter(pandaid=pandaid)
+        .first()
+    )
 
 
 def job_attempts(pandaid: int) -> list[JobAttempt]:
@@ -252,6 +257,13 @@ def job_relatives(pandaid: int) -> tuple[list[dict[str, Any]], list[dict[str, An
         if e["parent_id"] == pandaid
     ]
     return parents, children
+
+
+def job_cluster_members(pandaid: int) -> list[dict[str, Any]]:
+    """A cluster job's members with their states, in submission order (empty for other jobs: one
+    probe of the partial index of members)."""
+    rows = Job.objects.filter(cluster_id=pandaid).order_by("pandaid")
+    return [dict(row) for row in rows.values("pandaid", "name", "label", "jobstatus", "attemptnr")]
 
 
 def job_log_chunks(pandaid: int, *, after: int, attemptnr: int | None, limit: int = 200) -> list[PayloadLog]:

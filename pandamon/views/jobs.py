@@ -120,6 +120,8 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
     history = reads.job_status_history(pandaid)
     files = reads.job_files(pandaid)
     parents, children = reads.job_relatives(pandaid)
+    # A member is no cluster: only other jobs may have members.
+    members = [] if job.cluster_id else reads.job_cluster_members(pandaid)
     chunks = reads.job_log_chunks(pandaid, after=0, attemptnr=job.attemptnr)
     inputs = [f.lfn for f in files if f.role == "input"]
     final = job.jobstatus in JOB_FINAL
@@ -131,6 +133,8 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
         "files": files,
         "parents": parents,
         "children": children,
+        "members": members,
+        "cluster": job.cluster,
         "chunks": chunks,
         "last_seq": chunks[-1].sequence if chunks else 0,
         "final": final,
@@ -171,6 +175,7 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
             "kind": "final" if job.is_final else "dag",
             "parents": parents,
             "children": children,
+            "members": members,
         },
     )
 

@@ -128,11 +128,15 @@ def test_spec_submission_keeps_the_spec_and_label_settings() -> None:
 
     assert wf.spec == spec
     assert Workflow.objects.get(pk=wf.pk).attempt == 3
-    task = Task.objects.get(workflow=wf)
+    task = Task.objects.get(workflow=wf, label="isr")
     assert (task.memory_mb, task.max_attempts) == (3000, 7)
-    (job,) = Job.objects.filter(workflow=wf)
+    # The cluster job's task takes the settings of its members' label.
+    cluster_task = Task.objects.get(workflow=wf, label="isr_cluster")
+    assert (cluster_task.memory_mb, cluster_task.max_attempts) == (3000, 7)
+    job = Job.objects.get(workflow=wf, task=cluster_task)
     assert job.name == "isr_cluster0"
-    assert job.data_id["members"][1]["name"] == "isr_2"
+    assert job.data_id["members"] == ["isr_1", "isr_2"]
+    assert set(job.members.values_list("name", flat=True)) == {"isr_1", "isr_2"}
 
 
 def test_requests_no_queue_can_satisfy_are_refused_naming_job_and_limit() -> None:

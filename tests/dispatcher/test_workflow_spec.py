@@ -11,12 +11,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatcher.workflows import (
+    ClusterRule,
+    MemberRun,
     NewJob,
     QueueLimits,
     WorkflowInvalid,
     WorkflowTooLarge,
+    cluster_command,
+    cluster_markers,
+    cluster_rules,
+    cluster_rules_parse,
     dag_check_queues,
-    dag_cluster,
+    dag_clusters,
     dag_find_cycle,
     dag_validate,
     spec_from_jobs,
@@ -193,7 +199,9 @@ def test_compact_form_fans_out_and_matches_by_shared_keys() -> None:
         "makeVisitTable_1002",
     ]
     assert by_label["isr"][0].memory_mb == 3000
-    assert parsed.cluster == {"isr": 2}
+    assert parsed.cluster == [
+        ClusterRule(labels=("isr",), max_members=2, connected=False, field="cluster.isr")
+    ]
 
 
 def test_compact_labels_can_depend_on_explicit_jobs_by_data_id() -> None:
@@ -314,49 +322,151 @@ def test_queue_check_names_the_job_and_the_limit() -> None:
     dag_check_queues([NewJob(name="any", label="x", command="t", memory_mb=10**6)], [])
 
 
-def test_cluster_packs_jobs_and_rewires_edges() -> None:
+def test_cluster_per_label_packs_jobs_and_members_keep_their_edges() -> None:
     jobs = [
         NewJob(name=f"a{i}", label="a", command=f"run a{i}", walltime_s=60, memory_mb=1000 + i)
         for i in range(5)
     ]
     jobs += [NewJob(name=f"b{i}", label="b", command=f"run b{i}", parents=[f"a{i}"]) for i in range(5)]
 
-    clustered = dag_cluster(jobs, {"a": 2})
+    nodes = dag_clusters(jobs, cluster_rules({"a": 2}))
 
-    names = [j.name for j in clustered]
-    assert names[:3] == ["a_cluster0", "a_cluster1", "a_cluster2"]
-    first = clustered[0]
-    assert first.walltime_s == 120
-    assert first.memory_mb == 1001
-    assert [m["name"] for m in first.data_id["members"]] == ["a0", "a1"]  # type: ignore[index]
-    assert "ailuro-cluster-member a0 exit=$r" in first.command
-    assert {j.name: list(j.parents) for j in clustered if j.label == "b"} == {
-        "b0": ["a_cluster0"],
-        "b1": ["a_cluster0"],
-        "b2": ["a_cluster1"],
-        "b3": ["a_cluster1"],
-        "b4": ["a_cluster2"],
+    clusters = [j for j in nodes if j.label == "a_cluster"]
+    assert [j.name for j in clusters] == ["a_cluster0", "a_cluster1", "a_cluster2"]
+    first = clusters[0]
+    assert (first.walltime_s, first.memory_mb, list(first.parents)) == (120, 1001, [])
+    assert first.data_id == {"members": ["a0", "a1"]}
+    assert "ailuro-cluster-member" in first.command
+    members = {j.name: j.cluster for j in nodes if j.label == "a"}
+    assert members == {
+        "a0": "a_cluster0",
+        "a1": "a_cluster0",
+        "a2": "a_cluster1",
+        "a3": "a_cluster1",
+        "a4": "a_cluster2",
+    }
+    # A child waits for its own parent member, not for the whole cluster.
+    assert {j.name: list(j.parents) for j in nodes if j.label == "b"} == {
+        f"b{i}": [f"a{i}"] for i in range(5)
     }
 
 
-def test_cluster_payload_runs_every_member_and_keeps_each_result(tmp_path: Any) -> None:
+def test_cluster_by_key_across_labels_is_one_connected_subgraph_per_key() -> None:
+    jobs = [
+        NewJob(
+            name=f"{label}_{v}_{d}",
+            label=label,
+            command=f"{label} {v} {d}",
+            walltime_s=100,
+            data_id={"visit": v, "detector": d},
+            parents=[f"isr_{v}_{d}"] if label == "calibrate" else [],
+        )
+        for label in ("isr", "calibrate")
+        for v in (1, 2)
+        for d in (0, 1)
+    ]
+    jobs.append(
+        NewJob(name="table_1", label="table", command="t", parents=["calibrate_1_0", "calibrate_1_1"])
+    )
+    rules = cluster_rules_parse({"by": ["visit", "detector"], "labels": ["isr", "calibrate"]})
+
+    nodes = dag_clusters(jobs, rules)
+
+    clusters = {j.name: j for j in nodes if j.label == "isr+calibrate_cluster"}
+    assert sorted(clusters) == [f"isr+calibrate_cluster_{v}_{d}" for v in (1, 2) for d in (0, 1)]
+    one = clusters["isr+calibrate_cluster_1_0"]
+    assert one.data_id == {"visit": 1, "detector": 0, "members": ["isr_1_0", "calibrate_1_0"]}
+    assert (one.walltime_s, list(one.parents)) == (200, [])
+    by_name = {j.name: j for j in nodes}
+    assert by_name["table_1"].parents == ["calibrate_1_0", "calibrate_1_1"]
+    assert by_name["calibrate_1_0"].cluster == "isr+calibrate_cluster_1_0"
+
+    # By expected runtime: 150 s per cluster splits each key's chain into single members, which
+    # stay plain jobs; by count, the same.
+    for rule in ({"target_runtime_s": 150}, {"max_members": 1}):
+        split = dag_clusters(
+            jobs, cluster_rules_parse({"by": ["visit", "detector"], "labels": ["isr", "calibrate"], **rule})
+        )
+        assert not [j for j in split if j.cluster]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "field", "message"),
+    [
+        ({"by": ["visit"], "labels": ["nope"]}, "cluster.labels", "no jobs"),
+        ({"by": ["exposure"], "labels": ["isr"]}, "cluster.by", "no data-id key"),
+        ({"by": ["visit"], "labels": ["isr"], "max_members": 0}, "cluster.max_members", "positive"),
+        (
+            {"by": ["visit"], "labels": ["isr"], "target_runtime_s": "1h"},
+            "cluster.target_runtime_s",
+            "positive",
+        ),
+        ({"by": ["visit"], "labels": ["isr"], "size": 2}, "cluster.size", "unknown key"),
+        ({"by": "visit", "labels": ["isr"]}, "cluster.by", "list of names"),
+        ({"labels": []}, "cluster.labels", "at least one"),
+        ([{"labels": ["isr"]}, {"labels": ["isr"]}], "cluster[1].labels", "clustered twice"),
+    ],
+)
+def test_cluster_rules_are_refused_naming_the_field(cluster: Any, field: str, message: str) -> None:
+    jobs = [NewJob(name=f"isr_{v}", label="isr", command="t", data_id={"visit": v}) for v in (1, 2)]
+    with pytest.raises(WorkflowInvalid, match=message) as caught:
+        dag_clusters(jobs, cluster_rules_parse(cluster))
+    assert caught.value.field == field
+
+
+def test_cluster_names_stay_unique_when_key_values_read_alike() -> None:
+    jobs = [
+        NewJob(name=f"a{i}", label="a", command="t", data_id={"k": k}, parents=[f"a{i - 1}"] if i % 2 else [])
+        for i, k in enumerate(["x y", "x y", "x-y", "x-y"])
+    ]
+    nodes = dag_clusters(jobs, cluster_rules_parse({"by": ["k"], "labels": ["a"]}))
+    assert sorted(j.name for j in nodes if j.label == "a_cluster") == ["a_cluster_x-y", "a_cluster_x-y~1"]
+
+
+def test_clusters_that_would_wait_for_each_other_are_refused() -> None:
+    # a1 -> x -> a2, with a1 and a2 in one cluster: the cluster waits for x, x for the cluster.
+    jobs = [
+        NewJob(name="a1", label="a", command="t", data_id={"k": 1}),
+        NewJob(name="x", label="x", command="t", parents=["a1"]),
+        NewJob(name="a2", label="a", command="t", data_id={"k": 1}, parents=["x", "a1"]),
+    ]
+    with pytest.raises(WorkflowInvalid, match="wait for each other") as caught:
+        dag_clusters(jobs, cluster_rules_parse({"by": ["k"], "labels": ["a"]}))
+    assert caught.value.field == "cluster"
+    with pytest.raises(WorkflowInvalid, match="wait for each other") as caught:
+        dag_clusters(jobs, cluster_rules_parse({"a": 2}))
+    assert caught.value.field == "cluster.a"
+
+
+def test_cluster_payload_runs_members_in_dependency_order_and_skips_after_a_failure(tmp_path: Any) -> None:
     import subprocess
 
-    jobs = [
-        NewJob(name="ok1", label="a", command=f"echo one > {tmp_path}/1"),
-        NewJob(name="bad", label="a", command="exit 3"),
-        NewJob(name="ok2", label="a", command=f"echo $WHO > {tmp_path}/2", environment={"WHO": "two words"}),
+    runs = [
+        MemberRun("child_of_bad", f"echo never > {tmp_path}/never", {}, ["bad"]),
+        MemberRun("ok1", f"echo one > {tmp_path}/1", {}, []),
+        MemberRun("bad", "exit 3", {}, ["ok1"]),
+        MemberRun("ok2", f"echo $WHO > {tmp_path}/2", {"WHO": "two words"}, []),
+        MemberRun("grandchild", "true", {}, ["child_of_bad"]),
     ]
-    (payload,) = dag_cluster(jobs, {"a": 3})
-    result = subprocess.run(["bash", "-c", payload.command], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["bash", "-c", cluster_command(runs)], capture_output=True, text=True, timeout=30)
 
     assert result.returncode == 3
     assert result.stdout.splitlines() == [
         "ailuro-cluster-member ok1 exit=0",
         "ailuro-cluster-member bad exit=3",
+        "ailuro-cluster-member child_of_bad skipped",
         "ailuro-cluster-member ok2 exit=0",
+        "ailuro-cluster-member grandchild skipped",
     ]
+    assert cluster_markers(result.stdout) == {
+        "ok1": 0,
+        "bad": 3,
+        "child_of_bad": None,
+        "ok2": 0,
+        "grandchild": None,
+    }
     assert (tmp_path / "2").read_text() == "two words\n"
+    assert not (tmp_path / "never").exists()
 
 
 # --- generated DAGs --------------------------------------------------------------------------

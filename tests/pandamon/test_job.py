@@ -50,8 +50,8 @@ def test_log_tail_stops_polling_once_the_job_is_final(client, world: World) -> N
 
 
 def test_job_page_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
-    # job, attempts, history, files, relatives, log tail
-    with django_assert_num_queries(6):
+    # job, attempts, history, files, relatives, cluster members, log tail
+    with django_assert_num_queries(7):
         assert client.get(f"/job/{world.jobs['isr_4'].pandaid}/").status_code == 200
 
 

@@ -18,7 +18,8 @@ deltas, and the DAG (children released, or descendants pruned after a final fail
      that finished here; children are locked in pandaid order first (two parents finishing at once
      lock their shared children in the same order and cannot deadlock);
   5. each row says whether its workflow has final jobs; only for those, `final_jobs_release`
-     runs after the statement.
+     runs after the statement; and whether it is a cluster job (one probe of the small partial
+     index of members): its members finish after the statement (`cluster_attempt_settle`).
 
   tests/dispatcher/test_finish_fast_path.py runs it and `job_final_update_generic` on twin jobs and
   compares every row.
@@ -43,6 +44,7 @@ from psycopg.types.json import Jsonb
 from dispatcher.models import Job
 from dispatcher.retry import FAMILY_COLUMNS
 from dispatcher.services.attempts import DIAG_MAX, job_attempt_end
+from dispatcher.services.clusters import cluster_attempt_settle
 from dispatcher.services.final_jobs import final_jobs_release
 from dispatcher.services.pilot_calls.messages import (
     IN_FLIGHT,
@@ -150,9 +152,11 @@ released AS (
   RETURNING c.pending_parents)
 SELECT pandaid, attemptnr, jeditaskid, workflow_id,
   (SELECT count(*) FROM released WHERE pending_parents = 0),
-  (SELECT final_jobs FROM dispatcher_workflow WHERE id = workflow_id) FROM upd
+  (SELECT final_jobs FROM dispatcher_workflow WHERE id = workflow_id),
+  EXISTS(SELECT FROM dispatcher_job m WHERE m.cluster_id = upd.pandaid) FROM upd
 """  # noqa: S608  (constant column names and placeholders only)
-    return sql
+    # One line: psycopg caches the parsing of statements up to 4 KiB only.
+    return " ".join(sql.split())
 
 
 FINISH_SQL = _build_sql()
@@ -213,10 +217,13 @@ def _jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[st
     if not batch:
         return {}
     rows = fetch_prepared(FINISH_SQL, _params(batch, queues))
+    for row in rows:
+        if row[6]:
+            _cluster_finished(int(row[0]), int(row[1]))
     with_final = [row[3] for row in rows if row[5]]
     if with_final:
         final_jobs_release(with_final)
-    for pandaid, attemptnr, task_id, workflow_id, released, _ in (
+    for pandaid, attemptnr, task_id, workflow_id, released, _, _ in (
         rows if log.isEnabledFor(logging.INFO) else ()
     ):
         log.info(
@@ -237,6 +244,18 @@ def _jobs_finish_postgresql(updates: Sequence[PilotUpdate], queues: frozenset[st
             },
         )
     return {int(pandaid): int(attemptnr) for pandaid, attemptnr, *_ in rows}
+
+
+def _cluster_finished(pandaid: int, attemptnr: int) -> None:
+    """A cluster job the statement finished: its members finish (`clusters.cluster_attempt_settle`)."""
+    with transaction.atomic():
+        cluster = Job.objects.get(pk=pandaid)
+        cluster_attempt_settle(
+            cluster=cluster,
+            attemptnr=attemptnr,
+            outcome=JobStatus.FINISHED,
+            endtime=cluster.endtime or timezone.now(),
+        )
 
 
 def jobs_final_update(

@@ -28,9 +28,11 @@ from django.utils import timezone
 from dispatcher.models import Job, JobAttempt, JobDependency, Queue, Task, Workflow
 from dispatcher.queries import job_descendants
 from dispatcher.retry import ERROR_FIELDS
-from dispatcher.services.attempts import DIAG_MAX, job_children_release
+from dispatcher.services.attempts import DIAG_MAX
+from dispatcher.services.clusters import cluster_attempt_settle
 from dispatcher.services.final_jobs import final_jobs_hold
 from dispatcher.services.pilot_calls.messages import METRIC_NAMES, PilotUpdate, UpdateReply, lease_matches
+from dispatcher.services.release import job_children_release
 from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from dispatcher.services.watcher import EC_LOST_HEARTBEAT
 from dispatcher.states import JobStatus, TaskStatus, WorkflowStatus
@@ -158,6 +160,12 @@ def _reconcile(update: PilotUpdate, attempt: JobAttempt, *, previous: str, previ
     unpruned = _descendants_unprune(attempt.job_id) if previous == JobStatus.FAILED else []
     released = job_children_release(attempt.job_id)
     _pending_parents_count(unpruned)
+    job = Job.objects.get(pk=attempt.job_id)
+    if isinstance(job.data_id, dict) and "members" in job.data_id:
+        # A cluster job: its members still waiting finish with it (members failed for good stay so).
+        cluster_attempt_settle(
+            cluster=job, attemptnr=n, outcome=JobStatus.FINISHED, endtime=job.endtime or endtime
+        )
     log.info(
         "job %s attempt %s reconciled finished from a late report",
         attempt.job_id,
