@@ -59,8 +59,8 @@ def test_the_workflow_page_lists_the_final_job_waiting_and_draws_it_after_the_si
     )
     page = client.get(f"/workflow/{wf}/").content.decode()
     assert 'id="final-jobs"' in page and "waiting for the other jobs" in page
-    assert '"dash": "dash"' in page and '"diamond"' in page
-    assert "final job: runs after every other job has ended" in page
+    assert 'data-dag="dag-svg"' in page and '"final_edges": [[' in page
+    assert "dashed edges: runs after every other job has ended" in page
 
 
 def test_the_job_level_view_marks_the_final_job(client: Any) -> None:
@@ -80,9 +80,9 @@ def test_the_workflow_page_reads_final_jobs_in_two_queries_then_one(
     wf, _, _ = _world()
     cache.clear()
     # workflow, final job ids and states, tasks, counters, the tasks' core-hours, task edges
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(9):  # + the timeline's recorded and current attempts
         assert client.get(f"/workflow/{wf}/").status_code == 200
-    with django_assert_num_queries(5):  # which jobs are final is fixed at submission: cached
+    with django_assert_num_queries(7):  # which jobs are final is fixed at submission: cached
         assert client.get(f"/workflow/{wf}/").status_code == 200
 
 
