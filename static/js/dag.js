@@ -15,10 +15,10 @@
     return node;
   }
 
-  function countsLine(node, states) {
-    if (node.total === 1 && node.state) return node.state;
-    var parts = [node.total + " jobs"];
-    states.forEach(function (s) { if (node.counts[s]) parts.push(node.counts[s] + " " + s); });
+  function countsLine(node, data) {
+    if (data.kind === "job") return node.state;
+    var parts = [node.total + (node.total === 1 ? " job" : " jobs")];
+    data.states.forEach(function (s) { if (node.counts[s]) parts.push(node.counts[s] + " " + s); });
     return parts.join(" · ");
   }
 
@@ -64,7 +64,7 @@
     g.setDefaultEdgeLabel(function () { return {}; });
     var single = data.kind === "job";
     data.nodes.forEach(function (n) {
-      var chars = Math.max(String(n.title).length, single ? 8 : countsLine(n, data.states).length * 0.8);
+      var chars = Math.max(String(n.title).length, single ? 8 : countsLine(n, data).length * 0.8);
       g.setNode(String(n.id), { width: Math.min(Math.max(chars * 7 + 20, 90), 320), height: single ? 34 : 58 });
     });
     var all = data.edges.map(function (e) { return [e, false]; })
@@ -103,7 +103,7 @@
       var title = el("text", { class: "dag-title", x: 8, y: 14 }, box);
       title.textContent = (n.final ? "◆ " : "") + n.title;
       var line = el("text", { class: "dag-counts", x: 8, y: single ? 27 : 32 }, box);
-      line.textContent = countsLine(n, data.states);
+      line.textContent = countsLine(n, data);
       var bar = el("g", { class: "dag-bar", transform: "translate(8," + (p.height - (single ? 6 : 18)) + ")" }, box);
       var width = p.width - 16, at = 0, total = n.total || 1;
       data.states.forEach(function (s) {
