@@ -1,8 +1,8 @@
 """Layout and drawing time of the monitor's SVG DAG (static/js/dag.js with the vendored dagre) in
 Debian's headless Chromium, for layered DAGs of about 50, 500 and 3,000 nodes.
 
-Each graph is built like a pipeline's job graph: `labels` layers, each node with one to three
-parents in the layer above. Prints JSON: per size the nodes, edges, dagre's layout time and the
+Each graph is built like a pipeline's job graph: `labels` layers, each job with the job of its data
+id in the layer above as parent plus up to `--extra` random other parents from that layer. Prints JSON: per size the nodes, edges, dagre's layout time and the
 whole draw (layout + SVG) in milliseconds, median of `--repeat` runs. No database is touched.
 
     flock /tmp/ailuro-heavy.lock nice -n 5 python bench/dag_layout.py
@@ -26,7 +26,7 @@ from tests.browser import chromium  # noqa: E402
 STATES = ["defined", "running", "finished", "failed"]
 
 
-def layered_graph(n: int, labels: int, seed: int) -> dict[str, Any]:
+def layered_graph(n: int, labels: int, extra: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     per = max(1, n // labels)
     layers = [list(range(i * per, (i + 1) * per)) for i in range(labels)]
@@ -50,7 +50,7 @@ def layered_graph(n: int, labels: int, seed: int) -> dict[str, Any]:
         [p, c]
         for above, layer in zip(layers, layers[1:], strict=False)
         for c in layer
-        for p in sorted(set(rng.choices(above, k=rng.randint(1, 3))))
+        for p in sorted({c - per, *rng.choices(above, k=rng.randint(0, extra))})
     ]
     return {
         "kind": "job",
@@ -66,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50,500,3000")
     parser.add_argument("--labels", type=int, default=6)
+    parser.add_argument("--extra", type=int, default=1, help="random extra parents per job, at most")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     scripts = "".join(
@@ -77,7 +78,7 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_content(f"<!doctype html><html><body><div id='t'></div>{scripts}</body></html>")
         for size in (int(s) for s in args.sizes.split(",")):
-            graph = layered_graph(size, args.labels, seed=size)
+            graph = layered_graph(size, args.labels, args.extra, seed=size)
             layout, total = [], []
             for _ in range(args.repeat):
                 ms = page.evaluate(
@@ -103,6 +104,7 @@ def main() -> None:
             {
                 "benchmark": "dag_layout",
                 "library": "@dagrejs/dagre 3.1.3",
+                "extra_parents": args.extra,
                 "chromium": version,
                 "runs": results,
             },
