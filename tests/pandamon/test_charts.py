@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 from pandamon.charts import (
     STATE_COLOURS,
-    dag_figure,
     dominant_state,
     histogram,
     ordered_states,
@@ -37,21 +36,6 @@ def test_histogram_keeps_the_bins_it_is_given() -> None:
     fig = histogram([(1.5, 3), (4.5, 1)], title="Walltime", x_title="minutes", colour="#000")
     assert fig["data"][0]["x"] == [1.5, 4.5]
     assert fig["data"][0]["y"] == [3, 1]
-
-
-def test_dag_figure_has_one_trace_per_state_and_node_links_in_customdata() -> None:
-    nodes = [
-        {"id": 1, "state": "finished", "text": "a", "url": "/task/1/"},
-        {"id": 2, "state": "failed", "text": "b", "url": "/task/2/"},
-    ]
-    fig = dag_figure(nodes, {1: (0.0, 0.0), 2: (1.0, 0.0)}, [(1, 2)], title="t")
-    edges, *states = fig["data"]
-    assert edges["x"] == [0.0, 1.0, None]
-    assert {s["name"]: s["marker"]["color"] for s in states} == {
-        "finished": STATE_COLOURS["finished"],
-        "failed": STATE_COLOURS["failed"],
-    }
-    assert [s["customdata"] for s in states] == [["/task/1/"], ["/task/2/"]]
 
 
 def test_a_task_node_is_red_when_any_job_failed_and_green_only_when_all_finished() -> None:
