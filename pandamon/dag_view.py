@@ -154,11 +154,12 @@ def timeline(
     attempts: Sequence[Mapping[str, Any]], *, labels: Sequence[str], truncated: bool, cap: int
 ) -> dict[str, Any]:
     """Rows = labels (in the order given, then any other), one bar per attempt from its start to its
-    end, coloured by the attempt's outcome state."""
+    end, coloured by the attempt's outcome state. An attempt still running has no end (None): the
+    browser draws it up to its own clock, so the payload stays the same between two reads."""
     rows = list(labels) + sorted({a["label"] for a in attempts} - set(labels))
     row_of = {label: i for i, label in enumerate(rows)}
     starts: list[datetime] = [a["start"] for a in attempts]
-    ends: list[datetime] = [a["end"] for a in attempts]
+    ends: list[datetime] = [a["end"] or a["start"] for a in attempts]
     return {
         "rows": rows,
         "start": min(starts).isoformat() if starts else None,
@@ -170,7 +171,7 @@ def timeline(
                 "attemptnr": a["attemptnr"],
                 "state": a["state"],
                 "start": a["start"].isoformat(),
-                "end": a["end"].isoformat(),
+                "end": a["end"].isoformat() if a["end"] else None,
             }
             for a in attempts
         ],

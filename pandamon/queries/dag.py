@@ -64,9 +64,10 @@ def final_jobs_of(workflow_id: int) -> list[dict[str, Any]]:
 
 def workflow_attempts(workflow_id: int, *, limit: int) -> tuple[list[dict[str, Any]], bool]:
     """Every attempt of the workflow's jobs that has run or is running, oldest first: the recorded
-    ones (JobAttempt rows, ended) and each job's current attempt once it has started and has no row
-    yet. Each is {pandaid, attemptnr, label, state, start, end}; at most `limit` of each kind are
-    read and at most `limit` returned (`truncated` says when there were more)."""
+        ones (JobAttempt rows, ended) and each job's current attempt once it has started and has no row
+        yet. Each is {pandaid, attemptnr, label, state, start, end}, `end` None while the attempt runs;
+    at most `limit` of each kind are
+        read and at most `limit` returned (`truncated` says when there were more)."""
     now = timezone.now()
     rows = list(
         JobAttempt.objects.filter(job__workflow_id=workflow_id)
@@ -119,7 +120,7 @@ def workflow_attempts(workflow_id: int, *, limit: int) -> tuple[list[dict[str, A
                 "label": j["label"],
                 "state": j["jobstatus"],
                 "start": start,
-                "end": j["endtime"] or max(now, start),
+                "end": j["endtime"],  # None while it runs
             }
         )
     attempts.sort(key=lambda a: (a["start"], a["pandaid"], a["attemptnr"]))

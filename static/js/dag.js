@@ -129,7 +129,9 @@
   function drawTimeline(target, data) {
     target.textContent = "";
     if (!data.bars.length) { target.textContent = "No attempt has started yet."; target.classList.add("drawn"); return; }
-    var t0 = Date.parse(data.start), t1 = Date.parse(data.end);
+    // An attempt still running has no end: it runs up to now.
+    var now = Date.now(), open = data.bars.some(function (b) { return !b.end; });
+    var t0 = Date.parse(data.start), t1 = Math.max(Date.parse(data.end), open ? now : 0);
     var span = Math.max(t1 - t0, 1000);
     var left = 140, rowH = 22, width = Math.max(target.clientWidth || 900, 400) - left - 10;
     var height = data.rows.length * rowH + 28;
@@ -143,13 +145,13 @@
     var perRow = {};
     data.bars.forEach(function (b) {
       var x0 = left + ((Date.parse(b.start) - t0) / span) * width;
-      var x1 = left + ((Date.parse(b.end) - t0) / span) * width;
+      var x1 = left + (((b.end ? Date.parse(b.end) : now) - t0) / span) * width;
       var lane = perRow[b.row] = (perRow[b.row] || 0) + 1;
       var rect = el("rect", { x: x0.toFixed(1), y: b.row * rowH + 3 + (lane % 3) * 2, width: Math.max(x1 - x0, 2).toFixed(1),
         height: rowH - 10, fill: data.colours[b.state] || "#999", class: "timeline-bar",
         "data-state": b.state, "data-pandaid": b.pandaid, "data-attempt": b.attemptnr }, bars);
       el("title", {}, rect).textContent = "job " + b.pandaid + " attempt " + b.attemptnr + ": " + b.state +
-        " " + b.start.slice(0, 19).replace("T", " ") + " → " + b.end.slice(0, 19).replace("T", " ") + " UTC";
+        " " + b.start.slice(0, 19).replace("T", " ") + " UTC" + " → " + (b.end ? b.end.slice(0, 19).replace("T", " ") + " UTC" : "now (running)");
     });
     var axis = el("g", { class: "timeline-axis" }, svg);
     for (var k = 0; k <= 4; k++) {
