@@ -133,25 +133,36 @@
     var now = Date.now(), open = data.bars.some(function (b) { return !b.end; });
     var t0 = Date.parse(data.start), t1 = Math.max(Date.parse(data.end), open ? now : 0);
     var span = Math.max(t1 - t0, 1000);
-    var left = 140, rowH = 22, width = Math.max(target.clientWidth || 900, 400) - left - 10;
-    var height = data.rows.length * rowH + 28;
+    var left = 140, laneH = 8, maxLanes = 8, width = Math.max(target.clientWidth || 900, 400) - left - 10;
+    function px(t) { return left + ((t - t0) / span) * width; }
+    // Lanes: within a row, an attempt takes the first lane free at its start (interval packing),
+    // so attempts that overlap in time sit one above the other; past maxLanes they share the lane
+    // that frees first.
+    var rows = data.rows.map(function () { return { ends: [] }; });
+    var placed = data.bars.map(function (b) {
+      var s = Date.parse(b.start), e = b.end ? Date.parse(b.end) : now, ends = rows[b.row].ends, lane = -1;
+      for (var i = 0; i < ends.length; i++) if (ends[i] <= s) { lane = i; break; }
+      if (lane < 0 && ends.length < maxLanes) { lane = ends.length; ends.push(e); }
+      if (lane < 0) lane = ends.indexOf(Math.min.apply(null, ends));
+      ends[lane] = Math.max(e, s + (2 * span) / width);
+      return { bar: b, s: s, e: e, lane: lane };
+    });
+    var y = 0, tops = rows.map(function (r) { var top = y; y += Math.max(r.ends.length, 1) * laneH + 10; return top; });
+    var height = y + 28;
     var svg = el("svg", { class: "timeline-svg", width: left + width + 10, height: height });
     data.rows.forEach(function (label, i) {
-      el("rect", { x: 0, y: i * rowH, width: left + width, height: rowH, class: i % 2 ? "row odd" : "row" }, svg);
-      var t = el("text", { x: 4, y: i * rowH + 15, class: "timeline-label" }, svg);
+      el("rect", { x: 0, y: tops[i], width: left + width, height: Math.max(rows[i].ends.length, 1) * laneH + 10, class: i % 2 ? "row odd" : "row" }, svg);
+      var t = el("text", { x: 4, y: tops[i] + 14, class: "timeline-label" }, svg);
       t.textContent = label;
     });
     var bars = el("g", { class: "timeline-bars" }, svg);
-    var perRow = {};
-    data.bars.forEach(function (b) {
-      var x0 = left + ((Date.parse(b.start) - t0) / span) * width;
-      var x1 = left + (((b.end ? Date.parse(b.end) : now) - t0) / span) * width;
-      var lane = perRow[b.row] = (perRow[b.row] || 0) + 1;
-      var rect = el("rect", { x: x0.toFixed(1), y: b.row * rowH + 3 + (lane % 3) * 2, width: Math.max(x1 - x0, 2).toFixed(1),
-        height: rowH - 10, fill: data.colours[b.state] || "#999", class: "timeline-bar",
+    placed.forEach(function (p) {
+      var b = p.bar, x0 = px(p.s), x1 = px(p.e);
+      var rect = el("rect", { x: x0.toFixed(1), y: tops[b.row] + 5 + p.lane * laneH, width: Math.max(x1 - x0, 2).toFixed(1),
+        height: laneH - 2, fill: data.colours[b.state] || "#999", class: "timeline-bar",
         "data-state": b.state, "data-pandaid": b.pandaid, "data-attempt": b.attemptnr }, bars);
       el("title", {}, rect).textContent = "job " + b.pandaid + " attempt " + b.attemptnr + ": " + b.state +
-        " " + b.start.slice(0, 19).replace("T", " ") + " UTC" + " → " + (b.end ? b.end.slice(0, 19).replace("T", " ") + " UTC" : "now (running)");
+        " " + b.start.slice(0, 19).replace("T", " ") + " UTC → " + (b.end ? b.end.slice(0, 19).replace("T", " ") + " UTC" : "now (running)");
     });
     var axis = el("g", { class: "timeline-axis" }, svg);
     for (var k = 0; k <= 4; k++) {
