@@ -100,3 +100,16 @@ def test_the_job_page_and_the_api_say_the_job_is_final(client: Any) -> None:
     assert (body["is_final"], body["pending_parents"], body["jobstatus"]) == (True, 1, "defined")
     listed = api.get(reverse("dispatcher:job-list"), {"pandaid": report}).json()
     assert [j["is_final"] for j in listed["results"]] == [True]
+
+
+def test_a_sinks_neighbourhood_reaches_the_final_job_by_a_dashed_edge(client: Any) -> None:
+    _, jobs, _ = _world()
+    b, report = jobs["b"].pandaid, jobs["report"].pandaid
+    data = client.get(f"/job/{b}/dag/?json").json()
+    assert {n["id"] for n in data["nodes"]} == {jobs["a"].pandaid, b, report}
+    assert data["edges"] == [[jobs["a"].pandaid, b]]
+    assert data["final_edges"] == [[b, report]]  # b is a sink of the workflow; a is not
+    side = client.get(f"/job/{jobs['c'].pandaid}/dag/?json").json()  # a job alone is its own sink
+    assert side["final_edges"] == [[jobs["c"].pandaid, report]]
+    final = client.get(f"/job/{report}/dag/?json").json()  # the final job itself: no edges drawn
+    assert [n["id"] for n in final["nodes"]] == [report] and final["final_edges"] == []
