@@ -128,3 +128,11 @@ def test_the_workflow_json_has_the_timeline_and_a_data_id_slice_across_labels(cl
     grouped = client.get(f"/workflow/{world.workflow.pk}/?data_id=visit:3&cap=1&json").json()
     assert grouped["collapsed"] is True and {n["id"] for n in grouped["nodes"]} == {"isr", "calib"}
     assert grouped["edges"] == [["isr", "calib"]]
+
+
+@pytest.mark.django_db
+def test_the_workflow_page_links_job_neighbourhoods(client, world: World) -> None:
+    page = client.get(f"/workflow/{world.workflow.pk}/?label=isr").content.decode()
+    assert f'href="/job/{world.jobs["isr_0"].pandaid}/dag/"' in page
+    grouped = client.get(f"/workflow/{world.workflow.pk}/?label=isr&cap=1").content.decode()
+    assert 'id="dag-neighbourhood-link"' not in grouped and 'id="dag-collapsed"' in grouped
