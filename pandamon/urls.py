@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from pandamon.views import bigpanda, dash, errors, jobs, loops, overview, sites, tasks, users, workflows
+from pandamon.views import bigpanda, dag, dash, errors, jobs, loops, overview, sites, tasks, users, workflows
 
 app_name = "pandamon"
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("dash/", dash.dashboard, name="dash"),
     path("jobs/", jobs.job_list, name="jobs"),
     path("job/<int:pandaid>/", jobs.job_detail, name="job"),
+    path("job/<int:pandaid>/dag/", dag.job_neighbourhood, name="job-dag"),
     path("job/<int:pandaid>/log/", jobs.job_log_tail, name="job-log"),
     path("job/<int:pandaid>/kill/", jobs.job_kill, name="job-kill"),
     path("job/<int:pandaid>/retry/", jobs.job_retry, name="job-retry"),

@@ -89,7 +89,7 @@ def chart_trace_types() -> set[str]:
 @pytest.mark.interop
 def test_the_vendored_plotly_bundle_registers_every_trace_type_the_charts_draw() -> None:
     drawn = chart_trace_types()
-    assert {"bar", "scatter"} <= drawn  # the scan sees the charts
+    assert "bar" in drawn  # the scan sees the charts
     with chromium() as browser:
         page = browser.new_page()
         page.set_content("<!doctype html><title>bundle</title>")

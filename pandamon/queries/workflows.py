@@ -110,15 +110,6 @@ def workflow_final_jobs(workflow: Workflow) -> list[dict[str, Any]]:
     ]
 
 
-def final_edges(nodes: list[Any], edges: list[tuple[Any, Any]], finals: set[Any]) -> list[tuple[Any, Any]]:
-    """The DAG view's dashed edges of final jobs: from every sink (a node that is no parent and
-    not final) to every final node. A final job has no edges of its own; these say "runs after
-    all of these have ended"."""
-    parents = {a for a, _ in edges}
-    sinks = [n for n in nodes if n not in parents and n not in finals]
-    return [(sink, final) for final in sorted(finals) for sink in sinks]
-
-
 def workflow_job_slice(
     workflow_id: int, *, label: str | None, data_id: dict[str, str], limit: int
 ) -> tuple[list[dict[str, Any]], list[tuple[int, int]], bool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -24,14 +25,18 @@ from dispatcher.services import (
     workflow_retry,
 )
 from dispatcher.states import WORKFLOW_FINAL, TaskStatus, WorkflowStatus
-from pandamon import charts
-from pandamon.dag import layered_layout
+from pandamon import charts, dag_view
 from pandamon.filters import WORKFLOW_FIELDS, FilterError, compile_selection, int_param
 from pandamon.queries import common
+from pandamon.queries import dag as dag_reads
 from pandamon.queries import workflows as reads
 from pandamon.views._common import bad_request, can_act, monitor_view, params_of, query_without, respond
 
 SLICE_LIMIT = 5000
+# Above this many jobs a job-level view draws one box per label (with counts) instead of every job.
+JOB_NODE_CAP = 300
+# Attempts drawn on the workflow timeline (the page says when there were more).
+TIMELINE_LIMIT = 2000
 # The monitor's workflow buttons → the services the REST API calls (pandamon writes nothing itself).
 WORKFLOW_ACTIONS: dict[str, Callable[..., dict[str, int]]] = {
     "pause": workflow_pause,
@@ -97,62 +102,45 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
             total[status] = total.get(status, 0) + n
     final_jobs = reads.workflow_final_jobs(workflow)
     label = params.get("label") or None
-    data_id = {k[len("data_id.") :]: v for k, v in params.items() if k.startswith("data_id.")}
-    for key in data_id:
-        if not key.isidentifier():
-            raise FilterError(f"data_id.{key}: not a data-id key")
-    unknown = sorted(k for k in params if k not in {"json", "label"} and not k.startswith("data_id."))
+    data_id = data_id_of(params)
+    cap = int_param(params, "cap", default=JOB_NODE_CAP, maximum=SLICE_LIMIT)
+    unknown = sorted(
+        k for k in params if k not in {"json", "label", "cap", "data_id"} and not k.startswith("data_id.")
+    )
     if label or data_id:
         jobs, edges, truncated = reads.workflow_job_slice(
             workflow_id, label=label, data_id=data_id, limit=SLICE_LIMIT
         )
-        nodes = [
-            {
-                "id": j["pandaid"],
-                "state": j["jobstatus"],
-                "text": f"{j['pandaid']} {j['name']}" + (" (final)" if j["is_final"] else ""),
-                "url": reverse("pandamon:job", args=[j["pandaid"]]),
-                "final": j["is_final"],
-            }
-            for j in jobs
-        ]
-        dashed = reads.final_edges([n["id"] for n in nodes], edges, {n["id"] for n in nodes if n["final"]})
-        positions = layered_layout([n["id"] for n in nodes], [*edges, *dashed])
-        figure = charts.dag_figure(
-            nodes,
-            positions,
+        finals = {j["pandaid"] for j in jobs if j["is_final"]}
+        dashed = dag_view.final_edges([j["pandaid"] for j in jobs], edges, finals)
+        graph = dag_view.job_graph(
+            jobs,
             edges,
-            title=f"Jobs of {label or 'all labels'} {data_id or ''}".strip(),
-            marker_size=10 if len(nodes) > 200 else 18,
-            final_edges=dashed,
+            dashed,
+            url=lambda pk: reverse("pandamon:job", args=[pk]),
+            cap=cap,
+            label_url=lambda name: f"/workflow/{workflow_id}/?label={quote(name)}",
         )
         level = "job"
     else:
         edges = reads.workflow_task_edges(workflow)
-        task_edges = [(a, b) for a, b in edges]
-        nodes = []
-        for t in tasks:
-            c = counts[t.jeditaskid]
-            p = common.progress(c)
-            nodes.append(
-                {
-                    "id": t.jeditaskid,
-                    "state": charts.dominant_state(c),
-                    "text": f"{t.label}: {c.get('finished', 0)}/{p['total']} done, {c.get('failed', 0)} failed",
-                    "url": reverse("pandamon:task", args=[t.jeditaskid]),
-                }
-            )
         final_tasks = {j["task_id"] for j in final_jobs}
-        for node in nodes:
-            node["final"] = node["id"] in final_tasks
-        dashed = reads.final_edges([n["id"] for n in nodes], task_edges, final_tasks)
-        positions = layered_layout([n["id"] for n in nodes], [*task_edges, *dashed])
-        figure = charts.dag_figure(
-            nodes, positions, task_edges, title="Tasks (click one to open it)", final_edges=dashed
+        task_ids = [t.jeditaskid for t in tasks]
+        dashed = dag_view.final_edges(task_ids, edges, final_tasks)
+        graph = dag_view.task_graph(
+            [{"id": t.jeditaskid, "label": t.label, "final": t.jeditaskid in final_tasks} for t in tasks],
+            counts,
+            edges,
+            dashed,
+            url=lambda pk: reverse("pandamon:task", args=[pk]),
         )
         truncated = False
         level = "task"
-    dashed_edges = [list(e) for e in dashed]
+    nodes = graph["nodes"]
+    attempts, attempts_truncated = dag_reads.workflow_attempts(workflow_id, limit=TIMELINE_LIMIT)
+    timeline = dag_view.timeline(
+        attempts, labels=[t.label for t in tasks], truncated=attempts_truncated, cap=TIMELINE_LIMIT
+    )
     final = workflow.status in WORKFLOW_FINAL
     cost = tasks_core_use([t.jeditaskid for t in tasks])
     rows: list[dict[str, Any]] = [
@@ -171,7 +159,9 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         "rows": rows,
         "total": charts.ordered_states(total),
         "progress": common.progress(total),
-        "figure": figure,
+        "graph": graph,
+        "timeline": timeline,
+        "cap": cap,
         "level": level,
         "label": label,
         "data_id": data_id,
@@ -207,9 +197,10 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
                 for t in tasks
             ],
             "level": level,
+            "collapsed": graph["kind"] == "label",
             "nodes": nodes,
-            "edges": edges,
-            "final_edges": dashed_edges,
+            "edges": graph["edges"],
+            "final_edges": graph["final_edges"],
             "final_jobs": [
                 {
                     "pandaid": j["pandaid"],
@@ -223,10 +214,25 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
                 for j in final_jobs
             ],
             "truncated": truncated,
+            "timeline": timeline,
             "unknown_filters": unknown,
         },
         partial="workflow-body",
     )
+
+
+def data_id_of(params: dict[str, str]) -> dict[str, str]:
+    """A data-id slice from `data_id.KEY=VALUE` parameters or `data_id=KEY:VALUE[,KEY:VALUE]`."""
+    data_id = {k[len("data_id.") :]: v for k, v in params.items() if k.startswith("data_id.")}
+    for part in filter(None, (params.get("data_id") or "").split(",")):
+        key, sep, value = part.partition(":")
+        if not sep:
+            raise FilterError(f"data_id={part}: expected KEY:VALUE")
+        data_id[key.strip()] = value.strip()
+    for key in data_id:
+        if not key.isidentifier():
+            raise FilterError(f"data_id.{key}: not a data-id key")
+    return data_id
 
 
 def _actions_offered(

@@ -111,20 +111,18 @@ def test_pagination_moves_to_the_next_keyset_page(page, live_world: World) -> No
 
 def test_the_dag_draws_with_state_colours_and_a_node_opens_its_task(page, live_world: World) -> None:
     page.goto(f"/workflow/{live_world.workflow.pk}/")
-    page.wait_for_selector("#dag-plot.drawn")
-    fills = page.eval_on_selector_all(
-        "#dag-plot path.point", "els => els.map(e => getComputedStyle(e).fill || e.style.fill)"
+    page.wait_for_selector("#dag-svg.drawn")
+    strokes = page.eval_on_selector_all(
+        "#dag-svg rect.dag-box", "els => els.map(e => getComputedStyle(e).stroke)"
     )
-    assert len(fills) == 3  # three tasks
-    assert FAILED_RED in fills  # isr has a failed job
+    assert len(strokes) == 3  # three tasks
+    assert FAILED_RED in strokes  # isr has a failed job
     shot(page, "workflow-dag")
-    # Plotly's drag layer takes the clicks: click where the failed node sits.
-    box = page.locator("#dag-plot path.point").nth(fills.index(FAILED_RED)).bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.locator("#dag-svg rect.dag-box").nth(strokes.index(FAILED_RED)).click()
     page.wait_for_url(f"**/task/{live_world.tasks['isr'].pk}/")
     page.goto(f"/workflow/{live_world.workflow.pk}/?label=isr")
-    page.wait_for_selector("#dag-plot.drawn")
-    assert page.locator("#dag-plot path.point").count() == 6
+    page.wait_for_selector("#dag-svg.drawn")
+    assert page.locator("#dag-svg g.dag-node").count() == 6
     shot(page, "workflow-dag-jobs")
 
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from pandamon.charts import (
     STATE_COLOURS,
     bin_counts,
-    dag_figure,
     dominant_state,
     grain,
     histogram,
@@ -131,21 +130,6 @@ def test_every_value_lands_in_the_bin_whose_labelled_edges_contain_it(
         (i,) = [i for i, (lo, hi, _) in enumerate(bins) if Fraction(str(lo)) <= shown < Fraction(str(hi))]
         recount[i] += 1
     assert recount == [n for _, _, n in bins]
-
-
-def test_dag_figure_has_one_trace_per_state_and_node_links_in_customdata() -> None:
-    nodes = [
-        {"id": 1, "state": "finished", "text": "a", "url": "/task/1/"},
-        {"id": 2, "state": "failed", "text": "b", "url": "/task/2/"},
-    ]
-    fig = dag_figure(nodes, {1: (0.0, 0.0), 2: (1.0, 0.0)}, [(1, 2)], title="t")
-    edges, *states = fig["data"]
-    assert edges["x"] == [0.0, 1.0, None]
-    assert {s["name"]: s["marker"]["color"] for s in states} == {
-        "finished": STATE_COLOURS["finished"],
-        "failed": STATE_COLOURS["failed"],
-    }
-    assert [s["customdata"] for s in states] == [["/task/1/"], ["/task/2/"]]
 
 
 def test_a_task_node_is_red_when_any_job_failed_and_green_only_when_all_finished() -> None:

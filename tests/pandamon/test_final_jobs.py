@@ -59,8 +59,8 @@ def test_the_workflow_page_lists_the_final_job_waiting_and_draws_it_after_the_si
     )
     page = client.get(f"/workflow/{wf}/").content.decode()
     assert 'id="final-jobs"' in page and "waiting for the other jobs" in page
-    assert '"dash": "dash"' in page and '"diamond"' in page
-    assert "final job: runs after every other job has ended" in page
+    assert 'data-dag="dag-svg"' in page and '"final_edges": [[' in page
+    assert "dashed edges: runs after every other job has ended" in page
 
 
 def test_the_job_level_view_marks_the_final_job(client: Any) -> None:
@@ -80,9 +80,9 @@ def test_the_workflow_page_reads_final_jobs_in_two_queries_then_one(
     wf, _, _ = _world()
     cache.clear()
     # workflow, final job ids and states, tasks, counters, the tasks' core-hours, task edges
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(9):  # + the timeline's recorded and current attempts
         assert client.get(f"/workflow/{wf}/").status_code == 200
-    with django_assert_num_queries(5):  # which jobs are final is fixed at submission: cached
+    with django_assert_num_queries(7):  # which jobs are final is fixed at submission: cached
         assert client.get(f"/workflow/{wf}/").status_code == 200
 
 
@@ -100,3 +100,16 @@ def test_the_job_page_and_the_api_say_the_job_is_final(client: Any) -> None:
     assert (body["is_final"], body["pending_parents"], body["jobstatus"]) == (True, 1, "defined")
     listed = api.get(reverse("dispatcher:job-list"), {"pandaid": report}).json()
     assert [j["is_final"] for j in listed["results"]] == [True]
+
+
+def test_a_sinks_neighbourhood_reaches_the_final_job_by_a_dashed_edge(client: Any) -> None:
+    _, jobs, _ = _world()
+    b, report = jobs["b"].pandaid, jobs["report"].pandaid
+    data = client.get(f"/job/{b}/dag/?json").json()
+    assert {n["id"] for n in data["nodes"]} == {jobs["a"].pandaid, b, report}
+    assert data["edges"] == [[jobs["a"].pandaid, b]]
+    assert data["final_edges"] == [[b, report]]  # b is a sink of the workflow; a is not
+    side = client.get(f"/job/{jobs['c'].pandaid}/dag/?json").json()  # a job alone is its own sink
+    assert side["final_edges"] == [[jobs["c"].pandaid, report]]
+    final = client.get(f"/job/{report}/dag/?json").json()  # the final job itself: no edges drawn
+    assert [n["id"] for n in final["nodes"]] == [report] and final["final_edges"] == []

@@ -28,7 +28,7 @@ def test_task_level_dag_has_state_coloured_nodes_with_counts_and_task_links(clie
     assert nodes[t["isr"].pk]["text"] == "isr: 4/6 done, 1 failed"
     assert nodes[t["coadd"].pk]["url"] == f"/task/{t['coadd'].pk}/"
     page = client.get(f"/workflow/{world.workflow.pk}/").content.decode()
-    assert '"color": "#c62828"' in page  # failed red in the embedded figure
+    assert 'data-dag="dag-svg"' in page and '"failed": "#c62828"' in page  # failed red in the embedded DAG
 
 
 def test_job_level_view_of_a_label_and_of_a_data_id_slice(client, world: World) -> None:
@@ -53,12 +53,13 @@ def test_workflow_list_query_count_is_pinned(client, world: World, django_assert
 
 def test_workflow_page_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
     cache.clear()
-    # workflow, tasks, counters, the tasks' core-hours, task edges (first read)
-    with django_assert_num_queries(5):
+    # workflow, tasks, counters, the tasks' core-hours, task edges (first read), the timeline's
+    # recorded attempts and current ones
+    with django_assert_num_queries(7):
         assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
-    with django_assert_num_queries(4):  # the task graph is fixed at submission: cached after
+    with django_assert_num_queries(6):  # the task graph is fixed at submission: cached after
         assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
-    with django_assert_num_queries(6):  # + job slice and its edges
+    with django_assert_num_queries(8):  # + job slice and its edges
         assert client.get(f"/workflow/{world.workflow.pk}/?label=isr").status_code == 200
 
 
