@@ -216,7 +216,6 @@ def _num(x: float) -> str:
     return f"{x:.6f}".rstrip("0").rstrip(".")
 
 
-
 def dominant_state(counts: Mapping[str, int]) -> str:
     """The state that colours a task node: failed if any failed, else the most advanced state."""
     if counts.get("failed"):
