@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 
+from campaigns.spec_checks import FieldInvalid, spec_data_check, spec_raw_check
 from campaigns.splitting import SplitError, ranges_size, split_check, split_size
 from dispatcher.workflows import WorkflowInvalid
 from dispatcher.workflows.label_policies import failure_budget_parse, learn_requests_parse
@@ -144,6 +145,21 @@ def spec_parse(text: str) -> dict[str, Any]:
 
 
 def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The normalised spec; every key checked (`campaigns.spec_checks` looks into the rules)."""
+    _deep_check(spec_raw_check, raw)
+    spec = _spec_normalise(raw)
+    _deep_check(spec_data_check, spec)
+    return spec
+
+
+def _deep_check(check: Any, value: Mapping[str, Any]) -> None:
+    try:
+        check(value)
+    except FieldInvalid as exc:
+        raise SpecInvalid(str(exc), field=exc.field) from None
+
+
+def _spec_normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {
         "name",
         "description",
@@ -259,7 +275,8 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         try:
             split_check(split)
         except SplitError as exc:
-            raise SpecInvalid(f"{where}.split: {exc}", field=f"{where}.split") from exc
+            field = f"{where}.split" + (f".{exc.field}" if exc.field else "")
+            raise SpecInvalid(f"{where}.split: {exc}", field=field) from exc
         _groups_check(split, n_ids, f"{where}.split")
         overrides = body.get("overrides", {})
         resources = _resources(overrides, f"{where}.overrides", sites=True)
