@@ -368,9 +368,8 @@ def group_action_api(request: Request, group_id: int, verb: str) -> Response:
     campaign_get_for_user(request.user, request.auth, campaign_id_of("group", group_id), write=True)
     if verb == "rescue":
         data = request.data if isinstance(request.data, dict) else {}
-        overrides, selection = data.get("overrides") or {}, data.get("selection") or {}
-        if not isinstance(overrides, dict) or not isinstance(selection, dict):
-            return _error("`overrides` and `selection` must be objects", status.HTTP_400_BAD_REQUEST)
+        # Checked key by key in the service (400 naming the field).
+        overrides, selection = data.get("overrides"), data.get("selection")
         return _act(
             lambda: services.group_rescue(
                 group_id=group_id,

@@ -87,9 +87,14 @@ class SpecTooLarge(SpecInvalid):
     status_code = 413
 
 
+# Messages start with the dotted field they are about (`steps[0].labels must be …`).
+_FIELD_AT_START = re.compile(r"^[A-Za-z_][\w-]*(?:\[\d+\])?(?:\.[\w-]+(?:\[\d+\])?)*")
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
-        raise SpecInvalid(message)
+        match = _FIELD_AT_START.match(message)
+        raise SpecInvalid(message, field=match.group(0) if match else "")
 
 
 def _int_field(value: Any, where: str, *, minimum: int = 0) -> int:
@@ -121,7 +126,7 @@ def sites_parse(raw: Any, where: str) -> dict[str, list[str]]:
     try:
         return {key: list(patterns) for key, patterns in site_rule_parse(raw, where).items()}
     except WorkflowInvalid as exc:
-        raise SpecInvalid(exc.message) from None
+        raise SpecInvalid(exc.message, field=exc.field or where) from None
 
 
 def _layer(entry: dict[str, Any], layer: Mapping[str, Any]) -> None:
