@@ -25,6 +25,9 @@ from ailuro.http import ApiError, Client
 from ailuro.logs import cmd_logs
 from ailuro.pilot.cli import add_pilot_parser
 from ailuro.protocol import FINAL_WORKFLOW_STATES
+from ailuro.render import console as _console
+from ailuro.render import print_json as _print_json
+from ailuro.render import state as _state
 
 
 def _project_root() -> Path:
@@ -84,41 +87,12 @@ STATE_ORDER = [
     "closed",
     "pruned",
 ]
-STATE_STYLE = {
-    "finished": "green",
-    "done": "green",
-    "failed": "red",
-    "pruned": "magenta",
-    "cancelled": "bright_black",
-    "closed": "bright_black",
-    "running": "cyan",
-    "sent": "cyan",
-    "starting": "cyan",
-    "holding": "cyan",
-    "activated": "yellow",
-    "defined": "white",
-}
 # Above this size a submission shows an upload progress bar (when stderr is a terminal).
 PROGRESS_BYTES = 1024 * 1024
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
 def _client(args: argparse.Namespace) -> Client:
     return Client(config_load(url=args.url, token_file=args.token_file))
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def _state(text: str) -> str:
-    style = STATE_STYLE.get(text)
-    return f"[{style}]{text}[/]" if style else text
 
 
 def _counts_table(title: str, rows: Iterable[tuple[str, dict[str, int]]]) -> Any:
@@ -424,6 +398,13 @@ def _action(
     return run
 
 
+def _priority_arg(text: str) -> str:
+    """N, +N or -N, checked when parsed: anything else is a usage error (exit 2), not a traceback."""
+    if not text.lstrip("+-").isdigit() or text[:2] in ("++", "--", "+-", "-+"):
+        raise argparse.ArgumentTypeError(f"priority must be N, +N or -N (whole numbers), got {text!r}")
+    return text
+
+
 def _priority_body(args: argparse.Namespace) -> dict[str, Any]:
     text = str(args.priority)
     if text.startswith(("+", "-")):
@@ -565,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         _action("priority", "boost-priority", _priority_body),
     )
     priority.add_argument("workflow", type=int)
-    priority.add_argument("priority", help="N, +N or -N")
+    priority.add_argument("priority", type=_priority_arg, help="N, +N or -N")
     memory = add(
         "set-memory",
         "set the memory request of a workflow's waiting or failed jobs",

@@ -11,9 +11,9 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view
 from rest_framework.request import Request
@@ -21,9 +21,9 @@ from rest_framework.response import Response
 
 from campaigns import services
 from campaigns.access import campaign_get_for_user, campaign_id_of, may_create, require_reader
-from campaigns.models import Campaign, CampaignVersion, Group, GroupAttempt
+from campaigns.models import ActionLog, Campaign, CampaignStatus, CampaignVersion, Group, GroupAttempt
 from campaigns.queries import (
-    campaign_actions,
+    campaign_actions_queryset,
     campaign_dry_run,
     campaign_steps_with_groups,
     campaigns_for_list,
@@ -32,9 +32,36 @@ from campaigns.queries import (
     groups_jobs_done_live,
     progress_summary,
 )
+from campaigns.serializers import (
+    ActionPageSerializer,
+    CampaignDetailSerializer,
+    CampaignPageSerializer,
+    CampaignSerializer,
+    DryRunSerializer,
+    GroupDetailSerializer,
+    OutcomeSerializer,
+    PreviewBodySerializer,
+    RescueBodySerializer,
+    SpecBodySerializer,
+)
 from campaigns.spec import SpecInvalid, config_diff
 from campaigns.splitting import SplitError
+from dispatcher.api.base import ApiError, KeysetPagination
 from dispatcher.queries import workflow_state_counts
+
+# Keyset pages as /api/v1/workflows/ and /jobs/: `limit` (1–1000, default 100), `cursor`, next/previous.
+_PAGE_PARAMETERS = [
+    OpenApiParameter("cursor", str, description="The page cursor, from a previous page's `next`."),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 1000},
+        description="Rows per page (default 100).",
+    ),
+]
+_STATUS_PARAMETER = OpenApiParameter(
+    "status", str, enum=list(CampaignStatus.values), description="Only campaigns in this state."
+)
+_LIST_PARAMS = frozenset({"cursor", "limit", "status"})
 
 
 def _actor(request: Request) -> str:
@@ -85,36 +112,77 @@ def group_as_dict(g: Group) -> dict[str, Any]:
     }
 
 
-@extend_schema(methods=["GET"], operation_id="campaigns_list", responses=OpenApiTypes.OBJECT)
+def _paged(request: Request, rows: QuerySet[Any], as_dict: Callable[[Any], dict[str, Any]]) -> Response:
+    """One keyset page of `rows` (newest first), as the dispatcher's lists page."""
+    paginator = KeysetPagination()
+    try:
+        page = paginator.paginate_queryset(rows, request)
+    except ApiError as exc:
+        return Response({"detail": exc.detail, "field": exc.field}, status=exc.status_code)
+    return paginator.get_paginated_response([as_dict(row) for row in page or []])
+
+
+def _comment(data: Any) -> str:
+    comment = data.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 300:
+        raise SpecInvalid("comment must be a string of at most 300 characters", field="comment")
+    return comment
+
+
+@extend_schema(
+    methods=["GET"],
+    operation_id="campaigns_list",
+    summary="Campaigns with group counts, newest first, in keyset pages",
+    parameters=[*_PAGE_PARAMETERS, _STATUS_PARAMETER],
+    responses=CampaignPageSerializer,
+)
 @extend_schema(
     methods=["POST"],
     operation_id="campaigns_create",
     summary="Create a draft campaign from {spec, comment}",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    request=SpecBodySerializer,
+    responses={201: CampaignSerializer},
 )
 @api_view(["GET", "POST"])
 def campaign_list_api(request: Request) -> Response:
     """GET: campaigns with group counts. POST {"spec": "<yaml>", "comment": ""}: a draft campaign."""
     if request.method == "GET":
         require_reader(request.user, request.auth)
+        unknown = sorted(set(request.query_params) - _LIST_PARAMS)
+        if unknown:
+            return Response(
+                {
+                    "detail": f"unknown parameter {unknown[0]!r}; this list takes cursor, limit, status",
+                    "field": unknown[0],
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         rows = campaigns_for_list()
         state = request.query_params.get("status")
         if state:
+            if state not in CampaignStatus.values:
+                return Response(
+                    {
+                        "detail": f"status must be one of {', '.join(CampaignStatus.values)}, got {state!r}",
+                        "field": "status",
+                    },
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
             rows = rows.filter(status=state)
-        return Response({"results": [campaign_as_dict(c) for c in rows[:500]]})
+        return _paged(request, rows, campaign_as_dict)
     if not may_create(request.user, request.auth):
         raise PermissionDenied("creating campaigns needs the user role")
     data = request.data if isinstance(request.data, dict) else {}
     spec = data.get("spec")
     if not isinstance(spec, str):
-        return _error("body needs `spec`: the campaign YAML as a string", status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {"detail": "body needs `spec`: the campaign YAML as a string", "field": "spec"},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if not isinstance(request.user, User):
         raise PermissionDenied("creating campaigns needs a user account")
     try:
-        campaign = services.campaign_create(
-            owner=request.user, spec_yaml=spec, comment=str(data.get("comment", ""))
-        )
+        campaign = services.campaign_create(owner=request.user, spec_yaml=spec, comment=_comment(data))
     except SpecInvalid as exc:
         return Response(exc.as_dict(), status=exc.status_code)
     except SplitError as exc:
@@ -125,8 +193,7 @@ def campaign_list_api(request: Request) -> Response:
 @extend_schema(
     operation_id="campaigns_detail",
     summary="A campaign with steps, groups, progress and versions",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    responses=CampaignDetailSerializer,
 )
 @api_view(["GET"])
 def campaign_detail_api(request: Request, campaign_id: int) -> Response:
@@ -154,52 +221,53 @@ def campaign_detail_api(request: Request, campaign_id: int) -> Response:
     return Response(body)
 
 
+def action_as_dict(a: ActionLog) -> dict[str, Any]:
+    return {
+        "id": a.pk,
+        "time": a.created_at,
+        "actor": a.actor,
+        "verb": a.verb,
+        "object_type": a.object_type,
+        "object_id": a.object_id,
+        "params": a.params,
+        "result": a.result,
+        "message": a.message,
+    }
+
+
 @extend_schema(
     operation_id="campaigns_actions",
-    summary="The campaign's audit log, newest first",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    summary="The campaign's audit log, newest first, in keyset pages",
+    parameters=_PAGE_PARAMETERS,
+    responses=ActionPageSerializer,
 )
 @api_view(["GET"])
 def campaign_actions_api(request: Request, campaign_id: int) -> Response:
     campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
-    return Response(
-        {
-            "results": [
-                {
-                    "id": a.pk,
-                    "time": a.created_at,
-                    "actor": a.actor,
-                    "verb": a.verb,
-                    "object_type": a.object_type,
-                    "object_id": a.object_id,
-                    "params": a.params,
-                    "result": a.result,
-                    "message": a.message,
-                }
-                for a in campaign_actions(campaign.pk)
-            ]
-        }
-    )
+    return _paged(request, campaign_actions_queryset(campaign.pk), action_as_dict)
 
 
 @extend_schema(
     operation_id="campaigns_dry_run",
     summary="What a launch would create",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    description="409 naming the field when the stored spec no longer passes the spec checks.",
+    responses=DryRunSerializer,
 )
 @api_view(["GET"])
 def campaign_dry_run_api(request: Request, campaign_id: int) -> Response:
     campaign = campaign_get_for_user(request.user, request.auth, campaign_id)
-    return Response(campaign_dry_run(services.campaign_spec(campaign), campaign_id=campaign.pk).as_dict())
+    try:
+        spec = services.campaign_spec_checked(campaign)
+    except SpecInvalid as exc:
+        return Response(exc.as_dict(), status=exc.status_code)
+    return Response(campaign_dry_run(spec, campaign_id=campaign.pk).as_dict())
 
 
 @extend_schema(
     operation_id="campaigns_spec_edit",
     summary="A new version of the spec",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    request=SpecBodySerializer,
+    responses=OutcomeSerializer,
 )
 @api_view(["POST"])
 def campaign_spec_api(request: Request, campaign_id: int) -> Response:
@@ -214,7 +282,7 @@ def campaign_spec_api(request: Request, campaign_id: int) -> Response:
             campaign_id=campaign_id,
             actor=_actor(request),
             spec_yaml=spec,
-            comment=str(data.get("comment", "")),
+            comment=_comment(data),
         )
     )
 
@@ -257,8 +325,9 @@ _GROUP_VERBS = {
 @extend_schema(
     operation_id="campaigns_verb",
     summary="launch | pause | resume, with optional preview",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    parameters=[OpenApiParameter("verb", str, OpenApiParameter.PATH, enum=list(_CAMPAIGN_VERBS))],
+    request=PreviewBodySerializer,
+    responses=OutcomeSerializer,
 )
 @api_view(["POST"])
 def campaign_action_api(request: Request, campaign_id: int, verb: str) -> Response:
@@ -275,8 +344,9 @@ def campaign_action_api(request: Request, campaign_id: int, verb: str) -> Respon
 @extend_schema(
     operation_id="campaign_steps_verb",
     summary="pause | resume | release, with optional preview",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    parameters=[OpenApiParameter("verb", str, OpenApiParameter.PATH, enum=list(_STEP_VERBS))],
+    request=PreviewBodySerializer,
+    responses=OutcomeSerializer,
 )
 @api_view(["POST"])
 def step_action_api(request: Request, step_id: int, verb: str) -> Response:
@@ -289,8 +359,9 @@ def step_action_api(request: Request, step_id: int, verb: str) -> Response:
 @extend_schema(
     operation_id="campaign_groups_verb",
     summary="restart | rescue | retry | accept | reject | pause | resume",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    parameters=[OpenApiParameter("verb", str, OpenApiParameter.PATH, enum=[*_GROUP_VERBS, "rescue"])],
+    request=RescueBodySerializer,
+    responses=OutcomeSerializer,
 )
 @api_view(["POST"])
 def group_action_api(request: Request, group_id: int, verb: str) -> Response:
@@ -301,9 +372,8 @@ def group_action_api(request: Request, group_id: int, verb: str) -> Response:
     campaign_get_for_user(request.user, request.auth, campaign_id_of("group", group_id), write=True)
     if verb == "rescue":
         data = request.data if isinstance(request.data, dict) else {}
-        overrides, selection = data.get("overrides") or {}, data.get("selection") or {}
-        if not isinstance(overrides, dict) or not isinstance(selection, dict):
-            return _error("`overrides` and `selection` must be objects", status.HTTP_400_BAD_REQUEST)
+        # Checked key by key in the service (400 naming the field).
+        overrides, selection = data.get("overrides"), data.get("selection")
         return _act(
             lambda: services.group_rescue(
                 group_id=group_id,
@@ -321,8 +391,7 @@ def group_action_api(request: Request, group_id: int, verb: str) -> Response:
 @extend_schema(
     operation_id="campaign_groups_detail",
     summary="A group with its attempt chain and config diffs",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    responses=GroupDetailSerializer,
 )
 @api_view(["GET"])
 def group_detail_api(request: Request, group_id: int) -> Response:

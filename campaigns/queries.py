@@ -535,7 +535,12 @@ def campaign_steps_with_groups(campaign_id: int) -> list[Step]:
 
 
 def campaign_actions(campaign_id: int, *, limit: int = 200) -> list[ActionLog]:
-    return list(ActionLog.objects.filter(campaign_id=campaign_id).order_by("-id")[:limit])
+    return list(campaign_actions_queryset(campaign_id)[:limit])
+
+
+def campaign_actions_queryset(campaign_id: int) -> QuerySet[ActionLog]:
+    """The audit log of a campaign, newest first (`actionlog_campaign_idx`), for keyset pages."""
+    return ActionLog.objects.filter(campaign_id=campaign_id).order_by("-id")
 
 
 def group_attempt_chain(group_id: int) -> list[GroupAttempt]:

@@ -44,6 +44,7 @@ import yaml
 from django.conf import settings
 
 from campaigns.dataids import Key, as_key, from_key, positions
+from campaigns.spec_checks import FieldInvalid, spec_data_check, spec_raw_check
 from campaigns.spec_dims import NAME_RE as NAME_RE
 from campaigns.spec_dims import STEP_KEYS, data_check, dims_parse, step_dims_check
 from campaigns.spec_dims import SpecInvalid as SpecInvalid
@@ -104,7 +105,7 @@ def sites_parse(raw: Any, where: str) -> dict[str, list[str]]:
     try:
         return {key: list(patterns) for key, patterns in site_rule_parse(raw, where).items()}
     except WorkflowInvalid as exc:
-        raise SpecInvalid(exc.message) from None
+        raise SpecInvalid(exc.message, field=exc.field or where) from None
 
 
 def _layer(entry: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -128,6 +129,21 @@ def spec_parse(text: str) -> dict[str, Any]:
 
 
 def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The normalised spec; every key checked (`campaigns.spec_checks` looks into the rules)."""
+    _deep_check(spec_raw_check, raw)
+    spec = _spec_normalise(raw)
+    _deep_check(spec_data_check, spec)
+    return spec
+
+
+def _deep_check(check: Any, value: Mapping[str, Any]) -> None:
+    try:
+        check(value)
+    except FieldInvalid as exc:
+        raise SpecInvalid(str(exc), field=exc.field) from None
+
+
+def _spec_normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     known = {
         "name",
         "description",
@@ -237,7 +253,8 @@ def spec_validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         try:
             split_check(split)
         except SplitError as exc:
-            raise SpecInvalid(f"{where}.split: {exc}", field=f"{where}.split") from exc
+            field = f"{where}.split" + (f".{exc.field}" if exc.field else "")
+            raise SpecInvalid(f"{where}.split: {exc}", field=field) from exc
         if shape["group_by"] is not None or len(shape["dimensions"]) > 1:
             rule = split.get("rule", "none")
             allowed = ("none",) if shape["group_by"] is not None else ("none", "query")

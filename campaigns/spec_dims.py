@@ -53,9 +53,15 @@ class SpecTooLarge(SpecInvalid):
     status_code = 413
 
 
+# Messages start with the dotted field they are about (`steps[0].labels must be …`).
+_FIELD_AT_START = re.compile(r"^[A-Za-z_][\w-]*(?:\[\d+\])?(?:\.[\w-]+(?:\[\d+\])?)*")
+
+
 def require(cond: bool, message: str) -> None:
+    """A 400 when `cond` fails; its field is the dotted path the message starts with."""
     if not cond:
-        raise SpecInvalid(message)
+        match = _FIELD_AT_START.match(message)
+        raise SpecInvalid(message, field=match.group(0) if match else "")
 
 
 def data_check(data: Any, dims: list[str], where: str) -> int | None:

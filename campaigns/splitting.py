@@ -34,7 +34,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class SplitError(ValueError):
-    """The data or the split rule cannot be used; the message says why."""
+    """The data or the split rule cannot be used; the message says why, and `field` names the
+    rule's key at fault when there is one (`ranges`, `values`, `max_group_size`, …)."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -192,16 +197,66 @@ def split_query(ids: Sequence[DataId], *, max_group_size: int, min_groups: int =
     return plans
 
 
-def _selector(entry: Any) -> tuple[str, Any]:
+def _scalar_value(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise SplitError(f"{where}: a split value is an integer or a string, got {value!r}", field="values")
+
+
+def _selector(entry: Any, i: int) -> tuple[str, Any]:
+    where = f"values[{i}]"
     if isinstance(entry, Mapping):
         if set(entry) - {"min", "max", "name"} or "min" not in entry or "max" not in entry:
-            raise SplitError(f"a range value is {{min: a, max: b}}, got {entry!r}")
+            raise SplitError(f"{where}: a range value is {{min: a, max: b}}, got {entry!r}", field="values")
+        _scalar_value(entry["min"], where)
+        _scalar_value(entry["max"], where)
+        if type(entry["min"]) is not type(entry["max"]) or entry["min"] > entry["max"]:
+            raise SplitError(f"{where}: min must not be above max, both of one type", field="values")
+        if "name" in entry and not (isinstance(entry["name"], str | int) and str(entry["name"]).strip()):
+            raise SplitError(f"{where}: a group name is a non-empty string", field="values")
         return "range", (entry["min"], entry["max"])
     if isinstance(entry, list):
         if not entry:
-            raise SplitError("an empty list of values makes an empty group")
+            raise SplitError(f"{where}: an empty list of values makes an empty group", field="values")
+        for value in entry:
+            _scalar_value(value, where)
         return "set", set(entry)
+    _scalar_value(entry, where)
     return "set", {entry}
+
+
+def _values_index(values: Any) -> tuple[dict[Any, int], list[tuple[Any, Any, int]]]:
+    """The exact values (value → entry) and the ranges (sorted by start) of a `values` list;
+    refused when an entry is malformed, a value is in two entries or two ranges overlap."""
+    if not isinstance(values, list) or not values:
+        raise SplitError("split rule values needs a non-empty `values` list", field="values")
+    exact: dict[Any, int] = {}
+    spans: list[tuple[Any, Any, int]] = []
+    names: set[str] = set()
+    for i, entry in enumerate(values):
+        kind, sel = _selector(entry, i)
+        if isinstance(entry, Mapping) and "name" in entry:
+            name = _name_part(str(entry["name"]))
+            if name in names:
+                raise SplitError(f"two groups would be named {name!r}", field="values")
+            names.add(name)
+        if kind == "set":
+            for value in sel:
+                if value in exact:
+                    raise SplitError(
+                        f"value {value!r} is in more than one group (values {exact[value]} and {i})",
+                        field="values",
+                    )
+                exact[value] = i
+        else:
+            spans.append((sel[0], sel[1], i))
+    try:
+        spans.sort()
+    except TypeError as exc:
+        raise SplitError("range bounds must all be of one type", field="values") from exc
+    for (_, last, i), (first, _, j) in itertools.pairwise(spans):
+        if first <= last:
+            raise SplitError(f"split ranges {i} and {j} overlap", field="values")
+    return exact, spans
 
 
 def split_values(ids: Sequence[DataId], *, values: Sequence[Any]) -> list[GroupPlan]:
@@ -211,28 +266,7 @@ def split_values(ids: Sequence[DataId], *, values: Sequence[Any]) -> list[GroupP
     2. Ranges are sorted by their start; overlapping ranges are an error.
     3. Each id is looked up in the dict, then by bisection in the ranges: O(n log k).
     """
-    if not values:
-        raise SplitError("split rule values needs a non-empty `values` list")
-    exact: dict[Any, int] = {}
-    spans: list[tuple[Any, Any, int]] = []
-    for i, entry in enumerate(values):
-        kind, sel = _selector(entry)
-        if kind == "set":
-            for value in sel:
-                if value in exact:
-                    raise SplitError(
-                        f"value {value!r} is in more than one group (values {exact[value]} and {i})"
-                    )
-                exact[value] = i
-        else:
-            spans.append((sel[0], sel[1], i))
-    try:
-        spans.sort()
-    except TypeError as exc:
-        raise SplitError("range bounds must all be of one type") from exc
-    for (_, last, i), (first, _, j) in itertools.pairwise(spans):
-        if first <= last:
-            raise SplitError(f"split ranges {i} and {j} overlap")
+    exact, spans = _values_index(list(values))
     starts = [first for first, _, _ in spans]
     buckets: list[list[DataId]] = [[] for _ in values]
     for data_id in ids:
@@ -252,14 +286,34 @@ def split_values(ids: Sequence[DataId], *, values: Sequence[Any]) -> list[GroupP
     return _plans_from_buckets(buckets, values)
 
 
+def _ranges_as_values(ranges: Any) -> list[dict[str, Any]]:
+    """A ranges rule's [[first, last], …] as the equivalent `values` entries, checked."""
+    if not isinstance(ranges, list) or not ranges:
+        raise SplitError("split rule ranges needs a non-empty `ranges` list", field="ranges")
+    out: list[dict[str, Any]] = []
+    for i, pair in enumerate(ranges):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise SplitError(f"ranges[{i}]: a range is [first, last], got {pair!r}", field="ranges")
+        try:
+            _selector({"min": pair[0], "max": pair[1]}, i)
+        except SplitError as exc:
+            raise SplitError(str(exc).replace("values[", "ranges[", 1), field="ranges") from None
+        out.append({"min": pair[0], "max": pair[1]})
+    return out
+
+
+def _ranges_checked(ranges: Any) -> list[dict[str, Any]]:
+    values = _ranges_as_values(ranges)
+    try:
+        _values_index(values)
+    except SplitError as exc:
+        raise SplitError(str(exc).replace("split ranges", "ranges"), field="ranges") from None
+    return values
+
+
 def split_ranges(ids: Sequence[DataId], *, ranges: Sequence[Sequence[Any]]) -> list[GroupPlan]:
     """One group per inclusive range [first, last]; ranges must not overlap or leave ids out."""
-    if not ranges:
-        raise SplitError("split rule ranges needs a non-empty `ranges` list")
-    for pair in ranges:
-        if len(pair) != 2:
-            raise SplitError(f"a range is [first, last], got {pair!r}")
-    return split_values(ids, values=[{"min": a, "max": b} for a, b in ranges])
+    return split_values(ids, values=_ranges_checked(list(ranges)))
 
 
 def _plans_from_buckets(buckets: list[list[DataId]], values: Sequence[Any]) -> list[GroupPlan]:
@@ -281,29 +335,33 @@ SPLIT_RULES = ("none", "values", "ranges", "query")
 
 
 def split_check(rule: Mapping[str, Any]) -> None:
-    """Validate a split rule's shape before any data is seen."""
+    """Validate a split rule completely before any data is seen: the rule, its keys, and every
+    entry of its values or ranges (shape, types, duplicates, overlaps). `field` names the key."""
     kind = rule.get("rule", "none")
-    if kind not in SPLIT_RULES:
-        raise SplitError(f"split rule must be one of {', '.join(SPLIT_RULES)}, not {kind!r}")
+    if not isinstance(kind, str) or kind not in SPLIT_RULES:
+        raise SplitError(f"split rule must be one of {', '.join(SPLIT_RULES)}, not {kind!r}", field="rule")
     allowed = {
         "none": {"rule"},
         "values": {"rule", "values"},
         "ranges": {"rule", "ranges"},
         "query": {"rule", "max_group_size", "min_groups"},
     }[kind]
-    unknown = set(rule) - allowed
+    unknown = {str(k) for k in rule} - allowed
     if unknown:
-        raise SplitError(f"split rule {kind} does not take {', '.join(sorted(unknown))}")
+        first = sorted(unknown)[0]
+        raise SplitError(f"split rule {kind} does not take {', '.join(sorted(unknown))}", field=first)
     if kind == "query":
         size, min_groups = rule.get("max_group_size"), rule.get("min_groups", 1)
         if not isinstance(size, int) or isinstance(size, bool):
-            raise SplitError("split rule query needs an integer max_group_size")
+            raise SplitError("split rule query needs an integer max_group_size", field="max_group_size")
         if size < 1:
-            raise SplitError("max_group_size must be at least 1")
+            raise SplitError("max_group_size must be at least 1", field="max_group_size")
         if not isinstance(min_groups, int) or isinstance(min_groups, bool) or min_groups < 1:
-            raise SplitError("min_groups must be an integer, at least 1")
-    if kind in ("values", "ranges") and not isinstance(rule.get(kind, []), list):
-        raise SplitError(f"split rule {kind} needs a list of {kind}")
+            raise SplitError("min_groups must be an integer, at least 1", field="min_groups")
+    if kind == "values":
+        _values_index(rule.get("values"))
+    if kind == "ranges":
+        _ranges_checked(rule.get("ranges"))
 
 
 def split(ids: Sequence[DataId], rule: Mapping[str, Any]) -> list[GroupPlan]:

@@ -260,6 +260,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The campaign states are three choice sets all named `status`: one enum name each.
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStatusEnum": "campaigns.models.CampaignStatus",
+        "StepStatusEnum": "campaigns.models.StepStatus",
+        "GroupStatusEnum": "campaigns.models.GroupStatus",
+    },
 }
 
 # --- Celery (the loops: config/loops.py, docs/architecture.md#loops) ---

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from campaigns.services.actions import ActionOutcome, ActionRefused
 from campaigns.services.campaign_actions import (
+    SpecOutdated,
     campaign_create,
     campaign_edit,
     campaign_launch,
     campaign_pause,
     campaign_resume,
     campaign_spec,
+    campaign_spec_checked,
     step_pause,
     step_release,
     step_resume,
@@ -41,6 +43,7 @@ __all__ = [
     "ActionOutcome",
     "ActionRefused",
     "SpecInvalid",
+    "SpecOutdated",
     "SplitError",
     "campaign_create",
     "campaign_edit",
@@ -48,6 +51,7 @@ __all__ = [
     "campaign_pause",
     "campaign_resume",
     "campaign_spec",
+    "campaign_spec_checked",
     "group_accept",
     "group_chain_jobs",
     "group_pause",

@@ -26,7 +26,8 @@ from campaigns.models import (
 from campaigns.selection import Selection, error_template
 from campaigns.services.actions import ActionOutcome, ActionRefused, action_run
 from campaigns.services.campaign_actions import campaign_spec
-from campaigns.spec import config_resolve, downstream_of, jobs_plan, sites_parse
+from campaigns.spec import SpecInvalid, config_resolve, downstream_of, jobs_plan, sites_parse
+from campaigns.spec_checks import FieldInvalid, rescue_check
 from dispatcher.brokerage import SiteRule
 from dispatcher.models import Job, Workflow
 from dispatcher.retry import ERROR_FIELDS
@@ -309,6 +310,10 @@ def group_rescue(
 
     Precondition: the group failed (or was accepted with partial outputs) and nothing is in flight.
     """
+    try:
+        rescue_check(overrides, selection)  # every key, before anything is read or locked
+    except FieldInvalid as exc:
+        raise SpecInvalid(str(exc), field=exc.field) from None
     overrides = dict(overrides or {})
     sel = Selection.from_mapping(selection)
     params = {"overrides": overrides, "selection": sel.as_dict()}

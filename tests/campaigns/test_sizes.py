@@ -55,7 +55,7 @@ def test_bad_ranges_and_rules_are_400() -> None:
     assert (info.value.status_code, info.value.field) == (400, "data.ranges")
     with pytest.raises(SpecInvalid) as info:
         spec_parse(_with_data("ranges: [[1, 6]]", "{rule: query, max_group_size: 0}"))
-    assert (info.value.status_code, info.value.field) == (400, "steps[0].split")
+    assert (info.value.status_code, info.value.field) == (400, "steps[0].split.max_group_size")
 
 
 def test_a_giant_pipeline_command_is_400_naming_it() -> None:
