@@ -79,7 +79,10 @@ def spec_raw_check(raw: Mapping[str, Any]) -> None:
             if isinstance(body, Mapping):
                 step_check(body, f"steps[{i}]")
     data = raw.get("data")
-    if isinstance(data, Mapping) and len(data) == 1:
+    dimensions = raw.get("dimensions")
+    # Ids of several dimensions (tuples, `product`) are checked by the dimension rules (spec_dims).
+    several = isinstance(dimensions, list) and len(dimensions) > 1
+    if isinstance(data, Mapping) and len(data) == 1 and not several:
         source, body = next(iter(data.items()))
         data_check(str(source), body)
     notifications = raw.get("notifications")
@@ -237,7 +240,8 @@ def spec_data_check(spec: Mapping[str, Any]) -> None:
     leaves an id out, names a value no id has, or asks for more groups than ids is refused at
     creation, naming the rule's field, rather than at dry run."""
     source, body = next(iter(spec["data"].items()))
-    if source not in ("ids", "ranges"):
+    # Ids of several dimensions are checked and cut by the dimension rules (campaigns/spec_dims.py).
+    if source not in ("ids", "ranges") or len(spec.get("dimensions") or ()) > 1:
         return
     limit = int(settings.CAMPAIGNS["MAX_DATA_IDS"])
     try:
