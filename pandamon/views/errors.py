@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from dispatcher.queries import archive_reached
 from pandamon import charts
 from pandamon.errortext import FAMILY_ADVICE
 from pandamon.filters import ERROR_FIELDS, compile_selection
@@ -22,7 +23,9 @@ def error_summary(request: HttpRequest) -> HttpResponse:
     )
     unit = common.bucket_unit(sel.since, sel.until, timezone.now())
     rollup = reads.error_rollup_window(sel.since, sel.until, sel.applied)
-    summary = reads.errors_summary(sel.q, unit=unit, rollup=rollup)
+    summary = reads.errors_summary(
+        sel.q, unit=unit, rollup=rollup, archive=rollup is None and archive_reached(sel.since)
+    )
     families: dict[str, int] = {}
     for g in summary.groups:
         families[g["family"]] = families.get(g["family"], 0) + g["count"]

@@ -104,7 +104,11 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
     unknown = sorted(k for k in params if k not in {"json", "label"} and not k.startswith("data_id."))
     if label or data_id:
         jobs, edges, truncated = reads.workflow_job_slice(
-            workflow_id, label=label, data_id=data_id, limit=SLICE_LIMIT
+            workflow_id,
+            label=label,
+            data_id=data_id,
+            limit=SLICE_LIMIT,
+            archived=workflow.archived_at is not None,
         )
         nodes = [
             {
@@ -154,7 +158,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         level = "task"
     dashed_edges = [list(e) for e in dashed]
     final = workflow.status in WORKFLOW_FINAL
-    cost = tasks_core_use([t.jeditaskid for t in tasks])
+    cost = tasks_core_use([t.jeditaskid for t in tasks], archived=workflow.archived_at is not None)
     rows: list[dict[str, Any]] = [
         {
             "task": t,
