@@ -90,12 +90,13 @@ def errors_summary(
     return _errors_from_rows(rows, split=split)
 
 
-def task_error_groups(jeditaskid: int) -> list[dict[str, Any]]:
+def task_error_groups(jeditaskid: int, *, archived: bool = False) -> list[dict[str, Any]]:
     """The failed attempts of one task by family:code → template, largest first: on PostgreSQL
     from the error summaries restricted to the task (errorsummary_task_idx: a few rows whatever
     the task's size) plus its unfolded deltas; on SQLite counted from its attempts."""
     if not rollups.enabled():
-        return _errors_summary_orm(Q(job__task_id=jeditaskid), unit="day", split=False, archive=True).groups
+        summary = _errors_summary_orm(Q(job__task_id=jeditaskid), unit="day", split=False, archive=archived)
+        return summary.groups
     rows = rollups.error_rows(None, unit="day", split=False, jeditaskid=jeditaskid, count_attempts=False)
     return _errors_from_rows(rows, split=False).groups
 

@@ -107,10 +107,10 @@ def task_cost(task: Task) -> TaskCost:
     )
 
 
-def task_top_errors(jeditaskid: int, limit: int = 10) -> list[dict[str, Any]]:
+def task_top_errors(jeditaskid: int, limit: int = 10, *, archived: bool = False) -> list[dict[str, Any]]:
     """The task's failed attempts by family:code → template, with sample jobs: what
     /errors/?jeditaskid= lists (the page links each count there)."""
-    return task_error_groups(jeditaskid)[:limit]
+    return task_error_groups(jeditaskid, archived=archived)[:limit]
 
 
 @dataclass
