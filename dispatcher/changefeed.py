@@ -76,7 +76,8 @@ INLINE_CHANGES_SETTING = "ailuro.inline_job_changes"
 # job and attempt tables leave the live tables, not the counts, so the delete triggers append
 # nothing (dispatcher/services/archive.py; the monitor's counts stay exactly what they were).
 ARCHIVING_SETTING = "ailuro.archiving"
-_ARCHIVING = f"current_setting('{ARCHIVING_SETTING}', true) = 'on'"
+# Unset is NULL (never set in the session) or '' (set in an earlier transaction): not archiving.
+_ARCHIVING = f"COALESCE(current_setting('{ARCHIVING_SETTING}', true), '') = 'on'"
 
 
 def _job_tuple(alias: str, prefix: str = "") -> str:

@@ -242,3 +242,16 @@ def test_the_janitor_runs_the_move_and_zero_days_turns_it_off(world: dict[str, A
     with _settings():
         assert janitor_one_batch(now=timezone.now()) >= 12
     assert ArchivedJob.objects.count() == 12
+
+
+def test_only_the_move_is_muted_a_later_delete_appends_its_change(world: dict[str, Any]) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the change feed is PostgreSQL's")
+    with _settings():
+        jobs_archive_move(now=timezone.now())
+    before = JobChange.objects.filter(delta=-1).count()
+    job = Job.objects.filter(workflow=world["recent"]).exclude(parent_edges__isnull=False).first()
+    assert job is not None
+    JobDependency.objects.filter(parent=job).delete()
+    job.delete()
+    assert JobChange.objects.filter(delta=-1).count() == before + 1
