@@ -112,15 +112,21 @@ def job_change_pairs_sql(source: str) -> str:
     )
 
 
-def archive_move() -> None:
-    """Marks the current transaction as an archive move: the delete triggers of the job and attempt
-    tables append nothing for the rest of it (a transaction-local setting; no-op on SQLite)."""
+@contextmanager
+def archive_move() -> Iterator[None]:
+    """Around the statements of an archive move: the delete triggers of the job and attempt tables
+    append nothing (a transaction-local setting, cleared right after, so a move inside a larger
+    transaction mutes nothing else; a failed move's rollback takes the setting with it). No-op on
+    SQLite."""
     if not connection.in_atomic_block:
         raise RuntimeError("archive_move needs a transaction")
     if connection.vendor != "postgresql":
+        yield
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config(%s, 'on', true)", [ARCHIVING_SETTING])
+        yield
+        cursor.execute("SELECT set_config(%s, 'off', true)", [ARCHIVING_SETTING])
 
 
 @contextmanager

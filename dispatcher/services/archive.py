@@ -180,9 +180,8 @@ def workflows_archive(workflow_ids: list[int], *, now: dt.datetime) -> tuple[int
         }
         if missing:  # an end changed since it was read: a restart and a new end in between
             return 0, 0
-        archive_move()
         jobs = 0
-        with connection.cursor() as cursor:
+        with archive_move(), connection.cursor() as cursor:
             PayloadLog.objects.filter(job__workflow_id__in=ids).delete()
             for live, archive, via in ARCHIVED:
                 for statement in _move_sql(live, archive, via):
