@@ -1,4 +1,4 @@
-"""Honest progress of a group's attempt (docs/decisions/0008): when it is stalled and when it will
+"""Honest progress of a group's attempt (docs/decisions/0009-honest-stall-and-eta.md): when it is stalled and when it will
 end, each with the basis it was judged on, for the advancer to store and the pages, the API and
 the CLI to show.
 

@@ -324,6 +324,13 @@ AILURO = {
 AILURO["HOLDING_TIMEOUT_S"] = _env_int("AILURO_HOLDING_TIMEOUT", 3 * 3600, minimum=60)
 AILURO["PAYLOAD_LOG_RETENTION_DAYS"] = _env_int("AILURO_PAYLOAD_LOG_RETENTION_DAYS", 30, minimum=1)
 AILURO["ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_ARCHIVE_AFTER_DAYS", 90, minimum=1)
+# Whole final workflows ended this many days ago move their jobs to the archive tables
+# (dispatcher/services/archive.py; 0: never); archive partitions (months) whose every workflow ended
+# more than RETENTION days ago are dropped (0: kept forever). Each janitor run moves at most
+# BATCH_JOBS jobs, one transaction per batch of workflows.
+AILURO["JOB_ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_JOB_ARCHIVE_AFTER_DAYS", 30, minimum=0)
+AILURO["JOB_ARCHIVE_RETENTION_DAYS"] = _env_int("AILURO_JOB_ARCHIVE_RETENTION_DAYS", 0, minimum=0)
+AILURO["JOB_ARCHIVE_BATCH_JOBS"] = _env_int("AILURO_JOB_ARCHIVE_BATCH_JOBS", 200_000, minimum=1)
 # --- end of the loops block ---
 
 # --- Pilot protocol (dispatcher/protocol) ---

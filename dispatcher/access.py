@@ -23,7 +23,8 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from core.roles import Role, role_allows, user_roles
-from dispatcher.models import Job, JobAttempt, Queue, Site, Task, Workflow
+from dispatcher.models import ArchivedJob, Job, JobAttempt, Queue, Site, Task, Workflow
+from dispatcher.workflows import WorkflowInvalid
 
 
 def _roles(user: Any, token: Any) -> frozenset[str]:
@@ -79,12 +80,19 @@ def task_get_for_user(user: Any, jeditaskid: int, *, write: bool = False, token:
     return task
 
 
-def job_get_for_user(user: Any, pandaid: int, *, write: bool = False, token: Any = None) -> Job:
+def job_get_for_user(user: Any, pandaid: int, *, write: bool = False, token: Any = None) -> Job | ArchivedJob:
+    """The live job, else the archived one (read-only: an action on it is a 409 naming why)."""
     read_required(user, token)
-    job = Job.objects.select_related("workflow").filter(pk=pandaid).first()
+    job: Job | ArchivedJob | None = Job.objects.select_related("workflow").filter(pk=pandaid).first()
+    if job is None:
+        job = ArchivedJob.objects.select_related("workflow").filter(pk=pandaid).first()
     if job is None:
         raise Http404(f"no job {pandaid}")
     _decide(user, token, job, job.workflow.owner_id, write=write, kind="job")
+    if write and isinstance(job, ArchivedJob):
+        raise WorkflowInvalid(
+            f"job {pandaid} is archived with its workflow {job.workflow_id} and read-only", status_code=409
+        )
     return job
 
 

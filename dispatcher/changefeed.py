@@ -11,6 +11,9 @@ Who appends:
   the same statement (`job_change_pairs_sql`) under `set_based_changes`, so the row trigger skips
   exactly those rows.
 
+An archive move (`archive_move`, dispatcher migration 0012) deletes rows without a change: the
+delete triggers append nothing in its transaction.
+
 What is appended: for a job, its tuple of summarised columns (`JOB_CHANGE_COLUMNS`: the state-change
 time and the facet columns of `JOB_FACET_COLUMNS`), −old and +new, when the tuple changes and only
 with a state-change time; for an attempt, the failed ones with their raw error codes and diags and
@@ -69,6 +72,12 @@ TABLES: tuple[str, ...] = ("dispatcher_jobchange", "dispatcher_failedattemptchan
 # Set around ONE statement that appends the changes of its own job UPDATE (`set_based_changes`):
 # the update trigger's WHEN clause reads it and skips that statement's rows.
 INLINE_CHANGES_SETTING = "ailuro.inline_job_changes"
+# Set for the transaction of an archive move (`archive_move`): the rows the move deletes from the
+# job and attempt tables leave the live tables, not the counts, so the delete triggers append
+# nothing (dispatcher/services/archive.py; the monitor's counts stay exactly what they were).
+ARCHIVING_SETTING = "ailuro.archiving"
+# Unset is NULL (never set in the session) or '' (set in an earlier transaction): not archiving.
+_ARCHIVING = f"COALESCE(current_setting('{ARCHIVING_SETTING}', true), '') = 'on'"
 
 
 def _job_tuple(alias: str, prefix: str = "") -> str:
@@ -101,6 +110,23 @@ def job_change_pairs_sql(source: str) -> str:
         f"({_job_tuple('s', 'old_')}, -1), ({_job_tuple('s')}, 1)) AS v({names}, delta) "
         f"WHERE ({old}) IS DISTINCT FROM ({new}) AND v.statechangetime IS NOT NULL"
     )
+
+
+@contextmanager
+def archive_move() -> Iterator[None]:
+    """Around the statements of an archive move: the delete triggers of the job and attempt tables
+    append nothing (a transaction-local setting, cleared right after, so a move inside a larger
+    transaction mutes nothing else; a failed move's rollback takes the setting with it). No-op on
+    SQLite."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("archive_move needs a transaction")
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config(%s, 'on', true)", [ARCHIVING_SETTING])
+        yield
+        cursor.execute("SELECT set_config(%s, 'off', true)", [ARCHIVING_SETTING])
 
 
 @contextmanager
@@ -177,7 +203,7 @@ _JOB_TRIGGERS: tuple[str, ...] = (
         IF TG_OP = 'INSERT' THEN
             {_JOB_INSERT}
             SELECT {_job_tuple("n")}, 1 FROM dispatcher_new_rows n WHERE n.statechangetime IS NOT NULL;
-        ELSE
+        ELSIF NOT {_ARCHIVING} THEN
             {_JOB_INSERT}
             SELECT {_job_tuple("o")}, -1 FROM dispatcher_old_rows o WHERE o.statechangetime IS NOT NULL;
         END IF;
@@ -220,7 +246,7 @@ def _attempt_triggers(core_seconds: bool) -> tuple[str, ...]:
     BEGIN
         IF TG_OP = 'INSERT' THEN
             {insert} {_attempt_select("n", 1, "dispatcher_new_rows n", core_seconds)};
-        ELSE
+        ELSIF NOT {_ARCHIVING} THEN
             {insert} {_attempt_select("o", -1, "dispatcher_old_rows o", core_seconds)};
         END IF;
         RETURN NULL;

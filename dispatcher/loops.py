@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from core.leases import leases_expired_delete
 from dispatcher.models import Job, Queue
+from dispatcher.services.archive import archive_step
 from dispatcher.services.budgets import failure_budgets_check
 from dispatcher.services.janitor import jobs_archive, payload_logs_trim
 from dispatcher.services.learning import requests_learn
@@ -134,11 +135,14 @@ def rollup_one_batch(*, limit: int = 2000, now: dt.datetime | None = None) -> in
 
 
 def janitor_one_batch(*, limit: int = 5000, now: dt.datetime | None = None) -> int:
-    """Housekeeping; returns rows changed or deleted: final jobs archived (`jobs_archive`), old
+    """Housekeeping; returns rows changed or deleted: final workflows' jobs moved to the archive
+    tables and archive partitions past their retention dropped (`archive_step`, bounded by
+    JOB_ARCHIVE_BATCH_JOBS), final jobs' leases and old state history cleared (`jobs_archive`), old
     payload logs trimmed (`payload_logs_trim`), leases expired for more than an hour deleted (a
-    crashed holder's rows). Each part is bounded by `limit` rows; the next run continues."""
+    crashed holder's rows). The other parts are bounded by `limit` rows; the next run continues."""
     now = now or timezone.now()
-    done = jobs_archive(limit=limit, now=now)
+    done = archive_step(now=now)
+    done += jobs_archive(limit=limit, now=now)
     done += payload_logs_trim(limit=limit, now=now)
     return done + leases_expired_delete(before=now - dt.timedelta(hours=1))
 

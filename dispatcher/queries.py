@@ -39,20 +39,22 @@ class CoreUse:
         )
 
 
-def tasks_core_use(task_ids: Sequence[int]) -> dict[int, CoreUse]:
+def tasks_core_use(task_ids: Sequence[int], *, archived: bool = False) -> dict[int, CoreUse]:
     """Per task, the core-seconds its ended attempts used, failed and all (the failed ones are its
     wasted core-hours), all time and since the task's `budget_since`: one GROUP BY over the tasks'
-    attempts (tasks without attempts are missing)."""
+    attempts (tasks without attempts are missing); `archived`: tasks of an archived workflow, whose
+    attempts are in the archive."""
     from django.db.models import Count, F, Q, Sum
     from django.db.models.functions import Coalesce, Round
 
-    from dispatcher.models import JobAttempt
+    from dispatcher.models import ArchivedJobAttempt, JobAttempt
 
     core = Coalesce(Round(F("walltime_s")), 0.0) * F("request_cores")
     failed = Q(jobstatus=JobStatus.FAILED)
     since = Q(job__task__budget_since__isnull=True) | Q(endtime__gte=F("job__task__budget_since"))
     grouped = (
-        JobAttempt.objects.filter(job__task_id__in=list(task_ids))
+        (ArchivedJobAttempt if archived else JobAttempt)
+        ._default_manager.filter(job__task_id__in=list(task_ids))
         .order_by()
         .values("job__task_id")
         .annotate(
@@ -241,3 +243,41 @@ def job_change_oldest() -> datetime | None:
     return (
         JobChange.objects.filter(delta__gt=0).order_by("id").values_list("statechangetime", flat=True).first()
     )
+
+
+# --- the job archive (dispatcher/services/archive.py) ---------------------------------------------
+
+
+def archive_horizon() -> datetime | None:
+    """The latest state-change time of an archived job, None when the archive is empty: a read whose
+    time window starts after it never needs the archive. One index read per partition
+    (jobarchive_time_idx)."""
+    from django.db.models import Max
+
+    from dispatcher.models import ArchivedJob
+
+    horizon: datetime | None = ArchivedJob.objects.aggregate(m=Max("statechangetime"))["m"]
+    return horizon
+
+
+def archive_reached(since: datetime | None, *, horizon: datetime | None = None) -> bool:
+    """Whether a read of the jobs changed from `since` on (None: all time) must consult the archive."""
+    horizon = archive_horizon() if horizon is None else horizon
+    return horizon is not None and (since is None or since <= horizon)
+
+
+def jobs_with_archive_sql() -> str:
+    """A FROM item with the live and the archived jobs under the job table's column names (the
+    archive's own key left out), for the reads whose window reaches the archive."""
+    from dispatcher.models import Job
+
+    cols = ", ".join(str(f.column) for f in Job._meta.concrete_fields)
+    return f"(SELECT {cols} FROM dispatcher_job UNION ALL SELECT {cols} FROM dispatcher_archivedjob)"  # noqa: S608
+
+
+def attempts_with_archive_sql() -> str:
+    """The same for the attempts: the live and the archived ones under the attempt table's names."""
+    from dispatcher.models import JobAttempt
+
+    cols = ", ".join(str(f.column) for f in JobAttempt._meta.concrete_fields)
+    return f"(SELECT {cols} FROM dispatcher_jobattempt UNION ALL SELECT {cols} FROM dispatcher_archivedjobattempt)"  # noqa: S608

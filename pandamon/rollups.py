@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from dispatcher import changefeed
+from dispatcher.queries import archive_reached, attempts_with_archive_sql, jobs_with_archive_sql
 from pandamon import rollup_sql
 from pandamon.sql import _fetch_aggregate, template_expression
 
@@ -90,17 +91,34 @@ def _states_sql(column: str, states: Sequence[str] | None) -> tuple[str, list[An
 _NAMES = list(rollup_sql.JOB_FACET_COLUMNS)
 
 
-def _live_source(live: QuerySet[Any] | None, table: str) -> tuple[str, list[Any]]:
+LiveSelection = QuerySet[Any] | tuple[str, list[Any]]
+
+
+def _live_source(live: LiveSelection | None, table: str) -> tuple[str, list[Any]]:
     """The rows scanned live: `table`, or the ORM-compiled selection `live` (bound parameters; its
-    columns keep their names, so the statement reads it as it reads the table)."""
+    columns keep their names, so the statement reads it as it reads the table), or a FROM item
+    already compiled (SQL, parameters)."""
     if live is None:
         return table, []
+    if isinstance(live, tuple):
+        return live
     sql, params = live.order_by().query.sql_with_params()
     return f"({sql})", list(params)
 
 
+def _job_table(window: Window | None) -> str:
+    """What a window's edges are scanned in: the job table, or with the archived jobs when an edge
+    starts at or before the archive's horizon (the whole hours come from the summaries, which an
+    archive move leaves as they are)."""
+    if window is None or not window.edges:
+        return "dispatcher_job"
+    if archive_reached(min(lo for lo, _ in window.edges)):
+        return jobs_with_archive_sql()
+    return "dispatcher_job"
+
+
 def _cut(
-    window: Window | None, live: QuerySet[Any] | None, edges: str, hours: str, deltas: str
+    window: Window | None, live: LiveSelection | None, edges: str, hours: str, deltas: str
 ) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]], tuple[str, list[Any]]]:
     """The WHERE of the live scan, the summary and the deltas: the window's edges and whole hours,
     or with `live` the whole selection scanned and nothing from the summary."""
@@ -116,7 +134,8 @@ def job_facet_rows(
     *,
     states: Sequence[str] | None,
     unit: str,
-    live: QuerySet[Any] | None = None,
+    live: LiveSelection | None = None,
+    archive: bool | None = None,
 ) -> list[tuple[str, str, datetime | None, int]]:
     """(facet, value, None, count) per facet value and ('', jobstatus, bucket, count) per chart
     bucket, for the jobs of the window (optionally only those in `states`), or with `live` (and
@@ -127,7 +146,11 @@ def job_facet_rows(
     3. the deltas not folded yet, exploded the way the fold does;
     4. summed per (facet, value, bucket); zero sums dropped (a +1 and −1 not folded yet).
     """
-    source, source_params = _live_source(live, "dispatcher_job")
+    # `archive`: the caller knows whether the window reaches the archive (None: ask).
+    table = (
+        _job_table(window) if archive is None else jobs_with_archive_sql() if archive else "dispatcher_job"
+    )
+    source, source_params = _live_source(live, table)
     (edge_where, edge_params), (hours_where, hours_params), (delta_where, delta_params) = _cut(
         window, live, "j.statechangetime", "s.bucket", "d.statechangetime"
     )
@@ -212,7 +235,7 @@ def queue_state_rows(window: Window, *, states: Sequence[str]) -> list[tuple[str
     delta_where, delta_params = window.hours_sql("statechangetime")
     sql = f"""
         SELECT queue, jobstatus, SUM(n) FROM (
-            SELECT computingsite AS queue, jobstatus, COUNT(*) AS n FROM dispatcher_job
+            SELECT computingsite AS queue, jobstatus, COUNT(*) AS n FROM {_job_table(window)} j
             WHERE {edge_where} AND jobstatus = ANY(%s) AND computingsite IS NOT NULL GROUP BY 1, 2
             UNION ALL
             SELECT value, jobstatus, count FROM pandamon_jobsummary
@@ -247,8 +270,9 @@ def error_rows(
     unit: str,
     split: bool,
     jeditaskid: int | None = None,
-    live: QuerySet[Any] | None = None,
+    live: LiveSelection | None = None,
     count_attempts: bool = True,
+    archive: bool = False,
 ) -> ErrorRows:
     """The failed attempts of a window (or of all time with `window` None), for `/errors/`, or with
     `live` those of that selection of attempts (scanned, nothing from the summaries):
@@ -260,9 +284,15 @@ def error_rows(
       several families is one attempt), None when neither `split` nor `count_attempts` asked it.
 
     One statement: the edges scanned from the attempts (templates masked here: a few thousand rows
-    an hour), the whole hours from the summaries, the unfolded deltas masked on the fly.
+    an hour), the whole hours from the summaries, the unfolded deltas masked on the fly. The edges
+    read the archived attempts and jobs too when they reach the archive's horizon, a live
+    selection when `archive` says it holds archived attempts.
     """
-    source, source_params = _live_source(live, "dispatcher_jobattempt")
+    archive = archive or _job_table(window) != "dispatcher_job"
+    source, source_params = _live_source(
+        live, attempts_with_archive_sql() if archive else "dispatcher_jobattempt"
+    )
+    jobs = jobs_with_archive_sql() if archive else "dispatcher_job"
     edge_params: list[Any] = []
     hours_params: list[Any] = []
     delta_params: list[Any] = []
@@ -310,7 +340,7 @@ def error_rows(
         WITH edge AS (
             SELECT a.*, j.jeditaskid, j.produsername, date_trunc(%s, a.endtime) AS t_bucket,
                    {rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a")} AS core_s
-            FROM {source} a JOIN dispatcher_job j ON j.pandaid = a.job_id
+            FROM {source} a JOIN {jobs} j ON j.pandaid = a.job_id
             WHERE a.jobstatus = 'failed' AND {edge_where} AND {task_j}
         ), fam AS (
             SELECT e.job_id, e.t_bucket, 1 AS delta, e.core_s, v.family, v.code, v.diag FROM edge e

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -76,14 +76,15 @@ class JobDetailApi(BaseApi):
     @extend_schema(responses=JobDetailSerializer)
     def get(self, request: Request, pandaid: int) -> Response:
         job = access.job_get_for_user(request.user, pandaid, token=self.token())
-        return Response(JobDetailSerializer(job).data)
+        # An archived job has the live job's columns (JobColumns) and relation names.
+        return Response(JobDetailSerializer(cast(Job, job)).data)
 
 
 class JobAttemptListApi(BaseApi):
     @extend_schema(responses=JobAttemptSerializer(many=True), summary="Every finished attempt of one job")
     def get(self, request: Request, pandaid: int) -> Response:
         job = access.job_get_for_user(request.user, pandaid, token=self.token())
-        attempts = JobAttempt.objects.filter(job=job).order_by("attemptnr")
+        attempts = cast(QuerySet[JobAttempt], job.attempts.order_by("attemptnr"))  # archived: same columns
         return Response(JobAttemptSerializer(attempts, many=True).data)
 
 
@@ -105,7 +106,7 @@ class JobLogApi(BaseApi):
         raw = request.query_params.get("attemptnr") or str(job.attemptnr)
         if not raw.isdigit():
             raise ApiError("attemptnr must be an integer", field="attemptnr")
-        chunks = PayloadLog.objects.filter(job=job, attemptnr=int(raw)).order_by("sequence")
+        chunks = PayloadLog.objects.filter(job_id=job.pandaid, attemptnr=int(raw)).order_by("sequence")
         text = "".join(chunks.values_list("text", flat=True))
         return Response({"pandaid": job.pandaid, "attemptnr": int(raw), "text": text})
 

@@ -4,9 +4,17 @@ PanDA's column names are kept where pilots, operators' habits or monitor URLs de
 (`pandaid`, `jeditaskid`, `computingsite`, `jobstatus`, `prodsourcelabel`, `attemptnr`, the error
 families); everything new is plain snake_case. Writes go through `dispatcher.services`. One module
 per family of tables: sites (where jobs run), work (workflows, tasks, jobs and what hangs off them),
-rules (retry rules), counts (per-task state counts) and changes (the change feed).
+rules (retry rules), counts (per-task state counts), changes (the change feed) and archive (final
+workflows' jobs moved out of the live tables).
 """
 
+from dispatcher.models.archive import (
+    ArchivedFile,
+    ArchivedJob,
+    ArchivedJobAttempt,
+    ArchivedJobDependency,
+    ArchivedJobStatusLog,
+)
 from dispatcher.models.changes import FailedAttemptChange, JobChange
 from dispatcher.models.counts import TaskCount, TaskCountDelta
 from dispatcher.models.rules import ErrorFamily, RetryAction, RetryRule
@@ -24,6 +32,11 @@ from dispatcher.models.work import (
 )
 
 __all__ = [
+    "ArchivedFile",
+    "ArchivedJob",
+    "ArchivedJobAttempt",
+    "ArchivedJobDependency",
+    "ArchivedJobStatusLog",
     "ErrorFamily",
     "FailedAttemptChange",
     "File",

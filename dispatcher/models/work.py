@@ -28,6 +28,12 @@ class Workflow(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its jobs moved to the archive tables (dispatcher/services/archive.py); "
+        "an archived workflow is read-only.",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -117,10 +123,10 @@ class Task(models.Model):
         return f"{self.jeditaskid}:{self.name}"
 
 
-class Job(models.Model):
-    """One node of a DAG; keeps its pandaid for life. The current attempt lives on the row."""
+class JobColumns(models.Model):
+    """The columns of a job, shared by the live table (`Job`) and its archive
+    (`dispatcher.models.archive.ArchivedJob`), so the two never drift."""
 
-    pandaid = models.BigAutoField(primary_key=True)
     # No single-column indexes on the foreign keys: each leads a composite index below
     # (job_task_status_idx, job_unique_name_in_workflow, job_queue_status_time_idx), and every
     # index costs each non-HOT update of a job row an insertion. For the same reason jobs of a
@@ -156,7 +162,7 @@ class Job(models.Model):
         db_index=False,
         on_delete=models.CASCADE,
         related_name="members",
-        help_text="A cluster member: the cluster job that runs it (docs/decisions/0008). A member is "
+        help_text="A cluster member: the cluster job that runs it (docs/decisions/0010). A member is "
         "never dispatched itself (pending_parents keeps one extra count) and takes its state from "
         "its cluster's attempts.",
     )
@@ -230,6 +236,15 @@ class Job(models.Model):
     retry_after = models.DateTimeField(
         null=True, blank=True, help_text="Backoff: not brokered before this time."
     )
+
+    class Meta:
+        abstract = True
+
+
+class Job(JobColumns):
+    """One node of a DAG; keeps its pandaid for life. The current attempt lives on the row."""
+
+    pandaid = models.BigAutoField(primary_key=True)
 
     class Meta:
         ordering = ["-pandaid"]
@@ -307,11 +322,9 @@ class Job(models.Model):
         return f"{self.pandaid} {self.name} ({self.jobstatus})"
 
 
-class JobAttempt(models.Model):
-    """One finished attempt of a job: its errors, metrics and the retry decision taken."""
+class JobAttemptColumns(models.Model):
+    """The columns of a finished attempt but its job, shared with the archive."""
 
-    # Indexed by jobattempt_unique (job, attemptnr); a second index would only slow the writes.
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     attemptnr = models.PositiveIntegerField()
     jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
     queue = models.CharField(max_length=64, blank=True, db_column="computingsite")
@@ -349,6 +362,16 @@ class JobAttempt(models.Model):
         blank=True,
         help_text="A failed attempt's dispatch lease: a late finished report must echo it.",
     )
+
+    class Meta:
+        abstract = True
+
+
+class JobAttempt(JobAttemptColumns):
+    """One finished attempt of a job: its errors, metrics and the retry decision taken."""
+
+    # Indexed by jobattempt_unique (job, attemptnr); a second index would only slow the writes.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts", db_index=False)
 
     class Meta:
         ordering = ["job", "attemptnr"]
@@ -392,8 +415,9 @@ class FileRole(models.TextChoices):
     PSEUDO = "pseudo", "pseudo"
 
 
-class File(models.Model):
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="files")
+class FileColumns(models.Model):
+    """The columns of a job's file but its job, shared with the archive."""
+
     lfn = models.CharField(max_length=400)
     role = models.CharField(max_length=8, choices=FileRole.choices)
     dataset = models.CharField(max_length=300, blank=True)
@@ -403,6 +427,13 @@ class File(models.Model):
     checksum = models.CharField(max_length=64, blank=True)
     location = models.CharField(max_length=400, blank=True)
     status = models.CharField(max_length=20, default="defined")
+
+    class Meta:
+        abstract = True
+
+
+class File(FileColumns):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="files")
 
     class Meta:
         constraints = [
@@ -415,16 +446,24 @@ class File(models.Model):
         return self.lfn
 
 
-class JobStatusLog(models.Model):
-    """Every transition, with its cause: the job page's state history."""
+class JobStatusLogColumns(models.Model):
+    """The columns of a status change but its job, shared with the archive."""
 
-    # Indexed by jobstatuslog_job_time_idx (job, time).
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="status_log", db_index=False)
     attemptnr = models.PositiveIntegerField()
     jobstatus = models.CharField(max_length=16, choices=JobStatus.choices)
     previous = models.CharField(max_length=16, blank=True)
     time = models.DateTimeField()
     cause = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class JobStatusLog(JobStatusLogColumns):
+    """Every transition, with its cause: the job page's state history."""
+
+    # Indexed by jobstatuslog_job_time_idx (job, time).
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="status_log", db_index=False)
 
     class Meta:
         ordering = ["job", "time", "id"]

@@ -1,9 +1,9 @@
 """Housekeeping writes of the `janitor` loop (`dispatcher.loops.janitor_one_batch`).
 
-ailuro never moves job rows between tables (PanDA's jobsActive4 → jobsArchived4): the hot paths read
-partial indexes over unfinished jobs, so a final job costs them nothing where it is. *Archiving* a
-final job means dropping what only mattered while it ran. Each function is bounded by `limit` rows;
-the next run continues.
+Whole final workflows move to the archive tables after AILURO_JOB_ARCHIVE_AFTER_DAYS
+(`dispatcher/services/archive.py`, as PanDA's jobsActive4 → jobsArchived4). Until then the functions
+here drop what only mattered while a final job ran. Each is bounded by `limit` rows; the next run
+continues.
 """
 
 from __future__ import annotations

@@ -429,9 +429,20 @@ def _workflow_reopen(workflow_id: int, pandaids: Sequence[int]) -> None:
 
 
 def _workflow_lock(workflow_id: int) -> None:
-    """Serialise actions on one workflow (a cancel racing a restart would interleave otherwise)."""
-    if not Workflow.objects.select_for_update().filter(pk=workflow_id).exists():
+    """Serialise actions on one workflow (a cancel racing a restart would interleave otherwise).
+    An archived workflow (`Workflow.archived_at`) is read-only: 409, naming why. The archive move
+    takes the same lock, so no action slips in between its check and its move."""
+    found = list(
+        Workflow.objects.select_for_update().filter(pk=workflow_id).values_list("archived_at", flat=True)
+    )
+    if not found:
         raise Workflow.DoesNotExist(f"no workflow {workflow_id}")
+    if found[0] is not None:
+        raise WorkflowInvalid(
+            f"workflow {workflow_id} is archived (its jobs moved to the archive on "
+            f"{found[0]:%Y-%m-%d %H:%M} UTC) and read-only",
+            status_code=409,
+        )
 
 
 @transaction.atomic

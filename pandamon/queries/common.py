@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.db.models import CharField
+from django.db.models import CharField, Model, Q
 from django.db.models.functions import Cast, Left
 
 from dispatcher.states import JobStatus
@@ -90,3 +91,19 @@ def utc_text(column: str) -> Cast:
     on SQLite that need many of them in Python: `datetime.fromisoformat` reads one in well under a
     microsecond, the DateTimeField converter takes several."""
     return Cast(column, CharField())
+
+
+def with_archive(
+    live: type[Model], archived: type[Model], q: Q, fields: tuple[str, ...]
+) -> tuple[str, list[Any]]:
+    """The selection `q` over a live table and its archive (dispatcher/models/archive.py) as one
+    FROM item (SQL, parameters) whose columns are named as the live table's (`fields` are
+    attribute names), for the scans whose window reaches the archive."""
+    column = {f.attname: f.column for f in live._meta.concrete_fields}
+    parts, params = [], []
+    for model in (live, archived):
+        sql, part_params = model._default_manager.filter(q).values(*fields).order_by().query.sql_with_params()
+        parts.append(f"({sql})")
+        params += list(part_params)
+    names = ", ".join(f'u."{f}" AS {column[f]}' for f in fields)
+    return f"(SELECT {names} FROM ({' UNION ALL '.join(parts)}) u)", params  # noqa: S608

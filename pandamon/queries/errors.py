@@ -15,16 +15,17 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any, TypeVar
 
 from django.db.models import Count, F, Max, Min, Q, Sum
 from django.db.models.functions import Coalesce, Round
 
-from dispatcher.models import JobAttempt
+from dispatcher.models import ArchivedJobAttempt, JobAttempt
 from dispatcher.states import JobStatus
 from pandamon import rollups
 from pandamon.errortext import message_template
-from pandamon.queries.common import bucket_time, utc_bucket_text
+from pandamon.queries.common import bucket_time, utc_bucket_text, with_archive
 from pandamon.rollup_sql import ERROR_FAMILIES
 
 # Error family → (code column, diag column or None), as the attempts and jobs store them: the
@@ -64,7 +65,7 @@ def error_rollup_window(
 
 
 def errors_summary(
-    q: Q, *, unit: str, split: bool = True, rollup: rollups.Window | None = None
+    q: Q, *, unit: str, split: bool = True, rollup: rollups.Window | None = None, archive: bool = False
 ) -> ErrorSummary:
     """The failed attempts selected by `q` (on the attempts) grouped by family:code → message
     template → sample jobs, failures over time by family:code, and with `split` the split by site,
@@ -73,31 +74,34 @@ def errors_summary(
     without any code in none.
 
     `rollup` is the same selection in rollup form (`error_rollup_window`). Without it, PostgreSQL
-    scans the selection in the same statement and SQLite counts it with the ORM.
+    scans the selection in the same statement and SQLite counts it with the ORM; both read the
+    archived attempts too with `archive` (the window reaches the archive: `archive_reached`).
     """
     if not rollups.enabled():
-        return _errors_summary_orm(q, unit=unit, split=split)
+        return _errors_summary_orm(q, unit=unit, split=split, archive=archive)
     if rollup is not None:
         rows = rollups.error_rows(rollup, unit=unit, split=split)
     else:
-        live = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).only(
-            "job_id", "jobstatus", "endtime", "queue", "walltime_s", "request_cores", *_ERROR_COLUMNS
-        )
-        rows = rollups.error_rows(None, unit=unit, split=split, live=live)
+        fields = ("job_id", "jobstatus", "endtime", "queue", "walltime_s", "request_cores", *_ERROR_COLUMNS)
+        live: rollups.LiveSelection = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).only(*fields)
+        if archive:
+            live = with_archive(JobAttempt, ArchivedJobAttempt, q & Q(jobstatus=JobStatus.FAILED), fields)
+        rows = rollups.error_rows(None, unit=unit, split=split, live=live, archive=archive)
     return _errors_from_rows(rows, split=split)
 
 
-def task_error_groups(jeditaskid: int) -> list[dict[str, Any]]:
+def task_error_groups(jeditaskid: int, *, archived: bool = False) -> list[dict[str, Any]]:
     """The failed attempts of one task by family:code → template, largest first: on PostgreSQL
     from the error summaries restricted to the task (errorsummary_task_idx: a few rows whatever
     the task's size) plus its unfolded deltas; on SQLite counted from its attempts."""
     if not rollups.enabled():
-        return _errors_summary_orm(Q(job__task_id=jeditaskid), unit="day", split=False).groups
+        summary = _errors_summary_orm(Q(job__task_id=jeditaskid), unit="day", split=False, archive=archived)
+        return summary.groups
     rows = rollups.error_rows(None, unit="day", split=False, jeditaskid=jeditaskid, count_attempts=False)
     return _errors_from_rows(rows, split=False).groups
 
 
-def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
+def _errors_summary_orm(q: Q, *, unit: str, split: bool, archive: bool = False) -> ErrorSummary:
     """The same summary from two ORM GROUP BYs (one without `split`):
 
     1. failed attempts per (every code and diag column, UTC time bucket), with their count and
@@ -106,9 +110,15 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
        counts add up, newest/oldest/example are the max/min of the parts;
     3. with `split`, attempts per (site, task, user), added up per marginal.
     """
-    failed = JobAttempt.objects.filter(q, jobstatus=JobStatus.FAILED).order_by()
-    rows = failed.values(*_ERROR_COLUMNS, bucket=utc_bucket_text("endtime", unit)).annotate(
-        n=Count("*"), c=Sum(_CORE_S), newest=Max("job"), oldest=Min("job")
+    faileds = [
+        model._default_manager.filter(q, jobstatus=JobStatus.FAILED).order_by()
+        for model in ((JobAttempt, ArchivedJobAttempt) if archive else (JobAttempt,))
+    ]
+    rows = chain.from_iterable(
+        failed.values(*_ERROR_COLUMNS, bucket=utc_bucket_text("endtime", unit)).annotate(
+            n=Count("*"), c=Sum(_CORE_S), newest=Max("job"), oldest=Min("job")
+        )
+        for failed in faileds
     )
     templates: dict[str, str] = {}
     merged: dict[tuple[str, int, str], list[Any]] = {}
@@ -150,9 +160,16 @@ def _errors_summary_orm(q: Q, *, unit: str, split: bool) -> ErrorSummary:
     core_user: Counter[str] = Counter()
     by_wf: Counter[int] = Counter()
     core_wf: Counter[int] = Counter()
-    for row in failed.values(
-        s_site=F("queue"), s_task=F("job__task_id"), s_user=F("job__produsername"), s_wf=F("job__workflow_id")
-    ).annotate(n=Count("*"), c=Sum(_CORE_S)):
+    split_rows = chain.from_iterable(
+        failed.values(
+            s_site=F("queue"),
+            s_task=F("job__task_id"),
+            s_user=F("job__produsername"),
+            s_wf=F("job__workflow_id"),
+        ).annotate(n=Count("*"), c=Sum(_CORE_S))
+        for failed in faileds
+    )
+    for row in split_rows:
         by_wf[row["s_wf"]] += row["n"]
         by_site[row["s_site"]] += row["n"]
         by_task[row["s_task"]] += row["n"]

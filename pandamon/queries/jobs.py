@@ -20,10 +20,22 @@ from typing import Any
 from django.db.models import Count, F, Q
 
 from dispatcher.changefeed import JOB_FACET_FIELDS
-from dispatcher.models import File, Job, JobAttempt, JobDependency, JobStatusLog, PayloadLog
+from dispatcher.models import (
+    ArchivedFile,
+    ArchivedJob,
+    ArchivedJobAttempt,
+    ArchivedJobDependency,
+    ArchivedJobStatusLog,
+    File,
+    Job,
+    JobAttempt,
+    JobDependency,
+    JobStatusLog,
+    PayloadLog,
+)
 from dispatcher.states import JobStatus
 from pandamon import rollups
-from pandamon.queries.common import bucket_time, utc_bucket_text
+from pandamon.queries.common import bucket_time, utc_bucket_text, with_archive
 
 # Facet name (PanDA's) → ORM field; the list is the change feed's (dispatcher/changefeed.py holds it).
 # The time bucket rides in the same read for the chart.
@@ -65,19 +77,26 @@ def job_rollup_selection(
     return JobRollupSelection(window, states) if window is not None else None
 
 
-def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) -> JobFacets:
+def jobs_facets(
+    q: Q, *, unit: str, rollup: JobRollupSelection | None = None, archive: bool = False
+) -> JobFacets:
     """Exact attribute summary of the selected jobs plus jobs by state over time.
 
     `rollup` is the same selection in rollup form (`job_rollup_selection`): the per-hour summary
-    plus the edges. Without it, PostgreSQL scans the selection in the same statement
-    (`rollups.job_facet_rows` with `live`). SQLite counts it with the ORM (`_jobs_facets_orm`).
+    plus the edges (which look into the archive themselves when they reach it). Without it,
+    PostgreSQL scans the selection in the same statement (`rollups.job_facet_rows` with `live`),
+    the archived jobs too when `archive` (`archive_reached`). SQLite counts it with the ORM
+    (`_jobs_facets_orm`).
     """
     if not rollups.enabled():
-        return _jobs_facets_orm(q, unit=unit)
+        return _jobs_facets_orm(q, unit=unit, archive=archive)
     if rollup is not None:
-        rows = rollups.job_facet_rows(rollup.window, states=rollup.states, unit=unit)
+        rows = rollups.job_facet_rows(rollup.window, states=rollup.states, unit=unit, archive=archive)
     else:
-        live = Job.objects.filter(q).only("pandaid", "statechangetime", *JOB_FACETS.values())
+        fields = ("pandaid", "statechangetime", *JOB_FACETS.values())
+        live: rollups.LiveSelection = Job.objects.filter(q).only(*fields)
+        if archive:
+            live = with_archive(Job, ArchivedJob, q, fields)
         rows = rollups.job_facet_rows(None, states=None, unit=unit, live=live)
     facets: dict[str, Counter[Any]] = {n: Counter() for n in JOB_FACETS}
     over_time: Counter[tuple[datetime, str]] = Counter()
@@ -89,21 +108,23 @@ def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) ->
     return _facets_finish(facets, over_time)
 
 
-def _jobs_facets_orm(q: Q, *, unit: str) -> JobFacets:
-    """Two GROUP BYs: over every facet column (added up per facet in Python), and over the state
-    and the UTC time bucket for the chart."""
-    selected = Job.objects.filter(q).order_by()
+def _jobs_facets_orm(q: Q, *, unit: str, archive: bool = False) -> JobFacets:
+    """Two GROUP BYs per table (the live one, and the archive when `archive`): over every facet
+    column (added up per facet in Python), and over the state and the UTC time bucket for the
+    chart."""
     facets: dict[str, Counter[Any]] = {n: Counter() for n in JOB_FACETS}
     counters = list(facets.values())
-    for *values, n in selected.values_list(*JOB_FACETS.values()).annotate(n=Count("*")):
-        for counter, value in zip(counters, values, strict=True):
-            counter[value] += n
     over_time: Counter[tuple[datetime, str]] = Counter()
-    chart = selected.filter(statechangetime__isnull=False).values_list(
-        "jobstatus", utc_bucket_text("statechangetime", unit)
-    )
-    for state, bucket, n in chart.annotate(n=Count("*")):
-        over_time[bucket_time(bucket), state] += n
+    for model in (Job, ArchivedJob) if archive else (Job,):
+        selected = model._default_manager.filter(q).order_by()
+        for *values, n in selected.values_list(*JOB_FACETS.values()).annotate(n=Count("*")):
+            for counter, value in zip(counters, values, strict=True):
+                counter[value] += n
+        chart = selected.filter(statechangetime__isnull=False).values_list(
+            "jobstatus", utc_bucket_text("statechangetime", unit)
+        )
+        for state, bucket, n in chart.annotate(n=Count("*")):
+            over_time[bucket_time(bucket), state] += n
     return _facets_finish(facets, over_time)
 
 
@@ -187,13 +208,26 @@ def _after_q(column: str, desc: bool, value: Any, pandaid: int) -> Q:
     )
 
 
-def jobs_page(q: Q, *, sort: str, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the job list in keyset order; returns rows and the next page's cursor."""
+def _page_key(column: str, desc: bool) -> Any:
+    """The page order as a Python sort key (with `reverse=desc`): NULLs last either way."""
+    if column == "pandaid":
+        return lambda row: row["pandaid"]
+    if desc:
+        return lambda row: (row[column] is not None, row[column], row["pandaid"])
+    return lambda row: (row[column] is None, row[column], row["pandaid"])
+
+
+def jobs_page(
+    q: Q, *, sort: str, cursor: str | None, limit: int, archive: bool = False
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the job list in keyset order; returns rows and the next page's cursor. With
+    `archive` (the selection's window reaches the archive: `archive_reached`) the same keyset read
+    runs on the archived jobs too and the two pages are merged; otherwise the archive is not read."""
     column, desc = JOB_SORTS[sort]
-    qs = Job.objects.filter(q)
+    after = None
     if cursor:
         value, pandaid = cursor_decode(cursor, column)
-        qs = qs.filter(_after_q(column, desc, value, pandaid))
+        after = _after_q(column, desc, value, pandaid)
     if column == "pandaid":
         order = [F("pandaid").desc() if desc else F("pandaid").asc()]
     else:
@@ -201,7 +235,14 @@ def jobs_page(q: Q, *, sort: str, cursor: str | None, limit: int) -> tuple[list[
             F(column).desc(nulls_last=True) if desc else F(column).asc(nulls_last=True),
             F("pandaid").desc() if desc else F("pandaid").asc(),
         ]
-    rows = list(qs.order_by(*order).values(*JOB_LIST_FIELDS)[: limit + 1])
+    rows: list[dict[str, Any]] = []
+    for model in (Job, ArchivedJob) if archive else (Job,):
+        qs = model._default_manager.filter(q)
+        if after is not None:
+            qs = qs.filter(after)
+        rows += list(qs.order_by(*order).values(*JOB_LIST_FIELDS)[: limit + 1])
+    if archive:
+        rows = sorted(rows, key=_page_key(column, desc), reverse=desc)[: limit + 1]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -213,31 +254,48 @@ def jobs_page(q: Q, *, sort: str, cursor: str | None, limit: int) -> tuple[list[
 # --- /job/<pandaid>/ ----------------------------------------------------------------------------
 
 
-def job_detail(pandaid: int) -> Job | None:
-    """The job with its queue, task, workflow and, for a cluster member, its cluster job (one query)."""
-    return (
+def job_detail(pandaid: int) -> Job | ArchivedJob | None:
+    """The live job with its queue, task, workflow and, for a cluster member, its cluster job (one
+    query); else the archived one (looked up only when the id is not live)."""
+    job = (
         Job.objects.select_related("queue__site", "task", "workflow", "cluster")
         .filter(pandaid=pandaid)
         .first()
     )
+    if job is not None:
+        return job
+    return (
+        ArchivedJob.objects.select_related("queue__site", "task", "workflow").filter(pandaid=pandaid).first()
+    )
 
 
-def job_attempts(pandaid: int) -> list[JobAttempt]:
+def job_attempts(pandaid: int, *, archived: bool = False) -> list[JobAttempt] | list[ArchivedJobAttempt]:
+    if archived:
+        return list(ArchivedJobAttempt.objects.filter(job_id=pandaid).order_by("attemptnr"))
     return list(JobAttempt.objects.filter(job_id=pandaid).order_by("attemptnr"))
 
 
-def job_status_history(pandaid: int) -> list[JobStatusLog]:
+def job_status_history(
+    pandaid: int, *, archived: bool = False
+) -> list[JobStatusLog] | list[ArchivedJobStatusLog]:
+    if archived:
+        return list(ArchivedJobStatusLog.objects.filter(job_id=pandaid).order_by("time", "id"))
     return list(JobStatusLog.objects.filter(job_id=pandaid).order_by("time", "id"))
 
 
-def job_files(pandaid: int) -> list[File]:
+def job_files(pandaid: int, *, archived: bool = False) -> list[File] | list[ArchivedFile]:
+    if archived:
+        return list(ArchivedFile.objects.filter(job_id=pandaid).order_by("role", "lfn"))
     return list(File.objects.filter(job_id=pandaid).order_by("role", "lfn"))
 
 
-def job_relatives(pandaid: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def job_relatives(
+    pandaid: int, *, archived: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Parents and children with their states, in one query (edges of both directions)."""
+    model = ArchivedJobDependency if archived else JobDependency
     edges = list(
-        JobDependency.objects.filter(Q(child_id=pandaid) | Q(parent_id=pandaid)).values(
+        model.objects.filter(Q(child_id=pandaid) | Q(parent_id=pandaid)).values(
             "parent_id",
             "child_id",
             "parent__name",

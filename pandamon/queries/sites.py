@@ -17,7 +17,8 @@ from typing import Any
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, FloatField, Max, Q, Sum
 
 from ailuro import units
-from dispatcher.models import Job, Queue, Site
+from dispatcher.models import ArchivedJob, Job, Queue, Site
+from dispatcher.queries import archive_reached
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from harvester.models import Worker
 from pandamon import rollups
@@ -110,10 +111,16 @@ def _queue_state_rows(since: datetime | None, until: datetime | None) -> list[Ma
     # the window (job_window_summary_idx, index-only). One query with an OR scans the table.
     active = Q(jobstatus__in=[s.value for s in JOB_NON_FINAL], queue__isnull=False)
     cut = rollups.Window.of(since, until) if since is not None and rollups.enabled() else None
+    # Scanned final jobs of a window reaching the archive's horizon include the archived ones.
+    scans: list[tuple[Any, Q]] = [(Job, active)]
+    if cut is None:
+        scans.append((Job, window))
+        if archive_reached(since):
+            scans.append((ArchivedJob, window))
     counts: list[Mapping[str, Any]] = [
         row
-        for selected in ((active,) if cut is not None else (active, window))
-        for row in Job.objects.filter(selected)
+        for model, selected in scans
+        for row in model._default_manager.filter(selected)
         .order_by()
         .values("queue_id", "jobstatus")
         .annotate(n=Count("*"), cores=Sum("request_cores"))  # COUNT(*): answerable from the index
@@ -124,7 +131,18 @@ def _queue_state_rows(since: datetime | None, until: datetime | None) -> list[Ma
             {"queue_id": queue, "jobstatus": status, "n": n, "cores": 0}
             for queue, status, n in rollups.queue_state_rows(cut, states=[s.value for s in JOB_FINAL])
         ]
-    return counts
+    if len(scans) < 3:
+        return counts
+    # The live and the archived final jobs of one (queue, state) are one row.
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in counts:
+        key = (row["queue_id"], row["jobstatus"])
+        if key in merged:
+            merged[key]["n"] += row["n"]
+            merged[key]["cores"] = (merged[key]["cores"] or 0) + (row["cores"] or 0)
+        else:
+            merged[key] = dict(row)
+    return list(merged.values())
 
 
 def site_detail(name: str) -> Site | None:

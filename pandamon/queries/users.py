@@ -10,32 +10,43 @@ from typing import Any
 from django.db.models import Max
 from django.db.models.functions import Coalesce
 
-from dispatcher.models import Job, Task
-from dispatcher.queries import task_state_counts
+from dispatcher.models import ArchivedJob, Job, Task
+from dispatcher.queries import archive_horizon, task_state_counts
 from dispatcher.states import JobStatus
 from pandamon.queries.common import progress
 
+_FAILURE_FIELDS = (
+    "pandaid",
+    "name",
+    "queue_id",
+    "task_id",
+    "statechangetime",
+    "piloterrorcode",
+    "piloterrordiag",
+    "exeerrorcode",
+    "exeerrordiag",
+    "transexitcode",
+)
+
 
 def latest_failures(limit: int = 10) -> list[dict[str, Any]]:
-    return [
-        dict(row)
-        for row in (
-            Job.objects.filter(jobstatus=JobStatus.FAILED, statechangetime__isnull=False)
-            .order_by("-statechangetime", "-pandaid")
-            .values(
-                "pandaid",
-                "name",
-                "queue_id",
-                "task_id",
-                "statechangetime",
-                "piloterrorcode",
-                "piloterrordiag",
-                "exeerrorcode",
-                "exeerrordiag",
-                "transexitcode",
-            )[:limit]
-        )
-    ]
+    """The `limit` latest failed jobs: the live ones, and the archived ones too when the live table
+    has fewer or the oldest of them is not newer than the archive's horizon."""
+
+    def latest(model: type[Job] | type[ArchivedJob]) -> list[dict[str, Any]]:
+        failed = model._default_manager.filter(jobstatus=JobStatus.FAILED, statechangetime__isnull=False)
+        return [
+            dict(row)
+            for row in failed.order_by("-statechangetime", "-pandaid").values(*_FAILURE_FIELDS)[:limit]
+        ]
+
+    rows = latest(Job)
+    horizon = archive_horizon()
+    if horizon is None or (len(rows) >= limit and rows[-1]["statechangetime"] > horizon):
+        return rows
+    rows += latest(ArchivedJob)
+    rows.sort(key=lambda r: (r["statechangetime"], r["pandaid"]), reverse=True)
+    return rows[:limit]
 
 
 def users_summary(since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:

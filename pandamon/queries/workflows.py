@@ -10,7 +10,7 @@ from django.db.models import F, Q
 
 from campaigns.models import Group
 from core.shared_cache import cache_get, cache_set
-from dispatcher.models import Job, JobDependency, Task, Workflow
+from dispatcher.models import ArchivedJob, ArchivedJobDependency, Job, JobDependency, Task, Workflow
 from dispatcher.queries import task_state_counts
 from pandamon.queries.common import progress
 
@@ -78,7 +78,8 @@ def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
     if cached is not None:
         return [(int(a), int(b)) for a, b in cached]
     edges = (
-        JobDependency.objects.filter(child__workflow_id=workflow_id)
+        _models(workflow.archived_at is not None)[1]
+        ._default_manager.filter(child__workflow_id=workflow_id)
         .exclude(parent__task_id=F("child__task_id"))
         .order_by()
         .values_list("parent__task_id", "child__task_id")
@@ -96,25 +97,33 @@ def workflow_final_jobs(workflow: Workflow) -> list[dict[str, Any]]:
     if not workflow.final_jobs:
         return []
     key = f"pandamon:wf-final-jobs:{workflow.pk}:{workflow.created_at.timestamp()}"
+    jobs = _models(workflow.archived_at is not None)[0]._default_manager
     ids = cache_get(key)
     if ids is None:
-        ids = sorted(
-            Job.objects.filter(workflow_id=workflow.pk, is_final=True).values_list("pandaid", flat=True)
-        )
+        ids = sorted(jobs.filter(workflow_id=workflow.pk, is_final=True).values_list("pandaid", flat=True))
         cache_set(key, ids, timeout=TASK_EDGES_CACHE_S)
     return [
         dict(row)
-        for row in Job.objects.filter(pk__in=ids)
+        for row in jobs.filter(pk__in=ids)
         .order_by("pandaid")
         .values("pandaid", "name", "label", "task_id", "jobstatus", "attemptnr", "pending_parents")
     ]
 
 
+def _models(
+    archived: bool,
+) -> tuple[type[Job] | type[ArchivedJob], type[JobDependency] | type[ArchivedJobDependency]]:
+    """Where a workflow's jobs and edges are: the live tables, or the archive once it is archived
+    (`Workflow.archived_at`)."""
+    return (ArchivedJob, ArchivedJobDependency) if archived else (Job, JobDependency)
+
+
 def workflow_job_slice(
-    workflow_id: int, *, label: str | None, data_id: dict[str, str], limit: int
+    workflow_id: int, *, label: str | None, data_id: dict[str, str], limit: int, archived: bool = False
 ) -> tuple[list[dict[str, Any]], list[tuple[int, int]], bool]:
     """Jobs of one label or data-id slice of a workflow and the edges among them (two queries)."""
-    qs = Job.objects.filter(workflow_id=workflow_id)
+    job_model, edge_model = _models(archived)
+    qs = job_model._default_manager.filter(workflow_id=workflow_id)
     if label:
         # Through the label's tasks, so the read uses job_task_status_idx, not the whole workflow.
         qs = qs.filter(
@@ -134,7 +143,7 @@ def workflow_job_slice(
     edges: list[tuple[int, int]] = []
     if ids:
         edges = list(
-            JobDependency.objects.filter(child_id__in=ids, parent_id__in=ids).values_list(
+            edge_model._default_manager.filter(child_id__in=ids, parent_id__in=ids).values_list(
                 "parent_id", "child_id"
             )
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from dispatcher.queries import archive_reached
 from pandamon import charts
 from pandamon.errortext import FAMILY_ADVICE
 from pandamon.filters import ERROR_FIELDS, compile_selection
@@ -23,7 +24,9 @@ def error_summary(request: HttpRequest) -> HttpResponse:
     bins = common.time_bin(sel.since, sel.until, timezone.now())
     unit = bins.unit
     rollup = reads.error_rollup_window(sel.since, sel.until, sel.applied)
-    summary = reads.errors_summary(sel.q, unit=unit, rollup=rollup)
+    summary = reads.errors_summary(
+        sel.q, unit=unit, rollup=rollup, archive=rollup is None and archive_reached(sel.since)
+    )
     families: dict[str, int] = {}
     for g in summary.groups:
         families[g["family"]] = families.get(g["family"], 0) + g["count"]

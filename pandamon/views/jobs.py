@@ -14,9 +14,11 @@ from django_htmx.http import HttpResponseStopPolling
 
 from ailuro import units
 from dispatcher.access import job_get_for_user
-from dispatcher.models import Job
+from dispatcher.models import ArchivedJob, Job
+from dispatcher.queries import archive_reached
 from dispatcher.services import workflow_cancel, workflow_retry
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
+from dispatcher.workflows import WorkflowInvalid
 from pandamon import charts
 from pandamon.filters import JOB_FIELDS, JOB_UNWINDOWED, FilterError, compile_selection, int_param
 from pandamon.queries import common
@@ -43,14 +45,19 @@ def job_list(request: HttpRequest) -> HttpResponse:
     if sort not in reads.JOB_SORTS:
         raise FilterError(f"sortby: {sort!r} is not one of {', '.join(reads.JOB_SORTS)}")
     limit = int_param(params, "display_limit", default=100, maximum=5000)
+    # The archive holds final jobs only, all changed before its horizon: read it only for a window
+    # reaching back that far (or none) and a selection that may hold final jobs.
+    archive = not active_only and archive_reached(sel.since)
     try:
-        rows, next_cursor = reads.jobs_page(sel.q, sort=sort, cursor=params.get("cursor"), limit=limit)
+        rows, next_cursor = reads.jobs_page(
+            sel.q, sort=sort, cursor=params.get("cursor"), limit=limit, archive=archive
+        )
     except ValueError as exc:
         raise FilterError(str(exc)) from None
     bins = common.time_bin(sel.since, sel.until, timezone.now())
     unit = bins.unit
     rollup = reads.job_rollup_selection(sel.since, sel.until, sel.applied)
-    facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup)
+    facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup, archive=archive)
     base = query_without(params, "cursor")
     context = {
         "sel": sel,
@@ -86,14 +93,14 @@ def job_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _job_or_404(pandaid: int) -> Job:
+def _job_or_404(pandaid: int) -> Job | ArchivedJob:
     job = reads.job_detail(pandaid)
     if job is None:
         raise Http404(f"no job {pandaid}")
     return job
 
 
-def reproduce_script(job: Job, inputs: list[str]) -> str:
+def reproduce_script(job: Job | ArchivedJob, inputs: list[str]) -> str:
     """A shell script re-running the payload offline: container, environment, command, inputs."""
     lines = [
         "#!/bin/sh",
@@ -116,18 +123,20 @@ def reproduce_script(job: Job, inputs: list[str]) -> str:
 @monitor_view
 def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
     job = _job_or_404(pandaid)
-    attempts = reads.job_attempts(pandaid)
-    history = reads.job_status_history(pandaid)
-    files = reads.job_files(pandaid)
-    parents, children = reads.job_relatives(pandaid)
-    # A member is no cluster: only other jobs may have members.
-    members = [] if job.cluster_id else reads.job_cluster_members(pandaid)
-    chunks = reads.job_log_chunks(pandaid, after=0, attemptnr=job.attemptnr)
+    archived = isinstance(job, ArchivedJob)
+    attempts = reads.job_attempts(pandaid, archived=archived)
+    history = reads.job_status_history(pandaid, archived=archived)
+    files = reads.job_files(pandaid, archived=archived)
+    parents, children = reads.job_relatives(pandaid, archived=archived)
+    # A member is no cluster: only other jobs may have members. The archive keeps no cluster links.
+    members = [] if archived or job.cluster_id else reads.job_cluster_members(pandaid)
+    chunks = [] if archived else reads.job_log_chunks(pandaid, after=0, attemptnr=job.attemptnr)
     inputs = [f.lfn for f in files if f.role == "input"]
     final = job.jobstatus in JOB_FINAL
-    allowed = can_act(request, job.produsername)
+    allowed = can_act(request, job.produsername) and not archived
     context = {
         "job": job,
+        "archived": archived,
         "attempts": attempts,
         "history": history,
         "files": files,
@@ -153,7 +162,11 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
                 f.attname: getattr(job, f.attname) for f in Job._meta.concrete_fields if f.attname != "lease"
             },
             "attempts": [
-                {k: v for k, v in a.__dict__.items() if not k.startswith("_") and k != "lease"}
+                {
+                    k: v
+                    for k, v in a.__dict__.items()
+                    if not k.startswith("_") and k not in ("lease", "workflow_ended_at")
+                }
                 for a in attempts
             ],
             "status_history": [
@@ -173,6 +186,7 @@ def job_detail(request: HttpRequest, pandaid: int) -> HttpResponse:
             "max_rss_mb": units.mb_from_kb(job.max_rss_kb),
             "max_pss_mb": units.mb_from_kb(job.max_pss_kb),
             "kind": "final" if job.is_final else "dag",
+            "archived": archived,
             "parents": parents,
             "children": children,
             "members": members,
@@ -208,13 +222,15 @@ def job_log_tail(request: HttpRequest, pandaid: int) -> HttpResponse:
     return response
 
 
-def _job_for_action(request: HttpRequest, pandaid: int) -> Job | HttpResponse:
+def _job_for_action(request: HttpRequest, pandaid: int) -> Job | ArchivedJob | HttpResponse:
     if not request.user.is_authenticated:
         return HttpResponse("log in to act on jobs", status=401)
     try:
         return job_get_for_user(request.user, pandaid, write=True)
     except PermissionDenied:
         return HttpResponse("only the workflow's owner or an operator may act on this job", status=403)
+    except WorkflowInvalid as exc:  # archived: read-only
+        return HttpResponse(exc.message, status=exc.status_code)
 
 
 @require_POST

@@ -76,7 +76,7 @@ def task_detail(request: HttpRequest, jeditaskid: int) -> HttpResponse:
     if task is None:
         raise Http404(f"no task {jeditaskid}")
     counts = task_state_counts([jeditaskid])[jeditaskid]
-    top_errors = reads.task_top_errors(jeditaskid)
+    top_errors = reads.task_top_errors(jeditaskid, archived=task.workflow.archived_at is not None)
     profile = reads.task_job_profile(task)
     hist, slowest = profile.histograms, profile.slowest
     cost = reads.task_cost(task)

@@ -109,7 +109,11 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
     )
     if label or data_id:
         jobs, edges, truncated = reads.workflow_job_slice(
-            workflow_id, label=label, data_id=data_id, limit=SLICE_LIMIT
+            workflow_id,
+            label=label,
+            data_id=data_id,
+            limit=SLICE_LIMIT,
+            archived=workflow.archived_at is not None,
         )
         finals = {j["pandaid"] for j in jobs if j["is_final"]}
         dashed = dag_view.final_edges([j["pandaid"] for j in jobs], edges, finals)
@@ -142,7 +146,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         attempts, labels=[t.label for t in tasks], truncated=attempts_truncated, cap=TIMELINE_LIMIT
     )
     final = workflow.status in WORKFLOW_FINAL
-    cost = tasks_core_use([t.jeditaskid for t in tasks])
+    cost = tasks_core_use([t.jeditaskid for t in tasks], archived=workflow.archived_at is not None)
     rows: list[dict[str, Any]] = [
         {
             "task": t,
