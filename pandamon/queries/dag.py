@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from dispatcher.models import Job, JobAttempt, JobDependency
+from dispatcher.models import ArchivedJob, ArchivedJobAttempt, Job, JobAttempt, JobDependency
 
 JOB_FIELDS = ("pandaid", "name", "label", "jobstatus", "is_final", "task_id", "workflow_id")
 
@@ -62,15 +62,20 @@ def final_jobs_of(workflow_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def workflow_attempts(workflow_id: int, *, limit: int) -> tuple[list[dict[str, Any]], bool]:
+def workflow_attempts(
+    workflow_id: int, *, limit: int, archived: bool = False
+) -> tuple[list[dict[str, Any]], bool]:
     """Every attempt of the workflow's jobs that has run or is running, oldest first: the recorded
         ones (JobAttempt rows, ended) and each job's current attempt once it has started and has no row
         yet. Each is {pandaid, attemptnr, label, state, start, end}, `end` None while the attempt runs;
     at most `limit` of each kind are
-        read and at most `limit` returned (`truncated` says when there were more)."""
+        read and at most `limit` returned (`truncated` says when there were more). An archived
+    workflow's are read from the archive tables."""
     now = timezone.now()
+    attempt_model = ArchivedJobAttempt if archived else JobAttempt
+    job_model = ArchivedJob if archived else Job
     rows = list(
-        JobAttempt.objects.filter(job__workflow_id=workflow_id)
+        attempt_model._default_manager.filter(job__workflow_id=workflow_id)
         .order_by("endtime", "job_id", "attemptnr")
         .values(
             "job_id",
@@ -101,7 +106,7 @@ def workflow_attempts(workflow_id: int, *, limit: int) -> tuple[list[dict[str, A
             }
         )
     current = (
-        Job.objects.filter(workflow_id=workflow_id)
+        job_model._default_manager.filter(workflow_id=workflow_id)
         .filter(Q(starttime__isnull=False) | Q(endtime__isnull=False))
         .order_by("pandaid")
         .values("pandaid", "attemptnr", "label", "jobstatus", "dispatched_at", "starttime", "endtime")[
