@@ -33,6 +33,7 @@ from campaigns.notify import notify
 from campaigns.progress import eta_estimate, stall_judge
 from campaigns.queries import attempts_activity, label_runtime_history
 from campaigns.services import campaign_spec, group_chain_jobs, group_submit, group_unsucceeded
+from campaigns.spec import cluster_task_labels
 from dispatcher.models import Task
 from dispatcher.queries import task_state_counts
 from dispatcher.services.budgets import BUDGET_REASON_PREFIX
@@ -179,10 +180,11 @@ def _groups_judge(campaign: Campaign, spec: Mapping[str, Any], now: dt.datetime)
         .filter(attempt=F("group__attempt"))
         .values_list("group_id", "workflow_id")
     )
+    # Cluster jobs are not counted: their members are (done and in flight).
     tasks = list(
-        Task.objects.filter(workflow_id__in=workflow_of.values()).values_list(
-            "jeditaskid", "workflow_id", "label", "walltime_s"
-        )
+        Task.objects.filter(workflow_id__in=workflow_of.values())
+        .exclude(label__in=cluster_task_labels(spec))
+        .values_list("jeditaskid", "workflow_id", "label", "walltime_s")
     )
     counts = task_state_counts([t[0] for t in tasks])
     history = label_runtime_history({t[2] for t in tasks}, now=now)

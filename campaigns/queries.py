@@ -30,12 +30,13 @@ from campaigns.models import (
     ActionLog,
     Campaign,
     CampaignStatus,
+    CampaignVersion,
     Group,
     GroupAttempt,
     GroupStatus,
     Step,
 )
-from campaigns.spec import config_resolve, jobs_plan
+from campaigns.spec import cluster_task_labels, config_resolve, jobs_plan
 from campaigns.splitting import (
     GroupPlan,
     SplitError,
@@ -572,19 +573,26 @@ def groups_jobs_done_live(groups: Iterable[Group]) -> None:
     now (the task counters plus their unfolded deltas, `task_state_counts`), so the pages and the
     API are exact whether or not the advancer ran since the jobs ended; the stored value is the
     advancer's, which its stall detection compares with. Failed, cancelled and pruned jobs are
-    never done. Three queries for any number of groups."""
+    never done; cluster jobs are not counted, their members are (`cluster_task_labels`). Four
+    queries for any number of groups."""
     groups = [g for g in groups if g.attempt]
     if not groups:
         return
+    versions = CampaignVersion.objects.filter(
+        campaign_id__in={g.campaign_id for g in groups}, version=F("campaign__version")
+    )
+    skipped = frozenset().union(
+        *(cluster_task_labels(spec) for spec in versions.values_list("spec", flat=True))
+    )
     workflow_of = dict(
         GroupAttempt.objects.filter(group__in=groups, attempt=F("group__attempt")).values_list(
             "group_id", "workflow_id"
         )
     )
     tasks = list(
-        Task.objects.filter(workflow_id__in=set(workflow_of.values())).values_list(
-            "jeditaskid", "workflow_id"
-        )
+        Task.objects.filter(workflow_id__in=set(workflow_of.values()))
+        .exclude(label__in=skipped)
+        .values_list("jeditaskid", "workflow_id")
     )
     counts = task_state_counts([t for t, _ in tasks])
     finished: dict[int, int] = {}

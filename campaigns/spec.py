@@ -52,6 +52,7 @@ from campaigns.spec_dims import SpecTooLarge as SpecTooLarge
 from campaigns.spec_dims import require as _require
 from campaigns.splitting import SplitError, split_check, split_size
 from dispatcher.workflows import WorkflowInvalid, cluster_rules_parse
+from dispatcher.workflows.clusters import cluster_label
 from dispatcher.workflows.label_policies import failure_budget_parse, learn_requests_parse
 from dispatcher.workflows.spec_check import site_rule_parse
 
@@ -336,6 +337,17 @@ def _cluster_check(raw: Any, labels: Sequence[str], where: str) -> Any:
                 field = f"{where}.{rule.field}" + ("" if not rule.connected else ".labels")
                 raise SpecInvalid(f"{field}: {label!r} is not a label of this step", field=field)
     return raw
+
+
+def cluster_task_labels(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The labels of the cluster jobs' tasks the steps' `cluster` rules make. A cluster job runs
+    members that are jobs of their own (decision 0010): progress counts the members, not the
+    cluster jobs, so a step's jobs done never exceed its planned jobs."""
+    return frozenset(
+        cluster_label(rule)
+        for step in spec.get("steps", [])
+        for rule in cluster_rules_parse(step.get("cluster"))
+    )
 
 
 def _groups_count_check(groups: int | None, field: str) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from campaigns.advance import campaigns_advance_one_round
-from campaigns.models import GroupAttempt, Step
+from campaigns.models import Group, GroupAttempt, Step
+from campaigns.queries import groups_jobs_done_live, progress_summary
 from campaigns.services import campaign_create, campaign_launch
 from campaigns.spec import SpecInvalid, spec_parse, spec_validate
 from dispatcher.models import Job
@@ -47,6 +48,13 @@ def test_a_step_clusters_isr_and_calibrate_per_data_id(
         campaigns_advance_one_round()
     step1.refresh_from_db()
     assert step1.status == "done"
+    # Progress counts the members, the planned jobs: a group is 4 of 4 done, not 6 of 4.
+    groups = list(Group.objects.filter(step=step1).order_by("pk"))
+    assert [(g.jobs_done, g.jobs_total) for g in groups] == [(4, 4), (4, 4)]
+    groups_jobs_done_live(groups)
+    assert [(g.jobs_done, g.jobs_total) for g in groups] == [(4, 4), (4, 4)]
+    summary = progress_summary(groups)
+    assert (summary["jobs_done"], summary["jobs_total"], summary["percent"]) == (8, 8, 100)
 
 
 @pytest.mark.parametrize(

@@ -2,19 +2,21 @@
 loop, a gunicorn server, and real `ailuro pilot` processes running each job's shell command.
 
 The campaign is tests/campaigns/dp02.py: step 1 visit × detector (20 × 9, one group per visit:
-isr, then calibrate), step 2 per visit (visit_summary, gathering its visit's 9 detectors), step 3
+isr, then calibrate, clustered per visit × detector: 180 cluster jobs `isr+calibrate_cluster_<v>_<d>`
+each running its isr and calibrate members, decision 0010), step 2 per visit (visit_summary, gathering its visit's 9 detectors), step 3
 tract × patch × band over a 1 × 4 patch sky map in 3 bands (make_warp, then assemble_coadd,
 gathering the visits overlapping each patch). Each command writes its output file into the test's
-`out/` folder; visit_summary writes how many calibrated detectors of its visit it found.
+`out/` folder (isr appends, so a rerun would show); visit_summary writes how many calibrated detectors of its visit it found.
 
 Two jobs fail, driven by marker files in the test's `markers/` folder:
 
 * `calibrate` of visit 3, detector 5 exits 137 once (the marker is removed as it fails): the
-  default rule `oom-exit-137` retries it, the second attempt finishes, and it is the only job of
-  the campaign with a second attempt;
+  default rule `oom-exit-137` retries its cluster job, whose second attempt runs only calibrate
+  3/5 (isr 3/5 finished in the first and is not rerun); calibrate 3/5 and its cluster job are the
+  only jobs of the campaign with a second attempt;
 * `isr` of visit 7, detector 2 exits 1 with a `KeyError` every time: `payload-error` does not retry
-  it, its only descendant in the group (calibrate 7/2) is pruned and its 8 sibling detectors (isr
-  and calibrate) finish and keep their outputs. Group `visit-7` ends `failed` and step 1 waits, the
+  its cluster job, its only descendant (calibrate 7/2, its cluster sibling, skipped by the payload)
+  is pruned and the 8 other clusters of the visit finish and keep their outputs. Group `visit-7` ends `failed` and step 1 waits, the
   advancer starting nothing of step 2.
 
 What the campaign then does, asserted below: an operator accepts `visit-7` with its partial
@@ -25,7 +27,10 @@ whose patches overlap visit 7 (`tract-0_patch-2`, `tract-0_patch-3`) run in full
 `done`, with the two jobs without outputs (isr 7/2, calibrate 7/2) the only ones not finished.
 
 Counts are asserted at every stage (step 1 settled, after the accept, at the end) from the API, the
-page's `?json` and independent SQL over the tables.
+page's `?json` and independent SQL over the tables. Job counts by label and state (`sql_jobs`,
+`counted_jobs`, the group API's) include the cluster jobs under their own label `CLUSTER`; members
+and cluster jobs are also counted apart (`sql_members`, `sql_clusters`). Progress (jobs done of
+jobs planned) counts the members only: the planned jobs are the quanta.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from django.db.models import F
 from core.services import token_create
 from dispatcher.models import Task
 from dispatcher.queries import task_state_counts
+from dispatcher.services.clusters import cluster_results
 from tests.ailuro.server import ROOT, AiluroServer, pilot_argv, pilot_token_file
 from tests.campaigns.dp02 import DP02_OVERLAPS, dp02_spec_text
 from tests.factories import QueueFactory, UserFactory
@@ -63,9 +69,10 @@ QUEUE = "DP02_Q"
 PILOTS = 3
 # Loop periods for the worker, beat and server: the advancer every 2 s instead of 30 s.
 LOOP_PERIODS = "campaigns=2,brokerage=1,rollup=2"
-# YAML added to step 1 (indented as its keys), where step 1's `cluster` key goes. Empty: every
-# quantum is its own job. The counts below are per quantum (isr_7_2, calibrate_3_5, …).
-STEP1_CLUSTER = ""
+# YAML added to step 1 (indented as its keys): isr and calibrate of one visit × detector run as one
+# cluster job (`isr+calibrate_cluster_<visit>_<detector>`), the members keeping their own rows.
+STEP1_CLUSTER = "    cluster: {by: [visit, detector], labels: [isr, calibrate]}\n"
+CLUSTER = "isr+calibrate_cluster"
 
 ONCE = ("calibrate", 3, 5)  # fails once with exit 137, retried by the default rules
 FOR_GOOD = ("isr", 7, 2)  # fails every time with exit 1 (KeyError), never retried
@@ -77,7 +84,7 @@ def commands(markers: Path, out: Path) -> dict[str, str]:
         "isr": (
             f"if [ -e {markers}/fail-isr-{{visit}}-{{detector}} ]; then "
             "echo \"KeyError: 'amp {detector}'\" >&2; exit 1; fi; "
-            f"echo isr > {out}/postisr_{{visit}}_{{detector}}"
+            f"echo isr >> {out}/postisr_{{visit}}_{{detector}}"
         ),
         "calibrate": (
             f"test -e {out}/postisr_{{visit}}_{{detector}} || exit 3; "
@@ -205,6 +212,34 @@ def sql_jobs(campaign_id: int) -> dict[str, dict[str, int]]:
     return out
 
 
+def sql_members(campaign_id: int) -> dict[str, dict[str, int]]:
+    """Label → job status → member jobs (rows run by a cluster job), over the current attempts."""
+    out: dict[str, dict[str, int]] = {}
+    for label, status, n in sql(
+        """SELECT j.label, j.jobstatus, COUNT(*) FROM campaigns_group g
+           JOIN campaigns_groupattempt a ON a.group_id = g.id AND a.attempt = g.attempt
+           JOIN dispatcher_job j ON j.workflow_id = a.workflow_id
+           WHERE g.campaign_id = %s AND j.cluster_id IS NOT NULL GROUP BY j.label, j.jobstatus""",
+        [campaign_id],
+    ):
+        out.setdefault(label, {})[status] = n
+    return out
+
+
+def sql_clusters(campaign_id: int) -> dict[str, int]:
+    """Job status → cluster jobs (jobs with members), over the current attempts."""
+    return dict(
+        sql(
+            """SELECT j.jobstatus, COUNT(*) FROM campaigns_group g
+               JOIN campaigns_groupattempt a ON a.group_id = g.id AND a.attempt = g.attempt
+               JOIN dispatcher_job j ON j.workflow_id = a.workflow_id
+               WHERE g.campaign_id = %s AND EXISTS (SELECT 1 FROM dispatcher_job m WHERE m.cluster_id = j.pandaid)
+               GROUP BY j.jobstatus""",
+            [campaign_id],
+        )
+    )
+
+
 def counted_jobs(campaign_id: int) -> dict[str, dict[str, int]]:
     """Label → job status → jobs from the dispatcher's task counters (`task_state_counts`, what the
     advancer and the pages read), over the same current attempts as `sql_jobs`."""
@@ -234,13 +269,15 @@ def group_jobs_served(api: Api, campaign_id: int, step: str) -> dict[str, dict[s
 
 
 def sql_progress(campaign_id: int) -> dict[str, tuple[int, int]]:
-    """Step → (finished jobs of its groups' current attempts, planned jobs of its groups)."""
+    """Step → (finished jobs of its groups' current attempts, planned jobs of its groups); cluster
+    jobs are not counted (their members are)."""
     rows = sql(
         """SELECT s.name,
                   (SELECT COUNT(*) FROM campaigns_group g
                      JOIN campaigns_groupattempt a ON a.group_id = g.id AND a.attempt = g.attempt
                      JOIN dispatcher_job j ON j.workflow_id = a.workflow_id
-                    WHERE g.step_id = s.id AND j.jobstatus = 'finished'),
+                    WHERE g.step_id = s.id AND j.jobstatus = 'finished'
+                      AND NOT EXISTS (SELECT 1 FROM dispatcher_job m WHERE m.cluster_id = j.pandaid)),
                   (SELECT COALESCE(SUM(g.jobs_total), 0) FROM campaigns_group g WHERE g.step_id = s.id)
              FROM campaigns_step s WHERE s.campaign_id = %s ORDER BY s.position""",
         [campaign_id],
@@ -261,6 +298,16 @@ def sql_attempts(campaign_id: int) -> dict[str, list[tuple[int, str]]]:
     ):
         out.setdefault(name, []).append((nr, status))
     return out
+
+
+def attempt_rows(job: str, attemptnr: int) -> tuple[Any, ...]:
+    """(transexitcode, retry_action, retry_reason) of one attempt of the job named `job`."""
+    [row] = sql(
+        """SELECT t.transexitcode, t.retry_action, t.retry_reason FROM dispatcher_jobattempt t
+           JOIN dispatcher_job j ON j.pandaid = t.job_id WHERE j.name = %s AND t.attemptnr = %s""",
+        [job, attemptnr],
+    )
+    return row
 
 
 def sql_status(campaign_id: int) -> tuple[str, dict[str, str]]:
@@ -300,6 +347,8 @@ def served(api: Api, server: AiluroServer, campaign_id: int) -> dict[str, Any]:
 
 STEP1_ISR_OK = {"finished": 179, "failed": 1}
 STEP1_CALIBRATE_OK = {"finished": 179, "pruned": 1}
+STEP1_CLUSTERS_OK = {"finished": 179, "failed": 1}  # cluster 7_2 failed for good
+STEP1_JOBS_OK = {"isr": STEP1_ISR_OK, "calibrate": STEP1_CALIBRATE_OK, CLUSTER: STEP1_CLUSTERS_OK}
 
 
 def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_good(tmp_path: Path) -> None:
@@ -349,35 +398,49 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
                 "running",
                 {"step1": "running", "step2": "waiting", "step3": "waiting"},
             )
-            assert sql_jobs(campaign_id) == {"isr": STEP1_ISR_OK, "calibrate": STEP1_CALIBRATE_OK}
+            # Members per label and state, cluster jobs per state, and both under their labels.
+            assert sql_members(campaign_id) == {"isr": STEP1_ISR_OK, "calibrate": STEP1_CALIBRATE_OK}
+            assert sql_clusters(campaign_id) == STEP1_CLUSTERS_OK
+            assert sql_jobs(campaign_id) == STEP1_JOBS_OK
             assert counted_jobs(campaign_id) == sql_jobs(campaign_id)
+            # Per group, the jobs of its workflow: 18 members and 9 cluster jobs.
             by_group = group_jobs_served(api, campaign_id, "step1")
-            assert by_group.pop("visit-7") == {"finished": 16, "failed": 1, "pruned": 1}
-            assert by_group == {f"visit-{v}": {"finished": 18} for v in range(1, 21) if v != 7}
+            assert by_group.pop("visit-7") == {"finished": 24, "failed": 2, "pruned": 1}
+            assert by_group == {f"visit-{v}": {"finished": 27} for v in range(1, 21) if v != 7}
             progress1 = {"step1": (358, 360), "step2": (0, 20), "step3": (0, 24)}
             assert sql_progress(campaign_id) == progress1
             assert stage1["step_progress"] == progress1
             assert stage1["progress"] == (358, 404, 88)
             attempts = sql_attempts(campaign_id)
             assert attempts["calibrate_3_5"] == [(1, "failed"), (2, "finished")]
+            assert attempts[f"{CLUSTER}_3_5"] == [(1, "failed"), (2, "finished")]
+            assert attempts["isr_3_5"] == [(1, "finished")]  # its cluster's retry did not rerun it
             assert attempts["isr_7_2"] == [(1, "failed")]
+            assert attempts[f"{CLUSTER}_7_2"] == [(1, "failed")]
             assert "calibrate_7_2" not in attempts  # pruned: never ran
-            assert {name for name, a in attempts.items() if len(a) > 1} == {"calibrate_3_5"}
-            assert sum(len(a) for a in attempts.values()) == 360
-            retried = sql(
-                """SELECT t.transexitcode, t.retry_action, t.retry_reason FROM dispatcher_jobattempt t
-                   JOIN dispatcher_job j ON j.pandaid = t.job_id
-                   WHERE j.name = 'calibrate_3_5' AND t.attemptnr = 1""",
-                [],
+            assert {name for name, a in attempts.items() if len(a) > 1} == {"calibrate_3_5", f"{CLUSTER}_3_5"}
+            # 360 member attempts (180 isr, 178 calibrate once, calibrate 3/5 twice) and 181 of clusters.
+            assert sum(len(a) for a in attempts.values()) == 360 + 181
+            # The retry decisions are the cluster job's; its members carry their own exit codes.
+            assert attempt_rows(f"{CLUSTER}_3_5", 1)[:2] == (137, "increase_memory")
+            assert attempt_rows(f"{CLUSTER}_3_5", 1)[2].startswith("rule oom-exit-137:")
+            assert attempt_rows("calibrate_3_5", 1)[0] == 137
+            assert attempt_rows(f"{CLUSTER}_7_2", 1) == (
+                1,
+                "no_retry",
+                "rule payload-error: deterministic error",
             )
-            assert [(code, action) for code, action, _ in retried] == [(137, "increase_memory")]
-            assert retried[0][2].startswith("rule oom-exit-137:")
-            [(code, action, reason)] = sql(
-                """SELECT t.transexitcode, t.retry_action, t.retry_reason FROM dispatcher_jobattempt t
-                   JOIN dispatcher_job j ON j.pandaid = t.job_id WHERE j.name = 'isr_7_2'""",
-                [],
-            )
-            assert (code, action, reason) == (1, "no_retry", "rule payload-error: deterministic error")
+            assert attempt_rows("isr_7_2", 1)[0] == 1
+            # What each cluster attempt ran, from its payload's member markers: the retry of 3/5 ran
+            # calibrate only; cluster 7/2 skipped calibrate after isr failed.
+            [(cluster35,)] = sql("SELECT pandaid FROM dispatcher_job WHERE name = %s", [f"{CLUSTER}_3_5"])
+            assert cluster_results(cluster35, 1) == {"isr_3_5": 0, "calibrate_3_5": 137}
+            assert cluster_results(cluster35, 2) == {"calibrate_3_5": 0}
+            [(cluster72,)] = sql("SELECT pandaid FROM dispatcher_job WHERE name = %s", [f"{CLUSTER}_7_2"])
+            assert cluster_results(cluster72, 1) == {"isr_7_2": 1, "calibrate_7_2": None}
+            # isr wrote each output once (it appends): isr 3/5 ran once.
+            assert {p.read_text() for p in out.glob("postisr_*")} == {"isr\n"}
+            assert len(list(out.glob("postisr_*"))) == 179
             visit7 = dict(
                 sql(
                     """SELECT j.name, j.jobstatus FROM campaigns_group g
@@ -389,15 +452,20 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
             )
             assert visit7 == {
                 **{
-                    f"{label}_7_{d}": "finished" for label in ("isr", "calibrate") for d in range(9) if d != 2
+                    f"{label}_7_{d}": "finished"
+                    for label in ("isr", "calibrate", CLUSTER)
+                    for d in range(9)
+                    if d != 2
                 },
                 "isr_7_2": "failed",
                 "calibrate_7_2": "pruned",
+                f"{CLUSTER}_7_2": "failed",
             }
-            # The siblings' outputs are there; the failed detector's are not.
-            assert sorted(p.name for p in out.glob("calexp_7_*")) == [
-                f"calexp_7_{d}" for d in range(9) if d != 2
-            ]
+            # The other clusters' outputs are there; the failed detector's are not.
+            for kind in ("postisr", "calexp"):
+                assert sorted(p.name for p in out.glob(f"{kind}_7_*")) == [
+                    f"{kind}_7_{d}" for d in range(9) if d != 2
+                ]
             assert not (out / "postisr_7_2").exists()
             assert not any(out.glob("summary_*"))
 
@@ -461,9 +529,10 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
     assert end["groups"] == {"total": 44, "accepted": 44, "running": 0, "failed": 0}
     assert sql_status(campaign_id) == ("done", {"step1": "done", "step2": "done", "step3": "done"})
     assert (end["status"], end["steps"]) == ("done", {"step1": "done", "step2": "done", "step3": "done"})
+    assert sql_members(campaign_id) == {"isr": STEP1_ISR_OK, "calibrate": STEP1_CALIBRATE_OK}
+    assert sql_clusters(campaign_id) == STEP1_CLUSTERS_OK
     assert sql_jobs(campaign_id) == {
-        "isr": STEP1_ISR_OK,
-        "calibrate": STEP1_CALIBRATE_OK,
+        **STEP1_JOBS_OK,
         "visit_summary": {"finished": 20},
         "make_warp": {"finished": 12},
         "assemble_coadd": {"finished": 12},
@@ -478,11 +547,11 @@ def test_the_dp02_campaign_runs_end_to_end_with_one_retry_and_one_failure_for_go
     assert end["step_progress"] == progress_end
     assert end["progress"] == (402, 404, 99)
     attempts = sql_attempts(campaign_id)
-    assert {name for name, a in attempts.items() if len(a) > 1} == {"calibrate_3_5"}
-    assert sum(len(a) for a in attempts.values()) == 360 + 20 + 24
+    assert {name for name, a in attempts.items() if len(a) > 1} == {"calibrate_3_5", f"{CLUSTER}_3_5"}
+    assert sum(len(a) for a in attempts.values()) == 360 + 181 + 20 + 24
 
-    # Every group ran one attempt: the retry of calibrate 3/5 was the dispatcher's, inside visit-3's
-    # workflow; visit-7 was recovered by the accept, not by a new attempt.
+    # Every group ran one attempt: the retry of calibrate 3/5 was the dispatcher's (its cluster
+    # job's), inside visit-3's workflow; visit-7 was recovered by the accept, not by a new attempt.
     assert sql("SELECT DISTINCT attempt FROM campaigns_group WHERE campaign_id = %s", [campaign_id]) == [(1,)]
     audit = sql(
         """SELECT l.actor, l.verb, l.result, l.message FROM campaigns_actionlog l

@@ -40,9 +40,9 @@ def test_campaign_page_shows_the_grid_and_actions_for_failed_groups(
     failed_campaign, operator, django_assert_num_queries
 ):
     # campaign, steps, their groups, the wasted core-hours, the audit log, and the finished jobs of
-    # the groups' current attempts (attempts, their tasks, the task counters): whatever the number
-    # of groups
-    with django_assert_num_queries(8):
+    # the groups' current attempts (the campaign's spec for its cluster labels, attempts, their
+    # tasks, the task counters): whatever the number of groups
+    with django_assert_num_queries(9):
         anonymous = Client().get(f"/campaign/{failed_campaign.pk}/")
     text = anonymous.content.decode()
     assert anonymous.status_code == 200
