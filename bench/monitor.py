@@ -337,6 +337,7 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
             "taskbuffererrordiag": "",
             "retry_action": "",
             "retry_reason": "",
+            "lease": "",
         }
         suffix = "\t" + "\t".join(defaults_attempt.values()) + "\n"
         _copy(

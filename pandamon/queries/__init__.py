@@ -43,6 +43,7 @@ from pandamon.queries.jobs import (
     job_status_history,
     jobs_facets,
     jobs_page,
+    jobs_scan_estimate,
 )
 from pandamon.queries.loops import loop_strip
 from pandamon.queries.metrics import jobs_by_queue_state
@@ -98,6 +99,7 @@ __all__ = [
     "jobs_by_queue_state",
     "jobs_facets",
     "jobs_page",
+    "jobs_scan_estimate",
     "latest_failures",
     "loop_strip",
     "progress",
