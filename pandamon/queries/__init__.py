@@ -44,6 +44,7 @@ from pandamon.queries.jobs import (
     jobs_facets,
     jobs_page,
     jobs_scan_estimate,
+    narrow_filter,
 )
 from pandamon.queries.loops import loop_strip
 from pandamon.queries.metrics import jobs_by_queue_state
@@ -102,6 +103,7 @@ __all__ = [
     "jobs_scan_estimate",
     "latest_failures",
     "loop_strip",
+    "narrow_filter",
     "progress",
     "queue_state_counts",
     "queues_with_sites",

@@ -159,6 +159,15 @@ def jobs_facets(q: Q, *, unit: str, rollup: JobRollupSelection | None = None) ->
     return _facets_finish(facets, over_time)
 
 
+# Filters whose plain values select a few per cent of the jobs at most, each with an index.
+_NARROW_FILTERS = frozenset({"computingsite", "produsername", "jeditaskid"})
+
+
+def narrow_filter(applied: dict[str, str]) -> bool:
+    """Whether the selection has a plain value (no wildcard, no negation) of a narrow filter."""
+    return any(name in _NARROW_FILTERS and not any(ch in raw for ch in "*!") for name, raw in applied.items())
+
+
 def jobs_scan_estimate(q: Q) -> int:
     """The planner's row estimate of a selection the summaries cannot answer (PostgreSQL's
     EXPLAIN; nothing is read): what the page's scan will count."""
@@ -269,14 +278,24 @@ def _after_q(column: str, desc: bool, value: Any, pandaid: int) -> Q:
     )
 
 
-def jobs_page(q: Q, *, sort: str, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the job list in keyset order; returns rows and the next page's cursor."""
+def jobs_page(
+    q: Q, *, sort: str, cursor: str | None, limit: int, narrow: bool = False
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the job list in keyset order; returns rows and the next page's cursor.
+
+    `narrow`: the selection is a few per cent of the jobs at most and has its own index (one queue,
+    user or task, `narrow_filter`): the newest by pandaid are then sorted from that index's rows
+    (`pandaid + 0` hides the primary key's order from the planner), not found by walking the primary
+    key backwards, which reads every newer job when the selection's jobs are old."""
     column, desc = JOB_SORTS[sort]
     qs = Job.objects.filter(q)
     if cursor:
         value, pandaid = cursor_decode(cursor, column)
         qs = qs.filter(_after_q(column, desc, value, pandaid))
-    if column == "pandaid":
+    if column == "pandaid" and narrow:
+        key = F("pandaid") + 0
+        order = [key.desc() if desc else key.asc()]
+    elif column == "pandaid":
         order = [F("pandaid").desc() if desc else F("pandaid").asc()]
     else:
         order = [

@@ -44,7 +44,13 @@ def job_list(request: HttpRequest) -> HttpResponse:
         raise FilterError(f"sortby: {sort!r} is not one of {', '.join(reads.JOB_SORTS)}")
     limit = int_param(params, "display_limit", default=100, maximum=5000)
     try:
-        rows, next_cursor = reads.jobs_page(sel.q, sort=sort, cursor=params.get("cursor"), limit=limit)
+        rows, next_cursor = reads.jobs_page(
+            sel.q,
+            sort=sort,
+            cursor=params.get("cursor"),
+            limit=limit,
+            narrow=reads.narrow_filter(sel.applied),
+        )
     except ValueError as exc:
         raise FilterError(str(exc)) from None
     unit = common.bucket_unit(sel.since, sel.until, timezone.now())
