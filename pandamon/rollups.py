@@ -111,7 +111,8 @@ def _cut(
     return window.edges_sql(edges), window.hours_sql(hours), window.hours_sql(deltas)
 
 
-# A condition on a filter dimension's value: ("eq", values), ("like", (pattern,)) or ("nonempty", ()).
+# A condition on a filter dimension's value: ("eq", values), ("range", (low, high)) (a prefix under
+# a code-point collation), ("like", (pattern,)) or ("nonempty", ()).
 Pred = tuple[str, tuple[str, ...]]
 
 
@@ -133,6 +134,9 @@ def _preds_sql(expr: str, preds: Sequence[Pred]) -> tuple[str, list[Any]]:
         if kind == "eq":
             parts.append(f"{expr} = ANY(%s)")
             params.append(list(values))
+        elif kind == "range":
+            parts.append(f"({expr} >= %s AND {expr} < %s)")
+            params.extend(values)
         elif kind == "like":
             parts.append(f"{expr} LIKE %s")
             params.append(values[0])

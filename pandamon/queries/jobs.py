@@ -22,6 +22,7 @@ from django.db.models import Count, F, Q
 
 from dispatcher.changefeed import JOB_FACET_FIELDS
 from dispatcher.models import File, Job, JobAttempt, JobDependency, JobStatusLog, PayloadLog, Queue
+from dispatcher.queries import collation_orders_by_code_point
 from dispatcher.states import JobStatus
 from pandamon import rollups
 from pandamon.filters import NOT_SPECIFIED, _str_q
@@ -79,10 +80,18 @@ def _dim_pred(name: str, text: str) -> rollups.Pred | None:
         return ("eq", tuple(queues))
     if name == "jeditaskid":
         return ("eq", (str(int(text)),)) if text.isdigit() else None
+    if name == "computingsite" and "*" in text and text != "*":
+        # A queue wildcard: the matching names from the small queue table, so the summary is read
+        # by its index (a LIKE on its values would read every queue's rows of the window).
+        return ("eq", tuple(Queue.objects.filter(_str_q("name", text)).values_list("name", flat=True)))
     if text == NOT_SPECIFIED:
         return ("eq", ("",))
     if text == "*":
         return ("nonempty", ())
+    prefix = text[:-1]
+    if text.endswith("*") and prefix and "*" not in prefix and collation_orders_by_code_point():
+        # A prefix: a range of the summary's index (LIKE uses a btree only under "C").
+        return ("range", (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
     if "*" in text:
         return ("like", (_glob_like(text),))
     return ("eq", (text,))
