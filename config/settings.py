@@ -316,6 +316,11 @@ AILURO = {
     "FAILURE_BUDGET_CORE_HOURS": _env_float("AILURO_FAILURE_BUDGET_CORE_HOURS", 0.0, minimum=0.0),
     "FAILURE_BUDGET_FRACTION": _env_float("AILURO_FAILURE_BUDGET_FRACTION", 0.0, minimum=0.0),
     "FAILURE_BUDGET_MIN_ATTEMPTS": _env_int("AILURO_FAILURE_BUDGET_MIN_ATTEMPTS", 10, minimum=1),
+    # Every monitor page's reads (PostgreSQL) stop after this long: the page answers 503 saying
+    # what to narrow (0: no limit). A selection the summaries cannot answer whose row estimate is
+    # above WEB_SCAN_WARN_ROWS says so on the page (decision 0013).
+    "WEB_STATEMENT_TIMEOUT_MS": _env_int("AILURO_WEB_STATEMENT_TIMEOUT_MS", 10_000, minimum=0),
+    "WEB_SCAN_WARN_ROWS": _env_int("AILURO_WEB_SCAN_WARN_ROWS", 1_000_000, minimum=1),
 }
 
 # --- Loops: the watcher's and the janitor's limits (the loop table itself is config/loops.py) ---

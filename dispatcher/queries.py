@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection
+from django.db.models import Q
 
 from dispatcher.brokerage import SiteRule
 from dispatcher.states import JobStatus
@@ -17,6 +18,35 @@ if TYPE_CHECKING:
     from django.db.models import QuerySet
 
     from dispatcher.models import Queue, Task
+
+
+_CODE_POINT_COLLATIONS = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})
+_collation_cache: dict[str, bool] = {}
+
+
+def collation_orders_by_code_point() -> bool:
+    """Whether the database's default collation orders text by code point (C, C.UTF-8), so a
+    prefix is exactly a range of a plain btree index. Asked once per process (PostgreSQL)."""
+    if connection.vendor != "postgresql":
+        return False
+    key = connection.settings_dict["NAME"]
+    if key not in _collation_cache:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+            _collation_cache[key] = cursor.fetchone()[0] in _CODE_POINT_COLLATIONS
+    return _collation_cache[key]
+
+
+def prefix_q(column: str, prefix: str, *, like_column: str | None = None) -> Q:
+    """Rows whose `column` starts with `prefix`, in a form an index on `column` answers: with a
+    code-point collation the range [prefix, prefix with its last character incremented), exact
+    by itself (PostgreSQL uses a plain btree for LIKE only under the collation "C"); otherwise
+    LIKE on `like_column` (default `column`; a foreign key's name lookup goes through the join)."""
+    like = Q(**{f"{like_column or column}__startswith": prefix})
+    if not prefix or ord(prefix[-1]) >= 0x10FFFF or not collation_orders_by_code_point():
+        return like
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return Q(**{f"{column}__gte": prefix, f"{column}__lt": upper})
 
 
 @dataclass(frozen=True)

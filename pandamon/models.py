@@ -35,6 +35,40 @@ class JobSummary(models.Model):
         return f"{self.bucket} {self.jobstatus} {self.facet}={self.value}: {self.count}"
 
 
+class JobFilterSummary(models.Model):
+    """Jobs per (hour of statechangetime, jobstatus, filter dimension and its value, facet, value):
+    the /jobs/ facets and chart under one filter a shifter sets (a queue, and through it a site or
+    a region; a user; a label; a task), decision 0013. `dim` names the filter's facet
+    (`rollup_sql.FILTER_DIMENSIONS`), `dimvalue` its value as the summary's text (NULL queue → '').
+    Within one (bucket, jobstatus, dim, facet) the rows partition the jobs by `dimvalue`, so a
+    value, a set of values, a wildcard or a negation is a sum over rows of this table."""
+
+    id = models.BigAutoField(primary_key=True)
+    bucket = models.DateTimeField()
+    jobstatus = models.CharField(max_length=16)
+    dim = models.CharField(max_length=16)
+    dimvalue = models.CharField(max_length=250)
+    facet = models.CharField(max_length=16)
+    value = models.CharField(max_length=250)
+    count = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            # The fold's ON CONFLICT target.
+            models.UniqueConstraint(
+                fields=["bucket", "jobstatus", "dim", "dimvalue", "facet", "value"],
+                name="jobfiltersummary_key",
+            ),
+        ]
+        indexes = [
+            # A filter's rows in a window: one dimension value (or a prefix) over a range of hours.
+            models.Index(fields=["dim", "dimvalue", "bucket"], name="jobfiltersummary_dim_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket} {self.dim}={self.dimvalue} {self.jobstatus} {self.facet}={self.value}: {self.count}"
+
+
 class ErrorSummary(models.Model):
     """Failed attempts per (hour of endtime, family, code, message template, task), with the
     newest and oldest sample pandaid and the smallest raw diag as the example (what the scan's

@@ -18,13 +18,18 @@ __all__ = [
     "BACKFILL_ERRORS",
     "BACKFILL_ERROR_ATTEMPTS",
     "BACKFILL_JOBS",
+    "BACKFILL_JOB_FILTERS",
     "ERROR_FAMILIES",
+    "FILTER_DIMENSIONS",
+    "FILTER_SUMMARY_TABLE",
     "FOLD_ERRORS",
     "FOLD_JOBS",
     "INT_FACETS",
     "JOB_FACET_COLUMNS",
     "SUMMARY_TABLES",
+    "backfill_job_filters_sql",
     "error_explode_values",
+    "filter_explode_values",
     "job_explode_values",
     "job_facet_value_sql",
 ]
@@ -49,6 +54,16 @@ def job_facet_value_sql(alias: str, name: str) -> str:
 def job_explode_values(alias: str) -> str:
     """LATERAL VALUES turning one change/job row of `alias` into (facet, value) rows."""
     return ", ".join(f"('{name}', {job_facet_value_sql(alias, name)})" for name in JOB_FACET_COLUMNS)
+
+
+# The facets a shifter filters /jobs/ on that have their own summary (`JobFilterSummary`, decision
+# 0013): the queue (a site or a region is a set of queues), the user, the label, the task.
+FILTER_DIMENSIONS: tuple[str, ...] = ("computingsite", "produsername", "label", "jeditaskid")
+
+
+def filter_explode_values(alias: str) -> str:
+    """LATERAL VALUES turning one change/job row of `alias` into (dim, dimvalue) rows."""
+    return ", ".join(f"('{name}', {job_facet_value_sql(alias, name)})" for name in FILTER_DIMENSIONS)
 
 
 # Error families (the engine's, `dispatcher.retry.FAMILY_COLUMNS`): (family, code column, diag
@@ -85,6 +100,18 @@ FOLD_JOBS = f"""
         SELECT bucket, jobstatus, facet, value, n FROM summed WHERE n <> 0 ORDER BY 1, 2, 3, 4
         ON CONFLICT (bucket, jobstatus, facet, value)
         DO UPDATE SET count = pandamon_jobsummary.count + EXCLUDED.count
+    ), summed_filters AS (
+        SELECT date_trunc('hour', m.statechangetime, 'UTC') AS bucket, m.jobstatus, d.dim, d.dimvalue,
+               v.facet, v.value, SUM(m.delta) AS n
+        FROM moved m
+        CROSS JOIN LATERAL (VALUES {filter_explode_values("m")}) AS d(dim, dimvalue)
+        CROSS JOIN LATERAL (VALUES {job_explode_values("m")}) AS v(facet, value)
+        GROUP BY 1, 2, 3, 4, 5, 6
+    ), upserted_filters AS (
+        INSERT INTO pandamon_jobfiltersummary (bucket, jobstatus, dim, dimvalue, facet, value, count)
+        SELECT * FROM summed_filters WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5, 6
+        ON CONFLICT (bucket, jobstatus, dim, dimvalue, facet, value)
+        DO UPDATE SET count = pandamon_jobfiltersummary.count + EXCLUDED.count
     )
     SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(DISTINCT bucket) FROM summed)
 """
@@ -162,6 +189,34 @@ BACKFILL_JOBS = f"""
     GROUP BY GROUPING SETS ({_SETS})
 """
 
+# One pass over dispatcher_job per filter dimension ({dim} and {dimvalue}: a FILTER_DIMENSIONS name
+# and its value expression on `j`), every facet per (bucket, jobstatus, dimension value).
+_FILTER_SETS = ", ".join(
+    f"(bucket, jobstatus, dimvalue, {'f_' + name})"
+    if name != "jobstatus"
+    else "(bucket, jobstatus, dimvalue)"
+    for name in JOB_FACET_COLUMNS
+)
+BACKFILL_JOB_FILTERS = f"""
+    INSERT INTO pandamon_jobfiltersummary (bucket, jobstatus, dim, dimvalue, facet, value, count)
+    SELECT bucket, jobstatus, '{{dim}}', dimvalue,
+           CASE {_FACET_CASE} ELSE 'jobstatus' END,
+           CASE {_VALUE_CASE} ELSE jobstatus END,
+           COUNT(*)
+    FROM (
+        SELECT date_trunc('hour', j.statechangetime, 'UTC') AS bucket, j.jobstatus,
+               {{dimvalue}} AS dimvalue, {_BACKFILL_COLS}
+        FROM dispatcher_job j WHERE j.statechangetime IS NOT NULL
+    ) t
+    GROUP BY GROUPING SETS ({_FILTER_SETS})
+"""
+
+
+def backfill_job_filters_sql(dim: str) -> str:
+    """BACKFILL_JOB_FILTERS for one dimension."""
+    return BACKFILL_JOB_FILTERS.format(dim=dim, dimvalue=job_facet_value_sql("j", dim))
+
+
 # %s: the template expression's parameters. {core_col} and {core_sum} are ", core_s" and
 # ", SUM(core_s)" (", SUM(<ATTEMPT_CORE_S_SQL of a>)" for the attempts), or empty for a summary
 # table of before pandamon migration 0004.
@@ -188,3 +243,5 @@ BACKFILL_ERROR_ATTEMPTS = """
     GROUP BY 1, 2, 3, 4
 """
 SUMMARY_TABLES = ("pandamon_jobsummary", "pandamon_errorsummary", "pandamon_errorattemptsummary")
+# Since pandamon migration 0005 (older migrations truncate and refill SUMMARY_TABLES only).
+FILTER_SUMMARY_TABLE = "pandamon_jobfiltersummary"

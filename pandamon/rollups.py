@@ -129,6 +129,68 @@ def _cut(
     return window.edges_sql(edges), window.hours_sql(hours), window.hours_sql(deltas)
 
 
+# A condition on a filter dimension's value: ("eq", values), ("range", (low, high)) (a prefix under
+# a code-point collation), ("like", (pattern,)) or ("nonempty", ()).
+Pred = tuple[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class DimFilter:
+    """A /jobs/ filter on one dimension of the filter summary (`rollup_sql.FILTER_DIMENSIONS`), as
+    the selection compiles it: (any of `include`, or everything without it) and none of `exclude`,
+    on the dimension's text value (NULL queue → '')."""
+
+    dim: str
+    include: tuple[Pred, ...]
+    exclude: tuple[Pred, ...] = ()
+
+
+def _preds_sql(expr: str, preds: Sequence[Pred]) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for kind, values in preds:
+        if kind == "eq":
+            parts.append(f"{expr} = ANY(%s)")
+            params.append(list(values))
+        elif kind == "range":
+            parts.append(f"({expr} >= %s AND {expr} < %s)")
+            params.extend(values)
+        elif kind == "like":
+            parts.append(f"{expr} LIKE %s")
+            params.append(values[0])
+        else:
+            parts.append(f"{expr} <> ''")
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def dim_where(expr: str, dim: DimFilter) -> tuple[str, list[Any]]:
+    """The filter as a condition on `expr`, the dimension's text value."""
+    sql, params = _preds_sql(expr, dim.include) if dim.include else ("TRUE", [])
+    if dim.exclude:
+        ex_sql, ex_params = _preds_sql(expr, dim.exclude)
+        sql, params = f"{sql} AND NOT {ex_sql}", [*params, *ex_params]
+    return sql, params
+
+
+def _summary_source(dim: DimFilter | None) -> tuple[str, list[Any]]:
+    """The per-hour rows of the jobs the filter keeps, as (bucket, jobstatus, facet, value, count):
+    the job summary; or the filter summary's rows of the kept values; or, for a negation only, the
+    job summary less the filter summary's rows of the excluded values."""
+    if dim is None:
+        return "pandamon_jobsummary", []
+    cols = "bucket, jobstatus, facet, value"
+    if dim.include:
+        where, params = dim_where("dimvalue", dim)
+        sql = f"(SELECT {cols}, count FROM pandamon_jobfiltersummary WHERE dim = %s AND {where})"  # noqa: S608
+        return sql, [dim.dim, *params]
+    where, params = _preds_sql("dimvalue", dim.exclude)
+    sql = (
+        f"(SELECT {cols}, count FROM pandamon_jobsummary UNION ALL "  # noqa: S608  (names, placeholders)
+        f"SELECT {cols}, -count FROM pandamon_jobfiltersummary WHERE dim = %s AND {where})"
+    )
+    return sql, [dim.dim, *params]
+
+
 def job_facet_rows(
     window: Window | None,
     *,
@@ -136,24 +198,32 @@ def job_facet_rows(
     unit: str,
     live: LiveSelection | None = None,
     archive: bool | None = None,
+    dim: DimFilter | None = None,
+    edge_live: LiveSelection | None = None,
 ) -> list[tuple[str, str, datetime | None, int]]:
     """(facet, value, None, count) per facet value and ('', jobstatus, bucket, count) per chart
-    bucket, for the jobs of the window (optionally only those in `states`), or with `live` (and
-    `window` None) for every job of that selection. One statement:
+    bucket, for the jobs of the window (optionally only those in `states`, and with `dim` only
+    those its filter keeps, `edge_live` being the whole selection for the edges), or with `live`
+    (and `window` None) for every job of that selection. One statement:
 
     1. edges (or the live selection): the facet GROUPING SETS of the scanned rows, as rows;
-    2. whole hours: the summary rows, and its `jobstatus` facet re-bucketed by `unit` for the chart;
-    3. the deltas not folded yet, exploded the way the fold does;
+    2. whole hours: the summary rows (`_summary_source`), and its `jobstatus` facet re-bucketed by
+       `unit` for the chart;
+    3. the deltas not folded yet (those the filter keeps), exploded the way the fold does;
     4. summed per (facet, value, bucket); zero sums dropped (a +1 and −1 not folded yet).
     """
     # `archive`: the caller knows whether the window reaches the archive (None: ask).
     table = (
         _job_table(window) if archive is None else jobs_with_archive_sql() if archive else "dispatcher_job"
     )
-    source, source_params = _live_source(live, table)
+    source, source_params = _live_source(live if live is not None else edge_live, table)
     (edge_where, edge_params), (hours_where, hours_params), (delta_where, delta_params) = _cut(
         window, live, "j.statechangetime", "s.bucket", "d.statechangetime"
     )
+    summary, summary_params = _summary_source(dim)
+    if dim is not None:
+        dim_sql, dim_params = dim_where(rollup_sql.job_facet_value_sql("d", dim.dim), dim)
+        delta_where, delta_params = f"{delta_where} AND {dim_sql}", [*delta_params, *dim_params]
     est, est_p = _states_sql("j.jobstatus", states)
     sst, sst_p = _states_sql("s.jobstatus", states)
     dst, dst_p = _states_sql("d.jobstatus", states)
@@ -178,10 +248,10 @@ def job_facet_rows(
             UNION ALL
             SELECT '', f_jobstatus, bucket, n FROM edge_sets WHERE g_bucket = 0
             UNION ALL
-            SELECT s.facet, s.value, NULL, s.count FROM pandamon_jobsummary s
+            SELECT s.facet, s.value, NULL, s.count FROM {summary} s
             WHERE {hours_where} AND {sst}
             UNION ALL
-            SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM pandamon_jobsummary s
+            SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM {summary} s
             WHERE s.facet = 'jobstatus' AND {hours_where} AND {sst}
             UNION ALL
             SELECT v.facet, v.value, NULL, d.delta FROM dispatcher_jobchange d
@@ -198,9 +268,11 @@ def job_facet_rows(
         *source_params,
         *edge_params,
         *est_p,
+        *summary_params,
         *hours_params,
         *sst_p,
         unit,
+        *summary_params,
         *hours_params,
         *sst_p,
         *delta_params,
@@ -446,6 +518,9 @@ def rollups_fold(*, batch: int = 50_000) -> int:
             cursor.execute(
                 "DELETE FROM pandamon_jobsummary WHERE bucket = ANY(%s) AND count = 0", [job_buckets]
             )
+            cursor.execute(
+                "DELETE FROM pandamon_jobfiltersummary WHERE bucket = ANY(%s) AND count = 0", [job_buckets]
+            )
         cursor.execute(fold_errors, [batch, *tmpl_params])
         errors, error_buckets = cursor.fetchone()
         if error_buckets:
@@ -486,6 +561,15 @@ def rollups_backfill(cursor: Any, *, core_seconds: bool = True) -> None:
     )
 
 
+def backfill_job_filters(cursor: Any) -> None:
+    """Fill the empty filter summary from the job rows, one pass per dimension (the caller holds
+    the job table still, as for `rollups_backfill`)."""
+    cursor.execute("SET LOCAL work_mem = '256MB'")
+    cursor.execute("SET LOCAL jit = off")
+    for dim in rollup_sql.FILTER_DIMENSIONS:
+        cursor.execute(rollup_sql.backfill_job_filters_sql(dim))
+
+
 def rollups_rebuild() -> None:
     """Truncate the summaries and the change feed and backfill the summaries, in one transaction:
     writers of jobs and attempts wait on a SHARE lock meanwhile (readers do not), so no change is
@@ -493,8 +577,10 @@ def rollups_rebuild() -> None:
     with the summaries (the monitor is its one reader)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("LOCK TABLE dispatcher_job, dispatcher_jobattempt IN SHARE MODE")
-        cursor.execute(f"TRUNCATE {', '.join([*rollup_sql.SUMMARY_TABLES, *changefeed.TABLES])}")
+        tables = [*rollup_sql.SUMMARY_TABLES, rollup_sql.FILTER_SUMMARY_TABLE, *changefeed.TABLES]
+        cursor.execute(f"TRUNCATE {', '.join(tables)}")
         rollups_backfill(cursor)
+        backfill_job_filters(cursor)
 
 
 def monitor_one_batch(*, limit: int = 50_000, now: datetime | None = None) -> int:

@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 from core.models import ApiToken
 from dispatcher import access
 from dispatcher.models import Workflow
+from dispatcher.queries import prefix_q
 from dispatcher.workflows import WorkflowInvalid
 
 
@@ -103,6 +104,8 @@ class KeysetPagination(CursorPagination):
 class Filter:
     lookup: str
     kind: type = str
+    # A foreign key stored by name (Job.queue → computingsite): its LIKE goes through the join.
+    like_lookup: str | None = None
 
 
 _RESERVED = frozenset({"cursor", "limit", "format"})
@@ -137,9 +140,14 @@ def apply_filters(
         values = [v for v in (raw[1:] if negate else raw).split("|") if v != ""]
         condition = Q()
         for value in values:
-            if "*" in value and spec.kind is str:
+            if "*" in value and spec.kind is str and value.index("*") == len(value) - 1 and len(value) > 1:
+                # A prefix: an index range (dispatcher.queries.prefix_q), not a regex over every row.
+                condition |= prefix_q(
+                    spec.lookup, _filter_value(name, value[:-1], str), like_column=spec.like_lookup
+                )
+            elif "*" in value and spec.kind is str:
                 pattern = "^" + ".*".join(re.escape(part) for part in value.split("*")) + "$"
-                condition |= Q(**{f"{spec.lookup}__regex": pattern})
+                condition |= Q(**{f"{spec.like_lookup or spec.lookup}__regex": pattern})
             else:
                 condition |= Q(**{spec.lookup: _filter_value(name, value, spec.kind)})
         queryset = queryset.exclude(condition) if negate else queryset.filter(condition)

@@ -53,7 +53,7 @@ _JOB_FILTERS = {
     "jeditaskid": Filter("task_id", int),
     "workflow": Filter("workflow_id", int),
     "jobstatus": Filter("jobstatus"),
-    "computingsite": Filter("queue_id"),
+    "computingsite": Filter("queue_id", like_lookup="queue__name"),
     "produsername": Filter("produsername"),
     "label": Filter("label"),
     "name": Filter("name"),

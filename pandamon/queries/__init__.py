@@ -43,6 +43,8 @@ from pandamon.queries.jobs import (
     job_status_history,
     jobs_facets,
     jobs_page,
+    jobs_scan_estimate,
+    narrow_filter,
 )
 from pandamon.queries.loops import loop_strip
 from pandamon.queries.metrics import jobs_by_queue_state
@@ -98,8 +100,10 @@ __all__ = [
     "jobs_by_queue_state",
     "jobs_facets",
     "jobs_page",
+    "jobs_scan_estimate",
     "latest_failures",
     "loop_strip",
+    "narrow_filter",
     "progress",
     "queue_state_counts",
     "queues_with_sites",

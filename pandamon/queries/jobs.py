@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, F, Q
 
 from dispatcher.changefeed import JOB_FACET_FIELDS
@@ -32,9 +33,12 @@ from dispatcher.models import (
     JobDependency,
     JobStatusLog,
     PayloadLog,
+    Queue,
 )
+from dispatcher.queries import collation_orders_by_code_point
 from dispatcher.states import JobStatus
 from pandamon import rollups
+from pandamon.filters import NOT_SPECIFIED, _str_q
 from pandamon.queries.common import bucket_time, utc_bucket_text, with_archive
 
 # Facet name (PanDA's) → ORM field; the list is the change feed's (dispatcher/changefeed.py holds it).
@@ -52,21 +56,91 @@ class JobFacets:
 
 @dataclass(frozen=True)
 class JobRollupSelection:
-    """A /jobs/ selection the rollup answers: a time window and optionally a set of states."""
+    """A /jobs/ selection the rollup answers: a time window, optionally a set of states and one
+    filter on a dimension of the filter summary (decision 0013)."""
 
     window: rollups.Window
     states: tuple[str, ...] | None
+    dim: rollups.DimFilter | None = None
+
+
+# /jobs/ filters answered by the filter summary → its dimension. A site or a region is the set of
+# its queues.
+_DIM_OF_FILTER = {
+    "computingsite": "computingsite",
+    "site": "computingsite",
+    "region": "computingsite",
+    "produsername": "produsername",
+    "label": "label",
+    "jeditaskid": "jeditaskid",
+}
+_QUEUE_SETS = {"site": "site__name", "region": "site__region"}
+
+
+def _glob_like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def _dim_pred(name: str, text: str) -> rollups.Pred | None:
+    """One alternative of a dimension filter as a condition on the dimension's text value, the way
+    `pandamon.filters.value_q` compiles it; None when the summary cannot answer it."""
+    if name in _QUEUE_SETS:
+        if text == NOT_SPECIFIED:
+            return None
+        column = _QUEUE_SETS[name]
+        queues = Queue.objects.filter(_str_q(column, text)).values_list("name", flat=True)
+        return ("eq", tuple(queues))
+    if name == "jeditaskid":
+        return ("eq", (str(int(text)),)) if text.isdigit() else None
+    if name == "computingsite" and "*" in text and text != "*":
+        # A queue wildcard: the matching names from the small queue table, so the summary is read
+        # by its index (a LIKE on its values would read every queue's rows of the window).
+        return ("eq", tuple(Queue.objects.filter(_str_q("name", text)).values_list("name", flat=True)))
+    if text == NOT_SPECIFIED:
+        return ("eq", ("",))
+    if text == "*":
+        return ("nonempty", ())
+    prefix = text[:-1]
+    if text.endswith("*") and prefix and "*" not in prefix and collation_orders_by_code_point():
+        # A prefix: a range of the summary's index (LIKE uses a btree only under "C").
+        return ("range", (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+    if "*" in text:
+        return ("like", (_glob_like(text),))
+    return ("eq", (text,))
+
+
+def _dim_filter(name: str, raw: str) -> rollups.DimFilter | None:
+    include: list[rollups.Pred] = []
+    exclude: list[rollups.Pred] = []
+    for alt in (a for a in raw.split("|") if a):
+        negate = alt.startswith("!")
+        pred = _dim_pred(name, alt[1:] if negate else alt)
+        if pred is None:
+            return None
+        (exclude if negate else include).append(pred)
+    return rollups.DimFilter(_DIM_OF_FILTER[name], tuple(include), tuple(exclude))
 
 
 def job_rollup_selection(
     since: datetime | None, until: datetime | None, applied: dict[str, str]
 ) -> JobRollupSelection | None:
     """The rollup form of a /jobs/ selection, or None when the summaries cannot answer it: not on
-    PostgreSQL, no window (all time), a filter other than `jobstatus`, a `jobstatus` with globs,
-    negations or "Not specified", or a window without a whole hour. Other filters narrow the rows
-    and have indexes, so those selections are scanned."""
-    if not rollups.enabled() or since is None or set(applied) - {"jobstatus"}:
+    PostgreSQL, no window (all time), a filter other than `jobstatus` and one filter of
+    `_DIM_OF_FILTER` (values, negations, wildcards; not a task range), a `jobstatus` with globs,
+    negations or "Not specified", or a window without a whole hour. Those selections are scanned
+    (the page says so)."""
+    if not rollups.enabled() or since is None:
         return None
+    others = set(applied) - {"jobstatus"}
+    if len(others) > 1 or others - set(_DIM_OF_FILTER):
+        return None
+    dim = None
+    if others:
+        (name,) = others
+        dim = _dim_filter(name, applied[name])
+        if dim is None:
+            return None
     states = None
     if "jobstatus" in applied:
         alternatives = [a for a in applied["jobstatus"].split("|") if a]
@@ -74,7 +148,7 @@ def job_rollup_selection(
             return None
         states = tuple(alternatives)
     window = rollups.Window.of(since, until)
-    return JobRollupSelection(window, states) if window is not None else None
+    return JobRollupSelection(window, states, dim) if window is not None else None
 
 
 def jobs_facets(
@@ -90,13 +164,20 @@ def jobs_facets(
     """
     if not rollups.enabled():
         return _jobs_facets_orm(q, unit=unit, archive=archive)
+    fields = ("pandaid", "statechangetime", *JOB_FACETS.values())
+    live: rollups.LiveSelection = (
+        with_archive(Job, ArchivedJob, q, fields) if archive else Job.objects.filter(q).only(*fields)
+    )
     if rollup is not None:
-        rows = rollups.job_facet_rows(rollup.window, states=rollup.states, unit=unit, archive=archive)
+        rows = rollups.job_facet_rows(
+            rollup.window,
+            states=rollup.states,
+            unit=unit,
+            archive=archive,
+            dim=rollup.dim,
+            edge_live=live if rollup.dim is not None else None,
+        )
     else:
-        fields = ("pandaid", "statechangetime", *JOB_FACETS.values())
-        live: rollups.LiveSelection = Job.objects.filter(q).only(*fields)
-        if archive:
-            live = with_archive(Job, ArchivedJob, q, fields)
         rows = rollups.job_facet_rows(None, states=None, unit=unit, live=live)
     facets: dict[str, Counter[Any]] = {n: Counter() for n in JOB_FACETS}
     over_time: Counter[tuple[datetime, str]] = Counter()
@@ -106,6 +187,27 @@ def jobs_facets(
         elif facet:
             facets[facet][rollups.facet_value(facet, value)] += n
     return _facets_finish(facets, over_time)
+
+
+# Filters whose plain values select a few per cent of the jobs at most, each with an index.
+_NARROW_FILTERS = frozenset({"computingsite", "produsername", "jeditaskid"})
+
+
+def narrow_filter(applied: dict[str, str]) -> bool:
+    """Whether the selection has a plain value (no wildcard, no negation) of a narrow filter."""
+    return any(name in _NARROW_FILTERS and not any(ch in raw for ch in "*!") for name, raw in applied.items())
+
+
+def jobs_scan_estimate(q: Q) -> int:
+    """The planner's row estimate of a selection the summaries cannot answer (PostgreSQL's
+    EXPLAIN; nothing is read): what the page's scan will count."""
+    sql, params = Job.objects.filter(q).order_by().values("pandaid").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def _jobs_facets_orm(q: Q, *, unit: str, archive: bool = False) -> JobFacets:
@@ -218,17 +320,25 @@ def _page_key(column: str, desc: bool) -> Any:
 
 
 def jobs_page(
-    q: Q, *, sort: str, cursor: str | None, limit: int, archive: bool = False
+    q: Q, *, sort: str, cursor: str | None, limit: int, archive: bool = False, narrow: bool = False
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the job list in keyset order; returns rows and the next page's cursor. With
     `archive` (the selection's window reaches the archive: `archive_reached`) the same keyset read
-    runs on the archived jobs too and the two pages are merged; otherwise the archive is not read."""
+    runs on the archived jobs too and the two pages are merged; otherwise the archive is not read.
+
+    `narrow`: the selection is a few per cent of the jobs at most and has its own index (one queue,
+    user or task, `narrow_filter`): the newest by pandaid are then sorted from that index's rows
+    (`pandaid + 0` hides the primary key's order from the planner), not found by walking the primary
+    key backwards, which reads every newer job when the selection's jobs are old."""
     column, desc = JOB_SORTS[sort]
     after = None
     if cursor:
         value, pandaid = cursor_decode(cursor, column)
         after = _after_q(column, desc, value, pandaid)
-    if column == "pandaid":
+    if column == "pandaid" and narrow:
+        key = F("pandaid") + 0
+        order = [key.desc() if desc else key.asc()]
+    elif column == "pandaid":
         order = [F("pandaid").desc() if desc else F("pandaid").asc()]
     else:
         order = [

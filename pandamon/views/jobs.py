@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -19,7 +20,7 @@ from dispatcher.queries import archive_reached
 from dispatcher.services import workflow_cancel, workflow_retry
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from dispatcher.workflows import WorkflowInvalid
-from pandamon import charts
+from pandamon import charts, rollups
 from pandamon.filters import JOB_FIELDS, JOB_UNWINDOWED, FilterError, compile_selection, int_param
 from pandamon.queries import common
 from pandamon.queries import jobs as reads
@@ -50,13 +51,24 @@ def job_list(request: HttpRequest) -> HttpResponse:
     archive = not active_only and archive_reached(sel.since)
     try:
         rows, next_cursor = reads.jobs_page(
-            sel.q, sort=sort, cursor=params.get("cursor"), limit=limit, archive=archive
+            sel.q,
+            sort=sort,
+            cursor=params.get("cursor"),
+            limit=limit,
+            archive=archive,
+            narrow=reads.narrow_filter(sel.applied),
         )
     except ValueError as exc:
         raise FilterError(str(exc)) from None
     bins = common.time_bin(sel.since, sel.until, timezone.now())
     unit = bins.unit
     rollup = reads.job_rollup_selection(sel.since, sel.until, sel.applied)
+    # A selection the summaries cannot answer is counted by an indexed scan: the page says so, and
+    # warns when the planner expects more rows than WEB_SCAN_WARN_ROWS (the statement timeout
+    # bounds it either way).
+    scanned = rollup is None and rollups.enabled()
+    estimate = reads.jobs_scan_estimate(sel.q) if scanned else None
+    scan_warning = estimate is not None and estimate > settings.AILURO["WEB_SCAN_WARN_ROWS"]
     facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup, archive=archive)
     base = query_without(params, "cursor")
     context = {
@@ -65,6 +77,9 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "facets": {k: v[:FACET_SHOWN] for k, v in facets.facets.items() if v},
         "facet_more": {k: max(len(v) - FACET_SHOWN, 0) for k, v in facets.facets.items()},
         "total": facets.total,
+        "scanned": scanned,
+        "scan_estimate": estimate,
+        "scan_warning": scan_warning,
         "next_query": f"{base}&cursor={next_cursor}" if next_cursor else None,
         "first_query": base,
         "base_query": query_without(params, "cursor", "sortby"),
@@ -85,6 +100,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
             "filters": sel.applied,
             "unknown_filters": sel.unknown,
             "total": facets.total,
+            "counted_by": "scan" if scanned else "summaries",
+            "scan_estimate_rows": estimate,
             "facets": facets.facets,
             "jobs": rows,
             "next_cursor": next_cursor,

@@ -1,0 +1,162 @@
+"""The filter summary (decision 0013): /jobs/ under one filter on a queue, a site, a region, a user,
+a label or a task (a value, several, a negation, a wildcard), with or without states, is read from
+the summaries and equals the plain scan, whatever the writes and wherever the folds fall. Other
+combinations are scanned and the page says so; a read past the web's statement timeout is a 503."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.django import TestCase as HypothesisTestCase
+
+from pandamon import queries, rollups
+from pandamon.filters import JOB_FIELDS, compile_selection
+from pandamon.models import JobFilterSummary
+from tests.factories import QueueFactory, SiteFactory, TaskFactory
+from tests.pandamon.test_rollups import NOW, OPS, QUEUES, _apply, _time
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the rollups are PostgreSQL only"),
+]
+
+# Q_A at a CERN site, Q_B and Q_C at a US site (tests.test_rollups' queues).
+FILTERS = (
+    "computingsite=Q_A",
+    "computingsite=!Q_A",
+    "computingsite=Q_*",
+    "computingsite=!Q_B|!Q_C",
+    "computingsite=Q_*|!Q_C",
+    "computingsite=*",
+    "computingsite=Not specified",
+    "computingsite=!Q_*",
+    "site=SITE_US",
+    "site=!SITE_US",
+    "site=SITE_*",
+    "region=US",
+    "region=!US",
+    "region=CERN|US",
+    "label=label0",
+    "label=!label0",
+    "label=lab*",
+    "produsername=!nobody",
+    "jeditaskid=TASK0",
+    "jeditaskid=!TASK0",
+    "jeditaskid=TASK0|TASK1",
+)
+FILTERED_WINDOWS = st.tuples(
+    st.integers(61, 7 * 60),  # since, minutes before NOW: at least one whole hour
+    st.one_of(st.none(), st.integers(121, 5 * 60)),
+    st.sampled_from(FILTERS),
+    st.one_of(st.none(), st.sampled_from(["finished", "failed|finished", "running"])),
+)
+
+
+def _world() -> list[Any]:
+    cern, us = SiteFactory(name="SITE_CERN", region="CERN"), SiteFactory(name="SITE_US", region="US")
+    for name in QUEUES:
+        QueueFactory(name=name, site=cern if name == "Q_A" else us)
+    return [TaskFactory(), TaskFactory()]
+
+
+def _params(spec: str, tasks: list[Any], since: datetime, until: datetime | None) -> dict[str, str]:
+    name, _, value = spec.partition("=")
+    for i, task in enumerate(tasks):
+        value = value.replace(f"TASK{i}", str(task.jeditaskid))
+    params = {name: value, "date_from": since.strftime("%Y-%m-%dT%H:%M:%S")}
+    if until is not None:
+        params["date_to"] = until.strftime("%Y-%m-%dT%H:%M:%S")
+    return params
+
+
+def _check(params: dict[str, str]) -> None:
+    sel = compile_selection(params, JOB_FIELDS, time_column="statechangetime", default_hours=None, now=NOW)
+    rollup = queries.job_rollup_selection(sel.since, sel.until, sel.applied)
+    assert rollup is not None and rollup.dim is not None, params
+    unit = "hour"
+    assert queries.jobs_facets(sel.q, unit=unit, rollup=rollup) == queries.jobs_facets(sel.q, unit=unit), (
+        params
+    )
+
+
+class TestFilteredRollupsEqualScans(HypothesisTestCase):
+    @given(ops=OPS, windows=st.lists(FILTERED_WINDOWS, min_size=1, max_size=4))
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_filtered_reads_equal_the_scans_after_any_writes_and_folds(
+        self, ops: list[tuple[str, int, int, int]], windows: list[tuple[int, int | None, str, str | None]]
+    ) -> None:
+        tasks = _world()
+        _apply(ops, tasks)
+        cases = []
+        for since_min, length, spec, jobstatus in windows:
+            since = _time(since_min)
+            until = since + timedelta(minutes=length) if length else None
+            params = _params(spec, tasks, since, until)
+            if jobstatus:
+                params["jobstatus"] = jobstatus
+            cases.append(params)
+            _check(params)
+        while rollups.rollups_fold(batch=7):
+            pass
+        assert not JobFilterSummary.objects.filter(count=0).exists()
+        for params in cases:
+            _check(params)
+
+
+def test_every_filter_of_the_list_is_answered_by_the_summaries() -> None:
+    tasks = _world()
+    _apply([("insert", i, i * 37, i * 11) for i in range(40)], tasks)
+    _apply([("transition", i, i * 13, i) for i in range(40)], tasks)
+    rollups.rollups_fold()
+    _apply([("bulk_update", i, i * 7, i) for i in range(0, 40, 5)], tasks)  # deltas not folded yet
+    since = _time(6 * 60)
+    for spec in FILTERS:
+        _check(_params(spec, tasks, since, None))
+
+
+def test_a_rebuild_gives_the_folded_filter_summary() -> None:
+    tasks = _world()
+    _apply([("insert", i, i * 37, i * 11) for i in range(30)], tasks)
+    _apply([("transition", i, i * 13, i) for i in range(30)], tasks)
+    while rollups.rollups_fold():
+        pass
+    cols = ("bucket", "jobstatus", "dim", "dimvalue", "facet", "value", "count")
+    folded = set(JobFilterSummary.objects.values_list(*cols))
+    assert folded
+    rollups.rollups_rebuild()
+    assert set(JobFilterSummary.objects.values_list(*cols)) == folded
+
+
+def test_the_page_says_which_selections_it_scanned(client: Any) -> None:
+    tasks = _world()
+    _apply([("insert", i, i * 37, i * 11) for i in range(10)], tasks)
+    summed = client.get("/jobs/", {"days": "2", "region": "US", "json": "1"}).json()
+    assert summed["counted_by"] == "summaries"
+    two = client.get("/jobs/", {"days": "2", "region": "US", "label": "label0", "json": "1"}).json()
+    assert two["counted_by"] == "scan" and two["scan_estimate_rows"] >= 0
+    page = client.get("/jobs/", {"days": "2", "region": "US", "label": "label0"})
+    assert b"counted by scanning the selection" in page.content
+    assert b"counted by scanning" not in client.get("/jobs/", {"days": "2", "region": "US"}).content
+
+
+def test_a_read_past_the_statement_timeout_answers_503_saying_what_to_narrow(
+    client: Any, monkeypatch: Any
+) -> None:
+    from django.conf import settings as django_settings
+
+    monkeypatch.setitem(django_settings.AILURO, "WEB_STATEMENT_TIMEOUT_MS", 50)
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(2)")
+        return None
+
+    monkeypatch.setattr(queries.jobs, "jobs_facets", slow)
+    response = client.get("/jobs/", {"days": "2"})
+    assert response.status_code == 503
+    assert b"Narrow it" in response.content
