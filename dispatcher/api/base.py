@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 from core.models import ApiToken
 from dispatcher import access
 from dispatcher.models import Workflow
-from dispatcher.queries import prefix_q
+from dispatcher.queries import archive_reached, prefix_q
 from dispatcher.workflows import WorkflowInvalid
 
 
@@ -170,12 +170,52 @@ def apply_time_window(queryset: QuerySet[Any], params: Mapping[str, str], field:
     return queryset
 
 
+def window_start(params: Mapping[str, str]) -> datetime | None:
+    """Where `hours` / `days` (already checked by `apply_time_window`) start the window; None: all time."""
+    starts = [
+        timezone.now() - timedelta(seconds=float(params[name]) * unit)
+        for name, unit in (("hours", 3600), ("days", 86400))
+        if params.get(name)
+    ]
+    return max(starts) if starts else None
+
+
+class LiveAndArchived:
+    """The live and the archived rows of one selection as the keyset pagination reads them: each
+    ordered by the primary key and filtered by the cursor's position, then the two slices merged by
+    that key (live and archived keys never meet: a row moves with its key). Only what
+    `KeysetPagination` calls is here."""
+
+    def __init__(self, live: QuerySet[Any], archived: QuerySet[Any], *, descending: bool = True) -> None:
+        self.live, self.archived, self.descending = live, archived, descending
+
+    def order_by(self, *fields: str) -> LiveAndArchived:
+        descending = fields[0].startswith("-")
+        return LiveAndArchived(
+            self.live.order_by(*fields), self.archived.order_by(*fields), descending=descending
+        )
+
+    def filter(self, **lookups: Any) -> LiveAndArchived:
+        return LiveAndArchived(
+            self.live.filter(**lookups), self.archived.filter(**lookups), descending=self.descending
+        )
+
+    def __getitem__(self, window: slice) -> list[Any]:
+        stop = window.stop
+        rows = [*self.live[:stop], *self.archived[:stop]]
+        rows.sort(key=lambda row: row.pk, reverse=self.descending)
+        return rows[window.start or 0 : stop]
+
+
 class FilteredListApi(BaseApi, ListAPIView):  # type: ignore[type-arg]
     pagination_class = KeysetPagination
     filter_backends: list[Any] = []
     filters: Mapping[str, Filter] = {}
     # The column `hours` / `days` look at; lists without one refuse those parameters.
     time_field: str | None = None
+    # The archive table of the listed rows (decision 0012): read too when the window reaches the
+    # archive's horizon, so a list answers the same before and after the archive move.
+    archive_model: type[Model] | None = None
 
     def base_queryset(self) -> QuerySet[Any]:
         raise NotImplementedError
@@ -188,11 +228,17 @@ class FilteredListApi(BaseApi, ListAPIView):  # type: ignore[type-arg]
         params: dict[str, str] = {
             key: str(self.request.query_params.get(key, "")) for key in self.request.query_params
         }
+        live = self._selected(self.base_queryset(), params)
+        if self.archive_model is None or not archive_reached(window_start(params)):
+            return live
+        archived = self._selected(self.archive_model._default_manager.all(), params)
+        # Duck-typed: the pagination and the serializer only order, filter, slice and iterate.
+        return cast(QuerySet[Any], LiveAndArchived(live, archived))
+
+    def _selected(self, queryset: QuerySet[Any], params: Mapping[str, str]) -> QuerySet[Any]:
         if self.time_field:
-            queryset = apply_time_window(self.base_queryset(), params, self.time_field)
+            queryset = apply_time_window(queryset, params, self.time_field)
             params = {k: v for k, v in params.items() if k not in ("hours", "days")}
-        else:
-            queryset = self.base_queryset()
         return apply_filters(queryset, params, self.filters)
 
 

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from dispatcher import access
 from dispatcher.api.base import ApiError, BaseApi, Filter, FilteredListApi, documented_filters
-from dispatcher.models import Job, JobAttempt, PayloadLog, Task
+from dispatcher.models import ArchivedJob, ArchivedJobAttempt, Job, JobAttempt, PayloadLog, Task
 from dispatcher.queries import task_state_counts
 from dispatcher.serializers import JobAttemptSerializer, JobDetailSerializer, JobSerializer, TaskSerializer
 
@@ -67,6 +67,7 @@ class JobListApi(FilteredListApi):
     serializer_class = JobSerializer
     time_field = "statechangetime"
     filters = _JOB_FILTERS
+    archive_model = ArchivedJob
 
     def base_queryset(self) -> QuerySet[Any]:
         return Job.objects.all()
@@ -115,6 +116,7 @@ class JobLogApi(BaseApi):
 class AttemptListApi(FilteredListApi):
     serializer_class = JobAttemptSerializer
     time_field = "endtime"
+    archive_model = ArchivedJobAttempt
     filters = {
         "pandaid": Filter("job_id", int),
         "jobstatus": Filter("jobstatus"),

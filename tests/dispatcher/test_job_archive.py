@@ -152,6 +152,21 @@ def _pages(world: dict[str, Any]) -> dict[str, Any]:
         page.pop("loops", None)  # loop lags: time, not jobs
     pages["api"] = api.get(f"/api/v1/jobs/{job.pk}/").json()
     pages["api-attempts"] = api.get(f"/api/v1/jobs/{job.pk}/attempts/").json()
+    # The REST lists, whole and filtered, read page by page across the live and archived rows.
+    for name, url in (
+        ("api-jobs", "/api/v1/jobs/?limit=5"),
+        ("api-jobs-failed", "/api/v1/jobs/?limit=3&jobstatus=failed&days=100"),
+        ("api-jobs-task", f"/api/v1/jobs/?jeditaskid={task_id}"),
+        ("api-jobs-recent", "/api/v1/jobs/?hours=1"),
+        ("api-attempts-list", "/api/v1/attempts/?limit=2"),
+    ):
+        rows: list[Any] = []
+        while url:
+            reply = api.get(url)
+            assert reply.status_code == 200, (url, reply.content)
+            rows += reply.json()["results"]
+            url = reply.json()["next"] or ""
+        pages[name] = rows
     return pages
 
 
