@@ -30,7 +30,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup()
 
 from campaigns.dataids import product_ids, split_group_by, tuples_normalise  # noqa: E402
-from campaigns.queries import StepGroups, _jobs_per_label, step_groups  # noqa: E402
+from campaigns.dry_run import StepGroups, _jobs_per_label, step_groups  # noqa: E402
 from campaigns.spec import spec_parse  # noqa: E402
 from campaigns.splitting import data_ids_normalise, split  # noqa: E402
 
@@ -138,8 +138,8 @@ def launch_case() -> dict[str, object]:
     """Create and launch the 5,000 × 200 campaign on the scratch database this process runs on."""
     from django.contrib.auth import get_user_model
 
+    from campaigns.dry_run import campaign_dry_run
     from campaigns.models import Group
-    from campaigns.queries import campaign_dry_run
     from campaigns.services import campaign_create, campaign_launch
 
     visits, detectors = 5_000, 200

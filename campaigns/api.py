@@ -21,10 +21,10 @@ from rest_framework.response import Response
 
 from campaigns import services
 from campaigns.access import campaign_get_for_user, campaign_id_of, may_create, require_reader
+from campaigns.dry_run import campaign_dry_run
 from campaigns.models import ActionLog, Campaign, CampaignStatus, CampaignVersion, Group, GroupAttempt
 from campaigns.queries import (
     campaign_actions_queryset,
-    campaign_dry_run,
     campaign_steps_with_groups,
     campaigns_for_list,
     group_attempt_chain,

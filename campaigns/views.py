@@ -15,13 +15,13 @@ from django.views.decorators.http import require_POST
 from campaigns import services
 from campaigns.access import campaign_get_for_user, campaign_id_of, may_act, require_reader
 from campaigns.api import attempts_as_dicts, campaign_as_dict, group_as_dict
+from campaigns.dry_run import dry_run_text
 from campaigns.models import Group
 from campaigns.queries import (
     campaign_actions,
     campaign_steps_with_groups,
     campaign_wasted,
     campaigns_for_list,
-    dry_run_text,
     group_counts,
     groups_jobs_done_live,
     progress_summary,

@@ -1,6 +1,6 @@
 """ailuro settings: one file, driven by the environment, defaulting to the embedded run.
 
-Every value an operator may set is read through the `_env_*` helpers below, which raise
+Every value an operator may set is read through the `env_*` readers of `config/env.py`, which raise
 ImproperlyConfigured naming the variable when the value is malformed, so a bad deployment stops at
 start-up instead of failing on the first request. The README's configuration table lists them.
 """
@@ -8,74 +8,24 @@ start-up instead of failing on the first request. The README's configuration tab
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.env import caches, env_bool, env_float, env_int, env_list, env_mapping, env_str, networks
 from config.loops import LOOPS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (true/false/1/0), got {raw!r}")
-
-
-def _env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _env_float(name: str, default: float, *, minimum: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
-    return value
-
-
-def _env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
 # The data directory holds the embedded SQLite database, the generated secret key, collected
 # static files and spooled logs. Production deployments point it at persistent storage.
-DATA_DIR = Path(_env_str("AILURO_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR = Path(env_str("AILURO_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
 
 def _secret_key() -> str:
@@ -94,9 +44,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = _env_bool("DEBUG", False)
-ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
-CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -152,7 +102,7 @@ TEMPLATES = [
 
 
 def _database() -> dict[str, Any]:
-    url = _env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'ailuro.sqlite3'}")
+    url = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'ailuro.sqlite3'}")
     if "://" not in url:
         raise ImproperlyConfigured(f"DATABASE_URL must look like postgres://user:pass@host/db, got {url!r}")
     try:
@@ -208,7 +158,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 # Container images collect static files at build time into a read-only folder of their own.
-STATIC_ROOT = Path(_env_str("AILURO_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
+STATIC_ROOT = Path(env_str("AILURO_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
 # whitenoise warns on every start when the folder is missing; collectstatic fills it.
 with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
@@ -224,24 +174,24 @@ WHITENOISE_USE_FINDERS = True
 LOGIN_URL = "/admin/login/"
 
 # --- Security headers (production values; `manage.py check --deploy` must be clean) ---
-SECURE_HTTPS = _env_bool("AILURO_HTTPS", False)
+SECURE_HTTPS = env_bool("AILURO_HTTPS", False)
 SESSION_COOKIE_SECURE = SECURE_HTTPS
 CSRF_COOKIE_SECURE = SECURE_HTTPS
-SECURE_SSL_REDIRECT = SECURE_HTTPS and _env_bool("AILURO_SSL_REDIRECT", True)
+SECURE_SSL_REDIRECT = SECURE_HTTPS and env_bool("AILURO_SSL_REDIRECT", True)
 # Probes call the pod or the host over plain HTTP; a redirect would count as success (core/health.py).
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-SECURE_HSTS_SECONDS = _env_int("AILURO_HSTS_SECONDS", 31536000 if SECURE_HTTPS else 0, minimum=0)
+SECURE_HSTS_SECONDS = env_int("AILURO_HSTS_SECONDS", 31536000 if SECURE_HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
 SECURE_HSTS_PRELOAD = SECURE_HTTPS
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if _env_bool("AILURO_BEHIND_PROXY", False) else None
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("AILURO_BEHIND_PROXY", False) else None
 )
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 # Request bodies: pilots batch, workflow specs can be large; everything else stays small.
-DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("AILURO_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AILURO_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
 
 # --- REST API ---
 REST_FRAMEWORK: dict[str, Any] = {
@@ -269,7 +219,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery (the loops: config/loops.py, docs/architecture.md#loops) ---
-CELERY_BROKER_URL = _env_str("CELERY_BROKER_URL", "memory://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://")
 if CELERY_BROKER_URL.split("://", 1)[0] not in {"memory", "redis", "rediss", "amqp", "amqps", "pyamqp"}:
     raise ImproperlyConfigured(
         f"CELERY_BROKER_URL must be a redis://, amqp:// or memory:// URL, got {CELERY_BROKER_URL!r}"
@@ -278,16 +228,16 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Defaults for a task without limits of its own; each loop's task has its loop's (config/loops.py).
-CELERY_TASK_SOFT_TIME_LIMIT = _env_int("AILURO_TASK_SOFT_TIME_LIMIT", 120, minimum=1)
-CELERY_TASK_TIME_LIMIT = _env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("AILURO_TASK_SOFT_TIME_LIMIT", 120, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("AILURO_TASK_TIME_LIMIT", 180, minimum=1)
 # How stale each loop may get before /readyz names it and the monitor's loop strip turns red
 # (core.loop_health, decision 0007): the loop table's periods, carried here as plain data so the
 # lower layers (core, pandamon) read them without importing config. A loop is stalled when its
 # last completed run is older than max(LAG_FACTOR × period, period + hard time limit); a loop
 # that has not completed a run yet is measured from this process's start and gets GRACE_S more,
 # the time a fresh deployment's workers and beat take to come up.
-AILURO_LOOP_LAG_FACTOR = _env_int("AILURO_LOOP_LAG_FACTOR", 3, minimum=1)
-AILURO_LOOP_GRACE_S = _env_int("AILURO_LOOP_GRACE_S", 300, minimum=0)
+AILURO_LOOP_LAG_FACTOR = env_int("AILURO_LOOP_LAG_FACTOR", 3, minimum=1)
+AILURO_LOOP_GRACE_S = env_int("AILURO_LOOP_GRACE_S", 300, minimum=0)
 AILURO_LOOPS: dict[str, dict[str, float]] = {
     loop.name: {"period_s": loop.period_s, "max_lag_s": loop.max_lag_s(AILURO_LOOP_LAG_FACTOR)}
     for loop in LOOPS
@@ -295,47 +245,47 @@ AILURO_LOOPS: dict[str, dict[str, float]] = {
 
 # --- ailuro domain limits (every input is bounded: docs/architecture.md#security) ---
 AILURO = {
-    "ANONYMOUS_READ": _env_bool("AILURO_ANONYMOUS_READ", True),
-    "MAX_DAG_JOBS": _env_int("AILURO_MAX_DAG_JOBS", 200_000, minimum=1),
-    "MAX_DAG_EDGES": _env_int("AILURO_MAX_DAG_EDGES", 2_000_000, minimum=1),
+    "ANONYMOUS_READ": env_bool("AILURO_ANONYMOUS_READ", True),
+    "MAX_DAG_JOBS": env_int("AILURO_MAX_DAG_JOBS", 200_000, minimum=1),
+    "MAX_DAG_EDGES": env_int("AILURO_MAX_DAG_EDGES", 2_000_000, minimum=1),
     # A workflow spec body above this is refused (413) before it is read.
-    "MAX_SPEC_BYTES": _env_int("AILURO_MAX_SPEC_BYTES", 64 * 1024 * 1024, minimum=1024),
-    "TASK_CHUNK_SIZE": _env_int("AILURO_TASK_CHUNK_SIZE", 30_000, minimum=1),
-    "MAX_JSON_DEPTH": _env_int("AILURO_MAX_JSON_DEPTH", 32, minimum=2),
-    "DEFAULT_HEARTBEAT_TIMEOUT_S": _env_int("AILURO_HEARTBEAT_TIMEOUT", 7200, minimum=60),
-    "SENT_TIMEOUT_S": _env_int("AILURO_SENT_TIMEOUT", 1800, minimum=60),
-    "DEFAULT_MAX_ATTEMPTS": _env_int("AILURO_DEFAULT_MAX_ATTEMPTS", 3, minimum=1),
-    "PAYLOAD_LOG_CAP_BYTES": _env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
+    "MAX_SPEC_BYTES": env_int("AILURO_MAX_SPEC_BYTES", 64 * 1024 * 1024, minimum=1024),
+    "TASK_CHUNK_SIZE": env_int("AILURO_TASK_CHUNK_SIZE", 30_000, minimum=1),
+    "MAX_JSON_DEPTH": env_int("AILURO_MAX_JSON_DEPTH", 32, minimum=2),
+    "DEFAULT_HEARTBEAT_TIMEOUT_S": env_int("AILURO_HEARTBEAT_TIMEOUT", 7200, minimum=60),
+    "SENT_TIMEOUT_S": env_int("AILURO_SENT_TIMEOUT", 1800, minimum=60),
+    "DEFAULT_MAX_ATTEMPTS": env_int("AILURO_DEFAULT_MAX_ATTEMPTS", 3, minimum=1),
+    "PAYLOAD_LOG_CAP_BYTES": env_int("AILURO_PAYLOAD_LOG_CAP", 1024 * 1024, minimum=1024),
     # An out-of-memory retry asks the attempt's measured peak RSS × margin, rounded up to a multiple
     # of ROUND_MB, and at least the previous request + STEP_MB (dispatcher.retry.memory_request).
-    "OOM_RETRY_MARGIN": _env_float("AILURO_OOM_RETRY_MARGIN", 1.25, minimum=1.0),
-    "OOM_RETRY_ROUND_MB": _env_int("AILURO_OOM_RETRY_ROUND_MB", 100, minimum=1),
-    "OOM_RETRY_STEP_MB": _env_int("AILURO_OOM_RETRY_STEP_MB", 500, minimum=1),
+    "OOM_RETRY_MARGIN": env_float("AILURO_OOM_RETRY_MARGIN", 1.25, minimum=1.0),
+    "OOM_RETRY_ROUND_MB": env_int("AILURO_OOM_RETRY_ROUND_MB", 100, minimum=1),
+    "OOM_RETRY_STEP_MB": env_int("AILURO_OOM_RETRY_STEP_MB", 500, minimum=1),
     # The failure budget of a label that sets none (docs/user-guide/workflows.md#failure-budgets):
     # off by default (0); a site may set core-hours and/or a fraction for every label.
-    "FAILURE_BUDGET_CORE_HOURS": _env_float("AILURO_FAILURE_BUDGET_CORE_HOURS", 0.0, minimum=0.0),
-    "FAILURE_BUDGET_FRACTION": _env_float("AILURO_FAILURE_BUDGET_FRACTION", 0.0, minimum=0.0),
-    "FAILURE_BUDGET_MIN_ATTEMPTS": _env_int("AILURO_FAILURE_BUDGET_MIN_ATTEMPTS", 10, minimum=1),
+    "FAILURE_BUDGET_CORE_HOURS": env_float("AILURO_FAILURE_BUDGET_CORE_HOURS", 0.0, minimum=0.0),
+    "FAILURE_BUDGET_FRACTION": env_float("AILURO_FAILURE_BUDGET_FRACTION", 0.0, minimum=0.0),
+    "FAILURE_BUDGET_MIN_ATTEMPTS": env_int("AILURO_FAILURE_BUDGET_MIN_ATTEMPTS", 10, minimum=1),
     # Every monitor page's reads (PostgreSQL) stop after this long: the page answers 503 saying
     # what to narrow (0: no limit). A selection the summaries cannot answer whose row estimate is
     # above WEB_SCAN_WARN_ROWS says so on the page (decision 0013).
-    "WEB_STATEMENT_TIMEOUT_MS": _env_int("AILURO_WEB_STATEMENT_TIMEOUT_MS", 10_000, minimum=0),
-    "WEB_SCAN_WARN_ROWS": _env_int("AILURO_WEB_SCAN_WARN_ROWS", 1_000_000, minimum=1),
+    "WEB_STATEMENT_TIMEOUT_MS": env_int("AILURO_WEB_STATEMENT_TIMEOUT_MS", 10_000, minimum=0),
+    "WEB_SCAN_WARN_ROWS": env_int("AILURO_WEB_SCAN_WARN_ROWS", 1_000_000, minimum=1),
 }
 
 # --- Loops: the watcher's and the janitor's limits (the loop table itself is config/loops.py) ---
 # PanDA fails `holding` jobs after 3 h (copyArchive.py); the janitor's retentions keep the database
 # from growing with payload output nobody reads any more.
-AILURO["HOLDING_TIMEOUT_S"] = _env_int("AILURO_HOLDING_TIMEOUT", 3 * 3600, minimum=60)
-AILURO["PAYLOAD_LOG_RETENTION_DAYS"] = _env_int("AILURO_PAYLOAD_LOG_RETENTION_DAYS", 30, minimum=1)
-AILURO["ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_ARCHIVE_AFTER_DAYS", 90, minimum=1)
+AILURO["HOLDING_TIMEOUT_S"] = env_int("AILURO_HOLDING_TIMEOUT", 3 * 3600, minimum=60)
+AILURO["PAYLOAD_LOG_RETENTION_DAYS"] = env_int("AILURO_PAYLOAD_LOG_RETENTION_DAYS", 30, minimum=1)
+AILURO["ARCHIVE_AFTER_DAYS"] = env_int("AILURO_ARCHIVE_AFTER_DAYS", 90, minimum=1)
 # Whole final workflows ended this many days ago move their jobs to the archive tables
 # (dispatcher/services/archive.py; 0: never); archive partitions (months) whose every workflow ended
 # more than RETENTION days ago are dropped (0: kept forever). Each janitor run moves at most
 # BATCH_JOBS jobs, one transaction per batch of workflows.
-AILURO["JOB_ARCHIVE_AFTER_DAYS"] = _env_int("AILURO_JOB_ARCHIVE_AFTER_DAYS", 30, minimum=0)
-AILURO["JOB_ARCHIVE_RETENTION_DAYS"] = _env_int("AILURO_JOB_ARCHIVE_RETENTION_DAYS", 0, minimum=0)
-AILURO["JOB_ARCHIVE_BATCH_JOBS"] = _env_int("AILURO_JOB_ARCHIVE_BATCH_JOBS", 200_000, minimum=1)
+AILURO["JOB_ARCHIVE_AFTER_DAYS"] = env_int("AILURO_JOB_ARCHIVE_AFTER_DAYS", 30, minimum=0)
+AILURO["JOB_ARCHIVE_RETENTION_DAYS"] = env_int("AILURO_JOB_ARCHIVE_RETENTION_DAYS", 0, minimum=0)
+AILURO["JOB_ARCHIVE_BATCH_JOBS"] = env_int("AILURO_JOB_ARCHIVE_BATCH_JOBS", 200_000, minimum=1)
 # --- end of the loops block ---
 
 # --- Pilot protocol (dispatcher/protocol) ---
@@ -345,12 +295,12 @@ AILURO["JOB_ARCHIVE_BATCH_JOBS"] = _env_int("AILURO_JOB_ARCHIVE_BATCH_JOBS", 200
 # server's /trf/user/, taken from the request). Pilot 3.7.0.36 only accepts hard-coded base URLs,
 # so sites running it set the DOMA one and stage the wrapper locally.
 AILURO_PILOT: dict[str, Any] = {
-    "AUTH": _env_str("AILURO_PILOT_AUTH", "token"),
-    "TOKEN_CACHE_S": _env_int("AILURO_PILOT_TOKEN_CACHE_S", 10, minimum=0),
-    "TRF_BASE_URL": _env_str("AILURO_PILOT_TRF_BASE_URL", ""),
-    "MAX_JOBS_PER_CALL": _env_int("AILURO_PILOT_MAX_JOBS", 1000, minimum=1),
+    "AUTH": env_str("AILURO_PILOT_AUTH", "token"),
+    "TOKEN_CACHE_S": env_int("AILURO_PILOT_TOKEN_CACHE_S", 10, minimum=0),
+    "TRF_BASE_URL": env_str("AILURO_PILOT_TRF_BASE_URL", ""),
+    "MAX_JOBS_PER_CALL": env_int("AILURO_PILOT_MAX_JOBS", 1000, minimum=1),
     # Path of the local storage endpoint in /cache/ddmendpoints.json (`mv` stage-out, --output-dir).
-    "SE_PATH": _env_str("AILURO_PILOT_SE_PATH", str(DATA_DIR / "se") + "/"),
+    "SE_PATH": env_str("AILURO_PILOT_SE_PATH", str(DATA_DIR / "se") + "/"),
 }
 if AILURO_PILOT["AUTH"] not in {"token", "open"}:
     raise ImproperlyConfigured(f"AILURO_PILOT_AUTH must be token or open, got {AILURO_PILOT['AUTH']!r}")
@@ -359,11 +309,11 @@ if AILURO_PILOT["AUTH"] not in {"token", "open"}:
 # --- Prometheus (/metrics, config/metrics.py) ---
 # AILURO_METRICS_TOKEN: when set, /metrics answers only `Authorization: Bearer <token>` (401 else);
 # empty, it answers anyone who reaches it (nginx keeps it off the public address).
-AILURO_METRICS_TOKEN = _env_str("AILURO_METRICS_TOKEN", "")
+AILURO_METRICS_TOKEN = env_str("AILURO_METRICS_TOKEN", "")
 # PROMETHEUS_MULTIPROC_DIR (read by prometheus_client itself): under gunicorn or Celery, the folder
 # where every process of the host writes its counters, which /metrics sums. It must exist before a
 # process counts anything, so every process that loads these settings makes it.
-PROMETHEUS_MULTIPROC_DIR = _env_str("PROMETHEUS_MULTIPROC_DIR", "")
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -373,14 +323,14 @@ if PROMETHEUS_MULTIPROC_DIR:
 # AILURO_HARVESTER_LOST_AFTER: seconds a worker may be unknown to its batch system before it is
 # marked missed (sacct lags sbatch by ~1 s with slurmdbd; be generous).
 AILURO_HARVESTER: dict[str, Any] = {
-    "SERVER_URL": _env_str("AILURO_HARVESTER_SERVER_URL", ""),
-    "LOST_AFTER_S": _env_int("AILURO_HARVESTER_LOST_AFTER", 120, minimum=10),
-    "PILOT_HEARTBEAT_S": _env_int("AILURO_HARVESTER_PILOT_HEARTBEAT", 60, minimum=1),
+    "SERVER_URL": env_str("AILURO_HARVESTER_SERVER_URL", ""),
+    "LOST_AFTER_S": env_int("AILURO_HARVESTER_LOST_AFTER", 120, minimum=10),
+    "PILOT_HEARTBEAT_S": env_int("AILURO_HARVESTER_PILOT_HEARTBEAT", 60, minimum=1),
 }
 # --- end harvester provisioner ---
 
 # --- Logging: one JSON object per line on stdout (docs/architecture.md#errors-and-logs) ---
-LOG_LEVEL = _env_str("AILURO_LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = env_str("AILURO_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(
         f"AILURO_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}"
@@ -429,7 +379,7 @@ def _campaign_catalogs() -> dict[str, Any]:
     The only tables and columns a campaign's `data: {query: …}` (and a step's `gather: {query: …}`)
     may read; the campaign manager quotes these names and passes every value as a parameter.
     """
-    raw = _env_str("AILURO_CAMPAIGN_CATALOGS", "{}")
+    raw = env_str("AILURO_CAMPAIGN_CATALOGS", "{}")
     try:
         catalogs = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -455,15 +405,15 @@ def _campaign_catalogs() -> dict[str, Any]:
 
 CAMPAIGNS: dict[str, Any] = {
     # Data files named by `data: {file: {path: …}}` are read only from under this folder.
-    "DATA_DIR": Path(_env_str("AILURO_CAMPAIGN_DATA_DIR", str(DATA_DIR / "campaign-data"))).resolve(),
+    "DATA_DIR": Path(env_str("AILURO_CAMPAIGN_DATA_DIR", str(DATA_DIR / "campaign-data"))).resolve(),
     "CATALOGS": _campaign_catalogs(),
     # Webhook calls of the advancer: short, so a dead receiver cannot stall a round.
-    "WEBHOOK_TIMEOUT_S": _env_int("AILURO_CAMPAIGN_WEBHOOK_TIMEOUT", 5, minimum=1),
+    "WEBHOOK_TIMEOUT_S": env_int("AILURO_CAMPAIGN_WEBHOOK_TIMEOUT", 5, minimum=1),
     # Groups submitted per advancer round and campaign, so one huge step cannot hog a round.
-    "SUBMIT_PER_ROUND": _env_int("AILURO_CAMPAIGN_SUBMIT_PER_ROUND", 50, minimum=1),
+    "SUBMIT_PER_ROUND": env_int("AILURO_CAMPAIGN_SUBMIT_PER_ROUND", 50, minimum=1),
     # Size caps, checked from the spec before any id or group is made: over them is 413.
-    "MAX_DATA_IDS": _env_int("AILURO_CAMPAIGN_MAX_DATA_IDS", 1_000_000, minimum=1),
-    "MAX_GROUPS": _env_int("AILURO_CAMPAIGN_MAX_GROUPS", 100_000, minimum=1),
+    "MAX_DATA_IDS": env_int("AILURO_CAMPAIGN_MAX_DATA_IDS", 1_000_000, minimum=1),
+    "MAX_GROUPS": env_int("AILURO_CAMPAIGN_MAX_GROUPS", 100_000, minimum=1),
 }
 # --- end campaigns ---------------------------------------------------------------------------------
 
@@ -472,55 +422,44 @@ CAMPAIGNS: dict[str, Any] = {
 # (admin password login and `ail_` API tokens only). Endpoints come from the issuer's discovery
 # document unless set one by one (OIDC_OP_*_ENDPOINT), read lazily so a provider that is down at
 # start-up costs a 503 on login, not a crash.
-OIDC_ISSUER = _env_str("OIDC_ISSUER", "").rstrip("/")
+OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
 OIDC_ENABLED = bool(OIDC_ISSUER)
-OIDC_RP_CLIENT_ID = _env_str("OIDC_RP_CLIENT_ID", "")  # the browser login's confidential client
-OIDC_RP_CLIENT_SECRET = _env_str("OIDC_RP_CLIENT_SECRET", "")
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID", "")  # the browser login's confidential client
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET", "")
 # Accepted `aud` values of bearer JWTs: the API's resource/audience, plus e.g. the CLI client id when
 # clients send ID tokens as bearer (panda-client does).
-OIDC_AUDIENCE = _env_list("OIDC_AUDIENCE", [])
-OIDC_ALGORITHMS = _env_list("OIDC_ALGORITHMS", ["RS256"])
+OIDC_AUDIENCE = env_list("OIDC_AUDIENCE", [])
+OIDC_ALGORITHMS = env_list("OIDC_ALGORITHMS", ["RS256"])
 if not set(OIDC_ALGORITHMS) <= {"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}:
     raise ImproperlyConfigured(
         f"OIDC_ALGORITHMS may only name RS*, ES* or PS256 algorithms, got {OIDC_ALGORITHMS}"
     )
-OIDC_CLI_CLIENT_ID = _env_str("OIDC_CLI_CLIENT_ID", "")  # public client of `ailuro login`, shown to the CLI
-OIDC_TIMEOUT = _env_int("OIDC_TIMEOUT", 5, minimum=1)
-OIDC_LEEWAY_SECONDS = _env_int("OIDC_LEEWAY_SECONDS", 30, minimum=0)
-OIDC_JWKS_CACHE_SECONDS = _env_int("OIDC_JWKS_CACHE_SECONDS", 300, minimum=10)
-OIDC_USERINFO_CACHE_SECONDS = _env_int("OIDC_USERINFO_CACHE_SECONDS", 60, minimum=0)
-OIDC_ACCEPT_OPAQUE_TOKENS = _env_bool("OIDC_ACCEPT_OPAQUE_TOKENS", True)
-
-
-def _env_mapping(name: str) -> dict[str, str]:
-    """`a=b,c=d` → {"a": "b", "c": "d"}; role names are checked by system check ailuro.E010."""
-    mapping: dict[str, str] = {}
-    for item in _env_list(name, []):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ImproperlyConfigured(f"{name} must look like 'group=role,group=role', got item {item!r}")
-        mapping[key.strip()] = value.strip()
-    return mapping
+OIDC_CLI_CLIENT_ID = env_str("OIDC_CLI_CLIENT_ID", "")  # public client of `ailuro login`, shown to the CLI
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT", 5, minimum=1)
+OIDC_LEEWAY_SECONDS = env_int("OIDC_LEEWAY_SECONDS", 30, minimum=0)
+OIDC_JWKS_CACHE_SECONDS = env_int("OIDC_JWKS_CACHE_SECONDS", 300, minimum=10)
+OIDC_USERINFO_CACHE_SECONDS = env_int("OIDC_USERINFO_CACHE_SECONDS", 60, minimum=0)
+OIDC_ACCEPT_OPAQUE_TOKENS = env_bool("OIDC_ACCEPT_OPAQUE_TOKENS", True)
 
 
 # IdP group → ailuro role, e.g. "atlas/production=operator,atlas/admin=admin". Users whose groups map
 # to no role get OIDC_DEFAULT_ROLE ("reader" makes unmapped users read-only).
-OIDC_ROLE_GROUPS = _env_mapping("OIDC_ROLE_GROUPS")
-OIDC_DEFAULT_ROLE = _env_str("OIDC_DEFAULT_ROLE", "user")
+OIDC_ROLE_GROUPS = env_mapping("OIDC_ROLE_GROUPS")
+OIDC_DEFAULT_ROLE = env_str("OIDC_DEFAULT_ROLE", "user")
 OIDC_RP_SIGN_ALGO = "RS256"
-OIDC_RP_SCOPES = _env_str("OIDC_RP_SCOPES", "openid email profile groups")
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile groups")
 OIDC_USE_PKCE = True
 OIDC_USE_NONCE = True
 OIDC_AUTHENTICATION_CALLBACK_URL = "core:oidc-callback"
-OIDC_OP_AUTHORIZATION_ENDPOINT = _env_str("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
-OIDC_OP_TOKEN_ENDPOINT = _env_str("OIDC_OP_TOKEN_ENDPOINT", "")
-OIDC_OP_USER_ENDPOINT = _env_str("OIDC_OP_USER_ENDPOINT", "")
-OIDC_OP_JWKS_ENDPOINT = _env_str("OIDC_OP_JWKS_ENDPOINT", "")
-OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT = _env_str("OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_DEVICE_AUTHORIZATION_ENDPOINT", "")
 LOGIN_URL = "/login/"
 # Browser roles are synced from the provider's groups at login, so sessions are kept short enough
 # that a removal at the provider takes effect within a working day.
-SESSION_COOKIE_AGE = _env_int("AILURO_SESSION_SECONDS", 12 * 3600, minimum=300)
+SESSION_COOKIE_AGE = env_int("AILURO_SESSION_SECONDS", 12 * 3600, minimum=300)
 LOGIN_REDIRECT_URL = "/"
 LOGIN_REDIRECT_URL_FAILURE = "/login/failed/"
 LOGOUT_REDIRECT_URL = "/"
@@ -548,18 +487,18 @@ AILURO_BODY_CAPS = {
     "/api/v1/campaigns": DATA_UPLOAD_MAX_MEMORY_SIZE,
     "/admin/": 4 * 1024 * 1024,
 }
-for _prefix, _size in _env_mapping("AILURO_BODY_CAPS").items():
+for _prefix, _size in env_mapping("AILURO_BODY_CAPS").items():
     if not _size.isdigit() or not _prefix.startswith("/"):
         raise ImproperlyConfigured(f"AILURO_BODY_CAPS entries must be /path=bytes, got {_prefix}={_size}")
     AILURO_BODY_CAPS[_prefix] = int(_size)
 # Per-identity rate limits ("count/second|minute|hour"): login per client address, pilot calls per
 # pilot token or robot (a whole fleet shares one identity, hence the high default).
 AILURO_RATE_LIMITS = {
-    "login": _env_str("AILURO_RATE_LOGIN", "20/minute"),
-    "pilot": _env_str("AILURO_RATE_PILOT", "300000/minute"),
+    "login": env_str("AILURO_RATE_LOGIN", "20/minute"),
+    "pilot": env_str("AILURO_RATE_PILOT", "300000/minute"),
     # panda-client and `bps submitcmd` uploads per user: `bps` retries a failed upload in a tight
     # loop (~140 requests/s) and must meet a 429, not the disk.
-    "cache_upload": _env_str("AILURO_RATE_CACHE_UPLOAD", "30/minute"),
+    "cache_upload": env_str("AILURO_RATE_CACHE_UPLOAD", "30/minute"),
 }
 
 
@@ -568,43 +507,15 @@ AILURO_RATE_LIMITS = {
 # processes (gunicorn workers, web hosts behind a balancer) must share one: AILURO_CACHE_URL =
 # redis://host:6379/1 (core/shared_cache.py; a cache that goes away is a miss, never a 500).
 # Unset, each process keeps its own: fine for the embedded run, warned by check --deploy.
-def _caches(url: str) -> dict[str, Any]:
-    if not url:
-        return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
-        raise ImproperlyConfigured(
-            f"AILURO_CACHE_URL must be a redis://, rediss:// or unix:// URL, got {url!r}"
-        )
-    return {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": url,
-            "KEY_PREFIX": "ailuro",
-            # A cache that does not answer within a second counts as down (a miss), not a hang.
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-        }
-    }
-
-
-AILURO_CACHE_URL = _env_str("AILURO_CACHE_URL", "")
-CACHES = _caches(AILURO_CACHE_URL)
+AILURO_CACHE_URL = env_str("AILURO_CACHE_URL", "")
+CACHES = caches(AILURO_CACHE_URL)
 
 
 # Behind a balancer every request comes from the balancer's address. The client's own address
 # (rate limits of anonymous callers, logs) is then the last X-Forwarded-For entry added by a
 # proxy listed here (CIDRs); a header from anyone else is ignored (core/ratelimit.client_address).
-def _networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    networks = []
-    for item in _env_list(name, []):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(f"{name}: {item!r} is not an address or network (CIDR)") from None
-    return tuple(networks)
-
-
-AILURO_TRUSTED_PROXIES = _networks("AILURO_TRUSTED_PROXIES")
-AILURO_CSP = _env_str(
+AILURO_TRUSTED_PROXIES = networks("AILURO_TRUSTED_PROXIES")
+AILURO_CSP = env_str(
     "AILURO_CSP",
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
@@ -612,7 +523,7 @@ AILURO_CSP = _env_str(
 )
 # Seconds a client should wait before retrying when the database or the broker is unavailable: the
 # Retry-After of the 503 every interface answers with then (core.unavailable).
-AILURO_RETRY_AFTER_S = _env_int("AILURO_RETRY_AFTER_S", 5, minimum=1)
+AILURO_RETRY_AFTER_S = env_int("AILURO_RETRY_AFTER_S", 5, minimum=1)
 # Outermost first: headers on every response (also the JSON errors and 413s of the next two), and
 # the 503 for a database or broker that is down (core.middleware.DependencyUnavailableMiddleware).
 MIDDLEWARE[1:1] = [
@@ -653,22 +564,22 @@ AILURO_PILOT_LANE = [
 # --- PanDA client compatibility (pandacompat/; docs/user-guide/coming-from-panda.md) ---
 AILURO_PANDACOMPAT: dict[str, Any] = {
     # Bytes the iDDS relay may inflate per request: the gzip body plus every idds_zip field.
-    "RELAY_MAX_DECODED_BYTES": _env_int("AILURO_RELAY_MAX_DECODED_BYTES", 256 * 1024 * 1024, minimum=1024),
-    "RELAY_MAX_DEPTH": _env_int("AILURO_RELAY_MAX_DEPTH", 64, minimum=8),
+    "RELAY_MAX_DECODED_BYTES": env_int("AILURO_RELAY_MAX_DECODED_BYTES", 256 * 1024 * 1024, minimum=1024),
+    "RELAY_MAX_DEPTH": env_int("AILURO_RELAY_MAX_DEPTH", 64, minimum=8),
     # The user file cache (sandboxes of prun and `bps submitcmd`), served at /cache/<name>.
-    "CACHE_DIR": Path(_env_str("AILURO_PANDA_CACHE_DIR", str(DATA_DIR / "panda-cache"))).resolve(),
-    "CACHE_MAX_FILE_BYTES": _env_int("AILURO_PANDA_CACHE_MAX_FILE", 768 * 1024 * 1024, minimum=1024),
-    "CACHE_QUOTA_BYTES": _env_int("AILURO_PANDA_CACHE_QUOTA", 4 * 1024**3, minimum=1024),
+    "CACHE_DIR": Path(env_str("AILURO_PANDA_CACHE_DIR", str(DATA_DIR / "panda-cache"))).resolve(),
+    "CACHE_MAX_FILE_BYTES": env_int("AILURO_PANDA_CACHE_MAX_FILE", 768 * 1024 * 1024, minimum=1024),
+    "CACHE_QUOTA_BYTES": env_int("AILURO_PANDA_CACHE_QUOTA", 4 * 1024**3, minimum=1024),
     # Days a cache file is kept after its upload (the cache_expiry loop deletes it then).
-    "CACHE_KEEP_DAYS": _env_int("AILURO_PANDA_CACHE_KEEP_DAYS", 30, minimum=1),
+    "CACHE_KEEP_DAYS": env_int("AILURO_PANDA_CACHE_KEEP_DAYS", 30, minimum=1),
     # How long the dependency maps of a BPS workflow sent in steps wait for its main workflow.
-    "STEP_TTL_S": _env_int("AILURO_RELAY_STEP_TTL", 24 * 3600, minimum=60),
+    "STEP_TTL_S": env_int("AILURO_RELAY_STEP_TTL", 24 * 3600, minimum=60),
     # GET /auth/<VO>_auth_config.json: the public client panda-client's device flow logs in with.
-    "AUTH_VOS": _env_list("AILURO_PANDA_AUTH_VOS", []),
-    "AUTH_CLIENT_ID": _env_str("AILURO_PANDA_AUTH_CLIENT_ID", OIDC_CLI_CLIENT_ID),
-    "AUTH_AUDIENCE": _env_str("AILURO_PANDA_AUTH_AUDIENCE", ""),
+    "AUTH_VOS": env_list("AILURO_PANDA_AUTH_VOS", []),
+    "AUTH_CLIENT_ID": env_str("AILURO_PANDA_AUTH_CLIENT_ID", OIDC_CLI_CLIENT_ID),
+    "AUTH_AUDIENCE": env_str("AILURO_PANDA_AUTH_AUDIENCE", ""),
     # Where prun's jobs fetch their sandbox (<url>/cache/<name>); empty: the URL the task came to.
-    "SOURCE_URL": _env_str("AILURO_PANDA_SOURCE_URL", ""),
+    "SOURCE_URL": env_str("AILURO_PANDA_SOURCE_URL", ""),
 }
 AILURO_BODY_CAPS.setdefault(
     "/api/v1/file_server/upload_cache_file", AILURO_PANDACOMPAT["CACHE_MAX_FILE_BYTES"] + 64 * 1024

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns.dry_run import campaign_dry_run
 from campaigns.models import (
     ActionLog,
     ActionResult,
@@ -20,7 +21,6 @@ from campaigns.models import (
     Step,
     StepStatus,
 )
-from campaigns.queries import campaign_dry_run
 from campaigns.services.actions import ActionOutcome, ActionRefused, action_run
 from campaigns.spec import SpecInvalid, spec_parse
 

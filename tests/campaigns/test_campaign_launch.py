@@ -6,8 +6,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from campaigns.dry_run import campaign_dry_run
 from campaigns.models import ActionLog, Campaign, CampaignVersion, Group, Step
-from campaigns.queries import campaign_dry_run, data_ids_load
+from campaigns.queries import data_ids_load
 from campaigns.services import (
     ActionRefused,
     campaign_create,

@@ -8,8 +8,9 @@ import pytest
 from django.db import connection
 
 from campaigns.dataids import gather_groups, link_rows, product_ids, split_group_by, tuples_normalise
+from campaigns.dry_run import campaign_dry_run
 from campaigns.models import Group
-from campaigns.queries import campaign_dry_run, data_ids_load, group_jobs_plan
+from campaigns.queries import data_ids_load, group_jobs_plan
 from campaigns.services import campaign_create, campaign_launch
 from campaigns.spec import SpecInvalid, SpecTooLarge, config_resolve, jobs_plan, spec_parse
 from campaigns.splitting import GroupPlan, SplitError
