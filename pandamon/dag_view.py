@@ -22,6 +22,11 @@ from pandamon.charts import STATE_COLOURS, dominant_state
 Edge = tuple[Any, Any]
 
 
+# The most jobs a view draws one box each (`cap`'s maximum): dagre lays out 500 nodes in about a
+# second in the reader's browser and 3,000 in minutes (docs/performance.md, decision 0011).
+MAX_JOB_BOXES = 1000
+
+
 def final_edges(
     nodes: Iterable[Any], edges: Iterable[Edge], finals: set[Any], sinks: set[Any] | None = None
 ) -> list[Edge]:

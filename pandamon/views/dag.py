@@ -25,7 +25,7 @@ JOB_NODE_CAP = 300
 def job_neighbourhood(request: HttpRequest, pandaid: int) -> HttpResponse:
     params = params_of(request)
     depth = int_param(params, "depth", default=2, maximum=MAX_DEPTH)
-    cap = int_param(params, "cap", default=JOB_NODE_CAP, maximum=NEIGHBOURHOOD_LIMIT)
+    cap = int_param(params, "cap", default=JOB_NODE_CAP, maximum=dag_view.MAX_JOB_BOXES)
     job = (
         Job.objects.filter(pk=pandaid)
         .values("pandaid", "name", "label", "workflow_id", "is_final", "data_id")
@@ -63,6 +63,7 @@ def job_neighbourhood(request: HttpRequest, pandaid: int) -> HttpResponse:
         "cap": cap,
         "truncated": truncated,
         "limit": NEIGHBOURHOOD_LIMIT,
+        "max_boxes": dag_view.MAX_JOB_BOXES,
         "parents": parents,
         "children": children,
         "max_depth": MAX_DEPTH,

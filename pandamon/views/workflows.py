@@ -103,7 +103,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
     final_jobs = reads.workflow_final_jobs(workflow)
     label = params.get("label") or None
     data_id = data_id_of(params)
-    cap = int_param(params, "cap", default=JOB_NODE_CAP, maximum=SLICE_LIMIT)
+    cap = int_param(params, "cap", default=JOB_NODE_CAP, maximum=dag_view.MAX_JOB_BOXES)
     unknown = sorted(
         k for k in params if k not in {"json", "label", "cap", "data_id"} and not k.startswith("data_id.")
     )
@@ -173,6 +173,7 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         "data_id": data_id,
         "truncated": truncated,
         "slice_limit": SLICE_LIMIT,
+        "max_boxes": dag_view.MAX_JOB_BOXES,
         "unknown": unknown,
         "final": final,
         "state_link": f"workflow={workflow.pk}",

@@ -136,3 +136,17 @@ def test_the_workflow_page_links_job_neighbourhoods(client, world: World) -> Non
     assert f'href="/job/{world.jobs["isr_0"].pandaid}/dag/"' in page
     grouped = client.get(f"/workflow/{world.workflow.pk}/?label=isr&cap=1").content.decode()
     assert 'id="dag-neighbourhood-link"' not in grouped and 'id="dag-collapsed"' in grouped
+
+
+@pytest.mark.django_db
+def test_no_view_draws_more_job_boxes_than_a_browser_lays_out_in_seconds(client, world: World) -> None:
+    # dagre takes minutes for thousands of boxes: `cap` above MAX_JOB_BOXES is a 400 naming it.
+    too_many = dag_view.MAX_JOB_BOXES + 1
+    coadd = world.jobs["isr_0"].pandaid
+    for url in (
+        f"/workflow/{world.workflow.pk}/?label=isr&cap={too_many}",
+        f"/job/{coadd}/dag/?cap={too_many}",
+    ):
+        reply = client.get(url)
+        assert reply.status_code == 400 and b"cap" in reply.content, url
+    assert client.get(f"/job/{coadd}/dag/?cap={dag_view.MAX_JOB_BOXES}").status_code == 200
