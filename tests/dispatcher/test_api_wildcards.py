@@ -41,8 +41,7 @@ def test_prefix_suffix_and_negated_wildcards_select_what_they_say() -> None:
     assert _ids("produsername=no*dy") == expect(lambda q, u: u == "nobody")
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plans")
-def test_a_prefix_is_an_index_range_under_a_code_point_collation() -> None:
+def test_a_prefix_is_an_index_range_under_a_code_point_collation(postgres_only: None) -> None:
     sql = str(Job.objects.filter(prefix_q("produsername", "nobody")).query)
     with connection.cursor() as cursor:
         cursor.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()")

@@ -4,8 +4,10 @@ attempts with errors, payload-log chunks. Every page test reads the same world."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +162,40 @@ def build_world(*, name: str = "rubin-dp1", job_name_prefix: str = "") -> World:
 @pytest.fixture
 def world(db: None) -> World:
     return build_world()
+
+
+# --- the browser tests (test_browser.py, test_dag_browser.py) ----------------------------------
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium under Playwright (tests/browser.py), one per module."""
+    from tests.browser import chromium
+
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any) -> Iterator[Any]:
+    """A page on the live server; any JavaScript error on it fails the test."""
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def live_world(transactional_db: None) -> World:
+    return build_world()
+
+
+def shot(pg: Any, folder: str, name: str) -> None:
+    """A full-page screenshot kept as var/artifacts/screenshots/<folder>/<name>.png."""
+    (SCREENSHOTS / folder).mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SCREENSHOTS / folder / f"{name}.png"), full_page=True)

@@ -1,6 +1,6 @@
 """The monitor in a real browser: Debian's chromium driven by Playwright against a live server.
 
-Each page family renders (a screenshot of each is kept under test-artifacts/pandamon/), a facet
+Each page family renders (a screenshot of each is kept under var/artifacts/screenshots/pandamon/), a facet
 click filters the list in place and pushes the URL, pagination moves on, the DAG draws with the
 state colours, and the live payload-log tail grows while the job runs.
 """
@@ -8,51 +8,20 @@ state colours, and the live payload-log tail grows while the job runs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dispatcher.models import Job
-from tests.browser import chromium
 from tests.factories import PayloadLogFactory
-from tests.pandamon.conftest import World, build_world
+from tests.pandamon.conftest import World, shot
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
 # browser steps are ordinary synchronous ones.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "pandamon"
 FAILED_RED = "rgb(198, 40, 40)"  # #c62828, the failed colour of ailuro.css and charts.py
 
 pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser, live_server):  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-@pytest.fixture
-def live_world(transactional_db: None) -> World:
-    return build_world()
-
-
-def shot(pg, name: str) -> None:  # type: ignore[no-untyped-def]
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_every_page_family_renders_in_chromium(page, live_world: World) -> None:
@@ -78,7 +47,7 @@ def test_every_page_family_renders_in_chromium(page, live_world: World) -> None:
         assert page.locator("h1").first.is_visible(), url
         for chart in page.locator("script[data-figure]").all():
             page.wait_for_selector(f"#{chart.get_attribute('data-figure')}.drawn", timeout=15_000)
-        shot(page, name)
+        shot(page, "pandamon", name)
     page.goto("/jobs/")
     assert page.locator("#job-total").inner_text() == "8"
 
@@ -91,7 +60,7 @@ def test_a_facet_click_filters_in_place_and_pushes_the_url(page, live_world: Wor
     rows = page.locator("#job-table tbody tr")
     assert rows.count() == 1
     assert str(live_world.jobs["isr_4"].pandaid) in rows.first.inner_text()
-    shot(page, "jobs-facet-clicked")
+    shot(page, "pandamon", "jobs-facet-clicked")
 
 
 def test_pagination_moves_to_the_next_keyset_page(page, live_world: World) -> None:
@@ -106,7 +75,7 @@ def test_pagination_moves_to_the_next_keyset_page(page, live_world: World) -> No
     assert len(first) == 3
     assert len(second) == 3
     assert int(second[0]) < int(first[-1])
-    shot(page, "jobs-page-2")
+    shot(page, "pandamon", "jobs-page-2")
 
 
 def test_the_dag_draws_with_state_colours_and_a_node_opens_its_task(page, live_world: World) -> None:
@@ -117,13 +86,13 @@ def test_the_dag_draws_with_state_colours_and_a_node_opens_its_task(page, live_w
     )
     assert len(strokes) == 3  # three tasks
     assert FAILED_RED in strokes  # isr has a failed job
-    shot(page, "workflow-dag")
+    shot(page, "pandamon", "workflow-dag")
     page.locator("#dag-svg rect.dag-box").nth(strokes.index(FAILED_RED)).click()
     page.wait_for_url(f"**/task/{live_world.tasks['isr'].pk}/")
     page.goto(f"/workflow/{live_world.workflow.pk}/?label=isr")
     page.wait_for_selector("#dag-svg.drawn")
     assert page.locator("#dag-svg g.dag-node").count() == 6
-    shot(page, "workflow-dag-jobs")
+    shot(page, "pandamon", "workflow-dag-jobs")
 
 
 def test_the_live_log_tail_grows_while_the_job_runs(page, live_world: World) -> None:
@@ -133,5 +102,5 @@ def test_the_live_log_tail_grows_while_the_job_runs(page, live_world: World) -> 
     PayloadLogFactory(job=job, attemptnr=1, sequence=4, text="fresh line from the pilot\n")
     page.wait_for_selector("#payload-log .chunk[data-seq='4']", timeout=10_000)
     assert "fresh line from the pilot" in page.locator("#payload-log").inner_text()
-    shot(page, "job-log-tail")
+    shot(page, "pandamon", "job-log-tail")
     assert Job.objects.get(pk=job.pk).jobstatus == "running"

@@ -4,13 +4,12 @@ chromium under Playwright, against a live server).
 The task DAG draws one arrowhead (`marker-end`) per edge and each box says its task's counts as
 the database has them; a job's neighbourhood shows exactly its parents and children; the timeline
 draws one bar per attempt; a failed campaign group's bar is never green. Screenshots are kept under
-var/artifacts/screenshots/dag/ (CI keeps var/artifacts/ as the run's artifacts).
+var/artifacts/screenshots/dag/.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -20,46 +19,17 @@ from campaigns.services import campaign_create, campaign_launch
 from dispatcher.models import Job, JobAttempt, JobDependency
 from dispatcher.queries import task_state_counts
 from pandamon.queries.workflows import workflow_task_edges
-from tests.browser import chromium
 from tests.campaigns.conftest import spec_text
 from tests.campaigns.pilots import BAD, OK, pilots_run
 from tests.factories import QueueFactory, UserFactory
-from tests.pandamon.conftest import World, build_world
+from tests.pandamon.conftest import World, shot
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "artifacts" / "screenshots" / "dag"
 GREENS = {"rgb(31, 122, 61)", "rgb(46, 158, 91)"}  # finished and running in ailuro.css
 FAILED_RED = "rgb(198, 40, 40)"
 
 pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser, live_server):  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-@pytest.fixture
-def live_world(transactional_db: None) -> World:
-    return build_world()
-
-
-def shot(pg, name: str) -> None:  # type: ignore[no-untyped-def]
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_the_task_dag_has_one_arrowhead_per_edge_and_each_box_the_tasks_counts(
@@ -68,7 +38,7 @@ def test_the_task_dag_has_one_arrowhead_per_edge_and_each_box_the_tasks_counts(
     w = live_world
     page.goto(f"/workflow/{w.workflow.pk}/")
     page.wait_for_selector("#dag-svg.drawn")
-    shot(page, "task-dag")
+    shot(page, "dag", "task-dag")
     edges = workflow_task_edges(w.workflow)
     drawn = page.eval_on_selector_all(
         "#dag-svg path.dag-edge",
@@ -117,7 +87,7 @@ def test_a_job_neighbourhood_shows_exactly_its_parents_and_children(page, live_w
     page.wait_for_url(f"**/job/{job.pandaid}/dag/")
     page.goto(f"/job/{job.pandaid}/dag/?depth=1")
     page.wait_for_selector("#dag-svg.drawn")
-    shot(page, "job-neighbourhood")
+    shot(page, "dag", "job-neighbourhood")
     ids = set(page.eval_on_selector_all("#dag-svg g.dag-node", "els => els.map(e => Number(e.dataset.id))"))
     assert ids == parents | children | {job.pandaid}
     drawn = page.eval_on_selector_all(
@@ -134,7 +104,7 @@ def test_a_job_neighbourhood_shows_exactly_its_parents_and_children(page, live_w
     assert page.locator("#dag-collapsed").is_visible()
     labels = page.eval_on_selector_all("#dag-svg g.dag-node", "els => els.map(e => e.dataset.id).sort()")
     assert labels == sorted(Job.objects.filter(pk__in=ids).values_list("label", flat=True).distinct())
-    shot(page, "job-neighbourhood-collapsed")
+    shot(page, "dag", "job-neighbourhood-collapsed")
 
 
 def test_the_timeline_draws_one_bar_per_attempt_coloured_by_its_outcome(page, live_world: World) -> None:
@@ -147,7 +117,7 @@ def test_the_timeline_draws_one_bar_per_attempt_coloured_by_its_outcome(page, li
     }
     page.goto(f"/workflow/{wf.pk}/")
     page.wait_for_selector("#workflow-timeline.drawn")
-    shot(page, "workflow-timeline")
+    shot(page, "dag", "workflow-timeline")
     bars = page.eval_on_selector_all(
         "#workflow-timeline rect.timeline-bar",
         "els => els.map(e => [Number(e.dataset.pandaid), Number(e.dataset.attempt), e.dataset.state, e.getAttribute('fill')])",
@@ -170,7 +140,7 @@ def test_a_failed_campaign_group_is_never_green(page, transactional_db: None) ->
     pilots_run(queue=queue.name, workflow_ids=wfs, outcome=lambda j: BAD if j.name == "isr_4" else OK)
     campaigns_advance_one_round()
     page.goto(f"/campaign/{campaign.pk}/")
-    shot(page, "campaign-failed-group")
+    shot(page, "dag", "campaign-failed-group")
     failed = page.locator('.group-bar[data-status="failed"]')
     assert failed.count() >= 1
     for bar in failed.all():

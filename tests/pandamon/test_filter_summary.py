@@ -22,7 +22,7 @@ from tests.pandamon.test_rollups import NOW, OPS, QUEUES, _apply, _time
 
 pytestmark = [
     pytest.mark.django_db,
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="the rollups are PostgreSQL only"),
+    pytest.mark.usefixtures("postgres_only"),  # the rollups are PostgreSQL's
 ]
 
 # Q_A at a CERN site, Q_B and Q_C at a US site (tests.test_rollups' queues).
