@@ -22,7 +22,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dispatcher.workflows.dag import NewJob, WorkflowInvalid, dag_find_cycle
 
@@ -147,7 +147,7 @@ def cluster_command(members: Sequence[MemberRun]) -> str:
     the first non-zero member code. A parent not in `members` (finished in an earlier attempt)
     counts as succeeded.
     """
-    members = _runs_order(members)
+    members = _dependency_order(members)
     index = {m.name: i for i, m in enumerate(members)}
     lines = ["rc=0"]
     for i, member in enumerate(members):
@@ -171,21 +171,27 @@ def cluster_command(members: Sequence[MemberRun]) -> str:
     return "\n".join(lines)
 
 
-def _runs_order(members: Sequence[MemberRun]) -> list[MemberRun]:
-    """Dependency order, the given order among equals."""
-    position = {m.name: i for i, m in enumerate(members)}
-    waiting = [sum(1 for p in m.parents if p in position) for m in members]
-    children: list[list[int]] = [[] for _ in members]
-    for i, m in enumerate(members):
-        for p in m.parents:
+# Cluster members or a group's jobs: each has a `name` and `parents`.
+_Node = TypeVar("_Node", MemberRun, NewJob)
+
+
+def _dependency_order(items: Sequence[_Node]) -> list[_Node]:
+    """Items (cluster members or the jobs of a group, each with a `name` and `parents`) in
+    dependency order, the given order among equals (Kahn's algorithm); parents outside `items`
+    are ignored."""
+    position = {item.name: i for i, item in enumerate(items)}
+    waiting = [sum(1 for p in item.parents if p in position) for item in items]
+    children: list[list[int]] = [[] for _ in items]
+    for i, item in enumerate(items):
+        for p in item.parents:
             if p in position:
                 children[position[p]].append(i)
     ready = [i for i, n in enumerate(waiting) if n == 0]
-    order: list[MemberRun] = []
+    order: list[_Node] = []
     while ready:
         ready.sort(reverse=True)
         i = ready.pop()
-        order.append(members[i])
+        order.append(items[i])
         for c in children[i]:
             waiting[c] -= 1
             if waiting[c] == 0:
@@ -208,28 +214,6 @@ def cluster_markers(text: str) -> dict[str, int | None]:
         if sep and code.lstrip("-").isdigit():
             results[name] = int(code)
     return results
-
-
-def _dependency_order(group: Sequence[NewJob]) -> list[NewJob]:
-    """The group's jobs in dependency order, spec order among equals (Kahn's algorithm)."""
-    names = {job.name: i for i, job in enumerate(group)}
-    waiting = [sum(1 for p in job.parents if p in names) for job in group]
-    children: list[list[int]] = [[] for _ in group]
-    for i, job in enumerate(group):
-        for p in job.parents:
-            if p in names:
-                children[names[p]].append(i)
-    ready = [i for i, n in enumerate(waiting) if n == 0]
-    order: list[NewJob] = []
-    while ready:
-        ready.sort(reverse=True)
-        i = ready.pop()
-        order.append(group[i])
-        for c in children[i]:
-            waiting[c] -= 1
-            if waiting[c] == 0:
-                ready.append(c)
-    return order
 
 
 def _components(group: Sequence[NewJob]) -> list[list[NewJob]]:
