@@ -110,16 +110,21 @@ class Filter:
 
 _RESERVED = frozenset({"cursor", "limit", "format"})
 
+# An integer filter's whole value in the monitor's grammar: empty (no filter), or `a|b|…` with an
+# optional leading `!`, each an ASCII integer. The view checks it and the schema publishes it, so a
+# value the schema calls invalid ("", " 7", "٣", "1|x") is never quietly read as something else.
+INTEGER_FILTER = r"^(!?-?[0-9]+(\|-?[0-9]+)*)?$"
+_INTEGER_FILTER = re.compile(INTEGER_FILTER)
+
 
 def _filter_value(name: str, raw: str, kind: type) -> Any:
     if "\x00" in raw:
         # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
         raise ApiError(f"filter {name} contains a NUL character", field=name)
     if kind is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ApiError(f"filter {name} must be an integer, got {raw!r}", field=name) from None
+        if not re.fullmatch("-?[0-9]+", raw):
+            raise ApiError(f"filter {name} must be an integer, got {raw!r}", field=name)
+        return int(raw)
     return raw
 
 
@@ -136,6 +141,8 @@ def apply_filters(
         raw = params.get(name)
         if raw is None or raw == "":
             continue
+        if spec.kind is int and not _INTEGER_FILTER.fullmatch(raw):
+            raise ApiError(f"filter {name} takes integers written a|b or !a, got {raw!r}", field=name)
         negate = raw.startswith("!")
         values = [v for v in (raw[1:] if negate else raw).split("|") if v != ""]
         condition = Q()
@@ -247,8 +254,9 @@ def documented_filters(cls: type[FilteredListApi]) -> type[FilteredListApi]:
     parameters = [
         OpenApiParameter(
             name,
-            # Text filters cannot carry NUL (PostgreSQL text refuses it; the view answers 400).
-            int if spec.kind is int else {"type": "string", "pattern": "^[^\\u0000]*$"},
+            # Integer filters take the grammar's `a|b` / `!a` (INTEGER_FILTER); text filters cannot
+            # carry NUL (PostgreSQL text refuses it; the view answers 400).
+            {"type": "string", "pattern": INTEGER_FILTER if spec.kind is int else "^[^\\u0000]*$"},
             description="Monitor grammar: a|b any of, !a none of"
             + (", * wildcard" if spec.kind is str else "")
             + ".",

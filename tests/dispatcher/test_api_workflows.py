@@ -4,6 +4,7 @@ database checked."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -210,6 +211,35 @@ def test_unknown_or_malformed_filters_are_400_naming_the_field(alice: APIClient)
     response = alice.get(reverse("dispatcher:job-list"), {"pandaid": "abc"})
     assert response.status_code == 400
     assert response.json()["field"] == "pandaid"
+
+
+@pytest.mark.parametrize("raw", [" 7", "7 ", "7\n", "\u0663", "1|x", "!", "|", "1e3", "--1"])
+def test_integer_filters_refuse_what_their_schema_pattern_refuses(alice: APIClient, raw: str) -> None:
+    schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    (parameter,) = [
+        p for p in schema["paths"]["/api/v1/tasks/"]["get"]["parameters"] if p["name"] == "jeditaskid"
+    ]
+    assert re.fullmatch(parameter["schema"]["pattern"], raw) is None
+
+    response = alice.get(reverse("dispatcher:task-list"), {"jeditaskid": raw})
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "jeditaskid"
+
+
+def test_integer_filters_take_the_grammar_and_an_empty_value(alice: APIClient, workflow: Workflow) -> None:
+    url = reverse("dispatcher:job-list")
+    task_ids = sorted(set(Job.objects.filter(workflow=workflow).values_list("task_id", flat=True)))
+
+    def count(**params: str) -> int:
+        return len(alice.get(url, {"limit": 100, **params}).json()["results"])
+
+    assert count(jeditaskid="") == 14
+    assert (
+        count(jeditaskid=f"{task_ids[0]}|{task_ids[1]}") + count(jeditaskid=f"!{task_ids[0]}|{task_ids[1]}")
+        == 14
+    )
+    assert count(jeditaskid=f"-{task_ids[0]}") == 0
 
 
 def test_job_detail_attempts_log_tasks_sites_and_queues(alice: APIClient, workflow: Workflow) -> None:
