@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -71,8 +72,11 @@ def reader_pages(task: int, workflow: int, queue: str) -> list[tuple[str, str]]:
     ]
 
 
-def reader_process_main(port: int, pages: list[tuple[str, str]], n: int, control: Any, out: Any) -> None:
-    """`n` reader threads, each cycling the pages from its own offset until the mode is stop (2);
+def reader_process_main(
+    port: int, pages: list[tuple[str, str]], n: int, control: Any, out: Any, think_s: float = 0.0
+) -> None:
+    """`n` reader threads, each cycling the pages from its own offset until the mode is stop (2),
+    reading each page for `think_s` seconds (±50 %) before the next (0: back to back);
     puts (-1, {"pages": {phase: {page: [ms, ...]}}, "errors": k}) on `out`."""
     lat: dict[str, dict[str, list[float]]] = {}
     errors: list[str] = []
@@ -80,6 +84,7 @@ def reader_process_main(port: int, pages: list[tuple[str, str]], n: int, control
 
     def read(slot: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        rng = random.Random(slot)
         i = slot * 3
         while control[2] != 2:
             name, url = pages[i % len(pages)]
@@ -97,6 +102,10 @@ def reader_process_main(port: int, pages: list[tuple[str, str]], n: int, control
                 if status != 200:
                     errors.append(f"{url}: {status}")
                 lat.setdefault(phase, {}).setdefault(name, []).append(dt)
+            pause = think_s * rng.uniform(0.5, 1.5)
+            while pause > 0 and control[2] != 2:
+                time.sleep(min(pause, 0.5))
+                pause -= 0.5
 
     threads = [threading.Thread(target=read, args=(slot,)) for slot in range(n)]
     for t in threads:

@@ -3,6 +3,7 @@ Celery worker and beat running every loop, lean pilot clients driving the real e
 workflows submitted throughout, 8 monitor readers, at increasing offered load until a limit.
 
     python bench/production_day.py                                # 10M jobs, phases 1 1.5 2 3, 30 min each
+    python bench/production_day.py --ramp-duration 300            # 30 min at 1×, then 5 min per step
     python bench/production_day.py --jobs-existing 200000 --duration 120 --phases 1 2
 
 1. The scratch database (`--db`, default ailuro_bench_prodday; only one a benchmark created) is
@@ -14,7 +15,8 @@ workflows submitted throughout, 8 monitor readers, at increasing offered load un
    `--runtime` s with heartbeats at `--heartbeats` × m per s in all, then a final update, failed
    for `--fail` of them (preempted: retried; OOM: retried with more memory, re-brokered; payload
    error: final, its descendants pruned); 3-level DAG workflows are submitted at the matching
-   rate (so children are released); `--readers` threads cycle the shifter's pages; a probe
+   rate (so children are released); `--readers` threads cycle the shifter's pages, each looking
+   at a page for `--reader-think` s before the next; a probe
    measures the rollup lag (a job's end → counted on `/jobs/?json`); loop lags are sampled from
    LoopStatus and `/readyz`.
 4. Then a drain: no more submissions, every remaining job dispatched and ended, and the exact
@@ -70,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs-existing", type=int, default=10_000_000, help="jobs seeded before the day")
     p.add_argument("--duration", type=float, default=1800, help="seconds per phase")
+    p.add_argument(
+        "--ramp-duration", type=float, default=None,
+        help="seconds per phase after the first (default: --duration): a long first phase, then a quick ramp",
+    )  # fmt: skip
     p.add_argument("--phases", type=float, nargs="+", default=[1, 1.5, 2, 3], help="load multipliers")
     p.add_argument("--rate", type=float, default=35, help="dispatches/s offered at multiplier 1")
     p.add_argument("--heartbeats", type=float, default=800, help="heartbeats/s at multiplier 1")
@@ -77,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fail", type=float, default=0.05, help="fraction of final updates that fail")
     p.add_argument("--backoff", type=int, default=2, help="retry back-off in the bench database, s")
     p.add_argument("--readers", type=int, default=8)
+    p.add_argument(
+        "--reader-think", type=float, default=5.0,
+        help="seconds a reader looks at a page before the next (±50 %%; 0: back to back)",
+    )  # fmt: skip
     p.add_argument("--client-procs", type=int, default=4)
     p.add_argument("--client-threads", type=int, default=16)
     p.add_argument("--workers", type=int, default=3, help="gunicorn workers")
@@ -315,7 +325,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.client_procs)
     ]
     pages = reader_pages(setup["big_task"], setup["big_workflow"], QUEUE)
-    readers = ctx.Process(target=reader_process_main, args=(port, pages, args.readers, control, out_q))
+    readers = ctx.Process(
+        target=reader_process_main, args=(port, pages, args.readers, control, out_q, args.reader_think)
+    )
     submitter = Submitter(port, setup["user_token"], prefix, args.rate, control)
     cpu = Cpu(
         {"gunicorn": [server.pid], "celery_worker": [worker.pid], "celery_beat": [beat.pid], "pilots": [],
@@ -344,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             loops.phase = probe.phase = index
             size0, cpu0, t0 = DbMeter.sizes(), cpu.snapshot(), time.monotonic()
             n_sub0 = submitter.n
-            time.sleep(args.duration)
+            time.sleep(args.duration if index == 0 or args.ramp_duration is None else args.ramp_duration)
             wall = time.monotonic() - t0
             size1, cpu1 = DbMeter.sizes(), cpu.snapshot()
             phases.append(
