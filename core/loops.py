@@ -12,6 +12,7 @@ tasks (`config/celery.py`) and the Celery-free runners (`manage.py run_loops`,
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 import os
 import socket
@@ -29,6 +30,20 @@ from core.models import LoopStatus
 from core.unavailable import unavailable_dependency
 
 log = logging.getLogger(__name__)
+
+
+def step_batch(step: Callable[..., int], kwargs: dict[str, Any]) -> int | None:
+    """The most a call of `step` does: its `limit` (given, else its default), or None when it has
+    none. A call that did that much left work behind; one that did less found all there was."""
+    if "limit" in kwargs:
+        return int(kwargs["limit"])
+    try:
+        parameter = inspect.signature(step).parameters.get("limit")
+    except (TypeError, ValueError):  # a callable without an inspectable signature
+        return None
+    if parameter is None or not isinstance(parameter.default, int):
+        return None
+    return parameter.default
 
 
 def loop_holder() -> str:
@@ -51,8 +66,11 @@ def loop_run(
     1. Take the lease `lease` for `ttl_s` seconds; it must outlive the run (the Celery task's hard
        time limit), so a run still going is never joined by a second one, and a holder that died
        releases it by expiry.
-    2. Call `step(**kwargs)`, again while the last call did something and `budget_s` seconds have
-       not passed (0: one call a run).
+    2. Call `step(**kwargs)`, again while the last call filled its batch (`step_batch`: its
+       `limit`; a step without one, while it did anything) and `budget_s` seconds have not passed
+       (0: one call a run). A backlog is worked off within the run; a trickle of new work is taken
+       once a tick, so a loop that always finds a little never holds a worker for its whole
+       budget while the other loops' ticks expire in the queue.
     3. Record the run in `LoopStatus` (started, finished, duration, work done, steps, and the error
        when a step raised, which is then raised again), and release the lease.
     """
@@ -63,13 +81,14 @@ def loop_run(
     started = timezone.now()
     clock = time.monotonic()
     total = steps = 0
+    full = step_batch(step, kwargs) or 1
     context = log_context_set(loop=name)  # every line the step writes names its loop
     try:
         while True:
             done = step(**kwargs)
             total += done
             steps += 1
-            if done == 0 or time.monotonic() - clock >= budget_s:
+            if done < full or time.monotonic() - clock >= budget_s:
                 break
     except Exception as exc:
         _status_record(name, holder, started, clock, total, steps, error=f"{type(exc).__name__}: {exc}")

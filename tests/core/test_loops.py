@@ -55,6 +55,40 @@ def test_a_run_repeats_its_step_until_it_finds_no_work() -> None:
     assert step.calls == 4  # 2, 2, 1, then 0
 
 
+class Batched:
+    """A step with a `limit`, as the loops' steps have: `arrivals` new units before each call."""
+
+    def __init__(self, backlog: int, arrivals: int) -> None:
+        self.left, self.arrivals, self.calls = backlog, arrivals, 0
+
+    def __call__(self, *, limit: int = 4) -> int:
+        self.calls += 1
+        done = min(self.left, limit)
+        self.left += self.arrivals - done
+        return done
+
+
+def test_a_run_works_off_a_backlog_in_full_batches_then_stops_at_a_partial_one() -> None:
+    step = Batched(backlog=10, arrivals=1)
+
+    assert _run(step) == 4 + 4 + 4 + 1  # 10 → 7 → 4 → 1 (+1 arriving each call): 2 is < 4
+    assert step.calls == 4
+
+
+def test_a_trickle_of_work_is_taken_once_a_run_not_for_the_whole_budget() -> None:
+    step = Batched(backlog=1, arrivals=1)  # always something new, never a full batch
+
+    assert _run(step) == 1
+    assert step.calls == 1
+
+
+def test_a_given_limit_is_the_batch() -> None:
+    step = Batched(backlog=5, arrivals=0)
+
+    assert loop_run(name="count", lease="loop:count", step=step, ttl_s=60, budget_s=20, limit=2) == 5
+    assert step.calls == 3  # 2, 2, 1
+
+
 def test_a_run_with_no_budget_calls_its_step_once() -> None:
     step = Countdown(5, per_step=2)
 
