@@ -65,6 +65,7 @@ TARGETS = {
     "monitor_p95_ms": 1000,
     "rollup_lag_s": 30,
 }
+QUIET_TIMEOUT_S = 30 * 86400
 PILOT_KINDS = ("dispatch", "dispatch_empty", "heartbeat", "final", "submit")
 
 
@@ -115,13 +116,29 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
     from core.services import token_create
-    from dispatcher.models import Queue, RetryRule, Site, Task
+    from dispatcher.models import Queue, RetryRule, Site, Task, Workflow
+    from dispatcher.services import workflow_cancel
+    from dispatcher.states import WORKFLOW_FINAL
 
+    # The seeded world's in-flight jobs (running, starting, holding: ~21k at 10M) stand for pilots
+    # the bench does not drive. Left to the watcher they would all time out during the first
+    # phase and be retried (a reaping backlog no production day starts with), so their queues'
+    # heartbeat timeout and the holding timeout (QUIET_TIMEOUT_S in the processes' environment)
+    # outlast the day. The day's own queue keeps the defaults.
+    Queue.objects.exclude(name=QUEUE).update(heartbeat_timeout_s=QUIET_TIMEOUT_S)
     site, _ = Site.objects.get_or_create(name="PRODDAY_SITE")
     Queue.objects.update_or_create(
         name=QUEUE,
-        defaults={"site": site, "max_rss_mb": 16000, "max_disk_mb": 100000, "max_walltime_s": 86400},
-    )
+        defaults={
+            "site": site, "max_rss_mb": 16000, "max_disk_mb": 100000, "max_walltime_s": 86400,
+            "heartbeat_timeout_s": None,
+        },
+    )  # fmt: skip
+    # A day starts without an earlier run's leftovers on its queue (an interrupted run leaves
+    # activated and running jobs the new fleet would otherwise take first).
+    leftovers = Workflow.objects.filter(name__startswith="prodday-").exclude(status__in=WORKFLOW_FINAL)
+    for workflow_id in leftovers.values_list("pk", flat=True):
+        workflow_cancel(workflow_id=workflow_id, actor="production_day")
     for rule in RetryRule.objects.all():  # a compressed day: back-offs of seconds, not minutes
         if isinstance(rule.params, dict) and "backoff_s" in rule.params:
             rule.params = {**rule.params, "backoff_s": args.backoff}
@@ -294,6 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "AILURO_ANONYMOUS_READ": "1",
         "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        "AILURO_HOLDING_TIMEOUT": str(QUIET_TIMEOUT_S),
     }
     os.environ.update(env_extra)
     port = free_port()
