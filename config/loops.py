@@ -30,7 +30,7 @@ class Loop:
     name: str
     step: str  # dotted path of the one-step function: step(**kwargs) -> work done
     period_s: float  # beat interval; a tick that waited in the queue longer is dropped
-    budget_s: float  # repeat the step while it finds work, this long at most (0: once a run)
+    budget_s: float  # repeat the step while it fills its batch, this long at most (0: once a run)
     time_limit_s: float  # Celery's hard limit for one run
     task: str  # the Celery task name, as deployed beats and workers know it
 
@@ -73,8 +73,9 @@ class Loop:
         )
 
 
-# A step that finds work is repeated within its run for up to this long: a 5 s period with a
-# 2,000-job step would otherwise cap brokerage at 400 jobs/s. Well below the time limits.
+# A step that fills its batch (a backlog) is repeated within its run for up to this long: a 5 s
+# period with a 2,000-job step would otherwise cap brokerage at 400 jobs/s. Well below the time
+# limits.
 BUDGET_S = 20.0
 
 _TABLE: tuple[Loop, ...] = (
