@@ -62,37 +62,41 @@ def _watcher_rules(now: dt.datetime) -> list[tuple[Q, int, str]]:
             f"holding for more than {holding_s} s",
         ),
     ]
-    running = Q(jobstatus__in=[JobStatus.STARTING, JobStatus.RUNNING])
     timeouts = set(
         Queue.objects.filter(heartbeat_timeout_s__isnull=False).values_list("heartbeat_timeout_s", flat=True)
     )
-    for timeout in sorted(t for t in timeouts if t is not None):
-        cutoff = now - dt.timedelta(seconds=timeout)
+    # One rule per state: `jobstatus = x` ordered by state age is a walk of the in-flight index in
+    # its own order (`jobstatus IN (…)` is not, and the planner then walks the primary key through
+    # the whole table hoping to meet 500 silent jobs early: 23 s at 10M jobs when there are none).
+    for state in (JobStatus.STARTING, JobStatus.RUNNING):
+        for timeout in sorted(t for t in timeouts if t is not None):
+            cutoff = now - dt.timedelta(seconds=timeout)
+            rules.append(
+                (
+                    Q(jobstatus=state, queue__heartbeat_timeout_s=timeout) & _stale("heartbeat_at", cutoff),
+                    EC_LOST_HEARTBEAT,
+                    f"lost heartbeat: none for {timeout} s",
+                )
+            )
+        cutoff = now - dt.timedelta(seconds=default_s)
         rules.append(
             (
-                running & Q(queue__heartbeat_timeout_s=timeout) & _stale("heartbeat_at", cutoff),
+                Q(jobstatus=state)
+                & (Q(queue__isnull=True) | Q(queue__heartbeat_timeout_s__isnull=True))
+                & _stale("heartbeat_at", cutoff),
                 EC_LOST_HEARTBEAT,
-                f"lost heartbeat: none for {timeout} s",
+                f"lost heartbeat: none for {default_s} s",
             )
         )
-    cutoff = now - dt.timedelta(seconds=default_s)
-    rules.append(
-        (
-            running
-            & (Q(queue__isnull=True) | Q(queue__heartbeat_timeout_s__isnull=True))
-            & _stale("heartbeat_at", cutoff),
-            EC_LOST_HEARTBEAT,
-            f"lost heartbeat: none for {default_s} s",
-        )
-    )
     return rules
 
 
 def watcher_one_batch(*, limit: int = 500, now: dt.datetime | None = None) -> int:
     """Fail the attempts of silent jobs through `job_attempt_end`; returns how many were failed.
 
-    1. For each kind of silence (sent without reply, lost heartbeat per queue, holding too long),
-       select up to `limit` candidates in pandaid order, without locks.
+    1. For each kind of silence (sent without reply, lost heartbeat per state and queue timeout,
+       holding too long), select up to `limit` candidates, longest in their state first, without
+       locks (each selection one state: a walk of the in-flight index).
     2. For each, `job_fail_silent`: lock the row and check it is still the same attempt, in the
        same state, and still silent (a heartbeat may have arrived meanwhile); then end the attempt
        as failed with the jobdispatcher code. The retrier decides inside the same transaction
@@ -105,7 +109,7 @@ def watcher_one_batch(*, limit: int = 500, now: dt.datetime | None = None) -> in
             break
         candidates = list(
             Job.objects.filter(selection)
-            .order_by("pandaid")
+            .order_by("statechangetime", "pandaid")
             .values_list("pandaid", "attemptnr", "jobstatus")[: limit - failed]
         )
         for pandaid, attemptnr, status in candidates:
