@@ -227,7 +227,6 @@ class FleetProcess:
         self.heap: list[tuple[float, int, str, list[Any]]] = []
         self.seq = 0
         self.cv = threading.Condition()
-        self.inflight = 0
         self.lat: dict[tuple[int, str], array[float]] = {}
         self.errors: dict[tuple[int, str], int] = {}
         self.late: dict[int, array[float]] = {}
@@ -271,7 +270,9 @@ class FleetProcess:
         while True:
             with self.cv:
                 while True:
-                    if self.control[2] == MODE_STOP and self.inflight == 0 and not self.heap:
+                    if self.control[2] == MODE_STOP:
+                        # The drain is over (or gave up): what is still due is left undone and
+                        # reported (`abandoned`), so the records reach the parent at once.
                         return
                     now = time.monotonic()
                     if self.heap and self.heap[0][0] <= now:
@@ -287,9 +288,6 @@ class FleetProcess:
                 self._call(conn, queue, slot, phase, kind, job)
             except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
                 self._record(phase, kind, 0.0, False)
-                if kind == "final":
-                    with self.cv:
-                        self.inflight -= 1
 
     def _call(self, conn: Conn, queue: str, slot: int, phase: int, kind: str, job: list[Any]) -> None:
         t0 = time.perf_counter()
@@ -305,8 +303,6 @@ class FleetProcess:
                 item = [j["PandaID"], j["attemptNr"], j["lease"]]
                 with self.lock:
                     self.dispatches.append((item[0], item[1], time.time()))
-                with self.cv:
-                    self.inflight += 1
                 runtime = 0.2 if drain else self.cfg["runtime_s"] * self.rng.uniform(0.7, 1.3)
                 start = time.monotonic()
                 beat = self.cfg["hb_interval_s"]
@@ -334,8 +330,6 @@ class FleetProcess:
         self._record(phase, "final", time.perf_counter() - t0, ok)
         with self.lock:
             self.finals.append((pandaid, attempt, label, ok, sent))
-        with self.cv:
-            self.inflight -= 1
 
     def run(self) -> dict[str, Any]:
         cpu0 = sum(os.times()[0:2])
@@ -349,7 +343,12 @@ class FleetProcess:
             self.cv.notify_all()
         for t in threads:
             t.join()
+        abandoned: dict[str, int] = {}
+        for _, _, kind, _ in self.heap:
+            if kind != "dispatch":
+                abandoned[kind] = abandoned.get(kind, 0) + 1
         return {
+            "abandoned": abandoned,
             "latency_ms": {f"{p}|{k}": list(v) for (p, k), v in self.lat.items()},
             "errors": {f"{p}|{k}": n for (p, k), n in self.errors.items()},
             "late_ms": {str(p): list(v) for p, v in self.late.items()},

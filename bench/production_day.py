@@ -36,6 +36,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import sys
 import threading
 import time
@@ -409,7 +410,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         drain_s = time.monotonic() - t_drain
         control[2] = float(MODE_STOP)
         for _ in range(len(fleet) + 1):
-            index, payload = out_q.get(timeout=max(args.runtime * 2, 120))
+            try:
+                index, payload = out_q.get(timeout=max(args.runtime * 2, 120))
+            except queue.Empty:  # a client that never answered: reported as missing below
+                break
             results[index] = payload
         for p in [*fleet, readers]:
             p.join(timeout=30)
@@ -452,6 +456,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["drain_s"] = round(drain_s, 1)
     report["monitor_errors"] = {k: reader_result.get(k) for k in ("errors", "error_samples")}
     report["client_cpu_s"] = round(sum(r["cpu_s"] for r in fleet_results), 1)
+    # Calls still due when the drain ended (its time was up): the reconciliation then names the
+    # jobs left open. A client process that sent no records at all is counted too.
+    report["calls_abandoned"] = {
+        kind: sum(r.get("abandoned", {}).get(kind, 0) for r in fleet_results)
+        for kind in ("heartbeat", "final")
+    }
+    report["client_processes_missing"] = len(fleet) - len(fleet_results)
     report["reconciliation"] = reconcile(prefix, fleet_results, submitter.n)
     report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
