@@ -10,9 +10,11 @@ Prints one JSON document (and writes it to var/bench/dispatch.json). Per concurr
 2. gunicorn starts (gthread workers), warm-up of 200 calls;
 3. phases, C client threads spread over processes, each with its own keep-alive http.client
    connection: get (acquire_jobs n_jobs=1, capped at 4,000 calls, a thread stops after 2
-   consecutive no-job replies), heartbeat (one update_job running per dispatched job), finish (one
-   update_job finished per dispatched job); then the bulk forms: acquire n_jobs=100, and
-   update_jobs_bulk of 100 running, then of 100 finished;
+   consecutive no-job replies), heartbeat (one update_job running per dispatched job: sent ->
+   running, a state change), plain_heartbeat (the same call again per job: running -> running, no
+   state change, the call a pilot repeats every few minutes), finish (one update_job finished per
+   dispatched job); then the bulk forms: acquire n_jobs=100, and update_jobs_bulk of 100 running,
+   then of 100 finished;
 4. per phase: rate, latency percentiles, CPU seconds of the server (gunicorn processes), of
    PostgreSQL (the backends connected to the bench database) and of the client, CPU ms per
    operation, whole-machine busy fraction; afterwards the database checks of the baseline.
@@ -43,6 +45,8 @@ QUEUE = "BENCH_QUEUE"
 TARGETS = {
     "get": {"rate": 560, "cpu_ms": 3.0},
     "heartbeat": {"rate": 1100, "cpu_ms": 1.7},
+    # The project's goal for a per-call update (no PanDA baseline for a heartbeat without a change).
+    "plain_heartbeat": {"rate": 2500},
     "finish": {"rate": 550, "cpu_ms": 3.4},
     "bulk_get": {"rate": 10000},
     "bulk_heartbeat": {"rate": 10000},
@@ -323,6 +327,8 @@ def _run_phase(
             "server": round(1000 * cpu["server"] / max(ok_ops, 1), 3),
             "postgres": round(1000 * cpu["pg"] / max(ok_ops, 1), 3),
             "server_plus_postgres": round(1000 * (cpu["server"] + cpu["pg"]) / max(ok_ops, 1), 3),
+            # The client runs on the same cores: what it takes is not left for the server.
+            "client": round(1000 * client_cpu / max(ok_ops, 1), 3),
         },
         "machine_busy": round(cpu["busy"], 3),
     }
@@ -384,6 +390,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_report["phases"]["get"] = get
                 run_report["phases"]["heartbeat"], _ = _run_phase(
                     pool, "heartbeat", clients, procs, port, token, dispatched, meter
+                )
+                run_report["phases"]["plain_heartbeat"], _ = _run_phase(
+                    pool, "plain_heartbeat", clients, procs, port, token, dispatched, meter
                 )
                 run_report["phases"]["finish"], _ = _run_phase(
                     pool, "finish", clients, procs, port, token, dispatched, meter
