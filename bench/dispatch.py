@@ -162,6 +162,16 @@ class CpuMeter:
             )
             return [row[0] for row in cursor.fetchall()]
 
+    def _commits(self) -> int:
+        """Transactions committed in the bench database (PostgreSQL flushes these counters within
+        a second or so: a phase's figure is close, not exact)."""
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [self.db_name])
+            return int(cursor.fetchone()[0])
+
     def snapshot(self) -> dict[str, Any]:
         pg = {pid: cpu_seconds(pid) for pid in self._pg_pids()}
         server = {pid: cpu_seconds(pid) for pid in process_tree(self.server_pid)}
@@ -170,6 +180,7 @@ class CpuMeter:
             "server_procs": server,
             "pg": pg,
             "machine": machine_busy(),
+            "commits": self._commits(),
         }
 
     @staticmethod
@@ -178,7 +189,14 @@ class CpuMeter:
         busy = (b["machine"][0] - a["machine"][0]) / max(b["machine"][1] - a["machine"][1], 1)
         # Per gunicorn process, busiest first: a worker holding most connections is GIL-bound.
         procs = sorted(b["server_procs"][pid] - a["server_procs"].get(pid, 0.0) for pid in b["server_procs"])
-        return {"server": b["server"] - a["server"], "pg": pg, "busy": busy, "server_procs": procs}
+        commits = b["commits"] - a["commits"]
+        return {
+            "server": b["server"] - a["server"],
+            "pg": pg,
+            "busy": busy,
+            "server_procs": procs,
+            "commits": commits,
+        }
 
 
 # --- clients (separate processes, one http.client connection per thread) ---------------------------
@@ -331,6 +349,8 @@ def _run_phase(
             "client": round(1000 * client_cpu / max(ok_ops, 1), 3),
         },
         "machine_busy": round(cpu["busy"], 3),
+        # Fewer commits than calls: heartbeats of concurrent calls shared a statement.
+        "commits_per_call": round(cpu["commits"] / max(calls, 1), 3),
     }
     target = TARGETS.get(phase)
     if target:
