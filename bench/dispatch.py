@@ -10,9 +10,11 @@ Prints one JSON document (and writes it to var/bench/dispatch.json). Per concurr
 2. gunicorn starts (gthread workers), warm-up of 200 calls;
 3. phases, C client threads spread over processes, each with its own keep-alive http.client
    connection: get (acquire_jobs n_jobs=1, capped at 4,000 calls, a thread stops after 2
-   consecutive no-job replies), heartbeat (one update_job running per dispatched job), finish (one
-   update_job finished per dispatched job); then the bulk forms: acquire n_jobs=100, and
-   update_jobs_bulk of 100 running, then of 100 finished;
+   consecutive no-job replies), heartbeat (one update_job running per dispatched job: sent ->
+   running, a state change), plain_heartbeat (the same call again per job: running -> running, no
+   state change, the call a pilot repeats every few minutes), finish (one update_job finished per
+   dispatched job); then the bulk forms: acquire n_jobs=100, and update_jobs_bulk of 100 running,
+   then of 100 finished;
 4. per phase: rate, latency percentiles, CPU seconds of the server (gunicorn processes), of
    PostgreSQL (the backends connected to the bench database) and of the client, CPU ms per
    operation, whole-machine busy fraction; afterwards the database checks of the baseline.
@@ -43,6 +45,8 @@ QUEUE = "BENCH_QUEUE"
 TARGETS = {
     "get": {"rate": 560, "cpu_ms": 3.0},
     "heartbeat": {"rate": 1100, "cpu_ms": 1.7},
+    # The project's goal for a per-call update (no PanDA baseline for a heartbeat without a change).
+    "plain_heartbeat": {"rate": 2500},
     "finish": {"rate": 550, "cpu_ms": 3.4},
     "bulk_get": {"rate": 10000},
     "bulk_heartbeat": {"rate": 10000},
@@ -158,6 +162,16 @@ class CpuMeter:
             )
             return [row[0] for row in cursor.fetchall()]
 
+    def _commits(self) -> int:
+        """Transactions committed in the bench database (PostgreSQL flushes these counters within
+        a second or so: a phase's figure is close, not exact)."""
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [self.db_name])
+            return int(cursor.fetchone()[0])
+
     def snapshot(self) -> dict[str, Any]:
         pg = {pid: cpu_seconds(pid) for pid in self._pg_pids()}
         server = {pid: cpu_seconds(pid) for pid in process_tree(self.server_pid)}
@@ -166,6 +180,7 @@ class CpuMeter:
             "server_procs": server,
             "pg": pg,
             "machine": machine_busy(),
+            "commits": self._commits(),
         }
 
     @staticmethod
@@ -174,7 +189,14 @@ class CpuMeter:
         busy = (b["machine"][0] - a["machine"][0]) / max(b["machine"][1] - a["machine"][1], 1)
         # Per gunicorn process, busiest first: a worker holding most connections is GIL-bound.
         procs = sorted(b["server_procs"][pid] - a["server_procs"].get(pid, 0.0) for pid in b["server_procs"])
-        return {"server": b["server"] - a["server"], "pg": pg, "busy": busy, "server_procs": procs}
+        commits = b["commits"] - a["commits"]
+        return {
+            "server": b["server"] - a["server"],
+            "pg": pg,
+            "busy": busy,
+            "server_procs": procs,
+            "commits": commits,
+        }
 
 
 # --- clients (separate processes, one http.client connection per thread) ---------------------------
@@ -323,8 +345,12 @@ def _run_phase(
             "server": round(1000 * cpu["server"] / max(ok_ops, 1), 3),
             "postgres": round(1000 * cpu["pg"] / max(ok_ops, 1), 3),
             "server_plus_postgres": round(1000 * (cpu["server"] + cpu["pg"]) / max(ok_ops, 1), 3),
+            # The client runs on the same cores: what it takes is not left for the server.
+            "client": round(1000 * client_cpu / max(ok_ops, 1), 3),
         },
         "machine_busy": round(cpu["busy"], 3),
+        # Fewer commits than calls: heartbeats of concurrent calls shared a statement.
+        "commits_per_call": round(cpu["commits"] / max(calls, 1), 3),
     }
     target = TARGETS.get(phase)
     if target:
@@ -384,6 +410,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_report["phases"]["get"] = get
                 run_report["phases"]["heartbeat"], _ = _run_phase(
                     pool, "heartbeat", clients, procs, port, token, dispatched, meter
+                )
+                run_report["phases"]["plain_heartbeat"], _ = _run_phase(
+                    pool, "plain_heartbeat", clients, procs, port, token, dispatched, meter
                 )
                 run_report["phases"]["finish"], _ = _run_phase(
                     pool, "finish", clients, procs, port, token, dispatched, meter

@@ -299,6 +299,9 @@ AILURO_PILOT: dict[str, Any] = {
     "TOKEN_CACHE_S": env_int("AILURO_PILOT_TOKEN_CACHE_S", 10, minimum=0),
     "TRF_BASE_URL": env_str("AILURO_PILOT_TRF_BASE_URL", ""),
     "MAX_JOBS_PER_CALL": env_int("AILURO_PILOT_MAX_JOBS", 1000, minimum=1),
+    # The heartbeats of a web process's concurrent requests written by one statement, each request
+    # answered once it committed (dispatcher/services/pilot_calls/coalesce.py, decision 0014).
+    "COALESCE_HEARTBEATS": env_bool("AILURO_PILOT_COALESCE_HEARTBEATS", True),
     # Path of the local storage endpoint in /cache/ddmendpoints.json (`mv` stage-out, --output-dir).
     "SE_PATH": env_str("AILURO_PILOT_SE_PATH", str(DATA_DIR / "se") + "/"),
 }

@@ -8,6 +8,8 @@ change writes its JobStatusLog row and counter deltas (docs/decisions/0002), lik
 
 * PostgreSQL: ONE prepared statement for the whole batch (docs/decisions/0004), the fenced rows
   locked in pandaid order; a heartbeat that changes no state touches no index (a HOT update).
+  Outside a transaction, the heartbeats of a process's concurrent requests share that statement
+  (`coalesce.py`, docs/decisions/0014); each caller is answered once it committed.
 * Otherwise (SQLite, the embedded run): per update, the fence, then `job_transition` or a plain
   update, all in one transaction.
 
@@ -20,10 +22,12 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from dispatcher.models import Job
+from dispatcher.services.pilot_calls.coalesce import COALESCER
 from dispatcher.services.pilot_calls.messages import (
     IN_FLIGHT,
     METRIC_NAMES,
@@ -47,7 +51,14 @@ def jobs_heartbeat(updates: Sequence[PilotUpdate], queues: frozenset[str] | None
     for u in latest.values():
         if u.status not in RANK:
             raise ValueError(f"a heartbeat reports an in-flight state, not {u.status!r}")
-    if connection.vendor == "postgresql":
+    if (
+        connection.vendor == "postgresql"
+        and settings.AILURO_PILOT["COALESCE_HEARTBEATS"]
+        and not connection.in_atomic_block
+    ):
+        # Written with the concurrent requests' heartbeats, answered once committed (coalesce.py).
+        status = COALESCER.write(list(latest.values()), queues, _jobs_heartbeat_postgresql)
+    elif connection.vendor == "postgresql":
         status = _jobs_heartbeat_postgresql(list(latest.values()), queues)
     else:
         status = _jobs_heartbeat_generic(list(latest.values()), queues)
