@@ -136,9 +136,10 @@ Pred = tuple[str, tuple[str, ...]]
 
 @dataclass(frozen=True)
 class DimFilter:
-    """A /jobs/ filter on one dimension of the filter summary (`rollup_sql.FILTER_DIMENSIONS`), as
-    the selection compiles it: (any of `include`, or everything without it) and none of `exclude`,
-    on the dimension's text value (NULL queue → '')."""
+    """A /jobs/ filter on one dimension of the filter summary (`rollup_sql.FILTER_DIMENSIONS`) or
+    on a pair (`rollup_sql.FILTER_PAIRS`, the values `rollup_sql.pair_value`), as the selection
+    compiles it: (any of `include`, or everything without it) and none of `exclude`, on the
+    dimension's text value (NULL queue → '')."""
 
     dim: str
     include: tuple[Pred, ...]
@@ -222,7 +223,7 @@ def job_facet_rows(
     )
     summary, summary_params = _summary_source(dim)
     if dim is not None:
-        dim_sql, dim_params = dim_where(rollup_sql.job_facet_value_sql("d", dim.dim), dim)
+        dim_sql, dim_params = dim_where(rollup_sql.filter_dim_value_sql("d", dim.dim), dim)
         delta_where, delta_params = f"{delta_where} AND {dim_sql}", [*delta_params, *dim_params]
     est, est_p = _states_sql("j.jobstatus", states)
     sst, sst_p = _states_sql("s.jobstatus", states)
@@ -561,12 +562,12 @@ def rollups_backfill(cursor: Any, *, core_seconds: bool = True) -> None:
     )
 
 
-def backfill_job_filters(cursor: Any) -> None:
-    """Fill the empty filter summary from the job rows, one pass per dimension (the caller holds
-    the job table still, as for `rollups_backfill`)."""
+def backfill_job_filters(cursor: Any, dims: Sequence[str] = rollup_sql.FILTER_SUMMARY_DIMS) -> None:
+    """Fill the filter summary's empty `dims` from the job rows, one pass per dimension or pair
+    (the caller holds the job table still, as for `rollups_backfill`)."""
     cursor.execute("SET LOCAL work_mem = '256MB'")
     cursor.execute("SET LOCAL jit = off")
-    for dim in rollup_sql.FILTER_DIMENSIONS:
+    for dim in dims:
         cursor.execute(rollup_sql.backfill_job_filters_sql(dim))
 
 
