@@ -208,8 +208,8 @@ def job_facet_rows(
     (and `window` None) for every job of that selection. One statement:
 
     1. edges (or the live selection): the facet GROUPING SETS of the scanned rows, as rows;
-    2. whole hours: the summary rows (`_summary_source`), and its `jobstatus` facet re-bucketed by
-       `unit` for the chart;
+    2. whole hours: the summary rows (`_summary_source`, read once: a materialized CTE), and
+       their `jobstatus` facet re-bucketed by `unit` for the chart;
     3. the deltas not folded yet (those the filter keeps), exploded the way the fold does;
     4. summed per (facet, value, bucket); zero sums dropped (a +1 and −1 not folded yet).
     """
@@ -240,6 +240,9 @@ def job_facet_rows(
         WITH edge AS (
             SELECT {edge_cols}, date_trunc(%s, j.statechangetime) AS bucket
             FROM {source} j WHERE {edge_where} AND {est}
+        ), summ AS MATERIALIZED (
+            SELECT s.bucket, s.jobstatus, s.facet, s.value, s.count FROM {summary} s
+            WHERE {hours_where} AND {sst}
         ), edge_sets AS (
             SELECT {grouping}, GROUPING(e.bucket) AS g_bucket, {values}, e.bucket, COUNT(*) AS n
             FROM edge e GROUP BY GROUPING SETS ({sets})
@@ -249,11 +252,9 @@ def job_facet_rows(
             UNION ALL
             SELECT '', f_jobstatus, bucket, n FROM edge_sets WHERE g_bucket = 0
             UNION ALL
-            SELECT s.facet, s.value, NULL, s.count FROM {summary} s
-            WHERE {hours_where} AND {sst}
+            SELECT s.facet, s.value, NULL, s.count FROM summ s
             UNION ALL
-            SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM {summary} s
-            WHERE s.facet = 'jobstatus' AND {hours_where} AND {sst}
+            SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM summ s WHERE s.facet = 'jobstatus'
             UNION ALL
             SELECT v.facet, v.value, NULL, d.delta FROM dispatcher_jobchange d
             CROSS JOIN LATERAL (VALUES {rollup_sql.job_explode_values("d")}) AS v(facet, value)
@@ -273,9 +274,6 @@ def job_facet_rows(
         *hours_params,
         *sst_p,
         unit,
-        *summary_params,
-        *hours_params,
-        *sst_p,
         *delta_params,
         *dst_p,
         unit,
