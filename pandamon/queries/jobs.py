@@ -229,6 +229,13 @@ def narrow_filter(applied: dict[str, str]) -> bool:
     return any(name in _NARROW_FILTERS and not any(ch in raw for ch in "*!") for name, raw in applied.items())
 
 
+def past_window(since: datetime | None, until: datetime | None, now: datetime) -> bool:
+    """Whether a window ended longer ago than it lasts: walking the primary key back from the newest
+    job would pass more jobs changed after it than the window holds, so its newest by pandaid are
+    sorted from the window's rows (`jobs_page`'s `narrow`; the time index finds them)."""
+    return since is not None and until is not None and now - until > until - since
+
+
 def jobs_scan_estimate(q: Q) -> int:
     """The planner's row estimate of a selection the summaries cannot answer (PostgreSQL's
     EXPLAIN; nothing is read): what the page's scan will count."""
@@ -358,9 +365,10 @@ def jobs_page(
     runs on the archived jobs too and the two pages are merged; otherwise the archive is not read.
 
     `narrow`: the selection is a few per cent of the jobs at most and has its own index (one queue,
-    user or task, `narrow_filter`): the newest by pandaid are then sorted from that index's rows
-    (`pandaid + 0` hides the primary key's order from the planner), not found by walking the primary
-    key backwards, which reads every newer job when the selection's jobs are old."""
+    user or task, `narrow_filter`; a window long past, `past_window`): the newest by pandaid are
+    then sorted from that index's rows (`pandaid + 0` hides the primary key's order from the
+    planner), not found by walking the primary key backwards, which reads every newer job when the
+    selection's jobs are old."""
     column, desc = JOB_SORTS[sort]
     after = None
     if cursor:
