@@ -38,8 +38,10 @@ class JobSummary(models.Model):
 class JobFilterSummary(models.Model):
     """Jobs per (hour of statechangetime, jobstatus, filter dimension and its value, facet, value):
     the /jobs/ facets and chart under one filter a shifter sets (a queue, and through it a site or
-    a region; a user; a label; a task), decision 0013. `dim` names the filter's facet
-    (`rollup_sql.FILTER_DIMENSIONS`), `dimvalue` its value as the summary's text (NULL queue → '').
+    a region; a user; a label; a task), decision 0013, and under two of them together (a queue with
+    a label or a user, decision 0016). `dim` names the filter's facet (`rollup_sql.FILTER_DIMENSIONS`)
+    or pair (`rollup_sql.FILTER_PAIRS`), `dimvalue` its value as the summary's text (NULL queue → '';
+    a pair's two values as `rollup_sql.pair_value`).
     Within one (bucket, jobstatus, dim, facet) the rows partition the jobs by `dimvalue`, so a
     value, a set of values, a wildcard or a negation is a sum over rows of this table."""
 

@@ -21,6 +21,8 @@ __all__ = [
     "BACKFILL_JOB_FILTERS",
     "ERROR_FAMILIES",
     "FILTER_DIMENSIONS",
+    "FILTER_PAIRS",
+    "FILTER_SUMMARY_DIMS",
     "FILTER_SUMMARY_TABLE",
     "FOLD_ERRORS",
     "FOLD_JOBS",
@@ -29,9 +31,11 @@ __all__ = [
     "SUMMARY_TABLES",
     "backfill_job_filters_sql",
     "error_explode_values",
+    "filter_dim_value_sql",
     "filter_explode_values",
     "job_explode_values",
     "job_facet_value_sql",
+    "pair_value",
 ]
 
 # The facets of `dispatcher.changefeed.JOB_FACET_COLUMNS` whose values are integers (the summary
@@ -60,10 +64,34 @@ def job_explode_values(alias: str) -> str:
 # 0013): the queue (a site or a region is a set of queues), the user, the label, the task.
 FILTER_DIMENSIONS: tuple[str, ...] = ("computingsite", "produsername", "label", "jeditaskid")
 
+# The pairs of dimensions a shifter filters on together (decision 0016): the queue (a site, a
+# region) with the label, and with the user. A pair's `dimvalue` is `pair_value(queue, other)`.
+FILTER_PAIRS: dict[str, tuple[str, str]] = {
+    "queue+label": ("computingsite", "label"),
+    "queue+user": ("computingsite", "produsername"),
+}
+# Every `dim` of the filter summary: what the fold explodes a change into and the backfill fills.
+FILTER_SUMMARY_DIMS: tuple[str, ...] = (*FILTER_DIMENSIONS, *FILTER_PAIRS)
+
+
+def pair_value(first: str, second: str) -> str:
+    """A pair's `dimvalue`: the first value's length, ':', both values. Unambiguous whatever the
+    values hold (a separator could occur in a value); `filter_dim_value_sql` writes the same."""
+    return f"{len(first)}:{first}{second}"
+
+
+def filter_dim_value_sql(alias: str, dim: str) -> str:
+    """The `dimvalue` of the row `alias` for `dim` (a FILTER_DIMENSIONS name or a FILTER_PAIRS key)."""
+    if dim not in FILTER_PAIRS:
+        return job_facet_value_sql(alias, dim)
+    first, second = (job_facet_value_sql(alias, name) for name in FILTER_PAIRS[dim])
+    # length() counts characters, as Python's len() does.
+    return f"(length({first})::text || ':' || {first} || {second})"
+
 
 def filter_explode_values(alias: str) -> str:
     """LATERAL VALUES turning one change/job row of `alias` into (dim, dimvalue) rows."""
-    return ", ".join(f"('{name}', {job_facet_value_sql(alias, name)})" for name in FILTER_DIMENSIONS)
+    return ", ".join(f"('{dim}', {filter_dim_value_sql(alias, dim)})" for dim in FILTER_SUMMARY_DIMS)
 
 
 # Error families (the engine's, `dispatcher.retry.FAMILY_COLUMNS`): (family, code column, diag
@@ -189,8 +217,8 @@ BACKFILL_JOBS = f"""
     GROUP BY GROUPING SETS ({_SETS})
 """
 
-# One pass over dispatcher_job per filter dimension ({dim} and {dimvalue}: a FILTER_DIMENSIONS name
-# and its value expression on `j`), every facet per (bucket, jobstatus, dimension value).
+# One pass over dispatcher_job per filter dimension ({dim} and {dimvalue}: a FILTER_SUMMARY_DIMS
+# name and its value expression on `j`), every facet per (bucket, jobstatus, dimension value).
 _FILTER_SETS = ", ".join(
     f"(bucket, jobstatus, dimvalue, {'f_' + name})"
     if name != "jobstatus"
@@ -214,7 +242,7 @@ BACKFILL_JOB_FILTERS = f"""
 
 def backfill_job_filters_sql(dim: str) -> str:
     """BACKFILL_JOB_FILTERS for one dimension."""
-    return BACKFILL_JOB_FILTERS.format(dim=dim, dimvalue=job_facet_value_sql("j", dim))
+    return BACKFILL_JOB_FILTERS.format(dim=dim, dimvalue=filter_dim_value_sql("j", dim))
 
 
 # %s: the template expression's parameters. {core_col} and {core_sum} are ", core_s" and

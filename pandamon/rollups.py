@@ -136,9 +136,10 @@ Pred = tuple[str, tuple[str, ...]]
 
 @dataclass(frozen=True)
 class DimFilter:
-    """A /jobs/ filter on one dimension of the filter summary (`rollup_sql.FILTER_DIMENSIONS`), as
-    the selection compiles it: (any of `include`, or everything without it) and none of `exclude`,
-    on the dimension's text value (NULL queue → '')."""
+    """A /jobs/ filter on one dimension of the filter summary (`rollup_sql.FILTER_DIMENSIONS`) or
+    on a pair (`rollup_sql.FILTER_PAIRS`, the values `rollup_sql.pair_value`), as the selection
+    compiles it: (any of `include`, or everything without it) and none of `exclude`, on the
+    dimension's text value (NULL queue → '')."""
 
     dim: str
     include: tuple[Pred, ...]
@@ -207,8 +208,8 @@ def job_facet_rows(
     (and `window` None) for every job of that selection. One statement:
 
     1. edges (or the live selection): the facet GROUPING SETS of the scanned rows, as rows;
-    2. whole hours: the summary rows (`_summary_source`), and its `jobstatus` facet re-bucketed by
-       `unit` for the chart;
+    2. whole hours: the summary rows (`_summary_source`, read once: a materialized CTE), and
+       their `jobstatus` facet re-bucketed by `unit` for the chart;
     3. the deltas not folded yet (those the filter keeps), exploded the way the fold does;
     4. summed per (facet, value, bucket); zero sums dropped (a +1 and −1 not folded yet).
     """
@@ -222,7 +223,7 @@ def job_facet_rows(
     )
     summary, summary_params = _summary_source(dim)
     if dim is not None:
-        dim_sql, dim_params = dim_where(rollup_sql.job_facet_value_sql("d", dim.dim), dim)
+        dim_sql, dim_params = dim_where(rollup_sql.filter_dim_value_sql("d", dim.dim), dim)
         delta_where, delta_params = f"{delta_where} AND {dim_sql}", [*delta_params, *dim_params]
     est, est_p = _states_sql("j.jobstatus", states)
     sst, sst_p = _states_sql("s.jobstatus", states)
@@ -239,6 +240,9 @@ def job_facet_rows(
         WITH edge AS (
             SELECT {edge_cols}, date_trunc(%s, j.statechangetime) AS bucket
             FROM {source} j WHERE {edge_where} AND {est}
+        ), summ AS MATERIALIZED (
+            SELECT s.bucket, s.jobstatus, s.facet, s.value, s.count FROM {summary} s
+            WHERE {hours_where} AND {sst}
         ), edge_sets AS (
             SELECT {grouping}, GROUPING(e.bucket) AS g_bucket, {values}, e.bucket, COUNT(*) AS n
             FROM edge e GROUP BY GROUPING SETS ({sets})
@@ -248,11 +252,9 @@ def job_facet_rows(
             UNION ALL
             SELECT '', f_jobstatus, bucket, n FROM edge_sets WHERE g_bucket = 0
             UNION ALL
-            SELECT s.facet, s.value, NULL, s.count FROM {summary} s
-            WHERE {hours_where} AND {sst}
+            SELECT s.facet, s.value, NULL, s.count FROM summ s
             UNION ALL
-            SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM {summary} s
-            WHERE s.facet = 'jobstatus' AND {hours_where} AND {sst}
+            SELECT '', s.jobstatus, date_trunc(%s, s.bucket), s.count FROM summ s WHERE s.facet = 'jobstatus'
             UNION ALL
             SELECT v.facet, v.value, NULL, d.delta FROM dispatcher_jobchange d
             CROSS JOIN LATERAL (VALUES {rollup_sql.job_explode_values("d")}) AS v(facet, value)
@@ -272,9 +274,6 @@ def job_facet_rows(
         *hours_params,
         *sst_p,
         unit,
-        *summary_params,
-        *hours_params,
-        *sst_p,
         *delta_params,
         *dst_p,
         unit,
@@ -561,12 +560,12 @@ def rollups_backfill(cursor: Any, *, core_seconds: bool = True) -> None:
     )
 
 
-def backfill_job_filters(cursor: Any) -> None:
-    """Fill the empty filter summary from the job rows, one pass per dimension (the caller holds
-    the job table still, as for `rollups_backfill`)."""
+def backfill_job_filters(cursor: Any, dims: Sequence[str] = rollup_sql.FILTER_SUMMARY_DIMS) -> None:
+    """Fill the filter summary's empty `dims` from the job rows, one pass per dimension or pair
+    (the caller holds the job table still, as for `rollups_backfill`)."""
     cursor.execute("SET LOCAL work_mem = '256MB'")
     cursor.execute("SET LOCAL jit = off")
-    for dim in rollup_sql.FILTER_DIMENSIONS:
+    for dim in dims:
         cursor.execute(rollup_sql.backfill_job_filters_sql(dim))
 
 

@@ -296,6 +296,15 @@ class Job(JobColumns):
             ),
             # Task page and counters recomputation.
             models.Index(fields=["task", "jobstatus"], name="job_task_status_idx"),
+            # A task's job list (/jobs/?jeditaskid=N): newest changes first in the page's order
+            # (NULLs last, pandaid breaking ties: no sort), and a window of it a range; its
+            # default order by pandaid sorts the task's rows of the window found here.
+            models.Index(
+                F("task"),
+                F("statechangetime").desc(nulls_last=True),
+                F("pandaid").desc(),
+                name="job_task_time_idx",
+            ),
             # /jobs/ and /dash/ by site and time window.
             models.Index(fields=["queue", "jobstatus", "statechangetime"], name="job_queue_status_time_idx"),
             # /user/<name>/ job list.

@@ -45,6 +45,7 @@ from pandamon.queries.jobs import (
     jobs_page,
     jobs_scan_estimate,
     narrow_filter,
+    past_window,
 )
 from pandamon.queries.loops import loop_strip
 from pandamon.queries.metrics import jobs_by_queue_state
@@ -104,6 +105,7 @@ __all__ = [
     "latest_failures",
     "loop_strip",
     "narrow_filter",
+    "past_window",
     "progress",
     "queue_state_counts",
     "queues_with_sites",

@@ -37,7 +37,7 @@ from dispatcher.models import (
 )
 from dispatcher.queries import collation_orders_by_code_point
 from dispatcher.states import JobStatus
-from pandamon import rollups
+from pandamon import rollup_sql, rollups
 from pandamon.filters import NOT_SPECIFIED, _str_q
 from pandamon.queries.common import bucket_time, utc_bucket_text, with_archive
 
@@ -122,21 +122,52 @@ def _dim_filter(name: str, raw: str) -> rollups.DimFilter | None:
     return rollups.DimFilter(_DIM_OF_FILTER[name], tuple(include), tuple(exclude))
 
 
+# The pairs of the filter summary (decision 0016) by their two dimensions, and the most value
+# pairs a selection may name (a region's queues times a few labels or users).
+_PAIR_OF_DIMS: dict[tuple[str, ...], str] = {dims: pair for pair, dims in rollup_sql.FILTER_PAIRS.items()}
+_MAX_PAIR_VALUES = 10_000
+
+
+def _pair_filter(names: list[str], applied: dict[str, str]) -> rollups.DimFilter | None:
+    """Two dimension filters as one filter on their pair: each must be plain values (a queue, a
+    site, a region, a queue wildcard, a label, a user; no negation, no other wildcard), and the
+    pair's values are every combination of the two."""
+    by_dim = {_DIM_OF_FILTER[n]: n for n in names}
+    pair = _PAIR_OF_DIMS.get(tuple(sorted(by_dim, key=rollup_sql.FILTER_DIMENSIONS.index)))
+    if pair is None:
+        return None
+    sides: list[tuple[str, ...]] = []
+    for dim_name in rollup_sql.FILTER_PAIRS[pair]:
+        dim = _dim_filter(by_dim[dim_name], applied[by_dim[dim_name]])
+        if dim is None or dim.exclude or not dim.include or any(kind != "eq" for kind, _ in dim.include):
+            return None
+        sides.append(tuple(dict.fromkeys(v for _, values in dim.include for v in values)))
+    first, second = sides
+    if len(first) * len(second) > _MAX_PAIR_VALUES:
+        return None
+    values = tuple(rollup_sql.pair_value(a, b) for a in first for b in second)
+    return rollups.DimFilter(pair, (("eq", values),))
+
+
 def job_rollup_selection(
     since: datetime | None, until: datetime | None, applied: dict[str, str]
 ) -> JobRollupSelection | None:
     """The rollup form of a /jobs/ selection, or None when the summaries cannot answer it: not on
-    PostgreSQL, no window (all time), a filter other than `jobstatus` and one filter of
-    `_DIM_OF_FILTER` (values, negations, wildcards; not a task range), a `jobstatus` with globs,
-    negations or "Not specified", or a window without a whole hour. Those selections are scanned
-    (the page says so)."""
+    PostgreSQL, no window (all time), a filter other than `jobstatus` and either one filter of
+    `_DIM_OF_FILTER` (values, negations, wildcards; not a task range) or two plain-valued filters
+    of a pair (`_pair_filter`), a `jobstatus` with globs, negations or "Not specified", or a window
+    without a whole hour. Those selections are scanned (the page says so)."""
     if not rollups.enabled() or since is None:
         return None
-    others = set(applied) - {"jobstatus"}
-    if len(others) > 1 or others - set(_DIM_OF_FILTER):
+    others = sorted(set(applied) - {"jobstatus"})
+    if len(others) > 2 or set(others) - set(_DIM_OF_FILTER):
         return None
     dim = None
-    if others:
+    if len(others) == 2:
+        dim = _pair_filter(others, applied)
+        if dim is None:
+            return None
+    elif others:
         (name,) = others
         dim = _dim_filter(name, applied[name])
         if dim is None:
@@ -196,6 +227,13 @@ _NARROW_FILTERS = frozenset({"computingsite", "produsername", "jeditaskid"})
 def narrow_filter(applied: dict[str, str]) -> bool:
     """Whether the selection has a plain value (no wildcard, no negation) of a narrow filter."""
     return any(name in _NARROW_FILTERS and not any(ch in raw for ch in "*!") for name, raw in applied.items())
+
+
+def past_window(since: datetime | None, until: datetime | None, now: datetime) -> bool:
+    """Whether a window ended longer ago than it lasts: walking the primary key back from the newest
+    job would pass more jobs changed after it than the window holds, so its newest by pandaid are
+    sorted from the window's rows (`jobs_page`'s `narrow`; the time index finds them)."""
+    return since is not None and until is not None and now - until > until - since
 
 
 def jobs_scan_estimate(q: Q) -> int:
@@ -327,9 +365,10 @@ def jobs_page(
     runs on the archived jobs too and the two pages are merged; otherwise the archive is not read.
 
     `narrow`: the selection is a few per cent of the jobs at most and has its own index (one queue,
-    user or task, `narrow_filter`): the newest by pandaid are then sorted from that index's rows
-    (`pandaid + 0` hides the primary key's order from the planner), not found by walking the primary
-    key backwards, which reads every newer job when the selection's jobs are old."""
+    user or task, `narrow_filter`; a window long past, `past_window`): the newest by pandaid are
+    then sorted from that index's rows (`pandaid + 0` hides the primary key's order from the
+    planner), not found by walking the primary key backwards, which reads every newer job when the
+    selection's jobs are old."""
     column, desc = JOB_SORTS[sort]
     after = None
     if cursor:

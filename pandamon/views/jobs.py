@@ -56,7 +56,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
             cursor=params.get("cursor"),
             limit=limit,
             archive=archive,
-            narrow=reads.narrow_filter(sel.applied),
+            narrow=reads.narrow_filter(sel.applied)
+            or reads.past_window(sel.since, sel.until, timezone.now()),
         )
     except ValueError as exc:
         raise FilterError(str(exc)) from None

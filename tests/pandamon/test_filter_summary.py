@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
-from pandamon import queries, rollups
+from pandamon import queries, rollup_sql, rollups
 from pandamon.filters import JOB_FIELDS, compile_selection
 from pandamon.models import JobFilterSummary
 from tests.factories import QueueFactory, SiteFactory, TaskFactory
@@ -48,6 +48,13 @@ FILTERS = (
     "jeditaskid=TASK0",
     "jeditaskid=!TASK0",
     "jeditaskid=TASK0|TASK1",
+    # Two filters of a pair (decision 0016): a queue, a site or a region with a label or a user.
+    "region=US&label=label0",
+    "computingsite=Q_A&label=label1",
+    "computingsite=Q_*&label=label0|label1",
+    "site=SITE_US&produsername=USER0",
+    "computingsite=Not specified&produsername=USER1",
+    "region=CERN|US&produsername=USER0|USER1",
 )
 FILTERED_WINDOWS = st.tuples(
     st.integers(61, 7 * 60),  # since, minutes before NOW: at least one whole hour
@@ -65,10 +72,12 @@ def _world() -> list[Any]:
 
 
 def _params(spec: str, tasks: list[Any], since: datetime, until: datetime | None) -> dict[str, str]:
-    name, _, value = spec.partition("=")
-    for i, task in enumerate(tasks):
-        value = value.replace(f"TASK{i}", str(task.jeditaskid))
-    params = {name: value, "date_from": since.strftime("%Y-%m-%dT%H:%M:%S")}
+    params = {"date_from": since.strftime("%Y-%m-%dT%H:%M:%S")}
+    for part in spec.split("&"):
+        name, _, value = part.partition("=")
+        for i, task in enumerate(tasks):
+            value = value.replace(f"TASK{i}", str(task.jeditaskid)).replace(f"USER{i}", task.username)
+        params[name] = value
     if until is not None:
         params["date_to"] = until.strftime("%Y-%m-%dT%H:%M:%S")
     return params
@@ -137,9 +146,13 @@ def test_the_page_says_which_selections_it_scanned(client: Any) -> None:
     _apply([("insert", i, i * 37, i * 11) for i in range(10)], tasks)
     summed = client.get("/jobs/", {"days": "2", "region": "US", "json": "1"}).json()
     assert summed["counted_by"] == "summaries"
-    two = client.get("/jobs/", {"days": "2", "region": "US", "label": "label0", "json": "1"}).json()
-    assert two["counted_by"] == "scan" and two["scan_estimate_rows"] >= 0
-    page = client.get("/jobs/", {"days": "2", "region": "US", "label": "label0"})
+    pair = client.get("/jobs/", {"days": "2", "region": "US", "label": "label0", "json": "1"}).json()
+    assert pair["counted_by"] == "summaries"
+    # Two filters of no pair, or a negation within a pair: scanned.
+    for two in ({"label": "label0", "produsername": "nobody"}, {"region": "!US", "label": "label0"}):
+        answer = client.get("/jobs/", {"days": "2", **two, "json": "1"}).json()
+        assert answer["counted_by"] == "scan" and answer["scan_estimate_rows"] >= 0, two
+    page = client.get("/jobs/", {"days": "2", "region": "!US", "label": "label0"})
     assert b"counted by scanning the selection" in page.content
     assert b"counted by scanning" not in client.get("/jobs/", {"days": "2", "region": "US"}).content
 
@@ -160,3 +173,14 @@ def test_a_read_past_the_statement_timeout_answers_503_saying_what_to_narrow(
     response = client.get("/jobs/", {"days": "2"})
     assert response.status_code == 503
     assert b"Narrow it" in response.content
+
+
+def test_a_pair_value_is_the_same_in_python_and_sql_and_unambiguous() -> None:
+    values = [("Q_1:2", "x"), ("Q_1", ":2x"), ("", "coadd"), ("Q", "ü:1")]
+    with connection.cursor() as cursor:
+        for first, second in values:
+            expr = rollup_sql.filter_dim_value_sql("t", "queue+label")
+            sql = f"SELECT {expr} FROM (VALUES (%s, %s)) AS t(computingsite, label)"  # noqa: S608
+            cursor.execute(sql, [first, second])
+            assert cursor.fetchone()[0] == rollup_sql.pair_value(first, second)
+    assert len({rollup_sql.pair_value(a, b) for a, b in values}) == len(values)

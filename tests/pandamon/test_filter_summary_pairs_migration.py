@@ -1,0 +1,64 @@
+"""Upgrading a database whose filter summary has single dimensions only (pandamon 0005) to its pairs
+(pandamon 0006, decision 0016): folded and unfolded changes end up counted exactly once, in the
+single dimensions and the pairs alike (what a rebuild from the job rows gives)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from pandamon import rollup_sql, rollups
+from pandamon.models import JobFilterSummary
+from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
+
+SINGLE = [("pandamon", "0005_job_filter_summary")]
+NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
+_COLS = ("bucket", "jobstatus", "dim", "dimvalue", "facet", "value", "count")
+
+
+def _migrate(targets: list[tuple[str, str]] | None) -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets if targets is not None else executor.loader.graph.leaf_nodes())
+
+
+def _jobs(n: int, tasks: list[Any], start: int) -> None:
+    for i in range(start, start + n):
+        JobFactory(
+            task=tasks[i % len(tasks)],
+            jobstatus=("finished", "failed", "running")[i % 3],
+            queue_id=("Q_A", "Q_B", None)[i % 3],
+            statechangetime=NOW - timedelta(minutes=17 * i),
+        )
+
+
+def _summary() -> set[tuple[Any, ...]]:
+    return set(JobFilterSummary.objects.values_list(*_COLS))
+
+
+def test_the_pairs_migration_counts_folded_and_unfolded_changes_once() -> None:
+    site = SiteFactory(name="SITE_US", region="US")
+    for name in ("Q_A", "Q_B"):
+        QueueFactory(name=name, site=site)
+    tasks = [TaskFactory(label="coadd"), TaskFactory(label="calib")]
+    _migrate(SINGLE)
+    try:
+        _jobs(20, tasks, 0)
+        while rollups.rollups_fold():
+            pass
+        # The fold of pandamon 0005's release wrote no pair rows.
+        JobFilterSummary.objects.filter(dim__in=list(rollup_sql.FILTER_PAIRS)).delete()
+        _jobs(10, tasks, 20)  # changes not folded yet
+    finally:
+        _migrate(None)
+    while rollups.rollups_fold():
+        pass
+    migrated = _summary()
+    assert {row[2] for row in migrated} == set(rollup_sql.FILTER_SUMMARY_DIMS)
+    rollups.rollups_rebuild()
+    assert migrated == _summary()
