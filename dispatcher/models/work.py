@@ -316,6 +316,23 @@ class Job(JobColumns):
                 include=["queue", "jobstatus", "request_cores"],
                 name="job_window_summary_idx",
             ),
+            # /site/<name>/ sums a window's ended jobs of the site's queues by (queue, node, state)
+            # (pandamon.queries.site_job_stats): every column it reads is here, so index-only.
+            # Partial: an entry per job once it ends, none while it runs.
+            models.Index(
+                fields=["queue", "statechangetime"],
+                include=[
+                    "jobstatus",
+                    "node",
+                    "starttime",
+                    "endtime",
+                    "cpu_time_s",
+                    "request_cores",
+                    "max_rss_kb",
+                ],
+                name="job_ended_stats_idx",
+                condition=Q(jobstatus__in=["finished", "failed"]),
+            ),
         ]
 
     def __str__(self) -> str:
