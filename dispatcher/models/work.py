@@ -316,23 +316,12 @@ class Job(JobColumns):
                 include=["queue", "jobstatus", "request_cores"],
                 name="job_window_summary_idx",
             ),
-            # /site/<name>/ sums a window's ended jobs of the site's queues by (queue, node, state)
-            # (pandamon.queries.site_job_stats): every column it reads is here, so index-only.
-            # Partial: an entry per job once it ends, none while it runs.
-            models.Index(
-                fields=["queue", "statechangetime"],
-                include=[
-                    "jobstatus",
-                    "node",
-                    "starttime",
-                    "endtime",
-                    "cpu_time_s",
-                    "request_cores",
-                    "max_rss_kb",
-                ],
-                name="job_ended_stats_idx",
-                condition=Q(jobstatus__in=["finished", "failed"]),
-            ),
+            # /site/<name>/ reads a window's ended jobs of a site's queues index-only from
+            # job_ended_stats_idx on (computingsite, statechangetime), created on PostgreSQL by
+            # migration 0015 with the generated columns it includes (ended_node, ended_walltime,
+            # ended_cpu_per_core, ended_max_rss_kb: the value once the job is finished or failed,
+            # NULL before). Outside the model: no heartbeat column may be in an index (a heartbeat
+            # must stay a HOT update), and the generated copies do not change while a job runs.
         ]
 
     def __str__(self) -> str:

@@ -17,6 +17,9 @@ from django.utils import timezone
 
 from dispatcher.models import ArchivedJob
 from dispatcher.services.archive import jobs_archive_move
+from dispatcher.services.pilot_calls.heartbeat import jobs_heartbeat
+from dispatcher.services.pilot_calls.messages import PilotUpdate
+from dispatcher.services.transitions import job_transition
 from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory, UserFactory, WorkflowFactory
 
 pytestmark = pytest.mark.django_db
@@ -154,10 +157,56 @@ def test_the_live_read_is_answered_from_its_index_alone(postgres_only: None) -> 
     since = timezone.now() - dt.timedelta(days=7)
     with CaptureQueriesContext(connection) as ctx:
         assert queries.site_job_stats(["X_1", "X_2"], since, None).queues
-    (read,) = [q["sql"] for q in ctx.captured_queries if "dispatcher_job" in q["sql"]]
+    (read,) = [q["sql"] for q in ctx.captured_queries if "FROM dispatcher_job" in q["sql"]]
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_bitmapscan = off")
         cursor.execute(f"EXPLAIN {read}")
         plan = "\n".join(r[0] for r in cursor.fetchall())
     assert "Index Only Scan using job_ended_stats_idx" in plan, plan
+
+
+def test_a_heartbeat_with_new_metrics_is_still_a_hot_update(postgres_only: None) -> None:
+    """The index holds the ended copies of node, CPU and RSS, never the columns a heartbeat
+    changes: a heartbeat of a running job with a new node, CPU time and RSS updates its row in
+    place (HOT) and touches no index; its copies stay NULL until the job ends."""
+    queue = QueueFactory(name="X_1", site=SiteFactory(name="SITE_X"))
+    task = TaskFactory()
+    job = JobFactory(task=task, jobstatus="defined")
+    job_transition(pandaid=job.pandaid, to="activated", cause="test", fields={"queue_id": queue.name})
+    job_transition(pandaid=job.pandaid, to="sent", cause="test", fields={"lease": "L"})
+    job_transition(pandaid=job.pandaid, to="running", cause="test", fields={"starttime": timezone.now()})
+    job.refresh_from_db()
+
+    def hot_updates() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'dispatcher_job'"
+            )
+            return int(cursor.fetchone()[0])
+
+    before = hot_updates()
+    update = PilotUpdate(
+        pandaid=job.pandaid,
+        status="running",
+        attemptnr=job.attemptnr,
+        lease="L",
+        node="wn9.example.org",
+        metrics={"cpu_time_s": 123.0, "max_rss_kb": 4567},
+    )
+    assert jobs_heartbeat([update], None)[0] is not None
+    assert hot_updates() == before + 1
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT modificationhost, max_rss_kb, ended_node, ended_max_rss_kb, ended_cpu_per_core"
+            " FROM dispatcher_job WHERE pandaid = %s",
+            [job.pandaid],
+        )
+        assert cursor.fetchone() == ("wn9.example.org", 4567, None, None, None)
+    job_transition(pandaid=job.pandaid, to="finished", cause="test", fields={"endtime": timezone.now()})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ended_node, ended_max_rss_kb, ended_cpu_per_core FROM dispatcher_job WHERE pandaid = %s",
+            [job.pandaid],
+        )
+        assert cursor.fetchone() == ("wn9.example.org", 4567, 123.0 / job.request_cores)
