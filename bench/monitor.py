@@ -434,6 +434,7 @@ def page_list() -> list[tuple[str, int]]:
         ("/workflows/", 300),
         ("/sites/", 300),
         ("/site/SITE_03/", 300),
+        ("/site/SITE_03/?days=7", 1000),
         ("/users/", 300),
     ]
 

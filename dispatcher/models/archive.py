@@ -15,6 +15,7 @@ counts, campaigns' references and the monitor's summaries are untouched by a mov
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 
 from dispatcher.models.sites import Queue
 from dispatcher.models.work import (
@@ -63,6 +64,21 @@ class ArchivedJob(JobColumns):
         ordering = ["-pandaid"]
         indexes = [
             models.Index(fields=["statechangetime"], name="jobarchive_time_idx"),
+            # /site/<name>/ when its window reaches the archive: the live table's job_ended_stats_idx.
+            models.Index(
+                fields=["queue", "statechangetime"],
+                include=[
+                    "jobstatus",
+                    "node",
+                    "starttime",
+                    "endtime",
+                    "cpu_time_s",
+                    "request_cores",
+                    "max_rss_kb",
+                ],
+                name="jobarchive_ended_stats_idx",
+                condition=Q(jobstatus__in=["finished", "failed"]),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -325,6 +325,12 @@ class Job(JobColumns):
                 include=["queue", "jobstatus", "request_cores"],
                 name="job_window_summary_idx",
             ),
+            # /site/<name>/ reads a window's ended jobs of a site's queues index-only from
+            # job_ended_stats_idx on (computingsite, statechangetime), created on PostgreSQL by
+            # migration 0016 with the generated columns it includes (ended_node, ended_walltime,
+            # ended_cpu_per_core, ended_max_rss_kb: the value once the job is finished or failed,
+            # NULL before). Outside the model: no heartbeat column may be in an index (a heartbeat
+            # must stay a HOT update), and the generated copies do not change while a job runs.
         ]
 
     def __str__(self) -> str:

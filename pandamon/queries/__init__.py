@@ -54,8 +54,7 @@ from pandamon.queries.sites import (
     queue_state_counts,
     queues_with_sites,
     site_detail,
-    site_node_outliers,
-    site_queue_stats,
+    site_job_stats,
     site_workers_by_state,
 )
 from pandamon.queries.tasks import (
@@ -110,8 +109,7 @@ __all__ = [
     "queue_state_counts",
     "queues_with_sites",
     "site_detail",
-    "site_node_outliers",
-    "site_queue_stats",
+    "site_job_stats",
     "site_workers_by_state",
     "task_detail",
     "task_error_groups",

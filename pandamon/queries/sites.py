@@ -4,17 +4,20 @@ state, per-queue statistics, worker-node outliers.
 Active jobs are counted from their partial index whatever their age; final jobs of a window on
 PostgreSQL from the per-hour summary plus the partial hours (`rollups.queue_state_rows`, decision
 0003), elsewhere (SQLite, all time) with one ORM GROUP BY on the indexed (queue, jobstatus,
-statechangetime).
+statechangetime). A site's per-queue statistics and nodes are one GROUP BY of its queues' ended
+jobs, index-only on the partial covering `job_ended_stats_idx` (decision 0015).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, FloatField, Max, Q, Sum
+from django.db import connection
+from django.db.models import Count, DurationField, ExpressionWrapper, F, FloatField, Max, Q, Sum
 
 from ailuro import units
 from dispatcher.models import ArchivedJob, Job, Queue, Site
@@ -149,78 +152,169 @@ def site_detail(name: str) -> Site | None:
     return Site.objects.filter(name=name).first()
 
 
-def site_queue_stats(site: Site, since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
-    """Per queue of a site: finished/failed in the window, mean walltime, CPU efficiency, max RSS."""
-    window = Q(queue__site=site, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
+@dataclass(frozen=True)
+class SiteStats:
+    """`/site/<name>/`'s two tables: per queue (finished, failed, failure %, mean walltime, CPU
+    efficiency, max RSS) and per worker node (finished, failed, failure %, PanDA's outlier tag)."""
+
+    queues: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+
+
+def site_job_stats(queues: Sequence[str], since: datetime | None, until: datetime | None) -> SiteStats:
+    """The finished and failed jobs of a site's queues in the window, by queue and by node.
+
+    1. One GROUP BY (queue, node, state) of the live jobs: counts, walltime sum and count,
+       CPU-per-core sum and count, max RSS. On PostgreSQL index-only from `job_ended_stats_idx`
+       and its generated columns (`_ENDED_GROUPS_SQL`), elsewhere the same over the job columns.
+       Sums, not means, so that groups merge: counts, walltime (whole microseconds) and RSS
+       exactly, the CPU sum to float rounding (the additions run in another order than one AVG's).
+    2. The same over the archive when the window reaches its horizon (decision 0012): the site's
+       numbers stay the same after the move.
+    3. Queue rows sum their nodes' groups, node rows their queues'; means are sum / count over the
+       jobs that have the value, as SQL's AVG takes them.
+    Two queries (the archive's horizon, the live jobs), three when the window reaches the archive.
+    """
+    reached = archive_reached(since)
+    if not queues:
+        return SiteStats(queues=[], nodes=[])
+    groups = _ended_groups_postgresql if connection.vendor == "postgresql" else _ended_groups
+    rows = groups(queues, since, until)
+    if reached:
+        rows += _ended_groups(queues, since, until, model=ArchivedJob)
+    by_queue: dict[str, _Sums] = defaultdict(_Sums)
+    by_node: dict[str, _Sums] = defaultdict(_Sums)
+    for row in rows:
+        by_queue[row["queue_id"]].add(row)
+        if row["node"]:
+            by_node[row["node"]].add(row)
+    return SiteStats(
+        queues=[by_queue[q].queue_row(q) for q in sorted(by_queue)],
+        nodes=_node_outliers(by_node),
+    )
+
+
+# Raw SQL: the generated columns it reads are not in the model (dispatcher migration 0016 says why).
+_ENDED_GROUPS_SQL = """
+SELECT computingsite, ended_node, jobstatus, count(*), sum(ended_walltime), count(ended_walltime),
+       sum(ended_cpu_per_core), count(ended_cpu_per_core), max(ended_max_rss_kb)
+FROM dispatcher_job
+WHERE computingsite = ANY(%(queues)s) AND jobstatus IN ('finished', 'failed') {window}
+GROUP BY 1, 2, 3
+"""
+_GROUP_KEYS = ("queue_id", "node", "jobstatus", "n", "wall_sum", "wall_n", "cpu_sum", "cpu_n", "max_rss")
+
+
+def _ended_groups_postgresql(
+    queues: Sequence[str], since: datetime | None, until: datetime | None
+) -> list[Mapping[str, Any]]:
+    window = "".join(
+        bound
+        for bound, value in (
+            ("AND statechangetime >= %(since)s ", since),
+            ("AND statechangetime < %(until)s", until),
+        )
+        if value is not None
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ENDED_GROUPS_SQL.format(window=window), {"queues": list(queues), "since": since, "until": until}
+        )
+        return [dict(zip(_GROUP_KEYS, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _ended_groups(
+    queues: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    model: type[Job] | type[ArchivedJob] = Job,
+) -> list[Mapping[str, Any]]:
+    """`_ENDED_GROUPS_SQL` with the ORM, over the job columns: the archive (index-only on
+    `jobarchive_ended_stats_idx`: its rows never change, so they may include the metrics) and the
+    live jobs on SQLite."""
+    window = Q(queue_id__in=list(queues), jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
     if since is not None:
         window &= Q(statechangetime__gte=since)
     if until is not None:
         window &= Q(statechangetime__lt=until)
-    rows: Iterable[Mapping[str, Any]] = (
-        Job.objects.filter(window)
+    wall = ExpressionWrapper(F("endtime") - F("starttime"), output_field=DurationField())
+    cpu = ExpressionWrapper(F("cpu_time_s") / F("request_cores"), output_field=FloatField())
+    return list(
+        model._default_manager.filter(window)
         .order_by()
-        .values("queue_id")
+        .values("queue_id", "node", "jobstatus")
         .annotate(
-            finished=Count("pandaid", filter=Q(jobstatus=JobStatus.FINISHED)),
-            failed=Count("pandaid", filter=Q(jobstatus=JobStatus.FAILED)),
-            wall=Avg(ExpressionWrapper(F("endtime") - F("starttime"), output_field=DurationField())),
-            cpu=Avg(ExpressionWrapper(F("cpu_time_s") / F("request_cores"), output_field=FloatField())),
+            n=Count("*"),  # not pandaid: no heap fetch
+            wall_sum=Sum(wall),
+            wall_n=Count(wall),
+            cpu_sum=Sum(cpu),
+            cpu_n=Count(cpu),
             max_rss=Max("max_rss_kb"),
         )
-        .order_by("queue_id")
     )
-    result = []
-    for row in rows:
-        finished, failed, cpu, max_rss = row["finished"], row["failed"], row["cpu"], row["max_rss"]
-        wall = row["wall"].total_seconds() if row["wall"] is not None else None
-        result.append(
-            {
-                "queue": row["queue_id"],
-                "finished": finished,
-                "failed": failed,
-                "failure_pct": 100 * failed / (finished + failed) if finished + failed else None,
-                "mean_walltime_s": wall,
-                "cpu_efficiency_pct": 100 * float(cpu) / wall if wall and cpu is not None else None,
-                "max_rss_kb": int(max_rss) if max_rss is not None else None,
-                "max_rss_mb": units.mb_from_kb(int(max_rss) if max_rss is not None else None),
-            }
-        )
-    return result
 
 
-def site_node_outliers(
-    site: Site, since: datetime | None, until: datetime | None = None
-) -> list[dict[str, Any]]:
-    """Worker nodes of a site with finished/failed counts in the window (the same jobs as
-    `site_queue_stats` counts, by node) and PanDA's outlier tags."""
-    window = Q(queue__site=site, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED]) & ~Q(node="")
-    if since is not None:
-        window &= Q(statechangetime__gte=since)
-    if until is not None:
-        window &= Q(statechangetime__lt=until)
-    rows: list[Mapping[str, Any]] = list(
-        Job.objects.filter(window)
-        .order_by()
-        .values("node")
-        .annotate(
-            finished=Count("pandaid", filter=Q(jobstatus=JobStatus.FINISHED)),
-            failed=Count("pandaid", filter=Q(jobstatus=JobStatus.FAILED)),
-        )
-    )
-    total_f = sum(r["failed"] for r in rows)
-    total = sum(r["failed"] + r["finished"] for r in rows)
+@dataclass
+class _Sums:
+    """One queue's or node's finished/failed jobs, summed over (queue, node, state) groups."""
+
+    finished: int = 0
+    failed: int = 0
+    wall_sum: timedelta = timedelta(0)
+    wall_n: int = 0
+    cpu_sum: float = 0.0
+    cpu_n: int = 0
+    max_rss: int | None = None
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        if row["jobstatus"] == JobStatus.FINISHED:
+            self.finished += row["n"]
+        else:
+            self.failed += row["n"]
+        if row["wall_n"]:
+            self.wall_sum += row["wall_sum"]
+            self.wall_n += row["wall_n"]
+        if row["cpu_n"]:
+            self.cpu_sum += float(row["cpu_sum"])
+            self.cpu_n += row["cpu_n"]
+        if row["max_rss"] is not None:
+            self.max_rss = max(self.max_rss or 0, int(row["max_rss"]))
+
+    def queue_row(self, queue: str) -> dict[str, Any]:
+        finished, failed, max_rss = self.finished, self.failed, self.max_rss
+        wall = self.wall_sum.total_seconds() / self.wall_n if self.wall_n else None
+        cpu = self.cpu_sum / self.cpu_n if self.cpu_n else None
+        return {
+            "queue": queue,
+            "finished": finished,
+            "failed": failed,
+            "failure_pct": 100 * failed / (finished + failed) if finished + failed else None,
+            "mean_walltime_s": wall,
+            "cpu_efficiency_pct": 100 * cpu / wall if wall and cpu is not None else None,
+            "max_rss_kb": max_rss,
+            "max_rss_mb": units.mb_from_kb(max_rss),
+        }
+
+
+def _node_outliers(by_node: Mapping[str, _Sums]) -> list[dict[str, Any]]:
+    """Worker nodes with their finished/failed counts and PanDA's outlier tags, outliers first."""
+    total_f = sum(s.failed for s in by_node.values())
+    total = sum(s.failed + s.finished for s in by_node.values())
     site_rate = total_f / total if total else 0.0
     result: list[dict[str, Any]] = []
-    for r in rows:
-        n = r["failed"] + r["finished"]
-        rate = r["failed"] / n if n else 0.0
+    for node, s in by_node.items():
+        n = s.failed + s.finished
+        rate = s.failed / n if n else 0.0
         tag = ""
-        if r["failed"] > 5 and rate >= 0.10:
+        if s.failed > 5 and rate >= 0.10:
             if rate >= 0.5 or (site_rate and rate >= 10 * site_rate):
                 tag = "VeryHighFailed"
             elif rate >= 0.2 or (site_rate and rate >= 5 * site_rate):
                 tag = "HighFailed"
-        result.append({**r, "failure_pct": 100 * rate, "tag": tag})
+        result.append(
+            {"node": node, "finished": s.finished, "failed": s.failed, "failure_pct": 100 * rate, "tag": tag}
+        )
     result.sort(key=lambda r: (-r["failure_pct"], r["node"]))
     return result
 

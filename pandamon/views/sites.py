@@ -67,17 +67,16 @@ def site_detail(request: HttpRequest, name: str) -> HttpResponse:
         raise Http404(f"no site {name}")
     params = params_of(request)
     sel = compile_selection(params, {}, time_column=None, default_hours=12)
-    queue_stats = reads.site_queue_stats(site, sel.since, sel.until)
-    nodes = reads.site_node_outliers(site, sel.since, sel.until)
-    workers = reads.site_workers_by_state(site)
     queues = list(site.queues.order_by("name"))
+    stats = reads.site_job_stats([qu.name for qu in queues], sel.since, sel.until)
+    workers = reads.site_workers_by_state(site)
     context = {
         "site": site,
         "sel": sel,
         "params": params,
         "queues": queues,
-        "queue_stats": queue_stats,
-        "nodes": nodes,
+        "queue_stats": stats.queues,
+        "nodes": stats.nodes,
         "workers": workers,
         "window_query": f"date_from={sel.since:%Y-%m-%dT%H:%M:%S}" if sel.since else "",
     }
@@ -90,8 +89,8 @@ def site_detail(request: HttpRequest, name: str) -> HttpResponse:
             "region": site.region,
             "window": sel.window_label,
             "unknown_filters": sel.unknown,
-            "queues": queue_stats,
-            "worker_nodes": nodes,
+            "queues": stats.queues,
+            "worker_nodes": stats.nodes,
             "harvester_workers": workers,
         },
     )

@@ -136,6 +136,8 @@ def _pages(world: dict[str, Any]) -> dict[str, Any]:
         f"/workflow/{old.pk}/?json&label=isr",
         "/dash/?json&days=100",
         "/sites/?json&days=100",
+        f"/site/{world['queue'].site.name}/?json&days=100",
+        f"/site/{world['queue'].site.name}/?json&date_from={job.statechangetime:%Y-%m-%dT%H:%M}",
         "/errors/?json&days=100",
         f"/errors/?json&days=100&computingsite={q}",
         # Windows whose first edge (a partial hour, scanned) holds archived jobs and attempts.

@@ -141,7 +141,8 @@ def test_task_facets_and_site_stats_equal_a_python_recount(world: World) -> None
     assert Counter(dict(facets["username"])) == _python_counts(Task.objects.all(), "username")
     cern = queries.site_detail("CERN")
     assert cern is not None
-    stats = {s["queue"]: s for s in queries.site_queue_stats(cern, None, None)}
+    site_queues = list(cern.queues.values_list("name", flat=True))
+    stats = {s["queue"]: s for s in queries.site_job_stats(site_queues, None, None).queues}
     ended = Job.objects.filter(queue__site=cern, jobstatus__in=[JobStatus.FINISHED, JobStatus.FAILED])
     assert set(stats) == set(ended.values_list("queue_id", flat=True))
     for queue, s in stats.items():
