@@ -208,8 +208,6 @@ def test_many_pilots_heartbeating_at_once_are_all_answered_with_what_was_written
 
     assert not errors, errors
     assert all(r == ["None:running"] * 3 for r in replies.values()) and len(replies) == 64
-    assert set(Job.objects.filter(task=task).values_list("node", "jobstatus")) == {
-        ("wn2", "running")
-    }
+    assert set(Job.objects.filter(task=task).values_list("node", "jobstatus")) == {("wn2", "running")}
     assert JobStatusLog.objects.filter(job__task=task, jobstatus="running").count() == 64
     assert task_state_counts([task.pk])[task.pk] == {"running": 64}
