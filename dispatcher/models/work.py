@@ -298,7 +298,8 @@ class Job(JobColumns):
             models.Index(fields=["task", "jobstatus"], name="job_task_status_idx"),
             # A task's job list (/jobs/?jeditaskid=N): newest changes first in the page's order
             # (NULLs last, pandaid breaking ties: no sort), and a window of it a range; its
-            # default order by pandaid sorts the task's rows of the window found here.
+            # default order by pandaid sorts the task's rows of the window found here. PostgreSQL only
+            # (migration 0015): SQLite has no NULLS LAST in an index.
             models.Index(
                 F("task"),
                 F("statechangetime").desc(nulls_last=True),
