@@ -4,12 +4,14 @@ their import path and they import this module as `_common`."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -149,3 +151,11 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def report_write(report: dict[str, Any], out: str, *, indent: int = 2) -> None:
+    """A benchmark's end: its JSON report written to `out` and printed on stdout."""
+    text = json.dumps(report, indent=indent)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    print(text)

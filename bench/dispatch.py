@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -37,7 +36,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, database_claim, free_port, machine_busy, percentile, process_tree
+from _common import (
+    cpu_seconds,
+    database_claim,
+    free_port,
+    machine_busy,
+    percentile,
+    process_tree,
+    report_write,
+)
 from _pilots import Conn, server_start, server_stop, update_body
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -469,10 +476,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "var" / "bench" / "dispatch.json"))
     args = parser.parse_args()
     report = run(args)
-    text = json.dumps(report, indent=2)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    report_write(report, args.out)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, database_claim
+from _common import cpu_seconds, database_claim, report_write
 from _pilots import update_body
 from dispatch import QUEUE, _django, _seed
 
@@ -243,10 +243,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "var" / "bench" / "pilot_profile.json"))
     args = parser.parse_args()
     report = run(args)
-    text = json.dumps(report, indent=2)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    report_write(report, args.out)
 
 
 if __name__ == "__main__":

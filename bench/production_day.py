@@ -33,7 +33,6 @@ records, so the phases after a limit still run (they show the trend) unless a lo
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -44,7 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, free_port, machine_busy, percentile, process_tree
+from _common import cpu_seconds, free_port, machine_busy, percentile, process_tree, report_write
 from _pilots import MODE_DRAIN, MODE_RUN, MODE_STOP, Conn, fleet_process_main, server_start, server_stop
 from _prodday_probes import (
     DbMeter,
@@ -471,10 +470,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = run(args)
-    text = json.dumps(report, indent=1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    report_write(report, args.out, indent=1)
 
 
 if __name__ == "__main__":
