@@ -23,13 +23,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (fields 14 and 15 of /proc/<pid>/stat); 0 once it is gone."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU time of a process (fields 14 and 15 of /proc/<pid>/stat); 0 once it is gone.
+    With `reaped`, also that of its children it has waited for (fields 16 and 17): summed over a
+    process tree's live members, the tree's CPU including the members that exited meanwhile."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    own = int(fields[11]) + int(fields[12])
+    return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / _TICK
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a process (field 4 of /proc/<pid>/stat); 0 once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
 
 
 def _children(pid: int) -> list[int]:

@@ -1,16 +1,18 @@
-"""Lean pilot clients the benchmarks share: one keep-alive http.client connection per thread (no
+"""Lean pilot clients the benchmarks share: one keep-alive HTTP connection per thread (no
 `requests`), the pilot's call bodies, gunicorn started and stopped by the benchmark, and an
 open-loop pilot fleet (bench/production_day.py) that dispatches at an offered rate, heartbeats each
 running job and sends its final update, some of them failures of mixed kinds."""
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import http.client
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,35 +25,94 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Conn:
-    """One keep-alive connection; a call that finds it closed reconnects (up to 3 tries)."""
+    """One keep-alive HTTP/1.1 connection on a plain socket: the request written from a prepared
+    header block, the reply read by its Content-Length or chunks. http.client parses every reply's
+    headers with the email package, which costs the client more CPU than some calls cost the
+    server; on two shared cores the client's CPU is CPU the server does not get. A call that finds
+    the connection closed reconnects (up to 3 tries)."""
 
     def __init__(self, port: int, token: str) -> None:
         self.port = port
-        self.headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {token}",
-        }
-        self.conn: http.client.HTTPConnection | None = None
+        self.head = (
+            f"Host: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+            f"Authorization: Bearer {token}\r\n"
+        ).encode()
+        self.sock: socket.socket | None = None
+        self.buf = b""
 
     def request(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+        payload = body.encode() if body is not None else b""
+        message = b"%s %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
+            method.encode(),
+            path.encode(),
+            self.head,
+            len(payload),
+            payload,
+        )
         for attempt in range(3):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
             try:
-                self.conn.request(method, path, body, self.headers)
-                reply = self.conn.getresponse()
-                data = reply.read()
-                if reply.getheader("Connection", "").lower() == "close":
-                    self.conn.close()
-                    self.conn = None
-                return reply.status, data
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                self.conn = None
+                if self.sock is None:
+                    self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=120)
+                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.buf = b""
+                self.sock.sendall(message)
+                return self._reply()
+            except (OSError, ValueError):
+                self.close()
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+    def _fill(self) -> None:
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self.buf += chunk
+
+    def _until(self, mark: bytes) -> bytes:
+        """The buffered bytes up to `mark` (consumed with it)."""
+        while (at := self.buf.find(mark)) < 0:
+            self._fill()
+        line, self.buf = self.buf[:at], self.buf[at + len(mark) :]
+        return line
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def _reply(self) -> tuple[int, bytes]:
+        status_line, *lines = self._until(b"\r\n\r\n").split(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if b"content-length" in headers:
+            data = self._take(int(headers[b"content-length"]))
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            parts = []
+            while size := int(self._until(b"\r\n").split(b";")[0], 16):
+                parts.append(self._take(size))
+                self._take(2)
+            self._until(b"\r\n")  # no trailers: the empty line after the last chunk
+            data = b"".join(parts)
+        else:  # the body runs to the end of the connection
+            with contextlib.suppress(ConnectionResetError):
+                while True:
+                    self._fill()
+            data, self.buf = self.buf, b""
+            headers[b"connection"] = b"close"
+        if headers.get(b"connection") == b"close":
+            self.close()
+        return status, data
 
     def post(self, path: str, payload: Any) -> tuple[int, Any]:
         status, data = self.request("POST", path, json.dumps(payload))
@@ -141,8 +202,11 @@ def server_start(
     port: int,
     extra: list[str],
     env_extra: dict[str, str] | None = None,
+    kind: str = "gunicorn",
 ) -> subprocess.Popen[bytes]:
-    """gunicorn (gthread) on `db_url`, in its own session; returns once it answers."""
+    """The WSGI server on `db_url`, in its own session; returns once it answers. `kind` is gunicorn
+    (gthread: `threads` per worker, as deployed) or granian (Rust HTTP, `threads` blocking threads
+    per worker running the WSGI application), for comparing the HTTP layer's cost per call."""
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -151,32 +215,13 @@ def server_start(
         "AILURO_DATA_DIR": str(ROOT / "var" / "bench"),
         **(env_extra or {}),
     }
+    command = (
+        _granian_command(workers, threads, port)
+        if kind == "granian"
+        else _gunicorn_command(workers, threads, port)
+    )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "75",
-            "--backlog",
-            "2048",
-            # As in production (docs/operator-guide/deployment.md): one listening socket per worker,
-            # so the kernel spreads connections over the workers instead of the first worker to wake
-            # accepting a whole burst of keep-alive connections and running them under one GIL.
-            "--reuse-port",
-            "--log-level",
-            "warning",
-            *extra,
-        ],
+        [*command, *extra],
         cwd=ROOT,
         env=env,
         start_new_session=True,
@@ -191,7 +236,60 @@ def server_start(
         except OSError:
             time.sleep(0.3)
     proc.kill()
-    raise SystemExit("gunicorn did not start")
+    raise SystemExit(f"{kind} did not start")
+
+
+def _granian_command(workers: int, threads: int, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "config.wsgi:application",
+        "--interface",
+        "wsgi",
+        "--http",
+        "1",
+        "--no-ws",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(threads),
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _gunicorn_command(workers: int, threads: int, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--keep-alive",
+        "75",
+        "--backlog",
+        "2048",
+        # As in production (docs/operator-guide/deployment.md): one listening socket per worker,
+        # so the kernel spreads connections over the workers instead of the first worker to wake
+        # accepting a whole burst of keep-alive connections and running them under one GIL.
+        "--reuse-port",
+        "--log-level",
+        "warning",
+    ]
 
 
 def server_stop(proc: subprocess.Popen[bytes]) -> None:

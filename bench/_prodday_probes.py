@@ -120,14 +120,17 @@ def reader_process_main(
 
 class DbMeter:
     @staticmethod
-    def backend_pids(db: str) -> list[int]:
+    def backend_pids(db: str) -> list[tuple[int, str]]:
+        """The backends connected to `db` (but this one), with their application_name."""
         from django.db import connection
 
         with connection.cursor() as cur:
             cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [db]
+                "SELECT pid, application_name FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                [db],
             )
-            return [row[0] for row in cur.fetchall()]
+            return [(row[0], row[1]) for row in cur.fetchall()]
 
     @staticmethod
     def sizes() -> dict[str, int]:

@@ -391,14 +391,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "dispatch",
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
-        "server": f"gunicorn gthread, {args.workers} workers x {args.threads} threads {args.gunicorn_args}".strip(),
+        "server": (
+            f"granian wsgi, {args.workers} workers x {args.threads} blocking threads"
+            if args.server == "granian"
+            else f"gunicorn gthread, {args.workers} workers x {args.threads} threads"
+        )
+        + f" {args.gunicorn_args}".rstrip(),
         "runs": [],
     }
     ctx = mp.get_context("fork")
     for clients in args.clients:
         token = _seed(args.jobs)
         port = free_port()
-        server = server_start(db_url, args.workers, args.threads, port, args.gunicorn_args.split())
+        server = server_start(
+            db_url, args.workers, args.threads, port, args.gunicorn_args.split(), kind=args.server
+        )
         procs = min(clients, args.client_procs)
         try:
             _warm_up(port, clients)
@@ -467,9 +474,14 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--server", choices=("gunicorn", "granian"), default="gunicorn", help="the WSGI server"
+    )
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument(
-        "--gunicorn-args", default="", help="more gunicorn options, e.g. '--http-parser=fast' (one string)"
+        "--gunicorn-args",
+        default="",
+        help="more server options, e.g. '--gunicorn-args=--http-parser=fast' (one string)",
     )
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres://ailuro:ailuro@127.0.0.1:5432"))
     parser.add_argument("--db", default="ailuro_bench_dispatch")

@@ -1,5 +1,5 @@
-"""A compressed production day: PostgreSQL already holding N jobs (default 10,000,000), gunicorn, a
-Celery worker and beat running every loop, lean pilot clients driving the real endpoints, DAG
+"""A compressed production day: PostgreSQL already holding N jobs (default 10,000,000), the web
+server (gunicorn, or granian with `--server granian`), a Celery worker and beat running every loop, lean pilot clients driving the real endpoints, DAG
 workflows submitted throughout, 8 monitor readers, at increasing offered load until a limit.
 
     python bench/production_day.py                                # 10M jobs, phases 1 1.5 2 3, 30 min each
@@ -8,10 +8,10 @@ workflows submitted throughout, 8 monitor readers, at increasing offered load un
 
 1. The scratch database (`--db`, default ailuro_bench_prodday; only one a benchmark created) is
    seeded once by bench/monitor.py's COPY seeder (10 days of jobs over 100 queues) and reused.
-2. The bench starts gunicorn, a Celery worker and a Celery beat (every loop of config/loops.py)
+2. The bench starts the web server, a Celery worker and a Celery beat (every loop of config/loops.py)
    on it, one pilot queue for its own workflows, retry back-offs compressed to `--backoff` s.
 3. Per phase (offered load × multiplier, `--duration` s): pilots (processes × threads, one
-   keep-alive http.client connection each) dispatch at `--rate` × m per s; each job runs
+   keep-alive connection each, bench/_pilots.Conn) dispatch at `--rate` × m per s; each job runs
    `--runtime` s with heartbeats at `--heartbeats` × m per s in all, then a final update, failed
    for `--fail` of them (preempted: retried; OOM: retried with more memory, re-brokered; payload
    error: final, its descendants pruned); 3-level DAG workflows are submitted at the matching
@@ -43,7 +43,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, free_port, machine_busy, percentile, process_tree, report_write
+from _common import cpu_seconds, free_port, machine_busy, parent_pid, percentile, process_tree, report_write
 from _pilots import MODE_DRAIN, MODE_RUN, MODE_STOP, Conn, fleet_process_main, server_start, server_stop
 from _prodday_probes import (
     DbMeter,
@@ -90,8 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--client-procs", type=int, default=4)
     p.add_argument("--client-threads", type=int, default=16)
-    p.add_argument("--workers", type=int, default=3, help="gunicorn workers")
-    p.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    p.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn", help="the WSGI server")
+    p.add_argument("--workers", type=int, default=3, help="web server worker processes")
+    p.add_argument("--threads", type=int, default=4, help="threads per web server worker")
     p.add_argument("--celery-concurrency", type=int, default=2)
     p.add_argument("--drain", type=float, default=300, help="most seconds the final drain may take")
     p.add_argument("--db", default="ailuro_bench_prodday")
@@ -212,23 +213,28 @@ class Submitter(threading.Thread):
 
 
 class Cpu:
-    """CPU seconds per process kind from /proc/<pid>/stat (each kind a process tree; PostgreSQL the
-    backends connected to the bench database)."""
+    """CPU seconds per process kind from /proc/<pid>/stat: each kind a process tree, its members
+    that exited meanwhile included (their parents' reaped-children time); PostgreSQL the whole
+    cluster's process tree the same way, and split by whose statements it ran from the backends
+    connected to the bench database at each reading, by application_name."""
 
     def __init__(self, kinds: dict[str, list[int]], pg_pids: Any) -> None:
         self.kinds, self.pg_pids = kinds, pg_pids
-        self.pg_last: dict[int, float] = {}
+        self.postmaster = 0
+
+    @staticmethod
+    def tree(root: int) -> float:
+        return sum(cpu_seconds(pid, reaped=True) for pid in process_tree(root))
 
     def snapshot(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for kind, roots in self.kinds.items():
-            total = 0.0
-            for root in roots:
-                for pid in process_tree(root):
-                    total += cpu_seconds(pid)
-            out[kind] = total
-        self.pg_last = {pid: cpu_seconds(pid) for pid in self.pg_pids()}
-        out.update({f"_pg{pid}": v for pid, v in self.pg_last.items()})
+        out: dict[str, float] = {
+            kind: sum(self.tree(root) for root in roots) for kind, roots in self.kinds.items()
+        }
+        backends = self.pg_pids()
+        if not self.postmaster and backends:
+            self.postmaster = parent_pid(backends[0][0])
+        out["_pgcluster"] = self.tree(self.postmaster) if self.postmaster else 0.0
+        out.update({f"_pg|{app or 'other'}|{pid}": cpu_seconds(pid) for pid, app in backends})
         out["bench_main"] = sum(os.times()[0:2])
         busy, total = machine_busy()
         out["_busy"], out["_total"] = busy, total
@@ -237,12 +243,26 @@ class Cpu:
     @staticmethod
     def delta(a: dict[str, float], b: dict[str, float], wall: float) -> dict[str, Any]:
         per = {k: round(b[k] - a[k], 2) for k in b if not k.startswith("_")}
-        # PostgreSQL: per backend, from 0 for one that connected meanwhile; one that disconnected
-        # meanwhile is missing what it used since the first reading.
-        per["postgres"] = round(sum(v - a.get(k, 0.0) for k, v in b.items() if k.startswith("_pg")), 2)
+        per["postgres"] = round(b["_pgcluster"] - a["_pgcluster"], 2)
+        # Per backend alive at the second reading, from 0 for one that connected meanwhile; the
+        # rest (backends that came and went, background processes) is "exited_or_background".
+        by_client: dict[str, float] = {}
+        for k, v in b.items():
+            if k.startswith("_pg|"):
+                app = k.split("|")[1]
+                by_client[app] = by_client.get(app, 0.0) + v - a.get(k, 0.0)
+        by_client["exited_or_background"] = max(per["postgres"] - sum(by_client.values()), 0.0)
         cores = {k: round(v / wall, 3) for k, v in per.items()} if wall else {}
+        # Whose statements PostgreSQL's CPU went to: the backends by application_name (each process
+        # kind connects with its own; "bench" is the harness's own probes).
+        pg_cores = {k: round(v / wall, 3) for k, v in sorted(by_client.items())} if wall else {}
         busy = (b["_busy"] - a["_busy"]) / max(b["_total"] - a["_total"], 1)
-        return {"cpu_s": per, "cores_used": cores, "machine_busy": round(busy, 3)}
+        return {
+            "cpu_s": per,
+            "cores_used": cores,
+            "postgres_cores_by_client": pg_cores,
+            "machine_busy": round(busy, 3),
+        }
 
 
 def merge_phase(chunks: list[dict[str, Any]], phase: int) -> dict[str, list[float]]:
@@ -301,6 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
         "targets": TARGETS,
+        "server": f"{args.server}, {args.workers} workers x {args.threads} threads",
     }
     setup = prepare(args)
     report["existing_jobs"] = setup["seed"]
@@ -317,15 +338,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     log_dir = ROOT / "var" / "bench" / "production_day"
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = server_start(db_url, args.workers, args.threads, port, [], env_extra)
+    server = server_start(
+        f"{db_url}?application_name=web", args.workers, args.threads, port, [], env_extra, kind=args.server
+    )
     worker = celery_start(
         ["worker", "-n", f"prodday-{os.getpid()}@%h", "-c", str(args.celery_concurrency),
          "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
-        log_dir / "worker.log", db_url, env_extra,
+        log_dir / "worker.log", f"{db_url}?application_name=worker", env_extra,
     )  # fmt: skip
     beat = celery_start(
         ["beat", "-s", str(log_dir / f"beat-schedule-{os.getpid()}"), "--loglevel", "WARNING"],
-        log_dir / "beat.log", db_url, env_extra,
+        log_dir / "beat.log", f"{db_url}?application_name=beat", env_extra,
     )  # fmt: skip
     ctx = mp.get_context("fork")
     control = ctx.Array("d", [-1.0, 0.0, float(MODE_RUN)], lock=False)
@@ -348,7 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     submitter = Submitter(port, setup["user_token"], prefix, args.rate, control)
     cpu = Cpu(
-        {"gunicorn": [server.pid], "celery_worker": [worker.pid], "celery_beat": [beat.pid], "pilots": [],
+        {"web": [server.pid], "celery_worker": [worker.pid], "celery_beat": [beat.pid], "pilots": [],
          "readers": []},
         lambda: DbMeter.backend_pids(args.db),
     )  # fmt: skip
