@@ -289,6 +289,7 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
                         "\t".join(
                             [
                                 str(pandaid),
+                                str(tid),
                                 row["attemptnr"],
                                 "failed",
                                 q.name,
@@ -314,6 +315,7 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
         t_jobs = time.monotonic() - t0
         attempt_cols = [
             "job_id",
+            "jeditaskid",
             "attemptnr",
             "jobstatus",
             "computingsite",

@@ -124,6 +124,7 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
             [
                 JobAttempt(
                     job_id=pandaid,
+                    task_id=jobs[pandaid - 1].task_id,
                     attemptnr=1,
                     jobstatus="failed",
                     queue=jobs[pandaid - 1].queue_id or "",

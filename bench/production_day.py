@@ -120,6 +120,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     from dispatcher.models import Queue, RetryRule, Site, Task, Workflow
     from dispatcher.services import workflow_cancel
     from dispatcher.states import WORKFLOW_FINAL
+    from pandamon.rollups import rollups_fold
 
     # The seeded world's in-flight jobs (running, starting, holding: ~21k at 10M) stand for pilots
     # the bench does not drive. Left to the watcher they would all time out during the first
@@ -140,6 +141,9 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     leftovers = Workflow.objects.filter(name__startswith="prodday-").exclude(status__in=WORKFLOW_FINAL)
     for workflow_id in leftovers.values_list("pk", flat=True):
         workflow_cancel(workflow_id=workflow_id, actor="production_day")
+    # ... and with the summaries current: the cancellations' changes folded before the clock starts.
+    while rollups_fold():
+        pass
     for rule in RetryRule.objects.all():  # a compressed day: back-offs of seconds, not minutes
         if isinstance(rule.params, dict) and "backoff_s" in rule.params:
             rule.params = {**rule.params, "backoff_s": args.backoff}
@@ -212,29 +216,52 @@ class Submitter(threading.Thread):
             self.submit()
 
 
-class Cpu:
+class Cpu(threading.Thread):
     """CPU seconds per process kind from /proc/<pid>/stat: each kind a process tree, its members
     that exited meanwhile included (their parents' reaped-children time); PostgreSQL the whole
-    cluster's process tree the same way, and split by whose statements it ran from the backends
-    connected to the bench database at each reading, by application_name."""
+    cluster's process tree the same way. And, every 5 s, PostgreSQL's CPU split by whose
+    statements it ran: the backends connected to the bench database, by application_name, each
+    counted from its first reading (or from 0 when it connected since the last); a backend that
+    disconnects takes at most its last 5 s with it (web connections live CONN_MAX_AGE, 60 s)."""
 
     def __init__(self, kinds: dict[str, list[int]], pg_pids: Any) -> None:
+        super().__init__(daemon=True)
         self.kinds, self.pg_pids = kinds, pg_pids
         self.postmaster = 0
+        self.by_client: dict[str, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
 
     @staticmethod
     def tree(root: int) -> float:
         return sum(cpu_seconds(pid, reaped=True) for pid in process_tree(root))
 
-    def snapshot(self) -> dict[str, float]:
-        out: dict[str, float] = {
-            kind: sum(self.tree(root) for root in roots) for kind, roots in self.kinds.items()
-        }
+    def sample_backends(self) -> None:
         backends = self.pg_pids()
         if not self.postmaster and backends:
             self.postmaster = parent_pid(backends[0][0])
+        now = {pid: (app or "other", cpu_seconds(pid)) for pid, app in backends}
+        with self.lock:
+            for pid, (app, value) in now.items():
+                before = self.last.get(pid)
+                used = value - before[1] if before and before[0] == app else value
+                self.by_client[app] = self.by_client.get(app, 0.0) + max(used, 0.0)
+            self.last = now
+
+    def run(self) -> None:
+        from django.db import connections
+
+        while not self.stop.wait(5):
+            self.sample_backends()
+        connections.close_all()
+
+    def snapshot(self) -> dict[str, float]:
+        out = {kind: sum(self.tree(root) for root in roots) for kind, roots in self.kinds.items()}
+        self.sample_backends()
         out["_pgcluster"] = self.tree(self.postmaster) if self.postmaster else 0.0
-        out.update({f"_pg|{app or 'other'}|{pid}": cpu_seconds(pid) for pid, app in backends})
+        with self.lock:
+            out.update({f"_pg|{app}": v for app, v in self.by_client.items()})
         out["bench_main"] = sum(os.times()[0:2])
         busy, total = machine_busy()
         out["_busy"], out["_total"] = busy, total
@@ -244,14 +271,10 @@ class Cpu:
     def delta(a: dict[str, float], b: dict[str, float], wall: float) -> dict[str, Any]:
         per = {k: round(b[k] - a[k], 2) for k in b if not k.startswith("_")}
         per["postgres"] = round(b["_pgcluster"] - a["_pgcluster"], 2)
-        # Per backend alive at the second reading, from 0 for one that connected meanwhile; the
-        # rest (backends that came and went, background processes) is "exited_or_background".
-        by_client: dict[str, float] = {}
-        for k, v in b.items():
-            if k.startswith("_pg|"):
-                app = k.split("|")[1]
-                by_client[app] = by_client.get(app, 0.0) + v - a.get(k, 0.0)
-        by_client["exited_or_background"] = max(per["postgres"] - sum(by_client.values()), 0.0)
+        # The rest (background processes, autovacuum, what backends used in their last seconds
+        # before disconnecting) is "background_or_unsampled".
+        by_client = {k.split("|")[1]: v - a.get(k, 0.0) for k, v in b.items() if k.startswith("_pg|")}
+        by_client["background_or_unsampled"] = max(per["postgres"] - sum(by_client.values()), 0.0)
         cores = {k: round(v / wall, 3) for k, v in per.items()} if wall else {}
         # Whose statements PostgreSQL's CPU went to: the backends by application_name (each process
         # kind connects with its own; "bench" is the harness's own probes).
@@ -391,6 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu.kinds["readers"] = [readers.pid] if readers.pid else []
         submitter.start()
         loops.start()
+        cpu.start()
         probe.start()
         for index, mult in enumerate(args.phases):
             control[1], control[0] = mult, float(index)
@@ -443,6 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         control[2] = float(MODE_STOP)
         submitter.stop.set()
         loops.stop.set()
+        cpu.stop.set()
         probe.stop.set()
         for proc in (beat, worker, server):
             server_stop(proc)

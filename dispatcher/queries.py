@@ -81,12 +81,12 @@ def tasks_core_use(task_ids: Sequence[int], *, archived: bool = False) -> dict[i
 
     core = Coalesce(Round(F("walltime_s")), 0.0) * F("request_cores")
     failed = Q(jobstatus=JobStatus.FAILED)
-    since = Q(job__task__budget_since__isnull=True) | Q(endtime__gte=F("job__task__budget_since"))
+    since = Q(task__budget_since__isnull=True) | Q(endtime__gte=F("task__budget_since"))
     grouped = (
         (ArchivedJobAttempt if archived else JobAttempt)
-        ._default_manager.filter(job__task_id__in=list(task_ids))
+        ._default_manager.filter(task_id__in=list(task_ids))
         .order_by()
-        .values("job__task_id")
+        .values("task_id")
         .annotate(
             total=Sum(core),
             failed_s=Sum(core, filter=failed),
@@ -99,7 +99,7 @@ def tasks_core_use(task_ids: Sequence[int], *, archived: bool = False) -> dict[i
         )
     )
     return {
-        r["job__task_id"]: CoreUse(
+        r["task_id"]: CoreUse(
             int(r["failed_s"] or 0),
             int(r["total"] or 0),
             r["n"],

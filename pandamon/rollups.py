@@ -382,7 +382,7 @@ def error_rows(
     if split or count_attempts:
         split_sql = f"""
             UNION ALL
-            SELECT 's', NULL, NULL, NULL, NULL::timestamptz, computingsite, jeditaskid, produsername,
+            SELECT 's', NULL, NULL, NULL, NULL::timestamptz, computingsite, job_task, produsername,
                    1, core_s, NULL::bigint, NULL::bigint, NULL FROM edge
             UNION ALL
             SELECT 's', NULL, NULL, NULL, NULL, s.computingsite, s.jeditaskid, s.produsername,
@@ -409,7 +409,7 @@ def error_rows(
     )
     sql = f"""
         WITH edge AS (
-            SELECT a.*, j.jeditaskid, j.produsername, date_trunc(%s, a.endtime) AS t_bucket,
+            SELECT a.*, j.jeditaskid AS job_task, j.produsername, date_trunc(%s, a.endtime) AS t_bucket,
                    {rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a")} AS core_s
             FROM {source} a JOIN {jobs} j ON j.pandaid = a.job_id
             WHERE a.jobstatus = 'failed' AND {edge_where} AND {task_j}

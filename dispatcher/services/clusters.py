@@ -49,6 +49,7 @@ def _member_attempt(
 ) -> None:
     JobAttempt.objects.create(
         job=member,
+        task_id=member.task_id,
         attemptnr=member.attemptnr,
         jobstatus=status,
         queue=cluster.queue_id or "",

@@ -39,7 +39,7 @@ _JOB_SKIP = {
     "endtime",
     "starttime",
 }
-_ATTEMPT_SKIP = {"id", "job", "endtime", "starttime", "walltime_s"}
+_ATTEMPT_SKIP = {"id", "job", "task", "endtime", "starttime", "walltime_s"}
 
 
 def _world(queue: Queue, other_queue: Queue, panda_queue: Queue) -> dict[str, Job]:
@@ -140,6 +140,8 @@ def _snapshot(w: dict[str, Job], replies: list[UpdateReply | ForeignJob]) -> dic
             job.statechangetime is not None and job.statechangetime > T0 + dt.timedelta(days=1),
         )
         out[f"attempts:{name}"] = [_row(a, _ATTEMPT_SKIP) for a in JobAttempt.objects.filter(job=job)]
+        # Each world has its own task: what both paths must write is the attempt's own job's task.
+        out[f"attempt_task:{name}"] = [a.task_id == job.task_id for a in JobAttempt.objects.filter(job=job)]
         # The generic path reads the clock twice when the pilot sends no times; the fast path once.
         out[f"walltime:{name}"] = [
             (round(a.walltime_s or 0, 1), a.starttime == job.starttime, a.endtime == job.endtime)
@@ -183,6 +185,7 @@ def test_the_fast_path_writes_what_job_attempt_end_writes() -> None:
     assert fast["job:unleased"]["jobstatus"] == "running" and fast["attempts:unleased"] == []
     assert len(fast["job:sent"]["exeerrordiag"]) == 500
     assert fast["attempts:plain"][0]["lease"] == ""  # only a failed attempt keeps its lease
+    assert fast["attempt_task:plain"] == [True]
     # One statement for the six finished jobs, one diagnosis read per update it did not fence in.
     finishes = [q for q in queries if "dispatcher_jobattempt" in q["sql"]]
     assert len(finishes) == 1

@@ -124,10 +124,11 @@ upd AS (
   FROM cur WHERE j.pandaid = cur.pandaid
   RETURNING j.*, cur.prev),
 attempt AS (
-  INSERT INTO dispatcher_jobattempt (job_id, attemptnr, jobstatus, computingsite, node, pilot_id,
-    worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb, walltime_s,
-    {errors}, {server_errors}, retry_action, retry_reason, dispatched_at, starttime, endtime, lease)
-  SELECT pandaid, attemptnr, 'finished', COALESCE(computingsite, ''), modificationhost, pilot_id,
+  INSERT INTO dispatcher_jobattempt (job_id, jeditaskid, attemptnr, jobstatus, computingsite, node,
+    pilot_id, worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb,
+    walltime_s, {errors}, {server_errors}, retry_action, retry_reason, dispatched_at, starttime,
+    endtime, lease)
+  SELECT pandaid, jeditaskid, attemptnr, 'finished', COALESCE(computingsite, ''), modificationhost, pilot_id,
     worker_id, request_memory_mb, request_cores, cpu_time_s, max_rss_kb, max_pss_kb,
     EXTRACT(EPOCH FROM (endtime - starttime))::float8, {errors}, {server_empty}, '', '',
     dispatched_at, starttime, endtime, ''
