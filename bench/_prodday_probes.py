@@ -175,7 +175,8 @@ class DbMeter:
 
 
 class LoopSampler(threading.Thread):
-    """Every 5 s: each loop's lag (now − its last completed run, from LoopStatus) and /readyz."""
+    """Every 5 s: each loop's lag (now − its last completed run since the bench started, from LoopStatus)
+    and /readyz."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
@@ -190,11 +191,18 @@ class LoopSampler(threading.Thread):
         from django.db import connection
 
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        with connection.cursor() as cur:
+            cur.execute("SELECT now()")
+            started = cur.fetchone()[0]  # type: ignore[index]
         while not self.stop.wait(5):
             phase = self.phase
             with connection.cursor() as cur:
+                # A loop's lag counts from its last run or from the bench's start, whichever is
+                # later: an earlier run's last success is not this day's lag.
                 cur.execute(
-                    "SELECT name, extract(epoch FROM now() - succeeded_at), duration_s FROM core_loopstatus"
+                    "SELECT name, extract(epoch FROM now() - greatest(succeeded_at, %s)), duration_s"
+                    " FROM core_loopstatus",
+                    [started],
                 )
                 rows = cur.fetchall()
             for name, lag, duration in rows:

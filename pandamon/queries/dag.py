@@ -3,6 +3,7 @@ workflow's timeline draws. Bounded: every read stops at a cap given by the calle
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,19 +64,20 @@ def final_jobs_of(workflow_id: int) -> list[dict[str, Any]]:
 
 
 def workflow_attempts(
-    workflow_id: int, *, limit: int, archived: bool = False
+    workflow_id: int, task_ids: Sequence[int], *, limit: int, archived: bool = False
 ) -> tuple[list[dict[str, Any]], bool]:
     """Every attempt of the workflow's jobs that has run or is running, oldest first: the recorded
-        ones (JobAttempt rows, ended) and each job's current attempt once it has started and has no row
-        yet. Each is {pandaid, attemptnr, label, state, start, end}, `end` None while the attempt runs;
-    at most `limit` of each kind are
-        read and at most `limit` returned (`truncated` says when there were more). An archived
-    workflow's are read from the archive tables."""
+    ones (JobAttempt rows, ended, found by the workflow's `task_ids` through the attempts' task
+    index: a join on the jobs or the tasks would hash every attempt of the table) and each job's
+    current attempt once it has started and has no row yet. Each is {pandaid, attemptnr, label,
+    state, start, end}, `end` None while the attempt runs; at most `limit` of each kind are read
+    and at most `limit` returned (`truncated` says when there were more). An archived workflow's
+    are read from the archive tables."""
     now = timezone.now()
     attempt_model = ArchivedJobAttempt if archived else JobAttempt
     job_model = ArchivedJob if archived else Job
     rows = list(
-        attempt_model._default_manager.filter(job__workflow_id=workflow_id)
+        attempt_model._default_manager.filter(task_id__in=list(task_ids))
         .order_by("endtime", "job_id", "attemptnr")
         .values(
             "job_id",

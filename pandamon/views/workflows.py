@@ -142,7 +142,10 @@ def workflow_detail(request: HttpRequest, workflow_id: int) -> HttpResponse:
         level = "task"
     nodes = graph["nodes"]
     attempts, attempts_truncated = dag_reads.workflow_attempts(
-        workflow_id, limit=TIMELINE_LIMIT, archived=workflow.archived_at is not None
+        workflow_id,
+        [t.jeditaskid for t in tasks],
+        limit=TIMELINE_LIMIT,
+        archived=workflow.archived_at is not None,
     )
     timeline = dag_view.timeline(
         attempts, labels=[t.label for t in tasks], truncated=attempts_truncated, cap=TIMELINE_LIMIT
