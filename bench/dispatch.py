@@ -475,7 +475,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument(
-        "--server", choices=("gunicorn", "granian"), default="gunicorn", help="the WSGI server"
+        "--server",
+        choices=("gunicorn", "granian"),
+        default="gunicorn",
+        help="the WSGI server (granian is not a dependency: pip install granian==2.8.9 to measure it)",
     )
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument(

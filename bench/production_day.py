@@ -90,7 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--client-procs", type=int, default=4)
     p.add_argument("--client-threads", type=int, default=16)
-    p.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn", help="the WSGI server")
+    p.add_argument(
+        "--server",
+        choices=("gunicorn", "granian"),
+        default="gunicorn",
+        help="the WSGI server (granian is not a dependency: pip install granian==2.8.9 to measure it)",
+    )
     p.add_argument("--workers", type=int, default=3, help="web server worker processes")
     p.add_argument("--threads", type=int, default=4, help="threads per web server worker")
     p.add_argument("--celery-concurrency", type=int, default=2)
