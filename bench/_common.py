@@ -23,24 +23,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int, reaped: bool = False) -> float:
-    """User + system CPU time of a process (fields 14 and 15 of /proc/<pid>/stat); 0 once it is gone.
-    With `reaped`, also that of its children it has waited for (fields 16 and 17): summed over a
-    process tree's live members, the tree's CPU including the members that exited meanwhile."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (the first is field 3, the state);
+    None once the process is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU time of a process (fields 14 and 15); 0 once it is gone. With `reaped`,
+    also that of its children it has waited for (fields 16 and 17): summed over a process tree's
+    live members, the tree's CPU including the members that exited meanwhile."""
+    fields = _stat(pid)
+    if fields is None:
         return 0.0
-    own = int(fields[11]) + int(fields[12])
-    return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / _TICK
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
+    return ticks / _TICK
 
 
 def parent_pid(pid: int) -> int:
-    """The parent of a process (field 4 of /proc/<pid>/stat); 0 once it is gone."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
+    """The parent of a process (field 4); 0 once it is gone."""
+    fields = _stat(pid)
+    return int(fields[1]) if fields is not None else 0
 
 
 def _children(pid: int) -> list[int]:

@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.server == "granian"
             else f"gunicorn gthread, {args.workers} workers x {args.threads} threads"
         )
-        + f" {args.gunicorn_args}".rstrip(),
+        + f" {args.server_args}".rstrip(),
         "runs": [],
     }
     ctx = mp.get_context("fork")
@@ -404,7 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         token = _seed(args.jobs)
         port = free_port()
         server = server_start(
-            db_url, args.workers, args.threads, port, args.gunicorn_args.split(), kind=args.server
+            db_url, args.workers, args.threads, port, args.server_args.split(), kind=args.server
         )
         procs = min(clients, args.client_procs)
         try:
@@ -482,9 +482,9 @@ def main() -> None:
     )
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument(
-        "--gunicorn-args",
+        "--server-args",
         default="",
-        help="more server options, e.g. '--gunicorn-args=--http-parser=fast' (one string)",
+        help="more options of the server, e.g. '--server-args=--http-parser=fast' (one string)",
     )
     parser.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres://ailuro:ailuro@127.0.0.1:5432"))
     parser.add_argument("--db", default="ailuro_bench_dispatch")

@@ -1,6 +1,7 @@
 """A compressed production day: PostgreSQL already holding N jobs (default 10,000,000), the web
-server (gunicorn, or granian with `--server granian`), a Celery worker and beat running every loop, lean pilot clients driving the real endpoints, DAG
-workflows submitted throughout, 8 monitor readers, at increasing offered load until a limit.
+server (gunicorn, or granian with `--server granian`), a Celery worker and beat running every
+loop, lean pilot clients driving the real endpoints, DAG workflows submitted throughout, 8 monitor
+readers, at increasing offered load until a limit.
 
     python bench/production_day.py                                # 10M jobs, phases 1 1.5 2 3, 30 min each
     python bench/production_day.py --ramp-duration 300            # 30 min at 1×, then 5 min per step
@@ -282,7 +283,7 @@ class Cpu(threading.Thread):
         by_client["background_or_unsampled"] = max(per["postgres"] - sum(by_client.values()), 0.0)
         cores = {k: round(v / wall, 3) for k, v in per.items()} if wall else {}
         # Whose statements PostgreSQL's CPU went to: the backends by application_name (each process
-        # kind connects with its own; "bench" is the harness's own probes).
+        # kind connects with its own; "other" is the harness's own connections).
         pg_cores = {k: round(v / wall, 3) for k, v in sorted(by_client.items())} if wall else {}
         busy = (b["_busy"] - a["_busy"]) / max(b["_total"] - a["_total"], 1)
         return {

@@ -421,7 +421,7 @@ class JobAttempt(JobAttemptColumns):
         return f"{self.job_id}#{self.attemptnr} {self.jobstatus}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        # The job's task when the writer did not say (the services do, without this read).
+        # The job's task: every ORM write of an attempt passes its job (no read when it is loaded).
         if self.task_id is None and self.job_id is not None:
             self.task_id = self.job.task_id
         super().save(*args, **kwargs)

@@ -102,7 +102,6 @@ def job_attempt_end(
     walltime = (endtime - job.starttime).total_seconds() if job.starttime else None
     JobAttempt.objects.create(
         job=job,
-        task_id=job.task_id,
         attemptnr=attemptnr,
         jobstatus=status,
         queue=job.queue_id or "",

@@ -49,7 +49,6 @@ def _member_attempt(
 ) -> None:
     JobAttempt.objects.create(
         job=member,
-        task_id=member.task_id,
         attemptnr=member.attemptnr,
         jobstatus=status,
         queue=cluster.queue_id or "",
