@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -169,6 +170,65 @@ class DbMeter:
                 [prefix + "%", sorted(JOB_FINAL)],
             )
             return int(cur.fetchone()[0])  # type: ignore[index]
+
+
+class StatementSampler(threading.Thread):
+    """Every `interval` s: the statements PostgreSQL is running for the bench database (active
+    backends in pg_stat_activity), normalised (literals and parameters as `?`), counted per phase
+    by whose they are (application_name). A statement's share of the samples times the interval is
+    the time backends spent in it (running or waiting): where PostgreSQL's time goes, without
+    pg_stat_statements (which needs the server restarted)."""
+
+    _LITERAL = re.compile(r"'(?:[^']|'')*'|\$\d+|\b\d+(?:\.\d+)?\b")
+    _LISTS = re.compile(r"\((?:\s*\?\s*,)+\s*\?\s*\)")
+
+    def __init__(self, db: str, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.db, self.interval = db, interval
+        self.phase = -1
+        self.stop = threading.Event()
+        self.samples: dict[int, int] = {}
+        self.active: dict[int, dict[tuple[str, str], int]] = {}
+        self.waits: dict[int, dict[str, int]] = {}
+
+    @classmethod
+    def normalise(cls, sql: str) -> str:
+        text = cls._LISTS.sub("(?, …)", cls._LITERAL.sub("?", " ".join(sql.split())))
+        return text if len(text) <= 160 else text[:159] + "…"
+
+    def run(self) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            while not self.stop.wait(self.interval):
+                cur.execute(
+                    "SELECT application_name, query, coalesce(wait_event_type, 'CPU')"
+                    " FROM pg_stat_activity WHERE datname = %s AND state = 'active'"
+                    " AND pid <> pg_backend_pid()",
+                    [self.db],
+                )
+                phase = self.phase
+                self.samples[phase] = self.samples.get(phase, 0) + 1
+                active, waits = self.active.setdefault(phase, {}), self.waits.setdefault(phase, {})
+                for app, sql, wait in cur.fetchall():
+                    key = (app or "other", self.normalise(sql or ""))
+                    active[key] = active.get(key, 0) + 1
+                    waits[wait] = waits.get(wait, 0) + 1
+        connection.close()
+
+    def summary(self, phase: int, top: int = 15) -> dict[str, Any]:
+        """The phase's busiest statements: mean active backends each (≈ cores when not waiting)."""
+        n = max(self.samples.get(phase, 0), 1)
+        ranked = sorted(self.active.get(phase, {}).items(), key=lambda kv: -kv[1])
+        return {
+            "samples": self.samples.get(phase, 0),
+            "active_backends_mean": round(sum(self.active.get(phase, {}).values()) / n, 3),
+            "by_wait": {k: round(v / n, 3) for k, v in sorted(self.waits.get(phase, {}).items())},
+            "top": [
+                {"client": app, "backends": round(count / n, 3), "statement": sql}
+                for (app, sql), count in ranked[:top]
+            ],
+        }
 
 
 # --- loops ------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from _prodday_probes import (
     DbMeter,
     LoopSampler,
     RollupProbe,
+    StatementSampler,
     celery_start,
     reader_pages,
     reader_process_main,
@@ -406,6 +407,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     loops = LoopSampler(port)
     probe = RollupProbe(port, QUEUE, started)
+    statements = StatementSampler(args.db)
     results: dict[int, Any] = {}
     phases: list[dict[str, Any]] = []
     try:
@@ -422,9 +424,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loops.start()
         cpu.start()
         probe.start()
+        statements.start()
         for index, mult in enumerate(args.phases):
             control[1], control[0] = mult, float(index)
-            loops.phase = probe.phase = index
+            loops.phase = probe.phase = statements.phase = index
             size0, cpu0, t0 = DbMeter.sizes(), cpu.snapshot(), time.monotonic()
             n_sub0 = submitter.n
             time.sleep(args.duration if index == 0 or args.ramp_duration is None else args.ramp_duration)
@@ -454,7 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         submitter.stop.set()
         submitter.join()
         control[0], control[2] = float(len(phases)), float(MODE_DRAIN)
-        loops.phase = probe.phase = len(phases)
+        loops.phase = probe.phase = statements.phase = len(phases)
         t_drain = time.monotonic()
         connection.close()
         while time.monotonic() - t_drain < args.drain and DbMeter.open_jobs(prefix) > 0:
@@ -475,6 +478,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loops.stop.set()
         cpu.stop.set()
         probe.stop.set()
+        statements.stop.set()
         for proc in (beat, worker, server):
             server_stop(proc)
         for path in log_dir.glob(f"beat-schedule-{os.getpid()}*"):
@@ -497,6 +501,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         ph["rollup_lag_s"] = probe.summary(i)
         ph["loops"] = loops.summary(i)
+        ph["postgres_statements"] = statements.summary(i)
         ph["missed"] = judge(ph, ph["offered"])
         ph["meets_targets"] = not ph["missed"]
     report["phases"] = phases

@@ -42,6 +42,7 @@ PHASE_FIELDS = {
     "monitor",
     "rollup_lag_s",
     "loops",
+    "postgres_statements",
     "missed",
     "meets_targets",
 }
@@ -113,6 +114,11 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
     assert phase["monitor"], "the readers measured no page"
     assert all("p95_ms" in page for page in phase["monitor"].values())
     assert "brokerage" in phase["loops"]
+    statements = phase["postgres_statements"]
+    assert statements["samples"] > 0
+    # The pilots' calls, pages and loops were running in PostgreSQL at some of the samples.
+    assert any("dispatcher_" in s["statement"] for s in statements["top"]), statements
+    assert all(0 < s["backends"] <= statements["active_backends_mean"] for s in statements["top"])
     assert phase["db_growth"]["jobs_submitted"] > 0
     reconciliation = report["reconciliation"]
     assert reconciliation["passes"], reconciliation
