@@ -149,6 +149,42 @@ class DbMeter:
         return {"database": int(db), "dispatcher_tables": int(dispatcher)}
 
     @staticmethod
+    def io() -> dict[str, float]:
+        """The cluster's WAL and buffer counters and the database's block reads (cumulative)."""
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.checkpoints_timed + b.checkpoints_req,"
+                " b.buffers_checkpoint + b.buffers_clean + b.buffers_backend, b.buffers_backend,"
+                " d.blks_hit, d.blks_read"
+                " FROM pg_stat_wal w, pg_stat_bgwriter b, pg_stat_database d WHERE d.datname = current_database()"
+            )
+            row = cur.fetchone()
+        names = ("wal_records", "wal_fpi", "wal_bytes", "checkpoints", "buffers_written", "buffers_backend",
+                 "blks_hit", "blks_read")  # fmt: skip
+        return dict(zip(names, (float(v) for v in row), strict=True))  # type: ignore[arg-type]
+
+    @staticmethod
+    def io_delta(a: dict[str, float], b: dict[str, float], wall: float) -> dict[str, Any]:
+        """A phase's WAL volume (and the share of it that is full-page images after checkpoints),
+        buffers written out (by backends themselves: shared_buffers too small for the writes), and
+        the share of block reads shared_buffers answered."""
+        d = {k: b[k] - a[k] for k in a}
+        reads = d["blks_hit"] + d["blks_read"]
+        return {
+            "wal_mb_per_s": round(d["wal_bytes"] / wall / 2**20, 2) if wall else None,
+            "wal_full_page_images_per_record": round(d["wal_fpi"] / d["wal_records"], 3)
+            if d["wal_records"]
+            else None,
+            "checkpoints": int(d["checkpoints"]),
+            "buffers_written_per_s": round(d["buffers_written"] / wall, 1) if wall else None,
+            "buffers_written_by_backends_per_s": round(d["buffers_backend"] / wall, 1) if wall else None,
+            "shared_buffers_hit_ratio": round(d["blks_hit"] / reads, 4) if reads else None,
+            "blocks_read_per_s": round(d["blks_read"] / wall, 1) if wall else None,
+        }
+
+    @staticmethod
     def growth(a: dict[str, int], b: dict[str, int], jobs: int) -> dict[str, Any]:
         return {
             "database_bytes": b["database"] - a["database"],
@@ -202,7 +238,7 @@ class StatementSampler(threading.Thread):
         with connection.cursor() as cur:
             while not self.stop.wait(self.interval):
                 cur.execute(
-                    "SELECT application_name, query, coalesce(wait_event_type, 'CPU')"
+                    "SELECT application_name, query, coalesce(wait_event_type || ':' || wait_event, 'CPU')"
                     " FROM pg_stat_activity WHERE datname = %s AND state = 'active'"
                     " AND pid <> pg_backend_pid()",
                     [self.db],
@@ -223,7 +259,11 @@ class StatementSampler(threading.Thread):
         return {
             "samples": self.samples.get(phase, 0),
             "active_backends_mean": round(sum(self.active.get(phase, {}).values()) / n, 3),
-            "by_wait": {k: round(v / n, 3) for k, v in sorted(self.waits.get(phase, {}).items())},
+            # What the active backends were doing: on CPU, or waiting (type:event), busiest first.
+            "by_wait": {
+                k: round(v / n, 3)
+                for k, v in sorted(self.waits.get(phase, {}).items(), key=lambda kv: -kv[1])[:12]
+            },
             "top": [
                 {"client": app, "backends": round(count / n, 3), "statement": sql}
                 for (app, sql), count in ranked[:top]

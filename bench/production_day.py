@@ -428,11 +428,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for index, mult in enumerate(args.phases):
             control[1], control[0] = mult, float(index)
             loops.phase = probe.phase = statements.phase = index
-            size0, cpu0, t0 = DbMeter.sizes(), cpu.snapshot(), time.monotonic()
+            size0, io0, cpu0, t0 = DbMeter.sizes(), DbMeter.io(), cpu.snapshot(), time.monotonic()
             n_sub0 = submitter.n
             time.sleep(args.duration if index == 0 or args.ramp_duration is None else args.ramp_duration)
             wall = time.monotonic() - t0
-            size1, cpu1 = DbMeter.sizes(), cpu.snapshot()
+            size1, io1, cpu1 = DbMeter.sizes(), DbMeter.io(), cpu.snapshot()
             phases.append(
                 {
                     "phase": index,
@@ -446,6 +446,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     },
                     "cpu": Cpu.delta(cpu0, cpu1, wall),
                     "db_growth": DbMeter.growth(size0, size1, (submitter.n - n_sub0) * JOBS_PER_WORKFLOW),
+                    "postgres_io": DbMeter.io_delta(io0, io1, wall),
                     "loadavg": [round(x, 2) for x in os.getloadavg()],
                 }
             )

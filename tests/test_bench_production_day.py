@@ -35,6 +35,7 @@ PHASE_FIELDS = {
     "offered",
     "cpu",
     "db_growth",
+    "postgres_io",
     "loadavg",
     "pilot_calls",
     "pilot_call_errors",
@@ -120,6 +121,8 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
     assert any("dispatcher_" in s["statement"] for s in statements["top"]), statements
     assert all(0 < s["backends"] <= statements["active_backends_mean"] for s in statements["top"])
     assert phase["db_growth"]["jobs_submitted"] > 0
+    assert phase["postgres_io"]["wal_mb_per_s"] > 0
+    assert 0 < phase["postgres_io"]["shared_buffers_hit_ratio"] <= 1
     reconciliation = report["reconciliation"]
     assert reconciliation["passes"], reconciliation
     assert reconciliation["jobs"] > 0
