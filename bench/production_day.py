@@ -358,10 +358,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.db import connection, connections
 
     db_url = f"{args.pg}/{args.db}"
+    broker = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+    cache = os.environ.get("AILURO_CACHE_URL") or (broker if broker.startswith("redis") else "")
     env_extra = {
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "AILURO_ANONYMOUS_READ": "1",
-        "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        "CELERY_BROKER_URL": broker,
+        # As deployed (deploy/compose.yaml): one Redis cache shared by every web process, not a
+        # small cache per process that forgets the pages' cached reads as it fills.
+        "AILURO_CACHE_URL": cache,
         "AILURO_HOLDING_TIMEOUT": str(QUIET_TIMEOUT_S),
     }
     os.environ.update(env_extra)
