@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import os
 import socket
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from django.core.cache import cache
+import redis.client
+from django.core.cache import cache, caches
 from django.test import Client, RequestFactory
 
 from core import shared_cache
@@ -46,6 +51,35 @@ def test_the_limit_counts_per_identity_and_resets_with_the_window() -> None:
     assert hits == [False, False, False, True]
     assert other is False
     assert next_window is False
+
+
+def test_on_redis_a_window_is_opened_and_counted_in_one_round_trip_and_expires(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployed cache: the same counts as above, each call one pipeline (SET NX with the
+    window's expiry, INCR) and no other command, the window's key gone after it."""
+    broker = urlsplit(os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
+    host = broker.hostname if broker.scheme == "redis" and broker.hostname else "127.0.0.1"
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                    "LOCATION": f"redis://{host}:{broker.port or 6379}/15"}
+    }  # fmt: skip
+    sent: list[str] = []
+    for cls, name in ((redis.client.Pipeline, "execute"), (redis.client.Redis, "execute_command")):
+        original = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda *a, _o=original, _n=name, **kw: sent.append(_n) or _o(*a, **kw))
+    who, rate = uuid.uuid4().hex, Rate(3, 60)
+    hits = [rate_limit_hit(scope="t", identity=who, rate=rate, now=600.0)[0] for _ in range(4)]
+    assert hits == [False, False, False, True]
+    assert rate_limit_hit(scope="t", identity=f"{who}-b", rate=rate, now=600.0)[0] is False
+    assert rate_limit_hit(scope="t", identity=who, rate=rate, now=660.5)[0] is False
+    assert sent == ["execute"] * 6
+    backend = caches["default"]
+    key = backend.make_and_validate_key(f"rl:t:{hashlib.sha256(who.encode()).hexdigest()[:32]}:10")
+    client = backend._cache.get_client(key)  # type: ignore[attr-defined]
+    assert client.get(key) == b"4"
+    assert 0 < client.ttl(key) <= 61
+    client.delete(key)
 
 
 def test_identity_is_the_token_or_user_never_a_forwarded_header() -> None:
