@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 _MOVED = "AILURO_TEST_WORKER_BROKER"
@@ -44,6 +45,15 @@ def _own_broker() -> None:
             f"worker gw{number}: Redis database {database} does not exist (0–15); use fewer workers"
         )
     os.environ["CELERY_BROKER_URL"] = os.environ[_MOVED] = f"{match[1]}/{database}"
+
+
+def broker_redis_url(database: int) -> str:
+    """A database of the Celery broker's Redis (its host and port; 127.0.0.1:6379 when the broker
+    is not Redis): for the tests that need a Redis of their own beside the broker, such as a shared
+    cache."""
+    broker = urlsplit(os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
+    host = broker.hostname if broker.scheme == "redis" and broker.hostname else "127.0.0.1"
+    return f"redis://{host}:{broker.port or 6379}/{database}"
 
 
 @contextmanager

@@ -3,11 +3,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import os
 import socket
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis.client
@@ -26,6 +24,7 @@ from core.ratelimit import (
 )
 from core.services import token_create
 from tests.factories import UserFactory
+from tests.workers import broker_redis_url
 
 pytestmark = pytest.mark.django_db
 
@@ -58,12 +57,12 @@ def test_on_redis_a_window_is_opened_and_counted_in_one_round_trip_and_expires(
 ) -> None:
     """The deployed cache: the same counts as above, each call one pipeline (SET NX with the
     window's expiry, INCR) and no other command, the window's key gone after it."""
-    broker = urlsplit(os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
-    host = broker.hostname if broker.scheme == "redis" and broker.hostname else "127.0.0.1"
     settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                    "LOCATION": f"redis://{host}:{broker.port or 6379}/15"}
-    }  # fmt: skip
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": broker_redis_url(15),
+        }
+    }
     sent: list[str] = []
     for cls, name in ((redis.client.Pipeline, "execute"), (redis.client.Redis, "execute_command")):
         original = getattr(cls, name)

@@ -4,18 +4,17 @@ X-Forwarded-For: a client cannot double its rate by landing on the other instanc
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from tests.ailuro.server import AiluroServer
+from tests.workers import broker_redis_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -24,9 +23,7 @@ LOGIN_RATE = 4  # per hour: the window cannot turn over during the test
 
 def cache_url() -> str:
     """The broker's Redis, database 15 (the suite's brokers use low numbers)."""
-    broker = urlsplit(os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
-    host = broker.hostname if broker.scheme == "redis" and broker.hostname else "127.0.0.1"
-    return f"redis://{host}:{broker.port or 6379}/15"
+    return broker_redis_url(15)
 
 
 @pytest.fixture

@@ -59,10 +59,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from config.celery import app
@@ -80,7 +78,7 @@ from tests.interop.celery_procs import (
     worker_start,
 )
 from tests.processes import stop_process_group
-from tests.workers import install_lock
+from tests.workers import broker_redis_url, install_lock
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -99,9 +97,7 @@ QUEUE = "MULTI_NODE"
 
 def cache_url() -> str:
     """The shared cache: database 10 of the broker's Redis (the broker itself uses another)."""
-    broker = urlsplit(settings.CELERY_BROKER_URL)
-    host = broker.hostname if broker.scheme == "redis" and broker.hostname else "127.0.0.1"
-    return f"redis://{host}:{broker.port or 6379}/10"
+    return broker_redis_url(10)
 
 
 def nginx_binary() -> Path:
