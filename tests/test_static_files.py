@@ -97,3 +97,11 @@ def test_the_vendored_plotly_bundle_registers_every_trace_type_the_charts_draw()
         registered = set(page.evaluate("Object.keys(Plotly.PlotSchema.get().traces)"))
     assert drawn <= registered, f"charts draw {sorted(drawn - registered)}, which {BUNDLE.name} lacks"
     assert "heatmap" not in registered  # the basic bundle is vendored, not the full one
+
+
+def test_the_suite_does_not_read_the_static_files_the_embedded_run_collected(settings: Any) -> None:
+    """`scripts/up.sh` collects into var/static; pages rendered from its manifest would link hashed
+    names that the tests' servers do not serve."""
+    root = Path(settings.STATIC_ROOT)
+    assert root != (ROOT / "var" / "static").resolve()
+    assert not (root / "staticfiles.json").exists()

@@ -5,7 +5,10 @@ sets in the environment is what the worker's settings and the servers it starts 
 
 - each worker gets its own Redis database for the Celery broker (the base database + 1 + its
   number), so one worker's Celery tests never take another's tasks;
-- pytest-django already gives each worker its own test database (`test_<name>_gw<N>`).
+- pytest-django already gives each worker its own test database (`test_<name>_gw<N>`);
+- the static files are read from a folder of the suite's own that nothing collects into: the
+  embedded run (`scripts/up.sh`) collects hashed names and a manifest into `var/static`, and pages
+  rendered from that manifest link files the tests' servers do not serve.
 
 Tests that share something outside the process (the machine's single-node Slurm, a Redis
 database named by number) carry `pytest.mark.xdist_group(...)`, which `--dist loadgroup` runs on
@@ -56,6 +59,10 @@ def broker_redis_url(database: int) -> str:
     return f"redis://{host}:{broker.port or 6379}/{database}"
 
 
+def _own_static_root() -> None:
+    os.environ["AILURO_STATIC_ROOT"] = str(ROOT / "var" / "test-static")
+
+
 @contextmanager
 def install_lock(name: str) -> Iterator[None]:
     """One worker at a time installs `name` (the others wait, then find it installed)."""
@@ -70,3 +77,4 @@ def install_lock(name: str) -> Iterator[None]:
 
 
 _own_broker()
+_own_static_root()
