@@ -17,6 +17,8 @@ __all__ = [
     "ATTEMPT_CORE_S_SQL",
     "BACKFILL_ERRORS",
     "BACKFILL_ERROR_ATTEMPTS",
+    "BACKFILL_ERROR_ATTEMPTS_KEYED",
+    "ERROR_SPLIT_DIMS",
     "BACKFILL_JOBS",
     "BACKFILL_JOB_FILTERS",
     "ERROR_FAMILIES",
@@ -31,6 +33,7 @@ __all__ = [
     "SUMMARY_TABLES",
     "backfill_job_filters_sql",
     "error_explode_values",
+    "error_split_values",
     "filter_dim_value_sql",
     "filter_explode_values",
     "job_explode_values",
@@ -109,6 +112,17 @@ def error_explode_values(alias: str) -> str:
     )
 
 
+# The dimensions of the /errors/ split (`ErrorSplitSummary`): a failed attempt counts once in each,
+# its queue ('site'), its task and its user.
+ERROR_SPLIT_DIMS: tuple[str, ...] = ("site", "task", "user")
+
+
+def error_split_values(site: str, task: str, user: str) -> str:
+    """LATERAL VALUES turning one failed attempt (its queue, task and user expressions) into
+    (dim, value) rows, one per ERROR_SPLIT_DIMS."""
+    return f"('site', {site}), ('task', ({task})::text), ('user', {user})"
+
+
 # --- fold -----------------------------------------------------------------------------------------
 
 # Each fold: one DELETE … RETURNING of the oldest `batch` change rows feeding the upsert (decision
@@ -144,8 +158,9 @@ FOLD_JOBS = f"""
     SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(DISTINCT bucket) FROM summed)
 """
 
-# %s: the batch, then the template expression's parameters; {explode} and {template} are
-# filled with error_explode_values('m') and the template expression of `diag`.
+# %s: the batch, then the template expression's parameters; {explode}, {template} and {split} are
+# filled with error_explode_values('m'), the template expression of `diag` and
+# error_split_values of m's queue, task and user.
 FOLD_ERRORS = """
     WITH moved AS (
         DELETE FROM dispatcher_failedattemptchange
@@ -174,16 +189,16 @@ FOLD_ERRORS = """
             oldest = LEAST(pandamon_errorsummary.oldest, EXCLUDED.oldest),
             example = LEAST(pandamon_errorsummary.example, EXCLUDED.example)
     ), attempts AS (
-        SELECT date_trunc('hour', endtime, 'UTC') AS bucket, computingsite, jeditaskid, produsername,
-               SUM(delta) AS n, SUM(delta * core_s) AS core_s
-        FROM moved GROUP BY 1, 2, 3, 4
+        SELECT date_trunc('hour', m.endtime, 'UTC') AS bucket, s.dim, s.value,
+               SUM(m.delta) AS n, SUM(m.delta * m.core_s) AS core_s
+        FROM moved m CROSS JOIN LATERAL (VALUES {split}) AS s(dim, value)
+        GROUP BY 1, 2, 3
     ), up_attempts AS (
-        INSERT INTO pandamon_errorattemptsummary
-            (bucket, computingsite, jeditaskid, produsername, count, core_s)
-        SELECT * FROM attempts WHERE n <> 0 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (bucket, computingsite, jeditaskid, produsername)
-        DO UPDATE SET count = pandamon_errorattemptsummary.count + EXCLUDED.count,
-                      core_s = pandamon_errorattemptsummary.core_s + EXCLUDED.core_s
+        INSERT INTO pandamon_errorsplitsummary (bucket, dim, value, count, core_s)
+        SELECT * FROM attempts WHERE n <> 0 ORDER BY 1, 2, 3
+        ON CONFLICT (bucket, dim, value)
+        DO UPDATE SET count = pandamon_errorsplitsummary.count + EXCLUDED.count,
+                      core_s = pandamon_errorsplitsummary.core_s + EXCLUDED.core_s
     )
     SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(DISTINCT bucket) FROM attempts)
 """
@@ -262,7 +277,18 @@ BACKFILL_ERRORS = """
     ) t
     GROUP BY 1, 2, 3, 4, 5
 """
-BACKFILL_ERROR_ATTEMPTS = """
+BACKFILL_ERROR_ATTEMPTS = f"""
+    INSERT INTO pandamon_errorsplitsummary (bucket, dim, value, count, core_s)
+    SELECT date_trunc('hour', a.endtime, 'UTC'), s.dim, s.value, COUNT(*), SUM({{core_expr}})
+    FROM dispatcher_jobattempt a JOIN dispatcher_job j ON j.pandaid = a.job_id
+    CROSS JOIN LATERAL (VALUES {error_split_values("a.computingsite", "j.jeditaskid", "j.produsername")})
+        AS s(dim, value)
+    WHERE a.jobstatus = 'failed'
+    GROUP BY 1, 2, 3
+"""
+# The split as pandamon migrations 0001–0006 keep it (one row per hour, queue, task and user), for
+# those migrations' backfill; migration 0007 moves it to `pandamon_errorsplitsummary`.
+BACKFILL_ERROR_ATTEMPTS_KEYED = """
     INSERT INTO pandamon_errorattemptsummary (bucket, computingsite, jeditaskid, produsername, count{core_col})
     SELECT date_trunc('hour', a.endtime, 'UTC'), a.computingsite, j.jeditaskid, j.produsername, COUNT(*)
            {core_sum}
@@ -270,6 +296,6 @@ BACKFILL_ERROR_ATTEMPTS = """
     WHERE a.jobstatus = 'failed'
     GROUP BY 1, 2, 3, 4
 """
-SUMMARY_TABLES = ("pandamon_jobsummary", "pandamon_errorsummary", "pandamon_errorattemptsummary")
+SUMMARY_TABLES = ("pandamon_jobsummary", "pandamon_errorsummary", "pandamon_errorsplitsummary")
 # Since pandamon migration 0005 (older migrations truncate and refill SUMMARY_TABLES only).
 FILTER_SUMMARY_TABLE = "pandamon_jobfiltersummary"

@@ -32,6 +32,12 @@ HOUR = timedelta(hours=1)
 _FOLD_LOCK_KEY = 0x61696C75726F03  # "ailuro" + 3: the advisory lock id of the monitor fold
 
 
+def fold_lock_sql() -> tuple[str, list[Any]]:
+    """The statement that waits for, then holds until the transaction ends, the fold's lock: no
+    fold runs meanwhile (a migration moving summary rows takes it)."""
+    return "SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK_KEY]
+
+
 def enabled() -> bool:
     return connection.vendor == "postgresql"
 
@@ -335,6 +341,46 @@ class ErrorRows:
     core_s: int = 0  # walltime × cores of the failed attempts, each once
 
 
+def _split_sql(
+    split: bool, hours: tuple[str, list[Any]], deltas: tuple[str, list[Any]]
+) -> tuple[str, list[Any], str]:
+    """The /errors/ split: CTEs to follow `edge` (with their parameters) and a UNION ALL to end the
+    statement. Each failed attempt counts once per dimension (its queue, task and user), from the
+    edge, the per-dimension summary within `hours` and the unfolded changes within `deltas`; with
+    `split` the workflows are summed from the tasks. Without `split` only the queue dimension is
+    read: its sum is the total."""
+    dims = list(rollup_sql.ERROR_SPLIT_DIMS if split else ("site",))
+    edge = rollup_sql.error_split_values("e.computingsite", "e.job_task", "e.produsername")
+    delta = rollup_sql.error_split_values("d.computingsite", "d.jeditaskid", "d.produsername")
+    ctes = f"""split_src AS (
+            SELECT v.dim, v.value, 1 AS n, e.core_s AS c
+            FROM edge e CROSS JOIN LATERAL (VALUES {edge}) AS v(dim, value) WHERE v.dim = ANY(%s)
+            UNION ALL
+            SELECT s.dim, s.value, s.count, s.core_s FROM pandamon_errorsplitsummary s
+            WHERE {hours[0]} AND s.dim = ANY(%s)
+            UNION ALL
+            SELECT v.dim, v.value, d.delta, d.delta * d.core_s
+            FROM dispatcher_failedattemptchange d CROSS JOIN LATERAL (VALUES {delta}) AS v(dim, value)
+            WHERE v.dim = ANY(%s) AND {deltas[0]}
+        ), split AS (
+            SELECT dim, value, SUM(n) AS n, SUM(c) AS c FROM split_src GROUP BY dim, value
+            HAVING SUM(n) <> 0
+        )"""  # noqa: S608  (constant names and placeholders only)
+    select = """
+        UNION ALL
+        SELECT 's', 1, 1, NULL, NULL, NULL, NULL, dim, value, n, c, NULL, NULL, NULL FROM split"""
+    if split:
+        # A task that no longer exists has no workflow row.
+        select += """
+        UNION ALL
+        SELECT 's', 1, 1, NULL, NULL, NULL, NULL, 'workflow', tk.workflow_id::text, SUM(s.n), SUM(s.c),
+               NULL, NULL, NULL
+        FROM split s
+        JOIN dispatcher_task tk ON tk.jeditaskid = CASE WHEN s.dim = 'task' THEN s.value::bigint END
+        GROUP BY tk.workflow_id"""
+    return ctes, [dims, *hours[1], dims, dims, *deltas[1]], select
+
+
 def error_rows(
     window: Window | None,
     *,
@@ -350,7 +396,8 @@ def error_rows(
 
     * groups: (family, code, template, count, newest pandaid, oldest pandaid, example diag);
     * over time: (bucket, family, code, count);
-    * with `split`, ('site'|'task'|'user', value, count), one count per attempt;
+    * with `split`, ('site'|'task'|'user'|'workflow', value, count, core-seconds), one count per
+      attempt in each;
     * attempts: how many failed attempts (with or without an error code; an attempt with codes in
       several families is one attempt), None when neither `split` nor `count_attempts` asked it.
 
@@ -377,36 +424,15 @@ def error_rows(
     task_s, task_sp = ("s.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
     task_d, task_dp = ("d.jeditaskid = %s", [jeditaskid]) if jeditaskid is not None else ("TRUE", [])
     tmpl_sql, tmpl_params = template_expression("diag")
-    split_sql = ""
+    split_ctes, split_select = "", ""
     split_params: list[Any] = []
     if split or count_attempts:
-        split_sql = f"""
-            UNION ALL
-            SELECT 's', NULL, NULL, NULL, NULL::timestamptz, computingsite, job_task, produsername,
-                   1, core_s, NULL::bigint, NULL::bigint, NULL FROM edge
-            UNION ALL
-            SELECT 's', NULL, NULL, NULL, NULL, s.computingsite, s.jeditaskid, s.produsername,
-                   s.count, s.core_s, NULL, NULL, NULL
-            FROM pandamon_errorattemptsummary s WHERE {hours_where} AND {task_s}
-            UNION ALL
-            SELECT 's', NULL, NULL, NULL, NULL, d.computingsite, d.jeditaskid, d.produsername,
-                   d.delta, d.delta * d.core_s, NULL, NULL, NULL
-            FROM dispatcher_failedattemptchange d WHERE {delta_where} AND {task_d}
-        """  # noqa: S608  (constant names and placeholders only)
-        split_params = [*hours_params, *task_sp, *delta_params, *task_dp]
-    # The attempts' marginals with `split`, else only their total (kind).
-    split_sets = "(kind, site), (kind, task), (kind, username), (kind, wf), (kind)" if split else "(kind)"
-    split_columns = (
-        "GROUPING(site), GROUPING(task), GROUPING(username), GROUPING(wf)" if split else "1, 1, 1, 1",
-        "site, task, username, wf" if split else "NULL, NULL::bigint, NULL, NULL::bigint",
-    )
-    # The workflow split: the task split's rows joined to their tasks (a missing task: no row).
-    wf_join = (
-        "(SELECT src.*, tk.workflow_id AS wf FROM src LEFT JOIN dispatcher_task tk "
-        "ON src.kind = 's' AND tk.jeditaskid = src.task) src"
-        if split
-        else "src"
-    )
+        if jeditaskid is not None:
+            raise ValueError("the error split is not kept per task")
+        split_ctes, split_params, split_select = _split_sql(
+            split, (hours_where, hours_params), (delta_where, delta_params)
+        )
+        split_ctes = f", {split_ctes}"
     sql = f"""
         WITH edge AS (
             SELECT a.*, j.jeditaskid AS job_task, j.produsername, date_trunc(%s, a.endtime) AS t_bucket,
@@ -425,30 +451,27 @@ def error_rows(
             WHERE v.code <> 0 AND {delta_where} AND {task_d}
         ), src AS (
             SELECT 'g' AS kind, family, code, {tmpl_sql} AS tmpl, NULL::timestamptz AS bucket,
-                   NULL AS site, NULL::bigint AS task, NULL AS username, delta AS n, core_s AS c,
+                   delta AS n, core_s AS c,
                    CASE WHEN delta > 0 THEN job_id END AS newest,
                    CASE WHEN delta > 0 THEN job_id END AS oldest,
                    CASE WHEN delta > 0 THEN diag END AS example
             FROM fam
             UNION ALL
-            SELECT 't', family, code, NULL, t_bucket, NULL, NULL, NULL, delta, core_s, NULL, NULL, NULL
-            FROM fam
+            SELECT 't', family, code, NULL, t_bucket, delta, core_s, NULL, NULL, NULL FROM fam
             UNION ALL
-            SELECT 'g', s.family, s.code, s.template, NULL, NULL, NULL, NULL, s.count, s.core_s, s.newest,
-                   s.oldest, s.example
+            SELECT 'g', s.family, s.code, s.template, NULL, s.count, s.core_s, s.newest, s.oldest,
+                   s.example
             FROM pandamon_errorsummary s WHERE {hours_where} AND {task_s}
             UNION ALL
-            SELECT 't', s.family, s.code, NULL, date_trunc(%s, s.bucket), NULL, NULL, NULL, s.count,
-                   s.core_s, NULL, NULL, NULL
+            SELECT 't', s.family, s.code, NULL, date_trunc(%s, s.bucket), s.count, s.core_s, NULL, NULL,
+                   NULL
             FROM pandamon_errorsummary s WHERE {hours_where} AND {task_s}
-            {split_sql}
-        )
-        SELECT kind, GROUPING(tmpl), GROUPING(bucket), {split_columns[0]},
-               family, code, tmpl, bucket, {split_columns[1]},
+        ){split_ctes}
+        SELECT kind, GROUPING(tmpl), GROUPING(bucket), family, code, tmpl, bucket, NULL, NULL,
                SUM(n), SUM(c), MAX(newest), MIN(oldest), MIN(example)
-        FROM {wf_join}
-        GROUP BY GROUPING SETS ((kind, family, code, tmpl), (kind, bucket, family, code), {split_sets})
-        HAVING SUM(n) <> 0
+        FROM src
+        GROUP BY GROUPING SETS ((kind, family, code, tmpl), (kind, bucket, family, code))
+        HAVING SUM(n) <> 0{split_select}
     """  # noqa: S608  (constant names and placeholders only)
     params: list[Any] = [
         unit,
@@ -464,40 +487,36 @@ def error_rows(
         unit,
         *hours_params,
         *task_sp,
-        *split_params,
     ]
+    params += split_params
     result = ErrorRows(groups=[], over_time=[], splits=[], attempts=0 if split or count_attempts else None)
     for row in _fetch_aggregate(sql, params):
-        kind, g_tmpl, g_bucket, g_site, g_task, g_user, g_wf = row[:7]
-        family, code, tmpl, bucket, site, task, username, wf, n, c, newest, oldest, example = row[7:]
+        kind, g_tmpl, g_bucket, family, code, tmpl, bucket, dim, value, n, c, newest, oldest, example = row
         core_s = int(c or 0)
         if kind == "g" and g_tmpl == 0:
             result.groups.append((family, int(code), tmpl, int(n), newest, oldest, example, core_s))
         elif kind == "t" and g_bucket == 0:
             result.over_time.append((bucket, family, int(code), int(n)))
-        elif kind == "s" and g_site == 0:
-            result.splits.append(("site", site, int(n), core_s))
-        elif kind == "s" and g_task == 0:
-            result.splits.append(("task", task, int(n), core_s))
-        elif kind == "s" and g_user == 0:
-            result.splits.append(("user", username, int(n), core_s))
-        elif kind == "s" and g_wf == 0:
-            if wf is not None:
-                result.splits.append(("workflow", wf, int(n), core_s))
         elif kind == "s":
-            result.attempts = int(n)
-            result.core_s = core_s
+            if dim == "site":
+                result.attempts = (result.attempts or 0) + int(n)
+                result.core_s += core_s
+            if split:
+                key = int(value) if dim in ("task", "workflow") else value
+                result.splits.append((dim, key, int(n), core_s))
     return result
 
 
 # --- fold, backfill, rebuild ----------------------------------------------------------------------
 
 
-def rollups_fold(*, batch: int = 50_000) -> int:
+def rollups_fold(*, batch: int = 50_000, errors: bool = True) -> int:
     """Fold up to `batch` job changes and `batch` failed-attempt changes of the engine's change feed
     (`dispatcher/changefeed.py`) into the summaries; returns how many change rows were folded. The
     "monitor" loop runs it (pandamon/apps.py registers it). The monitor is the feed's one reader:
-    what it folds it deletes.
+    what it folds it deletes. `errors` False folds the job changes only and leaves the failed
+    attempts in the feed: for migrations of the job summaries that run before the error summaries
+    have this version's schema (pandamon 0005, 0006).
 
     1. Under an advisory lock (folds never interleave), one DELETE … RETURNING per change table
        feeding the upserts: a change committed meanwhile is folded now or next time, never lost.
@@ -507,10 +526,12 @@ def rollups_fold(*, batch: int = 50_000) -> int:
         return 0
     tmpl_sql, tmpl_params = template_expression("diag")
     fold_errors = rollup_sql.FOLD_ERRORS.format(
-        explode=rollup_sql.error_explode_values("m"), template=tmpl_sql
+        explode=rollup_sql.error_explode_values("m"),
+        template=tmpl_sql,
+        split=rollup_sql.error_split_values("m.computingsite", "m.jeditaskid", "m.produsername"),
     )
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK_KEY])
+        cursor.execute(*fold_lock_sql())
         cursor.execute(rollup_sql.FOLD_JOBS, [batch])
         jobs, job_buckets = cursor.fetchone()
         if job_buckets:
@@ -520,25 +541,30 @@ def rollups_fold(*, batch: int = 50_000) -> int:
             cursor.execute(
                 "DELETE FROM pandamon_jobfiltersummary WHERE bucket = ANY(%s) AND count = 0", [job_buckets]
             )
+        if not errors:
+            return int(jobs)
         cursor.execute(fold_errors, [batch, *tmpl_params])
-        errors, error_buckets = cursor.fetchone()
+        folded_errors, error_buckets = cursor.fetchone()
         if error_buckets:
             cursor.execute(
                 "DELETE FROM pandamon_errorsummary WHERE bucket = ANY(%s) AND count = 0", [error_buckets]
             )
             cursor.execute(
-                "DELETE FROM pandamon_errorattemptsummary WHERE bucket = ANY(%s) AND count = 0",
+                "DELETE FROM pandamon_errorsplitsummary WHERE bucket = ANY(%s) AND count = 0",
                 [error_buckets],
             )
-    return int(jobs) + int(errors)
+    return int(jobs) + int(folded_errors)
 
 
-def rollups_backfill(cursor: Any, *, core_seconds: bool = True) -> None:
+def rollups_backfill(cursor: Any, *, core_seconds: bool = True, keyed_split: bool = False) -> None:
     """Fill the empty summaries from the job and attempt rows, one pass each (GROUPING SETS for
     the job facets). The caller holds the tables still (a migration's lock, or `rollups_rebuild`'s).
-    `core_seconds` False: the error summaries as migration 0001 made them (no `core_s` column yet)."""
+    For the schemas of older migrations: `core_seconds` False, the error summaries as migration
+    0001 made them (no `core_s` column yet); `keyed_split`, the /errors/ split as migrations before
+    0007 keep it (`pandamon_errorattemptsummary`, per hour, queue, task and user)."""
     core_col = ", core_s" if core_seconds else ""
     tmpl_sql, tmpl_params = template_expression("diag")
+    attempt_core = rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a")
     cursor.execute("SET LOCAL work_mem = '256MB'")
     cursor.execute("SET LOCAL jit = off")
     cursor.execute(rollup_sql.BACKFILL_JOBS)
@@ -548,16 +574,18 @@ def rollups_backfill(cursor: Any, *, core_seconds: bool = True) -> None:
             explode=rollup_sql.error_explode_values("a"),
             core_col=core_col,
             core_sum=", SUM(core_s)" if core_seconds else "",
-            core_expr=rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a"),
+            core_expr=attempt_core,
         ),
         tmpl_params,
     )
-    attempt_core = rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a")
-    cursor.execute(
-        rollup_sql.BACKFILL_ERROR_ATTEMPTS.format(
-            core_col=core_col, core_sum=f", SUM({attempt_core})" if core_seconds else ""
+    if keyed_split:
+        cursor.execute(
+            rollup_sql.BACKFILL_ERROR_ATTEMPTS_KEYED.format(
+                core_col=core_col, core_sum=f", SUM({attempt_core})" if core_seconds else ""
+            )
         )
-    )
+    else:
+        cursor.execute(rollup_sql.BACKFILL_ERROR_ATTEMPTS.format(core_expr=attempt_core))
 
 
 def backfill_job_filters(cursor: Any, dims: Sequence[str] = rollup_sql.FILTER_SUMMARY_DIMS) -> None:

@@ -17,7 +17,7 @@ def create_triggers_and_backfill(apps, schema_editor):  # type: ignore[no-untype
     with schema_editor.connection.cursor() as cursor:
         for statement in CREATE_TRIGGERS:
             cursor.execute(statement)
-        rollups_backfill(cursor, core_seconds=False)  # core_s comes with migration 0004
+        rollups_backfill(cursor, core_seconds=False, keyed_split=True)  # core_s comes with 0004
 
 
 def drop_triggers(apps, schema_editor):  # type: ignore[no-untyped-def]

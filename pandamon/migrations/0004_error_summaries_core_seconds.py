@@ -9,13 +9,14 @@ def summaries_rebuild(apps, schema_editor):  # type: ignore[no-untyped-def]
     if schema_editor.connection.vendor != "postgresql":
         return
     from dispatcher import changefeed
-    from pandamon import rollup_sql
     from pandamon.rollups import rollups_backfill
 
+    # The summary tables of this migration's schema (0007 replaces pandamon_errorattemptsummary).
+    summaries = ["pandamon_jobsummary", "pandamon_errorsummary", "pandamon_errorattemptsummary"]
     with schema_editor.connection.cursor() as cursor:
         cursor.execute("LOCK TABLE dispatcher_job, dispatcher_jobattempt IN SHARE MODE")
-        cursor.execute(f"TRUNCATE {', '.join([*rollup_sql.SUMMARY_TABLES, *changefeed.TABLES])}")
-        rollups_backfill(cursor)
+        cursor.execute(f"TRUNCATE {', '.join([*summaries, *changefeed.TABLES])}")
+        rollups_backfill(cursor, keyed_split=True)
 
 
 class Migration(migrations.Migration):

@@ -125,7 +125,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
                 "TRUNCATE pandamon_jobsummary, pandamon_errorsummary, pandamon_errorattemptsummary,"
                 " pandamon_jobsummarydelta, pandamon_errordelta"
             )
-            rollups.rollups_backfill(cursor, core_seconds=False)  # the summaries before pandamon 0004
+            rollups.rollups_backfill(cursor, core_seconds=False, keyed_split=True)  # as before pandamon 0004
         # Unfolded, in the monitor's own tables.
         for i, job in enumerate(jobs[:4]):
             _old_transition(
