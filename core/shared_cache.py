@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.core.cache import cache
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _WARN_EVERY_S = 60.0
+_WAIT_POLL_S = 0.05
 _last_warning = 0.0
 CacheDown = (RedisError, OSError)
 
@@ -49,3 +52,42 @@ def cache_set(key: str, value: Any, timeout: float | None) -> None:
         cache.set(key, value, timeout)
     except CacheDown as exc:
         cache_down("set", exc)
+
+
+def cached_or_computed_once(
+    key: str, compute: Callable[[], _T], timeout: float, *, wait_s: float = 15.0
+) -> _T:
+    """The cached value of `key`, or `compute()` stored under it for `timeout` seconds. While one
+    request computes a missing value the others asking for it wait for that value instead of all
+    running the same read at once: a memoised read that takes seconds under load would otherwise
+    be recomputed by every reader arriving meanwhile, each holding a database backend. A waiter
+    computes the value itself when the one computing it fails or `wait_s` passes; with the cache
+    down every request computes. `compute` must not return None (None is a miss)."""
+    value = cache_get(key)
+    if value is not None:
+        return value  # type: ignore[no-any-return]
+    claim = f"{key}:computing"
+    deadline = time.monotonic() + wait_s
+    claimed = False
+    while True:
+        try:
+            claimed = bool(cache.add(claim, 1, wait_s))
+        except CacheDown as exc:
+            cache_down("add", exc)
+            break
+        if claimed or time.monotonic() >= deadline:
+            break
+        time.sleep(_WAIT_POLL_S)
+        value = cache_get(key)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+    try:
+        value = compute()
+        cache_set(key, value, timeout)
+        return value
+    finally:
+        if claimed:
+            try:
+                cache.delete(claim)
+            except CacheDown as exc:
+                cache_down("delete", exc)

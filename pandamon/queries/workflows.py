@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import F, Q
 
 from campaigns.models import Group
-from core.shared_cache import cache_get, cache_set
+from core.shared_cache import cached_or_computed_once
 from dispatcher.models import ArchivedJob, ArchivedJobDependency, Job, JobDependency, Task, Workflow
 from dispatcher.queries import task_state_counts
 from pandamon.queries.common import progress
@@ -70,24 +70,24 @@ def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
     """Task-level edges (parent task → child task) derived from the job edges.
 
     A workflow's graph is fixed at submission, so the result is cached after the first read (one
-    query the first time, none after while it is cached).
+    query the first time, none after while it is cached; readers arriving while it is computed
+    wait for it rather than run it again).
     """
     workflow_id = workflow.pk
     key = f"pandamon:wf-task-edges:{workflow_id}:{workflow.created_at.timestamp()}"
-    cached = cache_get(key)
-    if cached is not None:
-        return [(int(a), int(b)) for a, b in cached]
-    edges = (
-        _models(workflow.archived_at is not None)[1]
-        ._default_manager.filter(child__workflow_id=workflow_id)
-        .exclude(parent__task_id=F("child__task_id"))
-        .order_by()
-        .values_list("parent__task_id", "child__task_id")
-        .distinct()
-    )
-    result = sorted((int(a), int(b)) for a, b in edges)
-    cache_set(key, result, timeout=TASK_EDGES_CACHE_S)
-    return result
+
+    def edges() -> list[tuple[int, int]]:
+        rows = (
+            _models(workflow.archived_at is not None)[1]
+            ._default_manager.filter(child__workflow_id=workflow_id)
+            .exclude(parent__task_id=F("child__task_id"))
+            .order_by()
+            .values_list("parent__task_id", "child__task_id")
+            .distinct()
+        )
+        return sorted((int(a), int(b)) for a, b in rows)
+
+    return [(int(a), int(b)) for a, b in cached_or_computed_once(key, edges, TASK_EDGES_CACHE_S)]
 
 
 def workflow_final_jobs(workflow: Workflow) -> list[dict[str, Any]]:
@@ -98,10 +98,11 @@ def workflow_final_jobs(workflow: Workflow) -> list[dict[str, Any]]:
         return []
     key = f"pandamon:wf-final-jobs:{workflow.pk}:{workflow.created_at.timestamp()}"
     jobs = _models(workflow.archived_at is not None)[0]._default_manager
-    ids = cache_get(key)
-    if ids is None:
-        ids = sorted(jobs.filter(workflow_id=workflow.pk, is_final=True).values_list("pandaid", flat=True))
-        cache_set(key, ids, timeout=TASK_EDGES_CACHE_S)
+    ids = cached_or_computed_once(
+        key,
+        lambda: sorted(jobs.filter(workflow_id=workflow.pk, is_final=True).values_list("pandaid", flat=True)),
+        TASK_EDGES_CACHE_S,
+    )
     return [
         dict(row)
         for row in jobs.filter(pk__in=ids)
