@@ -312,6 +312,9 @@ class Job(JobColumns):
             models.Index(fields=["queue", "jobstatus", "statechangetime"], name="job_queue_status_time_idx"),
             # /user/<name>/ job list.
             models.Index(fields=["produsername", "statechangetime"], name="job_user_time_idx"),
+            # /jobs/ under a user wildcard in pandaid order: each matching user's newest, merged
+            # (pandamon.queries.jobs.jobs_page), not the primary key walked past other users' jobs.
+            models.Index(fields=["produsername", "pandaid"], name="job_user_pandaid_idx"),
             # /dash/ and the overview count active jobs per queue whatever their age
             # (pandamon.queries.dash_matrix); a few per cent of the table, so a small index.
             models.Index(

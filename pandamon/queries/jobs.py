@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -357,8 +358,19 @@ def _page_key(column: str, desc: bool) -> Any:
     return lambda row: (row[column] is None, row[column], row["pandaid"])
 
 
+# The most users whose newest jobs `jobs_page` merges (a subquery each); more are walked as one.
+MAX_MERGED_USERS = 200
+
+
 def jobs_page(
-    q: Q, *, sort: str, cursor: str | None, limit: int, archive: bool = False, narrow: bool = False
+    q: Q,
+    *,
+    sort: str,
+    cursor: str | None,
+    limit: int,
+    archive: bool = False,
+    narrow: bool = False,
+    users: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the job list in keyset order; returns rows and the next page's cursor. With
     `archive` (the selection's window reaches the archive: `archive_reached`) the same keyset read
@@ -368,7 +380,14 @@ def jobs_page(
     user or task, `narrow_filter`; a window long past, `past_window`): the newest by pandaid are
     then sorted from that index's rows (`pandaid + 0` hides the primary key's order from the
     planner), not found by walking the primary key backwards, which reads every newer job when the
-    selection's jobs are old."""
+    selection's jobs are old.
+
+    `users`: the selection's jobs belong to these users only (a user wildcard's users, from the
+    filter summary's facets). In pandaid order each user's newest are read from
+    `job_user_pandaid_idx` and merged (PostgreSQL's Merge Append reads a few rows of each), instead
+    of walking the primary key past every newer job of the other users: for a quarter of the users
+    at 10M jobs, ~1 ms against ~1 s. Up to MAX_MERGED_USERS named users (no empty name); not with
+    `archive`."""
     column, desc = JOB_SORTS[sort]
     after = None
     if cursor:
@@ -384,6 +403,15 @@ def jobs_page(
             F(column).desc(nulls_last=True) if desc else F(column).asc(nulls_last=True),
             F("pandaid").desc() if desc else F("pandaid").asc(),
         ]
+    if (
+        users is not None
+        and column == "pandaid"
+        and not narrow
+        and not archive
+        and len(users) <= MAX_MERGED_USERS
+        and all(users)
+    ):
+        return _page_end(_users_merged(q, after, sorted(users), desc, limit + 1), column, limit)
     rows: list[dict[str, Any]] = []
     for model in (Job, ArchivedJob) if archive else (Job,):
         qs = model._default_manager.filter(q)
@@ -392,6 +420,29 @@ def jobs_page(
         rows += list(qs.order_by(*order).values(*JOB_LIST_FIELDS)[: limit + 1])
     if archive:
         rows = sorted(rows, key=_page_key(column, desc), reverse=desc)[: limit + 1]
+    return _page_end(rows, column, limit)
+
+
+def _users_merged(q: Q, after: Q | None, users: list[str], desc: bool, n: int) -> list[dict[str, Any]]:
+    """The first `n` rows in pandaid order (`desc`) of the selection, as one UNION ALL of each
+    user's first `n` (an index range each) cut to `n`."""
+    order = "-pandaid" if desc else "pandaid"
+    if not users:
+        return []
+    selected = Job.objects.filter(q)
+    if after is not None:
+        selected = selected.filter(after)
+    parts = [
+        selected.filter(produsername=user).order_by(order).values(*JOB_LIST_FIELDS)[:n] for user in users
+    ]
+    if len(parts) == 1:
+        return list(parts[0])
+    merged = parts[0].union(*parts[1:], all=True).order_by(order)
+    return list(merged[:n])
+
+
+def _page_end(rows: list[dict[str, Any]], column: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """The page's rows and, when there are more than `limit`, the next page's cursor."""
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -49,18 +49,6 @@ def job_list(request: HttpRequest) -> HttpResponse:
     # The archive holds final jobs only, all changed before its horizon: read it only for a window
     # reaching back that far (or none) and a selection that may hold final jobs.
     archive = not active_only and archive_reached(sel.since)
-    try:
-        rows, next_cursor = reads.jobs_page(
-            sel.q,
-            sort=sort,
-            cursor=params.get("cursor"),
-            limit=limit,
-            archive=archive,
-            narrow=reads.narrow_filter(sel.applied)
-            or reads.past_window(sel.since, sel.until, timezone.now()),
-        )
-    except ValueError as exc:
-        raise FilterError(str(exc)) from None
     bins = common.time_bin(sel.since, sel.until, timezone.now())
     unit = bins.unit
     rollup = reads.job_rollup_selection(sel.since, sel.until, sel.applied)
@@ -71,6 +59,21 @@ def job_list(request: HttpRequest) -> HttpResponse:
     estimate = reads.jobs_scan_estimate(sel.q) if scanned else None
     scan_warning = estimate is not None and estimate > settings.AILURO["WEB_SCAN_WARN_ROWS"]
     facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup, archive=archive)
+    # Under a user filter the summary names the selection's users: the list merges theirs.
+    by_user = rollup is not None and rollup.dim is not None and rollup.dim.dim == "produsername"
+    try:
+        rows, next_cursor = reads.jobs_page(
+            sel.q,
+            sort=sort,
+            cursor=params.get("cursor"),
+            limit=limit,
+            archive=archive,
+            narrow=reads.narrow_filter(sel.applied)
+            or reads.past_window(sel.since, sel.until, timezone.now()),
+            users=[str(user) for user, _ in facets.facets["produsername"]] if by_user else None,
+        )
+    except ValueError as exc:
+        raise FilterError(str(exc)) from None
     base = query_without(params, "cursor")
     context = {
         "sel": sel,
