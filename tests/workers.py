@@ -8,7 +8,9 @@ sets in the environment is what the worker's settings and the servers it starts 
 - pytest-django already gives each worker its own test database (`test_<name>_gw<N>`);
 - the static files are read from a folder of the suite's own that nothing collects into: the
   embedded run (`scripts/up.sh`) collects hashed names and a manifest into `var/static`, and pages
-  rendered from that manifest link files the tests' servers do not serve.
+  rendered from that manifest link files the tests' servers do not serve (the tests that run the
+  embedded system leave AILURO_STATIC_ROOT out of its environment, so it collects into its own
+  data folder).
 
 Tests that share something outside the process (the machine's single-node Slurm, a Redis
 database named by number) carry `pytest.mark.xdist_group(...)`, which `--dist loadgroup` runs on

@@ -96,7 +96,15 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         k: v
         for k, v in os.environ.items()
         # Without PYTHONUNBUFFERED, as a user's shell runs it: the banner must still come at once.
-        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "PYTHONUNBUFFERED"}
+        # Without the suite's static folder: the run collects into its own data folder.
+        if k
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "DJANGO_SETTINGS_MODULE",
+            "PYTHONUNBUFFERED",
+            "AILURO_STATIC_ROOT",
+        }
     }
     env["AILURO_DATA_DIR"] = str(tmp_path_factory.mktemp("embedded"))
     env["AILURO_LOG_LEVEL"] = "INFO"  # the embedded run's default (the suite runs at WARNING)
@@ -354,7 +362,11 @@ def test_ctrl_c_stops_everything_and_exits_0(embedded: Embedded) -> None:
 
 def test_a_terminate_signal_to_up_alone_stops_everything(tmp_path: Path) -> None:
     # As systemd or a container runtime stops it: SIGTERM to the `ailuro up` process only.
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE", "AILURO_STATIC_ROOT"}
+    }
     env["AILURO_DATA_DIR"] = str(tmp_path)
     port = _free_port()
     proc = subprocess.Popen(

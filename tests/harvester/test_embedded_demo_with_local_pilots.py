@@ -22,7 +22,8 @@ def test_ailuro_up_runs_the_demo_workflow_to_the_end_with_local_pilots(tmp_path:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
+        # Without the suite's static folder: the run collects into its own data folder.
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "AILURO_STATIC_ROOT"}
     }
     env["AILURO_DATA_DIR"] = str(tmp_path)
     proc = subprocess.Popen(
