@@ -315,6 +315,8 @@ class Job(JobColumns):
             # /jobs/ under a user wildcard in pandaid order: each matching user's newest, merged
             # (pandamon.queries.jobs.jobs_page), not the primary key walked past other users' jobs.
             models.Index(fields=["produsername", "pandaid"], name="job_user_pandaid_idx"),
+            # The same for a region's, a site's or a negation's queues.
+            models.Index(fields=["queue", "pandaid"], name="job_queue_pandaid_idx"),
             # /dash/ and the overview count active jobs per queue whatever their age
             # (pandamon.queries.dash_matrix); a few per cent of the table, so a small index.
             models.Index(

@@ -1,5 +1,6 @@
-"""/jobs/ under a user wildcard lists each matching user's newest jobs merged from the
-(produsername, pandaid) index, page by page exactly as the plain ordered read of the selection."""
+"""/jobs/ under a user wildcard, a region or a queue negation lists each matching user's or queue's
+newest jobs merged from the (user, pandaid) or (queue, pandaid) index, page by page exactly as the
+plain ordered read of the selection."""
 
 from __future__ import annotations
 
@@ -14,18 +15,24 @@ from django.utils import timezone
 
 from dispatcher.models import Job
 from pandamon import rollups
-from tests.factories import JobFactory, QueueFactory, TaskFactory
+from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("postgres_only")]
 
 USERS = ("ann", "anna", "andy", "bob")
+QUEUES = ("Q_US1", "Q_US2", "Q_EU1", "Q_EU2")
 
 
 @pytest.fixture
 def jobs() -> None:
     """Users' jobs interleaved in pandaid order over three days, and some older than a week."""
-    QueueFactory(name="Q_U")
-    tasks = {user: TaskFactory(username=user) for user in USERS}
+    us, eu = SiteFactory(name="SITE_US", region="US"), SiteFactory(name="SITE_EU", region="EU")
+    for name in QUEUES:
+        QueueFactory(name=name, site=us if "US" in name else eu)
+    tasks = {
+        user: TaskFactory(username=user, label="coadd" if user in ("ann", "bob") else "calib")
+        for user in USERS
+    }
     now = timezone.now()
     for i in range(40):
         user = USERS[(i * 7) % len(USERS) if i % 5 else 0]
@@ -33,7 +40,7 @@ def jobs() -> None:
             task=tasks[user],
             produsername=user,
             jobstatus=("finished", "failed", "running")[i % 3],
-            queue_id="Q_U",
+            queue_id=QUEUES[(i * 3) % len(QUEUES)],
             statechangetime=now - timedelta(hours=(i * 13) % 72, minutes=i),
         )
     for i in range(5):
@@ -62,6 +69,11 @@ def _pages(client: Client, query: str, limit: int) -> tuple[list[int], list[str]
     return seen, statements
 
 
+def _merged_reads(statements: list[str]) -> set[int]:
+    """How many index ranges each list read merged (one UNION ALL branch each)."""
+    return {sql.count("UNION ALL") + 1 for sql in statements if '"max_rss_kb" AS "max_rss_kb"' in sql}
+
+
 @pytest.mark.parametrize(("sortby", "descending"), [("pandaid", True), ("pandaid-asc", False)])
 def test_a_user_wildcards_pages_are_each_users_newest_merged(
     client: Client, jobs: None, sortby: str, descending: bool
@@ -76,7 +88,7 @@ def test_a_user_wildcards_pages_are_each_users_newest_merged(
     seen, statements = _pages(client, f"days=7&produsername=an*&sortby={sortby}", 4)
     assert seen == expected
     # The list read is one UNION ALL of the three matching users' index ranges, not a walk of them.
-    assert any(sql.count('"dispatcher_job"."produsername" = ') == 3 for sql in statements)
+    assert _merged_reads(statements) == {3}
 
 
 def test_a_user_negation_lists_the_other_users_merged_as_well(client: Client, jobs: None) -> None:
@@ -89,3 +101,25 @@ def test_a_user_negation_lists_the_other_users_merged_as_well(client: Client, jo
     )
     seen, _ = _pages(client, "days=7&produsername=!bob", 7)
     assert seen == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "kept", "merged"),
+    [
+        ("region=US", lambda q: q.startswith("Q_US"), 2),
+        ("computingsite=!Q_EU1", lambda q: q != "Q_EU1", 3),
+        ("region=US&label=coadd", lambda q: q.startswith("Q_US"), 2),
+    ],
+)
+def test_a_set_of_queues_pages_are_each_queues_newest_merged(
+    client: Client, jobs: None, query: str, kept: Any, merged: int
+) -> None:
+    since = timezone.now() - timedelta(days=7)
+    selected = Job.objects.filter(statechangetime__gte=since)
+    if "label" in query:
+        selected = selected.filter(label="coadd")
+    expected = [p for p, q in selected.order_by("-pandaid").values_list("pandaid", "queue_id") if kept(q)]
+    assert expected
+    seen, statements = _pages(client, f"days=7&{query}", 3)
+    assert seen == expected
+    assert _merged_reads(statements) == {merged}
