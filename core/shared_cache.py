@@ -82,9 +82,12 @@ def cached_or_computed_once(
         if value is not None:
             return value  # type: ignore[no-any-return]
     try:
-        value = compute()
-        cache_set(key, value, timeout)
-        return value
+        # The one computing it may have finished between this request's last look and its claim.
+        value = cache_get(key) if claimed else None
+        if value is None:
+            value = compute()
+            cache_set(key, value, timeout)
+        return value  # type: ignore[no-any-return]
     finally:
         if claimed:
             try:

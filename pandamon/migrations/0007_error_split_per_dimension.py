@@ -28,7 +28,6 @@ def split_per_combination(apps, schema_editor):  # type: ignore[no-untyped-def]
     rows cannot be split back), under the fold's lock and a SHARE lock on the writers."""
     if schema_editor.connection.vendor != "postgresql":
         return
-    from dispatcher import changefeed
     from pandamon import rollup_sql
     from pandamon.rollups import fold_lock_sql
 
@@ -37,7 +36,7 @@ def split_per_combination(apps, schema_editor):  # type: ignore[no-untyped-def]
         cursor.execute(*fold_lock_sql())
         cursor.execute("LOCK TABLE dispatcher_job, dispatcher_jobattempt IN SHARE MODE")
         # What the feed holds of failed attempts is in the attempts already: counted now, not twice.
-        cursor.execute(f"SELECT COUNT(*) FROM {changefeed.TABLES[1]}")
+        cursor.execute("SELECT COUNT(*) FROM dispatcher_failedattemptchange")
         (unfolded,) = cursor.fetchone()
         if unfolded:
             raise RuntimeError(

@@ -358,6 +358,18 @@ def _page_key(column: str, desc: bool) -> Any:
     return lambda row: (row[column] is None, row[column], row["pandaid"])
 
 
+def merge_of(rollup: JobRollupSelection | None, facets: JobFacets) -> tuple[str, list[Any]] | None:
+    """`jobs_page`'s `merge` for a selection: under a user filter its users, under a queue, site or
+    region filter (alone or paired with a label or a user) its queues, as the summary's facets
+    name them; None otherwise."""
+    dim = rollup.dim.dim if rollup is not None and rollup.dim is not None else None
+    if dim == "produsername":
+        return "produsername", [user for user, _ in facets.facets["produsername"]]
+    if dim == "computingsite" or dim in rollup_sql.FILTER_PAIRS:
+        return "queue_id", [queue for queue, _ in facets.facets["computingsite"]]
+    return None
+
+
 # The most users or queues whose newest jobs `jobs_page` merges (a subquery each); more are walked
 # as one.
 MAX_MERGED_VALUES = 200

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -21,7 +20,7 @@ from dispatcher.queries import archive_reached
 from dispatcher.services import workflow_cancel, workflow_retry
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from dispatcher.workflows import WorkflowInvalid
-from pandamon import charts, rollup_sql, rollups
+from pandamon import charts, rollups
 from pandamon.filters import JOB_FIELDS, JOB_UNWINDOWED, FilterError, compile_selection, int_param
 from pandamon.queries import common
 from pandamon.queries import jobs as reads
@@ -60,7 +59,6 @@ def job_list(request: HttpRequest) -> HttpResponse:
     estimate = reads.jobs_scan_estimate(sel.q) if scanned else None
     scan_warning = estimate is not None and estimate > settings.AILURO["WEB_SCAN_WARN_ROWS"]
     facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup, archive=archive)
-    merge = _merge_of(rollup, facets.facets)
     try:
         rows, next_cursor = reads.jobs_page(
             sel.q,
@@ -70,7 +68,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
             archive=archive,
             narrow=reads.narrow_filter(sel.applied)
             or reads.past_window(sel.since, sel.until, timezone.now()),
-            merge=merge,
+            merge=reads.merge_of(rollup, facets),
         )
     except ValueError as exc:
         raise FilterError(str(exc)) from None
@@ -112,20 +110,6 @@ def job_list(request: HttpRequest) -> HttpResponse:
         },
         partial="job-results",
     )
-
-
-def _merge_of(
-    rollup: reads.JobRollupSelection | None, facets: dict[str, list[tuple[Any, int]]]
-) -> tuple[str, list[Any]] | None:
-    """Under a user or queue filter (or a pair of the queue with a label or a user) the summary's
-    facets name the selection's users or queues: the list merges each one's newest
-    (`reads.jobs_page`'s `merge`)."""
-    dim = rollup.dim.dim if rollup is not None and rollup.dim is not None else None
-    if dim == "produsername":
-        return "produsername", [user for user, _ in facets["produsername"]]
-    if dim == "computingsite" or dim in rollup_sql.FILTER_PAIRS:
-        return "queue_id", [queue for queue, _ in facets["computingsite"]]
-    return None
 
 
 def _job_or_404(pandaid: int) -> Job | ArchivedJob:

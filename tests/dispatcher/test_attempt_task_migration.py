@@ -7,11 +7,11 @@ import datetime as dt
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from dispatcher.models import JobAttempt
 from dispatcher.queries import tasks_core_use
 from tests.factories import JobFactory, TaskFactory
+from tests.migrations import migrate_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,15 +19,10 @@ BEFORE = [("dispatcher", "0016_job_ended_stats_index")]
 END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 
 
-def _migrate(targets: list[tuple[str, str]] | None) -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets if targets is not None else executor.loader.graph.leaf_nodes())
-
-
 def test_attempts_written_before_the_task_column_get_their_jobs_task() -> None:
     tasks = [TaskFactory(), TaskFactory()]
     jobs = [JobFactory(task=tasks[i % 2], jobstatus="failed") for i in range(5)]
-    _migrate(BEFORE)
+    migrate_to(BEFORE)
     try:
         with connection.cursor() as cur:
             for n, job in enumerate(jobs):
@@ -43,7 +38,7 @@ def test_attempts_written_before_the_task_column_get_their_jobs_task() -> None:
                     [job.pk, 100.0 * (n + 1), END],
                 )
     finally:
-        _migrate(None)
+        migrate_to(None)
     assert {a.job_id: a.task_id for a in JobAttempt.objects.all()} == {j.pk: j.task_id for j in jobs}
     use = tasks_core_use([t.pk for t in tasks])
     # Task 0 has jobs 0, 2, 4 (walltime 100, 300, 500 s × 2 cores), task 1 jobs 1, 3 (200, 400).

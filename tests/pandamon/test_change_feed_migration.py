@@ -15,6 +15,7 @@ from dispatcher.services.transitions import job_transition, jobs_transition_bulk
 from pandamon import rollups
 from pandamon.models import ErrorSummary, JobSummary
 from tests.factories import JobFactory, QueueFactory, UserFactory
+from tests.migrations import migrate_to
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
@@ -31,11 +32,6 @@ HANDED_OVER = [
     ("pandamon", "0003_change_feed_moves_to_the_engine"),
 ]
 NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
-
-
-def _migrate(targets: list[tuple[str, str]] | None) -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets if targets is not None else executor.loader.graph.leaf_nodes())
 
 
 def _historical(model: str, targets: list[tuple[str, str]]) -> Any:
@@ -107,7 +103,7 @@ def _summaries() -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
 
 def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebuild() -> None:
     try:
-        _migrate(BEFORE)
+        migrate_to(BEFORE)
         assert {"pandamon_job_summary_update", "pandamon_error_summary_insert"} <= _triggers()
         site = _historical("Site", BEFORE).objects.create(name="SITE_CF", region="US")
         for name in ("Q_A", "Q_B"):
@@ -147,7 +143,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert unfolded > 0 and _scalar("SELECT COUNT(*) FROM pandamon_errordelta") == 1
 
         # The engine's triggers are on, the monitor's still too: every write is recorded twice.
-        _migrate(BOTH_TRIGGERS)
+        migrate_to(BOTH_TRIGGERS)
         _old_transition(BOTH_TRIGGERS, jobs[4].pandaid, "cancelled", statechangetime=NOW)
         _old_attempt(
             BOTH_TRIGGERS,
@@ -160,7 +156,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == unfolded + 2
 
         # Handed over (pandamon 0004 then rebuilds the summaries with core-seconds; below).
-        _migrate(HANDED_OVER)
+        migrate_to(HANDED_OVER)
         triggers = _triggers()
         assert not {t for t in triggers if t.startswith("pandamon_")}
         assert {"dispatcher_job_change_update", "dispatcher_attempt_change_insert"} <= triggers
@@ -168,7 +164,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == unfolded + 2
         assert _scalar("SELECT COUNT(*) FROM dispatcher_failedattemptchange") == 2
 
-        _migrate(None)
+        migrate_to(None)
         # The new writers, then fold everything: the summaries equal a rebuild from the rows.
         jobs_transition_bulk(
             source="activated",
@@ -185,7 +181,7 @@ def test_the_monitors_deltas_move_to_the_change_feed_and_the_fold_equals_a_rebui
         assert _summaries() == folded
         assert folded[1]  # the failed attempts were counted
     finally:
-        _migrate(None)
+        migrate_to(None)
 
 
 def test_the_hand_over_reverses() -> None:
@@ -195,12 +191,14 @@ def test_the_hand_over_reverses() -> None:
         job_transition(pandaid=job.pandaid, to="activated", cause="test", fields={"queue_id": "Q_A"})
         changes = _scalar("SELECT COUNT(*) FROM dispatcher_jobchange")
         assert changes == 3  # +insert, −old/+new
-        _migrate([("pandamon", "0002_update_trigger_skips_set_based_writers")])
+        migrate_to([("pandamon", "0002_update_trigger_skips_set_based_writers")])
         assert _scalar("SELECT COUNT(*) FROM pandamon_jobsummarydelta") == changes
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == 0
         assert "pandamon_job_summary_update" in _triggers()
-        _migrate([("pandamon", "0003_change_feed_moves_to_the_engine")])  # 0004 rebuilds (emptying the feed)
+        migrate_to(
+            [("pandamon", "0003_change_feed_moves_to_the_engine")]
+        )  # 0004 rebuilds (emptying the feed)
         assert _scalar("SELECT COUNT(*) FROM dispatcher_jobchange") == changes
         assert not {t for t in _triggers() if t.startswith("pandamon_")}
     finally:
-        _migrate(None)
+        migrate_to(None)

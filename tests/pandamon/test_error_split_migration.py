@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from dispatcher import changefeed
 from pandamon import rollup_sql, rollups
 from pandamon.models import ErrorSplitSummary
 from tests.factories import JobAttemptFactory, JobFactory, QueueFactory, SiteFactory, TaskFactory
+from tests.migrations import migrate_to
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
@@ -24,11 +24,6 @@ NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 _KEYED_ROWS = (
     "SELECT bucket, computingsite, jeditaskid, produsername, count, core_s FROM pandamon_errorattemptsummary"
 )
-
-
-def _migrate(targets: list[tuple[str, str]] | None) -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets if targets is not None else executor.loader.graph.leaf_nodes())
 
 
 def _failed(n: int, tasks: list[Any], start: int) -> None:
@@ -62,7 +57,7 @@ def test_the_split_moves_to_one_row_per_dimension_and_back_counting_each_attempt
     for name in ("Q_A", "Q_B"):
         QueueFactory(name=name, site=site)
     tasks = [TaskFactory(), TaskFactory(), TaskFactory()]
-    _migrate(KEYED)
+    migrate_to(KEYED)
     try:
         _failed(12, tasks, 0)
         with connection.cursor() as cursor:  # folded, as the fold of pandamon 0006's release kept it
@@ -76,7 +71,7 @@ def test_the_split_moves_to_one_row_per_dimension_and_back_counting_each_attempt
         assert len(_keyed()) > 3
         _failed(6, tasks, 12)  # in the feed, not folded yet
     finally:
-        _migrate(None)
+        migrate_to(None)
     while rollups.rollups_fold():
         pass
     migrated = _split()
@@ -88,12 +83,12 @@ def test_the_split_moves_to_one_row_per_dimension_and_back_counting_each_attempt
 
     _failed(2, tasks, 18)
     with pytest.raises(RuntimeError, match="not folded yet"):
-        _migrate(KEYED)
+        migrate_to(KEYED)
     while rollups.rollups_fold():
         pass
     per_dimension = _split()
     try:
-        _migrate(KEYED)
+        migrate_to(KEYED)
         back = _keyed()
         # Each combination's row adds up to the per-dimension rows it was migrated from.
         for dim, column in (("site", 1), ("task", 2), ("user", 3)):
@@ -106,4 +101,4 @@ def test_the_split_moves_to_one_row_per_dimension_and_back_counting_each_attempt
             assert {(b, v, n, c) for (b, v), (n, c) in summed.items()} == expected
         assert sum(row[4] for row in back) == 20
     finally:
-        _migrate(None)
+        migrate_to(None)

@@ -8,23 +8,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from pandamon import rollup_sql, rollups
 from pandamon.models import JobFilterSummary
 from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory
+from tests.migrations import migrate_to
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
 SINGLE = [("pandamon", "0005_job_filter_summary")]
 NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 _COLS = ("bucket", "jobstatus", "dim", "dimvalue", "facet", "value", "count")
-
-
-def _migrate(targets: list[tuple[str, str]] | None) -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets if targets is not None else executor.loader.graph.leaf_nodes())
 
 
 def _jobs(n: int, tasks: list[Any], start: int) -> None:
@@ -46,7 +40,7 @@ def test_the_pairs_migration_counts_folded_and_unfolded_changes_once() -> None:
     for name in ("Q_A", "Q_B"):
         QueueFactory(name=name, site=site)
     tasks = [TaskFactory(label="coadd"), TaskFactory(label="calib")]
-    _migrate(SINGLE)
+    migrate_to(SINGLE)
     try:
         _jobs(20, tasks, 0)
         while rollups.rollups_fold(errors=False):  # the error split of pandamon 0007 is not there yet
@@ -55,7 +49,7 @@ def test_the_pairs_migration_counts_folded_and_unfolded_changes_once() -> None:
         JobFilterSummary.objects.filter(dim__in=list(rollup_sql.FILTER_PAIRS)).delete()
         _jobs(10, tasks, 20)  # changes not folded yet
     finally:
-        _migrate(None)
+        migrate_to(None)
     while rollups.rollups_fold():
         pass
     migrated = _summary()
