@@ -1,13 +1,14 @@
-"""Fold cost per change of the monitor summaries, with and without the filter summary's pairs
-(decision 0016), on a database bench/monitor.py seeded; nothing is kept (one transaction, rolled
-back).
+"""Fold cost per change of the monitor summaries: the filter summary with single dimensions, with
+its pairs (decision 0016), and with its day level too (decision 0019), on a database
+bench/monitor.py seeded; nothing is kept (one transaction, rolled back).
 
     python bench/fold_cost.py --db ailuro_bench_twof --jobs 20000
 
 1. Within one transaction: a set-based UPDATE of `--jobs` jobs to a new state and time (the change
    feed's trigger writes a −1 and a +1 change row each).
 2. Under savepoints rolled back after each, the fold of those rows (`rollup_sql.FOLD_JOBS`) with
-   the single dimensions only, then with the pairs, alternately, `--rounds` times each.
+   the single dimensions only (per hour), with the pairs (per hour), and with the pairs per hour
+   and per day, in turn, `--rounds` times each.
 3. Prints JSON: the change rows and the median µs per change row of each.
 """
 
@@ -53,8 +54,11 @@ def main() -> None:
         f"('{d}', {rollup_sql.filter_dim_value_sql('m', d)})" for d in rollup_sql.FILTER_DIMENSIONS
     )
     folds = {
-        "single_dimensions": rollup_sql.FOLD_JOBS.replace(rollup_sql.filter_explode_values("m"), single),
-        "with_pairs": rollup_sql.FOLD_JOBS,
+        "single_dimensions": rollup_sql.FOLD_JOBS_HOURS.replace(
+            rollup_sql.filter_explode_values("m"), single
+        ),
+        "with_pairs": rollup_sql.FOLD_JOBS_HOURS,
+        "with_pairs_and_days": rollup_sql.FOLD_JOBS,
     }
     times: dict[str, list[float]] = {name: [] for name in folds}
     with transaction.atomic(), connection.cursor() as cursor:

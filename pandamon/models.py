@@ -65,10 +65,47 @@ class JobFilterSummary(models.Model):
         indexes = [
             # A filter's rows in a window: one dimension value (or a prefix) over a range of hours.
             models.Index(fields=["dim", "dimvalue", "bucket"], name="jobfiltersummary_dim_idx"),
+            # The chart's rows alone (the state facet, per hour) for the whole days of a window whose
+            # other facets come from `JobFilterDaySummary`: a thirteenth of the rows.
+            models.Index(
+                fields=["dim", "dimvalue", "bucket"],
+                condition=models.Q(facet="jobstatus"),
+                name="jobfiltersummary_chart_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.bucket} {self.dim}={self.dimvalue} {self.jobstatus} {self.facet}={self.value}: {self.count}"
+
+
+class JobFilterDaySummary(models.Model):
+    """`JobFilterSummary` per UTC day instead of per hour, every facet but the state (whose rows the
+    chart reads per hour): the whole days of a window of several days read a day's rows once
+    instead of 24 hours of them (decision 0019). Folded from the same change rows in the same
+    statement, so the day's row is always the sum of its hours'."""
+
+    id = models.BigAutoField(primary_key=True)
+    bucket = models.DateTimeField()
+    jobstatus = models.CharField(max_length=16)
+    dim = models.CharField(max_length=16)
+    dimvalue = models.CharField(max_length=250)
+    facet = models.CharField(max_length=16)
+    value = models.CharField(max_length=250)
+    count = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bucket", "jobstatus", "dim", "dimvalue", "facet", "value"],
+                name="jobfilterdaysummary_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["dim", "dimvalue", "bucket"], name="jobfilterdaysummary_dim_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d} {self.dim}={self.dimvalue} {self.jobstatus} {self.facet}={self.value}: {self.count}"
 
 
 class ErrorSummary(models.Model):

@@ -4,7 +4,8 @@ decision 0006) into the summaries, and the backfill from the job and attempt row
 constant column lists; no value is ever interpolated.
 
 Bucket: the UTC hour of the job's `statechangetime` (of the attempt's `endtime` for errors),
-`date_trunc('hour', t, 'UTC')`, so a fold run from any session time zone files a row alike.
+`date_trunc('hour', t, 'UTC')`, so a fold run from any session time zone files a row alike; the
+filter summary's day level (decision 0019) the UTC day, `date_trunc('day', t, 'UTC')`.
 """
 
 # ruff: noqa: S608  (the module is SQL built from the constant column lists above; no values)
@@ -20,14 +21,17 @@ __all__ = [
     "BACKFILL_ERROR_ATTEMPTS_KEYED",
     "BACKFILL_JOBS",
     "BACKFILL_JOB_FILTERS",
+    "BACKFILL_JOB_FILTER_DAYS",
     "ERROR_FAMILIES",
     "ERROR_SPLIT_DIMS",
     "FILTER_DIMENSIONS",
+    "FILTER_DAY_SUMMARY_TABLE",
     "FILTER_PAIRS",
     "FILTER_SUMMARY_DIMS",
     "FILTER_SUMMARY_TABLE",
     "FOLD_ERRORS",
     "FOLD_JOBS",
+    "FOLD_JOBS_HOURS",
     "INT_FACETS",
     "JOB_FACET_COLUMNS",
     "SUMMARY_TABLES",
@@ -126,8 +130,9 @@ def error_split_values(site: str, task: str, user: str) -> str:
 # --- fold -----------------------------------------------------------------------------------------
 
 # Each fold: one DELETE … RETURNING of the oldest `batch` change rows feeding the upsert (decision
-# 0002's pattern), then the touched buckets, whose zero rows the caller deletes. %s: the batch.
-FOLD_JOBS = f"""
+# 0002's pattern), then the touched hours, whose zero rows the caller deletes, and the ids of the
+# day rows that reached zero. %s: the batch.
+_FOLD_JOBS = f"""
     WITH moved AS (
         DELETE FROM dispatcher_jobchange
         WHERE id IN (SELECT id FROM dispatcher_jobchange ORDER BY id LIMIT %s)
@@ -154,9 +159,28 @@ FOLD_JOBS = f"""
         SELECT * FROM summed_filters WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5, 6
         ON CONFLICT (bucket, jobstatus, dim, dimvalue, facet, value)
         DO UPDATE SET count = pandamon_jobfiltersummary.count + EXCLUDED.count
-    )
-    SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(DISTINCT bucket) FROM summed)
+    ){{days_ctes}}
+    SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(DISTINCT bucket) FROM summed){{days_zero}}
 """
+# The day level of the filter summary (`JobFilterDaySummary`, decision 0019): the hours' sums added
+# up per UTC day, the state facet left out (the chart reads it per hour).
+_FOLD_FILTER_DAYS = """, summed_days AS (
+        SELECT date_trunc('day', bucket, 'UTC') AS bucket, jobstatus, dim, dimvalue, facet, value,
+               SUM(n) AS n
+        FROM summed_filters WHERE facet <> 'jobstatus' GROUP BY 1, 2, 3, 4, 5, 6
+    ), upserted_days AS (
+        INSERT INTO pandamon_jobfilterdaysummary (bucket, jobstatus, dim, dimvalue, facet, value, count)
+        SELECT * FROM summed_days WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5, 6
+        ON CONFLICT (bucket, jobstatus, dim, dimvalue, facet, value)
+        DO UPDATE SET count = pandamon_jobfilterdaysummary.count + EXCLUDED.count
+        RETURNING id, count
+    )"""
+FOLD_JOBS = _FOLD_JOBS.format(
+    days_ctes=_FOLD_FILTER_DAYS,
+    days_zero=", (SELECT array_agg(id) FROM upserted_days WHERE count = 0)",
+)
+# The fold as pandamon migrations 0005 and 0006 run it, before the day level exists: no day ids.
+FOLD_JOBS_HOURS = _FOLD_JOBS.format(days_ctes="", days_zero=", NULL::bigint[]")
 
 # %s: the batch, then the template expression's parameters; {explode}, {template} and {split} are
 # filled with error_explode_values('m'), the template expression of `diag` and
@@ -296,6 +320,15 @@ BACKFILL_ERROR_ATTEMPTS_KEYED = """
     WHERE a.jobstatus = 'failed'
     GROUP BY 1, 2, 3, 4
 """
+# The day level filled from the hours (decision 0019): each day's rows are the sums of its hours'.
+BACKFILL_JOB_FILTER_DAYS = """
+    INSERT INTO pandamon_jobfilterdaysummary (bucket, jobstatus, dim, dimvalue, facet, value, count)
+    SELECT date_trunc('day', bucket, 'UTC'), jobstatus, dim, dimvalue, facet, value, SUM(count)
+    FROM pandamon_jobfiltersummary WHERE facet <> 'jobstatus'
+    GROUP BY 1, 2, 3, 4, 5, 6 HAVING SUM(count) <> 0
+"""
 SUMMARY_TABLES = ("pandamon_jobsummary", "pandamon_errorsummary", "pandamon_errorsplitsummary")
 # Since pandamon migration 0005 (older migrations truncate and refill SUMMARY_TABLES only).
 FILTER_SUMMARY_TABLE = "pandamon_jobfiltersummary"
+# Since pandamon migration 0008.
+FILTER_DAY_SUMMARY_TABLE = "pandamon_jobfilterdaysummary"

@@ -29,6 +29,7 @@ from pandamon import rollup_sql
 from pandamon.sql import _fetch_aggregate, template_expression
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 _FOLD_LOCK_KEY = 0x61696C75726F03  # "ailuro" + 3: the advisory lock id of the monitor fold
 
 
@@ -179,17 +180,66 @@ def dim_where(expr: str, dim: DimFilter) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def _summary_source(dim: DimFilter | None) -> tuple[str, list[Any]]:
-    """The per-hour rows of the jobs the filter keeps, as (bucket, jobstatus, facet, value, count):
-    the job summary; or the filter summary's rows of the kept values; or, for a negation only, the
-    job summary less the filter summary's rows of the excluded values."""
+def _floor_day(t: datetime) -> datetime:
+    return _floor_hour(t).replace(hour=0)
+
+
+def _ceil_day(t: datetime) -> datetime:
+    floor = _floor_day(t)
+    return floor if floor == t else floor + DAY
+
+
+def _whole_days(window: Window | None) -> tuple[datetime, datetime | None] | None:
+    """The whole UTC days [d0, d1) within the window's whole hours (d1 None: open, as the window),
+    or None when there is not one complete day among them."""
+    if window is None:
+        return None
+    d0 = _ceil_day(window.h0)
+    if window.h1 is None:
+        return (d0, None) if d0 + DAY <= datetime.now(UTC) else None
+    d1 = _floor_day(window.h1)
+    return (d0, d1) if d1 > d0 else None
+
+
+def _range_sql(lo: datetime | None, hi: datetime | None) -> tuple[str, list[Any]]:
+    """`bucket` within [lo, hi) (either end open when None)."""
+    parts = [sql for sql, bound in (("bucket >= %s", lo), ("bucket < %s", hi)) if bound is not None]
+    return " AND ".join(parts) or "TRUE", [bound for bound in (lo, hi) if bound is not None]
+
+
+def _summary_source(dim: DimFilter | None, window: Window | None = None) -> tuple[str, list[Any]]:
+    """The summary rows of the jobs the filter keeps, as (bucket, jobstatus, facet, value, count):
+    the job summary; or the filter summary's rows of the kept values, per day for the window's
+    whole days (decision 0019: every facet but the state, which is read per hour for the chart)
+    and per hour around them; or, for a negation only, the job summary less the filter summary's
+    rows of the excluded values."""
     if dim is None:
         return "pandamon_jobsummary", []
     cols = "bucket, jobstatus, facet, value"
     if dim.include:
         where, params = dim_where("dimvalue", dim)
-        sql = f"(SELECT {cols}, count FROM pandamon_jobfiltersummary WHERE dim = %s AND {where})"  # noqa: S608
-        return sql, [dim.dim, *params]
+        days = _whole_days(window)
+        if window is None or days is None:
+            sql = f"(SELECT {cols}, count FROM pandamon_jobfiltersummary WHERE dim = %s AND {where})"  # noqa: S608
+            return sql, [dim.dim, *params]
+        (d0, d1), h0, h1 = days, window.h0, window.h1
+        # (table, extra condition, bucket range): the hours before and after the days, the days'
+        # state rows per hour, the days' other facets per day.
+        parts = [
+            ("pandamon_jobfiltersummary", "", (h0, d0)),
+            *([("pandamon_jobfiltersummary", "", (d1, h1))] if d1 is not None else []),
+            ("pandamon_jobfiltersummary", " AND facet = 'jobstatus'", (d0, d1)),
+            (rollup_sql.FILTER_DAY_SUMMARY_TABLE, "", (d0, d1)),
+        ]
+        selects: list[str] = []
+        all_params: list[Any] = []
+        for table, extra, (lo, hi) in parts:
+            range_sql, range_params = _range_sql(lo, hi)
+            selects.append(
+                f"SELECT {cols}, count FROM {table} WHERE dim = %s AND {where}{extra} AND {range_sql}"  # noqa: S608  (names, placeholders)
+            )
+            all_params += [dim.dim, *params, *range_params]
+        return "(" + " UNION ALL ".join(selects) + ")", all_params
     where, params = _preds_sql("dimvalue", dim.exclude)
     sql = (
         f"(SELECT {cols}, count FROM pandamon_jobsummary UNION ALL "  # noqa: S608  (names, placeholders)
@@ -227,7 +277,7 @@ def job_facet_rows(
     (edge_where, edge_params), (hours_where, hours_params), (delta_where, delta_params) = _cut(
         window, live, "j.statechangetime", "s.bucket", "d.statechangetime"
     )
-    summary, summary_params = _summary_source(dim)
+    summary, summary_params = _summary_source(dim, window if live is None else None)
     if dim is not None:
         dim_sql, dim_params = dim_where(rollup_sql.filter_dim_value_sql("d", dim.dim), dim)
         delta_where, delta_params = f"{delta_where} AND {dim_sql}", [*delta_params, *dim_params]
@@ -510,17 +560,19 @@ def error_rows(
 # --- fold, backfill, rebuild ----------------------------------------------------------------------
 
 
-def rollups_fold(*, batch: int = 50_000, errors: bool = True) -> int:
+def rollups_fold(*, batch: int = 50_000, errors: bool = True, days: bool = True) -> int:
     """Fold up to `batch` job changes and `batch` failed-attempt changes of the engine's change feed
     (`dispatcher/changefeed.py`) into the summaries; returns how many change rows were folded. The
     "monitor" loop runs it (pandamon/apps.py registers it). The monitor is the feed's one reader:
     what it folds it deletes. `errors` False folds the job changes only and leaves the failed
     attempts in the feed: for migrations of the job summaries that run before the error summaries
-    have this version's schema (pandamon 0005, 0006).
+    have this version's schema (pandamon 0005, 0006); `days` False leaves out the filter summary's
+    day level, which those migrations run before (it comes with 0008).
 
     1. Under an advisory lock (folds never interleave), one DELETE … RETURNING per change table
        feeding the upserts: a change committed meanwhile is folded now or next time, never lost.
-    2. Summary rows of the touched buckets that reached zero are deleted.
+    2. Summary rows of the touched buckets that reached zero are deleted (the day level's by the
+       ids its upsert returned: a day's rows are too many to look through on every fold).
     """
     if not enabled():
         return 0
@@ -532,8 +584,13 @@ def rollups_fold(*, batch: int = 50_000, errors: bool = True) -> int:
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(*fold_lock_sql())
-        cursor.execute(rollup_sql.FOLD_JOBS, [batch])
-        jobs, job_buckets = cursor.fetchone()
+        cursor.execute(rollup_sql.FOLD_JOBS if days else rollup_sql.FOLD_JOBS_HOURS, [batch])
+        jobs, job_buckets, zero_days = cursor.fetchone()
+        if zero_days:
+            cursor.execute(
+                f"DELETE FROM {rollup_sql.FILTER_DAY_SUMMARY_TABLE} WHERE id = ANY(%s) AND count = 0",  # noqa: S608  (a constant name)
+                [zero_days],
+            )
         if job_buckets:
             cursor.execute(
                 "DELETE FROM pandamon_jobsummary WHERE bucket = ANY(%s) AND count = 0", [job_buckets]
@@ -597,6 +654,12 @@ def backfill_job_filters(cursor: Any, dims: Sequence[str] = rollup_sql.FILTER_SU
         cursor.execute(rollup_sql.backfill_job_filters_sql(dim))
 
 
+def backfill_job_filter_days(cursor: Any) -> None:
+    """Fill the filter summary's empty day level from its hours (decision 0019)."""
+    cursor.execute("SET LOCAL work_mem = '256MB'")
+    cursor.execute(rollup_sql.BACKFILL_JOB_FILTER_DAYS)
+
+
 def rollups_rebuild() -> None:
     """Truncate the summaries and the change feed and backfill the summaries, in one transaction:
     writers of jobs and attempts wait on a SHARE lock meanwhile (readers do not), so no change is
@@ -604,10 +667,16 @@ def rollups_rebuild() -> None:
     with the summaries (the monitor is its one reader)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("LOCK TABLE dispatcher_job, dispatcher_jobattempt IN SHARE MODE")
-        tables = [*rollup_sql.SUMMARY_TABLES, rollup_sql.FILTER_SUMMARY_TABLE, *changefeed.TABLES]
+        tables = [
+            *rollup_sql.SUMMARY_TABLES,
+            rollup_sql.FILTER_SUMMARY_TABLE,
+            rollup_sql.FILTER_DAY_SUMMARY_TABLE,
+            *changefeed.TABLES,
+        ]
         cursor.execute(f"TRUNCATE {', '.join(tables)}")
         rollups_backfill(cursor)
         backfill_job_filters(cursor)
+        backfill_job_filter_days(cursor)
 
 
 def monitor_one_batch(*, limit: int = 50_000, now: datetime | None = None) -> int:

@@ -12,7 +12,7 @@ def filter_summary_build(apps, schema_editor):  # type: ignore[no-untyped-def]
 
     with schema_editor.connection.cursor() as cursor:
         cursor.execute("LOCK TABLE dispatcher_job IN SHARE MODE")
-    while rollups_fold(batch=200_000, errors=False):  # the job changes: the error split of 0007 is not there yet
+    while rollups_fold(batch=200_000, errors=False, days=False):  # the job changes (no error split of 0007, no day level of 0008 yet)
         pass
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {rollup_sql.FILTER_SUMMARY_TABLE}")

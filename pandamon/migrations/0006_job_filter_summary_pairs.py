@@ -13,7 +13,7 @@ def filter_summary_pairs_build(apps, schema_editor):  # type: ignore[no-untyped-
 
     with schema_editor.connection.cursor() as cursor:
         cursor.execute("LOCK TABLE dispatcher_job IN SHARE MODE")
-    while rollups_fold(batch=200_000, errors=False):  # the job changes: the error split of 0007 is not there yet
+    while rollups_fold(batch=200_000, errors=False, days=False):  # the job changes (no error split of 0007, no day level of 0008 yet)
         pass
     pairs = list(rollup_sql.FILTER_PAIRS)
     with schema_editor.connection.cursor() as cursor:

@@ -5,7 +5,8 @@ combinations are scanned and the page says so; a read past the web's statement t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis.extra.django import TestCase as HypothesisTestCase
 
 from pandamon import queries, rollup_sql, rollups
 from pandamon.filters import JOB_FIELDS, compile_selection
-from pandamon.models import JobFilterSummary
+from pandamon.models import JobFilterDaySummary, JobFilterSummary
 from tests.factories import QueueFactory, SiteFactory, TaskFactory
 from tests.pandamon.test_rollups import NOW, OPS, QUEUES, _apply, _time
 
@@ -115,6 +116,81 @@ class TestFilteredRollupsEqualScans(HypothesisTestCase):
         assert not JobFilterSummary.objects.filter(count=0).exists()
         for params in cases:
             _check(params)
+
+
+# The operations' six hours stretched over three days (decision 0019), and windows holding whole
+# UTC days (NOW is 12:37): the days' facets are read per day, the hours around them per hour.
+DAY_STRETCH = 12
+DAY_WINDOWS = st.tuples(
+    st.integers(25 * 60, 80 * 60),  # since, minutes before NOW
+    st.one_of(st.none(), st.integers(24 * 60, 60 * 60)),
+    st.sampled_from(FILTERS),
+    st.one_of(st.none(), st.sampled_from(["finished", "failed|finished", "running"])),
+)
+
+
+class TestFilteredRollupsOverDaysEqualScans(HypothesisTestCase):
+    @given(ops=OPS, windows=st.lists(DAY_WINDOWS, min_size=1, max_size=4))
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_reads_of_whole_days_equal_the_scans_after_any_writes_and_folds(
+        self, ops: list[tuple[str, int, int, int]], windows: list[tuple[int, int | None, str, str | None]]
+    ) -> None:
+        tasks = _world()
+        _apply(ops, tasks, stretch=DAY_STRETCH)
+        cases = []
+        for since_min, length, spec, jobstatus in windows:
+            since = NOW - timedelta(minutes=since_min, seconds=since_min * 7 % 60)
+            until = since + timedelta(minutes=length) if length else None
+            params = _params(spec, tasks, since, until)
+            if jobstatus:
+                params["jobstatus"] = jobstatus
+            cases.append(params)
+            _check(params)
+        while rollups.rollups_fold(batch=7):
+            pass
+        assert not JobFilterDaySummary.objects.filter(count=0).exists()
+        for params in cases:
+            _check(params)
+
+
+def test_a_days_rows_are_the_sums_of_its_hours_rows() -> None:
+    """The day level, folded, equals the hours added up per UTC day (every facet but the state)."""
+    tasks = _world()
+    _apply([("insert", i, i * 37, i * 11) for i in range(40)], tasks, stretch=DAY_STRETCH)
+    _apply([("transition", i, i * 13, i) for i in range(40)], tasks, stretch=DAY_STRETCH)
+    while rollups.rollups_fold(batch=5):
+        pass
+    cols = ("jobstatus", "dim", "dimvalue", "facet", "value")
+    hours: Counter[tuple[Any, ...]] = Counter()
+    for row in JobFilterSummary.objects.exclude(facet="jobstatus").values_list("bucket", *cols, "count"):
+        hours[(row[0].date(), *row[1:-1])] += row[-1]
+    days = {
+        (row[0].date(), *row[1:-1]): row[-1]
+        for row in JobFilterDaySummary.objects.values_list("bucket", *cols, "count")
+    }
+    assert len({day for day, *_ in days}) >= 3
+    assert days == {key: n for key, n in hours.items() if n}
+
+
+def test_a_window_of_whole_days_reads_the_day_level() -> None:
+    """Not only equal (above): the days' facets come from the day rows, their state per hour."""
+    tasks = _world()
+    _apply([("insert", i, i * 37, i * 11) for i in range(40)], tasks, stretch=DAY_STRETCH)
+    rollups.rollups_fold()
+    window = rollups.Window.of(NOW - timedelta(days=3), NOW)
+    assert window is not None
+    dim = rollups.DimFilter("jeditaskid", (("eq", tuple(str(t.jeditaskid) for t in tasks)),))
+    source, params = rollups._summary_source(dim, window)
+    assert rollup_sql.FILTER_DAY_SUMMARY_TABLE in source and "facet = 'jobstatus'" in source
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT bucket, facet FROM {source} s", params)  # noqa: S608
+        rows = cursor.fetchall()
+    d0, d1 = datetime(2026, 11, 18, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
+    inside = [(b, f) for b, f in rows if d0 <= b < d1]
+    assert {b for b, f in inside if f != "jobstatus"} == {d0, d0 + timedelta(days=1)}  # per day
+    assert len({b for b, f in inside if f == "jobstatus"}) > 2  # the chart's hours
+    assert any(f != "jobstatus" and b >= d1 for b, f in rows)  # the hours after the days, per hour
+    _check(_params("jeditaskid=TASK0|TASK1", tasks, NOW - timedelta(days=3), NOW))
 
 
 def test_every_filter_of_the_list_is_answered_by_the_summaries() -> None:

@@ -34,8 +34,9 @@ DIAGS = (
 )
 
 
-def _time(minutes: int) -> datetime:
-    return NOW - timedelta(minutes=minutes, seconds=minutes * 7 % 60)
+def _time(minutes: int, stretch: int = 1) -> datetime:
+    """`minutes` (times `stretch`: the same operations spread over days) before NOW, off the minute."""
+    return NOW - timedelta(minutes=minutes * stretch, seconds=minutes * 7 % 60)
 
 
 # One operation: (kind, job index, minutes ago, choice).
@@ -68,13 +69,14 @@ WINDOWS = st.tuples(
 )
 
 
-def _apply(ops: list[tuple[str, int, int, int]], tasks: list[Any]) -> bool:
-    """Run the operations; returns whether a failed attempt was deleted (samples may then name it)."""
+def _apply(ops: list[tuple[str, int, int, int]], tasks: list[Any], *, stretch: int = 1) -> bool:
+    """Run the operations (their times `_time(minutes, stretch)`); returns whether a failed attempt
+    was deleted (samples may then name it)."""
     deleted_attempts = False
     for kind, index, minutes, choice in ops:
         jobs = list(Job.objects.order_by("pandaid").values_list("pandaid", "jobstatus"))
         pandaid, status = jobs[index % len(jobs)] if jobs else (None, None)
-        when = _time(minutes)
+        when = _time(minutes, stretch)
         if kind == "insert" or pandaid is None:
             new_status = JobStatus.values[choice % len(JobStatus.values)]
             JobFactory(
