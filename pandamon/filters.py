@@ -16,7 +16,7 @@ a malformed value of a known filter is a `FilterError` (the view answers 400 nam
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +72,16 @@ class Selection:
     applied: dict[str, str] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     window_label: str = ""
+    # Each applied filter's own condition (`q` is their AND with the window's).
+    filter_qs: dict[str, Q] = field(default_factory=dict)
+
+    def filters_without(self, names: Collection[str]) -> Q:
+        """The applied filters less `names`, without the window."""
+        q = Q()
+        for name, filter_q in self.filter_qs.items():
+            if name not in names:
+                q &= filter_q
+        return q
 
     def locked_query(self, params: Mapping[str, str]) -> str:
         """The same selection with the window frozen as absolute dates (a time-locked link)."""
@@ -229,6 +239,7 @@ def compile_selection(
     the default window, as PanDA does: a task's jobs are wanted whatever their age."""
     q = Q()
     applied: dict[str, str] = {}
+    filter_qs: dict[str, Q] = {}
     unknown: list[str] = []
     for name, raw in params.items():
         if name in CONTROLS or name in extra_controls:
@@ -237,7 +248,8 @@ def compile_selection(
         if spec is None:
             unknown.append(name)
             continue
-        q &= value_q(name, spec, raw)
+        filter_qs[name] = value_q(name, spec, raw)
+        q &= filter_qs[name]
         applied[name] = raw
     default = None if applied.keys() & unwindowed_by else default_hours
     since, until, label = window(params, default_hours=default, now=now)
@@ -247,7 +259,13 @@ def compile_selection(
         if until is not None:
             q &= Q(**{f"{time_column}__lt": until})
     return Selection(
-        q=q, since=since, until=until, applied=applied, unknown=sorted(unknown), window_label=label
+        q=q,
+        since=since,
+        until=until,
+        applied=applied,
+        unknown=sorted(unknown),
+        window_label=label,
+        filter_qs=filter_qs,
     )
 
 

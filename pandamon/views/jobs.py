@@ -68,7 +68,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
             archive=archive,
             narrow=reads.narrow_filter(sel.applied)
             or reads.past_window(sel.since, sel.until, timezone.now()),
-            merge=reads.merge_of(rollup, facets),
+            merge=reads.merge_of(rollup, facets, sel),
         )
     except ValueError as exc:
         raise FilterError(str(exc)) from None

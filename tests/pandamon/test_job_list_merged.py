@@ -4,6 +4,7 @@ plain ordered read of the selection."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -123,3 +124,25 @@ def test_a_set_of_queues_pages_are_each_queues_newest_merged(
     seen, statements = _pages(client, f"days=7&{query}", 3)
     assert seen == expected
     assert _merged_reads(statements) == {merged}
+
+
+def test_each_merged_part_reads_its_value_by_the_fields_index_order_without_the_filter_it_stands_for(
+    client: Client, jobs: None
+) -> None:
+    """A part is the value as a range ordered by (field, pandaid), an order only the field's index
+    gives (the primary key's cannot: PostgreSQL once walked it past 1.9M newer jobs for one user),
+    and without the region's join to the queues and sites, which its queue satisfies."""
+    for query, field in (("produsername=an*", "produsername"), ("region=US", "computingsite")):
+        _, statements = _pages(client, f"days=7&{query}", 3)
+        parts = [
+            part
+            for sql in statements
+            if '"max_rss_kb" AS "max_rss_kb"' in sql
+            for part in sql.split("UNION ALL")
+        ]
+        assert len(parts) >= 2
+        for part in parts:
+            # (the field's column, then pandaid's, the first)
+            assert re.search(r"ORDER BY ([2-9]|\d\d+) DESC, 1 DESC LIMIT", part), part
+            assert f'"dispatcher_job"."{field}" >= ' in part and f'"dispatcher_job"."{field}" <= ' in part
+            assert "dispatcher_site" not in part
