@@ -623,7 +623,6 @@ def rollups_backfill(cursor: Any, *, core_seconds: bool = True, keyed_split: boo
     tmpl_sql, tmpl_params = template_expression("diag")
     attempt_core = rollup_sql.ATTEMPT_CORE_S_SQL.format(alias="a")
     cursor.execute("SET LOCAL work_mem = '256MB'")
-    cursor.execute("SET LOCAL jit = off")
     cursor.execute(rollup_sql.BACKFILL_JOBS)
     cursor.execute(
         rollup_sql.BACKFILL_ERRORS.format(
@@ -649,7 +648,6 @@ def backfill_job_filters(cursor: Any, dims: Sequence[str] = rollup_sql.FILTER_SU
     """Fill the filter summary's empty `dims` from the job rows, one pass per dimension or pair
     (the caller holds the job table still, as for `rollups_backfill`)."""
     cursor.execute("SET LOCAL work_mem = '256MB'")
-    cursor.execute("SET LOCAL jit = off")
     for dim in dims:
         cursor.execute(rollup_sql.backfill_job_filters_sql(dim))
 

@@ -15,8 +15,8 @@ def _fetch_aggregate(sql: str, params: Sequence[Any], *, bitmap: bool = False) -
     """An aggregate over every row of a window (facets, error templates), PostgreSQL only, with
     settings for it:
 
-    * `work_mem` 64 MB so the grouping sets hash in memory instead of sorting on disk;
-    * no JIT: compiling costs more than it saves on half a million rows;
+    * `work_mem` 64 MB so the grouping sets hash in memory instead of sorting on disk (JIT is off
+      for every connection: config/settings.py);
     * with `bitmap`, no plain index scan: on a time window of one table it visits the heap once per
       row where a bitmap scan reads each page once (the planner misjudges this when rows of a
       window are clustered but not ordered). Not for joins, which need their index lookups.
@@ -24,14 +24,14 @@ def _fetch_aggregate(sql: str, params: Sequence[Any], *, bitmap: bool = False) -
     Set for the session around the one query and reset after it, even when it fails (two more
     statements, counted in the pinned query counts).
     """
-    settings = "SET work_mem = '64MB'; SET jit = off" + ("; SET enable_indexscan = off" if bitmap else "")
+    settings = "SET work_mem = '64MB'" + ("; SET enable_indexscan = off" if bitmap else "")
     with connection.cursor() as cursor:
         cursor.execute(settings)
         try:
             cursor.execute(sql, list(params))
             return list(cursor.fetchall())
         finally:
-            cursor.execute("RESET work_mem; RESET enable_indexscan; RESET jit")
+            cursor.execute("RESET work_mem; RESET enable_indexscan")
 
 
 def template_expression(column: str) -> tuple[str, list[str]]:

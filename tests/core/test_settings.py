@@ -45,3 +45,19 @@ def test_the_default_configuration_starts_embedded_and_keeps_its_secret_key(tmp_
     assert (tmp_path / "secret_key").read_text() == key
     assert len(key) >= 50
     assert oct((tmp_path / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("postgres_only")
+def test_postgresql_sessions_plan_without_jit_and_with_generic_plans() -> None:
+    """Every connection starts with JIT off (a monitor list read of 15 ms once compiled for
+    ~100 ms) and generic plans for the prepared pilot statements; a page's RESET returns there."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET jit = on")
+        cursor.execute("RESET jit")
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone() == ("off",)
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone() == ("force_generic_plan",)
