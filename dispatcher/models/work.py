@@ -317,6 +317,14 @@ class Job(JobColumns):
             models.Index(fields=["produsername", "pandaid"], name="job_user_pandaid_idx"),
             # The same for a region's, a site's or a negation's queues.
             models.Index(fields=["queue", "pandaid"], name="job_queue_pandaid_idx"),
+            # The overview's latest failures (pandamon.queries.users.latest_failures): the failed
+            # jobs alone, newest first, not the time index walked past every newer job of other
+            # states (248,000 of them, 114 ms, on the 10M-job benchmark).
+            models.Index(
+                fields=["-statechangetime", "-pandaid"],
+                name="job_failed_time_idx",
+                condition=Q(jobstatus="failed"),
+            ),
             # /dash/ and the overview count active jobs per queue whatever their age
             # (pandamon.queries.dash_matrix); a few per cent of the table, so a small index.
             models.Index(
