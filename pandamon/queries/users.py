@@ -3,7 +3,6 @@ with their tasks and exact job counts (from the task counters)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ from django.db.models import Max
 from django.db.models.functions import Coalesce
 
 from dispatcher.models import ArchivedJob, Job, Task
-from dispatcher.queries import archive_horizon, task_state_counts
+from dispatcher.queries import archive_horizon, task_state_counts, users_state_counts
 from dispatcher.states import JobStatus
 from pandamon.queries.common import progress
 
@@ -56,18 +55,10 @@ def users_summary(since: datetime | None, until: datetime | None = None) -> list
         qs = qs.filter(modified_at__gte=since)
     if until is not None:
         qs = qs.filter(modified_at__lt=until)
-    task_rows = list(qs.values_list("jeditaskid", "username"))
-    counts = task_state_counts([t for t, _ in task_rows])
-    per_user: dict[str, dict[str, Any]] = {}
-    for task_id, username in task_rows:
-        u = per_user.setdefault(username, {"username": username, "tasks": 0, "counts": defaultdict(int)})
-        u["tasks"] += 1
-        for status, n in counts[task_id].items():
-            u["counts"][status] += n
-    rows = []
-    for u in per_user.values():
-        c = dict(u["counts"])
-        rows.append({"username": u["username"], "tasks": u["tasks"], "counts": c, **progress(c)})
+    rows: list[dict[str, Any]] = [
+        {"username": username, "tasks": tasks, "counts": counts, **progress(counts)}
+        for username, (tasks, counts) in users_state_counts(qs).items()
+    ]
     rows.sort(key=lambda r: (-r["total"], r["username"]))
     return rows
 

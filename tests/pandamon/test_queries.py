@@ -64,8 +64,9 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
         (5, lambda: queries.dash_matrix(since, None)),  # final jobs of the window from the rollup
         (5, lambda: queries.dash_matrix(None, None)),  # all time: final jobs from the index
         (1, lambda: queries.site_detail("CERN")),
-        # The archive's horizon, then both tables from one index-only GROUP BY.
-        (2, lambda: queries.site_job_stats(["CERN_Q"], since, None)),
+        # The archive's horizon, then both tables from one index-only GROUP BY (on PostgreSQL
+        # hashed with the aggregate's work_mem: set and reset around it).
+        (pinned(4, sqlite=2), lambda: queries.site_job_stats(["CERN_Q"], since, None)),
         (1, lambda: queries.site_workers_by_state(cern)),
         (3, lambda: queries.queue_state_counts(since, None)),  # active jobs; final ones of the window
         (1, lambda: queries.queues_with_sites()),
@@ -82,7 +83,7 @@ def test_named_reads_run_a_fixed_number_of_queries(world: World, django_assert_n
         (0, lambda: queries.workflow_task_edges(world.workflow)),  # cached: the graph never changes
         (2, lambda: queries.workflow_job_slice(world.workflow.pk, label="isr", data_id={}, limit=100)),
         (2, lambda: queries.latest_failures()),
-        (2, lambda: queries.users_summary(since)),
+        (1, lambda: queries.users_summary(since)),  # per user, summed in the statement
         (2, lambda: queries.user_tasks("alice", since)),
         (1, lambda: queries.user_last_activity("alice")),
         (1, lambda: queries.loop_strip()),  # every loop of the table, from one read of LoopStatus

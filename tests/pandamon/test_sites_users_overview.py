@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pandamon.conftest import World
+from tests.pandamon.conftest import World, pinned
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def test_users_and_user_page_count_jobs_from_the_task_counters(client, world: Wo
 # query for each reads the job archive's horizon (does the window reach the archive?).
 @pytest.mark.parametrize(
     ("url", "queries"),
-    [("/", 10), ("/sites/", 4), ("/site/CERN/", 5), ("/users/", 2), ("/user/alice/", 2)],
+    [("/", 10), ("/sites/", 4), ("/site/CERN/", pinned(7, sqlite=5)), ("/users/", 1), ("/user/alice/", 2)],
 )
 def test_query_counts_are_pinned(
     client, world: World, django_assert_num_queries, url: str, queries: int
