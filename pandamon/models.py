@@ -35,15 +35,9 @@ class JobSummary(models.Model):
         return f"{self.bucket} {self.jobstatus} {self.facet}={self.value}: {self.count}"
 
 
-class JobFilterSummary(models.Model):
-    """Jobs per (hour of statechangetime, jobstatus, filter dimension and its value, facet, value):
-    the /jobs/ facets and chart under one filter a shifter sets (a queue, and through it a site or
-    a region; a user; a label; a task), decision 0013, and under two of them together (a queue with
-    a label or a user, decision 0016). `dim` names the filter's facet (`rollup_sql.FILTER_DIMENSIONS`)
-    or pair (`rollup_sql.FILTER_PAIRS`), `dimvalue` its value as the summary's text (NULL queue → '';
-    a pair's two values as `rollup_sql.pair_value`).
-    Within one (bucket, jobstatus, dim, facet) the rows partition the jobs by `dimvalue`, so a
-    value, a set of values, a wildcard or a negation is a sum over rows of this table."""
+class _FilterSummaryRow(models.Model):
+    """The columns of the filter summary's rows, per hour and per day: jobs per (bucket, jobstatus,
+    filter dimension and its value, facet, value)."""
 
     id = models.BigAutoField(primary_key=True)
     bucket = models.DateTimeField()
@@ -53,6 +47,23 @@ class JobFilterSummary(models.Model):
     facet = models.CharField(max_length=16)
     value = models.CharField(max_length=250)
     count = models.BigIntegerField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.bucket} {self.dim}={self.dimvalue} {self.jobstatus} {self.facet}={self.value}: {self.count}"
+
+
+class JobFilterSummary(_FilterSummaryRow):
+    """Jobs per (hour of statechangetime, jobstatus, filter dimension and its value, facet, value):
+    the /jobs/ facets and chart under one filter a shifter sets (a queue, and through it a site or
+    a region; a user; a label; a task), decision 0013, and under two of them together (a queue with
+    a label or a user, decision 0016). `dim` names the filter's facet (`rollup_sql.FILTER_DIMENSIONS`)
+    or pair (`rollup_sql.FILTER_PAIRS`), `dimvalue` its value as the summary's text (NULL queue → '';
+    a pair's two values as `rollup_sql.pair_value`).
+    Within one (bucket, jobstatus, dim, facet) the rows partition the jobs by `dimvalue`, so a
+    value, a set of values, a wildcard or a negation is a sum over rows of this table."""
 
     class Meta:
         constraints = [
@@ -74,24 +85,12 @@ class JobFilterSummary(models.Model):
             ),
         ]
 
-    def __str__(self) -> str:
-        return f"{self.bucket} {self.dim}={self.dimvalue} {self.jobstatus} {self.facet}={self.value}: {self.count}"
 
-
-class JobFilterDaySummary(models.Model):
+class JobFilterDaySummary(_FilterSummaryRow):
     """`JobFilterSummary` per UTC day instead of per hour, every facet but the state (whose rows the
     chart reads per hour): the whole days of a window of several days read a day's rows once
     instead of 24 hours of them (decision 0019). Folded from the same change rows in the same
     statement, so the day's row is always the sum of its hours'."""
-
-    id = models.BigAutoField(primary_key=True)
-    bucket = models.DateTimeField()
-    jobstatus = models.CharField(max_length=16)
-    dim = models.CharField(max_length=16)
-    dimvalue = models.CharField(max_length=250)
-    facet = models.CharField(max_length=16)
-    value = models.CharField(max_length=250)
-    count = models.BigIntegerField()
 
     class Meta:
         constraints = [
@@ -103,9 +102,6 @@ class JobFilterDaySummary(models.Model):
         indexes = [
             models.Index(fields=["dim", "dimvalue", "bucket"], name="jobfilterdaysummary_dim_idx"),
         ]
-
-    def __str__(self) -> str:
-        return f"{self.bucket:%Y-%m-%d} {self.dim}={self.dimvalue} {self.jobstatus} {self.facet}={self.value}: {self.count}"
 
 
 class ErrorSummary(models.Model):

@@ -4,31 +4,22 @@ upgrade are folded into both, so the day level ends as a rebuild from the job ro
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from pandamon import rollups
 from pandamon.models import JobFilterDaySummary
-from tests.factories import JobFactory, QueueFactory, SiteFactory, TaskFactory
+from tests.factories import QueueFactory, SiteFactory, TaskFactory
 from tests.migrations import migrate_to
+from tests.pandamon.test_filter_summary_pairs_migration import _jobs
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
 HOURS_ONLY = [("pandamon", "0007_error_split_per_dimension")]
-NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 _COLS = ("bucket", "jobstatus", "dim", "dimvalue", "facet", "value", "count")
-
-
-def _jobs(n: int, tasks: list[Any], start: int) -> None:
-    for i in range(start, start + n):
-        JobFactory(
-            task=tasks[i % len(tasks)],
-            jobstatus=("finished", "failed", "running")[i % 3],
-            queue_id=("Q_A", "Q_B", None)[i % 3],
-            statechangetime=NOW - timedelta(minutes=173 * i),  # over four days
-        )
+APART = timedelta(minutes=173)  # 40 jobs over four days
 
 
 def _days() -> set[tuple[Any, ...]]:
@@ -42,10 +33,10 @@ def test_the_day_level_migration_counts_folded_and_unfolded_changes_once() -> No
     tasks = [TaskFactory(label="coadd"), TaskFactory(label="calib")]
     migrate_to(HOURS_ONLY)
     try:
-        _jobs(30, tasks, 0)
+        _jobs(30, tasks, 0, apart=APART)
         while rollups.rollups_fold(days=False):  # as pandamon 0007 keeps them
             pass
-        _jobs(10, tasks, 30)  # changes not folded yet
+        _jobs(10, tasks, 30, apart=APART)  # changes not folded yet
     finally:
         migrate_to(None)
     migrated = _days()

@@ -94,28 +94,41 @@ def _check(params: dict[str, str]) -> None:
     )
 
 
+def _reads_equal_scans_before_and_after_folds(
+    ops: list[tuple[str, int, int, int]],
+    windows: list[tuple[int, int | None, str, str | None]],
+    *,
+    stretch: int = 1,
+) -> None:
+    """Run the operations (spread by `stretch`), then check each window (since, minutes before
+    NOW; length in minutes or open; filter; states) against the scan, folded in small batches
+    and not; no summary row is left at zero."""
+    tasks = _world()
+    _apply(ops, tasks, stretch=stretch)
+    cases = []
+    for since_min, length, spec, jobstatus in windows:
+        since = _time(since_min)
+        until = since + timedelta(minutes=length) if length else None
+        params = _params(spec, tasks, since, until)
+        if jobstatus:
+            params["jobstatus"] = jobstatus
+        cases.append(params)
+        _check(params)
+    while rollups.rollups_fold(batch=7):
+        pass
+    assert not JobFilterSummary.objects.filter(count=0).exists()
+    assert not JobFilterDaySummary.objects.filter(count=0).exists()
+    for params in cases:
+        _check(params)
+
+
 class TestFilteredRollupsEqualScans(HypothesisTestCase):
     @given(ops=OPS, windows=st.lists(FILTERED_WINDOWS, min_size=1, max_size=4))
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_filtered_reads_equal_the_scans_after_any_writes_and_folds(
         self, ops: list[tuple[str, int, int, int]], windows: list[tuple[int, int | None, str, str | None]]
     ) -> None:
-        tasks = _world()
-        _apply(ops, tasks)
-        cases = []
-        for since_min, length, spec, jobstatus in windows:
-            since = _time(since_min)
-            until = since + timedelta(minutes=length) if length else None
-            params = _params(spec, tasks, since, until)
-            if jobstatus:
-                params["jobstatus"] = jobstatus
-            cases.append(params)
-            _check(params)
-        while rollups.rollups_fold(batch=7):
-            pass
-        assert not JobFilterSummary.objects.filter(count=0).exists()
-        for params in cases:
-            _check(params)
+        _reads_equal_scans_before_and_after_folds(ops, windows)
 
 
 # The operations' six hours stretched over three days (decision 0019), and windows holding whole
@@ -135,22 +148,7 @@ class TestFilteredRollupsOverDaysEqualScans(HypothesisTestCase):
     def test_reads_of_whole_days_equal_the_scans_after_any_writes_and_folds(
         self, ops: list[tuple[str, int, int, int]], windows: list[tuple[int, int | None, str, str | None]]
     ) -> None:
-        tasks = _world()
-        _apply(ops, tasks, stretch=DAY_STRETCH)
-        cases = []
-        for since_min, length, spec, jobstatus in windows:
-            since = NOW - timedelta(minutes=since_min, seconds=since_min * 7 % 60)
-            until = since + timedelta(minutes=length) if length else None
-            params = _params(spec, tasks, since, until)
-            if jobstatus:
-                params["jobstatus"] = jobstatus
-            cases.append(params)
-            _check(params)
-        while rollups.rollups_fold(batch=7):
-            pass
-        assert not JobFilterDaySummary.objects.filter(count=0).exists()
-        for params in cases:
-            _check(params)
+        _reads_equal_scans_before_and_after_folds(ops, windows, stretch=DAY_STRETCH)
 
 
 def test_a_days_rows_are_the_sums_of_its_hours_rows() -> None:

@@ -21,13 +21,14 @@ NOW = datetime(2026, 11, 20, 12, 37, 11, tzinfo=UTC)
 _COLS = ("bucket", "jobstatus", "dim", "dimvalue", "facet", "value", "count")
 
 
-def _jobs(n: int, tasks: list[Any], start: int) -> None:
+def _jobs(n: int, tasks: list[Any], start: int, *, apart: timedelta = timedelta(minutes=17)) -> None:
+    """Jobs `start`…`start + n - 1` of the tasks, on two queues and none, `apart` from each other."""
     for i in range(start, start + n):
         JobFactory(
             task=tasks[i % len(tasks)],
             jobstatus=("finished", "failed", "running")[i % 3],
             queue_id=("Q_A", "Q_B", None)[i % 3],
-            statechangetime=NOW - timedelta(minutes=17 * i),
+            statechangetime=NOW - apart * i,
         )
 
 
