@@ -66,6 +66,12 @@ def rate_parse(text: str) -> Rate:
     return Rate(int(count), _UNITS[unit.strip()])
 
 
+def window_key(scope: str, identity: str, window: int) -> str:
+    """The cache key of `identity`'s `window` (its number since the epoch) in `scope`; the
+    identity hashed, so no address or token name is stored."""
+    return f"rl:{scope}:{hashlib.sha256(identity.encode()).hexdigest()[:32]}:{window}"
+
+
 def rate_limit_hit(
     *, scope: str, identity: str, rate: Rate, now: float | None = None, counter: LocalCounter | None = None
 ) -> tuple[bool, int]:
@@ -73,8 +79,7 @@ def rate_limit_hit(
     `counter` holds the process's batched counts (the process's own one unless given)."""
     moment = time.time() if now is None else now
     window = int(moment // rate.seconds)
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
-    key = f"rl:{scope}:{digest}:{window}"
+    key = window_key(scope, identity, window)
     window_end = (window + 1) * rate.seconds
     retry_after = max(1, int(window_end - moment))
     try:

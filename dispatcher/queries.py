@@ -156,17 +156,16 @@ def users_state_counts(tasks: QuerySet[Any]) -> dict[str, tuple[int, dict[str, i
         ) AS c JOIN t ON t.jeditaskid = c.jeditaskid
         GROUP BY t.username, c.jobstatus
     """  # noqa: S608  (the ORM's compiled selection and constant names only)
-    result: dict[str, tuple[int, dict[str, int]]] = {}
+    per_user: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, list(task_params))
-        rows = cursor.fetchall()
-    for username, status, n in rows:
-        if status == "":
-            result[username] = (int(n), result.get(username, (0, {}))[1])
-    for username, status, n in rows:
-        if status and n:
-            result[username][1][status] = int(n)
-    return result
+        for username, status, n in cursor.fetchall():
+            if status == "":
+                per_user[username] = int(n)
+            elif n:
+                counts.setdefault(username, {})[status] = int(n)
+    return {username: (n, counts.get(username, {})) for username, n in per_user.items()}
 
 
 def workflow_state_counts(workflow_id: int) -> dict[str, int]:

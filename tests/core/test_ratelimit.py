@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import bisect
-import hashlib
 import ipaddress
 import logging
 import math
@@ -31,6 +30,7 @@ from core.ratelimit import (
     rate_limit_hit,
     rate_parse,
     request_identity,
+    window_key,
 )
 from core.services import token_create
 from tests.factories import UserFactory
@@ -93,9 +93,7 @@ def shared_window(scope: str, who: str, window: int) -> tuple[int | None, int]:
     """The shared count of `who`'s window in Redis and its time to live (s), read with two
     commands (which `on_redis` records)."""
     backend = caches["default"]
-    key = backend.make_and_validate_key(
-        f"rl:{scope}:{hashlib.sha256(who.encode()).hexdigest()[:32]}:{window}"
-    )
+    key = backend.make_and_validate_key(window_key(scope, who, window))
     client = backend._cache.get_client(key)  # type: ignore[attr-defined]
     value = client.get(key)
     return (None if value is None else int(value)), int(client.ttl(key))
@@ -281,8 +279,7 @@ def test_a_window_change_syncs_at_once_drops_the_old_window_and_a_lost_key_is_op
     # The key expires or is evicted while the process still counts the window: the next sync
     # opens it again with the window's expiry and the calls pending since.
     backend = caches["default"]
-    digest = hashlib.sha256(who.encode()).hexdigest()[:32]
-    backend._cache.get_client().delete(backend.make_and_validate_key(f"rl:p:{digest}:11"))  # type: ignore[attr-defined]
+    backend._cache.get_client().delete(backend.make_and_validate_key(window_key("p", who, 11)))  # type: ignore[attr-defined]
     for _ in range(4):
         rate_limit_hit(scope="p", identity=who, rate=rate, now=661.0, counter=counter)
     clock.now += SYNC_EVERY_S
@@ -311,7 +308,7 @@ def test_without_redis_a_large_limit_is_counted_exactly_in_the_process_cache() -
     ]
     assert hits == [False] * 1000 + [True]
     assert len(counter) == 0
-    assert cache.get(f"rl:p:{hashlib.sha256(who.encode()).hexdigest()[:32]}:10") == 1001
+    assert cache.get(window_key("p", who, 10)) == 1001
 
 
 def test_identity_is_the_token_or_user_never_a_forwarded_header() -> None:

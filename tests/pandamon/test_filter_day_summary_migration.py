@@ -11,14 +11,12 @@ import pytest
 
 from pandamon import rollups
 from pandamon.models import JobFilterDaySummary
-from tests.factories import QueueFactory, SiteFactory, TaskFactory
 from tests.migrations import migrate_to
-from tests.pandamon.test_filter_summary_pairs_migration import _jobs
+from tests.pandamon.test_filter_summary_pairs_migration import _COLS, _jobs, _queues_and_tasks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_only")]
 
 HOURS_ONLY = [("pandamon", "0007_error_split_per_dimension")]
-_COLS = ("bucket", "jobstatus", "dim", "dimvalue", "facet", "value", "count")
 APART = timedelta(minutes=173)  # 40 jobs over four days
 
 
@@ -27,10 +25,7 @@ def _days() -> set[tuple[Any, ...]]:
 
 
 def test_the_day_level_migration_counts_folded_and_unfolded_changes_once() -> None:
-    site = SiteFactory(name="SITE_US", region="US")
-    for name in ("Q_A", "Q_B"):
-        QueueFactory(name=name, site=site)
-    tasks = [TaskFactory(label="coadd"), TaskFactory(label="calib")]
+    tasks = _queues_and_tasks()
     migrate_to(HOURS_ONLY)
     try:
         _jobs(30, tasks, 0, apart=APART)

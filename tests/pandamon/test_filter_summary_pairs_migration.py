@@ -36,11 +36,16 @@ def _summary() -> set[tuple[Any, ...]]:
     return set(JobFilterSummary.objects.values_list(*_COLS))
 
 
-def test_the_pairs_migration_counts_folded_and_unfolded_changes_once() -> None:
+def _queues_and_tasks() -> list[Any]:
+    """Queues Q_A and Q_B at a US site; two tasks, labelled coadd and calib."""
     site = SiteFactory(name="SITE_US", region="US")
     for name in ("Q_A", "Q_B"):
         QueueFactory(name=name, site=site)
-    tasks = [TaskFactory(label="coadd"), TaskFactory(label="calib")]
+    return [TaskFactory(label="coadd"), TaskFactory(label="calib")]
+
+
+def test_the_pairs_migration_counts_folded_and_unfolded_changes_once() -> None:
+    tasks = _queues_and_tasks()
     migrate_to(SINGLE)
     try:
         _jobs(20, tasks, 0)
