@@ -90,7 +90,7 @@ class AiluroServer:
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.tmp / "server.log").read_text()[-2000:]
+            assert self.proc.poll() is None, self.log_tail()
             try:
                 urllib.request.urlopen(self.url + "/api/v1/pilot/append_log", timeout=2)
             except urllib.error.HTTPError:
@@ -98,6 +98,11 @@ class AiluroServer:
             except OSError:
                 time.sleep(0.1)
         raise AssertionError("the ailuro server did not come up in 30 s")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the server's log, for an assertion's message: a failure shows the traceback."""
+        path = self.tmp / "server.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else "(no server log)"
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -57,12 +57,16 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def logs(servers: list[AiluroServer]) -> str:
+    return "\n".join(server.log_tail() for server in servers)
+
+
 def test_two_instances_share_one_clients_rate_limit(instances: list[AiluroServer]) -> None:
     # A fresh documentation address per run: earlier runs' windows in the shared cache don't count.
     client = f"198.51.100.{random.randrange(1, 255)}, 203.0.113.{random.randrange(1, 255)}"
     statuses = [login_status(instances[i % 2], client) for i in range(LOGIN_RATE + 2)]
-    assert statuses[:LOGIN_RATE] == [302] * LOGIN_RATE, statuses
-    assert statuses[LOGIN_RATE:] == [429, 429], statuses
+    assert statuses[:LOGIN_RATE] == [302] * LOGIN_RATE, (statuses, logs(instances))
+    assert statuses[LOGIN_RATE:] == [429, 429], (statuses, logs(instances))
     # Another client behind the same balancer is counted on its own.
     other = f"203.0.113.{random.randrange(1, 255)}"
     while other == client.rsplit(", ", 1)[1]:
