@@ -20,6 +20,10 @@ readers, at increasing offered load until a limit.
    at a page for `--reader-think` s before the next; a probe
    measures the rollup lag (a job's end → counted on `/jobs/?json`); loop lags are sampled from
    LoopStatus and `/readyz`.
+   Before the first phase, a warm-up at its load (`--warmup` s, unmeasured) brings the running
+   jobs, and so the heartbeats, to their steady number: rate × runtime jobs, each heartbeating
+   every runtime × rate / heartbeats s. Without it a phase's first runtime is a ramp, and a short
+   phase reports fewer heartbeats than offered although the server kept up.
 4. Then a drain: no more submissions, every remaining job dispatched and ended, and the exact
    reconciliation (SQL against the clients' own records): every submitted job in one final state,
    attempt rows = dispatches per job, no (job, attempt) dispatched or ended twice, no lost report.
@@ -83,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=35, help="dispatches/s offered at multiplier 1")
     p.add_argument("--heartbeats", type=float, default=800, help="heartbeats/s at multiplier 1")
     p.add_argument("--runtime", type=float, default=60, help="seconds a job runs (±30 %%)")
+    p.add_argument(
+        "--warmup", type=float, default=None,
+        help="unmeasured seconds at the first phase's load before it (default: 1.5 × --runtime)",
+    )  # fmt: skip
     p.add_argument("--fail", type=float, default=0.05, help="fraction of final updates that fail")
     p.add_argument("--backoff", type=int, default=2, help="retry back-off in the bench database, s")
     p.add_argument("--readers", type=int, default=8)
@@ -388,6 +396,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     control = ctx.Array("d", [-1.0, 0.0, float(MODE_RUN)], lock=False)
     hb_interval = args.runtime * args.rate / max(args.heartbeats, 1e-6)
+    warmup_s = 1.5 * args.runtime if args.warmup is None else args.warmup
+    report["warmup_s"] = warmup_s
     cfg = {
         "port": port, "token": setup["pilot_token"], "queue": QUEUE, "rate": args.rate,
         "processes": args.client_procs, "threads": args.client_threads, "runtime_s": args.runtime,
@@ -430,6 +440,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu.start()
         probe.start()
         statements.start()
+        # The warm-up: the clients' records of it carry phase -1, which no phase reads.
+        control[1] = args.phases[0]
+        time.sleep(warmup_s)
         for index, mult in enumerate(args.phases):
             control[1], control[0] = mult, float(index)
             loops.phase = probe.phase = statements.phase = index
