@@ -306,6 +306,10 @@ AILURO_PILOT: dict[str, Any] = {
     # The heartbeats of a web process's concurrent requests written by one statement, each request
     # answered once it committed (dispatcher/services/pilot_calls/coalesce.py, decision 0014).
     "COALESCE_HEARTBEATS": env_bool("AILURO_PILOT_COALESCE_HEARTBEATS", True),
+    # A heartbeat statement that changes no job's state commits without waiting for its WAL flush
+    # (synchronous_commit off for that transaction, decision 0020): a database crash may lose the
+    # last ~0.6 s of plain heartbeats, never a state change. false: every heartbeat waits.
+    "LAZY_HEARTBEAT_FLUSH": env_bool("AILURO_PILOT_LAZY_HEARTBEAT_FLUSH", True),
     # Path of the local storage endpoint in /cache/ddmendpoints.json (`mv` stage-out, --output-dir).
     "SE_PATH": env_str("AILURO_PILOT_SE_PATH", str(DATA_DIR / "se") + "/"),
 }

@@ -211,3 +211,30 @@ def test_many_pilots_heartbeating_at_once_are_all_answered_with_what_was_written
     assert set(Job.objects.filter(task=task).values_list("node", "jobstatus")) == {("wn2", "running")}
     assert JobStatusLog.objects.filter(job__task=task, jobstatus="running").count() == 64
     assert task_state_counts([task.pk])[task.pk] == {"running": 64}
+
+
+def _commit_waits_for_flush_after(updates: list[PilotUpdate]) -> str:
+    """The heartbeat statement's transaction's `synchronous_commit` at its commit: the statement
+    run inside an explicit transaction, where the setting it made for its own is still in force."""
+    with transaction.atomic(), connections["default"].cursor() as cursor:
+        _jobs_heartbeat_postgresql(updates, None)
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+def test_only_a_heartbeat_that_changes_no_state_commits_without_waiting_for_the_flush(
+    settings: Any,
+) -> None:
+    _, jobs = _sent(2)
+    # sent -> running: a state change waits for its WAL flush, even beside a plain heartbeat.
+    assert _commit_waits_for_flush_after([_running(jobs[0])]) == "on"
+    assert _commit_waits_for_flush_after([_running(jobs[0]), _running(jobs[1])]) == "on"
+    # running -> running only: the commit does not wait (a crash may lose it, the pilot beats again).
+    assert _commit_waits_for_flush_after([_running(jobs[0]), _running(jobs[1])]) == "off"
+    assert Job.objects.get(pandaid=jobs[1]["pandaid"]).jobstatus == "running"
+    settings.AILURO_PILOT = {**settings.AILURO_PILOT, "LAZY_HEARTBEAT_FLUSH": False}
+    assert _commit_waits_for_flush_after([_running(jobs[0])]) == "on"
+    # The setting was the transaction's only: the session's own is untouched.
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"

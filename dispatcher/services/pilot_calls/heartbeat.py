@@ -9,7 +9,10 @@ change writes its JobStatusLog row and counter deltas (docs/decisions/0002), lik
 * PostgreSQL: ONE prepared statement for the whole batch (docs/decisions/0004), the fenced rows
   locked in pandaid order; a heartbeat that changes no state touches no index (a HOT update).
   Outside a transaction, the heartbeats of a process's concurrent requests share that statement
-  (`coalesce.py`, docs/decisions/0014); each caller is answered once it committed.
+  (`coalesce.py`, docs/decisions/0014); each caller is answered once it committed. A statement
+  that changed no job's state sets `synchronous_commit` off for its transaction (the setting
+  AILURO_PILOT_LAZY_HEARTBEAT_FLUSH): its commit does not wait for the WAL flush, which the WAL
+  writer makes within ~0.6 s, or any later commit that waits makes sooner (docs/decisions/0020).
 * Otherwise (SQLite, the embedded run): per update, the fence, then `job_transition` or a plain
   update, all in one transaction.
 
@@ -146,8 +149,12 @@ WITH u AS ({updates}), cur AS (
         FROM upd AS u CROSS JOIN LATERAL (VALUES (u.prev, -1), (u.jobstatus, 1)) AS v(status, delta)
         WHERE u.jobstatus <> u.prev
     ) AS c GROUP BY c.jeditaskid, c.status
+), flush AS (
+    -- One row, read after every row of upd: no state changed, so the commit need not wait.
+    SELECT set_config('synchronous_commit', 'off', true)
+    FROM upd HAVING %(lazy_flush)s AND NOT coalesce(bool_or(jobstatus <> prev), false)
 )
-SELECT pandaid, jobstatus FROM upd
+SELECT pandaid, jobstatus FROM upd LEFT JOIN flush ON true
 """
 _NAMES = tuple(name for name, _ in _INPUT)
 # Our column names and placeholders only, no values (hence the noqa: S608).
@@ -170,6 +177,7 @@ def heartbeat_statement(
         "queues": sorted(queues or ()),
         "now": now,
         "in_flight": IN_FLIGHT,
+        "lazy_flush": bool(settings.AILURO_PILOT["LAZY_HEARTBEAT_FLUSH"]),
     }
     if len(updates) == 1:
         params.update(zip(_NAMES, _input_row(updates[0]), strict=True))
