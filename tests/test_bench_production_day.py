@@ -99,6 +99,7 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
     assert report["monitor_errors"]["errors"] == 0, report["monitor_errors"]
     assert report["phases"][0]["pilot_call_errors"] == 0
     assert report["existing_jobs"]["jobs"] == 2000
+    assert report["warmup_s"] == 6.0  # 1.5 × the runtime, unmeasured, before the phase
     (phase,) = report["phases"]
     assert set(phase) >= PHASE_FIELDS
     assert {"dispatch", "heartbeat", "final", "submit"} <= set(phase["pilot_calls"])

