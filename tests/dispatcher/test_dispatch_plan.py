@@ -1,8 +1,8 @@
 """The dispatch statement's generic plan (the one every web connection runs, docs/decisions/0004)
 reads the queue's activated jobs in dispatch order from `job_activated_dispatch_idx` and stops at
 the jobs it takes, whatever the table's statistics say. A plan that collects every activated job
-of the queue through (queue, state, time) and sorts them costs a dispatch in proportion to the
-queue's backlog: in a 10M-job production day that plan was chosen after an autoanalyze, and
+of the queue through a bitmap scan and sorts them costs a dispatch in proportion to the queue's
+backlog: in a 10M-job production day that plan was chosen after an autoanalyze, and
 dispatch took 4.75 PostgreSQL backends, with the backlog growing faster than it drained."""
 
 from __future__ import annotations

@@ -232,9 +232,9 @@ def test_only_a_heartbeat_that_changes_no_state_commits_without_waiting_for_the_
     # running -> running only: the commit does not wait (a crash may lose it, the pilot beats again).
     assert _commit_waits_for_flush_after([_running(jobs[0]), _running(jobs[1])]) == "off"
     assert Job.objects.get(pandaid=jobs[1]["pandaid"]).jobstatus == "running"
-    settings.AILURO_PILOT = {**settings.AILURO_PILOT, "LAZY_HEARTBEAT_FLUSH": False}
-    assert _commit_waits_for_flush_after([_running(jobs[0])]) == "on"
-    # The setting was the transaction's only: the session's own is untouched.
+    # The setting was that transaction's only: the session's own is untouched after it.
     with connections["default"].cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
+    settings.AILURO_PILOT = {**settings.AILURO_PILOT, "LAZY_HEARTBEAT_FLUSH": False}
+    assert _commit_waits_for_flush_after([_running(jobs[0])]) == "on"

@@ -136,12 +136,11 @@ ORDERED_WALK_SQL = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = o
 
 
 def _jobs_dispatch_postgresql(request: DispatchRequest) -> list[dict[str, Any]]:
-    if not connection.in_atomic_block:  # a transaction of its own (no savepoint in a caller's)
-        with transaction.atomic():
-            return _jobs_dispatch_postgresql(request)
-    with connection.cursor() as cursor:
+    # A transaction of its own, or the caller's without a savepoint: the settings end with it.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(ORDERED_WALK_SQL)
-    return [_decode_job_row(row) for row in fetch_prepared(DISPATCH_SQL, _dispatch_params(request))]
+        rows = fetch_prepared(DISPATCH_SQL, _dispatch_params(request))
+    return [_decode_job_row(row) for row in rows]
 
 
 @transaction.atomic
