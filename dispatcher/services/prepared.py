@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 
-def fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+def fetch_prepared(sql: str, params: Mapping[str, Any], local_settings: str = "") -> list[tuple[Any, ...]]:
     """Run a hot-path statement as a server-side prepared statement (PostgreSQL).
 
     Django's psycopg cursors bind parameters on the client, so PostgreSQL would parse and plan the
@@ -22,16 +24,36 @@ def fetch_prepared(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]
     statement still goes through Django's error translation and is recorded in `connection.queries`
     when queries are logged (tests pin query counts). Not for PgBouncer in transaction mode without
     prepared-statement support (docs/decisions/0004).
+
+    `local_settings` (`SET LOCAL ...` statements) are in force for the statement, and so for its
+    plan when it is made or remade: in the caller's transaction, or else in one of the statement's
+    own, opened in the same round trip as the settings and committed after it.
     """
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local lookup
     db.ensure_connection()
     raw = db.connection
     if raw is None:  # ensure_connection() raises instead; this keeps the type checker informed
         raise RuntimeError("no database connection")
+    own_transaction = bool(local_settings) and not db.in_atomic_block
     started = time.monotonic()
     with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        rows = cursor.fetchall() if cursor.description else []
+        if local_settings:
+            cursor.execute(f"BEGIN; {local_settings}" if own_transaction else local_settings)
+            _log(db, local_settings, started)
+        try:
+            cursor.execute(sql, params, prepare=True)
+            rows = cursor.fetchall() if cursor.description else []
+        except BaseException:
+            if own_transaction:  # the first error is the one to raise, even if the link is gone
+                with contextlib.suppress(psycopg.Error):
+                    cursor.execute("ROLLBACK")
+            raise
+        if own_transaction:
+            cursor.execute("COMMIT")
+    _log(db, sql, started)
+    return rows
+
+
+def _log(db: BaseDatabaseWrapper, sql: str, started: float) -> None:
     if db.queries_logged:
         db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-    return rows

@@ -136,10 +136,7 @@ ORDERED_WALK_SQL = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = o
 
 
 def _jobs_dispatch_postgresql(request: DispatchRequest) -> list[dict[str, Any]]:
-    # A transaction of its own, or the caller's without a savepoint: the settings end with it.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(ORDERED_WALK_SQL)
-        rows = fetch_prepared(DISPATCH_SQL, _dispatch_params(request))
+    rows = fetch_prepared(DISPATCH_SQL, _dispatch_params(request), local_settings=ORDERED_WALK_SQL)
     return [_decode_job_row(row) for row in rows]
 
 
