@@ -76,6 +76,38 @@ def machine_busy() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+def machine_facts() -> dict[str, Any]:
+    """The machine a report was measured on: its CPUs, their model, the load when it started, and
+    the speed of one of its cores (`core_loop_ms`)."""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        "",
+    )  # fmt: skip
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "core_loop_ms": core_loop_ms(),
+    }
+
+
+def core_loop_ms() -> float:
+    """CPU milliseconds of a fixed 5M-step Python loop, the best of 3: how fast a core of this
+    machine is at that moment, read in the thread's own CPU time, so a busy machine (waiting for a
+    core) does not count, but a slower core does. Machines of one kind differ, and one machine
+    differs from hour to hour (its neighbours): the same benchmark of the same code ran at half
+    the rate where this loop took twice as long."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.thread_time()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.thread_time() - started)
+    return round(best * 1000, 1)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The nearest-rank `q` quantile (0 < q < 1); 0 for no values."""
     if not values:

@@ -41,6 +41,7 @@ from _common import (
     database_claim,
     free_port,
     machine_busy,
+    machine_facts,
     percentile,
     process_tree,
     report_write,
@@ -390,7 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "dispatch",
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
+        "machine": machine_facts(),
         "server": (
             f"granian wsgi, {args.workers} workers x {args.threads} blocking threads"
             if args.server == "granian"

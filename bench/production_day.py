@@ -19,7 +19,8 @@ readers, at increasing offered load until a limit.
    rate (so children are released); `--readers` threads cycle the shifter's pages, each looking
    at a page for `--reader-think` s before the next; a probe
    measures the rollup lag (a job's end → counted on `/jobs/?json`); loop lags are sampled from
-   LoopStatus and `/readyz`.
+   LoopStatus and `/readyz`. With `--monitor-workers N` the readers and the probe read a second
+   web server of their own (the monitor lane), the pilots and the submitter call the first.
    Before the first phase, a warm-up at its load (`--warmup` s, unmeasured) brings the running
    jobs, and so the heartbeats, to their steady number: rate × runtime jobs, each heartbeating
    every runtime × rate / heartbeats s. Without it a phase's first runtime is a ramp, and a short
@@ -48,7 +49,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, free_port, machine_busy, parent_pid, percentile, process_tree, report_write
+from _common import (
+    core_loop_ms,
+    cpu_seconds,
+    free_port,
+    machine_busy,
+    machine_facts,
+    parent_pid,
+    percentile,
+    process_tree,
+    report_write,
+)
 from _pilots import MODE_DRAIN, MODE_RUN, MODE_STOP, Conn, fleet_process_main, server_start, server_stop
 from _prodday_probes import (
     DbMeter,
@@ -108,6 +119,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=3, help="web server worker processes")
     p.add_argument("--threads", type=int, default=4, help="threads per web server worker")
+    p.add_argument(
+        "--monitor-workers", type=int, default=0,
+        help="worker processes of a second web server for the pages (the monitor lane: readers and "
+        "the rollup probe read it, pilots call the first); 0: one server for everything",
+    )  # fmt: skip
+    p.add_argument("--monitor-threads", type=int, default=4, help="threads per monitor lane worker")
     p.add_argument("--celery-concurrency", type=int, default=2)
     p.add_argument("--drain", type=float, default=300, help="most seconds the final drain may take")
     p.add_argument("--db", default="ailuro_bench_prodday")
@@ -357,9 +374,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "production_day",
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine_facts(),
         "targets": TARGETS,
-        "server": f"{args.server}, {args.workers} workers x {args.threads} threads",
+        "server": f"{args.server}, {args.workers} workers x {args.threads} threads"
+        + (
+            f"; monitor lane {args.monitor_workers} workers x {args.monitor_threads} threads"
+            if args.monitor_workers
+            else ""
+        ),
     }
     setup = prepare(args)
     report["existing_jobs"] = setup["seed"]
@@ -384,6 +406,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = server_start(
         f"{db_url}?application_name=web", args.workers, args.threads, port, [], env_extra, kind=args.server
     )
+    # The monitor lane: pages served by processes of their own, so that a page's Python never
+    # waits for the GIL behind pilot calls, nor a pilot call behind a page.
+    page_port = free_port() if args.monitor_workers else port
+    monitor = (
+        server_start(
+            f"{db_url}?application_name=monitor", args.monitor_workers, args.monitor_threads, page_port,
+            [], env_extra, kind=args.server,
+        )
+        if args.monitor_workers
+        else None
+    )  # fmt: skip
     worker = celery_start(
         ["worker", "-n", f"prodday-{os.getpid()}@%h", "-c", str(args.celery_concurrency),
          "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
@@ -412,16 +445,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     pages = reader_pages(setup["big_task"], setup["big_workflow"], QUEUE)
     readers = ctx.Process(
-        target=reader_process_main, args=(port, pages, args.readers, control, out_q, args.reader_think)
+        target=reader_process_main, args=(page_port, pages, args.readers, control, out_q, args.reader_think)
     )
     submitter = Submitter(port, setup["user_token"], prefix, args.rate, control)
     cpu = Cpu(
         {"web": [server.pid], "celery_worker": [worker.pid], "celery_beat": [beat.pid], "pilots": [],
-         "readers": []},
+         "readers": [], **({"monitor_web": [monitor.pid]} if monitor else {})},
         lambda: DbMeter.backend_pids(args.db),
     )  # fmt: skip
     loops = LoopSampler(port)
-    probe = RollupProbe(port, QUEUE, started)
+    probe = RollupProbe(page_port, QUEUE, started)
     statements = StatementSampler(args.db)
     results: dict[int, Any] = {}
     phases: list[dict[str, Any]] = []
@@ -498,7 +531,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu.stop.set()
         probe.stop.set()
         statements.stop.set()
-        for proc in (beat, worker, server):
+        for proc in (beat, worker, server, *([monitor] if monitor else [])):
             server_stop(proc)
         for path in log_dir.glob(f"beat-schedule-{os.getpid()}*"):
             path.unlink()
@@ -542,6 +575,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["client_processes_missing"] = len(fleet) - len(fleet_results)
     report["reconciliation"] = reconcile(prefix, fleet_results, submitter.n)
     report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["core_loop_ms_at_end"] = core_loop_ms()
     return report
 
 

@@ -48,10 +48,12 @@ PHASE_FIELDS = {
     "meets_targets",
 }
 
-# One 20 s phase on 2,000 seeded jobs, a handful of pilots and readers.
+# One 20 s phase on 2,000 seeded jobs, a handful of pilots and readers, the pages served by a
+# monitor lane of their own.
 TINY = (
     "--jobs-existing 2000 --duration 20 --phases 1 --rate 6 --heartbeats 20 --runtime 4 --drain 90"
     " --client-procs 1 --client-threads 4 --readers 2 --workers 1 --threads 4 --celery-concurrency 1"
+    " --monitor-workers 1 --monitor-threads 2"
 )
 
 
@@ -100,6 +102,8 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
     assert report["phases"][0]["pilot_call_errors"] == 0
     assert report["existing_jobs"]["jobs"] == 2000
     assert report["warmup_s"] == 6.0  # 1.5 × the runtime, unmeasured, before the phase
+    assert report["machine"]["core_loop_ms"] > 0 and report["machine"]["core_loop_ms_at_end"] > 0
+    assert "monitor lane 1 workers x 2 threads" in report["server"]
     (phase,) = report["phases"]
     assert set(phase) >= PHASE_FIELDS
     assert {"dispatch", "heartbeat", "final", "submit"} <= set(phase["pilot_calls"])
@@ -111,8 +115,11 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
         phase["cpu"]["cpu_s"]
     )
     assert phase["cpu"]["cpu_s"]["web"] > 0
-    # PostgreSQL's CPU split by whose statements it ran: the web server's backends did work.
+    # The pages were served by the monitor lane, the pilot calls by the first server: PostgreSQL's
+    # CPU split by whose statements it ran shows both lanes' backends at work.
+    assert phase["cpu"]["cpu_s"]["monitor_web"] > 0
     assert phase["cpu"]["postgres_cores_by_client"]["web"] > 0
+    assert phase["cpu"]["postgres_cores_by_client"]["monitor"] > 0
     assert phase["monitor"], "the readers measured no page"
     assert all("p95_ms" in page for page in phase["monitor"].values())
     assert "brokerage" in phase["loops"]
