@@ -96,8 +96,8 @@ def core_loop_ms() -> float:
     """CPU milliseconds of a fixed 5M-step Python loop, the best of 3: how fast a core of this
     machine is at that moment, read in the thread's own CPU time, so a busy machine (waiting for a
     core) does not count, but a slower core does. Machines of one kind differ, and one machine
-    differs from hour to hour (its neighbours): the same benchmark of the same code ran at half
-    the rate where this loop took twice as long."""
+    from hour to hour (its neighbours on the host). Plain Python only: a server's calls, heavy on
+    memory and system calls, may differ by another factor."""
     best = float("inf")
     for _ in range(3):
         started = time.thread_time()

@@ -406,17 +406,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = server_start(
         f"{db_url}?application_name=web", args.workers, args.threads, port, [], env_extra, kind=args.server
     )
-    # The monitor lane: pages served by processes of their own, so that a page's Python never
-    # waits for the GIL behind pilot calls, nor a pilot call behind a page.
-    page_port = free_port() if args.monitor_workers else port
-    monitor = (
-        server_start(
+    # The monitor lane: the pages served by processes of their own, whose CPU and PostgreSQL
+    # backends are then counted apart from the pilot calls'.
+    page_port, monitor = port, None
+    if args.monitor_workers:
+        page_port = free_port()
+        monitor = server_start(
             f"{db_url}?application_name=monitor", args.monitor_workers, args.monitor_threads, page_port,
             [], env_extra, kind=args.server,
-        )
-        if args.monitor_workers
-        else None
-    )  # fmt: skip
+        )  # fmt: skip
     worker = celery_start(
         ["worker", "-n", f"prodday-{os.getpid()}@%h", "-c", str(args.celery_concurrency),
          "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],

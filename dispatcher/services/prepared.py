@@ -34,7 +34,8 @@ def fetch_prepared(sql: str, params: Mapping[str, Any], local_settings: str = ""
     raw = db.connection
     if raw is None:  # ensure_connection() raises instead; this keeps the type checker informed
         raise RuntimeError("no database connection")
-    own_transaction = bool(local_settings) and not db.in_atomic_block
+    # Outside a transaction (autocommit); inside one, even one begun without atomic(), the caller's.
+    own_transaction = bool(local_settings) and db.get_autocommit()
     started = time.monotonic()
     with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         if local_settings:

@@ -56,3 +56,14 @@ def test_in_the_callers_transaction_the_settings_end_with_it() -> None:
         # Still the caller's transaction: no COMMIT was sent from inside it.
         assert _session() == (psycopg.pq.TransactionStatus.INTRANS, "off")
     assert _session() == (psycopg.pq.TransactionStatus.IDLE, "on")
+
+
+def test_a_transaction_begun_without_atomic_stays_the_callers() -> None:
+    transaction.set_autocommit(False)
+    try:
+        assert fetch_prepared(READ, {"x": 4}, local_settings=SETTINGS) == [("off", "off", 4)]
+        assert _session() == (psycopg.pq.TransactionStatus.INTRANS, "off")
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    assert _session() == (psycopg.pq.TransactionStatus.IDLE, "on")
