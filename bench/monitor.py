@@ -362,6 +362,14 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
             for parent in calib[i * 20 : i * 20 + 20]:
                 edge_rows.append(f"{parent}\t{child}\n")
         _copy(cur.cursor, "dispatcher_jobdependency", ["parent_id", "child_id"], edge_rows)
+        # The task graph, stored as a submission stores it (`Workflow.task_edges`).
+        Workflow.objects.update(task_edges=[])
+        Workflow.objects.filter(pk=big_task.workflow_id).update(
+            task_edges=[
+                [big_task.jeditaskid, calib_task.jeditaskid],
+                [calib_task.jeditaskid, coadd_task.jeditaskid],
+            ]
+        )
         cur.execute("SELECT setval(pg_get_serial_sequence('dispatcher_job', 'pandaid'), %s)", [n_jobs])
         for _name, ddl in index_defs:
             cur.execute(ddl)

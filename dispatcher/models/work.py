@@ -27,6 +27,13 @@ class Workflow(models.Model):
         default=0,
         help_text="How many final jobs it has (run once every other job has ended); set at submission.",
     )
+    task_edges = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Its task graph, [[parent task, child task], ...] derived from the job edges at "
+        "submission; null for a workflow submitted before it was stored (then read from the job edges).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
     ended_at = models.DateTimeField(null=True, blank=True)

@@ -230,6 +230,8 @@ def workflow_submit(
             # Final jobs wait for every other job of the workflow (services.final_jobs).
             Job.objects.filter(pandaid__in=[ids[n] for n in finals]).update(is_final=True, pending_parents=1)
         job_edges_insert(nodes, ids)
+        workflow.task_edges = task_edges(nodes, task_of)
+        Workflow.objects.filter(pk=workflow.pk).update(task_edges=workflow.task_edges)
         _files_write(nodes, ids)
         per_task = Counter(task_of[job.name] for job in nodes)
         task_count_deltas_add({(task_id, JobStatus.DEFINED): n for task_id, n in per_task.items()})
@@ -241,6 +243,13 @@ def workflow_submit(
         extra={"event": "workflow.submit", "workflow_id": workflow.pk, "jobs": len(nodes)},
     )
     return workflow
+
+
+def task_edges(nodes: Sequence[NewJob], task_of: Mapping[str, int]) -> list[list[int]]:
+    """The task graph of a submission: [parent task, child task] for every job edge between two
+    tasks, each pair once, sorted (what `Workflow.task_edges` stores)."""
+    pairs = {(task_of[parent], task_of[job.name]) for job in nodes for parent in job.parents}
+    return [[a, b] for a, b in sorted(pairs) if a != b]
 
 
 def _with_cluster_labels(

@@ -67,12 +67,15 @@ def workflow_tasks(workflow_id: int) -> tuple[list[Task], dict[int, dict[str, in
 
 
 def workflow_task_edges(workflow: Workflow) -> list[tuple[int, int]]:
-    """Task-level edges (parent task → child task) derived from the job edges.
+    """Task-level edges (parent task → child task), as stored at submission (no query).
 
-    A workflow's graph is fixed at submission, so the result is cached after the first read (one
-    query the first time, none after while it is cached; readers arriving while it is computed
-    wait for it rather than run it again).
+    A workflow submitted before they were stored has them derived from its job edges; its graph is
+    fixed at submission, so that result is cached after the first read (one query the first time,
+    none after while it is cached; readers arriving while it is computed wait for it rather than
+    run it again).
     """
+    if workflow.task_edges is not None:
+        return [(int(a), int(b)) for a, b in workflow.task_edges]
     workflow_id = workflow.pk
     key = f"pandamon:wf-task-edges:{workflow_id}:{workflow.created_at.timestamp()}"
 

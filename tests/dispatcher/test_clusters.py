@@ -288,3 +288,18 @@ def test_a_cluster_pruned_by_an_outside_parent_takes_its_waiting_members_and_a_r
     assert Job.objects.get(pk=jobs[C0].pandaid).pending_parents == 1  # waits for prep again
     assert Job.objects.get(pk=jobs["isr_1_0"].pandaid).pending_parents == 1  # held for its cluster
     assert Job.objects.get(pk=jobs["calibrate_1_0"].pandaid).pending_parents == 3  # isr, prep, cluster
+
+
+def test_the_stored_task_graph_is_the_one_the_job_edges_give() -> None:
+    """Members, cluster jobs and the labels outside the clusters: the task graph stored at
+    submission is the one derived from the job edges (what a workflow submitted before it was
+    stored is read from)."""
+    from pandamon.queries.workflows import workflow_task_edges
+
+    wf = workflow_submit_spec(owner=UserFactory(), spec=SPEC)
+    assert wf.task_edges  # written by the submission
+    stored = workflow_task_edges(wf)
+    wf.task_edges = None
+    assert workflow_task_edges(wf) == stored
+    assert len(set(stored)) == len(stored)
+    assert all(a != b for a, b in stored)

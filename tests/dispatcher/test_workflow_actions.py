@@ -111,6 +111,21 @@ def test_labels_above_the_chunk_size_are_split_evenly_into_tasks() -> None:
     counters_are_exact(wf)
 
 
+@override_settings(AILURO={**__import__("django.conf").conf.settings.AILURO, "TASK_CHUNK_SIZE": 4})
+def test_the_task_graph_joins_every_chunk_once_and_none_to_itself() -> None:
+    """x (10 jobs, chained) is split into 3 tasks; y gathers every x job: the stored task graph has
+    each chunk's edge to the next chunk and to y once, and no edge of a chunk to itself."""
+    jobs = [
+        NewJob(name=f"x{i}", label="x", command="t", parents=[f"x{i - 1}"] if i else []) for i in range(10)
+    ]
+    jobs.append(NewJob(name="y", label="y", command="t", parents=[f"x{i}" for i in range(10)]))
+
+    wf = workflow_submit(owner=UserFactory(), name="chunky", jobs=jobs)
+
+    x0, x1, x2, y = (t.pk for t in Task.objects.filter(workflow=wf).order_by("label", "chunk"))
+    assert Workflow.objects.get(pk=wf.pk).task_edges == [[x0, x1], [x0, y], [x1, x2], [x1, y], [x2, y]]
+
+
 def test_spec_submission_keeps_the_spec_and_label_settings() -> None:
     spec = {
         "name": "from-spec",

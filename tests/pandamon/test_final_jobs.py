@@ -79,8 +79,9 @@ def test_the_workflow_page_reads_final_jobs_in_two_queries_then_one(
 ) -> None:
     wf, _, _ = _world()
     cache.clear()
-    # workflow, final job ids and states, tasks, counters, the tasks' core-hours, task edges
-    with django_assert_num_queries(9):  # + the timeline's recorded and current attempts
+    # workflow (with its task graph), final job ids and states, tasks, counters, the tasks'
+    # core-hours
+    with django_assert_num_queries(8):  # + the timeline's recorded and current attempts
         assert client.get(f"/workflow/{wf}/").status_code == 200
     with django_assert_num_queries(7):  # which jobs are final is fixed at submission: cached
         assert client.get(f"/workflow/{wf}/").status_code == 200

@@ -53,11 +53,11 @@ def test_workflow_list_query_count_is_pinned(client, world: World, django_assert
 
 def test_workflow_page_query_count_is_pinned(client, world: World, django_assert_num_queries) -> None:
     cache.clear()
-    # workflow, tasks, counters, the tasks' core-hours, task edges (first read), the timeline's
-    # recorded attempts and current ones
-    with django_assert_num_queries(7):
+    # workflow (with its task graph, stored at submission), tasks, counters, the tasks'
+    # core-hours, the timeline's recorded attempts and current ones
+    with django_assert_num_queries(6):
         assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
-    with django_assert_num_queries(6):  # the task graph is fixed at submission: cached after
+    with django_assert_num_queries(6):
         assert client.get(f"/workflow/{world.workflow.pk}/").status_code == 200
     with django_assert_num_queries(8):  # + job slice and its edges
         assert client.get(f"/workflow/{world.workflow.pk}/?label=isr").status_code == 200
