@@ -350,25 +350,18 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
             attempt_cols + list(defaults_attempt),
             (line[:-1] + suffix for line in failures_rows),
         )
-        isr, calib, coadd = (
-            big_ids[big_task.jeditaskid],
-            big_ids[calib_task.jeditaskid],
-            big_ids[coadd_task.jeditaskid],
-        )
-        for i, child in enumerate(calib):
-            for parent in isr[i * 4 : i * 4 + 4]:
-                edge_rows.append(f"{parent}\t{child}\n")
-        for i, child in enumerate(coadd):
-            for parent in calib[i * 20 : i * 20 + 20]:
-                edge_rows.append(f"{parent}\t{child}\n")
+        # Workflow 0's DAG: each calib job after 4 isr jobs, each coadd job after 20 calib jobs. The
+        # job edges and the task graph stored as a submission stores it (`Workflow.task_edges`)
+        # both come from this one list.
+        fan_in = [(big_task, calib_task, 4), (calib_task, coadd_task, 20)]
+        for parent_task, child_task, n in fan_in:
+            parents = big_ids[parent_task.jeditaskid]
+            for i, child in enumerate(big_ids[child_task.jeditaskid]):
+                edge_rows.extend(f"{parent}\t{child}\n" for parent in parents[i * n : i * n + n])
         _copy(cur.cursor, "dispatcher_jobdependency", ["parent_id", "child_id"], edge_rows)
-        # The task graph, stored as a submission stores it (`Workflow.task_edges`).
         Workflow.objects.update(task_edges=[])
         Workflow.objects.filter(pk=big_task.workflow_id).update(
-            task_edges=[
-                [big_task.jeditaskid, calib_task.jeditaskid],
-                [calib_task.jeditaskid, coadd_task.jeditaskid],
-            ]
+            task_edges=[[p.jeditaskid, c.jeditaskid] for p, c, _ in fan_in]
         )
         cur.execute("SELECT setval(pg_get_serial_sequence('dispatcher_job', 'pandaid'), %s)", [n_jobs])
         for _name, ddl in index_defs:

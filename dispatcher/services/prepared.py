@@ -38,10 +38,10 @@ def fetch_prepared(sql: str, params: Mapping[str, Any], local_settings: str = ""
     own_transaction = bool(local_settings) and db.get_autocommit()
     started = time.monotonic()
     with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        if local_settings:
-            cursor.execute(f"BEGIN; {local_settings}" if own_transaction else local_settings)
-            _log(db, local_settings, started)
         try:
+            if local_settings:
+                cursor.execute(f"BEGIN; {local_settings}" if own_transaction else local_settings)
+                _log(db, local_settings, started)
             cursor.execute(sql, params, prepare=True)
             rows = cursor.fetchall() if cursor.description else []
         except BaseException:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from django.db import DataError, connection, transaction
+from django.db import DataError, ProgrammingError, connection, transaction
 
 from dispatcher.services.prepared import fetch_prepared
 
@@ -48,6 +48,13 @@ def test_an_error_rolls_its_transaction_back_and_leaves_the_connection_usable() 
         fetch_prepared("SELECT 1 / %(x)s::int", {"x": 0}, local_settings=SETTINGS)
     assert _session() == (psycopg.pq.TransactionStatus.IDLE, "on")
     assert fetch_prepared(READ, {"x": 2}) == [("on", "on", 2)]
+
+
+def test_a_setting_refused_rolls_back_the_transaction_its_begin_opened() -> None:
+    with pytest.raises(ProgrammingError):
+        fetch_prepared(READ, {"x": 5}, local_settings="SET LOCAL no_such_setting = 1")
+    assert _session() == (psycopg.pq.TransactionStatus.IDLE, "on")
+    assert fetch_prepared(READ, {"x": 6}, local_settings=SETTINGS) == [("off", "off", 6)]
 
 
 def test_in_the_callers_transaction_the_settings_end_with_it() -> None:
