@@ -479,7 +479,7 @@ def main() -> None:
         "--server",
         choices=("gunicorn", "granian"),
         default="gunicorn",
-        help="the WSGI server (granian is not a dependency: pip install granian==2.8.9 to measure it)",
+        help="the WSGI server (deployed: granian for the pilot lane, docs/decisions/0022-pilot-lane-on-granian.md)",
     )
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument(

@@ -115,7 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--server",
         choices=("gunicorn", "granian"),
         default="gunicorn",
-        help="the WSGI server (granian is not a dependency: pip install granian==2.8.9 to measure it)",
+        help="the WSGI server of the pilot calls and the REST submission (deployed: granian serves "
+        "the pilot lane, gunicorn everything else; docs/decisions/0022-pilot-lane-on-granian.md)",
     )
     p.add_argument("--workers", type=int, default=3, help="web server worker processes")
     p.add_argument("--threads", type=int, default=4, help="threads per web server worker")
@@ -125,6 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the rollup probe read it, pilots call the first); 0: one server for everything",
     )  # fmt: skip
     p.add_argument("--monitor-threads", type=int, default=4, help="threads per monitor lane worker")
+    p.add_argument(
+        "--monitor-server", choices=("gunicorn", "granian"), default=None,
+        help="the WSGI server of the monitor lane (default: --server's)",
+    )  # fmt: skip
     p.add_argument("--celery-concurrency", type=int, default=2)
     p.add_argument("--drain", type=float, default=300, help="most seconds the final drain may take")
     p.add_argument("--db", default="ailuro_bench_prodday")
@@ -378,7 +383,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": TARGETS,
         "server": f"{args.server}, {args.workers} workers x {args.threads} threads"
         + (
-            f"; monitor lane {args.monitor_workers} workers x {args.monitor_threads} threads"
+            f"; monitor lane {args.monitor_server or args.server}, {args.monitor_workers} workers"
+            f" x {args.monitor_threads} threads"
             if args.monitor_workers
             else ""
         ),
@@ -413,7 +419,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         page_port = free_port()
         monitor = server_start(
             f"{db_url}?application_name=monitor", args.monitor_workers, args.monitor_threads, page_port,
-            [], env_extra, kind=args.server,
+            [], env_extra, kind=args.monitor_server or args.server,
         )  # fmt: skip
     worker = celery_start(
         ["worker", "-n", f"prodday-{os.getpid()}@%h", "-c", str(args.celery_concurrency),

@@ -101,6 +101,17 @@ TEMPLATES = [
 ]
 
 
+# What this web process serves (docs/decisions/0022-pilot-lane-on-granian.md). "all": every path
+# (gunicorn, the ailuro-web service). "pilot": the pilot lane only (granian, the ailuro-pilot
+# service): the paths of AILURO_PILOT_LANE and the probes; any other path is answered 404 before its
+# body is read, and every database statement of the process ends after
+# AILURO_PILOT_STATEMENT_TIMEOUT_MS, the call then answered 503 with Retry-After (the pilot retries).
+AILURO_WEB_ROLE = env_str("AILURO_WEB_ROLE", "all")
+if AILURO_WEB_ROLE not in ("all", "pilot"):
+    raise ImproperlyConfigured(f"AILURO_WEB_ROLE must be 'all' or 'pilot', got {AILURO_WEB_ROLE!r}")
+AILURO_PILOT_STATEMENT_TIMEOUT_MS = env_int("AILURO_PILOT_STATEMENT_TIMEOUT_MS", 30_000, minimum=100)
+
+
 def _database() -> dict[str, Any]:
     url = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'ailuro.sqlite3'}")
     if "://" not in url:
@@ -134,7 +145,15 @@ def _database() -> dict[str, Any]:
         # over a long index walk is costed as the whole walk and crosses jit_above_cost; compiling
         # took ~100 ms of a 15 ms job-list read on the 10M-job benchmark.
         no_jit = "-c jit=off"
-        config["OPTIONS"]["options"] = f"{config['OPTIONS'].get('options', '')} {generic} {no_jit}".strip()
+        # The pilot lane's time limit: neither server ends a request that runs too long (gunicorn's
+        # gthread worker answers its timeout from its main loop while a thread waits), so the
+        # lane's processes bound each statement instead.
+        limit = (
+            f"-c statement_timeout={AILURO_PILOT_STATEMENT_TIMEOUT_MS}" if AILURO_WEB_ROLE == "pilot" else ""
+        )
+        config["OPTIONS"]["options"] = " ".join(
+            part for part in (config["OPTIONS"].get("options", ""), generic, no_jit, limit) if part
+        )
         config["CONN_HEALTH_CHECKS"] = True
         # A database host that does not answer at all (not even a refusal) fails a request within
         # seconds, as a 503 (core.unavailable), instead of holding it for the kernel's TCP timeout.

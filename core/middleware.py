@@ -190,9 +190,15 @@ class _LeanChainHandler(BaseHandler):
         self._middleware_chain = handler
 
 
+# What a pilot-lane process answers besides the lane itself: the probes of its service manager.
+LANE_PROBES = frozenset({"/healthz", "/readyz"})
+
+
 class PilotLaneMixin:
     """For a Django handler: the pilot protocol's calls (settings.AILURO_PILOT_LANE, exact paths)
-    run only the middleware of settings.AILURO_PILOT_MIDDLEWARE.
+    run only the middleware of settings.AILURO_PILOT_MIDDLEWARE. In a process of the pilot lane's
+    own server (settings.AILURO_WEB_ROLE "pilot"), every other path but the probes is answered
+    404 in its caller's format before anything reads its body.
 
     Those views authenticate by bearer token, are CSRF-exempt and never touch sessions, users,
     messages or static files, yet the full chain cost a heartbeat ~0.07 ms of its ~0.45 ms of
@@ -206,10 +212,19 @@ class PilotLaneMixin:
         super().__init__(*args, **kwargs)
         self._pilot_paths = frozenset(settings.AILURO_PILOT_LANE)
         self._pilot_handler = _LeanChainHandler(list(settings.AILURO_PILOT_MIDDLEWARE))
+        self._lane_only = settings.AILURO_WEB_ROLE == "pilot"
 
     def get_response(self, request: HttpRequest) -> HttpResponseBase:
-        if request.path_info in self._pilot_paths:
+        path = request.path_info
+        if path in self._pilot_paths:
             return self._pilot_handler.get_response(request)
+        if self._lane_only and path not in LANE_PROBES:
+            return _error_reply(
+                request.path,
+                f"{request.path} is not served here: this is the pilot lane, which answers the pilot "
+                "protocol's calls only; the web server answers the rest",
+                404,
+            )
         return super().get_response(request)  # type: ignore[misc,no-any-return]
 
 

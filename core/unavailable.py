@@ -5,7 +5,9 @@ retry later" rather than a bug, and the 503 + Retry-After answer each interface 
 message: the connection could not be made or was lost (psycopg's connection-level errors, which
 carry no SQLSTATE, and class 08), the server is shutting down or starting (57P01–57P03), or it
 takes no more connections (53300). Anything else — a constraint violation, a syntax error, a
-missing table, a statement timeout — stays what it is (a 500 when nobody handles it).
+missing table, a statement timeout — stays what it is (a 500 when nobody handles it), but for the
+statement timeout in a pilot-lane process (settings.AILURO_WEB_ROLE "pilot"), which is that lane's
+time limit: a database too busy to answer a pilot call within it is unavailable to that call.
 
 `unavailable_response(request, part)` is the answer in the caller's own format: the pilot
 protocol's and panda-client's envelopes, the REST API's `{"detail": …}`, the monitor's `{"error": …}` for `?json`, a
@@ -44,10 +46,14 @@ def _psycopg_unavailable(error: psycopg.Error) -> bool:
     return sqlstate.startswith(_CONNECTION_CLASS) or sqlstate in _UNAVAILABLE_SQLSTATES
 
 
+def _pilot_lane_time_limit(error: psycopg.Error) -> bool:
+    return settings.AILURO_WEB_ROLE == "pilot" and isinstance(error, psycopg.errors.QueryCanceled)
+
+
 def _database_unavailable(exc: BaseException) -> bool:
     cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
     if isinstance(cause, psycopg.Error):
-        return _psycopg_unavailable(cause)
+        return _psycopg_unavailable(cause) or _pilot_lane_time_limit(cause)
     if isinstance(cause, sqlite3.OperationalError):
         # The embedded database: another process held the write lock past the busy timeout.
         return getattr(cause, "sqlite_errorcode", None) in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}

@@ -55,7 +55,29 @@ class AiluroServer:
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    # A GET of a path every server of ailuro answers once it is up (405 from gunicorn, 404 from
+    # the pilot lane: any HTTP answer will do).
+    READY_PATH = "/api/v1/pilot/append_log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--threads",
+            str(self.threads),
+            "--log-level",
+            "warning",
+            "--graceful-timeout",
+            "2",
+        ]
+
+    def environment(self) -> dict[str, str]:
         env = {
             **os.environ,
             "DATABASE_URL": test_database_url(),
@@ -64,26 +86,14 @@ class AiluroServer:
             **self.extra_env,
         }
         env.pop("DJANGO_SETTINGS_MODULE", None)
+        return env
+
+    def start(self) -> None:
         log = (self.tmp / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "--threads",
-                str(self.threads),
-                "--log-level",
-                "warning",
-                "--graceful-timeout",
-                "2",
-            ],
+            self.command(),
             cwd=ROOT,
-            env=env,
+            env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -92,12 +102,13 @@ class AiluroServer:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log_tail()
             try:
-                urllib.request.urlopen(self.url + "/api/v1/pilot/append_log", timeout=2)
+                urllib.request.urlopen(self.url + self.READY_PATH, timeout=2)
+                return
             except urllib.error.HTTPError:
-                return  # 405 to a GET: it is up
+                return
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError("the ailuro server did not come up in 30 s")
+        raise AssertionError(f"{type(self).__name__} did not come up in 30 s")
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the server's log, for an assertion's message: a failure shows the traceback."""
@@ -181,3 +192,38 @@ def activated_jobs(queue: Queue, jobs: Sequence[NewJob], name: str = "wf") -> li
     for job in rows:
         job_transition(pandaid=job.pandaid, to="activated", cause="test", fields={"queue_id": queue.name})
     return list(Job.objects.filter(workflow=workflow).order_by("pandaid"))
+
+
+PILOT_UNIT = ROOT / "deploy" / "systemd" / "ailuro-pilot.service"
+
+
+def pilot_lane_argv(port: int) -> list[str]:
+    """The pilot lane's command of deploy/systemd/ailuro-pilot.service, on `port` and this
+    interpreter: the test serves what is deployed."""
+    [line] = [line for line in PILOT_UNIT.read_text().splitlines() if line.startswith("ExecStart=")]
+    executable, *args = line.removeprefix("ExecStart=").split()
+    assert executable == "/opt/ailuro/venv/bin/granian", executable
+    args[args.index("--port") + 1] = str(port)
+    return [sys.executable, "-m", "granian", *args]
+
+
+def pilot_lane_env() -> dict[str, str]:
+    """The unit's own Environment= settings (AILURO_WEB_ROLE and the metrics directory)."""
+    env = {}
+    for line in PILOT_UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            for item in line.removeprefix("Environment=").split():
+                name, _, value = item.partition("=")
+                env[name] = value
+    return env
+
+
+class PilotLaneServer(AiluroServer):
+    """granian serving the pilot lane as deploy/systemd/ailuro-pilot.service does, beside an
+    AiluroServer; `env` overrides the unit's settings (PROMETHEUS_MULTIPROC_DIR, say)."""
+
+    def command(self) -> list[str]:
+        return pilot_lane_argv(self.port)
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), **pilot_lane_env(), **self.extra_env}

@@ -71,15 +71,24 @@ def test_bugs_are_not_an_outage() -> None:
     assert unavailable_dependency(_raised(lambda: {}["x"])) is None
 
 
-def test_a_statement_timeout_is_not_an_outage(postgres_only: None) -> None:
-    def slow() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL statement_timeout = 1")
-            cursor.execute("SELECT pg_sleep(1)")
+def _past_a_statement_timeout() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 1")
+        cursor.execute("SELECT pg_sleep(1)")
 
-    error = _raised(slow)
+
+def test_a_statement_timeout_is_not_an_outage(postgres_only: None) -> None:
+    error = _raised(_past_a_statement_timeout)
     assert isinstance(error.__cause__, psycopg.errors.QueryCanceled)
     assert unavailable_dependency(error) is None
+
+
+def test_in_the_pilot_lane_a_statement_timeout_is_its_time_limit_the_database_missed(
+    postgres_only: None, settings: Any
+) -> None:
+    settings.AILURO_WEB_ROLE = "pilot"
+    assert unavailable_dependency(_raised(_past_a_statement_timeout)) == DATABASE
+    assert unavailable_dependency(_raised(lambda: 1 / 0)) is None
 
 
 def test_a_locked_sqlite_file_is_the_database_unavailable(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import yaml
 from tests.deploy.conftest import DEPLOY, planted, run
 
 COMPOSE = DEPLOY / "compose.yaml"
-AILURO_SERVICES = {"migrate", "web", "worker", "beat"}
+AILURO_SERVICES = {"migrate", "web", "pilot", "worker", "beat"}
 
 
 def validate(tools: Path, path: Path) -> Any:
@@ -48,7 +48,7 @@ def test_compose_validation_fails_on_a_planted_error(tools, tmp_path, old, new):
 
 
 def test_the_stack_has_every_part():
-    assert set(services()) == {"postgres", "redis", "migrate", "web", "worker", "beat", "nginx"}
+    assert set(services()) == {"postgres", "redis", "migrate", "web", "pilot", "worker", "beat", "nginx"}
     assert services()["nginx"]["profiles"] == ["proxy"]
 
 
@@ -98,3 +98,18 @@ def test_secrets_are_never_written_into_the_file():
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert "${POSTGRES_PASSWORD:?" in env["DATABASE_URL"]
     assert services()["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_the_pilot_lane_serves_beside_the_web_and_shares_its_metrics():
+    svc = services()
+    pilot, web = svc["pilot"], svc["web"]
+    assert pilot["network_mode"] == "service:web"  # nginx's upstream 127.0.0.1:8001
+    assert pilot["command"][:2] == ["granian", "config.wsgi:application"]
+    assert "--port=8001" in pilot["command"] and "--host=127.0.0.1" in pilot["command"]
+    assert pilot["environment"]["AILURO_WEB_ROLE"] == "pilot"
+    assert "AILURO_WEB_ROLE" not in web["environment"]
+    for service in (pilot, web):
+        assert service["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/run/ailuro-metrics"
+        assert "ailuro-metrics:/run/ailuro-metrics" in service["volumes"]
+        assert service["environment"]["SECRET_KEY"] == svc["worker"]["environment"]["SECRET_KEY"]
+    assert pilot["depends_on"]["web"] == {"condition": "service_healthy"}

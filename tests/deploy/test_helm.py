@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from django.conf import settings
 
 from tests.deploy.conftest import DEPLOY, planted, run
 
@@ -190,3 +191,36 @@ def test_pods_run_unprivileged_on_a_read_only_root(rendered):
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["image"] == "ailuro-server:0.1.0"
+
+
+def test_the_pilot_lane_runs_in_each_web_pod_and_the_ingress_routes_exactly_its_paths(rendered):
+    kinds = by_kind(rendered["full"])
+    pod = kinds[("Deployment", "ailuro-web")]["spec"]["template"]["spec"]
+    web, pilot = pod["containers"]
+    assert pilot["command"][:2] == ["granian", "config.wsgi:application"]
+    assert "--port=8001" in pilot["command"]
+    assert {"name": "AILURO_WEB_ROLE", "value": "pilot"} in pilot["env"]
+    assert all(item["name"] != "AILURO_WEB_ROLE" for item in web.get("env", []))
+    # One /tmp (and so one /tmp/prometheus) for both servers: the web container's /metrics sums them.
+    assert pilot["volumeMounts"] == web["volumeMounts"]
+    assert pilot["readinessProbe"]["httpGet"] == {
+        "path": "/readyz?part=database",
+        "port": "pilot",
+        "httpHeaders": [{"name": "Host", "value": "ailuro.example.org"}],
+    }
+    ports = {port["name"]: port for port in kinds[("Service", "ailuro-web")]["spec"]["ports"]}
+    assert ports["pilot"]["targetPort"] == "pilot"
+    paths = kinds[("Ingress", "ailuro")]["spec"]["rules"][0]["http"]["paths"]
+    lane = [item["path"] for item in paths if item["backend"]["service"]["port"]["name"] == "pilot"]
+    assert lane == settings.AILURO_PILOT_LANE
+    assert all(item["pathType"] == "Exact" for item in paths if item["path"] in lane)
+    assert paths[-1]["path"] == "/" and paths[-1]["backend"]["service"]["port"]["name"] == "http"
+
+
+def test_the_pilot_lane_can_be_left_out(tools):
+    result = render(tools, CHART, *FULL_VALUES, "--set=pilotLane.enabled=false")
+    assert result.returncode == 0, result.stderr
+    kinds = by_kind(result.stdout)
+    assert len(kinds[("Deployment", "ailuro-web")]["spec"]["template"]["spec"]["containers"]) == 1
+    paths = kinds[("Ingress", "ailuro")]["spec"]["rules"][0]["http"]["paths"]
+    assert [item["path"] for item in paths] == ["/"]

@@ -85,18 +85,13 @@ def locations(text: str) -> tuple[int, list[tuple[str, str, str]]]:
     return default, found
 
 
-def body_limit(text: str, path: str) -> int:
-    """The client_max_body_size nginx applies to `path`: exact match, else the regexes in order
-    (unless the longest prefix is ^~), else the longest prefix."""
-    default, found = locations(text)
-
-    def limit(block: str) -> int:
-        match = re.search(r"client_max_body_size (\S+);", block)
-        return _bytes(match.group(1)) if match else default
-
+def location_block(text: str, path: str) -> str | None:
+    """The block of the location nginx picks for `path` (None: the server level): exact match,
+    else the regexes in order (unless the longest prefix is ^~), else the longest prefix."""
+    _, found = locations(text)
     for modifier, pattern, block in found:
         if modifier == "=" and pattern == path:
-            return limit(block)
+            return block
     prefixes = [
         (p, m, b) for m, p, b in found if m in ("", "^~") and path.startswith(p) and not p.startswith("@")
     ]
@@ -104,8 +99,22 @@ def body_limit(text: str, path: str) -> int:
     if longest is None or longest[1] != "^~":
         for modifier, pattern, block in found:
             if modifier == "~" and re.search(pattern, path):
-                return limit(block)
-    return limit(longest[2]) if longest else default
+                return block
+    return longest[2] if longest else None
+
+
+def body_limit(text: str, path: str) -> int:
+    """The client_max_body_size nginx applies to `path`."""
+    default, _ = locations(text)
+    block = location_block(text, path)
+    match = re.search(r"client_max_body_size (\S+);", block or "")
+    return _bytes(match.group(1)) if match else default
+
+
+def upstream(text: str, path: str) -> str:
+    block = location_block(text, path) or ""
+    match = re.search(r"proxy_pass http://(\w+);", block)
+    return match.group(1) if match else ""
 
 
 def test_body_limits_equal_the_server_caps():
@@ -138,3 +147,30 @@ def test_proxy_headers_match_the_proxy_settings():
         "/api/v1/campaigns",
         "/api/v1/file_server/upload_cache_file",  # sandboxes up to 768 MiB
     }
+
+
+def test_exactly_the_pilot_lane_goes_to_the_pilot_upstream():
+    text = CONF.read_text()
+    for path in settings.AILURO_PILOT_LANE:
+        assert upstream(text, path) == "ailuro_pilot", path
+        assert body_limit(text, path) == settings.AILURO_BODY_CAPS["/server/panda/"], path
+    for path in (
+        "/server/panda/updateJobX",
+        "/server/panda/getJobStatisticsPerSite",
+        "/server/panda/relay_idds_command",
+        "/server/panda/putFile",
+        "/api/v1/pilot/append_log",
+        "/api/v1/pilot/update_job/",
+        "/xapi/v1/pilot/update_job",
+        "/api/v1/file_server/upload_cache_file",
+        "/api/v1/job/submit",
+        "/jobs/",
+    ):
+        assert upstream(text, path) == "ailuro_web", path
+    pilot = re.search(r"upstream ailuro_pilot \{(.*?)\}", text, re.S).group(1)
+    assert "server 127.0.0.1:8001;" in pilot and "server 127.0.0.1:8000 backup;" in pilot
+
+
+def test_routing_reader_sees_a_planted_lane_path_missing(tmp_path):
+    text = planted(tmp_path, CONF, "|updateWorkerPilotStatus)", ")").read_text()
+    assert upstream(text, "/server/panda/updateWorkerPilotStatus") == "ailuro_web"

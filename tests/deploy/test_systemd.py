@@ -11,7 +11,7 @@ import pytest
 from tests.deploy.conftest import DEPLOY, planted, run
 
 UNITS = DEPLOY / "systemd"
-SERVICES = ["ailuro-web.service", "ailuro-worker.service", "ailuro-beat.service"]
+SERVICES = ["ailuro-web.service", "ailuro-pilot.service", "ailuro-worker.service", "ailuro-beat.service"]
 # systemd-analyze's exposure scale is 0.0-10.0 ("OK" below 4.0 on its own labels); --threshold
 # takes it times ten. The units score about 1.5.
 MAX_EXPOSURE = 20
@@ -28,11 +28,13 @@ def verify(analyze: str, tmp_path: Path, *units: Path) -> tuple[int, str]:
     """verify insists that ExecStart binaries exist: the copies point /opt/ailuro at stand-ins."""
     stub_bin = tmp_path / "opt" / "ailuro" / "venv" / "bin"
     stub_bin.mkdir(parents=True, exist_ok=True)
-    for name in ("python", "gunicorn", "celery"):
+    for name in ("python", "gunicorn", "granian", "celery"):
         (stub_bin / name).write_text("#!/bin/sh\n")
         (stub_bin / name).chmod(0o755)
     copies = []
-    for unit in (*units, UNITS / "ailuro.target"):
+    # The pilot lane is bound to the web unit: verify loads what it names.
+    bound = [UNITS / "ailuro-web.service"] if any(u.name == "ailuro-pilot.service" for u in units) else []
+    for unit in (*units, *bound, UNITS / "ailuro.target"):
         copy = tmp_path / "units" / unit.name
         copy.parent.mkdir(exist_ok=True)
         copy.write_text(unit.read_text().replace("/opt/ailuro/", f"{tmp_path}/opt/ailuro/"))
@@ -85,3 +87,15 @@ def test_every_service_is_part_of_the_target_and_runs_unprivileged():
         assert "PartOf=ailuro.target" in text and "WantedBy=ailuro.target" in text
         assert "User=ailuro" in text and "NoNewPrivileges=yes" in text
         assert "EnvironmentFile=/etc/ailuro/ailuro.env" in text
+
+
+def test_the_pilot_lane_shares_the_web_metrics_directory_and_restarts_with_it():
+    web = (UNITS / "ailuro-web.service").read_text()
+    pilot = (UNITS / "ailuro-pilot.service").read_text()
+    assert "RuntimeDirectory=ailuro-metrics" in web and "RuntimeDirectory=" not in pilot
+    for text in (web, pilot):
+        assert "Environment=PROMETHEUS_MULTIPROC_DIR=/run/ailuro-metrics" in text
+    assert "ReadWritePaths=/run/ailuro-metrics" in pilot
+    assert "BindsTo=ailuro-web.service" in pilot and "After=network-online.target ailuro-web.service" in pilot
+    assert "PartOf=ailuro.target ailuro-web.service" in pilot
+    assert "Environment=AILURO_WEB_ROLE=pilot" in pilot
