@@ -230,7 +230,7 @@ def server_start(
     while time.monotonic() < deadline:
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/trf/user/runpayload.sh")
+            c.request("GET", "/healthz")  # answered by the pilot lane too
             if c.getresponse().status == 200:
                 return proc
         except OSError:

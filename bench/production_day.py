@@ -1,5 +1,7 @@
 """A compressed production day: PostgreSQL already holding N jobs (default 10,000,000), the web
-server (gunicorn, or granian with `--server granian`), a Celery worker and beat running every
+server (gunicorn, or granian with `--server granian`; the layout deployed, pilot calls on the pilot
+lane and the rest on gunicorn, with `--server granian --pilot-lane --monitor-workers N
+--monitor-server gunicorn`), a Celery worker and beat running every
 loop, lean pilot clients driving the real endpoints, DAG workflows submitted throughout, 8 monitor
 readers, at increasing offered load until a limit.
 
@@ -130,13 +132,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--monitor-server", choices=("gunicorn", "granian"), default=None,
         help="the WSGI server of the monitor lane (default: --server's)",
     )  # fmt: skip
+    p.add_argument(
+        "--pilot-lane", action="store_true",
+        help="the layout deployed: the first server runs as the pilot lane (AILURO_WEB_ROLE=pilot) "
+        "and serves the pilot calls only; the submitter and the loops' page go to the monitor lane "
+        "(needs --monitor-workers)",
+    )  # fmt: skip
     p.add_argument("--celery-concurrency", type=int, default=2)
     p.add_argument("--drain", type=float, default=300, help="most seconds the final drain may take")
     p.add_argument("--db", default="ailuro_bench_prodday")
     p.add_argument("--reseed", action="store_true", help="drop and seed the scratch database afresh")
     p.add_argument("--pg", default=os.environ.get("BENCH_PG", "postgres://ailuro:ailuro@127.0.0.1:5432"))
     p.add_argument("--out", default=str(ROOT / "var" / "bench" / "production_day.json"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.pilot_lane and not args.monitor_workers:
+        p.error("--pilot-lane needs --monitor-workers: the pilot lane serves nothing but the pilot calls")
+    return args
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -382,6 +393,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_facts(),
         "targets": TARGETS,
         "server": f"{args.server}, {args.workers} workers x {args.threads} threads"
+        + (" (the pilot lane)" if args.pilot_lane else "")
         + (
             f"; monitor lane {args.monitor_server or args.server}, {args.monitor_workers} workers"
             f" x {args.monitor_threads} threads"
@@ -410,8 +422,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = ROOT / "var" / "bench" / "production_day"
     log_dir.mkdir(parents=True, exist_ok=True)
     server = server_start(
-        f"{db_url}?application_name=web", args.workers, args.threads, port, [], env_extra, kind=args.server
-    )
+        f"{db_url}?application_name=web", args.workers, args.threads, port, [],
+        {**env_extra, **({"AILURO_WEB_ROLE": "pilot"} if args.pilot_lane else {})}, kind=args.server,
+    )  # fmt: skip
     # The monitor lane: the pages served by processes of their own, whose CPU and PostgreSQL
     # backends are then counted apart from the pilot calls'.
     page_port, monitor = port, None
@@ -451,13 +464,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     readers = ctx.Process(
         target=reader_process_main, args=(page_port, pages, args.readers, control, out_q, args.reader_think)
     )
-    submitter = Submitter(port, setup["user_token"], prefix, args.rate, control)
+    api_port = page_port if args.pilot_lane else port
+    submitter = Submitter(api_port, setup["user_token"], prefix, args.rate, control)
     cpu = Cpu(
         {"web": [server.pid], "celery_worker": [worker.pid], "celery_beat": [beat.pid], "pilots": [],
          "readers": [], **({"monitor_web": [monitor.pid]} if monitor else {})},
         lambda: DbMeter.backend_pids(args.db),
     )  # fmt: skip
-    loops = LoopSampler(port)
+    loops = LoopSampler(api_port)
     probe = RollupProbe(page_port, QUEUE, started)
     statements = StatementSampler(args.db)
     results: dict[int, Any] = {}

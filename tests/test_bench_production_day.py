@@ -48,12 +48,12 @@ PHASE_FIELDS = {
     "meets_targets",
 }
 
-# One 20 s phase on 2,000 seeded jobs, a handful of pilots and readers, the pages served by a
-# monitor lane of their own.
+# One 20 s phase on 2,000 seeded jobs, a handful of pilots and readers, in the layout deployed:
+# the pilot calls served by the pilot lane (granian), everything else by gunicorn.
 TINY = (
     "--jobs-existing 2000 --duration 20 --phases 1 --rate 6 --heartbeats 20 --runtime 4 --drain 90"
     " --client-procs 1 --client-threads 4 --readers 2 --workers 1 --threads 4 --celery-concurrency 1"
-    " --monitor-workers 1 --monitor-threads 2"
+    " --server granian --pilot-lane --monitor-workers 1 --monitor-threads 2 --monitor-server gunicorn"
 )
 
 
@@ -103,7 +103,9 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
     assert report["existing_jobs"]["jobs"] == 2000
     assert report["warmup_s"] == 6.0  # 1.5 × the runtime, unmeasured, before the phase
     assert report["machine"]["core_loop_ms"] > 0 and report["machine"]["core_loop_ms_at_end"] > 0
-    assert "monitor lane 1 workers x 2 threads" in report["server"]
+    assert report["server"] == (
+        "granian, 1 workers x 4 threads (the pilot lane); monitor lane gunicorn, 1 workers x 2 threads"
+    )
     (phase,) = report["phases"]
     assert set(phase) >= PHASE_FIELDS
     assert {"dispatch", "heartbeat", "final", "submit"} <= set(phase["pilot_calls"])
@@ -115,8 +117,9 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
         phase["cpu"]["cpu_s"]
     )
     assert phase["cpu"]["cpu_s"]["web"] > 0
-    # The pages were served by the monitor lane, the pilot calls by the first server: PostgreSQL's
-    # CPU split by whose statements it ran shows both lanes' backends at work.
+    # The pages and the submissions were served by the monitor lane (the pilot lane answers
+    # nothing else), the pilot calls by the first server: PostgreSQL's CPU split by whose
+    # statements it ran shows both lanes' backends at work.
     assert phase["cpu"]["cpu_s"]["monitor_web"] > 0
     assert phase["cpu"]["postgres_cores_by_client"]["web"] > 0
     assert phase["cpu"]["postgres_cores_by_client"]["monitor"] > 0
