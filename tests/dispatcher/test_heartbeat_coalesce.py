@@ -48,9 +48,11 @@ class _Held:
     def __init__(self, coalescer: HeartbeatCoalescer, behind: int, *, fail: bool = False) -> None:
         self.coalescer, self.behind, self.fail = coalescer, behind, fail
         self.statements: list[list[int]] = []
+        self.entered = threading.Event()  # the first statement has taken its batch
 
     def __call__(self, updates: Sequence[PilotUpdate], queues: frozenset[str] | None) -> dict[int, str]:
-        if not self.statements:
+        if not self.entered.is_set():
+            self.entered.set()
             deadline = time.monotonic() + 10
             while self.coalescer.waiting() < self.behind and time.monotonic() < deadline:
                 time.sleep(0.002)
@@ -65,7 +67,8 @@ def _concurrently(
     writer: _Held,
     entries: list[tuple[list[PilotUpdate], frozenset[str] | None]],
 ) -> list[Any]:
-    """Each entry written from its own thread (own connection), the first one first."""
+    """Each entry written from its own thread (own connection), the first one first: the others
+    start once its statement has taken its batch, and queue while that statement waits for them."""
     results: list[Any] = [None] * len(entries)
 
     def call(i: int) -> None:
@@ -78,8 +81,7 @@ def _concurrently(
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(entries))]
     threads[0].start()
-    while not writer.statements and coalescer.waiting() == 0:
-        time.sleep(0.001)
+    assert writer.entered.wait(10), "the first statement never started"
     for t in threads[1:]:
         t.start()
     for t in threads:
