@@ -224,6 +224,9 @@ def server_start(
         [*command, *extra],
         cwd=ROOT,
         env=env,
+        # The server's own output (granian writes its warnings to stdout) goes to stderr: stdout
+        # is the benchmark's JSON.
+        stdout=2,
         start_new_session=True,
     )
     deadline = time.monotonic() + 60

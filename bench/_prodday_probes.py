@@ -274,6 +274,9 @@ class StatementSampler(threading.Thread):
 # --- loops ------------------------------------------------------------------------------------------
 
 
+SAMPLE_PERIOD_S = 5
+
+
 class LoopSampler(threading.Thread):
     """Every 5 s: each loop's lag (now − its last completed run since the bench started, from LoopStatus)
     and /readyz."""
@@ -283,7 +286,9 @@ class LoopSampler(threading.Thread):
         self.port = port
         self.phase = -1
         self.stop = threading.Event()
-        self.samples: dict[int, dict[str, list[float]]] = {}
+        # phase -> loop -> [(seconds into the phase, lag)]
+        self.samples: dict[int, dict[str, list[tuple[float, float]]]] = {}
+        self.phase_started: dict[int, float] = {}  # monotonic time of each phase's first sample
         self.readyz: dict[int, Counter_] = {}
         self.durations: dict[str, float] = {}
 
@@ -294,8 +299,10 @@ class LoopSampler(threading.Thread):
         with connection.cursor() as cur:
             cur.execute("SELECT now()")
             started = cur.fetchone()[0]  # type: ignore[index]
-        while not self.stop.wait(5):
+        while not self.stop.wait(SAMPLE_PERIOD_S):
             phase = self.phase
+            now = time.monotonic()
+            into = now - self.phase_started.setdefault(phase, now)
             with connection.cursor() as cur:
                 # A loop's lag counts from its last run or from the bench's start, whichever is
                 # later: an earlier run's last success is not this day's lag.
@@ -307,7 +314,7 @@ class LoopSampler(threading.Thread):
                 rows = cur.fetchall()
             for name, lag, duration in rows:
                 if lag is not None:
-                    self.samples.setdefault(phase, {}).setdefault(name, []).append(float(lag))
+                    self.samples.setdefault(phase, {}).setdefault(name, []).append((into, float(lag)))
                 self.durations[name] = max(self.durations.get(name, 0.0), float(duration or 0))
             try:
                 status, _ = _get(conn, "/readyz")
@@ -327,11 +334,17 @@ class LoopSampler(threading.Thread):
         out: dict[str, Any] = {}
         samples = self.samples.get(phase, {})
         for loop in LOOPS:
-            lags = samples.get(loop.name, [])
-            allowed = loop.period_s + self.durations.get(loop.name, 0.0) + 5  # + the sampling period
+            timeline = samples.get(loop.name, [])
+            lags = [lag for _, lag in timeline]
+            allowed = loop.period_s + self.durations.get(loop.name, 0.0) + SAMPLE_PERIOD_S
+            # Where in the phase the worst lag was, and for how long the loop was late: a stall
+            # at the start and a loop that never keeps up look alike in the maximum alone.
+            worst = max(timeline, key=lambda sample: sample[1]) if timeline else None
             out[loop.name] = {
                 "period_s": loop.period_s,
                 "max_lag_s": round(max(lags), 1) if lags else None,
+                "max_lag_at_s": round(worst[0]) if worst else None,
+                "late_s": SAMPLE_PERIOD_S * sum(1 for lag in lags if lag > allowed),
                 # An hourly loop that has not come due within the phase is not judged.
                 "within_period": (max(lags) <= allowed) if lags and loop.period_s <= 600 else None,
             }

@@ -126,6 +126,8 @@ def test_a_tiny_production_day_reports_every_field_and_reconciles(scratch: str, 
     assert phase["monitor"], "the readers measured no page"
     assert all("p95_ms" in page for page in phase["monitor"].values())
     assert "brokerage" in phase["loops"]
+    brokerage = phase["loops"]["brokerage"]
+    assert 0 <= brokerage["max_lag_at_s"] <= 20 + 5 and brokerage["late_s"] % 5 == 0
     statements = phase["postgres_statements"]
     assert statements["samples"] > 0
     # The pilots' calls, pages and loops were running in PostgreSQL at some of the samples.
