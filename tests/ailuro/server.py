@@ -103,11 +103,12 @@ class AiluroServer:
             assert self.proc.poll() is None, self.log_tail()
             try:
                 urllib.request.urlopen(self.url + self.READY_PATH, timeout=2)
-                return
             except urllib.error.HTTPError:
-                return
+                pass  # an HTTP answer of any status: it is up
             except OSError:
                 time.sleep(0.1)
+                continue
+            return
         raise AssertionError(f"{type(self).__name__} did not come up in 30 s")
 
     def log_tail(self, chars: int = 4000) -> str:

@@ -24,7 +24,7 @@ from dispatcher.models import Job
 from dispatcher.services import NewJob
 from tests.ailuro.server import AiluroServer, PilotLaneServer, activated_jobs
 from tests.ailuro.server import test_database_url as database_url
-from tests.core.test_metrics_gunicorn import samples
+from tests.core.test_metrics_gunicorn import get, samples
 from tests.factories import QueueFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -88,15 +88,10 @@ def test_the_lane_serves_pilot_calls_whose_metrics_the_web_server_reports(server
         assert (status, reply["success"]) == (200, True), reply
     assert Job.objects.filter(jobstatus="running").count() == 3
 
-    scraped = samples(_text(web.url + "/metrics"))
+    scraped = samples(get(web.url + "/metrics"))
     assert scraped[("ailuro_pilot_calls_total", frozenset({("op", "dispatch"), ("status", "200")}))] == 1
     assert scraped[("ailuro_pilot_calls_total", frozenset({("op", "update"), ("status", "200")}))] == 3
     assert scraped[("ailuro_pilot_jobs_total", frozenset({("kind", "dispatch")}))] == 3
-
-
-def _text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return str(response.read().decode())
 
 
 def test_the_lane_answers_nothing_else_and_reads_no_body_it_does_not_serve(servers) -> None:

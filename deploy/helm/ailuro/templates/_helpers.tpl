@@ -139,3 +139,26 @@ checksum/config: {{ include "ailuro.config" . | sha256sum }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* The probes of a web pod's container: startup and liveness on /healthz, readiness on the given
+path, on the given port name, with the Host header of the first allowed host. Called with
+(list . portName readinessPath). */}}
+{{- define "ailuro.webProbes" -}}
+{{- $ := index . 0 -}}
+{{- $port := index . 1 -}}
+{{- $host := first $.Values.config.allowedHosts | quote -}}
+startupProbe:
+  httpGet: {path: /healthz, port: {{ $port }}, httpHeaders: [{name: Host, value: {{ $host }}}]}
+  periodSeconds: {{ $.Values.web.startupProbe.periodSeconds }}
+  failureThreshold: {{ $.Values.web.startupProbe.failureThreshold }}
+livenessProbe:
+  httpGet: {path: /healthz, port: {{ $port }}, httpHeaders: [{name: Host, value: {{ $host }}}]}
+  periodSeconds: {{ $.Values.web.livenessProbe.periodSeconds }}
+  timeoutSeconds: {{ $.Values.web.livenessProbe.timeoutSeconds }}
+  failureThreshold: {{ $.Values.web.livenessProbe.failureThreshold }}
+readinessProbe:
+  httpGet: {path: {{ index . 2 | quote }}, port: {{ $port }}, httpHeaders: [{name: Host, value: {{ $host }}}]}
+  periodSeconds: {{ $.Values.web.readinessProbe.periodSeconds }}
+  timeoutSeconds: {{ $.Values.web.readinessProbe.timeoutSeconds }}
+  failureThreshold: {{ $.Values.web.readinessProbe.failureThreshold }}
+{{- end -}}
