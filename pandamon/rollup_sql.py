@@ -129,28 +129,38 @@ def error_split_values(site: str, task: str, user: str) -> str:
 
 # --- fold -----------------------------------------------------------------------------------------
 
-# Each fold: one DELETE … RETURNING of the oldest `batch` change rows feeding the upsert (decision
-# 0002's pattern), then the touched hours, whose zero rows the caller deletes, and the ids of the
-# day rows that reached zero. %s: the batch.
+# The change rows' facet columns, in JOB_FACET_COLUMNS's order.
+_FACET_COLUMN_LIST = ", ".join(JOB_FACET_COLUMNS.values())
+
+# Each fold: one DELETE … RETURNING of the oldest `batch` change rows feeding the upserts (decision
+# 0002's pattern), then the ids of the rows the upserts brought to zero, which the caller deletes:
+# of the summary, of the filter summary and of its day level (an hour of a busy day holds hundreds
+# of thousands of rows, too many to look through on every fold). %s: the batch. The rows are first added up per hour and facet tuple
+# (`tuples`): the jobs of one task moving between the same states within the hour share a tuple,
+# and a job leaving a state cancels another's entering it, so fewer rows are exploded into the
+# 78 (dimension, facet) combinations; a tuple whose sum is zero changes no count.
 _FOLD_JOBS = f"""
     WITH moved AS (
         DELETE FROM dispatcher_jobchange
         WHERE id IN (SELECT id FROM dispatcher_jobchange ORDER BY id LIMIT %s)
         RETURNING *
+    ), tuples AS (
+        SELECT date_trunc('hour', statechangetime, 'UTC') AS bucket, {_FACET_COLUMN_LIST},
+               SUM(delta) AS delta
+        FROM moved GROUP BY bucket, {_FACET_COLUMN_LIST} HAVING SUM(delta) <> 0
     ), summed AS (
-        SELECT date_trunc('hour', m.statechangetime, 'UTC') AS bucket, m.jobstatus, v.facet, v.value,
-               SUM(m.delta) AS n
-        FROM moved m CROSS JOIN LATERAL (VALUES {job_explode_values("m")}) AS v(facet, value)
+        SELECT m.bucket, m.jobstatus, v.facet, v.value, SUM(m.delta) AS n
+        FROM tuples m CROSS JOIN LATERAL (VALUES {job_explode_values("m")}) AS v(facet, value)
         GROUP BY 1, 2, 3, 4
     ), upserted AS (
         INSERT INTO pandamon_jobsummary (bucket, jobstatus, facet, value, count)
         SELECT bucket, jobstatus, facet, value, n FROM summed WHERE n <> 0 ORDER BY 1, 2, 3, 4
         ON CONFLICT (bucket, jobstatus, facet, value)
         DO UPDATE SET count = pandamon_jobsummary.count + EXCLUDED.count
+        RETURNING id, count
     ), summed_filters AS (
-        SELECT date_trunc('hour', m.statechangetime, 'UTC') AS bucket, m.jobstatus, d.dim, d.dimvalue,
-               v.facet, v.value, SUM(m.delta) AS n
-        FROM moved m
+        SELECT m.bucket, m.jobstatus, d.dim, d.dimvalue, v.facet, v.value, SUM(m.delta) AS n
+        FROM tuples m
         CROSS JOIN LATERAL (VALUES {filter_explode_values("m")}) AS d(dim, dimvalue)
         CROSS JOIN LATERAL (VALUES {job_explode_values("m")}) AS v(facet, value)
         GROUP BY 1, 2, 3, 4, 5, 6
@@ -159,8 +169,10 @@ _FOLD_JOBS = f"""
         SELECT * FROM summed_filters WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5, 6
         ON CONFLICT (bucket, jobstatus, dim, dimvalue, facet, value)
         DO UPDATE SET count = pandamon_jobfiltersummary.count + EXCLUDED.count
+        RETURNING id, count
     ){{days_ctes}}
-    SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(DISTINCT bucket) FROM summed){{days_zero}}
+    SELECT (SELECT COUNT(*) FROM moved), (SELECT array_agg(id) FROM upserted WHERE count = 0),
+           (SELECT array_agg(id) FROM upserted_filters WHERE count = 0){{days_zero}}
 """
 # The day level of the filter summary (`JobFilterDaySummary`, decision 0019): the hours' sums added
 # up per UTC day, the state facet left out (the chart reads it per hour).

@@ -560,6 +560,14 @@ def error_rows(
 # --- fold, backfill, rebuild ----------------------------------------------------------------------
 
 
+# The tables whose zero rows a job fold returns, in the order it returns their ids.
+_FOLDED_JOB_TABLES = (
+    "pandamon_jobsummary",
+    rollup_sql.FILTER_SUMMARY_TABLE,
+    rollup_sql.FILTER_DAY_SUMMARY_TABLE,
+)
+
+
 def rollups_fold(*, batch: int = 50_000, errors: bool = True, days: bool = True) -> int:
     """Fold up to `batch` job changes and `batch` failed-attempt changes of the engine's change feed
     (`dispatcher/changefeed.py`) into the summaries; returns how many change rows were folded. The
@@ -571,8 +579,8 @@ def rollups_fold(*, batch: int = 50_000, errors: bool = True, days: bool = True)
 
     1. Under an advisory lock (folds never interleave), one DELETE … RETURNING per change table
        feeding the upserts: a change committed meanwhile is folded now or next time, never lost.
-    2. Summary rows of the touched buckets that reached zero are deleted (the day level's by the
-       ids its upsert returned: a day's rows are too many to look through on every fold).
+    2. The summary rows the upserts brought to zero are deleted, by the ids the upserts returned
+       (a busy hour's or day's rows are too many to look through on every fold).
     """
     if not enabled():
         return 0
@@ -585,19 +593,10 @@ def rollups_fold(*, batch: int = 50_000, errors: bool = True, days: bool = True)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(*fold_lock_sql())
         cursor.execute(rollup_sql.FOLD_JOBS if days else rollup_sql.FOLD_JOBS_HOURS, [batch])
-        jobs, job_buckets, zero_days = cursor.fetchone()
-        if zero_days:
-            cursor.execute(
-                f"DELETE FROM {rollup_sql.FILTER_DAY_SUMMARY_TABLE} WHERE id = ANY(%s) AND count = 0",  # noqa: S608  (a constant name)
-                [zero_days],
-            )
-        if job_buckets:
-            cursor.execute(
-                "DELETE FROM pandamon_jobsummary WHERE bucket = ANY(%s) AND count = 0", [job_buckets]
-            )
-            cursor.execute(
-                "DELETE FROM pandamon_jobfiltersummary WHERE bucket = ANY(%s) AND count = 0", [job_buckets]
-            )
+        jobs, *zero_ids = cursor.fetchone()
+        for table, ids in zip(_FOLDED_JOB_TABLES, zero_ids, strict=True):
+            if ids:
+                cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s) AND count = 0", [ids])  # noqa: S608  (a constant name)
         if not errors:
             return int(jobs)
         cursor.execute(fold_errors, [batch, *tmpl_params])
