@@ -106,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--fail", type=float, default=0.05, help="fraction of final updates that fail")
     p.add_argument("--backoff", type=int, default=2, help="retry back-off in the bench database, s")
+    p.add_argument(
+        "--workflow-width", type=int, default=8,
+        help="jobs of a workflow's first level (even; then half as many, then 1, in 3 tasks)",
+    )  # fmt: skip
     p.add_argument("--readers", type=int, default=8)
     p.add_argument(
         "--reader-think", type=float, default=5.0,
@@ -147,6 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.pilot_lane and not args.monitor_workers:
         p.error("--pilot-lane needs --monitor-workers: the pilot lane serves nothing but the pilot calls")
+    if args.workflow_width < 2 or args.workflow_width % 2:
+        p.error("--workflow-width must be an even number of at least 2")
     return args
 
 
@@ -207,9 +213,12 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def workflow_spec(name: str) -> dict[str, Any]:
-    """A 3-level DAG of 13 jobs: 8 → 4 (two parents each) → 1, pinned to the bench's queue."""
-    jobs: list[dict[str, Any]] = [{"name": f"isr_{i}", "label": "isr", "command": "true"} for i in range(8)]
+def workflow_spec(name: str, width: int = 8) -> dict[str, Any]:
+    """A 3-level DAG of `jobs_per_workflow(width)` jobs in 3 tasks: `width` → `width` / 2 (two
+    parents each) → 1, pinned to the bench's queue."""
+    jobs: list[dict[str, Any]] = [
+        {"name": f"isr_{i}", "label": "isr", "command": "true"} for i in range(width)
+    ]
     jobs += [
         {
             "name": f"cal_{i}",
@@ -217,10 +226,15 @@ def workflow_spec(name: str) -> dict[str, Any]:
             "command": "true",
             "depends_on": [f"isr_{2 * i}", f"isr_{2 * i + 1}"],
         }
-        for i in range(4)
+        for i in range(width // 2)
     ]
     jobs.append(
-        {"name": "sum", "label": "sum", "command": "true", "depends_on": [f"cal_{i}" for i in range(4)]}
+        {
+            "name": "sum",
+            "label": "sum",
+            "command": "true",
+            "depends_on": [f"cal_{i}" for i in range(width // 2)],
+        }
     )
     return {
         "name": name,
@@ -229,16 +243,20 @@ def workflow_spec(name: str) -> dict[str, Any]:
     }
 
 
-JOBS_PER_WORKFLOW = 13
+def jobs_per_workflow(width: int) -> int:
+    return width + width // 2 + 1
 
 
 class Submitter(threading.Thread):
     """Submits workflows over the REST API at `rate` jobs/s (control[1] × base), until stopped."""
 
-    def __init__(self, port: int, token: str, prefix: str, base_rate: float, control: Any) -> None:
+    def __init__(
+        self, port: int, token: str, prefix: str, base_rate: float, control: Any, width: int = 8
+    ) -> None:
         super().__init__(daemon=True)
         self.conn = Conn(port, token)
-        self.prefix, self.base_rate, self.control = prefix, base_rate, control
+        self.prefix, self.base_rate, self.control, self.width = prefix, base_rate, control, width
+        self.jobs_per_workflow = jobs_per_workflow(width)
         self.stop = threading.Event()
         self.n = 0
         self.records: list[tuple[int, float, bool]] = []
@@ -246,13 +264,15 @@ class Submitter(threading.Thread):
     def submit(self) -> None:
         self.n += 1
         t0 = time.perf_counter()
-        status, _ = self.conn.post("/api/v1/workflows/", workflow_spec(f"{self.prefix}{self.n:06d}"))
+        status, _ = self.conn.post(
+            "/api/v1/workflows/", workflow_spec(f"{self.prefix}{self.n:06d}", self.width)
+        )
         self.records.append((int(self.control[0]), (time.perf_counter() - t0) * 1000, status == 201))
 
     def run(self) -> None:
         next_t = time.monotonic()
         while not self.stop.is_set():
-            rate = self.base_rate * self.control[1] / JOBS_PER_WORKFLOW
+            rate = self.base_rate * self.control[1] / self.jobs_per_workflow
             if rate <= 0:  # before the first phase
                 self.stop.wait(0.2)
                 next_t = time.monotonic()
@@ -465,7 +485,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target=reader_process_main, args=(page_port, pages, args.readers, control, out_q, args.reader_think)
     )
     api_port = page_port if args.pilot_lane else port
-    submitter = Submitter(api_port, setup["user_token"], prefix, args.rate, control)
+    submitter = Submitter(api_port, setup["user_token"], prefix, args.rate, control, args.workflow_width)
     cpu = Cpu(
         {"web": [server.pid], "celery_worker": [worker.pid], "celery_beat": [beat.pid], "pilots": [],
          "readers": [], **({"monitor_web": [monitor.pid]} if monitor else {})},
@@ -479,7 +499,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         # Before the first phase: a backlog of one runtime's worth of work, so the DAG's first
         # level is not all there is to dispatch until the first parents end.
-        for _ in range(int(args.rate * args.runtime / JOBS_PER_WORKFLOW) + 1):
+        for _ in range(int(args.rate * args.runtime / submitter.jobs_per_workflow) + 1):
             submitter.submit()
         for p in fleet:
             p.start()
@@ -514,7 +534,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "workflows_submitted": submitter.n - n_sub0,
                     },
                     "cpu": Cpu.delta(cpu0, cpu1, wall),
-                    "db_growth": DbMeter.growth(size0, size1, (submitter.n - n_sub0) * JOBS_PER_WORKFLOW),
+                    "db_growth": DbMeter.growth(
+                        size0, size1, (submitter.n - n_sub0) * submitter.jobs_per_workflow
+                    ),
                     "postgres_io": DbMeter.io_delta(io0, io1, wall),
                     "loadavg": [round(x, 2) for x in os.getloadavg()],
                 }

@@ -52,7 +52,7 @@ PHASE_FIELDS = {
 # the pilot calls served by the pilot lane (granian), everything else by gunicorn.
 TINY = (
     "--jobs-existing 2000 --duration 20 --phases 1 --rate 6 --heartbeats 20 --runtime 4 --drain 90"
-    " --client-procs 1 --client-threads 4 --readers 2 --workers 1 --threads 4 --celery-concurrency 1"
+    " --workflow-width 4 --client-procs 1 --client-threads 4 --readers 2 --workers 1 --threads 4 --celery-concurrency 1"
     " --server granian --pilot-lane --monitor-workers 1 --monitor-threads 2 --monitor-server gunicorn"
 )
 
