@@ -44,8 +44,8 @@ from pandamon.queries.jobs import (
     jobs_facets,
     jobs_page,
     jobs_scan_estimate,
-    narrow_filter,
     past_window,
+    sorts_narrow,
 )
 from pandamon.queries.loops import loop_strip
 from pandamon.queries.metrics import jobs_by_queue_state
@@ -103,8 +103,8 @@ __all__ = [
     "jobs_scan_estimate",
     "latest_failures",
     "loop_strip",
-    "narrow_filter",
     "past_window",
+    "sorts_narrow",
     "progress",
     "queue_state_counts",
     "queues_with_sites",

@@ -396,6 +396,22 @@ def merge_of(rollup: JobRollupSelection | None, facets: JobFacets, sel: Selectio
     return None
 
 
+# A narrow selection (`narrow_filter`) holding this many jobs or more, by the summaries' count, is
+# listed by walking its queue's or user's (field, pandaid) index back from the newest (`jobs_page`'s
+# `merge`), not by sorting all its rows: that many jobs of one queue in the window are the queue's
+# newest. The production day's queue held 148,000 jobs in 6 hours: sorted 590 ms, walked ~1 ms.
+WALK_FROM_JOBS = 10_000
+
+
+def sorts_narrow(applied: dict[str, str], facets: JobFacets, merge: Merge | None, *, archive: bool) -> bool:
+    """`jobs_page`'s `narrow` for a recent window: a narrow selection (`narrow_filter`) sorts its
+    rows, unless it is WALK_FROM_JOBS jobs or more and its merged read applies (not with the
+    archive, which the merged read does not reach)."""
+    if not narrow_filter(applied):
+        return False
+    return merge is None or archive or facets.total < WALK_FROM_JOBS
+
+
 # The most users or queues whose newest jobs `jobs_page` merges (a subquery each); more are walked
 # as one.
 MAX_MERGED_VALUES = 200

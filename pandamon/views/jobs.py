@@ -59,6 +59,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
     estimate = reads.jobs_scan_estimate(sel.q) if scanned else None
     scan_warning = estimate is not None and estimate > settings.AILURO["WEB_SCAN_WARN_ROWS"]
     facets = reads.jobs_facets(sel.q, unit=unit, rollup=rollup, archive=archive)
+    merge = reads.merge_of(rollup, facets, sel)
     try:
         rows, next_cursor = reads.jobs_page(
             sel.q,
@@ -66,9 +67,9 @@ def job_list(request: HttpRequest) -> HttpResponse:
             cursor=params.get("cursor"),
             limit=limit,
             archive=archive,
-            narrow=reads.narrow_filter(sel.applied)
+            narrow=reads.sorts_narrow(sel.applied, facets, merge, archive=archive)
             or reads.past_window(sel.since, sel.until, timezone.now()),
-            merge=reads.merge_of(rollup, facets, sel),
+            merge=merge,
         )
     except ValueError as exc:
         raise FilterError(str(exc)) from None

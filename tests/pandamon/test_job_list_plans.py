@@ -14,8 +14,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dispatcher.models import Job
+from pandamon import queries
 from pandamon.queries import past_window
-from tests.factories import JobFactory, TaskFactory
+from tests.factories import JobFactory, QueueFactory, TaskFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("postgres_only")]
 _VARIED = {"pandaid", "name", "jeditaskid", "statechangetime"}
@@ -96,3 +97,26 @@ def test_a_recent_window_still_walks_the_newest_jobs_and_the_rule_is_its_age_aga
     assert not past_window(now - timedelta(hours=12), now - timedelta(hours=1), now)
     assert past_window(now - timedelta(hours=12), now - timedelta(hours=7), now)
     assert not past_window(None, now - timedelta(days=3), now)
+
+
+def test_a_queue_with_many_jobs_in_the_window_walks_its_newest_and_a_quiet_one_sorts_its_rows(
+    client: Any, jobs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = QueueFactory().name
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE dispatcher_job SET computingsite = %s", [queue])
+        cursor.execute("ANALYZE dispatcher_job")
+    url = f"/jobs/?hours=12&computingsite={queue}"
+    in_window = Job.objects.filter(statechangetime__gte=timezone.now() - timedelta(hours=12)).count()
+    assert 500 < in_window < queries.jobs.WALK_FROM_JOBS
+    # Fewer jobs than the threshold: the window's rows, sorted (the primary key's order hidden).
+    sql, plan = _list_read(client, url)
+    assert '("dispatcher_job"."pandaid" + 0) DESC' in sql, sql
+    assert "Sort Key: ((pandaid + 0)) DESC" in plan, plan
+    # As many as the threshold: the queue's (queue, pandaid) index walked back from its newest,
+    # nothing sorted.
+    monkeypatch.setattr(queries.jobs, "WALK_FROM_JOBS", 500)
+    sql, plan = _list_read(client, url)
+    assert "+ 0)" not in sql, sql
+    assert "Index Scan Backward using job_queue_pandaid_idx" in plan, plan
+    assert "Sort" not in plan, plan
