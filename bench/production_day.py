@@ -213,7 +213,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def workflow_spec(name: str, width: int = 8) -> dict[str, Any]:
+def workflow_spec(name: str, width: int) -> dict[str, Any]:
     """A 3-level DAG of `jobs_per_workflow(width)` jobs in 3 tasks: `width` → `width` / 2 (two
     parents each) → 1, pinned to the bench's queue."""
     jobs: list[dict[str, Any]] = [
@@ -244,6 +244,7 @@ def workflow_spec(name: str, width: int = 8) -> dict[str, Any]:
 
 
 def jobs_per_workflow(width: int) -> int:
+    """The jobs of `workflow_spec(…, width)`."""
     return width + width // 2 + 1
 
 
@@ -251,7 +252,7 @@ class Submitter(threading.Thread):
     """Submits workflows over the REST API at `rate` jobs/s (control[1] × base), until stopped."""
 
     def __init__(
-        self, port: int, token: str, prefix: str, base_rate: float, control: Any, width: int = 8
+        self, port: int, token: str, prefix: str, base_rate: float, control: Any, width: int
     ) -> None:
         super().__init__(daemon=True)
         self.conn = Conn(port, token)

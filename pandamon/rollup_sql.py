@@ -135,10 +135,11 @@ _FACET_COLUMN_LIST = ", ".join(JOB_FACET_COLUMNS.values())
 # Each fold: one DELETE … RETURNING of the oldest `batch` change rows feeding the upserts (decision
 # 0002's pattern), then the ids of the rows the upserts brought to zero, which the caller deletes:
 # of the summary, of the filter summary and of its day level (an hour of a busy day holds hundreds
-# of thousands of rows, too many to look through on every fold). %s: the batch. The rows are first added up per hour and facet tuple
-# (`tuples`): the jobs of one task moving between the same states within the hour share a tuple,
-# and a job leaving a state cancels another's entering it, so fewer rows are exploded into the
-# 78 (dimension, facet) combinations; a tuple whose sum is zero changes no count.
+# of thousands of rows, too many to look through on every fold). %s: the batch.
+# The rows are first added up per hour and facet tuple (`tuples`): the jobs of one task moving
+# between the same states within the hour share a tuple, and a job leaving a state cancels
+# another's entering it, so fewer rows are exploded into the 78 (dimension, facet) combinations;
+# a tuple whose sum is zero changes no count.
 _FOLD_JOBS = f"""
     WITH moved AS (
         DELETE FROM dispatcher_jobchange

@@ -405,16 +405,23 @@ WALK_FROM_JOBS = 10_000
 
 def sorts_narrow(applied: dict[str, str], facets: JobFacets, merge: Merge | None, *, archive: bool) -> bool:
     """`jobs_page`'s `narrow` for a recent window: a narrow selection (`narrow_filter`) sorts its
-    rows, unless it is WALK_FROM_JOBS jobs or more and its merged read applies (not with the
-    archive, which the merged read does not reach)."""
+    rows, unless it is WALK_FROM_JOBS jobs or more and its merged read applies (`merge_applies`)."""
     if not narrow_filter(applied):
         return False
-    return merge is None or archive or facets.total < WALK_FROM_JOBS
+    return not (
+        merge is not None and merge_applies(merge, archive=archive) and facets.total >= WALK_FROM_JOBS
+    )
 
 
 # The most users or queues whose newest jobs `jobs_page` merges (a subquery each); more are walked
 # as one.
 MAX_MERGED_VALUES = 200
+
+
+def merge_applies(merge: Merge, *, archive: bool) -> bool:
+    """Whether `jobs_page` can read `merge`'s values one by one: not with the archive (which the
+    merged read does not reach), up to MAX_MERGED_VALUES values, none empty."""
+    return not archive and len(merge.values) <= MAX_MERGED_VALUES and all(merge.values)
 
 
 def jobs_page(
@@ -459,14 +466,7 @@ def jobs_page(
             F(column).desc(nulls_last=True) if desc else F(column).asc(nulls_last=True),
             F("pandaid").desc() if desc else F("pandaid").asc(),
         ]
-    if (
-        merge is not None
-        and column == "pandaid"
-        and not narrow
-        and not archive
-        and len(merge.values) <= MAX_MERGED_VALUES
-        and all(merge.values)
-    ):
+    if column == "pandaid" and not narrow and merge is not None and merge_applies(merge, archive=archive):
         return _page_end(_merged(merge, after, desc, limit + 1), column, limit)
     rows: list[dict[str, Any]] = []
     for model in (Job, ArchivedJob) if archive else (Job,):
