@@ -14,6 +14,7 @@ from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.urls import ResolverMatch, set_urlconf
 from django.utils.module_loading import import_string
 
 from core.logging import log_context_reset, log_context_set
@@ -188,6 +189,23 @@ class _LeanChainHandler(BaseHandler):
                 self._exception_middleware.append(instance.process_exception)
             handler = convert_exception_to_response(instance)
         self._middleware_chain = handler
+        self._matches: dict[tuple[str, str], ResolverMatch] = {}
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        """The lane's paths are exact and take no arguments, so each is resolved once per process
+        and URL configuration: Django's resolution tries the project's patterns one by one on
+        every request."""
+        key = (getattr(request, "urlconf", None) or settings.ROOT_URLCONF, request.path_info)
+        match = self._matches.get(key)
+        if match is None:
+            match = super().resolve_request(request)
+            if not match.args and not match.kwargs:
+                self._matches[key] = match
+            return match
+        if hasattr(request, "urlconf"):
+            set_urlconf(request.urlconf)
+        request.resolver_match = match
+        return match
 
 
 # What a pilot-lane process answers besides the lane itself: the probes of its service manager.

@@ -7,8 +7,10 @@ import io
 import json
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
+from django.core.handlers.base import BaseHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.test import Client
@@ -150,3 +152,30 @@ def test_the_lane_keeps_the_request_id(token: str) -> None:
     app = PilotLaneWSGIHandler()
     status, headers, _ = _wsgi(app, "POST", "/api/v1/pilot/update_job", b"{}", HTTP_X_REQUEST_ID="lane-7c1e")
     assert (status, headers["X-Request-ID"]) == (401, "lane-7c1e")
+
+
+def test_the_lane_resolves_each_path_once_per_url_configuration(token: str, settings: Any) -> None:
+    app = PilotLaneWSGIHandler()
+    resolved: list[str] = []
+    base_resolve = BaseHandler.resolve_request
+
+    def spy(handler: Any, request: Any) -> Any:
+        resolved.append(request.path_info)
+        return base_resolve(handler, request)
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    body = json.dumps({"site_name": "LANE_QUEUE"}).encode()
+    with mock.patch.object(BaseHandler, "resolve_request", spy):
+        for _ in range(3):
+            status, answer = _same_as_full_chain(app, "POST", "/api/v1/pilot/acquire_jobs", body, **auth)
+            assert (status, answer["success"]) == (200, False)  # the view ran each time
+        assert _same_as_full_chain(app, "POST", "/api/v1/pilot/update_job", b"{}")[0] == 401
+        # The full chain's calls above (the comparison) are Django's own, resolved every time.
+        lane = [p for p in resolved if p.startswith("/api/v1/pilot/")]
+        assert lane.count("/api/v1/pilot/acquire_jobs") == 1 + 3
+        assert lane.count("/api/v1/pilot/update_job") == 1 + 1
+
+        # Another URL configuration is resolved anew: a path it does not have is a 404.
+        settings.ROOT_URLCONF = "tests.core.urls_without_pilot"
+        assert _wsgi(app, "POST", "/api/v1/pilot/acquire_jobs", body, **auth)[0] == 404
+        assert resolved[-1] == "/api/v1/pilot/acquire_jobs"
