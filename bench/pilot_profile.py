@@ -222,7 +222,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out = io.StringIO()
         stats = pstats.Stats(profile, stream=out)
         stats.sort_stats("tottime").print_stats(args.top)
-        stats.dump_stats(str(Path(args.out).with_suffix(".pstats")))
+        dump = Path(args.out).with_suffix(".pstats")
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        stats.dump_stats(str(dump))
         report["cprofile_tottime"] = out.getvalue().splitlines()
     connection.close()
     return report
