@@ -192,15 +192,14 @@ class _LeanChainHandler(BaseHandler):
         self._matches: dict[tuple[str, str], ResolverMatch] = {}
 
     def resolve_request(self, request: HttpRequest) -> ResolverMatch:
-        """The lane's paths are exact and take no arguments, so each is resolved once per process
-        and URL configuration: Django's resolution tries the project's patterns one by one on
-        every request."""
+        """A path resolves to the same match in one URL configuration, so each of the lane's
+        (settings.AILURO_PILOT_LANE: a few exact paths) is resolved once per process and
+        configuration: Django's resolution tries the project's patterns one by one on every
+        request."""
         key = (getattr(request, "urlconf", None) or settings.ROOT_URLCONF, request.path_info)
         match = self._matches.get(key)
         if match is None:
-            match = super().resolve_request(request)
-            if not match.args and not match.kwargs:
-                self._matches[key] = match
+            match = self._matches[key] = super().resolve_request(request)
             return match
         if hasattr(request, "urlconf"):
             set_urlconf(request.urlconf)
