@@ -1,5 +1,5 @@
 """Helpers the benchmarks share: a free loopback port, CPU time from /proc, a percentile, a
-scratch database. The benchmarks run as scripts (`python bench/<name>.py`), so this folder is on
+scratch database, the monitor's summaries checked against a rebuild. The benchmarks run as scripts (`python bench/<name>.py`), so this folder is on
 their import path and they import this module as `_common`."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -208,3 +209,40 @@ def report_write(report: dict[str, Any], out: str, *, indent: int = 2) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)
     print(text)
+
+
+def in_scratch_test_database(name: str, run: Callable[[], dict[str, Any]]) -> None:
+    """Set Django up on DATABASE_URL's PostgreSQL, run `run` in a scratch database made for it
+    (`<name>_<pid>`, migrated like the test database) and dropped after it; print its report."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("AILURO_LOG_LEVEL", "WARNING")
+    import django
+    from django.conf import settings
+
+    django.setup()
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        raise SystemExit(f"bench/{name}.py needs PostgreSQL: set DATABASE_URL=postgres://…")
+    settings.DATABASES["default"]["TEST"]["NAME"] = f"bench_{name}_{os.getpid()}"
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        print(json.dumps(run(), indent=2))
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def rollups_exact() -> bool:
+    """Fold the whole change feed, then compare the job summary with a rebuild from the job rows."""
+    from dispatcher.models import JobChange
+    from pandamon import rollups
+    from pandamon.models import JobSummary
+
+    while rollups.rollups_fold():
+        pass
+    if JobChange.objects.exists():
+        return False
+    folded = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
+    rollups.rollups_rebuild()
+    rebuilt = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
+    return bool(folded) and folded == rebuilt

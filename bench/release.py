@@ -21,15 +21,14 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("AILURO_LOG_LEVEL", "WARNING")
+
+from _common import in_scratch_test_database, rollups_exact  # noqa: E402  (bench/ is on the path)
 
 
 def main() -> None:
@@ -39,20 +38,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=2000)
     args = parser.parse_args()
 
-    import django
-    from django.conf import settings
-
-    django.setup()
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        raise SystemExit("bench/release.py needs PostgreSQL: set DATABASE_URL=postgres://…")
-    settings.DATABASES["default"]["TEST"]["NAME"] = f"bench_release_{os.getpid()}"
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
-        print(json.dumps(run(args), indent=2))
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+    in_scratch_test_database("release", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -116,14 +102,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     )
     once = per_child.filter(k=1).count()
     counts = task_state_counts(list(wf.tasks.values_list("pk", flat=True)))
-    rollups_exact = _rollups_exact()
+    exact = rollups_exact()
     return {
         "benchmark": "release",
         "parents": n,
         "children_activated": activated,
         "children_activated_once": once,
         "counts": {str(task): c for task, c in counts.items()},
-        "rollups_exact": rollups_exact,
+        "rollups_exact": exact,
         "brokerage_steps": steps,
         "brokerage_batch": args.batch,
         "brokerage_seconds": round(broker_s, 3),
@@ -140,22 +126,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "note": "figures are noisy when other work shares the machine: compare runs made back to back",
     }
-
-
-def _rollups_exact() -> bool:
-    """Fold the whole change feed, then compare the job summary with a rebuild from the job rows."""
-    from dispatcher.models import JobChange
-    from pandamon import rollups
-    from pandamon.models import JobSummary
-
-    while rollups.rollups_fold():
-        pass
-    if JobChange.objects.exists():
-        return False
-    folded = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
-    rollups.rollups_rebuild()
-    rebuilt = set(JobSummary.objects.values_list("bucket", "jobstatus", "facet", "value", "count"))
-    return bool(folded) and folded == rebuilt
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ limits; docs/architecture.md#loops).
 
 Each `<loop>_one_batch(...)` does a bounded amount of work and returns how much it did; it is safe to
 run twice, concurrently or in a row, because every change it makes is a compare-and-set (a job
-transition, `job_attempt_end`'s attempt check) that only one caller can win. A step chooses what to
+transition, or an attempt ended under its row lock) that only one caller can win. A step chooses what to
 look at; the writes are services (`dispatcher.services`). The brokerage step is the service
 `broker_one_batch` itself. Tests call the steps directly with an injected clock.
 """
@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.leases import leases_expired_delete
-from dispatcher.models import Job, Queue
+from dispatcher.models import Queue
 from dispatcher.services.archive import archive_step
 from dispatcher.services.budgets import failure_budgets_check
 from dispatcher.services.janitor import jobs_archive, payload_logs_trim
@@ -28,7 +28,7 @@ from dispatcher.services.watcher import (
     EC_HOLDING_TIMEOUT,
     EC_LOST_HEARTBEAT,
     EC_SEND_TIMEOUT,
-    job_fail_silent,
+    jobs_fail_silent,
 )
 from dispatcher.states import JobStatus
 
@@ -92,36 +92,20 @@ def _watcher_rules(now: dt.datetime) -> list[tuple[Q, int, str]]:
 
 
 def watcher_one_batch(*, limit: int = 500, now: dt.datetime | None = None) -> int:
-    """Fail the attempts of silent jobs through `job_attempt_end`; returns how many were failed.
+    """End the attempts of silent jobs as failed (`jobs_fail_silent`); returns how many.
 
-    1. For each kind of silence (sent without reply, lost heartbeat per state and queue timeout,
-       holding too long), select up to `limit` candidates, longest in their state first, without
-       locks (each selection one state: a walk of the in-flight index).
-    2. For each, `job_fail_silent`: lock the row and check it is still the same attempt, in the
-       same state, and still silent (a heartbeat may have arrived meanwhile); then end the attempt
-       as failed with the jobdispatcher code. The retrier decides inside the same transaction
-       whether it comes back.
+    For each kind of silence (sent without reply, lost heartbeat per state and queue timeout,
+    holding too long), up to `limit` in all: one transaction selects and locks the silent jobs
+    longest in their state first (each selection one state: a walk of the in-flight index), ends
+    their attempts as failed with the jobdispatcher code set-based, and lets the retrier decide in
+    the same transaction which come back.
     """
     now = now or timezone.now()
     failed = 0
     for selection, code, diag in _watcher_rules(now):
         if failed >= limit:
             break
-        candidates = list(
-            Job.objects.filter(selection)
-            .order_by("statechangetime", "pandaid")
-            .values_list("pandaid", "attemptnr", "jobstatus")[: limit - failed]
-        )
-        for pandaid, attemptnr, status in candidates:
-            failed += job_fail_silent(
-                pandaid=pandaid,
-                attemptnr=attemptnr,
-                status=status,
-                silence=selection,
-                code=code,
-                diag=diag,
-                now=now,
-            )
+        failed += jobs_fail_silent(silence=selection, code=code, diag=diag, now=now, limit=limit - failed)
     return failed
 
 

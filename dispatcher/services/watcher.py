@@ -9,8 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from dispatcher.models import Job
-from dispatcher.services.attempts import job_attempt_end
-from dispatcher.states import JobStatus
+from dispatcher.services.attempts import jobs_attempt_fail
 
 # jobdispatchererrorcode values the watcher sets (PanDA's EC_* of jobdispatcher/Watcher.py).
 EC_LOST_HEARTBEAT = 100
@@ -19,25 +18,26 @@ EC_HOLDING_TIMEOUT = 103
 
 
 @transaction.atomic
-def job_fail_silent(
-    *, pandaid: int, attemptnr: int, status: str, silence: Q, code: int, diag: str, now: dt.datetime
-) -> bool:
-    """Fail the job's attempt `attemptnr` if it is still in `status` and still matches `silence`
-    under its row lock (a heartbeat may have arrived since it was selected); True when it did.
+def jobs_fail_silent(*, silence: Q, code: int, diag: str, now: dt.datetime, limit: int) -> int:
+    """End as failed, with the jobdispatcher `code` and `diag`, the attempts of up to `limit` jobs
+    matching `silence`, longest in their state first; returns how many.
 
-    The row is locked alone: `silence` may join the queue, and PostgreSQL refuses FOR UPDATE on the
-    nullable side of that outer join.
+    One statement selects and locks them (`FOR UPDATE OF` the job alone: `silence` may join the
+    queue, and PostgreSQL refuses to lock the nullable side of that outer join). PostgreSQL
+    re-checks `silence` on a row changed while it waited for the lock, so a job whose heartbeat
+    arrived meanwhile is left out; a row another transaction holds right now (a pilot's update) is
+    skipped for the next step rather than waited for. `attempts.jobs_attempt_fail` ends the lot
+    set-based; the retrier decides in the same transaction which come back.
     """
-    list(Job.objects.select_for_update().filter(pandaid=pandaid).values_list("pandaid"))
-    still = Job.objects.filter(silence, pandaid=pandaid, attemptnr=attemptnr, jobstatus=status).exists()
-    if not still:
-        return False
-    outcome = job_attempt_end(
-        pandaid=pandaid,
-        attemptnr=attemptnr,
-        status=JobStatus.FAILED,
+    jobs = list(
+        Job.objects.filter(silence)
+        .select_for_update(of=("self",), skip_locked=True)
+        .order_by("statechangetime", "pandaid")[:limit]
+    )
+    outcomes = jobs_attempt_fail(
+        jobs,
         cause=f"watcher: {diag}",
         errors={"jobdispatchererrorcode": code, "jobdispatchererrordiag": diag},
         endtime=now,
     )
-    return outcome is not None
+    return len(outcomes)

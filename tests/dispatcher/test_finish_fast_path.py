@@ -40,6 +40,18 @@ _JOB_SKIP = {
     "starttime",
 }
 _ATTEMPT_SKIP = {"id", "job", "task", "endtime", "starttime", "walltime_s"}
+# A dispatched attempt's columns on the job row, as a pilot's dispatch and first update set them.
+DISPATCHED: dict[str, Any] = {
+    "lease": "lease-a",
+    "starttime": T0,
+    "dispatched_at": T0,
+    "node": "wn01",
+    "pilot_id": "pilot-1",
+    "worker_id": 7,
+    "request_memory_mb": 1500,
+    "request_cores": 2,
+    "max_rss_kb": 1000,
+}
 
 
 def _world(queue: Queue, other_queue: Queue, panda_queue: Queue) -> dict[str, Job]:
@@ -48,21 +60,9 @@ def _world(queue: Queue, other_queue: Queue, panda_queue: Queue) -> dict[str, Jo
     task = TaskFactory()
 
     def running(**kw: Any) -> Job:
-        defaults: dict[str, Any] = {
-            "task": task,
-            "jobstatus": JobStatus.RUNNING,
-            "queue": queue,
-            "lease": "lease-a",
-            "starttime": T0,
-            "dispatched_at": T0,
-            "node": "wn01",
-            "pilot_id": "pilot-1",
-            "worker_id": 7,
-            "request_memory_mb": 1500,
-            "request_cores": 2,
-            "max_rss_kb": 1000,
-        }
-        return JobFactory(**{**defaults, **kw})
+        return JobFactory(
+            **{"task": task, "jobstatus": JobStatus.RUNNING, "queue": queue, **DISPATCHED, **kw}
+        )
 
     w = {
         "plain": running(),

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from dispatcher.loops import watcher_one_batch
@@ -96,23 +98,41 @@ def test_the_third_lost_heartbeat_is_the_last_attempt() -> None:
     assert "attempt 3 of 3 was the last" in JobAttempt.objects.get(job=job).retry_reason
 
 
-def test_a_heartbeat_arriving_after_selection_saves_the_job() -> None:
-    """The watcher re-checks under the row lock: a job that heartbeated since is left alone."""
-    from dispatcher.loops import _watcher_rules
-    from dispatcher.services.watcher import job_fail_silent
+@pytest.mark.django_db(transaction=True)
+def test_a_job_a_pilot_update_holds_is_skipped_and_its_heartbeat_saves_it(postgres_only: None) -> None:
+    """The watcher does not wait for a row another transaction holds (a pilot's heartbeat being
+    written): it ends the other silent jobs, and the held one is judged again by the next step,
+    where its new heartbeat saves it."""
+    held = _in_flight("running", since=NOW - dt.timedelta(hours=3))
+    other = _in_flight("running", since=NOW - dt.timedelta(hours=3))
+    locked, release = threading.Event(), threading.Event()
 
-    job = _in_flight("running", since=NOW - dt.timedelta(hours=3))
-    selection, code, diag = _watcher_rules(NOW)[-1]
-    Job.objects.filter(pk=job.pk).update(heartbeat_at=NOW)
+    def pilot_update() -> None:
+        try:
+            with transaction.atomic():
+                Job.objects.filter(pk=held.pk).update(heartbeat_at=NOW)
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
 
-    assert (
-        job_fail_silent(
-            pandaid=job.pk, attemptnr=1, status="running", silence=selection, code=code, diag=diag, now=NOW
-        )
-        is False
-    )
-    assert Job.objects.get(pk=job.pk).jobstatus == "running"
-    assert not JobAttempt.objects.filter(job=job).exists()
+    pilot = threading.Thread(target=pilot_update)
+    pilot.start()
+    assert locked.wait(10)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")  # waiting for the held row would raise
+        assert watcher_one_batch(now=NOW) == 1
+    finally:
+        release.set()
+        pilot.join()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+    assert Job.objects.get(pk=other.pk).jobstatus == "defined"
+    assert Job.objects.get(pk=held.pk).jobstatus == "running"
+    assert watcher_one_batch(now=NOW) == 0
+    assert not JobAttempt.objects.filter(job=held).exists()
 
 
 def test_running_the_watcher_twice_fails_each_attempt_once() -> None:

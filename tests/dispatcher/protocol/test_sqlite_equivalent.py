@@ -241,7 +241,7 @@ def late_report_scenario() -> dict[str, Any]:
         jobs_pilot_update_bulk,
     )
     from dispatcher.services.transitions import job_transition, task_counts_fold
-    from dispatcher.services.watcher import EC_LOST_HEARTBEAT, job_fail_silent
+    from dispatcher.services.watcher import EC_LOST_HEARTBEAT, jobs_fail_silent
     from tests.factories import JobFactory, TaskFactory
 
     queue = Queue.objects.create(name="LATE_Q", site=Site.objects.create(name="LATE_S"))
@@ -255,16 +255,16 @@ def late_report_scenario() -> dict[str, Any]:
     child, grandchild = JobFactory(task=final, pending_parents=1), JobFactory(task=final, pending_parents=1)
     JobDependency.objects.create(parent=jobs[1], child=child)
     JobDependency.objects.create(parent=child, child=grandchild)
-    for job in jobs:
-        assert job_fail_silent(
-            pandaid=job.pandaid,
-            attemptnr=1,
-            status="running",
-            silence=Q(),
+    assert (
+        jobs_fail_silent(
+            silence=Q(pandaid__in=[job.pandaid for job in jobs]),
             code=EC_LOST_HEARTBEAT,
             diag="lost heartbeat: none for 600 s",
             now=start + dt.timedelta(hours=1),
+            limit=10,
         )
+        == 3
+    )
     job_transition(pandaid=jobs[2].pandaid, to="activated", cause="brokered", fields={"queue_id": "LATE_Q"})
     assert [j["pandaid"] for j in jobs_dispatch(request=DispatchRequest(queue="LATE_Q"))] == [jobs[2].pandaid]
     replies = jobs_pilot_update_bulk(
