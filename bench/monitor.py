@@ -115,12 +115,13 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
     """1. Sites, queues, users, workflows, tasks with the ORM. 2. Drop the job indexes, COPY the
     jobs (one big task of 80k jobs with a 3-label DAG, the rest spread over the other tasks),
     failed attempts and DAG edges, with the change-feed triggers disabled. 3. Rebuild the
-    indexes, fill the task counters and the monitor rollups (`rollups_rebuild`: the migration's
+    indexes, fill the task and queue counters and the monitor rollups (`rollups_rebuild`: the migration's
     backfill), ANALYZE."""
     from django.contrib.auth import get_user_model
     from django.db import connection
 
     from dispatcher.models import Job, Queue, Site, Task, Workflow
+    from dispatcher.services import queue_counts_rebuild
     from pandamon.rollups import rollups_rebuild
 
     if Job.objects.exists():
@@ -379,6 +380,7 @@ def seed(args: argparse.Namespace) -> dict[str, object]:
         )
         cur.execute("ALTER TABLE dispatcher_job ENABLE TRIGGER USER")
         cur.execute("ALTER TABLE dispatcher_jobattempt ENABLE TRIGGER USER")
+        queue_counts_rebuild()  # the per-queue counters' triggers were off too
         t_rollups = time.monotonic()
         rollups_rebuild()
         t_rollups = time.monotonic() - t_rollups

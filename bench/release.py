@@ -5,7 +5,9 @@
 Runs against the PostgreSQL of DATABASE_URL in a scratch database it creates and drops. Steps:
 
 1. Submit one workflow of N parents and N children (child i depends on parent i) — not timed.
-2. Move the parents to running with bulk transitions — not timed.
+2. Move the parents to running with bulk transitions — not timed. Timed: brokerage's read of
+   every queue's activated and in-flight counts with the N parents running
+   (`queue_weights_ms_median`, of 5 reads).
 3. Finish the parents: `--sample` of them through `job_attempt_end` one by one (the pilot's final
    update: attempt row, transition, release of the child), timed and reported as a rate; the rest
    with a bulk transition and one set-based release UPDATE (not timed), so every child is released.
@@ -73,6 +75,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     jobs_transition_bulk(source="activated", to="sent", cause="bench", pandaids=parents)
     jobs_transition_bulk(source="sent", to="running", cause="bench", pandaids=parents)
 
+    # Brokerage weighs every queue by its activated and in-flight jobs: with the N parents running,
+    # what does one step's read of those numbers cost?
+    from dispatcher.services.placement import _queue_infos
+
+    weigh_ms = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        infos = _queue_infos()
+        weigh_ms.append((time.perf_counter() - t0) * 1000)
+    in_flight = sum(q.in_flight for q in infos)
+
     sample = parents[: args.sample]
     t0 = time.perf_counter()
     for pandaid in sample:
@@ -118,6 +131,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         # machine, wall time / CPU time says how much of the step was spent waiting for a core.
         "brokerage_client_cpu_seconds": round(broker_cpu_s, 3),
         "target_per_s": 5000,
+        "queue_weights_in_flight": in_flight,
+        "queue_weights_ms_median": round(sorted(weigh_ms)[2], 2),
         "final_updates_sampled": len(sample),
         "final_updates_per_s": round(len(sample) / sample_s, 1) if sample_s else None,
         "submit_seconds": round(submit_s, 2),

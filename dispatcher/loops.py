@@ -23,7 +23,7 @@ from dispatcher.services.budgets import failure_budgets_check
 from dispatcher.services.janitor import jobs_archive, payload_logs_trim
 from dispatcher.services.learning import requests_learn
 from dispatcher.services.rollup import statuses_rollup
-from dispatcher.services.transitions import task_counts_fold
+from dispatcher.services.transitions import queue_counts_fold, task_counts_fold
 from dispatcher.services.watcher import (
     EC_HOLDING_TIMEOUT,
     EC_LOST_HEARTBEAT,
@@ -113,10 +113,11 @@ def watcher_one_batch(*, limit: int = 500, now: dt.datetime | None = None) -> in
 
 
 def rollup_one_batch(*, limit: int = 2000, now: dt.datetime | None = None) -> int:
-    """Fold the counter deltas (`task_counts_fold`, bounded by its own batch), then derive the
-    states of up to `limit` tasks and their workflows (`statuses_rollup`); returns folded deltas
-    plus status changes."""
-    return task_counts_fold() + statuses_rollup(limit=limit, now=now or timezone.now())
+    """Fold the counter deltas (`task_counts_fold` and `queue_counts_fold`, each bounded by its own
+    batch), then derive the states of up to `limit` tasks and their workflows (`statuses_rollup`);
+    returns folded deltas plus status changes."""
+    folded = task_counts_fold() + queue_counts_fold()
+    return folded + statuses_rollup(limit=limit, now=now or timezone.now())
 
 
 # --- janitor ----------------------------------------------------------------------------------

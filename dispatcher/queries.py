@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 
 from dispatcher.brokerage import SiteRule
-from dispatcher.states import JobStatus
+from dispatcher.states import QUEUE_LOAD_KINDS, JobStatus
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -135,6 +135,49 @@ def task_state_counts(task_ids: Sequence[int]) -> dict[int, dict[str, int]]:
         for task_id, status, n in cursor.fetchall():
             if n:
                 result[task_id][status] = int(n)
+    return result
+
+
+def queue_loads(queues: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Exact per-queue counts of the jobs waiting (`activated`) and in flight (`in_flight`), the
+    kinds of `QUEUE_LOAD_KINDS`; a queue with none maps to {}.
+
+    PostgreSQL: folded counts plus unfolded deltas in one statement (one snapshot, as
+    `task_state_counts`), ~100 rows whatever the number of jobs. SQLite (the embedded run has no
+    triggers to keep them): a count of the job rows.
+    """
+    result: dict[str, dict[str, int]] = {queue: {} for queue in queues}
+    if not queues:
+        return result
+    counted: list[tuple[str, str, int]] = []
+    if connection.vendor == "postgresql":
+        sql = """
+            SELECT computingsite, kind, SUM(n) FROM (
+                SELECT computingsite, kind, count AS n FROM dispatcher_queuecount
+                WHERE computingsite = ANY(%s)
+                UNION ALL
+                SELECT computingsite, kind, delta AS n FROM dispatcher_queuecountdelta
+                WHERE computingsite = ANY(%s)
+            ) AS c GROUP BY computingsite, kind
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(queues), list(queues)])
+            counted = cursor.fetchall()
+    else:
+        from django.db.models import Count
+
+        from dispatcher.models import Job
+
+        for queue, status, n in (
+            Job.objects.filter(queue__in=list(queues), jobstatus__in=list(QUEUE_LOAD_KINDS))
+            .order_by()
+            .values_list("queue_id", "jobstatus")
+            .annotate(n=Count("pandaid"))
+        ):
+            counted.append((queue, QUEUE_LOAD_KINDS[status], n))
+    for queue, kind, n in counted:
+        if n:
+            result[queue][kind] = result[queue].get(kind, 0) + int(n)
     return result
 
 

@@ -30,6 +30,14 @@ JOB_FINAL = frozenset(
 )
 JOB_ACTIVE = frozenset({JobStatus.SENT, JobStatus.STARTING, JobStatus.RUNNING, JobStatus.HOLDING})
 JOB_NON_FINAL = frozenset(JobStatus) - JOB_FINAL
+# What brokerage weighs a queue by, counted per queue (QueueCount): its jobs waiting and in flight.
+# A job moving between two states of one kind (sent → starting → running) changes no count.
+QUEUE_LOAD_KINDS: dict[str, str] = {
+    JobStatus.ACTIVATED: "activated",
+    JobStatus.SENT: "in_flight",
+    JobStatus.STARTING: "in_flight",
+    JobStatus.RUNNING: "in_flight",
+}
 # Final states a restart may bring back to `defined`; finished jobs are never re-run.
 JOB_RESTARTABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED})
 

@@ -4,7 +4,7 @@ PanDA's column names are kept where pilots, operators' habits or monitor URLs de
 (`pandaid`, `jeditaskid`, `computingsite`, `jobstatus`, `prodsourcelabel`, `attemptnr`, the error
 families); everything new is plain snake_case. Writes go through `dispatcher.services`. One module
 per family of tables: sites (where jobs run), work (workflows, tasks, jobs and what hangs off them),
-rules (retry rules), counts (per-task state counts), changes (the change feed) and archive (final
+rules (retry rules), counts (per-task and per-queue state counts), changes (the change feed) and archive (final
 workflows' jobs moved out of the live tables).
 """
 
@@ -16,7 +16,7 @@ from dispatcher.models.archive import (
     ArchivedJobStatusLog,
 )
 from dispatcher.models.changes import FailedAttemptChange, JobChange
-from dispatcher.models.counts import TaskCount, TaskCountDelta
+from dispatcher.models.counts import QueueCount, QueueCountDelta, TaskCount, TaskCountDelta
 from dispatcher.models.rules import ErrorFamily, RetryAction, RetryRule
 from dispatcher.models.sites import PilotFlavour, Queue, QueueStatus, ResourceType, Site
 from dispatcher.models.work import (
@@ -57,5 +57,7 @@ __all__ = [
     "Task",
     "TaskCount",
     "TaskCountDelta",
+    "QueueCount",
+    "QueueCountDelta",
     "Workflow",
 ]

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 from collections import defaultdict
 
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from dispatcher.brokerage import (
@@ -23,7 +23,7 @@ from dispatcher.brokerage import (
     broker,
 )
 from dispatcher.models import Job, Queue, QueueStatus, ResourceType, Task
-from dispatcher.queries import task_site_rules
+from dispatcher.queries import queue_loads, task_site_rules
 from dispatcher.services.transitions import jobs_transition_bulk
 from dispatcher.states import JobStatus, TaskStatus
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 # A job no queue can run is looked at again after this long (a queue may come online meanwhile);
 # without the pause it would head every batch and starve the jobs behind it.
 UNPLACEABLE_BACKOFF = dt.timedelta(seconds=60)
-_IN_FLIGHT = (JobStatus.SENT, JobStatus.STARTING, JobStatus.RUNNING)
 
 
 def _queue_infos() -> list[QueueInfo]:
@@ -41,17 +40,7 @@ def _queue_infos() -> list[QueueInfo]:
         .select_related("site")
         .prefetch_related("resource_types")
     )
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in (
-        Job.objects.filter(
-            queue__in=[q.name for q in queues], jobstatus__in=[JobStatus.ACTIVATED, *_IN_FLIGHT]
-        )
-        .order_by()
-        .values("queue_id", "jobstatus")
-        .annotate(n=Count("pandaid"))
-    ):
-        # django-stubs types the `_id` of a to_field="name" key as the target's int primary key.
-        counts[row["queue_id"]][row["jobstatus"]] = row["n"]  # type: ignore[index]
+    loads = queue_loads([q.name for q in queues])
     return [
         QueueInfo(
             name=q.name,
@@ -62,8 +51,8 @@ def _queue_infos() -> list[QueueInfo]:
             max_walltime_s=q.max_walltime_s,
             max_disk_mb=q.max_disk_mb,
             resource_types=frozenset(rt.name for rt in q.resource_types.all()),
-            activated=counts[q.name].get(JobStatus.ACTIVATED, 0),
-            in_flight=sum(counts[q.name].get(s, 0) for s in _IN_FLIGHT),
+            activated=loads[q.name].get("activated", 0),
+            in_flight=loads[q.name].get("in_flight", 0),
             site=q.site.name,
         )
         for q in queues

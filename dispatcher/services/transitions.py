@@ -6,7 +6,8 @@ and "Hot paths").
 
 Each operation has one write path; what differs between PostgreSQL and SQLite (the embedded run,
 which may be slower but never means something else) sits next to it: `_pandaid_in` and
-`_bulk_write` for `jobs_transition_bulk`, `_fold_write` for `task_counts_fold`.
+`_bulk_write` for `jobs_transition_bulk`, `_fold_write` for `task_counts_fold` and
+`queue_counts_fold`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from django.utils import timezone
 from dispatcher.changefeed import JOB_CHANGE_COLUMNS, job_change_pairs_sql, set_based_changes
 from dispatcher.models import Job, JobStatusLog, TaskCount, TaskCountDelta
 from dispatcher.services.final_jobs import final_jobs_release, workflows_with_final_jobs
-from dispatcher.states import JOB_FINAL, JobStatus, TransitionRefused, transition_allowed
+from dispatcher.states import JOB_FINAL, QUEUE_LOAD_KINDS, JobStatus, TransitionRefused, transition_allowed
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ def jobs_transition_bulk(
        bulk transitions cannot deadlock each other; SQLite's IMMEDIATE transaction holds the write
        lock), with the job's change-feed tuple as it is under the lock;
     2. the compare-and-set UPDATE of the selected rows still in `source`;
-    3. from the rows it updated: one status-log row each and the per-task counter deltas;
+    3. from the rows it updated: one status-log row each, the per-task counter deltas and, on
+       PostgreSQL, the per-queue ones (`QUEUE_LOAD_KINDS`; the triggers skip these rows);
     4. on PostgreSQL, the change-feed pairs of the UPDATE (`dispatcher/changefeed.py`);
     5. into a final state: the final jobs of the workflows that have some (`final_jobs_release`).
     """
@@ -247,11 +249,32 @@ def _bulk_write(
                 CROSS JOIN LATERAL (VALUES (%s, -1), (%s, 1)) AS v(status, delta)
                 GROUP BY upd.jeditaskid, v.status
             ),
+            queued AS (
+                INSERT INTO dispatcher_queuecountdelta (computingsite, kind, delta)
+                SELECT v.queue, v.kind, SUM(v.delta) FROM upd
+                CROSS JOIN LATERAL (VALUES (upd.old_computingsite, %s, -1), (upd.computingsite, %s, 1))
+                    AS v(queue, kind, delta)
+                WHERE v.queue IS NOT NULL AND v.kind IS NOT NULL
+                GROUP BY v.queue, v.kind HAVING SUM(v.delta) <> 0
+            ),
             changes AS ({job_change_pairs_sql("upd")})
             SELECT pandaid, jeditaskid FROM upd ORDER BY pandaid
         """  # noqa: S608  (column names from the model and the change feed's constant lists; values are parameters)
         with set_based_changes(), connection.cursor() as cursor:
-            cursor.execute(sql, [*params, to, source, now, cause, source, to])
+            cursor.execute(
+                sql,
+                [
+                    *params,
+                    to,
+                    source,
+                    now,
+                    cause,
+                    source,
+                    to,
+                    QUEUE_LOAD_KINDS.get(source),
+                    QUEUE_LOAD_KINDS.get(to),
+                ],
+            )
             return [(int(p), int(t)) for p, t in cursor.fetchall()]
     with connection.cursor() as cursor:
         cursor.execute(f"{with_sel} {update} pandaid, jeditaskid, attemptnr", params)
@@ -291,18 +314,44 @@ def _log_bulk(n: int, per_task: Counter[int], source: str, to: str, cause: str) 
     )
 
 
-_FOLD_LOCK_KEY = 0x61696C75726F01  # "ailuro" + 1: the advisory lock id of the counter fold
-# The oldest `batch` counter deltas (%s), deleted and returned: a delta committed meanwhile is
-# folded now or by the next fold, never lost.
-_TASK_COUNT_MOVE = """
-    DELETE FROM dispatcher_taskcountdelta
-    WHERE id IN (SELECT id FROM dispatcher_taskcountdelta ORDER BY id LIMIT %s)
-    RETURNING jeditaskid, jobstatus, delta
-"""
-_TASK_COUNT_UPSERT = """
-    INSERT INTO dispatcher_taskcount (jeditaskid, jobstatus, count) {rows}
-    ON CONFLICT (jeditaskid, jobstatus) DO UPDATE SET count = dispatcher_taskcount.count + excluded.count
-"""
+@dataclass(frozen=True)
+class _Counter:
+    """A family of counters kept as deltas: where the deltas go, where they are folded to, the two
+    key columns of a count (what is counted, and its state or kind), and the advisory lock that
+    keeps its folds apart."""
+
+    deltas: str
+    counts: str
+    key: str  # "jeditaskid, jobstatus"
+    lock: int
+
+    def move_sql(self) -> str:
+        # The oldest `batch` deltas (%s), deleted and returned: a delta committed meanwhile is
+        # folded now or by the next fold, never lost.
+        return f"""
+            DELETE FROM {self.deltas}
+            WHERE id IN (SELECT id FROM {self.deltas} ORDER BY id LIMIT %s)
+            RETURNING {self.key}, delta
+        """  # noqa: S608  (constant names)
+
+    def upsert_sql(self, rows: str) -> str:
+        return f"""
+            INSERT INTO {self.counts} ({self.key}, count) {rows}
+            ON CONFLICT ({self.key}) DO UPDATE SET count = {self.counts}.count + excluded.count
+        """  # noqa: S608  (constant names)
+
+
+# "ailuro" + 1 and + 2: the advisory lock ids of the two folds.
+_TASK_COUNTS = _Counter(
+    "dispatcher_taskcountdelta", "dispatcher_taskcount", "jeditaskid, jobstatus", 0x61696C75726F01
+)
+_QUEUE_COUNTS = _Counter(
+    "dispatcher_queuecountdelta", "dispatcher_queuecount", "computingsite, kind", 0x61696C75726F02
+)
+# A job row's kind in the queue counts (QUEUE_LOAD_KINDS); NULL for a state they do not count.
+_QUEUE_KIND_SQL = "CASE jobstatus {} END".format(
+    " ".join(f"WHEN '{status}' THEN '{kind}'" for status, kind in QUEUE_LOAD_KINDS.items())
+)
 
 
 def task_counts_fold(*, batch: int = 50_000) -> int:
@@ -314,40 +363,70 @@ def task_counts_fold(*, batch: int = 50_000) -> int:
     holds uncommitted). `_fold_write` holds the database specifics.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        return _fold_write(cursor, batch)
+        return _fold_write(cursor, batch, _TASK_COUNTS)
 
 
-def _fold_write(cursor: Any, batch: int) -> int:
+def queue_counts_fold(*, batch: int = 50_000) -> int:
+    """Fold up to `batch` per-queue deltas into QueueCount as `task_counts_fold` does; returns how
+    many were folded. Only PostgreSQL appends them (its triggers and `jobs_transition_bulk`)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        return _fold_write(cursor, batch, _QUEUE_COUNTS)
+
+
+def _fold_write(cursor: Any, batch: int, counter: _Counter) -> int:
     """PostgreSQL: an advisory lock keeps folds apart, and the DELETE … RETURNING feeds the upsert
     in the same statement. SQLite (no data-modifying CTEs): the IMMEDIATE transaction's write lock
     keeps folds apart; the returned rows are summed here and upserted."""
     if connection.vendor == "postgresql":
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FOLD_LOCK_KEY])
-        rows = "SELECT jeditaskid, jobstatus, delta FROM summed ORDER BY jeditaskid, jobstatus"
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [counter.lock])
+        rows = f"SELECT {counter.key}, delta FROM summed ORDER BY {counter.key}"  # noqa: S608
         cursor.execute(
             f"""
-            WITH moved AS ({_TASK_COUNT_MOVE}),
+            WITH moved AS ({counter.move_sql()}),
             summed AS (
-                SELECT jeditaskid, jobstatus, SUM(delta) AS delta, COUNT(*) AS n
-                FROM moved GROUP BY jeditaskid, jobstatus
+                SELECT {counter.key}, SUM(delta) AS delta, COUNT(*) AS n
+                FROM moved GROUP BY {counter.key}
             ),
-            upserted AS ({_TASK_COUNT_UPSERT.format(rows=rows)})
+            upserted AS ({counter.upsert_sql(rows)})
             SELECT COALESCE(SUM(n), 0) FROM summed
             """,  # noqa: S608  (constant SQL)
             [batch],
         )
         (folded,) = cursor.fetchone()
         return int(folded)
-    cursor.execute(_TASK_COUNT_MOVE, [batch])
+    cursor.execute(counter.move_sql(), [batch])
     moved = cursor.fetchall()
-    sums: Counter[tuple[int, str]] = Counter()
-    for task_id, status, delta in moved:
-        sums[(task_id, status)] += delta
+    sums: Counter[tuple[Any, str]] = Counter()
+    for key, state, delta in moved:
+        sums[(key, state)] += delta
     cursor.executemany(
-        _TASK_COUNT_UPSERT.format(rows="VALUES (%s, %s, %s)"),
-        [(task_id, status, delta) for (task_id, status), delta in sorted(sums.items())],
+        counter.upsert_sql("VALUES (%s, %s, %s)"),
+        [(key, state, delta) for (key, state), delta in sorted(sums.items())],
     )
     return len(moved)
+
+
+def queue_counts_rebuild() -> int:
+    """Recount QueueCount from the job rows, with writers locked out meanwhile (repair tool, and
+    the seeders that load jobs with the triggers off); returns the number of counted jobs. No-op on
+    SQLite, whose queue counts are read from the job rows."""
+    if connection.vendor != "postgresql":
+        return 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE dispatcher_job IN SHARE MODE")  # writers wait; readers go on
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_QUEUE_COUNTS.lock])
+        cursor.execute("DELETE FROM dispatcher_queuecountdelta")
+        cursor.execute("DELETE FROM dispatcher_queuecount")
+        cursor.execute(
+            f"""
+            INSERT INTO dispatcher_queuecount (computingsite, kind, count)
+            SELECT computingsite, {_QUEUE_KIND_SQL}, count(*) FROM dispatcher_job
+            WHERE computingsite IS NOT NULL AND jobstatus = ANY(%s) GROUP BY 1, 2
+            RETURNING count
+            """,  # noqa: S608  (the kinds' constant CASE)
+            [list(QUEUE_LOAD_KINDS)],
+        )
+        return sum(int(n) for (n,) in cursor.fetchall())
 
 
 def task_counts_recompute(*, task_id: int) -> dict[str, int]:
