@@ -3,8 +3,8 @@ limits; docs/architecture.md#loops).
 
 Each `<loop>_one_batch(...)` does a bounded amount of work and returns how much it did; it is safe to
 run twice, concurrently or in a row, because every change it makes is a compare-and-set (a job
-transition, or an attempt ended under its row lock) that only one caller can win. A step chooses what to
-look at; the writes are services (`dispatcher.services`). The brokerage step is the service
+transition, or an attempt ended under its row lock) that only one caller can win. A step chooses
+what to look at; the writes are services (`dispatcher.services`). The brokerage step is the service
 `broker_one_batch` itself. Tests call the steps directly with an injected clock.
 """
 

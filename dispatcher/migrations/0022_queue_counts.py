@@ -87,10 +87,12 @@ def create_triggers(apps, schema_editor):  # type: ignore[no-untyped-def]
     with schema_editor.connection.cursor() as cursor:
         # Writers wait (SHARE conflicts with their ROW EXCLUSIVE) until the triggers exist.
         cursor.execute("LOCK TABLE dispatcher_job IN SHARE MODE")
+        # The states spelled out, so the active jobs' partial index serves the read.
         cursor.execute(
             "INSERT INTO dispatcher_queuecount (computingsite, kind, count)"
             f" SELECT computingsite, {kind('j')}, count(*) FROM dispatcher_job j"
-            f" WHERE computingsite IS NOT NULL AND {kind('j')} IS NOT NULL GROUP BY 1, 2"
+            " WHERE computingsite IS NOT NULL AND jobstatus IN ('activated', 'sent', 'starting', 'running')"
+            " GROUP BY 1, 2"
         )
         for statement in CREATE:
             cursor.execute(statement)

@@ -4,8 +4,8 @@ PanDA's column names are kept where pilots, operators' habits or monitor URLs de
 (`pandaid`, `jeditaskid`, `computingsite`, `jobstatus`, `prodsourcelabel`, `attemptnr`, the error
 families); everything new is plain snake_case. Writes go through `dispatcher.services`. One module
 per family of tables: sites (where jobs run), work (workflows, tasks, jobs and what hangs off them),
-rules (retry rules), counts (per-task and per-queue state counts), changes (the change feed) and archive (final
-workflows' jobs moved out of the live tables).
+rules (retry rules), counts (per-task state counts, per-queue waiting and in-flight counts), changes
+(the change feed) and archive (final workflows' jobs moved out of the live tables).
 """
 
 from dispatcher.models.archive import (
@@ -49,6 +49,8 @@ __all__ = [
     "PayloadLog",
     "PilotFlavour",
     "Queue",
+    "QueueCount",
+    "QueueCountDelta",
     "QueueStatus",
     "ResourceType",
     "RetryAction",
@@ -57,7 +59,5 @@ __all__ = [
     "Task",
     "TaskCount",
     "TaskCountDelta",
-    "QueueCount",
-    "QueueCountDelta",
     "Workflow",
 ]
