@@ -1,6 +1,7 @@
 """Helpers the benchmarks share: a free loopback port, CPU time from /proc, a percentile, a
-scratch database, the monitor's summaries checked against a rebuild. The benchmarks run as scripts (`python bench/<name>.py`), so this folder is on
-their import path and they import this module as `_common`."""
+scratch database, the monitor's summaries checked against a rebuild. The benchmarks run as scripts
+(`python bench/<name>.py`), so this folder is on their import path and they import this module as
+`_common`."""
 
 from __future__ import annotations
 

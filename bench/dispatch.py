@@ -88,9 +88,9 @@ def _seed(n_jobs: int) -> str:
     call_command("migrate", verbosity=0, interactive=False)
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE dispatcher_job, dispatcher_jobstatuslog, dispatcher_jobattempt, dispatcher_taskcountdelta,"
-            " dispatcher_taskcount, dispatcher_queuecountdelta, dispatcher_queuecount, dispatcher_jobdependency,"
-            " dispatcher_file, dispatcher_payloadlog CASCADE"
+            "TRUNCATE dispatcher_job, dispatcher_jobstatuslog, dispatcher_jobattempt,"
+            " dispatcher_taskcountdelta, dispatcher_taskcount, dispatcher_queuecountdelta,"
+            " dispatcher_queuecount, dispatcher_jobdependency, dispatcher_file, dispatcher_payloadlog CASCADE"
         )
     site, _ = Site.objects.get_or_create(name="BENCH_SITE")
     Queue.objects.update_or_create(

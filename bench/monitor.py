@@ -114,9 +114,9 @@ def _job_columns() -> tuple[list[str], dict[str, str]]:
 def seed(args: argparse.Namespace) -> dict[str, object]:
     """1. Sites, queues, users, workflows, tasks with the ORM. 2. Drop the job indexes, COPY the
     jobs (one big task of 80k jobs with a 3-label DAG, the rest spread over the other tasks),
-    failed attempts and DAG edges, with the change-feed triggers disabled. 3. Rebuild the
-    indexes, fill the task and queue counters and the monitor rollups (`rollups_rebuild`: the migration's
-    backfill), ANALYZE."""
+    failed attempts and DAG edges, with the job table's triggers disabled. 3. Rebuild the
+    indexes, fill the task and queue counters (`queue_counts_rebuild`) and the monitor rollups
+    (`rollups_rebuild`: the migration's backfill), ANALYZE."""
     from django.contrib.auth import get_user_model
     from django.db import connection
 

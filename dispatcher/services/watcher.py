@@ -23,11 +23,12 @@ def jobs_fail_silent(*, silence: Q, code: int, diag: str, now: dt.datetime, limi
     matching `silence`, longest in their state first; returns how many.
 
     One statement selects and locks them (`FOR UPDATE OF` the job alone: `silence` may join the
-    queue, and PostgreSQL refuses to lock the nullable side of that outer join). PostgreSQL
-    re-checks `silence` on a row changed while it waited for the lock, so a job whose heartbeat
-    arrived meanwhile is left out; a row another transaction holds right now (a pilot's update) is
-    skipped for the next step rather than waited for. `attempts.jobs_attempt_fail` ends the lot
-    set-based; the retrier decides in the same transaction which come back.
+    queue, and PostgreSQL refuses to lock the nullable side of that outer join). A row another
+    transaction holds right now (a pilot's update) is skipped for the next step rather than waited
+    for; a row changed since the statement's snapshot is locked in its latest version and
+    `silence` checked again on it, so a job whose heartbeat was committed meanwhile is left out.
+    `attempts.jobs_attempt_fail` ends the lot set-based; the retrier decides in the same
+    transaction which come back.
     """
     jobs = list(
         Job.objects.filter(silence)
